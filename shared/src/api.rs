@@ -1,0 +1,315 @@
+//! The HTTP API, independent of the Lambda runtime so it is tested without AWS.
+//!
+//! Routes (GET only):
+//! - `/v1/config/{service}/{key}`: one value (cacheable; SecureString → 409)
+//! - `/v1/config/{service}?keys=k1,k2`: up to 50 values (cacheable)
+//! - `/v1/secure/{service}/{key}`: one value with decryption, never cached
+//!
+//! The tenant always comes from the verified `Authorization` token.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::auth::{HttpJwksSource, TokenVerifier};
+use crate::error::{AuthError, ConfigError};
+use crate::service::{ConfigService, MAX_BATCH_KEYS};
+use crate::settings::Settings;
+use crate::validate::{ConfigKey, ServiceName};
+
+/// What the API needs from an HTTP request.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub authorization: Option<&'a str>,
+    /// The `keys` query parameter: `None` when absent; `Some(Err)` when repeated.
+    pub keys: Option<Result<&'a str, ()>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    One { service: &'a str, key: &'a str },
+    Batch { service: &'a str },
+    Secure { service: &'a str, key: &'a str },
+}
+
+/// Matches a path. A leading stage segment (`/prod/v1/...`, as API Gateway
+/// passes it on some integrations) is tolerated.
+fn route(path: &str) -> Option<Route<'_>> {
+    let mut segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if segments.first() != Some(&"v1") && segments.get(1) == Some(&"v1") {
+        segments.remove(0);
+    }
+    match segments.as_slice() {
+        ["v1", "config", service, key] => Some(Route::One { service, key }),
+        ["v1", "config", service] => Some(Route::Batch { service }),
+        ["v1", "secure", service, key] => Some(Route::Secure { service, key }),
+        _ => None,
+    }
+}
+
+#[derive(Serialize)]
+struct OneBody<'a> {
+    service: &'a str,
+    key: &'a str,
+    value: &'a Value,
+    source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct BatchBody<'a> {
+    service: &'a str,
+    values: Map<String, Value>,
+    missing: Vec<&'a str>,
+}
+
+pub struct ConfigApi {
+    verifier: Arc<TokenVerifier>,
+    service: ConfigService,
+}
+
+impl ConfigApi {
+    pub fn new(verifier: Arc<TokenVerifier>, service: ConfigService) -> Self {
+        Self { verifier, service }
+    }
+
+    /// Builds the API with AWS-backed stores and an HTTP JWKS source.
+    pub fn from_aws(aws: &SdkConfig, settings: &Settings) -> Result<Self, String> {
+        let jwks = HttpJwksSource::new(settings.auth.jwks_url.clone())?;
+        Ok(Self::new(
+            Arc::new(TokenVerifier::new(&settings.auth, Arc::new(jwks))),
+            ConfigService::from_aws(aws, settings),
+        ))
+    }
+
+    pub async fn handle(&self, request: &ApiRequest<'_>) -> ApiResponse {
+        match self.respond(request).await {
+            Ok(response) => response,
+            Err(err) => {
+                if err.status() >= 500 {
+                    tracing::warn!(status = err.status(), error = %err, path = request.path, "request failed");
+                } else {
+                    tracing::info!(
+                        status = err.status(),
+                        code = err.code(),
+                        path = request.path,
+                        "request refused"
+                    );
+                }
+                error_response(&err)
+            }
+        }
+    }
+
+    async fn respond(&self, request: &ApiRequest<'_>) -> Result<ApiResponse, ConfigError> {
+        let route = route(request.path).ok_or(ConfigError::RouteNotFound)?;
+        if request.method != "GET" {
+            return Err(ConfigError::MethodNotAllowed);
+        }
+        let identity = self.verifier.verify_header(request.authorization).await?;
+        let tenant = identity.require_tenant()?;
+        match route {
+            Route::One { service, key } => {
+                let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
+                let entry = self.service.get(tenant, &service, &key).await?;
+                Ok(json_response(
+                    200,
+                    "private",
+                    &OneBody {
+                        service: service.as_str(),
+                        key: key.as_str(),
+                        value: &entry.value.value,
+                        source: entry.source.as_str(),
+                        version: entry.value.version,
+                    },
+                ))
+            }
+            Route::Secure { service, key } => {
+                let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
+                let entry = self.service.get_secure(tenant, &service, &key).await?;
+                Ok(json_response(
+                    200,
+                    "no-store",
+                    &OneBody {
+                        service: service.as_str(),
+                        key: key.as_str(),
+                        value: entry.value.expose(),
+                        source: entry.source.as_str(),
+                        version: entry.value.version,
+                    },
+                ))
+            }
+            Route::Batch { service } => {
+                let service = ServiceName::parse(service)?;
+                let keys = parse_keys(request.keys)?;
+                let batch = self.service.get_many(tenant, &service, &keys).await?;
+                let values = batch
+                    .values
+                    .iter()
+                    .map(|(key, entry)| (key.to_string(), entry.value.value.clone()))
+                    .collect();
+                Ok(json_response(
+                    200,
+                    "private",
+                    &BatchBody {
+                        service: service.as_str(),
+                        values,
+                        missing: batch.missing.iter().map(ConfigKey::as_str).collect(),
+                    },
+                ))
+            }
+        }
+    }
+}
+
+fn parse_keys(raw: Option<Result<&str, ()>>) -> Result<Vec<ConfigKey>, ConfigError> {
+    let raw = match raw {
+        None => {
+            return Err(ConfigError::BadRequest(
+                "query parameter 'keys' is required".to_owned(),
+            ));
+        }
+        Some(Err(())) => {
+            return Err(ConfigError::BadRequest(
+                "give 'keys' once, as a comma-separated list".to_owned(),
+            ));
+        }
+        Some(Ok(raw)) => raw,
+    };
+    // Count before parsing so a huge list costs nothing.
+    if raw.split(',').count() > MAX_BATCH_KEYS {
+        return Err(ConfigError::BadRequest(format!(
+            "at most {MAX_BATCH_KEYS} keys per request"
+        )));
+    }
+    raw.split(',').map(|k| ConfigKey::parse(k.trim())).collect()
+}
+
+fn json_response(status: u16, cache_control: &'static str, body: &impl Serialize) -> ApiResponse {
+    // Serializing plain JSON values into a String cannot fail.
+    let body = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
+    ApiResponse {
+        status,
+        headers: vec![
+            ("content-type", "application/json".to_owned()),
+            ("cache-control", cache_control.to_owned()),
+        ],
+        body,
+    }
+}
+
+/// The one place an error becomes an HTTP response.
+pub fn error_response(err: &ConfigError) -> ApiResponse {
+    let mut body = Map::new();
+    body.insert("error".into(), err.code().into());
+    body.insert("message".into(), err.public_message().into());
+    if let ConfigError::SensitiveValue { keys } = err {
+        body.insert("keys".into(), keys.clone().into());
+        body.insert("secure_route".into(), "/v1/secure/{service}/{key}".into());
+    }
+    let mut response = json_response(err.status(), "no-store", &body);
+    match err {
+        ConfigError::Unauthenticated(AuthError::Missing) => {
+            response
+                .headers
+                .push(("www-authenticate", "Bearer".to_owned()));
+        }
+        ConfigError::Unauthenticated(reason) => response.headers.push((
+            "www-authenticate",
+            format!("Bearer error=\"invalid_token\", error_description=\"{reason}\""),
+        )),
+        ConfigError::MethodNotAllowed => response.headers.push(("allow", "GET".to_owned())),
+        _ => {}
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_the_documented_paths() {
+        assert_eq!(
+            route("/v1/config/billing/tenant_config_x"),
+            Some(Route::One {
+                service: "billing",
+                key: "tenant_config_x"
+            })
+        );
+        assert_eq!(
+            route("/v1/config/billing"),
+            Some(Route::Batch { service: "billing" })
+        );
+        assert_eq!(
+            route("/v1/config/billing/"),
+            Some(Route::Batch { service: "billing" })
+        );
+        assert_eq!(
+            route("/prod/v1/secure/billing/param_config_pw"),
+            Some(Route::Secure {
+                service: "billing",
+                key: "param_config_pw"
+            })
+        );
+        for unknown in [
+            "/",
+            "/v1",
+            "/v1/config",
+            "/v2/config/a/b",
+            "/v1/config/a/b/c",
+            "/v1/secure/a",
+        ] {
+            assert_eq!(route(unknown), None, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn keys_query_is_required_single_and_bounded() {
+        assert_eq!(parse_keys(None).unwrap_err().status(), 400);
+        assert_eq!(parse_keys(Some(Err(()))).unwrap_err().status(), 400);
+        let too_many = vec!["tenant_config_k"; MAX_BATCH_KEYS + 1].join(",");
+        assert_eq!(parse_keys(Some(Ok(&too_many))).unwrap_err().status(), 400);
+        assert_eq!(parse_keys(Some(Ok("a,,b"))).unwrap_err().status(), 400);
+        assert_eq!(parse_keys(Some(Ok("a, b"))).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn errors_are_json_with_code_message_and_auth_challenge() {
+        let response = error_response(&AuthError::Expired.into());
+        assert_eq!(response.status, 401);
+        let body: Value = serde_json::from_str(&response.body).unwrap();
+        assert_eq!(body["error"], "unauthorized");
+        assert_eq!(body["message"], "token has expired");
+        assert!(
+            response
+                .headers
+                .iter()
+                .any(|(n, v)| *n == "www-authenticate" && v.starts_with("Bearer"))
+        );
+
+        let sensitive = error_response(&ConfigError::SensitiveValue {
+            keys: vec!["param_config_pw".into()],
+        });
+        assert_eq!(sensitive.status, 409);
+        let body: Value = serde_json::from_str(&sensitive.body).unwrap();
+        assert_eq!(body["keys"][0], "param_config_pw");
+        assert!(
+            sensitive
+                .headers
+                .contains(&("cache-control", "no-store".to_owned()))
+        );
+    }
+}

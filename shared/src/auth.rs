@@ -1,0 +1,557 @@
+//! Verification of Cognito ID tokens and extraction of the tenant.
+//!
+//! Checks: RS256 only, `kid` present and in the user pool's JWKS, signature,
+//! `iss` equal to the configured issuer, `aud` one of the configured app
+//! clients, `token_use == "id"`, `exp`/`nbf` with a small leeway. The tenant is
+//! the `custom:tenantId` claim and nothing else.
+//!
+//! The JWKS is fetched on first use and again only when a token names an
+//! unknown `kid`, at most once per [`AuthSettings::jwks_refresh_interval`].
+//! Verified tokens are remembered (by SHA-256 of the token, until `exp`) so a
+//! warm request does no RSA work.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header, errors::ErrorKind};
+use moka::Expiry;
+use moka::future::Cache;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{AuthError, ConfigError};
+use crate::validate::TenantId;
+
+/// The claim that names a caller's tenant.
+pub const TENANT_CLAIM: &str = "custom:tenantId";
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Expected `iss`, e.g. `https://cognito-idp.us-east-1.amazonaws.com/us-east-1_abc`.
+    pub issuer: String,
+    /// Where the signing keys are served; separate from the issuer because a
+    /// local Cognito serves them elsewhere.
+    pub jwks_url: String,
+    /// App client ids accepted as `aud`.
+    pub client_ids: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Verified tokens remembered at most.
+    pub token_cache_max_entries: u64,
+    /// Minimum time between two JWKS fetches after a successful one.
+    pub jwks_refresh_interval: Duration,
+}
+
+/// Source of the user pool's signing keys.
+#[async_trait]
+pub trait JwksSource: Send + Sync {
+    async fn fetch(&self) -> Result<JwkSet, String>;
+}
+
+/// Fetches the JWKS over HTTP(S) with a short timeout.
+pub struct HttpJwksSource {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl HttpJwksSource {
+    pub fn new(url: impl Into<String>) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| format!("cannot build JWKS client: {e}"))?;
+        Ok(Self {
+            client,
+            url: url.into(),
+        })
+    }
+}
+
+#[async_trait]
+impl JwksSource for HttpJwksSource {
+    async fn fetch(&self) -> Result<JwkSet, String> {
+        let response = self
+            .client
+            .get(&self.url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("GET {}: {e}", self.url))?;
+        response
+            .json::<JwkSet>()
+            .await
+            .map_err(|e| format!("JWKS at {} is not a key set: {e}", self.url))
+    }
+}
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub subject: String,
+    /// `None` when the token is valid but carries no (valid) tenant: a 403.
+    pub tenant: Option<TenantId>,
+    /// `exp`, seconds since the epoch.
+    pub expires_at: u64,
+}
+
+impl Identity {
+    /// The tenant, or 403 when the token has none.
+    pub fn require_tenant(&self) -> Result<&TenantId, ConfigError> {
+        self.tenant.as_ref().ok_or(ConfigError::NoTenant)
+    }
+}
+
+#[derive(Deserialize)]
+struct IdTokenClaims {
+    #[serde(default)]
+    sub: String,
+    exp: u64,
+    #[serde(default)]
+    token_use: Option<String>,
+    #[serde(rename = "custom:tenantId", default)]
+    tenant: Option<String>,
+}
+
+struct KeyRing {
+    keys: HashMap<String, Arc<DecodingKey>>,
+    /// When the next fetch may happen.
+    next_fetch_at: Option<Instant>,
+}
+
+struct UntilExpiry;
+
+impl Expiry<[u8; 32], Arc<Identity>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        identity: &Arc<Identity>,
+        _at: Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(
+            identity.expires_at.saturating_sub(unix_now()),
+        ))
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Retry delay after a failed JWKS fetch: short, so one network blip at cold
+/// start does not lock a container out for a whole refresh interval.
+const FAILED_FETCH_RETRY: Duration = Duration::from_secs(1);
+
+pub struct TokenVerifier {
+    source: Arc<dyn JwksSource>,
+    validation: Validation,
+    refresh_interval: Duration,
+    keys: RwLock<KeyRing>,
+    fetch_lock: tokio::sync::Mutex<()>,
+    verified: Cache<[u8; 32], Arc<Identity>>,
+}
+
+impl TokenVerifier {
+    pub fn new(settings: &AuthSettings, source: Arc<dyn JwksSource>) -> Self {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&settings.client_ids);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = settings.leeway.as_secs();
+        Self {
+            source,
+            validation,
+            refresh_interval: settings.jwks_refresh_interval,
+            keys: RwLock::new(KeyRing {
+                keys: HashMap::new(),
+                next_fetch_at: None,
+            }),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            verified: Cache::builder()
+                .max_capacity(settings.token_cache_max_entries)
+                .expire_after(UntilExpiry)
+                .build(),
+        }
+    }
+
+    /// Verifies the value of an `Authorization` header (`Bearer <token>`).
+    pub async fn verify_header(&self, header: Option<&str>) -> Result<Arc<Identity>, ConfigError> {
+        let token = header
+            .and_then(|h| {
+                let (scheme, token) = h.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        self.verify(token).await
+    }
+
+    /// Verifies a bare token.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, ConfigError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(identity) = self.verified.get(&digest).await {
+            // The cache entry expires at `exp`; this guards the gap before eviction.
+            if identity.expires_at + self.validation.leeway > unix_now() {
+                return Ok(identity);
+            }
+        }
+        let identity = Arc::new(self.verify_uncached(token).await?);
+        self.verified.insert(digest, identity.clone()).await;
+        Ok(identity)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = decode_header(token).map_err(|_| AuthError::Malformed)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(AuthError::DisallowedAlgorithm);
+        }
+        let kid = header.kid.ok_or(AuthError::MissingKid)?;
+        let key = self.key_for(&kid).await?;
+        let data =
+            decode::<IdTokenClaims>(token, &key, &self.validation).map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => AuthError::BadSignature,
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                ErrorKind::InvalidAlgorithm => AuthError::DisallowedAlgorithm,
+                _ => AuthError::Malformed,
+            })?;
+        let claims = data.claims;
+        if claims.token_use.as_deref() != Some("id") {
+            return Err(AuthError::WrongTokenUse);
+        }
+        Ok(Identity {
+            subject: claims.sub,
+            tenant: claims
+                .tenant
+                .as_deref()
+                .and_then(|t| TenantId::parse(t).ok()),
+            expires_at: claims.exp,
+        })
+    }
+
+    fn cached_key(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+        self.keys.read().ok()?.keys.get(kid).cloned()
+    }
+
+    async fn key_for(&self, kid: &str) -> Result<Arc<DecodingKey>, AuthError> {
+        if let Some(key) = self.cached_key(kid) {
+            return Ok(key);
+        }
+        // One fetch at a time; whoever waited re-checks before fetching again.
+        let _guard = self.fetch_lock.lock().await;
+        if let Some(key) = self.cached_key(kid) {
+            return Ok(key);
+        }
+        let may_fetch = self
+            .keys
+            .read()
+            .map(|ring| ring.next_fetch_at.is_none_or(|at| Instant::now() >= at))
+            .unwrap_or(true);
+        if !may_fetch {
+            return Err(AuthError::UnknownKid);
+        }
+        match self.source.fetch().await {
+            Ok(set) => {
+                let keys = usable_keys(&set);
+                tracing::info!(keys = keys.len(), "fetched token signing keys");
+                if let Ok(mut ring) = self.keys.write() {
+                    ring.keys = keys;
+                    ring.next_fetch_at = Some(Instant::now() + self.refresh_interval);
+                }
+                self.cached_key(kid).ok_or(AuthError::UnknownKid)
+            }
+            Err(reason) => {
+                tracing::warn!(%reason, "cannot fetch token signing keys");
+                let have_keys = self.keys.write().map(|mut ring| {
+                    ring.next_fetch_at = Some(Instant::now() + FAILED_FETCH_RETRY);
+                    !ring.keys.is_empty()
+                });
+                match have_keys {
+                    Ok(true) => Err(AuthError::UnknownKid),
+                    _ => Err(AuthError::KeysUnavailable(reason)),
+                }
+            }
+        }
+    }
+}
+
+/// RSA signing keys of the set, by `kid`. Keys for other uses or algorithms are skipped.
+fn usable_keys(set: &JwkSet) -> HashMap<String, Arc<DecodingKey>> {
+    set.keys
+        .iter()
+        .filter(|jwk| matches!(jwk.algorithm, AlgorithmParameters::RSA(_)))
+        .filter(|jwk| !matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature))
+        .filter(|jwk| jwk.common.key_algorithm.is_none_or(|alg| alg == KeyAlgorithm::RS256))
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            Some((kid, Arc::new(key)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::{Value, json};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const ISSUER: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TEST";
+    const CLIENT: &str = "client-one";
+    const PRIVATE_PEM: &str = include_str!("../tests/fixtures/signing-key.pem");
+    const PUBLIC_PEM: &str = include_str!("../tests/fixtures/signing-key.pub.pem");
+    const OTHER_PRIVATE_PEM: &str = include_str!("../tests/fixtures/other-key.pem");
+    const JWKS: &str = include_str!("../tests/fixtures/jwks.json");
+
+    struct StaticJwks {
+        fetches: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl JwksSource for StaticJwks {
+        async fn fetch(&self) -> Result<JwkSet, String> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            serde_json::from_str(JWKS).map_err(|e| e.to_string())
+        }
+    }
+
+    fn settings() -> AuthSettings {
+        AuthSettings {
+            issuer: ISSUER.into(),
+            jwks_url: "unused".into(),
+            client_ids: vec![CLIENT.into(), "client-two".into()],
+            leeway: Duration::from_secs(5),
+            token_cache_max_entries: 100,
+            jwks_refresh_interval: Duration::from_secs(60),
+        }
+    }
+
+    fn verifier() -> (Arc<StaticJwks>, TokenVerifier) {
+        let source = Arc::new(StaticJwks {
+            fetches: AtomicUsize::new(0),
+        });
+        (source.clone(), TokenVerifier::new(&settings(), source))
+    }
+
+    fn claims() -> Value {
+        let now = unix_now();
+        json!({
+            "sub": "user-1",
+            "iss": ISSUER,
+            "aud": CLIENT,
+            "token_use": "id",
+            "iat": now,
+            "exp": now + 3600,
+            "custom:tenantId": "tenant-a",
+        })
+    }
+
+    fn sign_with(pem: &str, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        encode(
+            &header,
+            claims,
+            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn sign(claims: &Value) -> String {
+        sign_with(PRIVATE_PEM, "test-key", claims)
+    }
+
+    fn with(field: &str, value: Value) -> Value {
+        let mut c = claims();
+        c[field] = value;
+        c
+    }
+
+    async fn rejection(token: &str) -> AuthError {
+        let (_, verifier) = verifier();
+        match verifier.verify(token).await {
+            Err(ConfigError::Unauthenticated(reason)) => reason,
+            other => panic!("expected a 401, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_valid_id_token_yields_its_tenant() {
+        let (_, verifier) = verifier();
+        let identity = verifier.verify(&sign(&claims())).await.unwrap();
+        assert_eq!(identity.tenant.as_ref().unwrap().as_str(), "tenant-a");
+        assert_eq!(identity.subject, "user-1");
+        let second_client = verifier
+            .verify(&sign(&with("aud", json!("client-two"))))
+            .await;
+        assert!(
+            second_client.is_ok(),
+            "every configured client id is accepted"
+        );
+    }
+
+    #[tokio::test]
+    async fn alg_none_is_rejected() {
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"test-key","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims().to_string());
+        assert_eq!(
+            rejection(&format!("{header}.{payload}.")).await,
+            AuthError::Malformed
+        );
+    }
+
+    #[tokio::test]
+    async fn hs256_signed_with_the_public_key_is_rejected() {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("test-key".into());
+        let token = encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_secret(PUBLIC_PEM.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(rejection(&token).await, AuthError::DisallowedAlgorithm);
+    }
+
+    #[tokio::test]
+    async fn wrong_issuer_audience_and_token_use_are_rejected() {
+        assert_eq!(
+            rejection(&sign(&with("iss", json!("https://evil.example/pool")))).await,
+            AuthError::WrongIssuer
+        );
+        assert_eq!(
+            rejection(&sign(&with("aud", json!("other-client")))).await,
+            AuthError::WrongAudience
+        );
+        assert_eq!(
+            rejection(&sign(&with("token_use", json!("access")))).await,
+            AuthError::WrongTokenUse
+        );
+        let mut no_use = claims();
+        no_use.as_object_mut().unwrap().remove("token_use");
+        assert_eq!(rejection(&sign(&no_use)).await, AuthError::WrongTokenUse);
+    }
+
+    #[tokio::test]
+    async fn expired_and_not_yet_valid_tokens_are_rejected() {
+        let now = unix_now();
+        assert_eq!(
+            rejection(&sign(&with("exp", json!(now - 60)))).await,
+            AuthError::Expired
+        );
+        assert_eq!(
+            rejection(&sign(&with("nbf", json!(now + 600)))).await,
+            AuthError::NotYetValid
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_and_foreign_key_are_rejected() {
+        assert_eq!(
+            rejection(&sign_with(PRIVATE_PEM, "rotated-away", &claims())).await,
+            AuthError::UnknownKid
+        );
+        assert_eq!(
+            rejection(&sign_with(OTHER_PRIVATE_PEM, "test-key", &claims())).await,
+            AuthError::BadSignature
+        );
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = None;
+        let no_kid = encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_rsa_pem(PRIVATE_PEM.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rejection(&no_kid).await, AuthError::MissingKid);
+    }
+
+    #[tokio::test]
+    async fn a_tampered_payload_is_rejected() {
+        let token = sign(&claims());
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(with("custom:tenantId", json!("tenant-b")).to_string());
+        let tampered = format!("{}.{}.{}", parts[0], forged, parts[2]);
+        assert_eq!(rejection(&tampered).await, AuthError::BadSignature);
+    }
+
+    #[tokio::test]
+    async fn a_token_without_a_valid_tenant_is_forbidden_not_unauthorized() {
+        let (_, verifier) = verifier();
+        let mut no_tenant = claims();
+        no_tenant.as_object_mut().unwrap().remove("custom:tenantId");
+        let identity = verifier.verify(&sign(&no_tenant)).await.unwrap();
+        assert_eq!(identity.require_tenant().unwrap_err().status(), 403);
+        let hostile = verifier
+            .verify(&sign(&with("custom:tenantId", json!("a/../b"))))
+            .await
+            .unwrap();
+        assert_eq!(hostile.require_tenant().unwrap_err().status(), 403);
+    }
+
+    #[tokio::test]
+    async fn header_parsing_requires_a_bearer_token() {
+        let (_, verifier) = verifier();
+        for header in [
+            None,
+            Some(""),
+            Some("Basic abc"),
+            Some("Bearer "),
+            Some("Bearer"),
+        ] {
+            let err = verifier.verify_header(header).await.unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Unauthenticated(AuthError::Missing)),
+                "{header:?}"
+            );
+        }
+        let ok = verifier
+            .verify_header(Some(&format!("bearer {}", sign(&claims()))))
+            .await;
+        assert!(ok.is_ok());
+    }
+
+    #[tokio::test]
+    async fn jwks_is_fetched_once_and_unknown_kids_refetch_at_most_once_per_interval() {
+        let (source, verifier) = verifier();
+        for _ in 0..5 {
+            verifier
+                .verify(&sign(&with("sub", json!(format!("{}", unix_now())))))
+                .await
+                .unwrap();
+        }
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+        for i in 0..5 {
+            let token = sign_with(PRIVATE_PEM, &format!("unknown-{i}"), &claims());
+            assert!(verifier.verify(&token).await.is_err());
+        }
+        assert_eq!(
+            source.fetches.load(Ordering::SeqCst),
+            1,
+            "inside the interval no refetch"
+        );
+    }
+
+    #[tokio::test]
+    async fn verified_tokens_are_remembered_until_they_expire() {
+        let (_, verifier) = verifier();
+        let token = sign(&claims());
+        let first = verifier.verify(&token).await.unwrap();
+        let second = verifier.verify(&token).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "second verification came from the cache"
+        );
+    }
+}

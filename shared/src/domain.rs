@@ -1,0 +1,125 @@
+//! Domain types: what is read, and what a store answers.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::validate::{ConfigKey, ServiceName, TenantId};
+
+/// One configuration entry of one tenant: the unit that is stored, cached and
+/// invalidated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ItemKey {
+    pub tenant: TenantId,
+    pub service: ServiceName,
+    pub key: ConfigKey,
+}
+
+impl ItemKey {
+    pub fn new(tenant: TenantId, service: ServiceName, key: ConfigKey) -> Self {
+        Self {
+            tenant,
+            service,
+            key,
+        }
+    }
+
+    /// Cache key `tenantId:service:key`. Unambiguous because ':' cannot occur
+    /// in any validated part.
+    pub fn cache_key(&self) -> String {
+        format!("{}:{}:{}", self.tenant, self.service, self.key)
+    }
+}
+
+/// Whether a read may decrypt SecureString values. Only the secure route
+/// (never cached anywhere) reads with [`ReadMode::Decrypt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    Plain,
+    Decrypt,
+}
+
+/// A non-secret value: safe to cache and to put in the API Gateway cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlainValue {
+    pub value: Value,
+    pub version: Option<i64>,
+}
+
+/// A decrypted SecureString. Its `Debug` is redacted so it cannot leak into logs.
+#[derive(Clone, PartialEq)]
+pub struct SecretValue {
+    value: Value,
+    pub version: Option<i64>,
+}
+
+impl SecretValue {
+    pub fn new(value: Value, version: Option<i64>) -> Self {
+        Self { value, version }
+    }
+
+    /// The clear value, for the one place that returns it to the caller.
+    pub fn expose(&self) -> &Value {
+        &self.value
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretValue(<redacted>)")
+    }
+}
+
+/// What a store found for a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    Plain(std::sync::Arc<PlainValue>),
+    /// A SecureString. The value is present only for [`ReadMode::Decrypt`] reads.
+    Secret(Option<SecretValue>),
+}
+
+/// Turns stored text into the JSON a caller receives: a stored JSON document
+/// (object or array) stays a document, anything else stays a string. Text such
+/// as `"42"` or `"true"` is deliberately kept a string so a value's type never
+/// depends on its content by accident.
+pub fn decode_text(text: &str) -> Value {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        if let Ok(doc) = serde_json::from_str::<Value>(text) {
+            return doc;
+        }
+    }
+    Value::String(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_documents_stay_documents_and_text_stays_text() {
+        assert_eq!(decode_text(r#"{"a":[1,2]}"#), json!({"a": [1, 2]}));
+        assert_eq!(decode_text("[1, 2]"), json!([1, 2]));
+        assert_eq!(decode_text("42"), json!("42"));
+        assert_eq!(decode_text("{not json"), json!("{not json"));
+        assert_eq!(decode_text("postgres://db"), json!("postgres://db"));
+    }
+
+    #[test]
+    fn secret_values_are_redacted_in_debug_output() {
+        let secret = SecretValue::new(json!("hunter2"), Some(1));
+        let shown = format!("{:?}", Found::Secret(Some(secret)));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn cache_key_is_tenant_service_key() {
+        let key = ItemKey::new(
+            TenantId::parse("t1").unwrap(),
+            ServiceName::parse("billing").unwrap(),
+            ConfigKey::parse("tenant_config_x").unwrap(),
+        );
+        assert_eq!(key.cache_key(), "t1:billing:tenant_config_x");
+    }
+}

@@ -1,0 +1,200 @@
+//! The one error type of the library and its mapping to HTTP status codes.
+//!
+//! Every failure a caller can see is a [`ConfigError`]. [`ConfigError::status`]
+//! and [`ConfigError::code`] are the only place where errors become status codes
+//! and machine-readable codes; the HTTP and gRPC edges both use them.
+
+use thiserror::Error;
+
+use crate::validate::Field;
+
+/// Which backing store an error or value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreKind {
+    DynamoDb,
+    ParameterStore,
+}
+
+impl StoreKind {
+    /// The `source` value reported to callers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::DynamoDb => "dynamodb",
+            StoreKind::ParameterStore => "parameter-store",
+        }
+    }
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a bearer token was refused. Shown to callers only as a short reason:
+/// nothing here echoes token content.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("token algorithm must be RS256")]
+    DisallowedAlgorithm,
+    #[error("token has no key id")]
+    MissingKid,
+    #[error("token signed by an unknown key")]
+    UnknownKid,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token issuer is not trusted")]
+    WrongIssuer,
+    #[error("token audience is not an allowed client")]
+    WrongAudience,
+    #[error("token is not an ID token")]
+    WrongTokenUse,
+    #[error("signing keys are unavailable")]
+    KeysUnavailable(String),
+}
+
+/// A failure talking to a store. `detail` is for logs only.
+#[derive(Debug, Clone, Error)]
+pub enum StoreError {
+    #[error("{store} is throttling requests: {detail}")]
+    Throttled { store: StoreKind, detail: String },
+    #[error("{store} request failed: {detail}")]
+    Unavailable { store: StoreKind, detail: String },
+}
+
+#[derive(Debug, Clone, Error)]
+pub enum ConfigError {
+    #[error("invalid {field}: {reason}")]
+    InvalidInput { field: Field, reason: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthenticated(#[from] AuthError),
+    #[error("token carries no valid tenant")]
+    NoTenant,
+    #[error("configuration {service}/{key} not found")]
+    NotFound { service: String, key: String },
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{} holds a SecureString; read it from /v1/secure/{{service}}/{{key}}", keys.join(", "))]
+    SensitiveValue { keys: Vec<String> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ConfigError {
+    /// HTTP status for this error. The single mapping used by every edge.
+    pub fn status(&self) -> u16 {
+        match self {
+            ConfigError::InvalidInput { .. } | ConfigError::BadRequest(_) => 400,
+            ConfigError::Unauthenticated(AuthError::KeysUnavailable(_)) => 503,
+            ConfigError::Unauthenticated(_) => 401,
+            ConfigError::NoTenant => 403,
+            ConfigError::NotFound { .. } | ConfigError::RouteNotFound => 404,
+            ConfigError::MethodNotAllowed => 405,
+            ConfigError::SensitiveValue { .. } => 409,
+            ConfigError::Store(StoreError::Throttled { .. }) => 503,
+            ConfigError::Store(StoreError::Unavailable { .. }) => 502,
+        }
+    }
+
+    /// Stable machine-readable code for the JSON body's `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConfigError::InvalidInput { .. } => "invalid_input",
+            ConfigError::BadRequest(_) => "bad_request",
+            ConfigError::Unauthenticated(AuthError::KeysUnavailable(_)) => "auth_unavailable",
+            ConfigError::Unauthenticated(_) => "unauthorized",
+            ConfigError::NoTenant => "forbidden",
+            ConfigError::NotFound { .. } => "not_found",
+            ConfigError::RouteNotFound => "route_not_found",
+            ConfigError::MethodNotAllowed => "method_not_allowed",
+            ConfigError::SensitiveValue { .. } => "sensitive_value",
+            ConfigError::Store(StoreError::Throttled { .. }) => "store_throttled",
+            ConfigError::Store(StoreError::Unavailable { .. }) => "store_unavailable",
+        }
+    }
+
+    /// Message safe to show a caller: store and key-server details stay in logs.
+    pub fn public_message(&self) -> String {
+        match self {
+            ConfigError::Store(StoreError::Throttled { store, .. }) => {
+                format!("{store} is throttling requests; retry with backoff")
+            }
+            ConfigError::Store(StoreError::Unavailable { store, .. }) => {
+                format!("{store} request failed")
+            }
+            ConfigError::Unauthenticated(AuthError::KeysUnavailable(_)) => {
+                "token signing keys are unavailable; retry later".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_the_documented_status() {
+        let store = StoreKind::DynamoDb;
+        let cases = [
+            (ConfigError::BadRequest("x".into()), 400),
+            (AuthError::BadSignature.into(), 401),
+            (ConfigError::NoTenant, 403),
+            (
+                ConfigError::NotFound {
+                    service: "s".into(),
+                    key: "k".into(),
+                },
+                404,
+            ),
+            (
+                ConfigError::SensitiveValue {
+                    keys: vec!["k".into()],
+                },
+                409,
+            ),
+            (
+                StoreError::Unavailable {
+                    store,
+                    detail: "d".into(),
+                }
+                .into(),
+                502,
+            ),
+            (
+                StoreError::Throttled {
+                    store,
+                    detail: "d".into(),
+                }
+                .into(),
+                503,
+            ),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.status(), status, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn store_details_never_reach_the_public_message() {
+        let err: ConfigError = StoreError::Unavailable {
+            store: StoreKind::ParameterStore,
+            detail: "arn:aws:kms:secret-internal".into(),
+        }
+        .into();
+        assert!(!err.public_message().contains("arn:aws"));
+    }
+}

@@ -1,0 +1,203 @@
+//! The read use cases: one key, a batch of keys, one secret.
+//!
+//! Shared by every edge (HTTP Lambda, gRPC agent). Inputs are already
+//! validated types; the tenant comes from a verified identity.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+
+use crate::cache::{CachedStore, Lookup};
+use crate::domain::{ItemKey, PlainValue, ReadMode, SecretValue};
+use crate::error::{ConfigError, StoreKind};
+use crate::routing::KeyRouter;
+use crate::settings::Settings;
+use crate::store::{DynamoDbStore, ParameterStore};
+use crate::validate::{ConfigKey, ServiceName, TenantId};
+
+/// Most keys one batch read may name.
+pub const MAX_BATCH_KEYS: usize = 50;
+
+/// A non-secret value and where it came from.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub source: StoreKind,
+    pub value: Arc<PlainValue>,
+}
+
+/// A decrypted secret and where it came from.
+#[derive(Debug, Clone)]
+pub struct SecretEntry {
+    pub source: StoreKind,
+    pub value: SecretValue,
+}
+
+/// Result of a batch read: found values in request order, then missing keys.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub values: Vec<(ConfigKey, Entry)>,
+    pub missing: Vec<ConfigKey>,
+}
+
+#[derive(Clone)]
+pub struct ConfigService {
+    router: KeyRouter,
+    dynamodb: CachedStore,
+    parameters: CachedStore,
+}
+
+impl ConfigService {
+    pub fn new(router: KeyRouter, dynamodb: CachedStore, parameters: CachedStore) -> Self {
+        Self {
+            router,
+            dynamodb,
+            parameters,
+        }
+    }
+
+    /// Builds the AWS-backed service: one SDK client per store, built once.
+    pub fn from_aws(aws: &SdkConfig, settings: &Settings) -> Self {
+        let dynamodb = DynamoDbStore::new(
+            aws_sdk_dynamodb::Client::new(aws),
+            settings.table_name.as_str(),
+        );
+        let parameters = ParameterStore::new(
+            aws_sdk_ssm::Client::new(aws),
+            settings.parameter_root.as_str(),
+        );
+        Self::new(
+            settings.router.clone(),
+            CachedStore::new(Arc::new(dynamodb), settings.dynamodb_cache),
+            CachedStore::new(Arc::new(parameters), settings.parameter_cache),
+        )
+    }
+
+    fn store(&self, kind: StoreKind) -> &CachedStore {
+        match kind {
+            StoreKind::DynamoDb => &self.dynamodb,
+            StoreKind::ParameterStore => &self.parameters,
+        }
+    }
+
+    /// Which store a key lives in (400 for an unknown prefix).
+    pub fn route(&self, key: &ConfigKey) -> Result<StoreKind, ConfigError> {
+        self.router.route(key)
+    }
+
+    /// One non-secret value. A SecureString answers 409.
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<Entry, ConfigError> {
+        let source = self.router.route(key)?;
+        let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
+        match self.store(source).get(&item, ReadMode::Plain).await? {
+            Lookup::Plain(value) => Ok(Entry { source, value }),
+            Lookup::Secret(_) => Err(ConfigError::SensitiveValue {
+                keys: vec![key.to_string()],
+            }),
+            Lookup::Missing => Err(not_found(service, key)),
+        }
+    }
+
+    /// One value read with decryption and no caching. Plain values are served
+    /// too, so a client may read any key uncached here.
+    pub async fn get_secure(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<SecretEntry, ConfigError> {
+        let source = self.router.route(key)?;
+        let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
+        match self.store(source).get(&item, ReadMode::Decrypt).await? {
+            Lookup::Secret(Some(value)) => Ok(SecretEntry { source, value }),
+            Lookup::Plain(plain) => Ok(SecretEntry {
+                source,
+                value: SecretValue::new(plain.value.clone(), plain.version),
+            }),
+            Lookup::Secret(None) | Lookup::Missing => Err(not_found(service, key)),
+        }
+    }
+
+    /// Several non-secret values of one service. Keys are de-duplicated in
+    /// request order; every key is validated and routed before any store is
+    /// called. Any SecureString among them answers 409 naming those keys.
+    pub async fn get_many(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        keys: &[ConfigKey],
+    ) -> Result<Batch, ConfigError> {
+        if keys.is_empty() {
+            return Err(ConfigError::BadRequest("name at least one key".to_owned()));
+        }
+        if keys.len() > MAX_BATCH_KEYS {
+            return Err(ConfigError::BadRequest(format!(
+                "at most {MAX_BATCH_KEYS} keys per request"
+            )));
+        }
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        let mut ordered = Vec::with_capacity(keys.len());
+        let mut by_store: HashMap<StoreKind, Vec<ConfigKey>> = HashMap::new();
+        for key in keys {
+            if seen.insert(key) {
+                let kind = self.router.route(key)?;
+                ordered.push((key, kind));
+                by_store.entry(kind).or_default().push(key.clone());
+            }
+        }
+        let read = |kind: StoreKind| {
+            let keys = by_store.get(&kind).cloned().unwrap_or_default();
+            async move {
+                if keys.is_empty() {
+                    return Ok(HashMap::new());
+                }
+                self.store(kind).get_many(tenant, service, &keys).await
+            }
+        };
+        let (mut from_dynamodb, mut from_parameters) =
+            tokio::try_join!(read(StoreKind::DynamoDb), read(StoreKind::ParameterStore))?;
+
+        let mut batch = Batch::default();
+        let mut sensitive = Vec::new();
+        for (key, kind) in ordered {
+            let lookup = match kind {
+                StoreKind::DynamoDb => from_dynamodb.remove(key),
+                StoreKind::ParameterStore => from_parameters.remove(key),
+            };
+            match lookup {
+                Some(Lookup::Plain(value)) => batch.values.push((
+                    key.clone(),
+                    Entry {
+                        source: kind,
+                        value,
+                    },
+                )),
+                Some(Lookup::Secret(_)) => sensitive.push(key.to_string()),
+                Some(Lookup::Missing) | None => batch.missing.push(key.clone()),
+            }
+        }
+        if !sensitive.is_empty() {
+            return Err(ConfigError::SensitiveValue { keys: sensitive });
+        }
+        Ok(batch)
+    }
+
+    /// Drops one cached entry (used by push invalidation).
+    pub async fn invalidate(&self, item: &ItemKey) -> Result<(), ConfigError> {
+        let kind = self.router.route(&item.key)?;
+        self.store(kind).invalidate(item).await;
+        Ok(())
+    }
+}
+
+fn not_found(service: &ServiceName, key: &ConfigKey) -> ConfigError {
+    ConfigError::NotFound {
+        service: service.to_string(),
+        key: key.to_string(),
+    }
+}

@@ -1,0 +1,282 @@
+//! DynamoDB adapter: `pk = TENANT#{tenant}`, `sk = CONFIG#{service}#{key}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use serde_json::{Map, Number, Value};
+
+use super::{ConfigStore, classify_sdk_error};
+use crate::domain::{Found, ItemKey, PlainValue, ReadMode, decode_text};
+use crate::error::{StoreError, StoreKind};
+use crate::validate::{ConfigKey, ServiceName, TenantId};
+
+pub const PARTITION_KEY: &str = "pk";
+pub const SORT_KEY: &str = "sk";
+pub const VALUE_ATTRIBUTE: &str = "value";
+pub const VERSION_ATTRIBUTE: &str = "version";
+
+/// BatchGetItem may hand back unprocessed keys under load; retry them this
+/// many times with exponential backoff before answering "throttled".
+const UNPROCESSED_RETRIES: u32 = 5;
+const UNPROCESSED_BASE_DELAY: Duration = Duration::from_millis(25);
+
+pub fn partition_key(tenant: &TenantId) -> String {
+    format!("TENANT#{tenant}")
+}
+
+pub fn sort_key(service: &ServiceName, key: &ConfigKey) -> String {
+    format!("CONFIG#{service}#{key}")
+}
+
+#[derive(Clone)]
+pub struct DynamoDbStore {
+    client: Client,
+    table: Arc<str>,
+}
+
+impl DynamoDbStore {
+    pub fn new(client: Client, table: impl Into<Arc<str>>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn key_of(
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> HashMap<String, AttributeValue> {
+        HashMap::from([
+            (
+                PARTITION_KEY.to_owned(),
+                AttributeValue::S(partition_key(tenant)),
+            ),
+            (
+                SORT_KEY.to_owned(),
+                AttributeValue::S(sort_key(service, key)),
+            ),
+        ])
+    }
+
+    fn projection() -> (String, HashMap<String, String>) {
+        // `value` is a DynamoDB reserved word, hence the placeholders.
+        (
+            "#sk, #v, #ver".to_owned(),
+            HashMap::from([
+                ("#sk".to_owned(), SORT_KEY.to_owned()),
+                ("#v".to_owned(), VALUE_ATTRIBUTE.to_owned()),
+                ("#ver".to_owned(), VERSION_ATTRIBUTE.to_owned()),
+            ]),
+        )
+    }
+
+    fn error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+        err: aws_sdk_dynamodb::error::SdkError<E, R>,
+    ) -> StoreError {
+        let code = err.code().map(str::to_owned);
+        classify_sdk_error(
+            StoreKind::DynamoDb,
+            code.as_deref(),
+            DisplayErrorContext(&err).to_string(),
+        )
+    }
+}
+
+/// Converts a stored item into the value callers see.
+fn item_to_found(item: &HashMap<String, AttributeValue>) -> Result<Found, StoreError> {
+    let value = item
+        .get(VALUE_ATTRIBUTE)
+        .ok_or_else(|| StoreError::Unavailable {
+            store: StoreKind::DynamoDb,
+            detail: format!("item has no '{VALUE_ATTRIBUTE}' attribute"),
+        })?;
+    let version = match item.get(VERSION_ATTRIBUTE) {
+        Some(AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    };
+    Ok(Found::Plain(Arc::new(PlainValue {
+        value: attribute_to_json(value),
+        version,
+    })))
+}
+
+/// Maps a DynamoDB attribute to JSON: strings keep the JSON-document rule of
+/// [`decode_text`], maps and lists become objects and arrays.
+pub fn attribute_to_json(attribute: &AttributeValue) -> Value {
+    match attribute {
+        AttributeValue::S(s) => decode_text(s),
+        AttributeValue::N(n) => number(n),
+        AttributeValue::Bool(b) => Value::Bool(*b),
+        AttributeValue::Null(_) => Value::Null,
+        AttributeValue::M(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), attribute_to_json(v)))
+                .collect::<Map<_, _>>(),
+        ),
+        AttributeValue::L(list) => Value::Array(list.iter().map(attribute_to_json).collect()),
+        AttributeValue::Ss(set) => Value::Array(set.iter().cloned().map(Value::String).collect()),
+        AttributeValue::Ns(set) => Value::Array(set.iter().map(|n| number(n)).collect()),
+        AttributeValue::B(blob) => Value::String(aws_smithy_types::base64::encode(blob.as_ref())),
+        AttributeValue::Bs(set) => Value::Array(
+            set.iter()
+                .map(|b| Value::String(aws_smithy_types::base64::encode(b.as_ref())))
+                .collect(),
+        ),
+        // The SDK's enum is non-exhaustive; a future type is reported as text.
+        other => Value::String(format!("{other:?}")),
+    }
+}
+
+fn number(n: &str) -> Value {
+    n.parse::<Number>()
+        .map(Value::Number)
+        .unwrap_or_else(|_| Value::String(n.to_owned()))
+}
+
+#[async_trait]
+impl ConfigStore for DynamoDbStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::DynamoDb
+    }
+
+    async fn get(&self, item: &ItemKey, _mode: ReadMode) -> Result<Option<Found>, StoreError> {
+        let (projection, names) = Self::projection();
+        let output = self
+            .client
+            .get_item()
+            .table_name(self.table.as_ref())
+            .set_key(Some(Self::key_of(&item.tenant, &item.service, &item.key)))
+            .projection_expression(projection)
+            .set_expression_attribute_names(Some(names))
+            .send()
+            .await
+            .map_err(Self::error)?;
+        output.item().map(item_to_found).transpose()
+    }
+
+    async fn get_many(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        keys: &[ConfigKey],
+        _mode: ReadMode,
+    ) -> Result<HashMap<ConfigKey, Found>, StoreError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        if keys.is_empty() {
+            return Ok(found);
+        }
+        let by_sort_key: HashMap<String, &ConfigKey> =
+            keys.iter().map(|k| (sort_key(service, k), k)).collect();
+        let (projection, names) = Self::projection();
+        // BatchGetItem takes at most 100 keys per call.
+        for chunk in keys.chunks(100) {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(
+                    chunk
+                        .iter()
+                        .map(|k| Self::key_of(tenant, service, k))
+                        .collect(),
+                ))
+                .projection_expression(projection.clone())
+                .set_expression_attribute_names(Some(names.clone()))
+                .build()
+                .map_err(|e| StoreError::Unavailable {
+                    store: StoreKind::DynamoDb,
+                    detail: e.to_string(),
+                })?;
+            let mut pending = HashMap::from([(self.table.to_string(), request)]);
+            let mut attempt = 0;
+            loop {
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(Self::error)?;
+                for item in output
+                    .responses()
+                    .and_then(|r| r.get(self.table.as_ref()))
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(AttributeValue::S(sk)) = item.get(SORT_KEY) else {
+                        continue;
+                    };
+                    if let Some(key) = by_sort_key.get(sk) {
+                        found.insert((*key).clone(), item_to_found(item)?);
+                    }
+                }
+                match output.unprocessed_keys {
+                    Some(unprocessed) if !unprocessed.is_empty() => {
+                        if attempt == UNPROCESSED_RETRIES {
+                            return Err(StoreError::Throttled {
+                                store: StoreKind::DynamoDb,
+                                detail: "BatchGetItem kept returning unprocessed keys".to_owned(),
+                            });
+                        }
+                        tokio::time::sleep(UNPROCESSED_BASE_DELAY * 2u32.pow(attempt)).await;
+                        attempt += 1;
+                        pending = unprocessed;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_follow_the_documented_schema() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let service = ServiceName::parse("billing").unwrap();
+        let key = ConfigKey::parse("tenant_config_limit").unwrap();
+        assert_eq!(partition_key(&tenant), "TENANT#acme");
+        assert_eq!(
+            sort_key(&service, &key),
+            "CONFIG#billing#tenant_config_limit"
+        );
+    }
+
+    #[test]
+    fn attributes_map_to_natural_json() {
+        let map = AttributeValue::M(HashMap::from([
+            ("n".to_owned(), AttributeValue::N("3.5".into())),
+            ("b".to_owned(), AttributeValue::Bool(true)),
+            (
+                "l".to_owned(),
+                AttributeValue::L(vec![AttributeValue::S("x".into())]),
+            ),
+        ]));
+        assert_eq!(
+            attribute_to_json(&map),
+            json!({"n": 3.5, "b": true, "l": ["x"]})
+        );
+        assert_eq!(
+            attribute_to_json(&AttributeValue::S(r#"{"a":1}"#.into())),
+            json!({"a": 1})
+        );
+        assert_eq!(
+            attribute_to_json(&AttributeValue::S("plain".into())),
+            json!("plain")
+        );
+    }
+
+    #[test]
+    fn item_without_value_is_a_store_error_not_a_panic() {
+        let item = HashMap::from([("sk".to_owned(), AttributeValue::S("CONFIG#s#k".into()))]);
+        assert!(item_to_found(&item).is_err());
+    }
+}

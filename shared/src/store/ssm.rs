@@ -1,0 +1,235 @@
+//! Parameter Store adapter: `{root}/{tenant}/{service}/{key}`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_ssm::Client;
+use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_ssm::types::{Parameter, ParameterType};
+use futures::future::try_join_all;
+use serde_json::Value;
+
+use super::{ConfigStore, classify_sdk_error};
+use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue, decode_text};
+use crate::error::{StoreError, StoreKind};
+use crate::validate::{ConfigKey, ServiceName, TenantId};
+
+/// Default root of all tenant parameters.
+pub const DEFAULT_PARAMETER_ROOT: &str = "/config-service";
+/// GetParameters accepts at most ten names per call.
+const GET_PARAMETERS_BATCH: usize = 10;
+
+/// Checks a configured parameter root: absolute, no trailing slash, and made of
+/// the same strict segments as everything else.
+pub fn validate_root(root: &str) -> Result<(), String> {
+    let Some(rest) = root.strip_prefix('/') else {
+        return Err(format!("parameter root '{root}' must start with '/'"));
+    };
+    if rest.is_empty()
+        || rest.split('/').any(|segment| {
+            segment.is_empty()
+                || segment.contains("..")
+                || !segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        })
+    {
+        return Err(format!(
+            "parameter root '{root}' must be '/'-separated segments of A-Z a-z 0-9 _ . - without a trailing '/'"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Clone)]
+pub struct ParameterStore {
+    client: Client,
+    root: Arc<str>,
+}
+
+impl ParameterStore {
+    /// `root` must satisfy [`validate_root`]; settings check it at start-up.
+    pub fn new(client: Client, root: impl Into<Arc<str>>) -> Self {
+        Self {
+            client,
+            root: root.into(),
+        }
+    }
+
+    pub fn parameter_name(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> String {
+        format!("{}/{tenant}/{service}/{key}", self.root)
+    }
+
+    fn error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+        err: aws_sdk_ssm::error::SdkError<E, R>,
+    ) -> StoreError {
+        let code = err.code().map(str::to_owned);
+        classify_sdk_error(
+            StoreKind::ParameterStore,
+            code.as_deref(),
+            DisplayErrorContext(&err).to_string(),
+        )
+    }
+}
+
+/// Converts a parameter into what callers may see. A SecureString read
+/// without decryption yields no value at all: the ciphertext is dropped here.
+fn parameter_to_found(parameter: Parameter, mode: ReadMode) -> Found {
+    let version = Some(parameter.version);
+    let text = parameter.value.unwrap_or_default();
+    match parameter.r#type {
+        Some(ParameterType::SecureString) => Found::Secret(match mode {
+            ReadMode::Decrypt => Some(SecretValue::new(decode_text(&text), version)),
+            ReadMode::Plain => None,
+        }),
+        Some(ParameterType::StringList) => Found::Plain(Arc::new(PlainValue {
+            value: Value::Array(
+                text.split(',')
+                    .map(|s| Value::String(s.to_owned()))
+                    .collect(),
+            ),
+            version,
+        })),
+        _ => Found::Plain(Arc::new(PlainValue {
+            value: decode_text(&text),
+            version,
+        })),
+    }
+}
+
+#[async_trait]
+impl ConfigStore for ParameterStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::ParameterStore
+    }
+
+    async fn get(&self, item: &ItemKey, mode: ReadMode) -> Result<Option<Found>, StoreError> {
+        let result = self
+            .client
+            .get_parameter()
+            .name(self.parameter_name(&item.tenant, &item.service, &item.key))
+            .with_decryption(mode == ReadMode::Decrypt)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(output.parameter.map(|p| parameter_to_found(p, mode))),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_parameter_not_found()) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(Self::error(err)),
+        }
+    }
+
+    async fn get_many(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        keys: &[ConfigKey],
+        mode: ReadMode,
+    ) -> Result<HashMap<ConfigKey, Found>, StoreError> {
+        let by_name: HashMap<String, &ConfigKey> = keys
+            .iter()
+            .map(|k| (self.parameter_name(tenant, service, k), k))
+            .collect();
+        let names: Vec<&String> = by_name.keys().collect();
+        let calls = names.chunks(GET_PARAMETERS_BATCH).map(|chunk| {
+            self.client
+                .get_parameters()
+                .set_names(Some(chunk.iter().map(|n| (*n).clone()).collect()))
+                .with_decryption(mode == ReadMode::Decrypt)
+                .send()
+        });
+        let outputs = try_join_all(calls).await.map_err(Self::error)?;
+        let mut found = HashMap::with_capacity(keys.len());
+        for parameter in outputs
+            .into_iter()
+            .flat_map(|o| o.parameters.unwrap_or_default())
+        {
+            let key = parameter.name.as_deref().and_then(|name| by_name.get(name));
+            if let Some(key) = key {
+                found.insert((*key).clone(), parameter_to_found(parameter, mode));
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parameter(kind: ParameterType, value: &str) -> Parameter {
+        Parameter::builder()
+            .r#type(kind)
+            .value(value)
+            .version(3)
+            .build()
+    }
+
+    #[test]
+    fn secure_string_without_decryption_carries_no_value() {
+        let found = parameter_to_found(
+            parameter(ParameterType::SecureString, "AQICAH-cipher"),
+            ReadMode::Plain,
+        );
+        assert_eq!(found, Found::Secret(None));
+    }
+
+    #[test]
+    fn secure_string_with_decryption_is_a_secret_value() {
+        let found = parameter_to_found(
+            parameter(ParameterType::SecureString, "s3cret"),
+            ReadMode::Decrypt,
+        );
+        let Found::Secret(Some(secret)) = found else {
+            panic!("expected a secret, got {found:?}");
+        };
+        assert_eq!(secret.expose(), &json!("s3cret"));
+    }
+
+    #[test]
+    fn string_list_becomes_an_array_and_json_stays_json() {
+        let Found::Plain(list) =
+            parameter_to_found(parameter(ParameterType::StringList, "a,b"), ReadMode::Plain)
+        else {
+            panic!()
+        };
+        assert_eq!(list.value, json!(["a", "b"]));
+        let Found::Plain(doc) = parameter_to_found(
+            parameter(ParameterType::String, r#"{"on":true}"#),
+            ReadMode::Plain,
+        ) else {
+            panic!()
+        };
+        assert_eq!(doc.value, json!({"on": true}));
+        assert_eq!(doc.version, Some(3));
+    }
+
+    #[test]
+    fn root_must_be_a_clean_absolute_path() {
+        assert!(validate_root("/config-service").is_ok());
+        assert!(validate_root("/org/config-service").is_ok());
+        for bad in [
+            "config-service",
+            "/",
+            "/a/",
+            "/a//b",
+            "/a/../b",
+            "/a b",
+            "/a#b",
+        ] {
+            assert!(validate_root(bad).is_err(), "{bad}");
+        }
+    }
+}
