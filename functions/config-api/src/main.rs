@@ -1,1 +1,52 @@
-fn main() {}
+//! config-api: API Gateway → Lambda entry point for tenant configuration reads.
+//!
+//! Everything is built once per container at init; each request only borrows
+//! it. All logic lives in `tenant_config_shared::api`.
+
+use lambda_http::http::header as http_header;
+use lambda_http::{Body, Error, Request, RequestExt, Response, run, service_fn};
+use tenant_config_shared::api::{ApiRequest, ApiResponse, ConfigApi};
+use tenant_config_shared::settings::{LAMBDA_CACHE_DEFAULTS, Settings};
+use tenant_config_shared::telemetry;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let settings = Settings::from_env(LAMBDA_CACHE_DEFAULTS)?;
+    let aws = aws_config::load_from_env().await;
+    let api = ConfigApi::from_aws(&aws, &settings)?;
+    tracing::info!(table = %settings.table_name, parameter_root = %settings.parameter_root, "config-api ready");
+    let api = &api;
+    run(service_fn(move |request: Request| async move {
+        let response = api.handle(&to_api_request(&request)).await;
+        to_lambda_response(response)
+    }))
+    .await
+}
+
+fn to_api_request(request: &Request) -> ApiRequest<'_> {
+    let keys = request
+        .query_string_parameters_ref()
+        .and_then(|query| query.all("keys"))
+        .map(|values| match values.as_slice() {
+            [single] => Ok(*single),
+            _ => Err(()),
+        });
+    ApiRequest {
+        method: request.method().as_str(),
+        path: request.uri().path(),
+        authorization: request
+            .headers()
+            .get(http_header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        keys,
+    }
+}
+
+fn to_lambda_response(response: ApiResponse) -> Result<Response<Body>, Error> {
+    let mut builder = Response::builder().status(response.status);
+    for (name, value) in response.headers {
+        builder = builder.header(name, value);
+    }
+    Ok(builder.body(Body::Text(response.body))?)
+}

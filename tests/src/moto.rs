@@ -1,0 +1,79 @@
+//! moto server on a free loopback port, and SDK configuration pointing at it.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+
+use crate::process::{ProcessGroup, free_port, tool};
+
+pub const REGION: &str = "us-east-1";
+
+pub struct MotoServer {
+    pub endpoint: String,
+    pub port: u16,
+    process: ProcessGroup,
+}
+
+impl MotoServer {
+    /// Starts `moto_server` and waits until `/moto-api/` answers.
+    pub async fn start() -> Result<Self, String> {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let mut command = Command::new(tool("moto_server"));
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let mut process = ProcessGroup::spawn("moto", command).map_err(|e| e.to_string())?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            process.check_alive()?;
+            if let Ok(response) = client.get(format!("{endpoint}/moto-api/")).send().await {
+                if response.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("moto did not answer within 60 s:\n{}", process.log_tail()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Self {
+            endpoint,
+            port,
+            process,
+        })
+    }
+
+    /// SDK configuration for moto: fixed region and dummy credentials.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        sdk_config_for(&self.endpoint).await
+    }
+
+    /// Environment for a process of ours that talks to this moto.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ("AWS_REGION".into(), REGION.into()),
+            ("AWS_DEFAULT_REGION".into(), REGION.into()),
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            // Keep the SDK from probing instance metadata for credentials.
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+}
+
+/// SDK configuration for a moto endpoint.
+pub async fn sdk_config_for(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .load()
+        .await
+}

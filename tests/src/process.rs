@@ -1,0 +1,116 @@
+//! Child processes owned by the harness: started in their own process group so
+//! that dropping the handle stops them and everything they spawned
+//! (`cargo lambda watch` → `cargo run` → the function binary).
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Root of the workspace (this crate lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Where the project's own tools (moto_server, cargo-lambda) are installed:
+/// `$TENANT_CONFIG_TOOLS`, else the repository's `.venv/bin`, else `PATH`.
+pub fn tool(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("TENANT_CONFIG_TOOLS") {
+        return Path::new(&dir).join(name);
+    }
+    let venv = workspace_root().join(".venv/bin").join(name);
+    if venv.exists() { venv } else { PathBuf::from(name) }
+}
+
+/// A PATH with the project's tool directory first, so `cargo lambda` finds
+/// the `cargo-lambda` installed in the venv.
+pub fn path_with_tools() -> std::ffi::OsString {
+    let tools = tool("cargo-lambda").parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut paths = vec![tools];
+    if let Some(existing) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&existing));
+    }
+    std::env::join_paths(paths).unwrap_or_default()
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A running process group; stopped (TERM, then KILL) on drop.
+pub struct ProcessGroup {
+    name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl ProcessGroup {
+    /// Spawns `command` in a new process group with output sent to a log file
+    /// under `target/e2e-logs/`.
+    pub fn spawn(name: &str, mut command: Command) -> std::io::Result<Self> {
+        let dir = workspace_root().join("target/e2e-logs");
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join(format!("{name}-{}.log", std::process::id()));
+        let out = std::fs::File::create(&log)?;
+        command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0);
+        let child = command.spawn().map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot start {name} ({command:?}): {e}"))
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Fails with the tail of the log if the process has exited.
+    pub fn check_alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(format!("{} exited ({status}); log:\n{}", self.name, self.log_tail())),
+            Err(e) => Err(format!("{}: {e}", self.name)),
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Stops the group: SIGTERM, up to 5 s grace, then SIGKILL.
+    pub fn stop(&mut self) {
+        let group = -(self.child.id() as i32);
+        // SAFETY: kill(2) with a negative pid signals our own child's group.
+        unsafe { libc::kill(group, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Grandchildren may outlive the leader; make sure the group is gone.
+        unsafe { libc::kill(group, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

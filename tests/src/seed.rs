@@ -1,0 +1,213 @@
+//! Puts resources and data into a local AWS (moto): the table, the user pool
+//! with tenant users, and configuration values. Used by the local stack and
+//! the end-to-end tests alike.
+
+use aws_config::SdkConfig;
+use aws_sdk_cognitoidentityprovider as cognito;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use aws_sdk_ssm::types::ParameterType;
+use cognito::types::{AttributeDataType, AttributeType, AuthFlowType, ExplicitAuthFlowsType, SchemaAttributeType};
+use tenant_config_shared::auth::TENANT_CLAIM;
+use tenant_config_shared::store::dynamodb::{PARTITION_KEY, SORT_KEY, VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, partition_key, sort_key};
+use tenant_config_shared::{ConfigKey, ServiceName, TenantId};
+
+use crate::moto::REGION;
+
+fn err(context: &str) -> impl Fn(&dyn std::fmt::Display) -> String + '_ {
+    move |e| format!("{context}: {e}")
+}
+
+/// Where to find a user pool's tokens and keys.
+#[derive(Debug, Clone)]
+pub struct UserPool {
+    pub pool_id: String,
+    pub client_id: String,
+    /// `iss` of its tokens: the real AWS URL, as moto writes it.
+    pub issuer: String,
+    /// The JWKS as moto serves it locally.
+    pub jwks_url: String,
+}
+
+/// Creates the configuration table with the read path's key schema.
+pub async fn create_table(aws: &SdkConfig, table: &str) -> Result<(), String> {
+    let client = aws_sdk_dynamodb::Client::new(aws);
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+    };
+    let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute(PARTITION_KEY).map_err(|e| e.to_string())?)
+        .attribute_definitions(attribute(SORT_KEY).map_err(|e| e.to_string())?)
+        .key_schema(key(PARTITION_KEY, KeyType::Hash).map_err(|e| e.to_string())?)
+        .key_schema(key(SORT_KEY, KeyType::Range).map_err(|e| e.to_string())?)
+        .send()
+        .await
+        .map_err(|e| err("CreateTable")(&aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    Ok(())
+}
+
+/// Creates a user pool whose `custom:tenantId` is immutable and a public app
+/// client (no secret) that can sign users in with a password but cannot write
+/// the tenant attribute.
+pub async fn create_user_pool(aws: &SdkConfig, moto_endpoint: &str, name: &str) -> Result<UserPool, String> {
+    let client = cognito::Client::new(aws);
+    let tenant_attribute = SchemaAttributeType::builder()
+        .name("tenantId")
+        .attribute_data_type(AttributeDataType::String)
+        .mutable(false)
+        .build();
+    let pool = client
+        .create_user_pool()
+        .pool_name(name)
+        .schema(tenant_attribute)
+        .send()
+        .await
+        .map_err(|e| err("CreateUserPool")(&cognito::error::DisplayErrorContext(e)))?;
+    let pool_id = pool
+        .user_pool()
+        .and_then(|p| p.id())
+        .ok_or("CreateUserPool returned no id")?
+        .to_owned();
+    let app = client
+        .create_user_pool_client()
+        .user_pool_id(&pool_id)
+        .client_name(format!("{name}-app"))
+        .generate_secret(false)
+        .explicit_auth_flows(ExplicitAuthFlowsType::AllowUserPasswordAuth)
+        .explicit_auth_flows(ExplicitAuthFlowsType::AllowRefreshTokenAuth)
+        .read_attributes("email")
+        .read_attributes(TENANT_CLAIM)
+        .write_attributes("email")
+        .send()
+        .await
+        .map_err(|e| err("CreateUserPoolClient")(&cognito::error::DisplayErrorContext(e)))?;
+    let client_id = app
+        .user_pool_client()
+        .and_then(|c| c.client_id())
+        .ok_or("CreateUserPoolClient returned no id")?
+        .to_owned();
+    Ok(UserPool {
+        issuer: format!("https://cognito-idp.{REGION}.amazonaws.com/{pool_id}"),
+        jwks_url: format!("{moto_endpoint}/{pool_id}/.well-known/jwks.json"),
+        pool_id,
+        client_id,
+    })
+}
+
+/// Creates a confirmed user with a permanent password, optionally in a tenant.
+pub async fn create_user(
+    aws: &SdkConfig,
+    pool: &UserPool,
+    username: &str,
+    password: &str,
+    tenant: Option<&str>,
+) -> Result<(), String> {
+    let client = cognito::Client::new(aws);
+    let mut create = client
+        .admin_create_user()
+        .user_pool_id(&pool.pool_id)
+        .username(username)
+        .message_action(cognito::types::MessageActionType::Suppress);
+    if let Some(tenant) = tenant {
+        create = create.user_attributes(
+            AttributeType::builder()
+                .name(TENANT_CLAIM)
+                .value(tenant)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    create
+        .send()
+        .await
+        .map_err(|e| err("AdminCreateUser")(&cognito::error::DisplayErrorContext(e)))?;
+    client
+        .admin_set_user_password()
+        .user_pool_id(&pool.pool_id)
+        .username(username)
+        .password(password)
+        .permanent(true)
+        .send()
+        .await
+        .map_err(|e| err("AdminSetUserPassword")(&cognito::error::DisplayErrorContext(e)))?;
+    Ok(())
+}
+
+/// Signs a user in as an app would (InitiateAuth, USER_PASSWORD_AUTH) and
+/// returns the ID token.
+pub async fn id_token(aws: &SdkConfig, pool: &UserPool, username: &str, password: &str) -> Result<String, String> {
+    let client = cognito::Client::new(aws);
+    let auth = client
+        .initiate_auth()
+        .client_id(&pool.client_id)
+        .auth_flow(AuthFlowType::UserPasswordAuth)
+        .auth_parameters("USERNAME", username)
+        .auth_parameters("PASSWORD", password)
+        .send()
+        .await
+        .map_err(|e| err("InitiateAuth")(&cognito::error::DisplayErrorContext(e)))?;
+    auth.authentication_result()
+        .and_then(|r| r.id_token())
+        .map(str::to_owned)
+        .ok_or_else(|| "InitiateAuth returned no ID token".to_owned())
+}
+
+fn validated(tenant: &str, service: &str, key: &str) -> Result<(TenantId, ServiceName, ConfigKey), String> {
+    Ok((
+        TenantId::parse(tenant).map_err(|e| e.to_string())?,
+        ServiceName::parse(service).map_err(|e| e.to_string())?,
+        ConfigKey::parse(key).map_err(|e| e.to_string())?,
+    ))
+}
+
+/// Writes a value to the DynamoDB table (string attribute) with a version.
+pub async fn put_item(
+    aws: &SdkConfig,
+    table: &str,
+    (tenant, service, key): (&str, &str, &str),
+    value: &str,
+    version: i64,
+) -> Result<(), String> {
+    let (tenant, service, key) = validated(tenant, service, key)?;
+    aws_sdk_dynamodb::Client::new(aws)
+        .put_item()
+        .table_name(table)
+        .item(PARTITION_KEY, AttributeValue::S(partition_key(&tenant)))
+        .item(SORT_KEY, AttributeValue::S(sort_key(&service, &key)))
+        .item(VALUE_ATTRIBUTE, AttributeValue::S(value.to_owned()))
+        .item(VERSION_ATTRIBUTE, AttributeValue::N(version.to_string()))
+        .send()
+        .await
+        .map_err(|e| err("PutItem")(&aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    Ok(())
+}
+
+/// Writes (or overwrites) a parameter `{root}/{tenant}/{service}/{key}`.
+pub async fn put_parameter(
+    aws: &SdkConfig,
+    root: &str,
+    (tenant, service, key): (&str, &str, &str),
+    value: &str,
+    kind: ParameterType,
+) -> Result<String, String> {
+    let (tenant, service, key) = validated(tenant, service, key)?;
+    let name = format!("{root}/{tenant}/{service}/{key}");
+    aws_sdk_ssm::Client::new(aws)
+        .put_parameter()
+        .name(&name)
+        .value(value)
+        .r#type(kind)
+        .overwrite(true)
+        .send()
+        .await
+        .map_err(|e| err("PutParameter")(&aws_sdk_ssm::error::DisplayErrorContext(e)))?;
+    Ok(name)
+}

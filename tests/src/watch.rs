@@ -1,0 +1,66 @@
+//! The Lambda functions under `cargo lambda watch`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::process::{ProcessGroup, free_port, path_with_tools, tool, workspace_root};
+
+pub struct LambdaWatch {
+    pub base_url: String,
+    pub port: u16,
+    process: ProcessGroup,
+}
+
+impl LambdaWatch {
+    /// Starts `cargo lambda watch` for the workspace on a free loopback port
+    /// with `env` for the functions, then waits until `probe_function`
+    /// answers an HTTP request (which boots it; compiling it if needed).
+    pub async fn start(env: &[(String, String)], probe_function: &str) -> Result<Self, String> {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let mut command = Command::new(tool("cargo-lambda"));
+        command
+            .current_dir(workspace_root())
+            .args(["lambda", "watch", "--ignore-changes", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .env("PATH", path_with_tools())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut process = ProcessGroup::spawn("cargo-lambda-watch", command).map_err(|e| e.to_string())?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        let probe = format!("{base_url}/lambda-url/{probe_function}/");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            process.check_alive()?;
+            if let Ok(response) = client.get(&probe).send().await {
+                // Any answer from the function itself (JSON) means it is up.
+                let is_function = response
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+                if is_function {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{probe_function} did not answer:\n{}", process.log_tail()));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(Self {
+            base_url,
+            port,
+            process,
+        })
+    }
+
+    /// URL of an HTTP function's path.
+    pub fn function_url(&self, function: &str, path: &str) -> String {
+        format!("{}/lambda-url/{function}{path}", self.base_url)
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+}
