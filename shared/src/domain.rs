@@ -84,10 +84,10 @@ pub enum Found {
 /// depends on its content by accident.
 pub fn decode_text(text: &str) -> Value {
     let trimmed = text.trim_start();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        if let Ok(doc) = serde_json::from_str::<Value>(text) {
-            return doc;
-        }
+    if (trimmed.starts_with('{') || trimmed.starts_with('['))
+        && let Ok(doc) = serde_json::from_str::<Value>(text)
+    {
+        return doc;
     }
     Value::String(text.to_owned())
 }

@@ -28,13 +28,16 @@ impl MotoServer {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             process.check_alive()?;
-            if let Ok(response) = client.get(format!("{endpoint}/moto-api/")).send().await {
-                if response.status().is_success() {
-                    break;
-                }
+            if let Ok(response) = client.get(format!("{endpoint}/moto-api/")).send().await
+                && response.status().is_success()
+            {
+                break;
             }
             if Instant::now() > deadline {
-                return Err(format!("moto did not answer within 60 s:\n{}", process.log_tail()));
+                return Err(format!(
+                    "moto did not answer within 60 s:\n{}",
+                    process.log_tail()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

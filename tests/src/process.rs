@@ -23,18 +23,48 @@ pub fn tool(name: &str) -> PathBuf {
         return Path::new(&dir).join(name);
     }
     let venv = workspace_root().join(".venv/bin").join(name);
-    if venv.exists() { venv } else { PathBuf::from(name) }
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from(name)
+    }
 }
 
 /// A PATH with the project's tool directory first, so `cargo lambda` finds
 /// the `cargo-lambda` installed in the venv.
 pub fn path_with_tools() -> std::ffi::OsString {
-    let tools = tool("cargo-lambda").parent().map(Path::to_path_buf).unwrap_or_default();
+    let tools = tool("cargo-lambda")
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let mut paths = vec![tools];
     if let Some(existing) = std::env::var_os("PATH") {
         paths.extend(std::env::split_paths(&existing));
     }
     std::env::join_paths(paths).unwrap_or_default()
+}
+
+/// Removes the variables cargo sets for the running crate (`cargo test` /
+/// `cargo run`) from a command that itself runs cargo. Build scripts such as
+/// aws-lc-sys rerun when e.g. `CARGO_MANIFEST_DIR` changes, which would
+/// rebuild the whole dependency tree for every function start.
+pub fn clear_inherited_cargo_env(command: &mut Command) {
+    const PREFIXES: &[&str] = &[
+        "CARGO_MANIFEST_",
+        "CARGO_PKG_",
+        "CARGO_CRATE_",
+        "CARGO_BIN_",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    for (name, _) in std::env::vars_os() {
+        let name_str = name.to_string_lossy();
+        if PREFIXES.iter().any(|p| name_str.starts_with(p)) {
+            command.env_remove(&name);
+        }
+    }
 }
 
 /// A free TCP port on the loopback interface.
@@ -62,6 +92,15 @@ impl ProcessGroup {
             .stdout(out.try_clone()?)
             .stderr(out)
             .process_group(0);
+        // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+        // If the harness dies without running Drop (SIGKILL, panic=abort), the
+        // group leader is told to stop instead of living on as an orphan.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
         let child = command.spawn().map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot start {name} ({command:?}): {e}"))
         })?;
@@ -80,7 +119,11 @@ impl ProcessGroup {
     pub fn check_alive(&mut self) -> Result<(), String> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(format!("{} exited ({status}); log:\n{}", self.name, self.log_tail())),
+            Ok(Some(status)) => Err(format!(
+                "{} exited ({status}); log:\n{}",
+                self.name,
+                self.log_tail()
+            )),
             Err(e) => Err(format!("{}: {e}", self.name)),
         }
     }

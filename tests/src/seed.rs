@@ -5,12 +5,17 @@
 use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider as cognito;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
 };
 use aws_sdk_ssm::types::ParameterType;
-use cognito::types::{AttributeDataType, AttributeType, AuthFlowType, ExplicitAuthFlowsType, SchemaAttributeType};
+use cognito::types::{
+    AttributeDataType, AttributeType, AuthFlowType, ExplicitAuthFlowsType, SchemaAttributeType,
+};
 use tenant_config_shared::auth::TENANT_CLAIM;
-use tenant_config_shared::store::dynamodb::{PARTITION_KEY, SORT_KEY, VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, partition_key, sort_key};
+use tenant_config_shared::store::dynamodb::{
+    PARTITION_KEY, SORT_KEY, VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, partition_key, sort_key,
+};
 use tenant_config_shared::{ConfigKey, ServiceName, TenantId};
 
 use crate::moto::REGION;
@@ -39,7 +44,12 @@ pub async fn create_table(aws: &SdkConfig, table: &str) -> Result<(), String> {
             .attribute_type(ScalarAttributeType::S)
             .build()
     };
-    let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+    };
     client
         .create_table()
         .table_name(table)
@@ -57,7 +67,11 @@ pub async fn create_table(aws: &SdkConfig, table: &str) -> Result<(), String> {
 /// Creates a user pool whose `custom:tenantId` is immutable and a public app
 /// client (no secret) that can sign users in with a password but cannot write
 /// the tenant attribute.
-pub async fn create_user_pool(aws: &SdkConfig, moto_endpoint: &str, name: &str) -> Result<UserPool, String> {
+pub async fn create_user_pool(
+    aws: &SdkConfig,
+    moto_endpoint: &str,
+    name: &str,
+) -> Result<UserPool, String> {
     let client = cognito::Client::new(aws);
     let tenant_attribute = SchemaAttributeType::builder()
         .name("tenantId")
@@ -76,10 +90,26 @@ pub async fn create_user_pool(aws: &SdkConfig, moto_endpoint: &str, name: &str) 
         .and_then(|p| p.id())
         .ok_or("CreateUserPool returned no id")?
         .to_owned();
-    let app = client
+    let client_id = create_app_client(aws, &pool_id, &format!("{name}-app")).await?;
+    Ok(UserPool {
+        issuer: format!("https://cognito-idp.{REGION}.amazonaws.com/{pool_id}"),
+        jwks_url: format!("{moto_endpoint}/{pool_id}/.well-known/jwks.json"),
+        pool_id,
+        client_id,
+    })
+}
+
+/// Creates a public app client (no secret) that signs users in with a
+/// password and may read, but not write, the tenant attribute.
+pub async fn create_app_client(
+    aws: &SdkConfig,
+    pool_id: &str,
+    name: &str,
+) -> Result<String, String> {
+    let app = cognito::Client::new(aws)
         .create_user_pool_client()
-        .user_pool_id(&pool_id)
-        .client_name(format!("{name}-app"))
+        .user_pool_id(pool_id)
+        .client_name(name)
         .generate_secret(false)
         .explicit_auth_flows(ExplicitAuthFlowsType::AllowUserPasswordAuth)
         .explicit_auth_flows(ExplicitAuthFlowsType::AllowRefreshTokenAuth)
@@ -89,17 +119,10 @@ pub async fn create_user_pool(aws: &SdkConfig, moto_endpoint: &str, name: &str) 
         .send()
         .await
         .map_err(|e| err("CreateUserPoolClient")(&cognito::error::DisplayErrorContext(e)))?;
-    let client_id = app
-        .user_pool_client()
+    app.user_pool_client()
         .and_then(|c| c.client_id())
-        .ok_or("CreateUserPoolClient returned no id")?
-        .to_owned();
-    Ok(UserPool {
-        issuer: format!("https://cognito-idp.{REGION}.amazonaws.com/{pool_id}"),
-        jwks_url: format!("{moto_endpoint}/{pool_id}/.well-known/jwks.json"),
-        pool_id,
-        client_id,
-    })
+        .map(str::to_owned)
+        .ok_or_else(|| "CreateUserPoolClient returned no id".to_owned())
 }
 
 /// Creates a confirmed user with a permanent password, optionally in a tenant.
@@ -143,11 +166,16 @@ pub async fn create_user(
 
 /// Signs a user in as an app would (InitiateAuth, USER_PASSWORD_AUTH) and
 /// returns the ID token.
-pub async fn id_token(aws: &SdkConfig, pool: &UserPool, username: &str, password: &str) -> Result<String, String> {
+pub async fn id_token(
+    aws: &SdkConfig,
+    client_id: &str,
+    username: &str,
+    password: &str,
+) -> Result<String, String> {
     let client = cognito::Client::new(aws);
     let auth = client
         .initiate_auth()
-        .client_id(&pool.client_id)
+        .client_id(client_id)
         .auth_flow(AuthFlowType::UserPasswordAuth)
         .auth_parameters("USERNAME", username)
         .auth_parameters("PASSWORD", password)
@@ -160,7 +188,11 @@ pub async fn id_token(aws: &SdkConfig, pool: &UserPool, username: &str, password
         .ok_or_else(|| "InitiateAuth returned no ID token".to_owned())
 }
 
-fn validated(tenant: &str, service: &str, key: &str) -> Result<(TenantId, ServiceName, ConfigKey), String> {
+fn validated(
+    tenant: &str,
+    service: &str,
+    key: &str,
+) -> Result<(TenantId, ServiceName, ConfigKey), String> {
     Ok((
         TenantId::parse(tenant).map_err(|e| e.to_string())?,
         ServiceName::parse(service).map_err(|e| e.to_string())?,

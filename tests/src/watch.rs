@@ -3,7 +3,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::process::{ProcessGroup, free_port, path_with_tools, tool, workspace_root};
+use crate::process::{
+    ProcessGroup, clear_inherited_cargo_env, free_port, path_with_tools, tool, workspace_root,
+};
 
 pub struct LambdaWatch {
     pub base_url: String,
@@ -20,10 +22,20 @@ impl LambdaWatch {
         let mut command = Command::new(tool("cargo-lambda"));
         command
             .current_dir(workspace_root())
-            .args(["lambda", "watch", "--ignore-changes", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .args([
+                "lambda",
+                "watch",
+                "--ignore-changes",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+            ])
             .env("PATH", path_with_tools())
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let mut process = ProcessGroup::spawn("cargo-lambda-watch", command).map_err(|e| e.to_string())?;
+        clear_inherited_cargo_env(&mut command);
+        let mut process =
+            ProcessGroup::spawn("cargo-lambda-watch", command).map_err(|e| e.to_string())?;
         let base_url = format!("http://127.0.0.1:{port}");
         let probe = format!("{base_url}/lambda-url/{probe_function}/");
         let client = reqwest::Client::builder()
@@ -44,7 +56,10 @@ impl LambdaWatch {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("{probe_function} did not answer:\n{}", process.log_tail()));
+                return Err(format!(
+                    "{probe_function} did not answer:\n{}",
+                    process.log_tail()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -50,3 +50,50 @@ fn to_lambda_response(response: ApiResponse) -> Result<Response<Body>, Error> {
     }
     Ok(builder.body(Body::Text(response.body))?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::request::from_str;
+
+    fn request(fixture: &str) -> Request {
+        from_str(fixture).expect("fixture is an API Gateway event")
+    }
+
+    #[test]
+    fn rest_api_event_maps_path_token_and_keys() {
+        let event = request(include_str!("../../../events/apigw-rest-get-configs.json"));
+        let api = to_api_request(&event);
+        assert_eq!(api.method, "GET");
+        assert!(api.path.ends_with("/v1/config/billing"), "{}", api.path);
+        assert_eq!(api.authorization, Some("Bearer ${ID_TOKEN}"));
+        assert_eq!(
+            api.keys,
+            Some(Ok(
+                "tenant_config_limits,param_config_endpoint,param_config_regions"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_repeated_keys_parameter_is_flagged() {
+        let mut event: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/apigw-rest-get-configs.json"))
+                .unwrap();
+        event["multiValueQueryStringParameters"]["keys"] = serde_json::json!(["a", "b"]);
+        let event = request(&event.to_string());
+        assert_eq!(to_api_request(&event).keys, Some(Err(())));
+    }
+
+    #[test]
+    fn responses_keep_status_headers_and_body() {
+        let response = to_lambda_response(ApiResponse {
+            status: 409,
+            headers: vec![("cache-control", "no-store".to_owned())],
+            body: "{}".to_owned(),
+        })
+        .unwrap();
+        assert_eq!(response.status(), 409);
+        assert_eq!(response.headers()["cache-control"], "no-store");
+    }
+}

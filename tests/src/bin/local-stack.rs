@@ -8,7 +8,8 @@ use tenant_config_e2e::stack::{ALICE, BOB, LocalStack, SERVICE};
 #[tokio::main]
 async fn main() {
     let started = Instant::now();
-    let progress = |name: &str, took: Duration| eprintln!("  ✓ {name:<45} {:>6} ms", took.as_millis());
+    let progress =
+        |name: &str, took: Duration| eprintln!("  ✓ {name:<45} {:>6} ms", took.as_millis());
     eprintln!("Starting tenant-config locally…");
     let stack = match LocalStack::start(&progress).await {
         Ok(stack) => stack,
@@ -56,7 +57,25 @@ async fn main() {
     );
     println!();
     println!("Tokens expire after an hour. Press Ctrl-C to stop everything.");
-    let _ = tokio::signal::ctrl_c().await;
+    wait_for_stop_signal().await;
     eprintln!("stopping…");
     drop(stack);
+    eprintln!("stopped.");
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP (terminal closed): all mean stop and clean up.
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = hangup.recv() => {}
+    }
 }

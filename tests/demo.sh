@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the local stack: moto server seeded with two tenants and config-api
+# under cargo lambda watch, then prints ready-to-paste curl commands.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+bash tests/setup.sh
+export PATH="$root/.venv/bin:$PATH"
+cargo build --locked -p config-api
+cargo build --locked -p tenant-config-e2e --bin local-stack
+exec "$root/target/debug/local-stack"

@@ -1,0 +1,236 @@
+//! The store adapters against moto server: real SDK calls, real wire format.
+
+use std::collections::HashMap;
+
+use aws_sdk_ssm::types::ParameterType;
+use serde_json::json;
+use tenant_config_e2e::moto::MotoServer;
+use tenant_config_e2e::seed;
+use tenant_config_shared::domain::{Found, ItemKey, ReadMode};
+use tenant_config_shared::store::{ConfigStore, DynamoDbStore, ParameterStore};
+use tenant_config_shared::{ConfigKey, ServiceName, StoreError, TenantId};
+
+const TABLE: &str = "adapter-test";
+const ROOT: &str = "/config-service";
+
+fn item(tenant: &str, service: &str, key: &str) -> ItemKey {
+    ItemKey::new(
+        TenantId::parse(tenant).unwrap(),
+        ServiceName::parse(service).unwrap(),
+        ConfigKey::parse(key).unwrap(),
+    )
+}
+
+fn plain_value(found: Option<Found>) -> serde_json::Value {
+    match found {
+        Some(Found::Plain(v)) => v.value.clone(),
+        other => panic!("expected a plain value, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dynamodb_adapter_reads_single_items_and_batches() {
+    // GIVEN a table with items for two tenants
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    seed::create_table(&aws, TABLE).await.unwrap();
+    seed::put_item(
+        &aws,
+        TABLE,
+        ("t1", "svc", "tenant_config_doc"),
+        r#"{"a":[1,2]}"#,
+        7,
+    )
+    .await
+    .unwrap();
+    seed::put_item(&aws, TABLE, ("t1", "svc", "tenant_config_text"), "hello", 1)
+        .await
+        .unwrap();
+    seed::put_item(
+        &aws,
+        TABLE,
+        ("t2", "svc", "tenant_config_only_t2"),
+        "t2-value",
+        1,
+    )
+    .await
+    .unwrap();
+    for i in 0..30 {
+        seed::put_item(
+            &aws,
+            TABLE,
+            ("t1", "bulk", &format!("tenant_config_{i}")),
+            &i.to_string(),
+            1,
+        )
+        .await
+        .unwrap();
+    }
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), TABLE);
+
+    // WHEN single items are read THEN documents, text and version come back
+    let doc = store
+        .get(&item("t1", "svc", "tenant_config_doc"), ReadMode::Plain)
+        .await
+        .unwrap();
+    match &doc {
+        Some(Found::Plain(v)) => assert_eq!(v.version, Some(7)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(plain_value(doc), json!({"a": [1, 2]}));
+    assert_eq!(
+        plain_value(
+            store
+                .get(&item("t1", "svc", "tenant_config_text"), ReadMode::Plain)
+                .await
+                .unwrap()
+        ),
+        json!("hello")
+    );
+    // AND another tenant's key is simply not there
+    assert!(
+        store
+            .get(&item("t1", "svc", "tenant_config_only_t2"), ReadMode::Plain)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // WHEN 40 keys (30 present) are batch-read THEN exactly the present ones come back
+    let keys: Vec<ConfigKey> = (0..40)
+        .map(|i| ConfigKey::parse(&format!("tenant_config_{i}")).unwrap())
+        .collect();
+    let found = store
+        .get_many(
+            &TenantId::parse("t1").unwrap(),
+            &ServiceName::parse("bulk").unwrap(),
+            &keys,
+            ReadMode::Plain,
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 30);
+    assert_eq!(plain_value(found.get(&keys[12]).cloned()), json!("12"));
+    assert!(!found.contains_key(&keys[35]));
+}
+
+#[tokio::test]
+async fn dynamodb_adapter_reports_a_missing_table_as_a_store_failure() {
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), "no-such-table");
+    let err = store
+        .get(&item("t1", "svc", "tenant_config_x"), ReadMode::Plain)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn parameter_store_adapter_reads_types_and_never_returns_ciphertext() {
+    // GIVEN String, StringList and SecureString parameters
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    let put = |key: &'static str, value: &'static str, kind: ParameterType| {
+        let aws = aws.clone();
+        async move {
+            seed::put_parameter(&aws, ROOT, ("t1", "svc", key), value, kind)
+                .await
+                .unwrap()
+        }
+    };
+    put(
+        "param_config_url",
+        "https://x.example",
+        ParameterType::String,
+    )
+    .await;
+    put("param_config_list", "a,b,c", ParameterType::StringList).await;
+    put(
+        "param_config_json",
+        r#"{"enabled":true}"#,
+        ParameterType::String,
+    )
+    .await;
+    put(
+        "param_config_secret",
+        "s3cr3t-value",
+        ParameterType::SecureString,
+    )
+    .await;
+    let store = ParameterStore::new(aws_sdk_ssm::Client::new(&aws), ROOT);
+    let get = |key: &str, mode| {
+        let store = store.clone();
+        let item = item("t1", "svc", key);
+        async move { store.get(&item, mode).await.unwrap() }
+    };
+
+    assert_eq!(
+        plain_value(get("param_config_url", ReadMode::Plain).await),
+        json!("https://x.example")
+    );
+    assert_eq!(
+        plain_value(get("param_config_list", ReadMode::Plain).await),
+        json!(["a", "b", "c"])
+    );
+    assert_eq!(
+        plain_value(get("param_config_json", ReadMode::Plain).await),
+        json!({"enabled": true})
+    );
+    assert!(get("param_config_absent", ReadMode::Plain).await.is_none());
+
+    // THEN a SecureString read without decryption carries no value at all
+    assert_eq!(
+        get("param_config_secret", ReadMode::Plain).await,
+        Some(Found::Secret(None))
+    );
+    // AND with decryption it is the clear value
+    match get("param_config_secret", ReadMode::Decrypt).await {
+        Some(Found::Secret(Some(secret))) => assert_eq!(secret.expose(), &json!("s3cr3t-value")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn parameter_store_adapter_batches_in_chunks_of_ten() {
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    for i in 0..23 {
+        seed::put_parameter(
+            &aws,
+            ROOT,
+            ("t1", "bulk", &format!("param_config_{i}")),
+            &format!("v{i}"),
+            ParameterType::String,
+        )
+        .await
+        .unwrap();
+    }
+    seed::put_parameter(
+        &aws,
+        ROOT,
+        ("t1", "bulk", "param_config_secret"),
+        "x",
+        ParameterType::SecureString,
+    )
+    .await
+    .unwrap();
+    let store = ParameterStore::new(aws_sdk_ssm::Client::new(&aws), ROOT);
+    let mut keys: Vec<ConfigKey> = (0..27)
+        .map(|i| ConfigKey::parse(&format!("param_config_{i}")).unwrap())
+        .collect();
+    keys.push(ConfigKey::parse("param_config_secret").unwrap());
+    let found: HashMap<ConfigKey, Found> = store
+        .get_many(
+            &TenantId::parse("t1").unwrap(),
+            &ServiceName::parse("bulk").unwrap(),
+            &keys,
+            ReadMode::Plain,
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 24, "23 strings and the secret");
+    assert_eq!(plain_value(found.get(&keys[22]).cloned()), json!("v22"));
+    assert!(!found.contains_key(&keys[25]));
+    assert_eq!(found.get(&keys[27]), Some(&Found::Secret(None)));
+}
