@@ -13,6 +13,6 @@ if [[ -x "$venv/bin/moto_server" && -x "$venv/bin/cargo-lambda" && "$(cat "$stam
 fi
 echo "setup: installing moto server and cargo-lambda into .venv" >&2
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+"$venv/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check --upgrade pip
+"$venv/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check -r "$requirements"
 echo "$want" > "$stamp"

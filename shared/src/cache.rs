@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -50,6 +51,9 @@ enum Uncached {
     Secret,
     Missing,
     Failed(StoreError),
+    /// An invalidation happened while the load was in flight: the answer may
+    /// predate the change, so it is returned but not cached.
+    Raced(Lookup),
 }
 
 struct PerEntryTtl(CacheSettings);
@@ -73,6 +77,8 @@ pub struct CachedStore {
     store: Arc<dyn ConfigStore>,
     cache: Cache<String, Cached>,
     settings: CacheSettings,
+    /// Bumped by every invalidation; a load that sees it change is not cached.
+    invalidations: Arc<AtomicU64>,
 }
 
 impl CachedStore {
@@ -85,6 +91,7 @@ impl CachedStore {
             store,
             cache,
             settings,
+            invalidations: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -113,10 +120,16 @@ impl CachedStore {
         let loaded = self
             .cache
             .try_get_with(item.cache_key(), async {
-                match self.store.get(item, ReadMode::Plain).await {
-                    Ok(found) => self.classify(found),
-                    Err(err) => Err(Uncached::Failed(err)),
+                let epoch = self.invalidations.load(Ordering::Acquire);
+                let found = self.store.get(item, ReadMode::Plain).await.map_err(Uncached::Failed)?;
+                if self.invalidations.load(Ordering::Acquire) != epoch {
+                    return Err(Uncached::Raced(match found {
+                        Some(Found::Plain(value)) => Lookup::Plain(value),
+                        Some(Found::Secret(_)) => Lookup::Secret(None),
+                        None => Lookup::Missing,
+                    }));
                 }
+                self.classify(found)
             })
             .await;
         match loaded {
@@ -126,6 +139,7 @@ impl CachedStore {
                 Uncached::Secret => Ok(Lookup::Secret(None)),
                 Uncached::Missing => Ok(Lookup::Missing),
                 Uncached::Failed(err) => Err(err.clone()),
+                Uncached::Raced(lookup) => Ok(lookup.clone()),
             },
         }
     }
@@ -156,15 +170,19 @@ impl CachedStore {
             return Ok(results);
         }
         let miss_keys: Vec<ConfigKey> = misses.iter().map(|(k, _)| (*k).clone()).collect();
+        let epoch = self.invalidations.load(Ordering::Acquire);
         let mut loaded = self
             .store
             .get_many(tenant, service, &miss_keys, ReadMode::Plain)
             .await?;
+        let raced = self.invalidations.load(Ordering::Acquire) != epoch;
         for (key, cache_key) in misses {
             let found = loaded.remove(key);
             let lookup = match self.classify(found) {
                 Ok(cached) => {
-                    self.cache.insert(cache_key, cached.clone()).await;
+                    if !raced {
+                        self.cache.insert(cache_key, cached.clone()).await;
+                    }
                     match cached {
                         Cached::Value(value) => Lookup::Plain(value),
                         Cached::Missing => Lookup::Missing,
@@ -178,8 +196,10 @@ impl CachedStore {
         Ok(results)
     }
 
-    /// Drops one entry so the next read goes to the store.
+    /// Drops one entry so the next read goes to the store. Loads already in
+    /// flight finish but do not insert what they read.
     pub async fn invalidate(&self, item: &ItemKey) {
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
         self.cache.invalidate(&item.cache_key()).await;
     }
 }
@@ -187,65 +207,8 @@ impl CachedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ConfigStore;
-    use async_trait::async_trait;
+    use crate::store::MemoryStore;
     use serde_json::json;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A store that counts calls and answers from a map after a delay, so
-    /// concurrent misses really overlap.
-    #[derive(Default)]
-    struct CountingStore {
-        values: Mutex<HashMap<String, Found>>,
-        gets: AtomicUsize,
-        batches: AtomicUsize,
-        fail: std::sync::atomic::AtomicBool,
-    }
-
-    impl CountingStore {
-        fn put(&self, key: &str, found: Found) {
-            self.values.lock().unwrap().insert(key.to_owned(), found);
-        }
-    }
-
-    #[async_trait]
-    impl ConfigStore for CountingStore {
-        fn kind(&self) -> StoreKind {
-            StoreKind::ParameterStore
-        }
-
-        async fn get(&self, item: &ItemKey, mode: ReadMode) -> Result<Option<Found>, StoreError> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if self.fail.load(Ordering::SeqCst) {
-                return Err(StoreError::Throttled {
-                    store: StoreKind::ParameterStore,
-                    detail: "test".into(),
-                });
-            }
-            let found = self.values.lock().unwrap().get(item.key.as_str()).cloned();
-            Ok(found.map(|f| match (f, mode) {
-                (Found::Secret(_), ReadMode::Plain) => Found::Secret(None),
-                (other, _) => other,
-            }))
-        }
-
-        async fn get_many(
-            &self,
-            _tenant: &TenantId,
-            _service: &ServiceName,
-            keys: &[ConfigKey],
-            _mode: ReadMode,
-        ) -> Result<HashMap<ConfigKey, Found>, StoreError> {
-            self.batches.fetch_add(1, Ordering::SeqCst);
-            let values = self.values.lock().unwrap();
-            Ok(keys
-                .iter()
-                .filter_map(|k| values.get(k.as_str()).map(|f| (k.clone(), f.clone())))
-                .collect())
-        }
-    }
 
     fn plain(value: serde_json::Value) -> Found {
         Found::Plain(Arc::new(PlainValue {
@@ -270,8 +233,10 @@ mod tests {
         }
     }
 
-    fn setup(ttl_ms: u64, not_found_ms: u64) -> (Arc<CountingStore>, CachedStore) {
-        let store = Arc::new(CountingStore::default());
+    /// A store whose calls take 50 ms, so concurrent misses really overlap.
+    fn setup(ttl_ms: u64, not_found_ms: u64) -> (Arc<MemoryStore>, CachedStore) {
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        store.set_latency(Duration::from_millis(50));
         let cached = CachedStore::new(store.clone(), settings(ttl_ms, not_found_ms));
         (store, cached)
     }
@@ -280,13 +245,13 @@ mod tests {
     async fn concurrent_misses_for_one_key_make_one_backend_call() {
         // GIVEN a cold cache
         let (store, cached) = setup(60_000, 1_000);
-        store.put("k", plain(json!("v")));
+        store.put(&item("k"), plain(json!("v")));
         // WHEN 200 readers miss at once
         let key = item("k");
         let reads = (0..200).map(|_| cached.get(&key, ReadMode::Plain));
         let results = futures::future::join_all(reads).await;
         // THEN the store was called once and everyone got the value
-        assert_eq!(store.gets.load(Ordering::SeqCst), 1);
+        assert_eq!(store.gets(), 1);
         for result in results {
             assert!(matches!(result.unwrap(), Lookup::Plain(v) if v.value == json!("v")));
         }
@@ -295,9 +260,9 @@ mod tests {
     #[tokio::test]
     async fn values_expire_after_their_ttl() {
         let (store, cached) = setup(150, 1_000);
-        store.put("k", plain(json!(1)));
+        store.put(&item("k"), plain(json!(1)));
         cached.get(&item("k"), ReadMode::Plain).await.unwrap();
-        store.put("k", plain(json!(2)));
+        store.put(&item("k"), plain(json!(2)));
         let hit = cached.get(&item("k"), ReadMode::Plain).await.unwrap();
         assert!(
             matches!(hit, Lookup::Plain(v) if v.value == json!(1)),
@@ -309,14 +274,13 @@ mod tests {
             matches!(fresh, Lookup::Plain(v) if v.value == json!(2)),
             "reloaded after ttl"
         );
-        assert_eq!(store.gets.load(Ordering::SeqCst), 2);
+        assert_eq!(store.gets(), 2);
     }
 
     #[tokio::test]
     async fn secrets_are_never_cached_in_either_mode() {
         let (store, cached) = setup(60_000, 60_000);
-        store.put(
-            "k",
+        store.put(&item("k"),
             Found::Secret(Some(SecretValue::new(json!("hunter2"), None))),
         );
         for _ in 0..3 {
@@ -327,7 +291,7 @@ mod tests {
             let secure = cached.get(&item("k"), ReadMode::Decrypt).await.unwrap();
             assert!(matches!(secure, Lookup::Secret(Some(s)) if s.expose() == &json!("hunter2")));
         }
-        assert_eq!(store.gets.load(Ordering::SeqCst), 6);
+        assert_eq!(store.gets(), 6);
         assert_eq!(cached.cache.entry_count(), 0);
     }
 
@@ -340,8 +304,8 @@ mod tests {
                 Lookup::Missing
             );
         }
-        assert_eq!(store.gets.load(Ordering::SeqCst), 1);
-        store.put("k", plain(json!("now")));
+        assert_eq!(store.gets(), 1);
+        store.put(&item("k"), plain(json!("now")));
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(matches!(
             cached.get(&item("k"), ReadMode::Plain).await.unwrap(),
@@ -352,19 +316,22 @@ mod tests {
         for _ in 0..3 {
             cached.get(&item("k"), ReadMode::Plain).await.unwrap();
         }
-        assert_eq!(store.gets.load(Ordering::SeqCst), 3);
+        assert_eq!(store.gets(), 3);
     }
 
     #[tokio::test]
     async fn failures_are_not_cached() {
         let (store, cached) = setup(60_000, 60_000);
-        store.put("k", plain(json!("v")));
-        store.fail.store(true, Ordering::SeqCst);
+        store.put(&item("k"), plain(json!("v")));
+        store.set_failure(Some(StoreError::Throttled {
+            store: StoreKind::ParameterStore,
+            detail: "test".into(),
+        }));
         assert!(matches!(
             cached.get(&item("k"), ReadMode::Plain).await,
             Err(StoreError::Throttled { .. })
         ));
-        store.fail.store(false, Ordering::SeqCst);
+        store.set_failure(None);
         assert!(matches!(
             cached.get(&item("k"), ReadMode::Plain).await.unwrap(),
             Lookup::Plain(_)
@@ -374,9 +341,9 @@ mod tests {
     #[tokio::test]
     async fn batch_reads_serve_hits_from_memory_and_batch_the_misses() {
         let (store, cached) = setup(60_000, 60_000);
-        store.put("a", plain(json!("A")));
-        store.put("b", plain(json!("B")));
-        store.put("s", Found::Secret(Some(SecretValue::new(json!("x"), None))));
+        store.put(&item("a"), plain(json!("A")));
+        store.put(&item("b"), plain(json!("B")));
+        store.put(&item("s"), Found::Secret(Some(SecretValue::new(json!("x"), None))));
         cached.get(&item("a"), ReadMode::Plain).await.unwrap();
         let keys: Vec<ConfigKey> = ["a", "b", "s", "missing"]
             .iter()
@@ -385,7 +352,7 @@ mod tests {
         let tenant = TenantId::parse("t1").unwrap();
         let service = ServiceName::parse("svc").unwrap();
         let results = cached.get_many(&tenant, &service, &keys).await.unwrap();
-        assert_eq!(store.batches.load(Ordering::SeqCst), 1);
+        assert_eq!(store.batches(), 1);
         assert!(matches!(&results[&keys[1]], Lookup::Plain(v) if v.value == json!("B")));
         assert_eq!(results[&keys[2]], Lookup::Secret(None));
         assert_eq!(results[&keys[3]], Lookup::Missing);
@@ -394,18 +361,39 @@ mod tests {
             .get_many(&tenant, &service, &keys[..2])
             .await
             .unwrap();
-        assert_eq!(store.batches.load(Ordering::SeqCst), 1);
+        assert_eq!(store.batches(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_load_in_flight_during_invalidation_is_not_cached() {
+        // GIVEN a read that is still waiting on the store
+        let (store, cached) = setup(60_000, 60_000);
+        store.put(&item("k"), plain(json!("old")));
+        let key = item("k");
+        let slow_read = cached.get(&key, ReadMode::Plain);
+        // WHEN the entry is invalidated while that read is in flight
+        let invalidate = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            store.put(&item("k"), plain(json!("new")));
+            cached.invalidate(&key).await;
+        };
+        let (old, ()) = tokio::join!(slow_read, invalidate);
+        assert!(matches!(old.unwrap(), Lookup::Plain(v) if v.value == json!("old")));
+        // THEN the next read goes to the store and sees the new value
+        let fresh = cached.get(&key, ReadMode::Plain).await.unwrap();
+        assert!(matches!(fresh, Lookup::Plain(v) if v.value == json!("new")));
+        assert_eq!(store.gets(), 2);
     }
 
     #[tokio::test]
     async fn invalidate_drops_exactly_one_entry() {
         let (store, cached) = setup(60_000, 60_000);
-        store.put("a", plain(json!(1)));
-        store.put("b", plain(json!(1)));
+        store.put(&item("a"), plain(json!(1)));
+        store.put(&item("b"), plain(json!(1)));
         cached.get(&item("a"), ReadMode::Plain).await.unwrap();
         cached.get(&item("b"), ReadMode::Plain).await.unwrap();
-        store.put("a", plain(json!(2)));
-        store.put("b", plain(json!(2)));
+        store.put(&item("a"), plain(json!(2)));
+        store.put(&item("b"), plain(json!(2)));
         cached.invalidate(&item("a")).await;
         assert!(
             matches!(cached.get(&item("a"), ReadMode::Plain).await.unwrap(), Lookup::Plain(v) if v.value == json!(2))

@@ -8,12 +8,16 @@
 //! - [`service`]: the read use cases
 //! - [`api`]: the HTTP API, independent of the Lambda runtime
 //! - [`error`]: the one error type and its status mapping
+//! - [`refresh`]: change events, signed Refresh fan-out, Cloud Map
+//! - [`grpc`]: the agent's gRPC services
 
 pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod domain;
 pub mod error;
+pub mod grpc;
+pub mod refresh;
 pub mod routing;
 pub mod service;
 pub mod settings;

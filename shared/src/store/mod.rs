@@ -9,9 +9,11 @@ use crate::error::{StoreError, StoreKind};
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 pub mod dynamodb;
+pub mod memory;
 pub mod ssm;
 
 pub use dynamodb::DynamoDbStore;
+pub use memory::MemoryStore;
 pub use ssm::ParameterStore;
 
 /// A backing store of tenant configuration.

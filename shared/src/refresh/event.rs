@@ -1,0 +1,202 @@
+//! "Parameter Store Change" events: which cached entry a change invalidates.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::proto::Operation;
+use crate::domain::ItemKey;
+use crate::error::StoreKind;
+use crate::routing::KeyRouter;
+use crate::validate::{ConfigKey, ServiceName, TenantId};
+
+pub const SOURCE: &str = "aws.ssm";
+pub const DETAIL_TYPE: &str = "Parameter Store Change";
+const MAX_EVENT_ID_LEN: usize = 128;
+
+/// The `detail` of a Parameter Store Change event. It never carries a value.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ParameterStoreChange {
+    pub operation: String,
+    pub name: String,
+    #[serde(rename = "type", default)]
+    pub parameter_type: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+pub type ParameterChangeEvent = EventBridgeEvent<ParameterStoreChange>;
+
+/// What a change asks the agents to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTarget {
+    pub item: ItemKey,
+    pub operation: Operation,
+    pub event_id: String,
+    pub event_time_unix_ms: i64,
+}
+
+/// Why an event was rejected: it is not what the rule should deliver.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum EventError {
+    #[error("not a Parameter Store Change event (source '{source_name}', detail-type '{detail_type}')")]
+    NotAParameterChange { source_name: String, detail_type: String },
+    #[error("unknown operation '{0}'")]
+    UnknownOperation(String),
+    #[error("event has no usable id")]
+    BadEventId,
+}
+
+/// A valid event either names an entry to refresh or is ignored for a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Classified {
+    Refresh(RefreshTarget),
+    Ignore(String),
+}
+
+pub fn operation(name: &str) -> Option<Operation> {
+    Some(match name {
+        "Create" => Operation::Create,
+        "Update" => Operation::Update,
+        "Delete" => Operation::Delete,
+        "LabelParameterVersion" => Operation::LabelParameterVersion,
+        _ => return None,
+    })
+}
+
+/// Splits `{root}/{tenant}/{service}/{key}` into validated parts.
+pub fn parse_parameter_name(name: &str, root: &str) -> Result<ItemKey, String> {
+    let rest = name
+        .strip_prefix(root)
+        .and_then(|r| r.strip_prefix('/'))
+        .ok_or_else(|| format!("outside the parameter root '{root}'"))?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let [tenant, service, key] = segments.as_slice() else {
+        return Err("not of the form {root}/{tenant}/{service}/{key}".to_owned());
+    };
+    Ok(ItemKey::new(
+        TenantId::parse(tenant).map_err(|e| e.to_string())?,
+        ServiceName::parse(service).map_err(|e| e.to_string())?,
+        ConfigKey::parse(key).map_err(|e| e.to_string())?,
+    ))
+}
+
+/// Decides what an event means for the agents' caches.
+pub fn classify(event: &ParameterChangeEvent, root: &str, router: &KeyRouter) -> Result<Classified, EventError> {
+    if event.source != SOURCE || event.detail_type != DETAIL_TYPE {
+        return Err(EventError::NotAParameterChange {
+            source_name: event.source.clone(),
+            detail_type: event.detail_type.clone(),
+        });
+    }
+    let operation =
+        operation(&event.detail.operation).ok_or_else(|| EventError::UnknownOperation(event.detail.operation.clone()))?;
+    let event_id = event
+        .id
+        .as_deref()
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= MAX_EVENT_ID_LEN
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
+        .ok_or(EventError::BadEventId)?;
+    let item = match parse_parameter_name(&event.detail.name, root) {
+        Ok(item) => item,
+        Err(reason) => return Ok(Classified::Ignore(format!("parameter '{}': {reason}", event.detail.name))),
+    };
+    if router.route(&item.key).ok() != Some(StoreKind::ParameterStore) {
+        return Ok(Classified::Ignore(format!(
+            "key '{}' is not routed to Parameter Store, so no agent caches it from there",
+            item.key
+        )));
+    }
+    Ok(Classified::Refresh(RefreshTarget {
+        item,
+        operation,
+        event_id: event_id.to_owned(),
+        event_time_unix_ms: event.time.map(|t| t.timestamp_millis()).unwrap_or(0),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ROOT: &str = "/config-service";
+
+    fn event(operation: &str, name: &str) -> ParameterChangeEvent {
+        serde_json::from_value(json!({
+            "version": "0",
+            "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+            "detail-type": "Parameter Store Change",
+            "source": "aws.ssm",
+            "account": "123456789012",
+            "time": "2026-11-23T09:00:00Z",
+            "region": "us-east-1",
+            "resources": [format!("arn:aws:ssm:us-east-1:123456789012:parameter{name}")],
+            "detail": {"operation": operation, "name": name, "type": "String", "description": ""}
+        }))
+        .unwrap()
+    }
+
+    fn classify_default(event: &ParameterChangeEvent) -> Result<Classified, EventError> {
+        classify(event, ROOT, &KeyRouter::default())
+    }
+
+    #[test]
+    fn the_sample_events_parse_and_name_their_entry() {
+        for (file, op) in [
+            (include_str!("../../../events/parameter-store-change-update.json"), Operation::Update),
+            (include_str!("../../../events/parameter-store-change-create.json"), Operation::Create),
+            (include_str!("../../../events/parameter-store-change-delete.json"), Operation::Delete),
+        ] {
+            let event: ParameterChangeEvent = serde_json::from_str(file).unwrap();
+            let Classified::Refresh(target) = classify_default(&event).unwrap() else {
+                panic!("{file}");
+            };
+            assert_eq!(target.operation, op);
+            assert_eq!(target.item.cache_key(), "tenant-a:billing:param_config_endpoint");
+        }
+    }
+
+    #[test]
+    fn every_documented_operation_refreshes() {
+        for op in ["Create", "Update", "Delete", "LabelParameterVersion"] {
+            let classified = classify_default(&event(op, "/config-service/t1/svc/param_config_x")).unwrap();
+            let Classified::Refresh(target) = classified else { panic!("{op}") };
+            assert_eq!(target.event_time_unix_ms, 1_795_424_400_000);
+            assert_eq!(target.event_id, "6a7e8feb-b491-4cf7-a9f1-bf3703467718");
+        }
+    }
+
+    #[test]
+    fn names_outside_the_root_or_not_ours_are_ignored_with_a_reason() {
+        for name in [
+            "/other-service/t1/svc/param_config_x",
+            "/config-service-evil/t1/svc/param_config_x",
+            "/config-service/t1/param_config_x",
+            "/config-service/t1/svc/param_config_x/extra",
+            "/config-service/t 1/svc/param_config_x",
+            "/config-service/t1/svc/tenant_config_x",
+            "/config-service/t1/svc/other_x",
+        ] {
+            let classified = classify_default(&event("Update", name)).unwrap();
+            assert!(matches!(classified, Classified::Ignore(_)), "{name}: {classified:?}");
+        }
+    }
+
+    #[test]
+    fn events_that_are_not_parameter_changes_are_rejected() {
+        let mut wrong_source = event("Update", "/config-service/t1/svc/param_config_x");
+        wrong_source.source = "aws.ec2".into();
+        assert!(matches!(classify_default(&wrong_source), Err(EventError::NotAParameterChange { .. })));
+        assert_eq!(
+            classify_default(&event("Rename", "/config-service/t1/svc/param_config_x")),
+            Err(EventError::UnknownOperation("Rename".into()))
+        );
+        let mut no_id = event("Update", "/config-service/t1/svc/param_config_x");
+        no_id.id = Some("id with spaces".into());
+        assert_eq!(classify_default(&no_id), Err(EventError::BadEventId));
+    }
+}

@@ -1,0 +1,156 @@
+//! Sending one signed Refresh to every agent, concurrently, with deadlines.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request};
+
+use super::discovery::Instance;
+use super::event::RefreshTarget;
+use super::proto::RefreshRequest;
+use super::proto::config_refresh_client::ConfigRefreshClient;
+use super::signing::{RefreshKey, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, unix_ms_now};
+
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutSettings {
+    /// Calls in flight at once.
+    pub concurrency: usize,
+    /// Budget per instance, retry included.
+    pub deadline: Duration,
+}
+
+impl Default for FanoutSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 64,
+            deadline: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Outcome of one fan-out.
+#[derive(Debug, Clone, Default)]
+pub struct FanoutReport {
+    pub instances: usize,
+    pub ok: usize,
+    /// Instance id and reason, for every instance that did not acknowledge.
+    pub failed: Vec<(String, String)>,
+    pub elapsed: Duration,
+}
+
+/// Pause before the single retry of a transient failure.
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// Sends Refresh calls; keeps one channel per agent address across calls (and
+/// across warm Lambda invocations) so a warm fan-out reuses connections.
+pub struct Fanout {
+    key: RefreshKey,
+    settings: FanoutSettings,
+    channels: Mutex<HashMap<SocketAddr, Channel>>,
+}
+
+impl Fanout {
+    pub fn new(key: RefreshKey, settings: FanoutSettings) -> Self {
+        Self {
+            key,
+            settings,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> FanoutSettings {
+        self.settings
+    }
+
+    fn channel(&self, address: SocketAddr) -> Result<Channel, String> {
+        let mut channels = self.channels.lock().map_err(|_| "channel pool poisoned".to_owned())?;
+        if let Some(channel) = channels.get(&address) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(self.settings.deadline)
+            .timeout(self.settings.deadline)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(address, channel.clone());
+        Ok(channel)
+    }
+
+    /// Forgets channels of agents that are no longer registered.
+    fn retain_channels(&self, instances: &[Instance]) {
+        if let Ok(mut channels) = self.channels.lock() {
+            channels.retain(|address, _| instances.iter().any(|i| i.address == *address));
+        }
+    }
+
+    /// Sends `target` to every instance and waits for all answers (or deadlines).
+    pub async fn send(&self, instances: &[Instance], target: &RefreshTarget) -> FanoutReport {
+        let started = Instant::now();
+        self.retain_channels(instances);
+        let request = RefreshRequest {
+            tenant_id: target.item.tenant.to_string(),
+            service: target.item.service.to_string(),
+            key: target.item.key.to_string(),
+            operation: target.operation as i32,
+            event_id: target.event_id.clone(),
+            event_time_unix_ms: target.event_time_unix_ms,
+        };
+        let results: Vec<(&Instance, Result<(), String>)> = futures::stream::iter(instances)
+            .map(|instance| {
+                let request = &request;
+                async move { (instance, self.send_one(instance, request).await) }
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect()
+            .await;
+        let mut report = FanoutReport {
+            instances: instances.len(),
+            ..FanoutReport::default()
+        };
+        for (instance, result) in results {
+            match result {
+                Ok(()) => report.ok += 1,
+                Err(reason) => report.failed.push((instance.id.clone(), reason)),
+            }
+        }
+        report.elapsed = started.elapsed();
+        report
+    }
+
+    /// One instance: a call, and one retry for a transient failure if the
+    /// instance's budget allows it.
+    async fn send_one(&self, instance: &Instance, request: &RefreshRequest) -> Result<(), String> {
+        let budget_end = Instant::now() + self.settings.deadline;
+        let channel = self.channel(instance.address)?;
+        let mut attempt = 0;
+        loop {
+            let remaining = budget_end.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(format!("deadline of {:?} exceeded", self.settings.deadline));
+            }
+            let mut call = Request::new(request.clone());
+            let (timestamp, signature) = sign(&self.key, request, unix_ms_now());
+            let metadata = call.metadata_mut();
+            metadata.insert(TIMESTAMP_HEADER, timestamp.parse().map_err(|_| "bad timestamp metadata")?);
+            metadata.insert(SIGNATURE_HEADER, signature.parse().map_err(|_| "bad signature metadata")?);
+            call.set_timeout(remaining);
+            let mut client = ConfigRefreshClient::new(channel.clone());
+            let status = match tokio::time::timeout(remaining, client.refresh(call)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(status)) => status,
+                Err(_) => return Err(format!("deadline of {:?} exceeded", self.settings.deadline)),
+            };
+            let transient = matches!(status.code(), Code::Unavailable | Code::Unknown | Code::ResourceExhausted | Code::Aborted);
+            if !transient || attempt == 1 {
+                return Err(format!("{:?}: {}", status.code(), status.message()));
+            }
+            attempt += 1;
+            tokio::time::sleep(RETRY_PAUSE.min(budget_end.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+}

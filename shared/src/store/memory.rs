@@ -1,0 +1,128 @@
+//! An in-memory store: for tests, benchmarks and trying the service without
+//! AWS. It behaves like the real adapters (SecureStrings carry no value unless
+//! decrypting), counts calls, and can add latency or fail on demand.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::ConfigStore;
+use crate::domain::{Found, ItemKey, ReadMode};
+use crate::error::{StoreError, StoreKind};
+use crate::validate::{ConfigKey, ServiceName, TenantId};
+
+pub struct MemoryStore {
+    kind: StoreKind,
+    values: Mutex<HashMap<String, Found>>,
+    latency: Mutex<Duration>,
+    failure: Mutex<Option<StoreError>>,
+    gets: AtomicUsize,
+    batches: AtomicUsize,
+}
+
+impl MemoryStore {
+    pub fn new(kind: StoreKind) -> Self {
+        Self {
+            kind,
+            values: Mutex::new(HashMap::new()),
+            latency: Mutex::new(Duration::ZERO),
+            failure: Mutex::new(None),
+            gets: AtomicUsize::new(0),
+            batches: AtomicUsize::new(0),
+        }
+    }
+
+    /// Stores `found` under `item` (replacing any value).
+    pub fn put(&self, item: &ItemKey, found: Found) {
+        if let Ok(mut values) = self.values.lock() {
+            values.insert(item.cache_key(), found);
+        }
+    }
+
+    pub fn remove(&self, item: &ItemKey) {
+        if let Ok(mut values) = self.values.lock() {
+            values.remove(&item.cache_key());
+        }
+    }
+
+    /// Every call waits this long first, so concurrent calls overlap.
+    pub fn set_latency(&self, latency: Duration) {
+        if let Ok(mut l) = self.latency.lock() {
+            *l = latency;
+        }
+    }
+
+    /// Every call fails with `failure` until it is set back to `None`.
+    pub fn set_failure(&self, failure: Option<StoreError>) {
+        if let Ok(mut f) = self.failure.lock() {
+            *f = failure;
+        }
+    }
+
+    /// Single-key reads so far.
+    pub fn gets(&self) -> usize {
+        self.gets.load(Ordering::SeqCst)
+    }
+
+    /// Batch reads so far.
+    pub fn batches(&self) -> usize {
+        self.batches.load(Ordering::SeqCst)
+    }
+
+    async fn behave(&self) -> Result<(), StoreError> {
+        let latency = self.latency.lock().map(|l| *l).unwrap_or_default();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        match self.failure.lock().ok().and_then(|f| f.clone()) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    fn lookup(&self, cache_key: &str, mode: ReadMode) -> Option<Found> {
+        let found = self.values.lock().ok()?.get(cache_key).cloned()?;
+        Some(match (found, mode) {
+            (Found::Secret(_), ReadMode::Plain) => Found::Secret(None),
+            (other, _) => other,
+        })
+    }
+}
+
+#[async_trait]
+impl ConfigStore for MemoryStore {
+    fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    async fn get(&self, item: &ItemKey, mode: ReadMode) -> Result<Option<Found>, StoreError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        // Snapshot first, answer after the latency: like a real store, the
+        // answer reflects the moment the request arrived.
+        let found = self.lookup(&item.cache_key(), mode);
+        self.behave().await?;
+        Ok(found)
+    }
+
+    async fn get_many(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        keys: &[ConfigKey],
+        mode: ReadMode,
+    ) -> Result<HashMap<ConfigKey, Found>, StoreError> {
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        let found = keys
+            .iter()
+            .filter_map(|key| {
+                let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
+                self.lookup(&item.cache_key(), mode).map(|found| (key.clone(), found))
+            })
+            .collect();
+        self.behave().await?;
+        Ok(found)
+    }
+}
