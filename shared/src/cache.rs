@@ -121,7 +121,11 @@ impl CachedStore {
             .cache
             .try_get_with(item.cache_key(), async {
                 let epoch = self.invalidations.load(Ordering::Acquire);
-                let found = self.store.get(item, ReadMode::Plain).await.map_err(Uncached::Failed)?;
+                let found = self
+                    .store
+                    .get(item, ReadMode::Plain)
+                    .await
+                    .map_err(Uncached::Failed)?;
                 if self.invalidations.load(Ordering::Acquire) != epoch {
                     return Err(Uncached::Raced(match found {
                         Some(Found::Plain(value)) => Lookup::Plain(value),
@@ -280,7 +284,8 @@ mod tests {
     #[tokio::test]
     async fn secrets_are_never_cached_in_either_mode() {
         let (store, cached) = setup(60_000, 60_000);
-        store.put(&item("k"),
+        store.put(
+            &item("k"),
             Found::Secret(Some(SecretValue::new(json!("hunter2"), None))),
         );
         for _ in 0..3 {
@@ -343,7 +348,10 @@ mod tests {
         let (store, cached) = setup(60_000, 60_000);
         store.put(&item("a"), plain(json!("A")));
         store.put(&item("b"), plain(json!("B")));
-        store.put(&item("s"), Found::Secret(Some(SecretValue::new(json!("x"), None))));
+        store.put(
+            &item("s"),
+            Found::Secret(Some(SecretValue::new(json!("x"), None))),
+        );
         cached.get(&item("a"), ReadMode::Plain).await.unwrap();
         let keys: Vec<ConfigKey> = ["a", "b", "s", "missing"]
             .iter()

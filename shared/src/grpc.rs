@@ -12,10 +12,12 @@ use crate::error::ConfigError;
 use crate::refresh::proto::config_reader_server::ConfigReader;
 use crate::refresh::proto::config_refresh_server::ConfigRefresh;
 use crate::refresh::proto::{
-    ConfigValue, GetConfigRequest, GetConfigResponse, GetConfigsRequest, GetConfigsResponse, RefreshRequest,
-    RefreshResponse,
+    ConfigValue, GetConfigRequest, GetConfigResponse, GetConfigsRequest, GetConfigsResponse,
+    RefreshRequest, RefreshResponse,
 };
-use crate::refresh::signing::{RefreshAuthenticator, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, unix_ms_now};
+use crate::refresh::signing::{
+    RefreshAuthenticator, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, unix_ms_now,
+};
 use crate::service::{ConfigService, Entry};
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
@@ -59,18 +61,27 @@ impl ReaderService {
     }
 
     async fn tenant(&self, metadata: &MetadataMap) -> Result<TenantId, ConfigError> {
-        let identity = self.verifier.verify_header(metadata_str(metadata, "authorization")).await?;
+        let identity = self
+            .verifier
+            .verify_header(metadata_str(metadata, "authorization"))
+            .await?;
         Ok(identity.require_tenant()?.clone())
     }
 }
 
 #[tonic::async_trait]
 impl ConfigReader for ReaderService {
-    async fn get_config(&self, request: Request<GetConfigRequest>) -> Result<Response<GetConfigResponse>, Status> {
+    async fn get_config(
+        &self,
+        request: Request<GetConfigRequest>,
+    ) -> Result<Response<GetConfigResponse>, Status> {
         let answer = async {
             let tenant = self.tenant(request.metadata()).await?;
             let body = request.get_ref();
-            let (service, key) = (ServiceName::parse(&body.service)?, ConfigKey::parse(&body.key)?);
+            let (service, key) = (
+                ServiceName::parse(&body.service)?,
+                ConfigKey::parse(&body.key)?,
+            );
             let entry = self.service.get(&tenant, &service, &key).await?;
             Ok::<_, ConfigError>(GetConfigResponse {
                 service: service.to_string(),
@@ -80,7 +91,10 @@ impl ConfigReader for ReaderService {
         answer.await.map(Response::new).map_err(|e| status(&e))
     }
 
-    async fn get_configs(&self, request: Request<GetConfigsRequest>) -> Result<Response<GetConfigsResponse>, Status> {
+    async fn get_configs(
+        &self,
+        request: Request<GetConfigsRequest>,
+    ) -> Result<Response<GetConfigsResponse>, Status> {
         let answer = async {
             let tenant = self.tenant(request.metadata()).await?;
             let body = request.get_ref();
@@ -91,11 +105,19 @@ impl ConfigReader for ReaderService {
                     crate::service::MAX_BATCH_KEYS
                 )));
             }
-            let keys = body.keys.iter().map(|k| ConfigKey::parse(k)).collect::<Result<Vec<_>, _>>()?;
+            let keys = body
+                .keys
+                .iter()
+                .map(|k| ConfigKey::parse(k))
+                .collect::<Result<Vec<_>, _>>()?;
             let batch = self.service.get_many(&tenant, &service, &keys).await?;
             Ok(GetConfigsResponse {
                 service: service.to_string(),
-                values: batch.values.iter().map(|(k, e)| config_value(k, e)).collect(),
+                values: batch
+                    .values
+                    .iter()
+                    .map(|(k, e)| config_value(k, e))
+                    .collect(),
                 missing: batch.missing.iter().map(ToString::to_string).collect(),
             })
         };
@@ -111,13 +133,19 @@ pub struct RefreshService {
 
 impl RefreshService {
     pub fn new(authenticator: RefreshAuthenticator, service: ConfigService) -> Self {
-        Self { authenticator, service }
+        Self {
+            authenticator,
+            service,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl ConfigRefresh for RefreshService {
-    async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
+    async fn refresh(
+        &self,
+        request: Request<RefreshRequest>,
+    ) -> Result<Response<RefreshResponse>, Status> {
         let metadata = request.metadata();
         let body = request.get_ref();
         let verified = self
@@ -144,7 +172,10 @@ impl ConfigRefresh for RefreshService {
             ))
         })()
         .map_err(|e| status(&e))?;
-        self.service.invalidate(&item).await.map_err(|e| status(&e))?;
+        self.service
+            .invalidate(&item)
+            .await
+            .map_err(|e| status(&e))?;
         tracing::info!(
             entry = %item.cache_key(),
             operation = body.operation().as_str_name(),
@@ -152,5 +183,61 @@ impl ConfigRefresh for RefreshService {
             "dropped cache entry"
         );
         Ok(Response::new(RefreshResponse { duplicate: false }))
+    }
+}
+
+/// The agent's gRPC server: ConfigReader, ConfigRefresh and grpc.health.v1.
+pub struct AgentServer {
+    /// Flip to NOT_SERVING before draining, so health checks stop routing here.
+    pub health: tonic_health::server::HealthReporter,
+    router: tonic::transport::server::Router,
+}
+
+impl AgentServer {
+    /// Builds the server with both services reported SERVING.
+    pub async fn new(reader: ReaderService, refresh: RefreshService) -> Self {
+        use crate::refresh::proto::config_reader_server::ConfigReaderServer;
+        use crate::refresh::proto::config_refresh_server::ConfigRefreshServer;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<ConfigReaderServer<ReaderService>>()
+            .await;
+        health
+            .set_serving::<ConfigRefreshServer<RefreshService>>()
+            .await;
+        let router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(ConfigReaderServer::new(reader))
+            .add_service(ConfigRefreshServer::new(refresh));
+        Self { health, router }
+    }
+
+    /// Reports every service NOT_SERVING (first step of a graceful stop).
+    pub async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
+        use crate::refresh::proto::config_reader_server::ConfigReaderServer;
+        use crate::refresh::proto::config_refresh_server::ConfigRefreshServer;
+        health
+            .set_not_serving::<ConfigReaderServer<ReaderService>>()
+            .await;
+        health
+            .set_not_serving::<ConfigRefreshServer<RefreshService>>()
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then drains in-flight calls.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        self.router
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                shutdown,
+            )
+            .await
     }
 }

@@ -89,7 +89,9 @@ impl CloudMapInstances {
 }
 
 /// The address an instance registered, from its standard attributes.
-pub fn instance_address(attributes: &std::collections::HashMap<String, String>) -> Option<SocketAddr> {
+pub fn instance_address(
+    attributes: &std::collections::HashMap<String, String>,
+) -> Option<SocketAddr> {
     let ip: IpAddr = attributes
         .get(IPV4_ATTRIBUTE)
         .or_else(|| attributes.get(IPV6_ATTRIBUTE))?
@@ -120,7 +122,9 @@ impl InstanceSource for CloudMapInstances {
             let id = summary.instance_id().unwrap_or_default().to_owned();
             match summary.attributes().and_then(instance_address) {
                 Some(address) => instances.push(Instance { id, address }),
-                None => tracing::warn!(instance = %id, "skipping instance without a usable IP/port attribute"),
+                None => {
+                    tracing::warn!(instance = %id, "skipping instance without a usable IP/port attribute")
+                }
             }
         }
         Ok(instances)
@@ -143,7 +147,11 @@ impl Registration {
         instance_id: &str,
         address: SocketAddr,
     ) -> Result<Self, DiscoveryError> {
-        let ip_attribute = if address.is_ipv4() { IPV4_ATTRIBUTE } else { IPV6_ATTRIBUTE };
+        let ip_attribute = if address.is_ipv4() {
+            IPV4_ATTRIBUTE
+        } else {
+            IPV6_ATTRIBUTE
+        };
         client
             .register_instance()
             .service_id(service_id)
@@ -190,17 +198,29 @@ mod tests {
     #[test]
     fn addresses_come_from_the_standard_attributes() {
         let attrs = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         assert_eq!(
-            instance_address(&attrs(&[(IPV4_ATTRIBUTE, "10.0.1.7"), (PORT_ATTRIBUTE, "50051")])),
+            instance_address(&attrs(&[
+                (IPV4_ATTRIBUTE, "10.0.1.7"),
+                (PORT_ATTRIBUTE, "50051")
+            ])),
             Some("10.0.1.7:50051".parse().unwrap())
         );
         assert_eq!(
             instance_address(&attrs(&[(IPV6_ATTRIBUTE, "::1"), (PORT_ATTRIBUTE, "7")])),
             Some("[::1]:7".parse().unwrap())
         );
-        assert_eq!(instance_address(&attrs(&[(IPV4_ATTRIBUTE, "10.0.1.7")])), None);
-        assert_eq!(instance_address(&attrs(&[(IPV4_ATTRIBUTE, "host"), (PORT_ATTRIBUTE, "1")])), None);
+        assert_eq!(
+            instance_address(&attrs(&[(IPV4_ATTRIBUTE, "10.0.1.7")])),
+            None
+        );
+        assert_eq!(
+            instance_address(&attrs(&[(IPV4_ATTRIBUTE, "host"), (PORT_ATTRIBUTE, "1")])),
+            None
+        );
     }
 }

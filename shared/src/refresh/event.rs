@@ -39,8 +39,13 @@ pub struct RefreshTarget {
 /// Why an event was rejected: it is not what the rule should deliver.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum EventError {
-    #[error("not a Parameter Store Change event (source '{source_name}', detail-type '{detail_type}')")]
-    NotAParameterChange { source_name: String, detail_type: String },
+    #[error(
+        "not a Parameter Store Change event (source '{source_name}', detail-type '{detail_type}')"
+    )]
+    NotAParameterChange {
+        source_name: String,
+        detail_type: String,
+    },
     #[error("unknown operation '{0}'")]
     UnknownOperation(String),
     #[error("event has no usable id")]
@@ -82,27 +87,38 @@ pub fn parse_parameter_name(name: &str, root: &str) -> Result<ItemKey, String> {
 }
 
 /// Decides what an event means for the agents' caches.
-pub fn classify(event: &ParameterChangeEvent, root: &str, router: &KeyRouter) -> Result<Classified, EventError> {
+pub fn classify(
+    event: &ParameterChangeEvent,
+    root: &str,
+    router: &KeyRouter,
+) -> Result<Classified, EventError> {
     if event.source != SOURCE || event.detail_type != DETAIL_TYPE {
         return Err(EventError::NotAParameterChange {
             source_name: event.source.clone(),
             detail_type: event.detail_type.clone(),
         });
     }
-    let operation =
-        operation(&event.detail.operation).ok_or_else(|| EventError::UnknownOperation(event.detail.operation.clone()))?;
+    let operation = operation(&event.detail.operation)
+        .ok_or_else(|| EventError::UnknownOperation(event.detail.operation.clone()))?;
     let event_id = event
         .id
         .as_deref()
         .filter(|id| {
             !id.is_empty()
                 && id.len() <= MAX_EVENT_ID_LEN
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
         })
         .ok_or(EventError::BadEventId)?;
     let item = match parse_parameter_name(&event.detail.name, root) {
         Ok(item) => item,
-        Err(reason) => return Ok(Classified::Ignore(format!("parameter '{}': {reason}", event.detail.name))),
+        Err(reason) => {
+            return Ok(Classified::Ignore(format!(
+                "parameter '{}': {reason}",
+                event.detail.name
+            )));
+        }
     };
     if router.route(&item.key).ok() != Some(StoreKind::ParameterStore) {
         return Ok(Classified::Ignore(format!(
@@ -147,24 +163,39 @@ mod tests {
     #[test]
     fn the_sample_events_parse_and_name_their_entry() {
         for (file, op) in [
-            (include_str!("../../../events/parameter-store-change-update.json"), Operation::Update),
-            (include_str!("../../../events/parameter-store-change-create.json"), Operation::Create),
-            (include_str!("../../../events/parameter-store-change-delete.json"), Operation::Delete),
+            (
+                include_str!("../../../events/parameter-store-change-update.json"),
+                Operation::Update,
+            ),
+            (
+                include_str!("../../../events/parameter-store-change-create.json"),
+                Operation::Create,
+            ),
+            (
+                include_str!("../../../events/parameter-store-change-delete.json"),
+                Operation::Delete,
+            ),
         ] {
             let event: ParameterChangeEvent = serde_json::from_str(file).unwrap();
             let Classified::Refresh(target) = classify_default(&event).unwrap() else {
                 panic!("{file}");
             };
             assert_eq!(target.operation, op);
-            assert_eq!(target.item.cache_key(), "tenant-a:billing:param_config_endpoint");
+            assert_eq!(
+                target.item.cache_key(),
+                "tenant-a:billing:param_config_endpoint"
+            );
         }
     }
 
     #[test]
     fn every_documented_operation_refreshes() {
         for op in ["Create", "Update", "Delete", "LabelParameterVersion"] {
-            let classified = classify_default(&event(op, "/config-service/t1/svc/param_config_x")).unwrap();
-            let Classified::Refresh(target) = classified else { panic!("{op}") };
+            let classified =
+                classify_default(&event(op, "/config-service/t1/svc/param_config_x")).unwrap();
+            let Classified::Refresh(target) = classified else {
+                panic!("{op}")
+            };
             assert_eq!(target.event_time_unix_ms, 1_795_424_400_000);
             assert_eq!(target.event_id, "6a7e8feb-b491-4cf7-a9f1-bf3703467718");
         }
@@ -182,7 +213,10 @@ mod tests {
             "/config-service/t1/svc/other_x",
         ] {
             let classified = classify_default(&event("Update", name)).unwrap();
-            assert!(matches!(classified, Classified::Ignore(_)), "{name}: {classified:?}");
+            assert!(
+                matches!(classified, Classified::Ignore(_)),
+                "{name}: {classified:?}"
+            );
         }
     }
 
@@ -190,7 +224,10 @@ mod tests {
     fn events_that_are_not_parameter_changes_are_rejected() {
         let mut wrong_source = event("Update", "/config-service/t1/svc/param_config_x");
         wrong_source.source = "aws.ec2".into();
-        assert!(matches!(classify_default(&wrong_source), Err(EventError::NotAParameterChange { .. })));
+        assert!(matches!(
+            classify_default(&wrong_source),
+            Err(EventError::NotAParameterChange { .. })
+        ));
         assert_eq!(
             classify_default(&event("Rename", "/config-service/t1/svc/param_config_x")),
             Err(EventError::UnknownOperation("Rename".into()))

@@ -67,7 +67,10 @@ impl Fanout {
     }
 
     fn channel(&self, address: SocketAddr) -> Result<Channel, String> {
-        let mut channels = self.channels.lock().map_err(|_| "channel pool poisoned".to_owned())?;
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| "channel pool poisoned".to_owned())?;
         if let Some(channel) = channels.get(&address) {
             return Ok(channel.clone());
         }
@@ -136,8 +139,14 @@ impl Fanout {
             let mut call = Request::new(request.clone());
             let (timestamp, signature) = sign(&self.key, request, unix_ms_now());
             let metadata = call.metadata_mut();
-            metadata.insert(TIMESTAMP_HEADER, timestamp.parse().map_err(|_| "bad timestamp metadata")?);
-            metadata.insert(SIGNATURE_HEADER, signature.parse().map_err(|_| "bad signature metadata")?);
+            metadata.insert(
+                TIMESTAMP_HEADER,
+                timestamp.parse().map_err(|_| "bad timestamp metadata")?,
+            );
+            metadata.insert(
+                SIGNATURE_HEADER,
+                signature.parse().map_err(|_| "bad signature metadata")?,
+            );
             call.set_timeout(remaining);
             let mut client = ConfigRefreshClient::new(channel.clone());
             let status = match tokio::time::timeout(remaining, client.refresh(call)).await {
@@ -145,12 +154,18 @@ impl Fanout {
                 Ok(Err(status)) => status,
                 Err(_) => return Err(format!("deadline of {:?} exceeded", self.settings.deadline)),
             };
-            let transient = matches!(status.code(), Code::Unavailable | Code::Unknown | Code::ResourceExhausted | Code::Aborted);
+            let transient = matches!(
+                status.code(),
+                Code::Unavailable | Code::Unknown | Code::ResourceExhausted | Code::Aborted
+            );
             if !transient || attempt == 1 {
                 return Err(format!("{:?}: {}", status.code(), status.message()));
             }
             attempt += 1;
-            tokio::time::sleep(RETRY_PAUSE.min(budget_end.saturating_duration_since(Instant::now()))).await;
+            tokio::time::sleep(
+                RETRY_PAUSE.min(budget_end.saturating_duration_since(Instant::now())),
+            )
+            .await;
         }
     }
 }

@@ -20,7 +20,11 @@ pub enum RefreshError {
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
     #[error("refresh reached {ok} of {instances} agents; failed: {failed}")]
-    Undelivered { ok: usize, instances: usize, failed: String },
+    Undelivered {
+        ok: usize,
+        instances: usize,
+        failed: String,
+    },
 }
 
 #[derive(Debug)]
@@ -37,7 +41,12 @@ pub struct Refresher {
 }
 
 impl Refresher {
-    pub fn new(root: impl Into<String>, router: KeyRouter, instances: Arc<dyn InstanceSource>, fanout: Fanout) -> Self {
+    pub fn new(
+        root: impl Into<String>,
+        router: KeyRouter,
+        instances: Arc<dyn InstanceSource>,
+        fanout: Fanout,
+    ) -> Self {
         Self {
             root: root.into(),
             router,

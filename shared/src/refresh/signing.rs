@@ -65,7 +65,12 @@ impl std::fmt::Debug for RefreshKey {
 pub fn canonical(request: &RefreshRequest, timestamp_ms: i64) -> String {
     format!(
         "tenantconfig.v1.Refresh\n{timestamp_ms}\n{}\n{}\n{}\n{}\n{}\n{}",
-        request.event_id, request.event_time_unix_ms, request.operation, request.tenant_id, request.service, request.key
+        request.event_id,
+        request.event_time_unix_ms,
+        request.operation,
+        request.tenant_id,
+        request.service,
+        request.key
     )
 }
 
@@ -94,7 +99,10 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
 pub fn sign(key: &RefreshKey, request: &RefreshRequest, timestamp_ms: i64) -> (String, String) {
     let mut mac = key.mac();
     mac.update(canonical(request, timestamp_ms).as_bytes());
-    (timestamp_ms.to_string(), to_hex(&mac.finalize().into_bytes()))
+    (
+        timestamp_ms.to_string(),
+        to_hex(&mac.finalize().into_bytes()),
+    )
 }
 
 /// Checks a request's signature and freshness, and remembers event ids.
@@ -132,18 +140,28 @@ impl RefreshAuthenticator {
     ) -> Result<Verified, SignatureError> {
         let timestamp = timestamp.ok_or(SignatureError::Missing(TIMESTAMP_HEADER))?;
         let signature = signature.ok_or(SignatureError::Missing(SIGNATURE_HEADER))?;
-        let timestamp_ms: i64 = timestamp.parse().map_err(|_| SignatureError::Malformed(TIMESTAMP_HEADER))?;
+        let timestamp_ms: i64 = timestamp
+            .parse()
+            .map_err(|_| SignatureError::Malformed(TIMESTAMP_HEADER))?;
         let signature = from_hex(signature).ok_or(SignatureError::Malformed(SIGNATURE_HEADER))?;
         let mut mac = self.key.mac();
         mac.update(canonical(request, timestamp_ms).as_bytes());
         // Constant-time comparison.
-        mac.verify_slice(&signature).map_err(|_| SignatureError::Mismatch)?;
+        mac.verify_slice(&signature)
+            .map_err(|_| SignatureError::Mismatch)?;
         if now_ms.abs_diff(timestamp_ms) > REPLAY_WINDOW.as_millis() as u64 {
             return Err(SignatureError::Stale);
         }
         // Only authentic requests may occupy the replay set.
-        let entry = self.seen_events.entry(request.event_id.clone()).or_insert(());
-        Ok(if entry.is_fresh() { Verified::Fresh } else { Verified::Replay })
+        let entry = self
+            .seen_events
+            .entry(request.event_id.clone())
+            .or_insert(());
+        Ok(if entry.is_fresh() {
+            Verified::Fresh
+        } else {
+            Verified::Replay
+        })
     }
 }
 
@@ -171,9 +189,15 @@ mod tests {
         let auth = RefreshAuthenticator::new(key());
         let now = unix_ms_now();
         let (ts, sig) = sign(&key(), &request(), now);
-        assert_eq!(auth.verify(&request(), Some(&ts), Some(&sig), now), Ok(Verified::Fresh));
+        assert_eq!(
+            auth.verify(&request(), Some(&ts), Some(&sig), now),
+            Ok(Verified::Fresh)
+        );
         let (ts2, sig2) = sign(&key(), &request(), now + 5);
-        assert_eq!(auth.verify(&request(), Some(&ts2), Some(&sig2), now + 5), Ok(Verified::Replay));
+        assert_eq!(
+            auth.verify(&request(), Some(&ts2), Some(&sig2), now + 5),
+            Ok(Verified::Replay)
+        );
     }
 
     #[test]
@@ -183,12 +207,21 @@ mod tests {
         let (ts, sig) = sign(&key(), &request(), now);
         let mut changed = request();
         changed.key = "param_config_other".into();
-        assert_eq!(auth.verify(&changed, Some(&ts), Some(&sig), now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            auth.verify(&changed, Some(&ts), Some(&sig), now),
+            Err(SignatureError::Mismatch)
+        );
         let mut changed = request();
         changed.tenant_id = "tenant-b".into();
-        assert_eq!(auth.verify(&changed, Some(&ts), Some(&sig), now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            auth.verify(&changed, Some(&ts), Some(&sig), now),
+            Err(SignatureError::Mismatch)
+        );
         let later = (now + 1).to_string();
-        assert_eq!(auth.verify(&request(), Some(&later), Some(&sig), now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            auth.verify(&request(), Some(&later), Some(&sig), now),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
@@ -197,12 +230,18 @@ mod tests {
         let now = unix_ms_now();
         let other = RefreshKey::new(vec![7u8; 32]).unwrap();
         let (ts, forged) = sign(&other, &request(), now);
-        assert_eq!(auth.verify(&request(), Some(&ts), Some(&forged), now), Err(SignatureError::Mismatch));
+        assert_eq!(
+            auth.verify(&request(), Some(&ts), Some(&forged), now),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(
             auth.verify(&request(), None, Some(&forged), now),
             Err(SignatureError::Missing(TIMESTAMP_HEADER))
         );
-        assert_eq!(auth.verify(&request(), Some(&ts), None, now), Err(SignatureError::Missing(SIGNATURE_HEADER)));
+        assert_eq!(
+            auth.verify(&request(), Some(&ts), None, now),
+            Err(SignatureError::Missing(SIGNATURE_HEADER))
+        );
         assert_eq!(
             auth.verify(&request(), Some("yesterday"), Some(&forged), now),
             Err(SignatureError::Malformed(TIMESTAMP_HEADER))
@@ -213,12 +252,18 @@ mod tests {
         );
         let old = now - 61_000;
         let (ts_old, sig_old) = sign(&key(), &request(), old);
-        assert_eq!(auth.verify(&request(), Some(&ts_old), Some(&sig_old), now), Err(SignatureError::Stale));
+        assert_eq!(
+            auth.verify(&request(), Some(&ts_old), Some(&sig_old), now),
+            Err(SignatureError::Stale)
+        );
     }
 
     #[test]
     fn short_keys_are_refused_and_keys_are_not_printed() {
-        assert_eq!(RefreshKey::new(b"short".to_vec()).unwrap_err(), SignatureError::WeakKey);
+        assert_eq!(
+            RefreshKey::new(b"short".to_vec()).unwrap_err(),
+            SignatureError::WeakKey
+        );
         assert!(!format!("{:?}", key()).contains("0123"));
     }
 }

@@ -119,7 +119,8 @@ impl ConfigStore for MemoryStore {
             .iter()
             .filter_map(|key| {
                 let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
-                self.lookup(&item.cache_key(), mode).map(|found| (key.clone(), found))
+                self.lookup(&item.cache_key(), mode)
+                    .map(|found| (key.clone(), found))
             })
             .collect();
         self.behave().await?;
