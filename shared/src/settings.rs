@@ -4,6 +4,7 @@
 //! value stops the process at init with a message naming the variable, rather
 //! than failing requests later.
 
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use thiserror::Error;
 
 use crate::auth::AuthSettings;
 use crate::cache::CacheSettings;
+use crate::refresh::fanout::FanoutSettings;
 use crate::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
 use crate::store::ssm::{DEFAULT_PARAMETER_ROOT, validate_root};
 
@@ -35,16 +37,28 @@ pub struct Settings {
 /// push-invalidated agent.
 #[derive(Debug, Clone, Copy)]
 pub struct CacheDefaults {
-    pub ttl_secs: u64,
+    pub dynamodb_ttl_secs: u64,
+    pub parameter_ttl_secs: u64,
     pub not_found_ttl_secs: u64,
     pub max_entries: u64,
 }
 
 /// Defaults for config-api: short TTLs, since nothing invalidates its caches.
 pub const LAMBDA_CACHE_DEFAULTS: CacheDefaults = CacheDefaults {
-    ttl_secs: 60,
+    dynamodb_ttl_secs: 60,
+    parameter_ttl_secs: 60,
     not_found_ttl_secs: 5,
     max_entries: 10_000,
+};
+
+/// Defaults for the agent: Parameter Store entries (and their absence) are
+/// push-invalidated on change, so they live an hour; DynamoDB has no push
+/// source yet, so its entries keep the short TTL.
+pub const AGENT_CACHE_DEFAULTS: CacheDefaults = CacheDefaults {
+    dynamodb_ttl_secs: 60,
+    parameter_ttl_secs: 3600,
+    not_found_ttl_secs: 3600,
+    max_entries: 100_000,
 };
 
 struct Env<'a> {
@@ -86,15 +100,170 @@ impl Env<'_> {
     fn cache(
         &self,
         ttl_var: &'static str,
+        default_ttl_secs: u64,
         max_var: &'static str,
         defaults: CacheDefaults,
     ) -> Result<CacheSettings, SettingsError> {
         Ok(CacheSettings {
-            ttl: Duration::from_secs(self.number(ttl_var, defaults.ttl_secs)?),
+            ttl: Duration::from_secs(self.number(ttl_var, default_ttl_secs)?),
             not_found_ttl: Duration::from_secs(
                 self.number("NOT_FOUND_CACHE_TTL_SECS", defaults.not_found_ttl_secs)?,
             ),
             max_entries: self.number(max_var, defaults.max_entries)?,
+        })
+    }
+}
+
+impl Env<'_> {
+    fn root_and_router(&self) -> Result<(String, KeyRouter), SettingsError> {
+        let parameter_root = self.or("PARAMETER_ROOT", DEFAULT_PARAMETER_ROOT);
+        validate_root(&parameter_root).map_err(|reason| SettingsError {
+            variable: "PARAMETER_ROOT",
+            reason,
+        })?;
+        let router = KeyRouter::new(
+            &self.or("DYNAMODB_KEY_PREFIX", DEFAULT_DYNAMODB_PREFIX),
+            &self.or("PARAMETER_KEY_PREFIX", DEFAULT_PARAMETER_PREFIX),
+        )
+        .map_err(|reason| SettingsError {
+            variable: "DYNAMODB_KEY_PREFIX/PARAMETER_KEY_PREFIX",
+            reason,
+        })?;
+        Ok((parameter_root, router))
+    }
+
+    fn flag(&self, variable: &'static str, default: bool) -> Result<bool, SettingsError> {
+        match self.optional(variable).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if v == "true" || v == "1" => Ok(true),
+            Some(v) if v == "false" || v == "0" => Ok(false),
+            Some(v) => Err(SettingsError {
+                variable,
+                reason: format!("'{v}' is not true/false"),
+            }),
+        }
+    }
+
+    fn parsed<T: FromStr>(&self, variable: &'static str, default: &str) -> Result<T, SettingsError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let raw = self.or(variable, default);
+        raw.parse().map_err(|e| SettingsError {
+            variable,
+            reason: format!("'{raw}': {e}"),
+        })
+    }
+}
+
+/// Settings of the config-refresh function.
+#[derive(Debug, Clone)]
+pub struct RefreshSettings {
+    pub parameter_root: String,
+    pub router: KeyRouter,
+    /// SecureString parameter holding the shared HMAC key.
+    pub refresh_key_parameter: String,
+    pub cloud_map_namespace: String,
+    pub cloud_map_service: String,
+    pub fanout: FanoutSettings,
+}
+
+impl RefreshSettings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let env = Env { lookup };
+        let (parameter_root, router) = env.root_and_router()?;
+        let defaults = FanoutSettings::default();
+        let concurrency: usize = env.number("REFRESH_CONCURRENCY", defaults.concurrency)?;
+        if concurrency == 0 {
+            return Err(SettingsError {
+                variable: "REFRESH_CONCURRENCY",
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(Self {
+            parameter_root,
+            router,
+            refresh_key_parameter: env.required("REFRESH_KEY_PARAMETER")?,
+            cloud_map_namespace: env.required("CLOUD_MAP_NAMESPACE")?,
+            cloud_map_service: env.required("CLOUD_MAP_SERVICE")?,
+            fanout: FanoutSettings {
+                concurrency,
+                deadline: Duration::from_millis(
+                    env.number("REFRESH_DEADLINE_MS", defaults.deadline.as_millis() as u64)?,
+                ),
+            },
+        })
+    }
+}
+
+/// How an agent registers itself in Cloud Map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationSettings {
+    pub service_id: String,
+    pub instance_id: String,
+    /// The address other hosts reach this agent on.
+    pub address: SocketAddr,
+}
+
+/// Settings of the config agent (on top of [`Settings`]).
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub listen: SocketAddr,
+    pub refresh_key_parameter: String,
+    /// `None` when the platform registers the agent (ECS service discovery).
+    pub registration: Option<RegistrationSettings>,
+    /// How long in-flight calls may finish after a stop signal.
+    pub shutdown_grace: Duration,
+}
+
+impl AgentSettings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let env = Env { lookup };
+        let listen: SocketAddr = env.parsed("AGENT_LISTEN_ADDR", "0.0.0.0:50051")?;
+        let registration = if env.flag("CLOUD_MAP_REGISTER", true)? {
+            let ip: IpAddr = match env.optional("AGENT_ADVERTISE_IP") {
+                Some(raw) => raw.parse().map_err(|e| SettingsError {
+                    variable: "AGENT_ADVERTISE_IP",
+                    reason: format!("'{raw}': {e}"),
+                })?,
+                None if !listen.ip().is_unspecified() => listen.ip(),
+                None => {
+                    return Err(SettingsError {
+                        variable: "AGENT_ADVERTISE_IP",
+                        reason: format!(
+                            "must be set when registering and listening on {listen}: \
+                             name the IP other hosts reach this agent on"
+                        ),
+                    });
+                }
+            };
+            let address = SocketAddr::new(ip, listen.port());
+            let default_id = format!(
+                "agent-{}-{}",
+                ip.to_string().replace([':', '.'], "-"),
+                listen.port()
+            );
+            Some(RegistrationSettings {
+                service_id: env.required("CLOUD_MAP_SERVICE_ID")?,
+                instance_id: env.or("AGENT_INSTANCE_ID", &default_id),
+                address,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            listen,
+            refresh_key_parameter: env.required("REFRESH_KEY_PARAMETER")?,
+            registration,
+            shutdown_grace: Duration::from_secs(env.number("AGENT_SHUTDOWN_GRACE_SECS", 10)?),
         })
     }
 }
@@ -111,19 +280,7 @@ impl Settings {
         defaults: CacheDefaults,
     ) -> Result<Self, SettingsError> {
         let env = Env { lookup };
-        let parameter_root = env.or("PARAMETER_ROOT", DEFAULT_PARAMETER_ROOT);
-        validate_root(&parameter_root).map_err(|reason| SettingsError {
-            variable: "PARAMETER_ROOT",
-            reason,
-        })?;
-        let router = KeyRouter::new(
-            &env.or("DYNAMODB_KEY_PREFIX", DEFAULT_DYNAMODB_PREFIX),
-            &env.or("PARAMETER_KEY_PREFIX", DEFAULT_PARAMETER_PREFIX),
-        )
-        .map_err(|reason| SettingsError {
-            variable: "DYNAMODB_KEY_PREFIX/PARAMETER_KEY_PREFIX",
-            reason,
-        })?;
+        let (parameter_root, router) = env.root_and_router()?;
         let issuer = env
             .required("COGNITO_ISSUER")?
             .trim_end_matches('/')
@@ -161,11 +318,13 @@ impl Settings {
             },
             dynamodb_cache: env.cache(
                 "DYNAMODB_CACHE_TTL_SECS",
+                defaults.dynamodb_ttl_secs,
                 "DYNAMODB_CACHE_MAX_ENTRIES",
                 defaults,
             )?,
             parameter_cache: env.cache(
                 "PARAMETER_CACHE_TTL_SECS",
+                defaults.parameter_ttl_secs,
                 "PARAMETER_CACHE_MAX_ENTRIES",
                 defaults,
             )?,
@@ -210,6 +369,69 @@ mod tests {
         assert_eq!(s.auth.client_ids, vec!["a", "b"]);
         assert_eq!(s.dynamodb_cache.ttl, Duration::from_secs(60));
         assert_eq!(s.parameter_cache.not_found_ttl, Duration::from_secs(5));
+    }
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn agent_caches_parameters_for_an_hour_but_dynamodb_briefly() {
+        let map: HashMap<String, String> = REQUIRED
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let s =
+            Settings::from_lookup(&|name| map.get(name).cloned(), AGENT_CACHE_DEFAULTS).unwrap();
+        assert_eq!(s.parameter_cache.ttl, Duration::from_secs(3600));
+        assert_eq!(s.dynamodb_cache.ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn refresh_settings_have_documented_defaults() {
+        let s = RefreshSettings::from_lookup(&lookup(&[
+            ("REFRESH_KEY_PARAMETER", "/tenant-config/refresh-key"),
+            ("CLOUD_MAP_NAMESPACE", "tenant-config.local"),
+            ("CLOUD_MAP_SERVICE", "config-agent"),
+        ]))
+        .unwrap();
+        assert_eq!(s.fanout.concurrency, 64);
+        assert_eq!(s.fanout.deadline, Duration::from_secs(2));
+        let zero = RefreshSettings::from_lookup(&lookup(&[
+            ("REFRESH_KEY_PARAMETER", "/k"),
+            ("CLOUD_MAP_NAMESPACE", "n"),
+            ("CLOUD_MAP_SERVICE", "s"),
+            ("REFRESH_CONCURRENCY", "0"),
+        ]));
+        assert_eq!(zero.unwrap_err().variable, "REFRESH_CONCURRENCY");
+    }
+
+    #[test]
+    fn agent_registration_needs_an_address_others_can_reach() {
+        let base = [
+            ("REFRESH_KEY_PARAMETER", "/k"),
+            ("CLOUD_MAP_SERVICE_ID", "srv-123"),
+        ];
+        let err = AgentSettings::from_lookup(&lookup(&base)).unwrap_err();
+        assert_eq!(err.variable, "AGENT_ADVERTISE_IP");
+
+        let mut vars = base.to_vec();
+        vars.push(("AGENT_ADVERTISE_IP", "10.0.3.7"));
+        let s = AgentSettings::from_lookup(&lookup(&vars)).unwrap();
+        let registration = s.registration.unwrap();
+        assert_eq!(registration.address, "10.0.3.7:50051".parse().unwrap());
+        assert_eq!(registration.instance_id, "agent-10-0-3-7-50051");
+
+        let off = AgentSettings::from_lookup(&lookup(&[
+            ("REFRESH_KEY_PARAMETER", "/k"),
+            ("CLOUD_MAP_REGISTER", "false"),
+        ]))
+        .unwrap();
+        assert!(off.registration.is_none());
     }
 
     #[test]

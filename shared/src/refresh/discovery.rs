@@ -164,11 +164,37 @@ impl Registration {
                 operation: "RegisterInstance",
                 detail: DisplayErrorContext(e).to_string(),
             })?;
-        Ok(Self {
+        let registration = Self {
             client,
             service_id: service_id.to_owned(),
             instance_id: instance_id.to_owned(),
-        })
+        };
+        registration.report_healthy().await;
+        Ok(registration)
+    }
+
+    /// For a service with a custom health check, marks this instance HEALTHY.
+    /// Best effort: a service without one answers CustomHealthNotFound, and
+    /// its instances count as healthy anyway.
+    async fn report_healthy(&self) {
+        let result = self
+            .client
+            .update_instance_custom_health_status()
+            .service_id(&self.service_id)
+            .instance_id(&self.instance_id)
+            .status(aws_sdk_servicediscovery::types::CustomHealthStatus::Healthy)
+            .send()
+            .await;
+        match result {
+            Ok(_) => tracing::info!(instance = %self.instance_id, "reported healthy to Cloud Map"),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_custom_health_not_found()) => {}
+            Err(err) => {
+                tracing::warn!(error = %DisplayErrorContext(err), "could not report healthy to Cloud Map")
+            }
+        }
     }
 
     pub fn instance_id(&self) -> &str {
