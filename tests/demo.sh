@@ -6,6 +6,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash tests/setup.sh
 export PATH="$root/.venv/bin:$PATH"
-cargo build --locked -p config-api
+for package in config-api config-refresh config-agent; do
+  cargo build --locked -p "$package"
+done
 cargo build --locked -p tenant-config-e2e --bin local-stack
 exec "$root/target/debug/local-stack"

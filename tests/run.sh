@@ -7,7 +7,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash tests/setup.sh
 export PATH="$root/.venv/bin:$PATH"
-# cargo lambda watch runs `cargo run --bin config-api`; building that exact
-# unit first keeps the end-to-end tests from compiling while they wait.
-cargo build --locked -p config-api
+# cargo lambda watch runs `cargo run --bin <function>`, which builds each
+# package with its own feature set; building them the same way (one package
+# per command) first keeps the end-to-end tests from compiling while they wait.
+for package in config-api config-refresh config-agent; do
+  cargo build --locked -p "$package"
+done
 cargo test --locked --workspace --no-fail-fast "$@"

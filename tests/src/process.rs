@@ -77,6 +77,8 @@ pub struct ProcessGroup {
     name: String,
     child: Child,
     pub log: PathBuf,
+    /// Set once the group was stopped, so its (reusable) id is not signalled again.
+    reaped: bool,
 }
 
 impl ProcessGroup {
@@ -108,6 +110,7 @@ impl ProcessGroup {
             name: name.to_owned(),
             child,
             log,
+            reaped: false,
         })
     }
 
@@ -134,8 +137,43 @@ impl ProcessGroup {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Sends SIGTERM to the leader only and waits for it to exit by itself.
+    pub fn terminate_and_wait(
+        &mut self,
+        limit: Duration,
+    ) -> Result<std::process::ExitStatus, String> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.reaped = true;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not exit within {limit:?} of SIGTERM",
+                    self.name
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL to the whole group: no chance to clean up.
+    pub fn kill(&mut self) {
+        // SAFETY: kill(2) with a negative pid signals our own child's group.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+        self.reaped = true;
+    }
+
     /// Stops the group: SIGTERM, up to 5 s grace, then SIGKILL.
     pub fn stop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        self.reaped = true;
         let group = -(self.child.id() as i32);
         // SAFETY: kill(2) with a negative pid signals our own child's group.
         unsafe { libc::kill(group, libc::SIGTERM) };

@@ -243,3 +243,104 @@ pub async fn put_parameter(
         .map_err(|e| err("PutParameter")(&aws_sdk_ssm::error::DisplayErrorContext(e)))?;
     Ok(name)
 }
+
+/// Ids of the Cloud Map namespace and service the agents register in.
+#[derive(Debug, Clone)]
+pub struct CloudMap {
+    pub namespace: String,
+    pub service: String,
+    pub service_id: String,
+}
+
+/// Creates an HTTP namespace and a service in it for the agents. The service
+/// has a custom health check, so agents report themselves HEALTHY.
+pub async fn create_cloud_map(
+    aws: &SdkConfig,
+    namespace: &str,
+    service: &str,
+) -> Result<CloudMap, String> {
+    use aws_sdk_servicediscovery as sd;
+    let client = sd::Client::new(aws);
+    client
+        .create_http_namespace()
+        .name(namespace)
+        .send()
+        .await
+        .map_err(|e| err("CreateHttpNamespace")(&sd::error::DisplayErrorContext(e)))?;
+    let namespaces = client
+        .list_namespaces()
+        .send()
+        .await
+        .map_err(|e| err("ListNamespaces")(&sd::error::DisplayErrorContext(e)))?;
+    let namespace_id = namespaces
+        .namespaces()
+        .iter()
+        .find(|n| n.name() == Some(namespace))
+        .and_then(|n| n.id())
+        .ok_or("namespace not listed after creation")?
+        .to_owned();
+    let created = client
+        .create_service()
+        .name(service)
+        .namespace_id(&namespace_id)
+        .health_check_custom_config(sd::types::HealthCheckCustomConfig::builder().build())
+        .send()
+        .await
+        .map_err(|e| err("CreateService")(&sd::error::DisplayErrorContext(e)))?;
+    let service_id = created
+        .service()
+        .and_then(|s| s.id())
+        .ok_or("CreateService returned no id")?
+        .to_owned();
+    Ok(CloudMap {
+        namespace: namespace.to_owned(),
+        service: service.to_owned(),
+        service_id,
+    })
+}
+
+/// Ids of the healthy instances Cloud Map returns for the agents' service.
+pub async fn discovered_instance_ids(
+    aws: &SdkConfig,
+    cloud_map: &CloudMap,
+) -> Result<Vec<String>, String> {
+    use aws_sdk_servicediscovery as sd;
+    let client = tenant_config_shared::refresh::discovery::cloud_map_client(aws);
+    let output = client
+        .discover_instances()
+        .namespace_name(&cloud_map.namespace)
+        .service_name(&cloud_map.service)
+        .health_status(sd::types::HealthStatusFilter::Healthy)
+        .send()
+        .await
+        .map_err(|e| err("DiscoverInstances")(&sd::error::DisplayErrorContext(e)))?;
+    let mut ids: Vec<String> = output
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Stores a fresh random refresh key (64 hex characters) as a SecureString.
+pub async fn put_refresh_key(aws: &SdkConfig, name: &str) -> Result<(), String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("cannot read random bytes: {e}"))?;
+    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    aws_sdk_ssm::Client::new(aws)
+        .put_parameter()
+        .name(name)
+        .value(key)
+        .r#type(ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .map_err(|e| {
+            err("PutParameter (refresh key)")(&aws_sdk_ssm::error::DisplayErrorContext(e))
+        })?;
+    Ok(())
+}

@@ -7,12 +7,19 @@ use std::time::{Duration, Instant};
 use aws_config::SdkConfig;
 use aws_sdk_ssm::types::ParameterType;
 
+use crate::agent::AgentProcess;
 use crate::moto::MotoServer;
-use crate::seed::{self, UserPool};
+use crate::seed::{self, CloudMap, UserPool};
 use crate::watch::LambdaWatch;
 
 pub const TABLE: &str = "tenant-config";
 pub const PARAMETER_ROOT: &str = "/config-service";
+/// Outside the watched root, so changing it triggers no refresh.
+pub const REFRESH_KEY_PARAMETER: &str = "/tenant-config/refresh-key";
+pub const CLOUD_MAP_NAMESPACE: &str = "tenant-config.local";
+pub const CLOUD_MAP_SERVICE: &str = "config-agent";
+/// config-refresh's per-agent deadline in the local stack.
+pub const REFRESH_DEADLINE_MS: u64 = 2000;
 pub const SERVICE: &str = "billing";
 pub const PASSWORD: &str = "Corr3ct-Horse-Battery!";
 
@@ -95,11 +102,22 @@ impl Answer {
     }
 }
 
+/// What to start besides moto and the functions.
+#[derive(Debug, Clone, Copy)]
+pub struct StackOptions {
+    /// Config agents to start and register in Cloud Map.
+    pub agents: usize,
+}
+
 pub struct LocalStack {
     pub moto: MotoServer,
     pub aws: SdkConfig,
     pub pool: UserPool,
+    pub cloud_map: CloudMap,
     pub watch: LambdaWatch,
+    pub agents: Vec<AgentProcess>,
+    /// Environment the functions and agents run with.
+    pub env: Vec<(String, String)>,
 }
 
 /// Receives progress: a step's name and how long it took.
@@ -117,8 +135,8 @@ async fn step<T>(
 }
 
 impl LocalStack {
-    /// Starts moto, seeds it, and starts the functions.
-    pub async fn start(progress: Progress<'_>) -> Result<Self, String> {
+    /// Starts moto, seeds it, and starts the functions and agents.
+    pub async fn start(options: StackOptions, progress: Progress<'_>) -> Result<Self, String> {
         let moto = step(progress, "moto server", MotoServer::start()).await?;
         let aws = moto.sdk_config().await;
         let pool = step(progress, "seed: table, user pool, users, values", async {
@@ -143,10 +161,30 @@ impl LocalStack {
             Ok(pool)
         })
         .await?;
-        let env = function_env(&moto, &pool);
+        let cloud_map = step(
+            progress,
+            "seed: refresh key, Cloud Map namespace and service",
+            async {
+                seed::put_refresh_key(&aws, REFRESH_KEY_PARAMETER).await?;
+                seed::create_cloud_map(&aws, CLOUD_MAP_NAMESPACE, CLOUD_MAP_SERVICE).await
+            },
+        )
+        .await?;
+        let env = function_env(&moto, &pool, &cloud_map);
+        let mut agents = Vec::with_capacity(options.agents);
+        for i in 1..=options.agents {
+            let name = format!("agent-{i}");
+            let agent = step(
+                progress,
+                &format!("config agent {name}"),
+                AgentProcess::start(&name, &env),
+            )
+            .await?;
+            agents.push(agent);
+        }
         let watch = step(
             progress,
-            "config-api under cargo lambda watch",
+            "config-api and config-refresh under cargo lambda watch",
             LambdaWatch::start(&env, "config-api"),
         )
         .await?;
@@ -154,8 +192,40 @@ impl LocalStack {
             moto,
             aws,
             pool,
+            cloud_map,
             watch,
+            agents,
+            env,
         })
+    }
+
+    /// Overwrites a parameter of the demo service in moto.
+    pub async fn put_parameter(
+        &self,
+        tenant: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<String, String> {
+        seed::put_parameter(
+            &self.aws,
+            PARAMETER_ROOT,
+            (tenant, SERVICE, key),
+            value,
+            ParameterType::String,
+        )
+        .await
+    }
+
+    /// Invokes config-refresh with the "Parameter Store Change" event AWS
+    /// sends for `operation` on `parameter_name`, under a new event id.
+    pub async fn send_change_event(
+        &self,
+        operation: &str,
+        parameter_name: &str,
+    ) -> Result<Result<serde_json::Value, String>, String> {
+        self.watch
+            .invoke("config-refresh", &change_event(operation, parameter_name))
+            .await
     }
 
     /// A fresh ID token for a seeded user, from moto's Cognito.
@@ -195,8 +265,13 @@ impl LocalStack {
     }
 }
 
-/// Environment for the functions: AWS endpoint plus every setting they read.
-pub fn function_env(moto: &MotoServer, pool: &UserPool) -> Vec<(String, String)> {
+/// Environment for the functions and agents: AWS endpoint plus every
+/// setting they read.
+pub fn function_env(
+    moto: &MotoServer,
+    pool: &UserPool,
+    cloud_map: &CloudMap,
+) -> Vec<(String, String)> {
     let mut env = moto.aws_env();
     env.extend([
         ("CONFIG_TABLE_NAME".into(), TABLE.into()),
@@ -204,7 +279,51 @@ pub fn function_env(moto: &MotoServer, pool: &UserPool) -> Vec<(String, String)>
         ("COGNITO_ISSUER".into(), pool.issuer.clone()),
         ("COGNITO_JWKS_URL".into(), pool.jwks_url.clone()),
         ("COGNITO_CLIENT_IDS".into(), pool.client_id.clone()),
+        ("REFRESH_KEY_PARAMETER".into(), REFRESH_KEY_PARAMETER.into()),
+        ("CLOUD_MAP_NAMESPACE".into(), cloud_map.namespace.clone()),
+        ("CLOUD_MAP_SERVICE".into(), cloud_map.service.clone()),
+        ("CLOUD_MAP_SERVICE_ID".into(), cloud_map.service_id.clone()),
+        (
+            "REFRESH_DEADLINE_MS".into(),
+            REFRESH_DEADLINE_MS.to_string(),
+        ),
         ("RUST_LOG".into(), "info".into()),
     ]);
     env
+}
+
+/// A "Parameter Store Change" event as EventBridge delivers it, with a new id.
+pub fn change_event(operation: &str, parameter_name: &str) -> serde_json::Value {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let id = format!(
+        "local-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    serde_json::json!({
+        "version": "0",
+        "id": id,
+        "detail-type": "Parameter Store Change",
+        "source": "aws.ssm",
+        "account": "123456789012",
+        "time": time_now_rfc3339(),
+        "region": crate::moto::REGION,
+        "resources": [format!("arn:aws:ssm:{}:123456789012:parameter{parameter_name}", crate::moto::REGION)],
+        "detail": {"operation": operation, "name": parameter_name, "type": "String", "description": ""}
+    })
+}
+
+/// Now as RFC 3339 UTC with second precision (what EventBridge writes).
+fn time_now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    aws_smithy_types::DateTime::from_secs(secs as i64)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
 }

@@ -5,10 +5,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tenant_config_e2e::seed;
-use tenant_config_e2e::stack::{ALICE, BOB, CAROL, LocalStack, PASSWORD, SERVICE};
+use tenant_config_e2e::stack::{ALICE, BOB, CAROL, LocalStack, PASSWORD, SERVICE, StackOptions};
 
 async fn stack() -> LocalStack {
-    LocalStack::start(&|_, _| {})
+    LocalStack::start(StackOptions { agents: 0 }, &|_, _| {})
         .await
         .expect("local stack starts")
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use tenant_config_e2e::stack::{ALICE, BOB, LocalStack, SERVICE};
+use tenant_config_e2e::stack::{ALICE, BOB, LocalStack, SERVICE, StackOptions};
 
 #[tokio::main]
 async fn main() {
@@ -11,7 +11,7 @@ async fn main() {
     let progress =
         |name: &str, took: Duration| eprintln!("  ✓ {name:<45} {:>6} ms", took.as_millis());
     eprintln!("Starting tenant-config locally…");
-    let stack = match LocalStack::start(&progress).await {
+    let stack = match LocalStack::start(StackOptions { agents: 2 }, &progress).await {
         Ok(stack) => stack,
         Err(e) => {
             eprintln!("local stack failed: {e}");

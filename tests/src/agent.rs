@@ -1,0 +1,136 @@
+//! Config agent processes (the real `config-agent` binary) for the local stack.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::process::{ProcessGroup, free_port, workspace_root};
+
+/// The built `config-agent` binary (debug profile, workspace target dir).
+pub fn agent_binary() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("debug/config-agent")
+}
+
+pub struct AgentProcess {
+    pub name: String,
+    pub port: u16,
+    pub instance_id: String,
+    process: Option<ProcessGroup>,
+}
+
+impl AgentProcess {
+    /// Starts an agent on a free loopback port and waits until its gRPC
+    /// health check answers SERVING.
+    pub async fn start(name: &str, env: &[(String, String)]) -> Result<Self, String> {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let instance_id = format!("{name}-{port}");
+        let mut command = Command::new(agent_binary());
+        command
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AGENT_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("AGENT_INSTANCE_ID", &instance_id);
+        let mut process = ProcessGroup::spawn(name, command).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            process.check_alive()?;
+            if serving(port).await {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{name} never reported SERVING:\n{}",
+                    process.log_tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            port,
+            instance_id,
+            process: Some(process),
+        })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the agent as an orchestrator would (SIGTERM) and waits for it;
+    /// returns whether it exited cleanly.
+    pub fn stop_gracefully(&mut self) -> Result<bool, String> {
+        let mut process = self.process.take().ok_or("already stopped")?;
+        let status = process.terminate_and_wait(Duration::from_secs(15))?;
+        Ok(status.success())
+    }
+
+    /// Kills the agent without letting it deregister (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        self.process
+            .as_ref()
+            .map(ProcessGroup::log_tail)
+            .unwrap_or_default()
+    }
+}
+
+async fn serving(port: u16) -> bool {
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .map(|e| e.connect_timeout(Duration::from_secs(1)))
+    else {
+        return false;
+    };
+    let Ok(channel) = channel.connect().await else {
+        return false;
+    };
+    let mut client = HealthClient::new(channel);
+    client
+        .check(HealthCheckRequest {
+            service: "tenantconfig.v1.ConfigReader".into(),
+        })
+        .await
+        .is_ok_and(|r| r.into_inner().status == 1)
+}
+
+impl AgentProcess {
+    /// GetConfig through this agent as a caller with `token`; returns the
+    /// value's JSON text.
+    pub async fn get_config(
+        &self,
+        token: &str,
+        service: &str,
+        key: &str,
+    ) -> Result<String, tonic::Status> {
+        use tenant_config_shared::refresh::proto::GetConfigRequest;
+        use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
+        let channel = tonic::transport::Endpoint::from_shared(self.endpoint())
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut request = tonic::Request::new(GetConfigRequest {
+            service: service.into(),
+            key: key.into(),
+        });
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| tonic::Status::invalid_argument("token is not valid metadata"))?;
+        request.metadata_mut().insert("authorization", bearer);
+        let response = ConfigReaderClient::new(channel)
+            .get_config(request)
+            .await?
+            .into_inner();
+        Ok(response.value.map(|v| v.value_json).unwrap_or_default())
+    }
+}
