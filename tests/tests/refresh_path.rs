@@ -64,7 +64,37 @@ async fn a_parameter_change_reaches_every_agent_at_once() {
             agent.name
         );
     }
-    eprintln!("invoke → all 3 agents refreshed: {} ms", took.as_millis());
+    eprintln!(
+        "cold invoke → all 3 agents refreshed: {} ms (fan-out {} ms)",
+        took.as_millis(),
+        summary["elapsed_ms"]
+    );
+
+    // AND a second change, with config-refresh warm, propagates the same way
+    stack
+        .put_parameter("tenant-a", KEY, "https://billing-v3.tenant-a.example")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let warm = stack
+        .send_change_event("Update", &parameter_name("tenant-a"))
+        .await
+        .unwrap()
+        .expect("refresh succeeds");
+    let took = started.elapsed();
+    for agent in &stack.agents {
+        let value = agent.get_config(&alice, SERVICE, KEY).await.unwrap();
+        assert_eq!(
+            value, "\"https://billing-v3.tenant-a.example\"",
+            "{}",
+            agent.name
+        );
+    }
+    eprintln!(
+        "warm invoke → all 3 agents refreshed: {} ms (fan-out {} ms)",
+        took.as_millis(),
+        warm["elapsed_ms"]
+    );
 
     // AND tenant B, through the same agents, still reads only its own value
     let bob = stack.token(BOB).await.unwrap();
@@ -98,7 +128,13 @@ async fn a_dead_agent_fails_the_invocation_while_the_live_ones_update() {
     for agent in &stack.agents {
         agent.get_config(&alice, SERVICE, KEY).await.unwrap();
     }
-    // AND one of them crashes without deregistering
+    // AND config-refresh is warm (so the timing below is not a cold start)
+    let warm_up = stack
+        .send_change_event("Update", &parameter_name("tenant-b"))
+        .await
+        .unwrap();
+    assert!(warm_up.is_ok(), "{warm_up:?}");
+    // AND one agent crashes without deregistering
     stack.agents[1].kill();
     let registered = seed::discovered_instance_ids(&stack.aws, &stack.cloud_map)
         .await

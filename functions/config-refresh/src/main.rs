@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use lambda_runtime::{Diagnostic, Error, LambdaEvent, run, service_fn};
 use serde_json::{Value, json};
 use tenant_config_shared::refresh::discovery::{CloudMapInstances, cloud_map_client};
 use tenant_config_shared::refresh::fanout::Fanout;
-use tenant_config_shared::refresh::handler::{RefreshOutcome, Refresher};
+use tenant_config_shared::refresh::handler::{RefreshError, RefreshOutcome, Refresher};
 use tenant_config_shared::refresh::load_refresh_key;
 use tenant_config_shared::settings::RefreshSettings;
 use tenant_config_shared::telemetry;
@@ -41,9 +41,10 @@ async fn main() -> Result<(), Error> {
     tracing::info!(namespace = %settings.cloud_map_namespace, service = %settings.cloud_map_service, "config-refresh ready");
     let refresher = &refresher;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        match refresher.handle(event.payload).await? {
+        let outcome = refresher.handle(event.payload).await.map_err(diagnostic)?;
+        match outcome {
             RefreshOutcome::Ignored(reason) => {
-                Ok::<_, Error>(json!({"status": "ignored", "reason": reason}))
+                Ok::<_, Diagnostic>(json!({"status": "ignored", "reason": reason}))
             }
             RefreshOutcome::Delivered(report) => Ok(json!({
                 "status": "delivered",
@@ -53,4 +54,13 @@ async fn main() -> Result<(), Error> {
         }
     }))
     .await
+}
+
+/// Lambda reports `errorType` and `errorMessage`; the type names the failure
+/// kind so alarms and DLQ triage can tell them apart.
+fn diagnostic(error: RefreshError) -> Diagnostic {
+    Diagnostic {
+        error_type: error.kind().to_owned(),
+        error_message: error.to_string(),
+    }
 }

@@ -27,6 +27,18 @@ pub enum RefreshError {
     },
 }
 
+impl RefreshError {
+    /// Short name for Lambda's `errorType` (and alarms filtering on it).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RefreshError::Malformed(_) => "MalformedEvent",
+            RefreshError::Rejected(_) => "RejectedEvent",
+            RefreshError::Discovery(_) => "DiscoveryFailed",
+            RefreshError::Undelivered { .. } => "RefreshUndelivered",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum RefreshOutcome {
     Ignored(String),

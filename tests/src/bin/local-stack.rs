@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use tenant_config_e2e::stack::{ALICE, BOB, LocalStack, SERVICE, StackOptions};
+use tenant_config_e2e::stack::{
+    ALICE, BOB, CLOUD_MAP_NAMESPACE, CLOUD_MAP_SERVICE, LocalStack, SERVICE, StackOptions,
+};
 
 #[tokio::main]
 async fn main() {
@@ -34,6 +36,20 @@ async fn main() {
     println!("  app client         {}", stack.pool.client_id);
     println!("  issuer             {}", stack.pool.issuer);
     println!("  JWKS               {}", stack.pool.jwks_url);
+    println!(
+        "  config-refresh     {} (Lambda Invoke API)",
+        stack.watch.base_url
+    );
+    println!(
+        "  Cloud Map          {CLOUD_MAP_NAMESPACE} / {CLOUD_MAP_SERVICE} ({})",
+        stack.cloud_map.service_id
+    );
+    for agent in &stack.agents {
+        println!(
+            "  {:<18} 127.0.0.1:{} (gRPC, instance {})",
+            agent.name, agent.port, agent.instance_id
+        );
+    }
     println!();
     println!("Tenant A (alice) reads its values:");
     println!("  export TOKEN_A='{alice}'");
@@ -55,6 +71,16 @@ async fn main() {
         "  curl -s -H \"Authorization: Bearer $TOKEN_B\" {}",
         stack.api_url(&format!("/v1/config/{SERVICE}/tenant_config_theme"))
     );
+    println!();
+    println!("Tell config-refresh that tenant-a's endpoint changed (as EventBridge would):");
+    println!(
+        "  .venv/bin/cargo-lambda lambda invoke config-refresh -A 127.0.0.1 -P {} --data-file events/parameter-store-change-update.json",
+        stack.watch.port
+    );
+    println!("Environment of the functions and agents (for running another agent by hand):");
+    for (name, value) in &stack.env {
+        println!("  export {name}='{value}'");
+    }
     println!();
     println!("Tokens expire after an hour. Press Ctrl-C to stop everything.");
     wait_for_stop_signal().await;
