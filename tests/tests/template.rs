@@ -1,0 +1,275 @@
+//! Security properties of `template.yaml` that a later edit must not lose:
+//! a stage cache keyed by the caller's identity and encrypted, a secure route
+//! that is never cached, an immutable tenant attribute the app cannot write,
+//! and IAM scoped to the parameter root.
+
+use serde_norway::Value;
+
+fn template() -> Value {
+    let path = tenant_config_e2e::process::workspace_root().join("template.yaml");
+    let text = std::fs::read_to_string(&path).expect("template.yaml exists");
+    serde_norway::from_str(&text).expect("template.yaml is YAML")
+}
+
+fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
+    let resource = &template["Resources"][name];
+    assert!(!resource.is_null(), "resource {name} exists");
+    &resource["Properties"]
+}
+
+/// The request parameters of one Api event, as (name, caching) pairs.
+fn request_parameters(template: &Value, event: &str) -> Vec<(String, bool)> {
+    let event = &resource(template, "ConfigApiFunction")["Events"][event]["Properties"];
+    event["RequestParameters"]
+        .as_sequence()
+        .expect("RequestParameters is a list")
+        .iter()
+        .flat_map(|entry| entry.as_mapping().into_iter().flatten())
+        .map(|(name, settings)| {
+            (
+                name.as_str().unwrap_or_default().to_owned(),
+                settings["Caching"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+fn event_path(template: &Value, event: &str) -> String {
+    resource(template, "ConfigApiFunction")["Events"][event]["Properties"]["Path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// API Gateway's escaped resource path for a route (`/` → `~1`).
+fn method_setting_path(path: &str) -> String {
+    format!("/{}", path.replace('/', "~1"))
+}
+
+fn method_setting<'a>(template: &'a Value, path: &str) -> &'a Value {
+    resource(template, "ConfigApi")["MethodSettings"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["ResourcePath"].as_str() == Some(&method_setting_path(path)))
+        .unwrap_or_else(|| panic!("a method setting for {path}"))
+}
+
+#[test]
+fn the_stage_cache_key_includes_the_callers_identity_on_every_cached_route() {
+    let template = template();
+    for event in ["GetConfig", "GetConfigs"] {
+        let parameters = request_parameters(&template, event);
+        assert!(
+            parameters.contains(&("method.request.header.Authorization".to_owned(), true)),
+            "{event} must cache by Authorization: {parameters:?}"
+        );
+        for (name, caching) in &parameters {
+            if name.starts_with("method.request.path.") {
+                assert!(
+                    caching,
+                    "{event}: path parameter {name} must be in the cache key"
+                );
+            }
+        }
+        let setting = method_setting(&template, &event_path(&template, event));
+        assert_eq!(
+            setting["CachingEnabled"].as_bool(),
+            Some(true),
+            "{event} is cached"
+        );
+        assert_eq!(
+            setting["CacheDataEncrypted"].as_bool(),
+            Some(true),
+            "{event} cache is encrypted"
+        );
+    }
+    assert!(
+        request_parameters(&template, "GetConfigs")
+            .contains(&("method.request.querystring.keys".to_owned(), true)),
+        "the batch route caches by its keys"
+    );
+    assert_eq!(
+        resource(&template, "ConfigApi")["CacheClusterEnabled"].as_bool(),
+        Some(true)
+    );
+}
+
+#[test]
+fn every_cached_method_setting_is_encrypted_and_the_default_caches_nothing() {
+    let template = template();
+    for setting in resource(&template, "ConfigApi")["MethodSettings"]
+        .as_sequence()
+        .unwrap()
+    {
+        if setting["ResourcePath"].as_str() == Some("/*") {
+            assert_eq!(
+                setting["CachingEnabled"].as_bool(),
+                Some(false),
+                "default is uncached"
+            );
+        }
+        if setting["CachingEnabled"].as_bool() == Some(true) {
+            assert_eq!(
+                setting["CacheDataEncrypted"].as_bool(),
+                Some(true),
+                "{setting:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_secure_route_is_never_cached() {
+    let template = template();
+    let path = event_path(&template, "GetSecure");
+    assert_eq!(path, "/v1/secure/{service}/{key}");
+    assert_eq!(
+        method_setting(&template, &path)["CachingEnabled"].as_bool(),
+        Some(false)
+    );
+    for (name, caching) in request_parameters(&template, "GetSecure") {
+        assert!(
+            !caching,
+            "nothing of the secure route is a cache key ({name})"
+        );
+    }
+}
+
+#[test]
+fn the_tenant_attribute_is_immutable_and_the_app_cannot_write_it() {
+    let template = template();
+    let schema = resource(&template, "UserPool")["Schema"]
+        .as_sequence()
+        .unwrap();
+    let tenant = schema
+        .iter()
+        .find(|a| a["Name"].as_str() == Some("tenantId"))
+        .expect("a tenantId attribute");
+    assert_eq!(tenant["Mutable"].as_bool(), Some(false));
+    let client = resource(&template, "UserPoolClient");
+    assert_eq!(
+        client["GenerateSecret"].as_bool(),
+        Some(false),
+        "public client has no secret"
+    );
+    let writable: Vec<&str> = client["WriteAttributes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(!writable.contains(&"custom:tenantId"), "{writable:?}");
+}
+
+/// Every IAM statement of the template, with the resource that holds it.
+fn statements(template: &Value) -> Vec<(String, Value)> {
+    let mut found = Vec::new();
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap_or_default().to_owned();
+        let properties = &resource["Properties"];
+        let documents = properties["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(&properties["PolicyDocument"]));
+        for document in documents {
+            for statement in document["Statement"].as_sequence().into_iter().flatten() {
+                found.push((name.clone(), statement.clone()));
+            }
+        }
+    }
+    found
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Sequence(items) => items.iter().flat_map(strings).collect(),
+        Value::Mapping(map) => map.values().flat_map(strings).collect(),
+        Value::Tagged(tagged) => strings(&tagged.value),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn iam_is_scoped_to_the_parameter_root_and_named_resources() {
+    let template = template();
+    let all = statements(&template);
+    assert!(all.len() >= 8, "statements were found: {}", all.len());
+    for (owner, statement) in &all {
+        let actions = strings(&statement["Action"]);
+        assert!(
+            !actions.iter().any(|a| a == "*" || a.ends_with(":*")),
+            "{owner}: wildcard action {actions:?}"
+        );
+        if statement["Principal"].is_null() {
+            let resources = strings(&statement["Resource"]);
+            if resources.iter().any(|r| r == "*") {
+                assert_eq!(
+                    actions,
+                    vec!["servicediscovery:DiscoverInstances"],
+                    "{owner}: only DiscoverInstances may use *"
+                );
+                assert!(
+                    !statement["Condition"].is_null(),
+                    "{owner}: * is narrowed by a condition"
+                );
+            }
+        }
+        if actions.iter().any(|a| a.starts_with("ssm:")) {
+            for resource in strings(&statement["Resource"]) {
+                assert!(
+                    resource.ends_with("parameter${ParameterRoot}/*")
+                        || resource.ends_with("parameter${RefreshKeyParameterName}"),
+                    "{owner}: SSM access outside the root: {resource}"
+                );
+            }
+        }
+        if actions.iter().any(|a| a == "kms:Decrypt") {
+            let condition = strings(&statement["Condition"]);
+            assert!(
+                condition
+                    .iter()
+                    .any(|c| c == "ssm.${AWS::Region}.amazonaws.com"),
+                "{owner}: kms:Decrypt only via SSM"
+            );
+        }
+    }
+}
+
+#[test]
+fn parameter_changes_reach_config_refresh_with_retries_and_a_dead_letter_queue() {
+    let template = template();
+    let rule = resource(&template, "ParameterChangeRule");
+    let pattern = &rule["EventPattern"];
+    assert_eq!(strings(&pattern["source"]), vec!["aws.ssm"]);
+    assert_eq!(
+        strings(&pattern["detail-type"]),
+        vec!["Parameter Store Change"]
+    );
+    assert_eq!(
+        strings(&pattern["detail"]["name"]),
+        vec!["${ParameterRoot}/"]
+    );
+    let mut operations = strings(&pattern["detail"]["operation"]);
+    operations.sort();
+    assert_eq!(
+        operations,
+        vec!["Create", "Delete", "LabelParameterVersion", "Update"]
+    );
+    let target = &rule["Targets"][0];
+    assert!(!target["RetryPolicy"].is_null());
+    assert!(!target["DeadLetterConfig"]["Arn"].is_null());
+    let function = resource(&template, "ConfigRefreshFunction");
+    assert!(!function["EventInvokeConfig"]["DestinationConfig"]["OnFailure"].is_null());
+    let table = resource(&template, "ConfigTable");
+    assert_eq!(
+        table["SSESpecification"]["SSEEnabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+        Some(true)
+    );
+}
