@@ -75,40 +75,49 @@ impl LambdaWatch {
         format!("{}/lambda-url/{function}{path}", self.base_url)
     }
 
-    /// Invokes a function through the Lambda Invoke API that cargo lambda
-    /// watch serves. `Err` carries the function's error payload.
+    /// Invokes a function through the Lambda Invoke API this server serves.
     pub async fn invoke(
         &self,
         function: &str,
         payload: &serde_json::Value,
     ) -> Result<Result<serde_json::Value, String>, String> {
-        let response = reqwest::Client::builder()
-            .timeout(Duration::from_secs(300))
-            .build()
-            .map_err(|e| e.to_string())?
-            .post(format!(
-                "{}/2015-03-31/functions/{function}/invocations",
-                self.base_url
-            ))
-            .json(payload)
-            .send()
-            .await
-            .map_err(|e| format!("invoke {function}: {e}"))?;
-        let function_error = response.headers().contains_key("x-amz-function-error")
-            || !response.status().is_success();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| format!("invoke {function}: {e}"))?;
-        if function_error {
-            return Ok(Err(text));
-        }
-        Ok(Ok(
-            serde_json::from_str(&text).map_err(|e| format!("invoke {function}: {e}: {text}"))?
-        ))
+        invoke(&self.base_url, function, payload).await
     }
 
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
+}
+
+/// Invokes `function` through a Lambda Invoke API (`cargo lambda watch`
+/// serves one). The outer `Err` is a transport failure; the inner `Err`
+/// carries the function's error payload.
+pub async fn invoke(
+    base_url: &str,
+    function: &str,
+    payload: &serde_json::Value,
+) -> Result<Result<serde_json::Value, String>, String> {
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .map_err(|e| e.to_string())?
+        .post(format!(
+            "{base_url}/2015-03-31/functions/{function}/invocations"
+        ))
+        .json(payload)
+        .send()
+        .await
+        .map_err(|e| format!("invoke {function}: {e}"))?;
+    let function_error =
+        response.headers().contains_key("x-amz-function-error") || !response.status().is_success();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| format!("invoke {function}: {e}"))?;
+    if function_error {
+        return Ok(Err(text));
+    }
+    Ok(Ok(
+        serde_json::from_str(&text).map_err(|e| format!("invoke {function}: {e}: {text}"))?
+    ))
 }

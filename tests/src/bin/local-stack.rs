@@ -1,92 +1,139 @@
-//! `local-stack`: runs the whole read path on this machine against moto and
-//! prints how to call it. Ctrl-C stops everything it started.
+//! `local-stack`: runs the whole system on this machine against moto and
+//! prints how to use it; `--walkthrough` runs the checked story instead and
+//! exits. Ctrl-C (or SIGTERM) stops everything it started.
 
 use std::time::{Duration, Instant};
 
+use tenant_config_e2e::process::workspace_root;
 use tenant_config_e2e::stack::{
     ALICE, BOB, CLOUD_MAP_NAMESPACE, CLOUD_MAP_SERVICE, LocalStack, SERVICE, StackOptions,
 };
 
 #[tokio::main]
 async fn main() {
+    let walkthrough = std::env::args().any(|a| a == "--walkthrough");
     let started = Instant::now();
     let progress =
-        |name: &str, took: Duration| eprintln!("  ✓ {name:<45} {:>6} ms", took.as_millis());
+        |name: &str, took: Duration| eprintln!("  ✓ {name:<58} {:>6} ms", took.as_millis());
     eprintln!("Starting tenant-config locally…");
-    let stack = match LocalStack::start(StackOptions { agents: 2 }, &progress).await {
+    let mut stack = match LocalStack::start(StackOptions { agents: 2 }, &progress).await {
         Ok(stack) => stack,
         Err(e) => {
             eprintln!("local stack failed: {e}");
             std::process::exit(1);
         }
     };
-    let (alice, bob) = match (stack.token(ALICE).await, stack.token(BOB).await) {
-        (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("cannot sign in demo users: {e}");
+    eprintln!("Ready in {:.1} s.", started.elapsed().as_secs_f64());
+    if walkthrough {
+        let result = tenant_config_e2e::walkthrough::run(&mut stack).await;
+        drop(stack);
+        if let Err(e) = result {
+            eprintln!("{e}");
             std::process::exit(1);
         }
-    };
-    println!();
-    println!("Ready in {:.1} s.", started.elapsed().as_secs_f64());
-    println!();
-    println!("  moto server        {}", stack.moto.endpoint);
-    println!("  config-api         {}", stack.api_url(""));
-    println!("  user pool          {}", stack.pool.pool_id);
-    println!("  app client         {}", stack.pool.client_id);
-    println!("  issuer             {}", stack.pool.issuer);
-    println!("  JWKS               {}", stack.pool.jwks_url);
-    println!(
-        "  config-refresh     {} (Lambda Invoke API)",
-        stack.watch.base_url
-    );
-    println!(
-        "  Cloud Map          {CLOUD_MAP_NAMESPACE} / {CLOUD_MAP_SERVICE} ({})",
-        stack.cloud_map.service_id
-    );
-    for agent in &stack.agents {
-        println!(
-            "  {:<18} 127.0.0.1:{} (gRPC, instance {})",
-            agent.name, agent.port, agent.instance_id
-        );
+        return;
     }
-    println!();
-    println!("Tenant A (alice) reads its values:");
-    println!("  export TOKEN_A='{alice}'");
-    println!(
-        "  curl -s -H \"Authorization: Bearer $TOKEN_A\" {}",
-        stack.api_url(&format!("/v1/config/{SERVICE}/tenant_config_limits"))
-    );
-    println!(
-        "  curl -s -H \"Authorization: Bearer $TOKEN_A\" '{}'",
-        stack.api_url(&format!("/v1/config/{SERVICE}?keys=tenant_config_limits,param_config_endpoint,param_config_regions"))
-    );
-    println!(
-        "  curl -s -H \"Authorization: Bearer $TOKEN_A\" {}",
-        stack.api_url(&format!("/v1/secure/{SERVICE}/param_config_db_password"))
-    );
-    println!("Tenant B (bob) cannot see tenant A's theme (404):");
-    println!("  export TOKEN_B='{bob}'");
-    println!(
-        "  curl -s -H \"Authorization: Bearer $TOKEN_B\" {}",
-        stack.api_url(&format!("/v1/config/{SERVICE}/tenant_config_theme"))
-    );
-    println!();
-    println!("Tell config-refresh that tenant-a's endpoint changed (as EventBridge would):");
-    println!(
-        "  .venv/bin/cargo-lambda lambda invoke config-refresh -A 127.0.0.1 -P {} --data-file events/parameter-store-change-update.json",
-        stack.watch.port
-    );
-    println!("Environment of the functions and agents (for running another agent by hand):");
-    for (name, value) in &stack.env {
-        println!("  export {name}='{value}'");
+    if let Err(e) = print_guide(&stack).await {
+        eprintln!("{e}");
+        std::process::exit(1);
     }
-    println!();
-    println!("Tokens expire after an hour. Press Ctrl-C to stop everything.");
     wait_for_stop_signal().await;
     eprintln!("stopping…");
     drop(stack);
     eprintln!("stopped.");
+}
+
+async fn print_guide(stack: &LocalStack) -> Result<(), String> {
+    let alice = stack.token(ALICE).await?;
+    let bob = stack.token(BOB).await?;
+    let env_file = workspace_root().join("target/local-stack.env");
+    let mut env: Vec<(String, String)> = stack.env.clone();
+    env.push((
+        "TENANT_CONFIG_INVOKE_URL".into(),
+        stack.watch.base_url.clone(),
+    ));
+    env.push(("TOKEN_A".into(), alice.clone()));
+    env.push(("TOKEN_B".into(), bob.clone()));
+    if let Some(agent) = stack.agents.first() {
+        env.push(("AGENT_1".into(), agent.endpoint()));
+    }
+    let text: String = env.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
+    std::fs::write(&env_file, text)
+        .map_err(|e| format!("cannot write {}: {e}", env_file.display()))?;
+
+    println!();
+    println!("  {:<18} {}", "moto server", stack.moto.endpoint);
+    println!("  {:<18} {}", "config-api", stack.api_url(""));
+    println!(
+        "  {:<18} {} (Lambda Invoke API)",
+        "config-refresh", stack.watch.base_url
+    );
+    for agent in &stack.agents {
+        println!(
+            "  {:<18} {} (gRPC; Cloud Map instance {})",
+            agent.name,
+            agent.endpoint(),
+            agent.instance_id
+        );
+    }
+    println!("  {:<18} {}", "user pool", stack.pool.pool_id);
+    println!("  {:<18} {}", "app client", stack.pool.client_id);
+    println!("  {:<18} {}", "issuer", stack.pool.issuer);
+    println!("  {:<18} {}", "JWKS", stack.pool.jwks_url);
+    println!(
+        "  {:<18} {CLOUD_MAP_NAMESPACE} / {CLOUD_MAP_SERVICE} ({})",
+        "Cloud Map", stack.cloud_map.service_id
+    );
+    println!();
+    println!("In another shell, from the repository root:");
+    println!(
+        "  set -a; . target/local-stack.env; set +a; export PATH=$PWD/.venv/bin:$PWD/target/debug:$PATH"
+    );
+    println!();
+    println!(
+        "Tenant A reads (DynamoDB, Parameter Store, batch, secure route); tenant B gets 404 for A's theme:"
+    );
+    let url = |path: &str| stack.api_url(path);
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN_A\" {}",
+        url(&format!("/v1/config/{SERVICE}/tenant_config_limits"))
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN_A\" '{}'",
+        url(&format!(
+            "/v1/config/{SERVICE}?keys=tenant_config_limits,param_config_endpoint,param_config_regions"
+        ))
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN_A\" {}",
+        url(&format!("/v1/secure/{SERVICE}/param_config_db_password"))
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN_B\" {}",
+        url(&format!("/v1/config/{SERVICE}/tenant_config_theme"))
+    );
+    println!();
+    println!("Read through an agent over gRPC:");
+    println!(
+        "  tenant-config-admin agent-get --agent $AGENT_1 --token $TOKEN_A {SERVICE} param_config_endpoint"
+    );
+    println!();
+    println!("Change a parameter, then send the event EventBridge would send:");
+    println!(
+        "  tenant-config-admin put tenant-a {SERVICE} param_config_endpoint https://v2.example"
+    );
+    println!("  tenant-config-admin event tenant-a {SERVICE} param_config_endpoint");
+    println!(
+        "  # or: cargo lambda invoke config-refresh -A 127.0.0.1 -P {} --data-file events/parameter-store-change-update.json",
+        stack.watch.port
+    );
+    println!(
+        "  tenant-config-admin agent-get --agent $AGENT_1 --token $TOKEN_A {SERVICE} param_config_endpoint"
+    );
+    println!();
+    println!("A fresh token (they expire after an hour): tenant-config-admin token alice");
+    println!("Press Ctrl-C to stop everything.");
+    Ok(())
 }
 
 /// Ctrl-C, SIGTERM or SIGHUP (terminal closed): all mean stop and clean up.

@@ -1,0 +1,220 @@
+//! `tenant-config-admin`: put, get and delete a tenant's configuration in
+//! either store (validated and routed exactly like the API), mint an ID token
+//! for a local user, read through an agent, and tell config-refresh that a key
+//! changed. Settings come from the same environment variables the functions
+//! read; after `bash tests/demo.sh`, `set -a; . target/local-stack.env; set +a`
+//! points everything at the local stack.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tenant_config_e2e::admin::{self, ParameterKind, Target};
+use tenant_config_e2e::stack::{PASSWORD, change_event};
+use tenant_config_e2e::{agent, seed, watch};
+use tenant_config_shared::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Administer tenant-config: values, tokens, refresh events"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// DynamoDB table of tenant configuration.
+    #[arg(
+        long,
+        env = "CONFIG_TABLE_NAME",
+        default_value = "tenant-config",
+        global = true
+    )]
+    table: String,
+    /// Root of tenant parameters.
+    #[arg(
+        long,
+        env = "PARAMETER_ROOT",
+        default_value = "/config-service",
+        global = true
+    )]
+    parameter_root: String,
+    #[arg(long, env = "DYNAMODB_KEY_PREFIX", default_value = DEFAULT_DYNAMODB_PREFIX, global = true)]
+    dynamodb_prefix: String,
+    #[arg(long, env = "PARAMETER_KEY_PREFIX", default_value = DEFAULT_PARAMETER_PREFIX, global = true)]
+    parameter_prefix: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    String,
+    StringList,
+    SecureString,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a value (the key's prefix picks the store).
+    Put {
+        tenant: String,
+        service: String,
+        key: String,
+        value: String,
+        /// Parameter Store type (DynamoDB keys are always plain).
+        #[arg(long = "type", value_enum, default_value = "string")]
+        kind: Kind,
+    },
+    /// Read a value as the functions do.
+    Get {
+        tenant: String,
+        service: String,
+        key: String,
+        /// Reveal a SecureString.
+        #[arg(long)]
+        decrypt: bool,
+    },
+    /// Delete a value.
+    Delete {
+        tenant: String,
+        service: String,
+        key: String,
+    },
+    /// Sign a user in (USER_PASSWORD_AUTH) and print the ID token.
+    Token {
+        username: String,
+        /// Defaults to the local stack's demo password.
+        #[arg(long, env = "TENANT_CONFIG_PASSWORD", default_value = PASSWORD, hide_default_value = true)]
+        password: String,
+        /// App client; defaults to the first of COGNITO_CLIENT_IDS.
+        #[arg(long, env = "COGNITO_CLIENT_IDS", value_delimiter = ',')]
+        client_id: Vec<String>,
+    },
+    /// Read a value through a config agent (gRPC GetConfig) with a token.
+    AgentGet {
+        /// Agent address, e.g. http://127.0.0.1:50051
+        #[arg(long)]
+        agent: String,
+        #[arg(long, env = "TENANT_CONFIG_TOKEN")]
+        token: String,
+        service: String,
+        key: String,
+    },
+    /// Send the "Parameter Store Change" event for a key to config-refresh.
+    Event {
+        tenant: String,
+        service: String,
+        key: String,
+        #[arg(long, default_value = "Update")]
+        operation: String,
+        /// Lambda Invoke API base URL (cargo lambda watch).
+        #[arg(long, env = "TENANT_CONFIG_INVOKE_URL")]
+        invoke_url: Option<String>,
+        /// Only print the event JSON.
+        #[arg(long)]
+        print: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(error) = run(Cli::parse()).await {
+        eprintln!("error: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let target = Target {
+        table: cli.table,
+        parameter_root: cli.parameter_root,
+        router: KeyRouter::new(&cli.dynamodb_prefix, &cli.parameter_prefix)?,
+    };
+    let aws = || aws_config::load_from_env();
+    match cli.command {
+        Command::Put {
+            tenant,
+            service,
+            key,
+            value,
+            kind,
+        } => {
+            let item = admin::item(&tenant, &service, &key)?;
+            let kind = match kind {
+                Kind::String => ParameterKind::String,
+                Kind::StringList => ParameterKind::StringList,
+                Kind::SecureString => ParameterKind::SecureString,
+            };
+            let store = target.put(&aws().await, &item, &value, kind).await?;
+            eprintln!("stored {} in {store}", item.cache_key());
+        }
+        Command::Get {
+            tenant,
+            service,
+            key,
+            decrypt,
+        } => {
+            let item = admin::item(&tenant, &service, &key)?;
+            match target.get(&aws().await, &item, decrypt).await? {
+                Some(value) => println!("{value}"),
+                None => return Err(format!("{} not found", item.cache_key())),
+            }
+        }
+        Command::Delete {
+            tenant,
+            service,
+            key,
+        } => {
+            let item = admin::item(&tenant, &service, &key)?;
+            if !target.delete(&aws().await, &item).await? {
+                return Err(format!("{} not found", item.cache_key()));
+            }
+            eprintln!("deleted {}", item.cache_key());
+        }
+        Command::Token {
+            username,
+            password,
+            client_id,
+        } => {
+            let client_id = client_id
+                .first()
+                .ok_or("name an app client with --client-id or COGNITO_CLIENT_IDS")?;
+            println!(
+                "{}",
+                seed::id_token(&aws().await, client_id, &username, &password).await?
+            );
+        }
+        Command::AgentGet {
+            agent,
+            token,
+            service,
+            key,
+        } => {
+            let value = agent::get_config(&agent, &token, &service, &key)
+                .await
+                .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
+            println!("{value}");
+        }
+        Command::Event {
+            tenant,
+            service,
+            key,
+            operation,
+            invoke_url,
+            print,
+        } => {
+            let item = admin::item(&tenant, &service, &key)?;
+            let event = change_event(&operation, &target.parameter_name(&item));
+            if print {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&event).map_err(|e| e.to_string())?
+                );
+                return Ok(());
+            }
+            let url = invoke_url.ok_or(
+                "name config-refresh's invoke API with --invoke-url or TENANT_CONFIG_INVOKE_URL",
+            )?;
+            match watch::invoke(&url, "config-refresh", &event).await? {
+                Ok(answer) => println!("{answer}"),
+                Err(error) => return Err(format!("config-refresh failed: {error}")),
+            }
+        }
+    }
+    Ok(())
+}
