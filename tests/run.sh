@@ -14,6 +14,9 @@ for package in config-api config-refresh config-agent; do
   cargo build --locked -p "$package"
 done
 cargo test --locked --workspace --no-fail-fast "$@"
+# A smoke run of the benchmark (tiny sizes): every measurement and baseline runs.
+cargo build --locked -p tenant-config-bench
+"$root/target/debug/tenant-config-bench" --smoke
 # The local stack's walk-through: the demo's story, checked step by step.
 cargo build --locked -p tenant-config-e2e --bin local-stack
 "$root/target/debug/local-stack" --walkthrough

@@ -107,6 +107,18 @@ impl Answer {
 pub struct StackOptions {
     /// Config agents to start and register in Cloud Map.
     pub agents: usize,
+    /// Run the functions' release builds (benchmarks) instead of debug ones.
+    pub release: bool,
+}
+
+impl StackOptions {
+    /// Debug functions with `agents` config agents.
+    pub fn with_agents(agents: usize) -> Self {
+        Self {
+            agents,
+            release: false,
+        }
+    }
 }
 
 pub struct LocalStack {
@@ -185,7 +197,7 @@ impl LocalStack {
         let watch = step(
             progress,
             "config-api and config-refresh under cargo lambda watch",
-            LambdaWatch::start(&env, "config-api"),
+            LambdaWatch::start(&env, "config-api", options.release),
         )
         .await?;
         Ok(Self {
@@ -197,6 +209,14 @@ impl LocalStack {
             agents,
             env,
         })
+    }
+
+    /// The value of one of the stack's settings.
+    pub fn setting(&self, name: &str) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 
     /// Overwrites a parameter of the demo service in moto.

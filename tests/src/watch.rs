@@ -17,20 +17,27 @@ impl LambdaWatch {
     /// Starts `cargo lambda watch` for the workspace on a free loopback port
     /// with `env` for the functions, then waits until `probe_function`
     /// answers an HTTP request (which boots it; compiling it if needed).
-    pub async fn start(env: &[(String, String)], probe_function: &str) -> Result<Self, String> {
+    /// With `release`, the functions run their release builds.
+    pub async fn start(
+        env: &[(String, String)],
+        probe_function: &str,
+        release: bool,
+    ) -> Result<Self, String> {
         let port = free_port().map_err(|e| e.to_string())?;
         let mut command = Command::new(tool("cargo-lambda"));
+        command.current_dir(workspace_root()).args([
+            "lambda",
+            "watch",
+            "--ignore-changes",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+        ]);
+        if release {
+            command.arg("--release");
+        }
         command
-            .current_dir(workspace_root())
-            .args([
-                "lambda",
-                "watch",
-                "--ignore-changes",
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-            ])
             .env("PATH", path_with_tools())
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         clear_inherited_cargo_env(&mut command);

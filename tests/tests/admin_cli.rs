@@ -26,7 +26,7 @@ fn stderr(output: &Output) -> String {
 
 #[tokio::test]
 async fn an_operator_manages_values_tokens_and_events_from_the_cli() {
-    let stack = LocalStack::start(StackOptions { agents: 1 }, &|_, _| {})
+    let stack = LocalStack::start(StackOptions::with_agents(1), &|_, _| {})
         .await
         .expect("stack starts");
 

@@ -8,7 +8,7 @@ use tenant_config_e2e::seed;
 use tenant_config_e2e::stack::{ALICE, BOB, CAROL, LocalStack, PASSWORD, SERVICE, StackOptions};
 
 async fn stack() -> LocalStack {
-    LocalStack::start(StackOptions { agents: 0 }, &|_, _| {})
+    LocalStack::start(StackOptions::with_agents(0), &|_, _| {})
         .await
         .expect("local stack starts")
 }

@@ -13,7 +13,7 @@ use tonic::Code;
 const KEY: &str = "param_config_endpoint";
 
 async fn stack(agents: usize) -> LocalStack {
-    LocalStack::start(StackOptions { agents }, &|_, _| {})
+    LocalStack::start(StackOptions::with_agents(agents), &|_, _| {})
         .await
         .expect("local stack starts")
 }

@@ -16,7 +16,7 @@ async fn main() {
     let progress =
         |name: &str, took: Duration| eprintln!("  ✓ {name:<58} {:>6} ms", took.as_millis());
     eprintln!("Starting tenant-config locally…");
-    let mut stack = match LocalStack::start(StackOptions { agents: 2 }, &progress).await {
+    let mut stack = match LocalStack::start(StackOptions::with_agents(2), &progress).await {
         Ok(stack) => stack,
         Err(e) => {
             eprintln!("local stack failed: {e}");
