@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Runs the local stack: moto server seeded with two tenants and config-api
-# under cargo lambda watch, then prints ready-to-paste curl commands.
+# Runs the local stack: moto server seeded with two tenants, two config agents,
+# config-api and config-refresh under cargo lambda watch; prints what runs where
+# and ready-to-paste commands. Ctrl-C stops everything.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash tests/setup.sh
 export PATH="$root/.venv/bin:$PATH"
-for package in config-api config-refresh config-agent; do
-  cargo build --locked -p "$package"
-done
-cargo build --locked -p tenant-config-e2e --bin local-stack
+bash tests/build.sh tenant-config-e2e
 exec "$root/target/debug/local-stack"

@@ -406,7 +406,7 @@ impl Report {
             .collect();
         let mut none_dead: HashMap<usize, Duration> = HashMap::new();
         for (n, dead, settings) in cases {
-            let mut addresses: Vec<SocketAddr> = agents[..n].iter().map(|a| a.0).collect();
+            let mut addresses: Vec<SocketAddr> = agents[..n].to_vec();
             if dead {
                 addresses[n / 2] = silent;
             }
@@ -502,16 +502,7 @@ impl Report {
         let mut registrations = Vec::with_capacity(n);
         for i in 0..n {
             let service = ConfigService::from_aws(&stack.aws, &settings);
-            let server = AgentServer::new(
-                ReaderService::new(verifier.clone(), service.clone()),
-                RefreshService::new(RefreshAuthenticator::new(refresh_key.clone()), service),
-            )
-            .await;
-            let listener = TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| e.to_string())?;
-            let address = listener.local_addr().map_err(|e| e.to_string())?;
-            tokio::spawn(server.serve(listener, std::future::pending()));
+            let address = spawn_agent(verifier.clone(), service, refresh_key.clone()).await?;
             let registration = Registration::register(
                 cloud_map.clone(),
                 &stack.cloud_map.service_id,
@@ -697,7 +688,7 @@ impl InstanceSource for Static {
 }
 
 /// An agent over an in-memory store (for fan-out timing: no store I/O).
-async fn memory_agent(key: RefreshKey) -> Result<(SocketAddr, ()), String> {
+async fn memory_agent(key: RefreshKey) -> Result<SocketAddr, String> {
     let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
     let item = ItemKey::new(
         TenantId::parse("tenant-a").map_err(|e| e.to_string())?,
@@ -733,6 +724,15 @@ async fn memory_agent(key: RefreshKey) -> Result<(SocketAddr, ()), String> {
         &auth,
         Arc::new(HttpJwksSource::new(auth.jwks_url.clone())?),
     ));
+    spawn_agent(verifier, service, key).await
+}
+
+/// Serves an agent over `service` on a free loopback port until the process ends.
+async fn spawn_agent(
+    verifier: Arc<TokenVerifier>,
+    service: ConfigService,
+    key: RefreshKey,
+) -> Result<SocketAddr, String> {
     let server = AgentServer::new(
         ReaderService::new(verifier, service.clone()),
         RefreshService::new(RefreshAuthenticator::new(key), service),
@@ -743,7 +743,7 @@ async fn memory_agent(key: RefreshKey) -> Result<(SocketAddr, ()), String> {
         .map_err(|e| e.to_string())?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(server.serve(listener, std::future::pending()));
-    Ok((address, ()))
+    Ok(address)
 }
 
 /// Accepts connections and never answers.
