@@ -42,6 +42,9 @@ use tokio::net::TcpListener;
 use crate::Sizes;
 use crate::stats::{Summary, human};
 
+/// Slack allowed on "adds one deadline" for timer granularity.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(5);
+
 /// Counts requests an SDK client puts on the wire.
 #[derive(Debug, Clone, Default)]
 struct CallCounter(Arc<AtomicUsize>);
@@ -463,12 +466,18 @@ impl Report {
             }
             if dead {
                 let added = ours.saturating_sub(none_dead.get(&n).copied().unwrap_or_default());
+                // tokio's timers fire on a 1 ms wheel, rounding up: a deadline
+                // ends up to a few ms late, which is not a second deadline.
+                let adds_one_deadline = added <= settings.deadline + TIMER_RESOLUTION;
                 row.ours = format!("{} (adds {})", human(ours), human(added));
-                row.target = format!("adds ≤ {:?}", settings.deadline);
-                row.met = Some(added <= settings.deadline);
+                row.target = format!(
+                    "adds ≤ {:?} (+{:?} timer resolution)",
+                    settings.deadline, TIMER_RESOLUTION
+                );
+                row.met = Some(adds_one_deadline);
                 if n == 100 {
                     row.target.push_str("; ≥ 10× faster than serial");
-                    row.met = Some(added <= settings.deadline && ratio(serial, ours) >= 10.0);
+                    row.met = Some(adds_one_deadline && ratio(serial, ours) >= 10.0);
                 }
             }
             rows.push(row);
