@@ -1,6 +1,6 @@
 //! Sending one signed Refresh to every agent, concurrently, with deadlines.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -86,8 +86,9 @@ impl Fanout {
 
     /// Forgets channels of agents that are no longer registered.
     fn retain_channels(&self, instances: &[Instance]) {
+        let current: HashSet<SocketAddr> = instances.iter().map(|i| i.address).collect();
         if let Ok(mut channels) = self.channels.lock() {
-            channels.retain(|address, _| instances.iter().any(|i| i.address == *address));
+            channels.retain(|address, _| current.contains(address));
         }
     }
 
