@@ -174,6 +174,12 @@ async fn read(address: SocketAddr, tenant: &str, key: &str) -> Result<String, to
     Ok(response.value.unwrap().value_json)
 }
 
+/// Asserts that the agent at `address` serves `expected` (JSON text) for `key` to `tenant`.
+async fn assert_serves(address: SocketAddr, tenant: &str, key: &str, expected: &str) {
+    let value = read(address, tenant, key).await.unwrap();
+    assert_eq!(value, expected, "{address} serves {key} to {tenant}");
+}
+
 fn target(tenant: &str, key: &str, event_id: &str) -> RefreshTarget {
     RefreshTarget {
         item: item(tenant, key),
@@ -223,18 +229,20 @@ async fn refresh_reaches_every_agent_and_drops_exactly_the_named_entry() {
         start_agent(store.clone()).await,
     ];
     for agent in &agents {
-        assert_eq!(
-            read(agent.address, "tenant-a", "param_config_endpoint")
-                .await
-                .unwrap(),
-            "\"https://a/v1\""
-        );
-        assert_eq!(
-            read(agent.address, "tenant-a", "param_config_other")
-                .await
-                .unwrap(),
-            "\"other-v1\""
-        );
+        assert_serves(
+            agent.address,
+            "tenant-a",
+            "param_config_endpoint",
+            "\"https://a/v1\"",
+        )
+        .await;
+        assert_serves(
+            agent.address,
+            "tenant-a",
+            "param_config_other",
+            "\"other-v1\"",
+        )
+        .await;
     }
     // AND both keys then change in the store
     store.put(
@@ -260,18 +268,20 @@ async fn refresh_reaches_every_agent_and_drops_exactly_the_named_entry() {
     // while the other key is still served from its (hour-long) cache
     assert_eq!((report.ok, report.failed.len()), (3, 0), "{report:?}");
     for agent in &agents {
-        assert_eq!(
-            read(agent.address, "tenant-a", "param_config_endpoint")
-                .await
-                .unwrap(),
-            "\"https://a/v2\""
-        );
-        assert_eq!(
-            read(agent.address, "tenant-a", "param_config_other")
-                .await
-                .unwrap(),
-            "\"other-v1\""
-        );
+        assert_serves(
+            agent.address,
+            "tenant-a",
+            "param_config_endpoint",
+            "\"https://a/v2\"",
+        )
+        .await;
+        assert_serves(
+            agent.address,
+            "tenant-a",
+            "param_config_other",
+            "\"other-v1\"",
+        )
+        .await;
     }
 }
 
@@ -310,12 +320,13 @@ async fn a_dead_agent_fails_the_fanout_but_the_live_ones_still_refresh() {
         report.elapsed
     );
     for agent in &live {
-        assert_eq!(
-            read(agent.address, "tenant-a", "param_config_endpoint")
-                .await
-                .unwrap(),
-            "\"https://a/v2\""
-        );
+        assert_serves(
+            agent.address,
+            "tenant-a",
+            "param_config_endpoint",
+            "\"https://a/v2\"",
+        )
+        .await;
     }
 }
 
@@ -411,12 +422,7 @@ async fn unsigned_forged_stale_and_replayed_refreshes_leave_the_cache_alone() {
             .unwrap_err();
         // THEN each is UNAUTHENTICATED and the cached value stays
         assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
-        assert_eq!(
-            read(agent.address, "tenant-a", "param_config_endpoint")
-                .await
-                .unwrap(),
-            cached
-        );
+        assert_serves(agent.address, "tenant-a", "param_config_endpoint", cached).await;
     }
 
     // WHEN a valid refresh arrives THEN the entry is dropped
@@ -427,12 +433,13 @@ async fn unsigned_forged_stale_and_replayed_refreshes_leave_the_cache_alone() {
             .await
             .unwrap()
     );
-    assert_eq!(
-        read(agent.address, "tenant-a", "param_config_endpoint")
-            .await
-            .unwrap(),
-        "\"https://a/v2\""
-    );
+    assert_serves(
+        agent.address,
+        "tenant-a",
+        "param_config_endpoint",
+        "\"https://a/v2\"",
+    )
+    .await;
 
     // WHEN the same event is replayed after the value changed again
     store.put(
@@ -449,23 +456,25 @@ async fn unsigned_forged_stale_and_replayed_refreshes_leave_the_cache_alone() {
     .unwrap();
     // THEN it is acknowledged as a duplicate and does nothing
     assert!(replayed);
-    assert_eq!(
-        read(agent.address, "tenant-a", "param_config_endpoint")
-            .await
-            .unwrap(),
-        "\"https://a/v2\""
-    );
+    assert_serves(
+        agent.address,
+        "tenant-a",
+        "param_config_endpoint",
+        "\"https://a/v2\"",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn callers_read_only_their_own_tenant_over_grpc() {
     let agent = start_agent(parameter_store()).await;
-    assert_eq!(
-        read(agent.address, "tenant-b", "param_config_endpoint")
-            .await
-            .unwrap(),
-        "\"https://b/v1\""
-    );
+    assert_serves(
+        agent.address,
+        "tenant-b",
+        "param_config_endpoint",
+        "\"https://b/v1\"",
+    )
+    .await;
     let err = read(agent.address, "tenant-b", "param_config_other")
         .await
         .unwrap_err();
@@ -569,12 +578,13 @@ async fn the_refresh_handler_delivers_the_sample_event_and_fails_on_undelivered(
         matches!(outcome, RefreshOutcome::Delivered(ref r) if r.ok == 1),
         "{outcome:?}"
     );
-    assert_eq!(
-        read(agent.address, "tenant-a", "param_config_endpoint")
-            .await
-            .unwrap(),
-        "\"https://a/v2\""
-    );
+    assert_serves(
+        agent.address,
+        "tenant-a",
+        "param_config_endpoint",
+        "\"https://a/v2\"",
+    )
+    .await;
 
     let with_dead = refresher(&[agent.address, dead_address().await])
         .handle(event)
