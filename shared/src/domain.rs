@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::error::ConfigError;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 /// One configuration entry of one tenant: the unit that is stored, cached and
@@ -22,6 +23,15 @@ impl ItemKey {
             service,
             key,
         }
+    }
+
+    /// Validates each part, refusing exactly what the API refuses.
+    pub fn parse(tenant: &str, service: &str, key: &str) -> Result<Self, ConfigError> {
+        Ok(Self::new(
+            TenantId::parse(tenant)?,
+            ServiceName::parse(service)?,
+            ConfigKey::parse(key)?,
+        ))
     }
 
     /// Cache key `tenantId:service:key`. Unambiguous because ':' cannot occur

@@ -164,14 +164,8 @@ impl ConfigRefresh for RefreshService {
             tracing::info!(event_id = %body.event_id, "ignored a repeated refresh event");
             return Ok(Response::new(RefreshResponse { duplicate: true }));
         }
-        let item = (|| {
-            Ok::<_, ConfigError>(ItemKey::new(
-                TenantId::parse(&body.tenant_id)?,
-                ServiceName::parse(&body.service)?,
-                ConfigKey::parse(&body.key)?,
-            ))
-        })()
-        .map_err(|e| status(&e))?;
+        let item =
+            ItemKey::parse(&body.tenant_id, &body.service, &body.key).map_err(|e| status(&e))?;
         self.service
             .invalidate(&item)
             .await

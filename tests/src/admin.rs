@@ -4,14 +4,14 @@
 //! `tenant-config-admin` CLI, the demo's walk-through and the tests.
 
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_ssm::types::ParameterType;
 use serde_json::Value;
 use tenant_config_shared::domain::{Found, ReadMode};
 use tenant_config_shared::routing::KeyRouter;
-use tenant_config_shared::store::dynamodb::{PARTITION_KEY, SORT_KEY, partition_key, sort_key};
+use tenant_config_shared::store::dynamodb::key_attributes;
+use tenant_config_shared::store::ssm::parameter_name;
 use tenant_config_shared::store::{ConfigStore, DynamoDbStore, ParameterStore};
-use tenant_config_shared::{ConfigKey, ItemKey, ServiceName, StoreKind, TenantId};
+use tenant_config_shared::{ItemKey, StoreKind};
 
 use crate::seed;
 
@@ -41,15 +41,6 @@ impl ParameterKind {
     }
 }
 
-/// A validated `tenant/service/key`, refused exactly as the API refuses it.
-pub fn item(tenant: &str, service: &str, key: &str) -> Result<ItemKey, String> {
-    Ok(ItemKey::new(
-        TenantId::parse(tenant).map_err(|e| e.to_string())?,
-        ServiceName::parse(service).map_err(|e| e.to_string())?,
-        ConfigKey::parse(key).map_err(|e| e.to_string())?,
-    ))
-}
-
 impl Target {
     fn store(&self, item: &ItemKey) -> Result<StoreKind, String> {
         self.router.route(&item.key).map_err(|e| e.to_string())
@@ -57,10 +48,7 @@ impl Target {
 
     /// Full SSM name of a Parameter Store key.
     pub fn parameter_name(&self, item: &ItemKey) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.parameter_root, item.tenant, item.service, item.key
-        )
+        parameter_name(&self.parameter_root, &item.tenant, &item.service, &item.key)
     }
 
     /// Writes a value to the store the key's prefix names. `kind` applies to
@@ -146,14 +134,7 @@ impl Target {
                 let output = aws_sdk_dynamodb::Client::new(aws)
                     .delete_item()
                     .table_name(&self.table)
-                    .key(
-                        PARTITION_KEY,
-                        AttributeValue::S(partition_key(&item.tenant)),
-                    )
-                    .key(
-                        SORT_KEY,
-                        AttributeValue::S(sort_key(&item.service, &item.key)),
-                    )
+                    .set_key(Some(key_attributes(&item.tenant, &item.service, &item.key)))
                     .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
                     .send()
                     .await

@@ -12,11 +12,12 @@ use aws_sdk_ssm::types::ParameterType;
 use cognito::types::{
     AttributeDataType, AttributeType, AuthFlowType, ExplicitAuthFlowsType, SchemaAttributeType,
 };
+use tenant_config_shared::ItemKey;
 use tenant_config_shared::auth::TENANT_CLAIM;
 use tenant_config_shared::store::dynamodb::{
-    PARTITION_KEY, SORT_KEY, VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, partition_key, sort_key,
+    PARTITION_KEY, SORT_KEY, VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, key_attributes,
 };
-use tenant_config_shared::{ConfigKey, ServiceName, TenantId};
+use tenant_config_shared::store::ssm::parameter_name;
 
 use crate::moto::REGION;
 
@@ -188,18 +189,6 @@ pub async fn id_token(
         .ok_or_else(|| "InitiateAuth returned no ID token".to_owned())
 }
 
-fn validated(
-    tenant: &str,
-    service: &str,
-    key: &str,
-) -> Result<(TenantId, ServiceName, ConfigKey), String> {
-    Ok((
-        TenantId::parse(tenant).map_err(|e| e.to_string())?,
-        ServiceName::parse(service).map_err(|e| e.to_string())?,
-        ConfigKey::parse(key).map_err(|e| e.to_string())?,
-    ))
-}
-
 /// Writes a value to the DynamoDB table (string attribute) with a version.
 pub async fn put_item(
     aws: &SdkConfig,
@@ -208,14 +197,20 @@ pub async fn put_item(
     value: &str,
     version: i64,
 ) -> Result<(), String> {
-    let (tenant, service, key) = validated(tenant, service, key)?;
+    let item = ItemKey::parse(tenant, service, key).map_err(|e| e.to_string())?;
+    let mut attributes = key_attributes(&item.tenant, &item.service, &item.key);
+    attributes.insert(
+        VALUE_ATTRIBUTE.to_owned(),
+        AttributeValue::S(value.to_owned()),
+    );
+    attributes.insert(
+        VERSION_ATTRIBUTE.to_owned(),
+        AttributeValue::N(version.to_string()),
+    );
     aws_sdk_dynamodb::Client::new(aws)
         .put_item()
         .table_name(table)
-        .item(PARTITION_KEY, AttributeValue::S(partition_key(&tenant)))
-        .item(SORT_KEY, AttributeValue::S(sort_key(&service, &key)))
-        .item(VALUE_ATTRIBUTE, AttributeValue::S(value.to_owned()))
-        .item(VERSION_ATTRIBUTE, AttributeValue::N(version.to_string()))
+        .set_item(Some(attributes))
         .send()
         .await
         .map_err(|e| err("PutItem")(&aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
@@ -230,8 +225,8 @@ pub async fn put_parameter(
     value: &str,
     kind: ParameterType,
 ) -> Result<String, String> {
-    let (tenant, service, key) = validated(tenant, service, key)?;
-    let name = format!("{root}/{tenant}/{service}/{key}");
+    let item = ItemKey::parse(tenant, service, key).map_err(|e| e.to_string())?;
+    let name = parameter_name(root, &item.tenant, &item.service, &item.key);
     aws_sdk_ssm::Client::new(aws)
         .put_parameter()
         .name(&name)

@@ -4,8 +4,9 @@
 
 use std::future::Future;
 use std::time::Instant;
+use tenant_config_shared::ItemKey;
 
-use crate::admin::{self, ParameterKind, Target};
+use crate::admin::{ParameterKind, Target};
 use crate::stack::{ALICE, BOB, LocalStack, PARAMETER_ROOT, SERVICE, TABLE};
 
 fn check(condition: bool, what: impl Into<String>) -> Result<(), String> {
@@ -136,7 +137,8 @@ async fn steps(stack: &mut LocalStack, passed: &mut usize) -> Result<(), String>
     .await?;
     *passed += 1;
 
-    let item = admin::item("tenant-a", SERVICE, "param_config_endpoint")?;
+    let item =
+        ItemKey::parse("tenant-a", SERVICE, "param_config_endpoint").map_err(|e| e.to_string())?;
     let parameter = target.parameter_name(&item);
     let running = |stack: &LocalStack| -> Vec<String> {
         stack

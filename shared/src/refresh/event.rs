@@ -8,7 +8,6 @@ use super::proto::Operation;
 use crate::domain::ItemKey;
 use crate::error::StoreKind;
 use crate::routing::KeyRouter;
-use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 pub const SOURCE: &str = "aws.ssm";
 pub const DETAIL_TYPE: &str = "Parameter Store Change";
@@ -79,11 +78,7 @@ pub fn parse_parameter_name(name: &str, root: &str) -> Result<ItemKey, String> {
     let [tenant, service, key] = segments.as_slice() else {
         return Err("not of the form {root}/{tenant}/{service}/{key}".to_owned());
     };
-    Ok(ItemKey::new(
-        TenantId::parse(tenant).map_err(|e| e.to_string())?,
-        ServiceName::parse(service).map_err(|e| e.to_string())?,
-        ConfigKey::parse(key).map_err(|e| e.to_string())?,
-    ))
+    ItemKey::parse(tenant, service, key).map_err(|e| e.to_string())
 }
 
 /// Decides what an event means for the agents' caches.

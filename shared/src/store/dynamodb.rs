@@ -33,6 +33,24 @@ pub fn sort_key(service: &ServiceName, key: &ConfigKey) -> String {
     format!("CONFIG#{service}#{key}")
 }
 
+/// The primary key attributes (`pk`, `sk`) of one entry.
+pub fn key_attributes(
+    tenant: &TenantId,
+    service: &ServiceName,
+    key: &ConfigKey,
+) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            PARTITION_KEY.to_owned(),
+            AttributeValue::S(partition_key(tenant)),
+        ),
+        (
+            SORT_KEY.to_owned(),
+            AttributeValue::S(sort_key(service, key)),
+        ),
+    ])
+}
+
 #[derive(Clone)]
 pub struct DynamoDbStore {
     client: Client,
@@ -45,23 +63,6 @@ impl DynamoDbStore {
             client,
             table: table.into(),
         }
-    }
-
-    fn key_of(
-        tenant: &TenantId,
-        service: &ServiceName,
-        key: &ConfigKey,
-    ) -> HashMap<String, AttributeValue> {
-        HashMap::from([
-            (
-                PARTITION_KEY.to_owned(),
-                AttributeValue::S(partition_key(tenant)),
-            ),
-            (
-                SORT_KEY.to_owned(),
-                AttributeValue::S(sort_key(service, key)),
-            ),
-        ])
     }
 
     fn projection() -> (String, HashMap<String, String>) {
@@ -151,7 +152,7 @@ impl ConfigStore for DynamoDbStore {
             .client
             .get_item()
             .table_name(self.table.as_ref())
-            .set_key(Some(Self::key_of(&item.tenant, &item.service, &item.key)))
+            .set_key(Some(key_attributes(&item.tenant, &item.service, &item.key)))
             .projection_expression(projection)
             .set_expression_attribute_names(Some(names))
             .send()
@@ -180,7 +181,7 @@ impl ConfigStore for DynamoDbStore {
                 .set_keys(Some(
                     chunk
                         .iter()
-                        .map(|k| Self::key_of(tenant, service, k))
+                        .map(|k| key_attributes(tenant, service, k))
                         .collect(),
                 ))
                 .projection_expression(projection.clone())

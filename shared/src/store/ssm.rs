@@ -42,6 +42,16 @@ pub fn validate_root(root: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The one layout of tenant parameter names: `{root}/{tenant}/{service}/{key}`.
+pub fn parameter_name(
+    root: &str,
+    tenant: &TenantId,
+    service: &ServiceName,
+    key: &ConfigKey,
+) -> String {
+    format!("{root}/{tenant}/{service}/{key}")
+}
+
 #[derive(Clone)]
 pub struct ParameterStore {
     client: Client,
@@ -63,7 +73,7 @@ impl ParameterStore {
         service: &ServiceName,
         key: &ConfigKey,
     ) -> String {
-        format!("{}/{tenant}/{service}/{key}", self.root)
+        parameter_name(&self.root, tenant, service, key)
     }
 
     fn error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(

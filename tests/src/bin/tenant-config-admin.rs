@@ -6,9 +6,10 @@
 //! points everything at the local stack.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tenant_config_e2e::admin::{self, ParameterKind, Target};
+use tenant_config_e2e::admin::{ParameterKind, Target};
 use tenant_config_e2e::stack::{PASSWORD, change_event};
 use tenant_config_e2e::{agent, seed, watch};
+use tenant_config_shared::ItemKey;
 use tenant_config_shared::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
 
 #[derive(Parser)]
@@ -134,7 +135,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             value,
             kind,
         } => {
-            let item = admin::item(&tenant, &service, &key)?;
+            let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
             let kind = match kind {
                 Kind::String => ParameterKind::String,
                 Kind::StringList => ParameterKind::StringList,
@@ -149,7 +150,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             key,
             decrypt,
         } => {
-            let item = admin::item(&tenant, &service, &key)?;
+            let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
             match target.get(&aws().await, &item, decrypt).await? {
                 Some(value) => println!("{value}"),
                 None => return Err(format!("{} not found", item.cache_key())),
@@ -160,7 +161,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             service,
             key,
         } => {
-            let item = admin::item(&tenant, &service, &key)?;
+            let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
             if !target.delete(&aws().await, &item).await? {
                 return Err(format!("{} not found", item.cache_key()));
             }
@@ -198,7 +199,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             invoke_url,
             print,
         } => {
-            let item = admin::item(&tenant, &service, &key)?;
+            let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
             let event = change_event(&operation, &target.parameter_name(&item));
             if print {
                 println!(
