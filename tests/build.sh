@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds each function and the agent the way `cargo lambda watch` builds them
-# (`cargo run --bin <function>`: one package per command, so each gets its own
-# feature set). Building them alike first keeps the local stack from compiling
-# while it starts. Extra package names are built after them.
+# Builds the binaries the local stack and the tests run: the functions, the
+# agent and the admin CLI, each the way `cargo lambda watch` builds a function
+# (one package per command). The workspace-hack crate makes every package
+# resolve the same dependency features, so these builds share one set of
+# compiled dependencies with `cargo test --workspace` (checked in tests/run.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-for package in config-api config-refresh config-agent "$@"; do
+for package in config-api config-refresh config-agent tenant-config-admin tenant-config-local-stack "$@"; do
   cargo build --locked -p "$package"
 done

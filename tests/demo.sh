@@ -7,5 +7,5 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash tests/setup.sh
 export PATH="$root/.venv/bin:$PATH"
-bash tests/build.sh tenant-config-e2e
+bash tests/build.sh
 exec "$root/target/debug/local-stack"

@@ -4,52 +4,20 @@
 //! measurement with tiny sizes (for the test command) and writes to
 //! `target/bench-smoke.md`.
 
+mod baseline;
+mod chart;
 mod measure;
+mod probes;
+mod report;
 mod runtime_api;
+mod sizes;
 mod stats;
 
 use std::time::{Duration, Instant};
 
-use tenant_config_e2e::process::workspace_root;
-use tenant_config_e2e::stack::{LocalStack, StackOptions};
-
-/// How much of everything to do.
-#[derive(Debug, Clone, Copy)]
-pub struct Sizes {
-    pub warm_iterations: usize,
-    pub baseline_iterations: usize,
-    pub contention_readers: usize,
-    pub http_requests: usize,
-    pub http_load: Duration,
-    pub fanout_sizes: &'static [usize],
-    pub fanout_repeats: usize,
-    pub propagation_agents: usize,
-    pub smoke: bool,
-}
-
-const FULL: Sizes = Sizes {
-    warm_iterations: 200_000,
-    baseline_iterations: 20_000,
-    contention_readers: 200,
-    http_requests: 300,
-    http_load: Duration::from_secs(10),
-    fanout_sizes: &[10, 100, 1000],
-    fanout_repeats: 5,
-    propagation_agents: 100,
-    smoke: false,
-};
-
-const SMOKE: Sizes = Sizes {
-    warm_iterations: 2_000,
-    baseline_iterations: 200,
-    contention_readers: 200,
-    http_requests: 20,
-    http_load: Duration::from_secs(1),
-    fanout_sizes: &[10],
-    fanout_repeats: 1,
-    propagation_agents: 10,
-    smoke: true,
-};
+use sizes::{FULL, SMOKE, Sizes};
+use tenant_config_local_stack::process::workspace_root;
+use tenant_config_local_stack::stack::{LocalStack, StackOptions};
 
 #[tokio::main]
 async fn main() {
@@ -87,7 +55,7 @@ async fn run(sizes: Sizes, out: &std::path::Path) -> Result<(), String> {
         &progress,
     )
     .await?;
-    let mut report = measure::Report::new(sizes);
+    let mut report = report::Report::new(sizes);
     report.warm_read(&stack).await?;
     report.contention(&stack).await?;
     report.http(&stack).await?;
@@ -95,11 +63,22 @@ async fn run(sizes: Sizes, out: &std::path::Path) -> Result<(), String> {
     report.propagation(&stack).await?;
     report.resources(&stack).await?;
     drop(stack);
-    let text = report.render(started.elapsed());
+    let chart = out.with_extension("svg");
+    let chart_file = chart
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let text = report.render(started.elapsed(), chart_file);
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }
-    std::fs::write(out, &text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    for (path, content) in [
+        (out, text.as_str()),
+        (chart.as_path(), report.chart().as_str()),
+    ] {
+        std::fs::write(path, content)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     println!("{text}");
     Ok(())
 }

@@ -9,14 +9,12 @@
 
 use std::sync::Arc;
 
-use aws_config::SdkConfig;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::auth::{HttpJwksSource, TokenVerifier};
+use crate::auth::TokenVerifier;
 use crate::error::{AuthError, ConfigError};
-use crate::service::{ConfigService, MAX_BATCH_KEYS};
-use crate::settings::Settings;
+use crate::reads::{ConfigReads, MAX_BATCH_KEYS};
 use crate::validate::{ConfigKey, ServiceName};
 
 /// What the API needs from an HTTP request.
@@ -77,21 +75,12 @@ struct BatchBody<'a> {
 
 pub struct ConfigApi {
     verifier: Arc<TokenVerifier>,
-    service: ConfigService,
+    reads: ConfigReads,
 }
 
 impl ConfigApi {
-    pub fn new(verifier: Arc<TokenVerifier>, service: ConfigService) -> Self {
-        Self { verifier, service }
-    }
-
-    /// Builds the API with AWS-backed stores and an HTTP JWKS source.
-    pub fn from_aws(aws: &SdkConfig, settings: &Settings) -> Result<Self, String> {
-        let jwks = HttpJwksSource::new(settings.auth.jwks_url.clone())?;
-        Ok(Self::new(
-            Arc::new(TokenVerifier::new(&settings.auth, Arc::new(jwks))),
-            ConfigService::from_aws(aws, settings),
-        ))
+    pub fn new(verifier: Arc<TokenVerifier>, reads: ConfigReads) -> Self {
+        Self { verifier, reads }
     }
 
     pub async fn handle(&self, request: &ApiRequest<'_>) -> ApiResponse {
@@ -123,7 +112,7 @@ impl ConfigApi {
         match route {
             Route::One { service, key } => {
                 let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
-                let entry = self.service.get(tenant, &service, &key).await?;
+                let entry = self.reads.get(tenant, &service, &key).await?;
                 Ok(json_response(
                     200,
                     "private",
@@ -138,7 +127,7 @@ impl ConfigApi {
             }
             Route::Secure { service, key } => {
                 let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
-                let entry = self.service.get_secure(tenant, &service, &key).await?;
+                let entry = self.reads.get_secure(tenant, &service, &key).await?;
                 Ok(json_response(
                     200,
                     "no-store",
@@ -154,7 +143,7 @@ impl ConfigApi {
             Route::Batch { service } => {
                 let service = ServiceName::parse(service)?;
                 let keys = parse_keys(request.keys)?;
-                let batch = self.service.get_many(tenant, &service, &keys).await?;
+                let batch = self.reads.get_many(tenant, &service, &keys).await?;
                 let values = batch
                     .values
                     .iter()

@@ -22,6 +22,7 @@ use moka::future::Cache;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+pub use crate::error::JwksError;
 use crate::error::{AuthError, ConfigError};
 use crate::validate::TenantId;
 
@@ -48,7 +49,7 @@ pub struct AuthSettings {
 /// Source of the user pool's signing keys.
 #[async_trait]
 pub trait JwksSource: Send + Sync {
-    async fn fetch(&self) -> Result<JwkSet, String>;
+    async fn fetch(&self) -> Result<JwkSet, JwksError>;
 }
 
 /// Fetches the JWKS over HTTP(S) with a short timeout.
@@ -58,11 +59,11 @@ pub struct HttpJwksSource {
 }
 
 impl HttpJwksSource {
-    pub fn new(url: impl Into<String>) -> Result<Self, String> {
+    pub fn new(url: impl Into<String>) -> Result<Self, JwksError> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
             .build()
-            .map_err(|e| format!("cannot build JWKS client: {e}"))?;
+            .map_err(|e| JwksError::Client(e.to_string()))?;
         Ok(Self {
             client,
             url: url.into(),
@@ -72,18 +73,24 @@ impl HttpJwksSource {
 
 #[async_trait]
 impl JwksSource for HttpJwksSource {
-    async fn fetch(&self) -> Result<JwkSet, String> {
+    async fn fetch(&self) -> Result<JwkSet, JwksError> {
         let response = self
             .client
             .get(&self.url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("GET {}: {e}", self.url))?;
+            .map_err(|e| JwksError::Fetch {
+                url: self.url.clone(),
+                detail: e.to_string(),
+            })?;
         response
             .json::<JwkSet>()
             .await
-            .map_err(|e| format!("JWKS at {} is not a key set: {e}", self.url))
+            .map_err(|e| JwksError::NotAKeySet {
+                url: self.url.clone(),
+                detail: e.to_string(),
+            })
     }
 }
 
@@ -157,6 +164,12 @@ pub struct TokenVerifier {
 }
 
 impl TokenVerifier {
+    /// A verifier that fetches the pool's keys from `settings.jwks_url`.
+    pub fn over_http(settings: &AuthSettings) -> Result<Self, JwksError> {
+        let jwks = HttpJwksSource::new(settings.jwks_url.clone())?;
+        Ok(Self::new(settings, Arc::new(jwks)))
+    }
+
     pub fn new(settings: &AuthSettings, source: Arc<dyn JwksSource>) -> Self {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[&settings.issuer]);
@@ -309,10 +322,10 @@ mod tests {
 
     const ISSUER: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TEST";
     const CLIENT: &str = "client-one";
-    const PRIVATE_PEM: &str = include_str!("../tests/fixtures/signing-key.pem");
-    const PUBLIC_PEM: &str = include_str!("../tests/fixtures/signing-key.pub.pem");
-    const OTHER_PRIVATE_PEM: &str = include_str!("../tests/fixtures/other-key.pem");
-    const JWKS: &str = include_str!("../tests/fixtures/jwks.json");
+    const PRIVATE_PEM: &str = include_str!("../../testkit/fixtures/signing-key.pem");
+    const PUBLIC_PEM: &str = include_str!("../../testkit/fixtures/signing-key.pub.pem");
+    const OTHER_PRIVATE_PEM: &str = include_str!("../../testkit/fixtures/other-key.pem");
+    const JWKS: &str = include_str!("../../testkit/fixtures/jwks.json");
 
     struct StaticJwks {
         fetches: AtomicUsize,
@@ -320,9 +333,9 @@ mod tests {
 
     #[async_trait]
     impl JwksSource for StaticJwks {
-        async fn fetch(&self) -> Result<JwkSet, String> {
+        async fn fetch(&self) -> Result<JwkSet, JwksError> {
             self.fetches.fetch_add(1, Ordering::SeqCst);
-            serde_json::from_str(JWKS).map_err(|e| e.to_string())
+            Ok(serde_json::from_str(JWKS).expect("the JWKS fixture parses"))
         }
     }
 

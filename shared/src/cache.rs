@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 
+use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue};
-use crate::error::{StoreError, StoreKind};
+use crate::error::StoreError;
 use crate::store::ConfigStore;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 

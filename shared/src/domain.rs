@@ -41,6 +41,29 @@ impl ItemKey {
     }
 }
 
+/// Which backing store an error or value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreKind {
+    DynamoDb,
+    ParameterStore,
+}
+
+impl StoreKind {
+    /// The `source` value reported to callers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::DynamoDb => "dynamodb",
+            StoreKind::ParameterStore => "parameter-store",
+        }
+    }
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Whether a read may decrypt SecureString values. Only the secure route
 /// (never cached anywhere) reads with [`ReadMode::Decrypt`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

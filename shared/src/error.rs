@@ -6,30 +6,8 @@
 
 use thiserror::Error;
 
+use crate::domain::StoreKind;
 use crate::validate::Field;
-
-/// Which backing store an error or value came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StoreKind {
-    DynamoDb,
-    ParameterStore,
-}
-
-impl StoreKind {
-    /// The `source` value reported to callers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreKind::DynamoDb => "dynamodb",
-            StoreKind::ParameterStore => "parameter-store",
-        }
-    }
-}
-
-impl std::fmt::Display for StoreKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why a bearer token was refused. Shown to callers only as a short reason:
 /// nothing here echoes token content.
@@ -58,7 +36,18 @@ pub enum AuthError {
     #[error("token is not an ID token")]
     WrongTokenUse,
     #[error("signing keys are unavailable")]
-    KeysUnavailable(String),
+    KeysUnavailable(JwksError),
+}
+
+/// Why the signing keys could not be had. Logged, never shown to callers.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum JwksError {
+    #[error("cannot build the JWKS client: {0}")]
+    Client(String),
+    #[error("GET {url}: {detail}")]
+    Fetch { url: String, detail: String },
+    #[error("JWKS at {url} is not a key set: {detail}")]
+    NotAKeySet { url: String, detail: String },
 }
 
 /// A failure talking to a store. `detail` is for logs only.

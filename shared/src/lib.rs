@@ -1,30 +1,48 @@
-//! tenant-config core: everything the Lambda functions and the agent share.
+//! tenant-config core: everything the Lambda functions, the agent and the
+//! tools share. Layers, from the inside out; each only uses the ones above it.
 //!
+//! **Domain**: what configuration is, with no I/O.
 //! - [`validate`]: strict identifiers ([`TenantId`], [`ServiceName`], [`ConfigKey`])
-//! - [`auth`]: Cognito ID token verification, tenant extraction
-//! - [`routing`]: key prefix → store
-//! - [`store`]: the store port and its DynamoDB / Parameter Store adapters
-//! - [`cache`]: read-through, coalescing, secret-free caches
-//! - [`service`]: the read use cases
-//! - [`api`]: the HTTP API, independent of the Lambda runtime
+//! - [`domain`]: [`ItemKey`], values, [`StoreKind`]
 //! - [`error`]: the one error type and its status mapping
-//! - [`refresh`]: change events, signed Refresh fan-out, Cloud Map
-//! - [`grpc`]: the agent's gRPC services
+//! - [`routing`]: key prefix → store
+//!
+//! **Ports**: traits the use cases call, so they run without AWS in tests.
+//! - [`store::ConfigStore`]: read one or many entries
+//! - [`auth::JwksSource`]: the pool's signing keys
+//! - [`refresh::discovery::InstanceSource`], [`refresh::discovery::AgentRegistration`]: Cloud Map
+//!
+//! **Adapters**: the ports over AWS (and in memory, for tests and benchmarks).
+//! - [`store`]: DynamoDB, Parameter Store, memory
+//! - [`auth::HttpJwksSource`], [`refresh::discovery::CloudMapInstances`], [`refresh::key`]
+//! - [`aws`]: the one place SDK clients are built and adapters wired
+//!
+//! **Use cases**: what the service does.
+//! - [`reads`]: one key, a batch, a secret, behind [`cache`]
+//! - [`auth`]: Cognito ID token verification, tenant extraction
+//! - [`refresh`]: change events, signed Refresh fan-out ([`refresh::signing`], [`refresh::fanout`])
+//!
+//! **Edges**: how callers reach the use cases.
+//! - [`api`]: the HTTP API, independent of the Lambda runtime
+//! - [`agent`]: the agent's gRPC services and lifecycle
+//! - [`refresh::handler`]: config-refresh's event handler
+//! - [`settings`], [`telemetry`]: environment and JSON logs for every process
 
+pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod aws;
 pub mod cache;
 pub mod domain;
 pub mod error;
-pub mod grpc;
+pub mod reads;
 pub mod refresh;
 pub mod routing;
-pub mod service;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
 
-pub use domain::ItemKey;
-pub use error::{AuthError, ConfigError, StoreError, StoreKind};
+pub use domain::{ItemKey, StoreKind};
+pub use error::{AuthError, ConfigError, StoreError};
 pub use validate::{ConfigKey, ServiceName, TenantId};

@@ -1,12 +1,22 @@
 //! Prefix routing: a key's prefix decides which store holds it.
 
-use crate::error::{ConfigError, StoreKind};
+use crate::domain::StoreKind;
+use crate::error::ConfigError;
 use crate::validate::{ConfigKey, Field};
 
 /// Default prefix of keys kept in DynamoDB.
 pub const DEFAULT_DYNAMODB_PREFIX: &str = "tenant_config_";
 /// Default prefix of keys kept in Parameter Store.
 pub const DEFAULT_PARAMETER_PREFIX: &str = "param_config_";
+
+/// Why two key prefixes cannot route keys unambiguously.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PrefixError {
+    #[error("store prefixes must not be empty")]
+    Empty,
+    #[error("store prefixes '{dynamodb}' and '{parameter}' overlap")]
+    Overlap { dynamodb: String, parameter: String },
+}
 
 #[derive(Debug, Clone)]
 pub struct KeyRouter {
@@ -26,16 +36,17 @@ impl Default for KeyRouter {
 impl KeyRouter {
     /// Builds a router. Prefixes must be non-empty and must not be prefixes of
     /// each other, or a key could belong to both stores.
-    pub fn new(dynamodb_prefix: &str, parameter_prefix: &str) -> Result<Self, String> {
+    pub fn new(dynamodb_prefix: &str, parameter_prefix: &str) -> Result<Self, PrefixError> {
         if dynamodb_prefix.is_empty() || parameter_prefix.is_empty() {
-            return Err("store prefixes must not be empty".to_owned());
+            return Err(PrefixError::Empty);
         }
         if dynamodb_prefix.starts_with(parameter_prefix)
             || parameter_prefix.starts_with(dynamodb_prefix)
         {
-            return Err(format!(
-                "store prefixes '{dynamodb_prefix}' and '{parameter_prefix}' overlap"
-            ));
+            return Err(PrefixError::Overlap {
+                dynamodb: dynamodb_prefix.to_owned(),
+                parameter: parameter_prefix.to_owned(),
+            });
         }
         Ok(Self {
             dynamodb_prefix: dynamodb_prefix.to_owned(),

@@ -119,7 +119,7 @@ impl Env<'_> {
         let parameter_root = self.or("PARAMETER_ROOT", DEFAULT_PARAMETER_ROOT);
         validate_root(&parameter_root).map_err(|reason| SettingsError {
             variable: "PARAMETER_ROOT",
-            reason,
+            reason: reason.to_string(),
         })?;
         let router = KeyRouter::new(
             &self.or("DYNAMODB_KEY_PREFIX", DEFAULT_DYNAMODB_PREFIX),
@@ -127,7 +127,7 @@ impl Env<'_> {
         )
         .map_err(|reason| SettingsError {
             variable: "DYNAMODB_KEY_PREFIX/PARAMETER_KEY_PREFIX",
-            reason,
+            reason: reason.to_string(),
         })?;
         Ok((parameter_root, router))
     }

@@ -6,15 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
-use tenant_config_shared::auth::{AuthSettings, JwksSource, TokenVerifier};
-use tenant_config_shared::cache::{CacheSettings, CachedStore};
-use tenant_config_shared::domain::{Found, PlainValue, SecretValue};
-use tenant_config_shared::grpc::{AgentServer, ReaderService, RefreshService};
-use tenant_config_shared::refresh::discovery::{DiscoveryError, Instance, InstanceSource};
+use tenant_config_shared::StoreKind;
+use tenant_config_shared::domain::{Found, SecretValue};
 use tenant_config_shared::refresh::event::RefreshTarget;
 use tenant_config_shared::refresh::fanout::{Fanout, FanoutSettings};
 use tenant_config_shared::refresh::handler::{RefreshError, RefreshOutcome, Refresher};
@@ -24,59 +18,22 @@ use tenant_config_shared::refresh::proto::{
     GetConfigRequest, GetConfigsRequest, Operation, RefreshRequest,
 };
 use tenant_config_shared::refresh::signing::{
-    RefreshAuthenticator, RefreshKey, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, unix_ms_now,
+    RefreshKey, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, unix_ms_now,
 };
 use tenant_config_shared::routing::KeyRouter;
-use tenant_config_shared::service::ConfigService;
 use tenant_config_shared::store::MemoryStore;
-use tenant_config_shared::{ConfigKey, ItemKey, ServiceName, StoreKind, TenantId};
-use tokio::net::TcpListener;
+use tenant_config_testkit::agent::{TestAgent, hour_long_reads, refresh_key};
+use tenant_config_testkit::discovery::{StaticInstances, instances};
+use tenant_config_testkit::identity::token;
+use tenant_config_testkit::net::{SilentListener, dead_address};
+use tenant_config_testkit::values::plain;
 use tonic::Code;
 use tonic::transport::Channel;
 
-const ISSUER: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TEST";
-const CLIENT: &str = "agent-test-client";
 const SERVICE: &str = "billing";
 
-struct FixtureJwks;
-
-#[async_trait]
-impl JwksSource for FixtureJwks {
-    async fn fetch(&self) -> Result<JwkSet, String> {
-        serde_json::from_str(include_str!("fixtures/jwks.json")).map_err(|e| e.to_string())
-    }
-}
-
-fn token(tenant: &str) -> String {
-    let now = jsonwebtoken::get_current_timestamp();
-    let claims = json!({"sub": "u", "iss": ISSUER, "aud": CLIENT, "token_use": "id", "exp": now + 600, "custom:tenantId": tenant});
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("test-key".into());
-    encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(include_bytes!("fixtures/signing-key.pem")).unwrap(),
-    )
-    .unwrap()
-}
-
-fn refresh_key() -> RefreshKey {
-    RefreshKey::new(b"test-refresh-key-of-at-least-32-bytes!".to_vec()).unwrap()
-}
-
-fn item(tenant: &str, key: &str) -> ItemKey {
-    ItemKey::new(
-        TenantId::parse(tenant).unwrap(),
-        ServiceName::parse(SERVICE).unwrap(),
-        ConfigKey::parse(key).unwrap(),
-    )
-}
-
-fn plain(value: serde_json::Value) -> Found {
-    Found::Plain(Arc::new(PlainValue {
-        value,
-        version: None,
-    }))
+fn item(tenant: &str, key: &str) -> tenant_config_shared::ItemKey {
+    tenant_config_testkit::values::item(tenant, SERVICE, key)
 }
 
 /// The Parameter Store every agent reads, with the values of two tenants.
@@ -101,55 +58,9 @@ fn parameter_store() -> Arc<MemoryStore> {
     store
 }
 
-struct Agent {
-    address: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
 /// Starts an agent with hour-long caches over `parameters`.
-async fn start_agent(parameters: Arc<MemoryStore>) -> Agent {
-    let hour = CacheSettings {
-        ttl: Duration::from_secs(3600),
-        not_found_ttl: Duration::from_secs(3600),
-        max_entries: 1000,
-    };
-    let service = ConfigService::new(
-        KeyRouter::default(),
-        CachedStore::new(Arc::new(MemoryStore::new(StoreKind::DynamoDb)), hour),
-        CachedStore::new(parameters, hour),
-    );
-    let auth = AuthSettings {
-        issuer: ISSUER.into(),
-        jwks_url: String::new(),
-        client_ids: vec![CLIENT.into()],
-        leeway: Duration::from_secs(5),
-        token_cache_max_entries: 100,
-        jwks_refresh_interval: Duration::from_secs(60),
-    };
-    let verifier = Arc::new(TokenVerifier::new(&auth, Arc::new(FixtureJwks)));
-    let server = AgentServer::new(
-        ReaderService::new(verifier, service.clone()),
-        RefreshService::new(RefreshAuthenticator::new(refresh_key()), service),
-    )
-    .await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel();
-    tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    Agent {
-        address,
-        stop: Some(stop),
-    }
+async fn start_agent(parameters: Arc<MemoryStore>) -> TestAgent {
+    TestAgent::start(hour_long_reads(parameters)).await
 }
 
 async fn channel(address: SocketAddr) -> Channel {
@@ -187,36 +98,6 @@ fn target(tenant: &str, key: &str, event_id: &str) -> RefreshTarget {
         event_id: event_id.into(),
         event_time_unix_ms: unix_ms_now(),
     }
-}
-
-fn instances(addresses: &[SocketAddr]) -> Vec<Instance> {
-    addresses
-        .iter()
-        .enumerate()
-        .map(|(i, address)| Instance {
-            id: format!("agent-{i}"),
-            address: *address,
-        })
-        .collect()
-}
-
-/// An address nothing listens on: connections are refused.
-async fn dead_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
-
-/// An address that accepts TCP but never answers: only a deadline ends a call.
-async fn silent_address() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    (address, task)
 }
 
 #[tokio::test]
@@ -336,9 +217,9 @@ async fn unresponsive_agents_cost_one_deadline_in_total_not_one_each() {
     let live = start_agent(store.clone()).await;
     let mut silent = Vec::new();
     for _ in 0..4 {
-        silent.push(silent_address().await);
+        silent.push(SilentListener::start().await);
     }
-    let mut addresses: Vec<SocketAddr> = silent.iter().map(|(a, _)| *a).collect();
+    let mut addresses: Vec<SocketAddr> = silent.iter().map(|s| s.address).collect();
     addresses.push(live.address);
     let deadline = Duration::from_millis(400);
     let fanout = Fanout::new(
@@ -533,15 +414,6 @@ async fn the_agent_reports_serving_on_grpc_health() {
             .into_inner()
             .status;
         assert_eq!(status, 1, "{service} is SERVING");
-    }
-}
-
-struct StaticInstances(Vec<Instance>);
-
-#[async_trait]
-impl InstanceSource for StaticInstances {
-    async fn healthy_instances(&self) -> Result<Vec<Instance>, DiscoveryError> {
-        Ok(self.0.clone())
     }
 }
 

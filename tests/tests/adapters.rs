@@ -2,24 +2,17 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_ssm::types::ParameterType;
 use serde_json::json;
-use tenant_config_e2e::moto::MotoServer;
-use tenant_config_e2e::seed;
-use tenant_config_shared::domain::{Found, ItemKey, ReadMode};
+use tenant_config_admin::values::{ParameterKind, put_item, put_parameter};
+use tenant_config_local_stack::moto::MotoServer;
+use tenant_config_local_stack::seed;
+use tenant_config_shared::domain::{Found, ReadMode};
 use tenant_config_shared::store::{ConfigStore, DynamoDbStore, ParameterStore};
 use tenant_config_shared::{ConfigKey, ServiceName, StoreError, TenantId};
+use tenant_config_testkit::values::item;
 
 const TABLE: &str = "adapter-test";
 const ROOT: &str = "/config-service";
-
-fn item(tenant: &str, service: &str, key: &str) -> ItemKey {
-    ItemKey::new(
-        TenantId::parse(tenant).unwrap(),
-        ServiceName::parse(service).unwrap(),
-        ConfigKey::parse(key).unwrap(),
-    )
-}
 
 fn plain_value(found: Option<Found>) -> serde_json::Value {
     match found {
@@ -34,32 +27,38 @@ async fn dynamodb_adapter_reads_single_items_and_batches() {
     let moto = MotoServer::start().await.unwrap();
     let aws = moto.sdk_config().await;
     seed::create_table(&aws, TABLE).await.unwrap();
-    seed::put_item(
+    put_item(
         &aws,
         TABLE,
-        ("t1", "svc", "tenant_config_doc"),
+        &item("t1", "svc", "tenant_config_doc"),
         r#"{"a":[1,2]}"#,
         7,
     )
     .await
     .unwrap();
-    seed::put_item(&aws, TABLE, ("t1", "svc", "tenant_config_text"), "hello", 1)
-        .await
-        .unwrap();
-    seed::put_item(
+    put_item(
         &aws,
         TABLE,
-        ("t2", "svc", "tenant_config_only_t2"),
+        &item("t1", "svc", "tenant_config_text"),
+        "hello",
+        1,
+    )
+    .await
+    .unwrap();
+    put_item(
+        &aws,
+        TABLE,
+        &item("t2", "svc", "tenant_config_only_t2"),
         "t2-value",
         1,
     )
     .await
     .unwrap();
     for i in 0..30 {
-        seed::put_item(
+        put_item(
             &aws,
             TABLE,
-            ("t1", "bulk", &format!("tenant_config_{i}")),
+            &item("t1", "bulk", &format!("tenant_config_{i}")),
             &i.to_string(),
             1,
         )
@@ -131,10 +130,10 @@ async fn parameter_store_adapter_reads_types_and_never_returns_ciphertext() {
     // GIVEN String, StringList and SecureString parameters
     let moto = MotoServer::start().await.unwrap();
     let aws = moto.sdk_config().await;
-    let put = |key: &'static str, value: &'static str, kind: ParameterType| {
+    let put = |key: &'static str, value: &'static str, kind: ParameterKind| {
         let aws = aws.clone();
         async move {
-            seed::put_parameter(&aws, ROOT, ("t1", "svc", key), value, kind)
+            put_parameter(&aws, ROOT, &item("t1", "svc", key), value, kind)
                 .await
                 .unwrap()
         }
@@ -142,20 +141,20 @@ async fn parameter_store_adapter_reads_types_and_never_returns_ciphertext() {
     put(
         "param_config_url",
         "https://x.example",
-        ParameterType::String,
+        ParameterKind::String,
     )
     .await;
-    put("param_config_list", "a,b,c", ParameterType::StringList).await;
+    put("param_config_list", "a,b,c", ParameterKind::StringList).await;
     put(
         "param_config_json",
         r#"{"enabled":true}"#,
-        ParameterType::String,
+        ParameterKind::String,
     )
     .await;
     put(
         "param_config_secret",
         "s3cr3t-value",
-        ParameterType::SecureString,
+        ParameterKind::SecureString,
     )
     .await;
     let store = ParameterStore::new(aws_sdk_ssm::Client::new(&aws), ROOT);
@@ -196,22 +195,22 @@ async fn parameter_store_adapter_batches_in_chunks_of_ten() {
     let moto = MotoServer::start().await.unwrap();
     let aws = moto.sdk_config().await;
     for i in 0..23 {
-        seed::put_parameter(
+        put_parameter(
             &aws,
             ROOT,
-            ("t1", "bulk", &format!("param_config_{i}")),
+            &item("t1", "bulk", &format!("param_config_{i}")),
             &format!("v{i}"),
-            ParameterType::String,
+            ParameterKind::String,
         )
         .await
         .unwrap();
     }
-    seed::put_parameter(
+    put_parameter(
         &aws,
         ROOT,
-        ("t1", "bulk", "param_config_secret"),
+        &item("t1", "bulk", "param_config_secret"),
         "x",
-        ParameterType::SecureString,
+        ParameterKind::SecureString,
     )
     .await
     .unwrap();

@@ -3,8 +3,8 @@
 
 use std::process::{Command, Output};
 
-use tenant_config_e2e::agent::agent_binary;
-use tenant_config_e2e::stack::{LocalStack, SERVICE, StackOptions};
+use tenant_config_local_stack::agent::agent_binary;
+use tenant_config_local_stack::stack::{LocalStack, SERVICE, StackOptions};
 
 fn admin(stack: &LocalStack, args: &[&str]) -> Output {
     let binary = agent_binary().with_file_name("tenant-config-admin");

@@ -4,8 +4,11 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
-use tenant_config_e2e::seed;
-use tenant_config_e2e::stack::{ALICE, BOB, CAROL, LocalStack, PASSWORD, SERVICE, StackOptions};
+use tenant_config_local_stack::seed;
+use tenant_config_local_stack::stack::{
+    ALICE, BOB, CAROL, LocalStack, PASSWORD, SERVICE, StackOptions,
+};
+use tenant_config_testkit::identity::OTHER_KEY_PEM;
 
 async fn stack() -> LocalStack {
     LocalStack::start(StackOptions::with_agents(0), &|_, _| {})
@@ -203,18 +206,16 @@ async fn forged_foreign_and_missing_tokens_are_refused() {
     // The same claims signed by a key that is not the pool's, with the pool's kid.
     let mut forged_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     forged_header.kid = header["kid"].as_str().map(str::to_owned);
-    let foreign_key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!(
-        "../../shared/tests/fixtures/other-key.pem"
-    ))
-    .unwrap();
+    let foreign_key = jsonwebtoken::EncodingKey::from_rsa_pem(OTHER_KEY_PEM.as_bytes()).unwrap();
     let foreign = jsonwebtoken::encode(&forged_header, &claims, &foreign_key).unwrap();
     // A genuine token for an app client this API does not trust.
     let other_client = seed::create_app_client(&stack.aws, &stack.pool.pool_id, "untrusted-app")
         .await
         .unwrap();
-    let wrong_audience = seed::id_token(&stack.aws, &other_client, ALICE.username, PASSWORD)
-        .await
-        .unwrap();
+    let wrong_audience =
+        tenant_config_admin::tokens::id_token(&stack.aws, &other_client, ALICE.username, PASSWORD)
+            .await
+            .unwrap();
 
     for (name, token) in [
         ("tampered", tampered.as_str()),

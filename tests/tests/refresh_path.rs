@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use tenant_config_e2e::seed;
-use tenant_config_e2e::stack::{
+use tenant_config_local_stack::seed;
+use tenant_config_local_stack::stack::{
     ALICE, BOB, LocalStack, PARAMETER_ROOT, REFRESH_DEADLINE_MS, SERVICE, StackOptions,
 };
 use tonic::Code;

@@ -6,7 +6,7 @@
 use serde_norway::Value;
 
 fn template() -> Value {
-    let path = tenant_config_e2e::process::workspace_root().join("template.yaml");
+    let path = tenant_config_local_stack::process::workspace_root().join("template.yaml");
     let text = std::fs::read_to_string(&path).expect("template.yaml exists");
     serde_norway::from_str(&text).expect("template.yaml is YAML")
 }

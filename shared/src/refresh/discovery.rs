@@ -3,11 +3,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use async_trait::async_trait;
-use aws_config::SdkConfig;
 use aws_sdk_servicediscovery::Client;
-use aws_sdk_servicediscovery::config::interceptors::BeforeSerializationInterceptorContextMut;
-use aws_sdk_servicediscovery::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_servicediscovery::error::{BoxError, DisplayErrorContext};
+use aws_sdk_servicediscovery::error::DisplayErrorContext;
 use aws_sdk_servicediscovery::types::HealthStatusFilter;
 use thiserror::Error;
 
@@ -35,40 +32,6 @@ pub struct Instance {
 #[async_trait]
 pub trait InstanceSource: Send + Sync {
     async fn healthy_instances(&self) -> Result<Vec<Instance>, DiscoveryError>;
-}
-
-/// DiscoverInstances is served on the `data-` host prefix
-/// (`data-servicediscovery.{region}.amazonaws.com`). Against a custom endpoint
-/// such as a local moto (`http://127.0.0.1:PORT`) that prefix yields an
-/// unresolvable host, so it is removed before the request is built.
-#[derive(Debug)]
-struct StripHostPrefix;
-
-impl Intercept for StripHostPrefix {
-    fn name(&self) -> &'static str {
-        "StripHostPrefix"
-    }
-
-    fn modify_before_serialization(
-        &self,
-        _context: &mut BeforeSerializationInterceptorContextMut<'_>,
-        _components: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        cfg.interceptor_state()
-            .unset::<aws_smithy_runtime_api::client::endpoint::EndpointPrefix>();
-        Ok(())
-    }
-}
-
-/// A Cloud Map client; with a custom endpoint URL (local runs) the host
-/// prefix is stripped, with AWS endpoints it is kept.
-pub fn cloud_map_client(aws: &SdkConfig) -> Client {
-    let mut config = aws_sdk_servicediscovery::config::Builder::from(aws);
-    if aws.endpoint_url().is_some() {
-        config = config.interceptor(StripHostPrefix);
-    }
-    Client::from_conf(config.build())
 }
 
 /// Healthy instances of one Cloud Map service.
@@ -131,6 +94,14 @@ impl InstanceSource for CloudMapInstances {
     }
 }
 
+/// What an agent leaves when it stops: its entry in the registry that
+/// config-refresh discovers agents in.
+#[async_trait]
+pub trait AgentRegistration: Send + Sync {
+    fn instance_id(&self) -> &str;
+    async fn deregister(&self) -> Result<(), DiscoveryError>;
+}
+
 /// An agent's own registration in a Cloud Map service.
 pub struct Registration {
     client: Client,
@@ -169,6 +140,7 @@ impl Registration {
             service_id: service_id.to_owned(),
             instance_id: instance_id.to_owned(),
         };
+        tracing::info!(instance = instance_id, %address, "registered in Cloud Map");
         registration.report_healthy().await;
         Ok(registration)
     }
@@ -196,12 +168,15 @@ impl Registration {
             }
         }
     }
+}
 
-    pub fn instance_id(&self) -> &str {
+#[async_trait]
+impl AgentRegistration for Registration {
+    fn instance_id(&self) -> &str {
         &self.instance_id
     }
 
-    pub async fn deregister(&self) -> Result<(), DiscoveryError> {
+    async fn deregister(&self) -> Result<(), DiscoveryError> {
         self.client
             .deregister_instance()
             .service_id(&self.service_id)

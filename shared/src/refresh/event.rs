@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use super::proto::Operation;
 use crate::domain::ItemKey;
-use crate::error::StoreKind;
+use crate::domain::StoreKind;
 use crate::routing::KeyRouter;
 
 pub const SOURCE: &str = "aws.ssm";
@@ -68,17 +68,28 @@ pub fn operation(name: &str) -> Option<Operation> {
     })
 }
 
+/// Why a parameter name names no tenant entry.
+#[derive(Debug, Clone, Error)]
+pub enum NameError {
+    #[error("outside the parameter root '{0}'")]
+    OutsideRoot(String),
+    #[error("not of the form {{root}}/{{tenant}}/{{service}}/{{key}}")]
+    WrongShape,
+    #[error(transparent)]
+    Invalid(#[from] crate::error::ConfigError),
+}
+
 /// Splits `{root}/{tenant}/{service}/{key}` into validated parts.
-pub fn parse_parameter_name(name: &str, root: &str) -> Result<ItemKey, String> {
+pub fn parse_parameter_name(name: &str, root: &str) -> Result<ItemKey, NameError> {
     let rest = name
         .strip_prefix(root)
         .and_then(|r| r.strip_prefix('/'))
-        .ok_or_else(|| format!("outside the parameter root '{root}'"))?;
+        .ok_or_else(|| NameError::OutsideRoot(root.to_owned()))?;
     let segments: Vec<&str> = rest.split('/').collect();
     let [tenant, service, key] = segments.as_slice() else {
-        return Err("not of the form {root}/{tenant}/{service}/{key}".to_owned());
+        return Err(NameError::WrongShape);
     };
-    ItemKey::parse(tenant, service, key).map_err(|e| e.to_string())
+    Ok(ItemKey::parse(tenant, service, key)?)
 }
 
 /// Decides what an event means for the agents' caches.

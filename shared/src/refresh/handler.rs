@@ -45,6 +45,22 @@ pub enum RefreshOutcome {
     Delivered(FanoutReport),
 }
 
+impl RefreshOutcome {
+    /// What the function answers: never a value, only what happened.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            RefreshOutcome::Ignored(reason) => {
+                serde_json::json!({"status": "ignored", "reason": reason})
+            }
+            RefreshOutcome::Delivered(report) => serde_json::json!({
+                "status": "delivered",
+                "instances": report.instances,
+                "elapsed_ms": report.elapsed.as_millis() as u64,
+            }),
+        }
+    }
+}
+
 pub struct Refresher {
     root: String,
     router: KeyRouter,

@@ -11,8 +11,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use serde_json::{Map, Number, Value};
 
 use super::{ConfigStore, classify_sdk_error};
+use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, decode_text};
-use crate::error::{StoreError, StoreKind};
+use crate::error::StoreError;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 pub const PARTITION_KEY: &str = "pk";

@@ -10,8 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::ConfigStore;
+use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, ReadMode};
-use crate::error::{StoreError, StoreKind};
+use crate::error::StoreError;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 pub struct MemoryStore {

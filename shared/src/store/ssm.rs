@@ -11,8 +11,9 @@ use futures::future::try_join_all;
 use serde_json::Value;
 
 use super::{ConfigStore, classify_sdk_error};
+use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue, decode_text};
-use crate::error::{StoreError, StoreKind};
+use crate::error::StoreError;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 /// Default root of all tenant parameters.
@@ -20,11 +21,22 @@ pub const DEFAULT_PARAMETER_ROOT: &str = "/config-service";
 /// GetParameters accepts at most ten names per call.
 const GET_PARAMETERS_BATCH: usize = 10;
 
+/// A parameter root that cannot hold tenant parameters safely.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RootError {
+    #[error("parameter root '{0}' must start with '/'")]
+    NotAbsolute(String),
+    #[error(
+        "parameter root '{0}' must be '/'-separated segments of A-Z a-z 0-9 _ . - without a trailing '/'"
+    )]
+    BadSegment(String),
+}
+
 /// Checks a configured parameter root: absolute, no trailing slash, and made of
 /// the same strict segments as everything else.
-pub fn validate_root(root: &str) -> Result<(), String> {
+pub fn validate_root(root: &str) -> Result<(), RootError> {
     let Some(rest) = root.strip_prefix('/') else {
-        return Err(format!("parameter root '{root}' must start with '/'"));
+        return Err(RootError::NotAbsolute(root.to_owned()));
     };
     if rest.is_empty()
         || rest.split('/').any(|segment| {
@@ -35,9 +47,7 @@ pub fn validate_root(root: &str) -> Result<(), String> {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
         })
     {
-        return Err(format!(
-            "parameter root '{root}' must be '/'-separated segments of A-Z a-z 0-9 _ . - without a trailing '/'"
-        ));
+        return Err(RootError::BadSegment(root.to_owned()));
     }
     Ok(())
 }

@@ -6,14 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_config::SdkConfig;
-
 use crate::cache::{CachedStore, Lookup};
+use crate::domain::StoreKind;
 use crate::domain::{ItemKey, PlainValue, ReadMode, SecretValue};
-use crate::error::{ConfigError, StoreKind};
+use crate::error::ConfigError;
 use crate::routing::KeyRouter;
-use crate::settings::Settings;
-use crate::store::{DynamoDbStore, ParameterStore};
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 /// Most keys one batch read may name.
@@ -41,36 +38,19 @@ pub struct Batch {
 }
 
 #[derive(Clone)]
-pub struct ConfigService {
+pub struct ConfigReads {
     router: KeyRouter,
     dynamodb: CachedStore,
     parameters: CachedStore,
 }
 
-impl ConfigService {
+impl ConfigReads {
     pub fn new(router: KeyRouter, dynamodb: CachedStore, parameters: CachedStore) -> Self {
         Self {
             router,
             dynamodb,
             parameters,
         }
-    }
-
-    /// Builds the AWS-backed service: one SDK client per store, built once.
-    pub fn from_aws(aws: &SdkConfig, settings: &Settings) -> Self {
-        let dynamodb = DynamoDbStore::new(
-            aws_sdk_dynamodb::Client::new(aws),
-            settings.table_name.as_str(),
-        );
-        let parameters = ParameterStore::new(
-            aws_sdk_ssm::Client::new(aws),
-            settings.parameter_root.as_str(),
-        );
-        Self::new(
-            settings.router.clone(),
-            CachedStore::new(Arc::new(dynamodb), settings.dynamodb_cache),
-            CachedStore::new(Arc::new(parameters), settings.parameter_cache),
-        )
     }
 
     fn store(&self, kind: StoreKind) -> &CachedStore {

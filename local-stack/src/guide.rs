@@ -1,49 +1,11 @@
-//! `local-stack`: runs the whole system on this machine against moto and
-//! prints how to use it; `--walkthrough` runs the checked story instead and
-//! exits. Ctrl-C (or SIGTERM) stops everything it started.
+//! What the demo prints once the stack is up: every endpoint, a file of
+//! settings to source, and commands to try; and the signals that stop it.
 
-use std::time::{Duration, Instant};
+use crate::process::workspace_root;
+use crate::stack::{ALICE, BOB, CLOUD_MAP_NAMESPACE, CLOUD_MAP_SERVICE, LocalStack, SERVICE};
 
-use tenant_config_e2e::process::workspace_root;
-use tenant_config_e2e::stack::{
-    ALICE, BOB, CLOUD_MAP_NAMESPACE, CLOUD_MAP_SERVICE, LocalStack, SERVICE, StackOptions,
-};
-
-#[tokio::main]
-async fn main() {
-    let walkthrough = std::env::args().any(|a| a == "--walkthrough");
-    let started = Instant::now();
-    let progress =
-        |name: &str, took: Duration| eprintln!("  ✓ {name:<58} {:>6} ms", took.as_millis());
-    eprintln!("Starting tenant-config locally…");
-    let mut stack = match LocalStack::start(StackOptions::with_agents(2), &progress).await {
-        Ok(stack) => stack,
-        Err(e) => {
-            eprintln!("local stack failed: {e}");
-            std::process::exit(1);
-        }
-    };
-    eprintln!("Ready in {:.1} s.", started.elapsed().as_secs_f64());
-    if walkthrough {
-        let result = tenant_config_e2e::walkthrough::run(&mut stack).await;
-        drop(stack);
-        if let Err(e) = result {
-            eprintln!("{e}");
-            std::process::exit(1);
-        }
-        return;
-    }
-    if let Err(e) = print_guide(&stack).await {
-        eprintln!("{e}");
-        std::process::exit(1);
-    }
-    wait_for_stop_signal().await;
-    eprintln!("stopping…");
-    drop(stack);
-    eprintln!("stopped.");
-}
-
-async fn print_guide(stack: &LocalStack) -> Result<(), String> {
+/// Writes `target/local-stack.env` and prints how to use the running stack.
+pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
     let alice = stack.token(ALICE).await?;
     let bob = stack.token(BOB).await?;
     let env_file = workspace_root().join("target/local-stack.env");
@@ -137,7 +99,7 @@ async fn print_guide(stack: &LocalStack) -> Result<(), String> {
 }
 
 /// Ctrl-C, SIGTERM or SIGHUP (terminal closed): all mean stop and clean up.
-async fn wait_for_stop_signal() {
+pub async fn wait_for_stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hangup)) = (
         signal(SignalKind::terminate()),

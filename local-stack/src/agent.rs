@@ -116,37 +116,6 @@ impl AgentProcess {
         service: &str,
         key: &str,
     ) -> Result<String, tonic::Status> {
-        get_config(&self.endpoint(), token, service, key).await
+        tenant_config_admin::agent_client::get_config(&self.endpoint(), token, service, key).await
     }
-}
-
-/// GetConfig through the agent at `endpoint` (`http://host:port`) as a caller
-/// with `token`; returns the value's JSON text.
-pub async fn get_config(
-    endpoint: &str,
-    token: &str,
-    service: &str,
-    key: &str,
-) -> Result<String, tonic::Status> {
-    use tenant_config_shared::refresh::proto::GetConfigRequest;
-    use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut request = tonic::Request::new(GetConfigRequest {
-        service: service.into(),
-        key: key.into(),
-    });
-    let bearer = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| tonic::Status::invalid_argument("token is not valid metadata"))?;
-    request.metadata_mut().insert("authorization", bearer);
-    let response = ConfigReaderClient::new(channel)
-        .get_config(request)
-        .await?
-        .into_inner();
-    Ok(response.value.map(|v| v.value_json).unwrap_or_default())
 }

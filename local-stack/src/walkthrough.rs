@@ -6,8 +6,8 @@ use std::future::Future;
 use std::time::Instant;
 use tenant_config_shared::ItemKey;
 
-use crate::admin::{ParameterKind, Target};
 use crate::stack::{ALICE, BOB, LocalStack, PARAMETER_ROOT, SERVICE, TABLE};
+use tenant_config_admin::values::{ParameterKind, Target};
 
 fn check(condition: bool, what: impl Into<String>) -> Result<(), String> {
     if condition { Ok(()) } else { Err(what.into()) }
@@ -152,10 +152,14 @@ async fn steps(stack: &mut LocalStack, passed: &mut usize) -> Result<(), String>
         let alice = alice.clone();
         async move {
             for agent in agents {
-                let value =
-                    crate::agent::get_config(&agent, &alice, SERVICE, "param_config_endpoint")
-                        .await
-                        .map_err(|s| format!("{agent}: {:?} {}", s.code(), s.message()))?;
+                let value = tenant_config_admin::agent_client::get_config(
+                    &agent,
+                    &alice,
+                    SERVICE,
+                    "param_config_endpoint",
+                )
+                .await
+                .map_err(|s| format!("{agent}: {:?} {}", s.code(), s.message()))?;
                 check(
                     value == format!("\"{expected}\""),
                     format!("{agent} serves {value}, not {expected}"),

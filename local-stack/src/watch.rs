@@ -88,43 +88,10 @@ impl LambdaWatch {
         function: &str,
         payload: &serde_json::Value,
     ) -> Result<Result<serde_json::Value, String>, String> {
-        invoke(&self.base_url, function, payload).await
+        tenant_config_admin::events::invoke(&self.base_url, function, payload).await
     }
 
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
-}
-
-/// Invokes `function` through a Lambda Invoke API (`cargo lambda watch`
-/// serves one). The outer `Err` is a transport failure; the inner `Err`
-/// carries the function's error payload.
-pub async fn invoke(
-    base_url: &str,
-    function: &str,
-    payload: &serde_json::Value,
-) -> Result<Result<serde_json::Value, String>, String> {
-    let response = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .map_err(|e| e.to_string())?
-        .post(format!(
-            "{base_url}/2015-03-31/functions/{function}/invocations"
-        ))
-        .json(payload)
-        .send()
-        .await
-        .map_err(|e| format!("invoke {function}: {e}"))?;
-    let function_error =
-        response.headers().contains_key("x-amz-function-error") || !response.status().is_success();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| format!("invoke {function}: {e}"))?;
-    if function_error {
-        return Ok(Err(text));
-    }
-    Ok(Ok(
-        serde_json::from_str(&text).map_err(|e| format!("invoke {function}: {e}: {text}"))?
-    ))
 }

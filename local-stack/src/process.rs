@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Root of the workspace (this crate lives in `tests/`).
+/// Root of the workspace (this crate lives in `local-stack/`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("tests/ has a parent")
+        .expect("local-stack/ has a parent")
         .to_path_buf()
 }
 

@@ -1,15 +1,12 @@
-//! `tenant-config-admin`: put, get and delete a tenant's configuration in
-//! either store (validated and routed exactly like the API), mint an ID token
-//! for a local user, read through an agent, and tell config-refresh that a key
-//! changed. Settings come from the same environment variables the functions
-//! read; after `bash tests/demo.sh`, `set -a; . target/local-stack.env; set +a`
-//! points everything at the local stack.
+//! The `tenant-config-admin` command line: arguments and what each command does.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use tenant_config_e2e::admin::{ParameterKind, Target};
-use tenant_config_e2e::stack::{PASSWORD, change_event};
-use tenant_config_e2e::{agent, seed, watch};
+
+use crate::events::{change_event, invoke};
+use crate::values::{ParameterKind, Target};
+use crate::{agent_client, tokens};
 use tenant_config_shared::ItemKey;
+use tenant_config_shared::aws::Aws;
 use tenant_config_shared::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
 
 #[derive(Parser)]
@@ -17,7 +14,7 @@ use tenant_config_shared::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_P
     version,
     about = "Administer tenant-config: values, tokens, refresh events"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
     /// DynamoDB table of tenant configuration.
@@ -80,7 +77,7 @@ enum Command {
     Token {
         username: String,
         /// Defaults to the local stack's demo password.
-        #[arg(long, env = "TENANT_CONFIG_PASSWORD", default_value = PASSWORD, hide_default_value = true)]
+        #[arg(long, env = "TENANT_CONFIG_PASSWORD", default_value = tokens::LOCAL_DEMO_PASSWORD, hide_default_value = true)]
         password: String,
         /// App client; defaults to the first of COGNITO_CLIENT_IDS.
         #[arg(long, env = "COGNITO_CLIENT_IDS", value_delimiter = ',')]
@@ -112,21 +109,15 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() {
-    if let Err(error) = run(Cli::parse()).await {
-        eprintln!("error: {error}");
-        std::process::exit(1);
-    }
-}
-
-async fn run(cli: Cli) -> Result<(), String> {
+/// Runs one command; the error is what the operator reads.
+pub async fn run(cli: Cli) -> Result<(), String> {
     let target = Target {
         table: cli.table,
         parameter_root: cli.parameter_root,
-        router: KeyRouter::new(&cli.dynamodb_prefix, &cli.parameter_prefix)?,
+        router: KeyRouter::new(&cli.dynamodb_prefix, &cli.parameter_prefix)
+            .map_err(|e| e.to_string())?,
     };
-    let aws = || aws_config::load_from_env();
+    let aws = || async { Aws::from_env().await.sdk_config().clone() };
     match cli.command {
         Command::Put {
             tenant,
@@ -177,7 +168,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .ok_or("name an app client with --client-id or COGNITO_CLIENT_IDS")?;
             println!(
                 "{}",
-                seed::id_token(&aws().await, client_id, &username, &password).await?
+                tokens::id_token(&aws().await, client_id, &username, &password).await?
             );
         }
         Command::AgentGet {
@@ -186,7 +177,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             service,
             key,
         } => {
-            let value = agent::get_config(&agent, &token, &service, &key)
+            let value = agent_client::get_config(&agent, &token, &service, &key)
                 .await
                 .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
             println!("{value}");
@@ -211,7 +202,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let url = invoke_url.ok_or(
                 "name config-refresh's invoke API with --invoke-url or TENANT_CONFIG_INVOKE_URL",
             )?;
-            match watch::invoke(&url, "config-refresh", &event).await? {
+            match invoke(&url, "config-refresh", &event).await? {
                 Ok(answer) => println!("{answer}"),
                 Err(error) => return Err(format!("config-refresh failed: {error}")),
             }

@@ -1,5 +1,5 @@
 //! The agent's gRPC services: ConfigReader for callers, ConfigRefresh for
-//! config-refresh. Both run on the shared core (same stores, same caches).
+//! config-refresh. Both run on the same read use cases (same stores, same caches).
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::auth::TokenVerifier;
 use crate::domain::ItemKey;
 use crate::error::ConfigError;
+use crate::reads::{ConfigReads, Entry};
 use crate::refresh::proto::config_reader_server::ConfigReader;
 use crate::refresh::proto::config_refresh_server::ConfigRefresh;
 use crate::refresh::proto::{
@@ -18,7 +19,6 @@ use crate::refresh::proto::{
 use crate::refresh::signing::{
     RefreshAuthenticator, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, unix_ms_now,
 };
-use crate::service::{ConfigService, Entry};
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 /// gRPC status for a library error, derived from the one HTTP mapping.
@@ -52,12 +52,12 @@ fn config_value(key: &ConfigKey, entry: &Entry) -> ConfigValue {
 /// in the `authorization` metadata.
 pub struct ReaderService {
     verifier: Arc<TokenVerifier>,
-    service: ConfigService,
+    reads: ConfigReads,
 }
 
 impl ReaderService {
-    pub fn new(verifier: Arc<TokenVerifier>, service: ConfigService) -> Self {
-        Self { verifier, service }
+    pub fn new(verifier: Arc<TokenVerifier>, reads: ConfigReads) -> Self {
+        Self { verifier, reads }
     }
 
     async fn tenant(&self, metadata: &MetadataMap) -> Result<TenantId, ConfigError> {
@@ -82,7 +82,7 @@ impl ConfigReader for ReaderService {
                 ServiceName::parse(&body.service)?,
                 ConfigKey::parse(&body.key)?,
             );
-            let entry = self.service.get(&tenant, &service, &key).await?;
+            let entry = self.reads.get(&tenant, &service, &key).await?;
             Ok::<_, ConfigError>(GetConfigResponse {
                 service: service.to_string(),
                 value: Some(config_value(&key, &entry)),
@@ -99,10 +99,10 @@ impl ConfigReader for ReaderService {
             let tenant = self.tenant(request.metadata()).await?;
             let body = request.get_ref();
             let service = ServiceName::parse(&body.service)?;
-            if body.keys.len() > crate::service::MAX_BATCH_KEYS {
+            if body.keys.len() > crate::reads::MAX_BATCH_KEYS {
                 return Err(ConfigError::BadRequest(format!(
                     "at most {} keys per request",
-                    crate::service::MAX_BATCH_KEYS
+                    crate::reads::MAX_BATCH_KEYS
                 )));
             }
             let keys = body
@@ -110,7 +110,7 @@ impl ConfigReader for ReaderService {
                 .iter()
                 .map(|k| ConfigKey::parse(k))
                 .collect::<Result<Vec<_>, _>>()?;
-            let batch = self.service.get_many(&tenant, &service, &keys).await?;
+            let batch = self.reads.get_many(&tenant, &service, &keys).await?;
             Ok(GetConfigsResponse {
                 service: service.to_string(),
                 values: batch
@@ -128,14 +128,14 @@ impl ConfigReader for ReaderService {
 /// Receives signed Refresh calls and drops exactly the named cache entry.
 pub struct RefreshService {
     authenticator: RefreshAuthenticator,
-    service: ConfigService,
+    reads: ConfigReads,
 }
 
 impl RefreshService {
-    pub fn new(authenticator: RefreshAuthenticator, service: ConfigService) -> Self {
+    pub fn new(authenticator: RefreshAuthenticator, reads: ConfigReads) -> Self {
         Self {
             authenticator,
-            service,
+            reads,
         }
     }
 }
@@ -166,10 +166,7 @@ impl ConfigRefresh for RefreshService {
         }
         let item =
             ItemKey::parse(&body.tenant_id, &body.service, &body.key).map_err(|e| status(&e))?;
-        self.service
-            .invalidate(&item)
-            .await
-            .map_err(|e| status(&e))?;
+        self.reads.invalidate(&item).await.map_err(|e| status(&e))?;
         tracing::info!(
             entry = %item.cache_key(),
             operation = body.operation().as_str_name(),

@@ -1,23 +1,18 @@
-//! Puts resources and data into a local AWS (moto): the table, the user pool
-//! with tenant users, and configuration values. Used by the local stack and
-//! the end-to-end tests alike.
+//! Creates in a local AWS (moto) what the SAM template creates in AWS: the
+//! table, the user pool with tenant users, the refresh key, the Cloud Map
+//! namespace and service. Values are written with `tenant_config_admin`.
 
 use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider as cognito;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use aws_sdk_ssm::types::ParameterType;
 use cognito::types::{
-    AttributeDataType, AttributeType, AuthFlowType, ExplicitAuthFlowsType, SchemaAttributeType,
+    AttributeDataType, AttributeType, ExplicitAuthFlowsType, SchemaAttributeType,
 };
-use tenant_config_shared::ItemKey;
 use tenant_config_shared::auth::TENANT_CLAIM;
-use tenant_config_shared::store::dynamodb::{
-    PARTITION_KEY, SORT_KEY, VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, key_attributes,
-};
-use tenant_config_shared::store::ssm::parameter_name;
+use tenant_config_shared::store::dynamodb::{PARTITION_KEY, SORT_KEY};
 
 use crate::moto::REGION;
 
@@ -165,80 +160,6 @@ pub async fn create_user(
     Ok(())
 }
 
-/// Signs a user in as an app would (InitiateAuth, USER_PASSWORD_AUTH) and
-/// returns the ID token.
-pub async fn id_token(
-    aws: &SdkConfig,
-    client_id: &str,
-    username: &str,
-    password: &str,
-) -> Result<String, String> {
-    let client = cognito::Client::new(aws);
-    let auth = client
-        .initiate_auth()
-        .client_id(client_id)
-        .auth_flow(AuthFlowType::UserPasswordAuth)
-        .auth_parameters("USERNAME", username)
-        .auth_parameters("PASSWORD", password)
-        .send()
-        .await
-        .map_err(|e| err("InitiateAuth")(&cognito::error::DisplayErrorContext(e)))?;
-    auth.authentication_result()
-        .and_then(|r| r.id_token())
-        .map(str::to_owned)
-        .ok_or_else(|| "InitiateAuth returned no ID token".to_owned())
-}
-
-/// Writes a value to the DynamoDB table (string attribute) with a version.
-pub async fn put_item(
-    aws: &SdkConfig,
-    table: &str,
-    (tenant, service, key): (&str, &str, &str),
-    value: &str,
-    version: i64,
-) -> Result<(), String> {
-    let item = ItemKey::parse(tenant, service, key).map_err(|e| e.to_string())?;
-    let mut attributes = key_attributes(&item.tenant, &item.service, &item.key);
-    attributes.insert(
-        VALUE_ATTRIBUTE.to_owned(),
-        AttributeValue::S(value.to_owned()),
-    );
-    attributes.insert(
-        VERSION_ATTRIBUTE.to_owned(),
-        AttributeValue::N(version.to_string()),
-    );
-    aws_sdk_dynamodb::Client::new(aws)
-        .put_item()
-        .table_name(table)
-        .set_item(Some(attributes))
-        .send()
-        .await
-        .map_err(|e| err("PutItem")(&aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    Ok(())
-}
-
-/// Writes (or overwrites) a parameter `{root}/{tenant}/{service}/{key}`.
-pub async fn put_parameter(
-    aws: &SdkConfig,
-    root: &str,
-    (tenant, service, key): (&str, &str, &str),
-    value: &str,
-    kind: ParameterType,
-) -> Result<String, String> {
-    let item = ItemKey::parse(tenant, service, key).map_err(|e| e.to_string())?;
-    let name = parameter_name(root, &item.tenant, &item.service, &item.key);
-    aws_sdk_ssm::Client::new(aws)
-        .put_parameter()
-        .name(&name)
-        .value(value)
-        .r#type(kind)
-        .overwrite(true)
-        .send()
-        .await
-        .map_err(|e| err("PutParameter")(&aws_sdk_ssm::error::DisplayErrorContext(e)))?;
-    Ok(name)
-}
-
 /// Ids of the Cloud Map namespace and service the agents register in.
 #[derive(Debug, Clone)]
 pub struct CloudMap {
@@ -300,7 +221,7 @@ pub async fn discovered_instance_ids(
     cloud_map: &CloudMap,
 ) -> Result<Vec<String>, String> {
     use aws_sdk_servicediscovery as sd;
-    let client = tenant_config_shared::refresh::discovery::cloud_map_client(aws);
+    let client = tenant_config_shared::aws::Aws::from_config(aws.clone()).cloud_map();
     let output = client
         .discover_instances()
         .namespace_name(&cloud_map.namespace)

@@ -1,19 +1,17 @@
-//! What an operator does by hand: put, get and delete a tenant's
-//! configuration (validated and routed exactly like the API), mint a token
-//! for a local user, and tell config-refresh that a key changed. Used by the
-//! `tenant-config-admin` CLI, the demo's walk-through and the tests.
+//! Put, get and delete a tenant's configuration in either store, validated and
+//! routed exactly like the API. Used by the CLI, the local stack's seeding and
+//! walk-through, and the tests.
 
 use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_ssm::types::ParameterType;
 use serde_json::Value;
 use tenant_config_shared::domain::{Found, ReadMode};
 use tenant_config_shared::routing::KeyRouter;
-use tenant_config_shared::store::dynamodb::key_attributes;
+use tenant_config_shared::store::dynamodb::{VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, key_attributes};
 use tenant_config_shared::store::ssm::parameter_name;
 use tenant_config_shared::store::{ConfigStore, DynamoDbStore, ParameterStore};
 use tenant_config_shared::{ItemKey, StoreKind};
-
-use crate::seed;
 
 /// Where configuration lives: the same settings the functions read.
 #[derive(Debug, Clone)]
@@ -32,7 +30,7 @@ pub enum ParameterKind {
 }
 
 impl ParameterKind {
-    fn sdk(self) -> ParameterType {
+    pub fn sdk(self) -> ParameterType {
         match self {
             ParameterKind::String => ParameterType::String,
             ParameterKind::StringList => ParameterType::StringList,
@@ -60,11 +58,6 @@ impl Target {
         value: &str,
         kind: ParameterKind,
     ) -> Result<StoreKind, String> {
-        let parts = (
-            item.tenant.as_str(),
-            item.service.as_str(),
-            item.key.as_str(),
-        );
         match self.store(item)? {
             StoreKind::DynamoDb if kind != ParameterKind::String => Err(
                 "DynamoDB keys hold plain values; use a Parameter Store key for lists and secrets"
@@ -72,11 +65,11 @@ impl Target {
             ),
             StoreKind::DynamoDb => {
                 let version = self.next_version(aws, item).await?;
-                seed::put_item(aws, &self.table, parts, value, version).await?;
+                put_item(aws, &self.table, item, value, version).await?;
                 Ok(StoreKind::DynamoDb)
             }
             StoreKind::ParameterStore => {
-                seed::put_parameter(aws, &self.parameter_root, parts, value, kind.sdk()).await?;
+                put_parameter(aws, &self.parameter_root, item, value, kind).await?;
                 Ok(StoreKind::ParameterStore)
             }
         }
@@ -168,4 +161,63 @@ impl Target {
             }
         }
     }
+}
+
+/// Writes a value to the DynamoDB table (string attribute) with a version.
+pub async fn put_item(
+    aws: &SdkConfig,
+    table: &str,
+    item: &ItemKey,
+    value: &str,
+    version: i64,
+) -> Result<(), String> {
+    let mut attributes = key_attributes(&item.tenant, &item.service, &item.key);
+    attributes.insert(
+        VALUE_ATTRIBUTE.to_owned(),
+        AttributeValue::S(value.to_owned()),
+    );
+    attributes.insert(
+        VERSION_ATTRIBUTE.to_owned(),
+        AttributeValue::N(version.to_string()),
+    );
+    aws_sdk_dynamodb::Client::new(aws)
+        .put_item()
+        .table_name(table)
+        .set_item(Some(attributes))
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "PutItem: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e)
+            )
+        })?;
+    Ok(())
+}
+
+/// Writes (or overwrites) the parameter `{root}/{tenant}/{service}/{key}`;
+/// returns its name.
+pub async fn put_parameter(
+    aws: &SdkConfig,
+    root: &str,
+    item: &ItemKey,
+    value: &str,
+    kind: ParameterKind,
+) -> Result<String, String> {
+    let name = parameter_name(root, &item.tenant, &item.service, &item.key);
+    aws_sdk_ssm::Client::new(aws)
+        .put_parameter()
+        .name(&name)
+        .value(value)
+        .r#type(kind.sdk())
+        .overwrite(true)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "PutParameter: {}",
+                aws_sdk_ssm::error::DisplayErrorContext(e)
+            )
+        })?;
+    Ok(name)
 }

@@ -5,7 +5,10 @@
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
-use aws_sdk_ssm::types::ParameterType;
+use tenant_config_admin::events::change_event;
+use tenant_config_admin::tokens::id_token;
+use tenant_config_admin::values::{ParameterKind, put_item, put_parameter};
+use tenant_config_shared::ItemKey;
 
 use crate::agent::AgentProcess;
 use crate::moto::MotoServer;
@@ -21,7 +24,7 @@ pub const CLOUD_MAP_SERVICE: &str = "config-agent";
 /// config-refresh's per-agent deadline in the local stack.
 pub const REFRESH_DEADLINE_MS: u64 = 2000;
 pub const SERVICE: &str = "billing";
-pub const PASSWORD: &str = "Corr3ct-Horse-Battery!";
+pub const PASSWORD: &str = tenant_config_admin::tokens::LOCAL_DEMO_PASSWORD;
 
 /// A user of the seeded pool.
 #[derive(Debug, Clone, Copy)]
@@ -60,30 +63,30 @@ pub const DYNAMODB_ITEMS: &[(&str, &str, &str)] = &[
 ];
 
 /// Seeded parameters: (tenant, key, value, type).
-pub const PARAMETERS: &[(&str, &str, &str, ParameterType)] = &[
+pub const PARAMETERS: &[(&str, &str, &str, ParameterKind)] = &[
     (
         "tenant-a",
         "param_config_endpoint",
         "https://billing.tenant-a.example",
-        ParameterType::String,
+        ParameterKind::String,
     ),
     (
         "tenant-a",
         "param_config_regions",
         "eu-west-1,us-east-1",
-        ParameterType::StringList,
+        ParameterKind::StringList,
     ),
     (
         "tenant-a",
         "param_config_db_password",
         "tenant-a-db-secret",
-        ParameterType::SecureString,
+        ParameterKind::SecureString,
     ),
     (
         "tenant-b",
         "param_config_endpoint",
         "https://billing.tenant-b.example",
-        ParameterType::String,
+        ParameterKind::String,
     ),
 ];
 
@@ -158,17 +161,10 @@ impl LocalStack {
                 seed::create_user(&aws, &pool, user.username, PASSWORD, user.tenant).await?;
             }
             for (tenant, key, value) in DYNAMODB_ITEMS {
-                seed::put_item(&aws, TABLE, (tenant, SERVICE, key), value, 1).await?;
+                put_item(&aws, TABLE, &demo_item(tenant, key)?, value, 1).await?;
             }
             for (tenant, key, value, kind) in PARAMETERS {
-                seed::put_parameter(
-                    &aws,
-                    PARAMETER_ROOT,
-                    (tenant, SERVICE, key),
-                    value,
-                    kind.clone(),
-                )
-                .await?;
+                put_parameter(&aws, PARAMETER_ROOT, &demo_item(tenant, key)?, value, *kind).await?;
             }
             Ok(pool)
         })
@@ -226,12 +222,12 @@ impl LocalStack {
         key: &str,
         value: &str,
     ) -> Result<String, String> {
-        seed::put_parameter(
+        put_parameter(
             &self.aws,
             PARAMETER_ROOT,
-            (tenant, SERVICE, key),
+            &demo_item(tenant, key)?,
             value,
-            ParameterType::String,
+            ParameterKind::String,
         )
         .await
     }
@@ -250,7 +246,7 @@ impl LocalStack {
 
     /// A fresh ID token for a seeded user, from moto's Cognito.
     pub async fn token(&self, user: DemoUser) -> Result<String, String> {
-        seed::id_token(&self.aws, &self.pool.client_id, user.username, PASSWORD).await
+        id_token(&self.aws, &self.pool.client_id, user.username, PASSWORD).await
     }
 
     /// GETs a config-api path, with `Authorization: Bearer {token}` when given.
@@ -285,6 +281,11 @@ impl LocalStack {
     }
 }
 
+/// An entry of the demo service.
+pub fn demo_item(tenant: &str, key: &str) -> Result<ItemKey, String> {
+    ItemKey::parse(tenant, SERVICE, key).map_err(|e| e.to_string())
+}
+
 /// Environment for the functions and agents: AWS endpoint plus every
 /// setting they read.
 pub fn function_env(
@@ -310,40 +311,4 @@ pub fn function_env(
         ("RUST_LOG".into(), "info".into()),
     ]);
     env
-}
-
-/// A "Parameter Store Change" event as EventBridge delivers it, with a new id.
-pub fn change_event(operation: &str, parameter_name: &str) -> serde_json::Value {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let id = format!(
-        "local-{}-{nanos}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    serde_json::json!({
-        "version": "0",
-        "id": id,
-        "detail-type": "Parameter Store Change",
-        "source": "aws.ssm",
-        "account": "123456789012",
-        "time": time_now_rfc3339(),
-        "region": crate::moto::REGION,
-        "resources": [format!("arn:aws:ssm:{}:123456789012:parameter{parameter_name}", crate::moto::REGION)],
-        "detail": {"operation": operation, "name": parameter_name, "type": "String", "description": ""}
-    })
-}
-
-/// Now as RFC 3339 UTC with second precision (what EventBridge writes).
-fn time_now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    aws_smithy_types::DateTime::from_secs(secs as i64)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_default()
 }

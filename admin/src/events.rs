@@ -1,0 +1,78 @@
+//! Change events as AWS delivers them, and the Lambda Invoke API call that
+//! hands one to config-refresh (`cargo lambda watch` serves that API locally).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// A "Parameter Store Change" event as EventBridge delivers it, with a new id.
+/// Its region is `AWS_REGION` (default `us-east-1`).
+pub fn change_event(operation: &str, parameter_name: &str) -> Value {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let id = format!(
+        "local-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
+    json!({
+        "version": "0",
+        "id": id,
+        "detail-type": "Parameter Store Change",
+        "source": "aws.ssm",
+        "account": "123456789012",
+        "time": time_now_rfc3339(),
+        "region": region,
+        "resources": [format!("arn:aws:ssm:{region}:123456789012:parameter{parameter_name}")],
+        "detail": {"operation": operation, "name": parameter_name, "type": "String", "description": ""}
+    })
+}
+
+/// Now as RFC 3339 UTC with second precision (what EventBridge writes).
+fn time_now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    aws_smithy_types::DateTime::from_secs(secs as i64)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_default()
+}
+
+/// Invokes `function` through a Lambda Invoke API at `base_url`. The outer
+/// `Err` is a transport failure; the inner `Err` carries the function's
+/// error payload.
+pub async fn invoke(
+    base_url: &str,
+    function: &str,
+    payload: &Value,
+) -> Result<Result<Value, String>, String> {
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .map_err(|e| e.to_string())?
+        .post(format!(
+            "{base_url}/2015-03-31/functions/{function}/invocations"
+        ))
+        .json(payload)
+        .send()
+        .await
+        .map_err(|e| format!("invoke {function}: {e}"))?;
+    let function_error =
+        response.headers().contains_key("x-amz-function-error") || !response.status().is_success();
+    let text = response
+        .text()
+        .await
+        .map_err(|e| format!("invoke {function}: {e}"))?;
+    if function_error {
+        return Ok(Err(text));
+    }
+    Ok(Ok(
+        serde_json::from_str(&text).map_err(|e| format!("invoke {function}: {e}: {text}"))?
+    ))
+}

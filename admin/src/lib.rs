@@ -1,0 +1,15 @@
+//! What an operator does by hand, as a library (the `tenant-config-admin`
+//! binary, the local stack and the tests all use it):
+//!
+//! - [`values`]: put, get and delete a tenant's values, validated and routed
+//!   exactly like the API
+//! - [`tokens`]: sign a user in and get the ID token a service would send
+//! - [`agent_client`]: read through a config agent over gRPC
+//! - [`events`]: the "Parameter Store Change" event EventBridge sends, and the
+//!   Lambda Invoke API call that delivers it to config-refresh
+
+pub mod agent_client;
+pub mod cli;
+pub mod events;
+pub mod tokens;
+pub mod values;

@@ -1,0 +1,32 @@
+//! Signing a user in as an app would, to get the ID token it sends.
+
+use aws_config::SdkConfig;
+use aws_sdk_cognitoidentityprovider as cognito;
+use cognito::types::AuthFlowType;
+
+/// The password of the local stack's demo users (never used in AWS).
+pub const LOCAL_DEMO_PASSWORD: &str = "Corr3ct-Horse-Battery!";
+
+/// Signs a user in as an app would (InitiateAuth, USER_PASSWORD_AUTH) and
+/// returns the ID token.
+pub async fn id_token(
+    aws: &SdkConfig,
+    client_id: &str,
+    username: &str,
+    password: &str,
+) -> Result<String, String> {
+    let client = cognito::Client::new(aws);
+    let auth = client
+        .initiate_auth()
+        .client_id(client_id)
+        .auth_flow(AuthFlowType::UserPasswordAuth)
+        .auth_parameters("USERNAME", username)
+        .auth_parameters("PASSWORD", password)
+        .send()
+        .await
+        .map_err(|e| format!("InitiateAuth: {}", cognito::error::DisplayErrorContext(e)))?;
+    auth.authentication_result()
+        .and_then(|r| r.id_token())
+        .map(str::to_owned)
+        .ok_or_else(|| "InitiateAuth returned no ID token".to_owned())
+}

@@ -1,0 +1,107 @@
+//! (1) Warm read in-process through the handler config-api runs, vs. Powertools + PyJWT.
+
+use std::time::{Duration, Instant};
+
+use tenant_config_local_stack::stack::{ALICE, LocalStack};
+use tenant_config_shared::api::ApiRequest;
+use tenant_config_shared::aws::Aws;
+use tenant_config_shared::settings::LAMBDA_CACHE_DEFAULTS;
+
+use crate::baseline::{ns, python_baseline, ratio, settings};
+use crate::chart::Comparison;
+use crate::report::{Report, Row};
+use crate::stats::{Summary, human};
+
+impl Report {
+    /// (1) Warm read in-process through the handler config-api runs.
+    pub async fn warm_read(&mut self, stack: &LocalStack) -> Result<(), String> {
+        let api = Aws::from_config(stack.aws.clone())
+            .config_api(&settings(stack, LAMBDA_CACHE_DEFAULTS)?)
+            .map_err(|e| e.to_string())?;
+        let token = stack.token(ALICE).await?;
+        let bearer = format!("Bearer {token}");
+        let request = ApiRequest {
+            method: "GET",
+            path: "/v1/config/billing/param_config_endpoint",
+            authorization: Some(&bearer),
+            keys: None,
+        };
+        let first = api.handle(&request).await;
+        if first.status != 200 {
+            return Err(format!("warm read: {} {}", first.status, first.body));
+        }
+        let mut samples = Vec::with_capacity(self.sizes.warm_iterations);
+        for _ in 0..self.sizes.warm_iterations {
+            let started = Instant::now();
+            let response = api.handle(&request).await;
+            samples.push(started.elapsed());
+            if response.status != 200 {
+                return Err(format!("warm read: {}", response.status));
+            }
+        }
+        let ours = Summary::of(samples);
+        let baseline = python_baseline(
+            stack,
+            &[
+                "warm-read".into(),
+                "--token".into(),
+                token,
+                "--jwks-url".into(),
+                stack.pool.jwks_url.clone(),
+                "--issuer".into(),
+                stack.pool.issuer.clone(),
+                "--client-id".into(),
+                stack.pool.client_id.clone(),
+                "--iterations".into(),
+                self.sizes.baseline_iterations.to_string(),
+            ],
+        )?;
+        let (b50, b99) = (ns(&baseline, "p50_ns"), ns(&baseline, "p99_ns"));
+        let speedup = ratio(b50, ours.p50);
+        self.compare(Comparison {
+            title: "1. Warm read in-process, p50".into(),
+            ours: ours.p50.as_secs_f64(),
+            ours_label: human(ours.p50),
+            baseline_name: "Powertools + PyJWT".into(),
+            baseline: b50.as_secs_f64(),
+            baseline_label: format!("{} ({speedup:.0}× ours)", human(b50)),
+        });
+        self.section(
+            "1. Warm read in-process (token verified + cache hit)",
+            vec![
+                Row {
+                    figure: "p50 per request".into(),
+                    ours: human(ours.p50),
+                    baseline: human(b50),
+                    target: "≤ 20 µs".into(),
+                    met: Some(ours.p50 <= Duration::from_micros(20)),
+                },
+                Row {
+                    figure: "p99 per request".into(),
+                    ours: human(ours.p99),
+                    baseline: human(b99),
+                    target: "".into(),
+                    met: None,
+                },
+                Row {
+                    figure: "speed-up at p50".into(),
+                    ours: format!("{speedup:.0}×"),
+                    baseline: "1×".into(),
+                    target: "≥ 20×".into(),
+                    met: Some(speedup >= 20.0),
+                },
+            ],
+            vec![
+                format!(
+                    "Ours: `ConfigApi::handle` (the code config-api runs per request: routing, token check from the verified-token cache, key validation, cache hit, JSON response), {} sequential requests.",
+                    ours.count
+                ),
+                format!(
+                    "Baseline: Powertools `SSMProvider.get(max_age=300)` + PyJWT `PyJWKClient` (cached JWKS) + `jwt.decode` (RS256, iss, aud) per request, {} requests, same token and parameter.",
+                    baseline["count"]
+                ),
+            ],
+        );
+        Ok(())
+    }
+}

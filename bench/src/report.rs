@@ -1,0 +1,113 @@
+//! The report: sections of rows (ours, baseline, target, verdict) rendered as
+//! Markdown, with the machine it ran on.
+
+use std::time::Duration;
+
+use crate::chart::{self, Comparison};
+use crate::sizes::Sizes;
+
+/// One row of the report.
+pub struct Row {
+    pub figure: String,
+    pub ours: String,
+    pub baseline: String,
+    pub target: String,
+    pub met: Option<bool>,
+}
+
+pub struct Report {
+    pub sizes: Sizes,
+    sections: Vec<(String, Vec<Row>, Vec<String>)>,
+    comparisons: Vec<Comparison>,
+}
+
+impl Report {
+    pub fn new(sizes: Sizes) -> Self {
+        Self {
+            sizes,
+            sections: Vec::new(),
+            comparisons: Vec::new(),
+        }
+    }
+
+    pub fn section(&mut self, title: &str, rows: Vec<Row>, notes: Vec<String>) {
+        eprintln!("  ✓ measured: {title}");
+        self.sections.push((title.to_owned(), rows, notes));
+    }
+
+    /// Adds a figure to the chart (ours beside its baseline).
+    pub fn compare(&mut self, comparison: Comparison) {
+        self.comparisons.push(comparison);
+    }
+
+    /// The chart of every comparison, as SVG.
+    pub fn chart(&self) -> String {
+        chart::svg(&self.comparisons)
+    }
+
+    /// The report as Markdown; `chart_file` is the chart's name beside it.
+    pub fn render(&self, took: Duration, chart_file: &str) -> String {
+        let machine = machine();
+        let mut out = String::new();
+        out.push_str("# Benchmark results\n\n");
+        out.push_str(&format!(
+            "Produced by `bash bench/run.sh`{} in one run of {:.0} s on {machine}. Every figure below, ours and baseline, was measured in that run.\n\n![tenant-config beside its baselines]({chart_file})\n\n",
+            if self.sizes.smoke { " --smoke (tiny sizes: figures are not meaningful)" } else { "" },
+            took.as_secs_f64()
+        ));
+        for (title, rows, notes) in &self.sections {
+            out.push_str(&format!("## {title}\n\n| figure | ours | baseline | target | |\n| --- | --- | --- | --- | --- |\n"));
+            for row in rows {
+                let verdict = match row.met {
+                    Some(true) => "met",
+                    Some(false) => "**missed**",
+                    None => "",
+                };
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} |\n",
+                    row.figure, row.ours, row.baseline, row.target, verdict
+                ));
+            }
+            out.push('\n');
+            for note in notes {
+                out.push_str(&format!("- {note}\n"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let rustc = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {memory}, {} ({rustc})",
+        std::env::consts::ARCH
+    )
+}

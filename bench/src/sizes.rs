@@ -1,0 +1,41 @@
+//! How much of everything to do: the full run, or the smoke run of the test command.
+
+use std::time::Duration;
+
+/// How much of everything to do.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub warm_iterations: usize,
+    pub baseline_iterations: usize,
+    pub contention_readers: usize,
+    pub http_requests: usize,
+    pub http_load: Duration,
+    pub fanout_sizes: &'static [usize],
+    pub fanout_repeats: usize,
+    pub propagation_agents: usize,
+    pub smoke: bool,
+}
+
+pub const FULL: Sizes = Sizes {
+    warm_iterations: 200_000,
+    baseline_iterations: 20_000,
+    contention_readers: 200,
+    http_requests: 300,
+    http_load: Duration::from_secs(10),
+    fanout_sizes: &[10, 100, 1000],
+    fanout_repeats: 5,
+    propagation_agents: 100,
+    smoke: false,
+};
+
+pub const SMOKE: Sizes = Sizes {
+    warm_iterations: 2_000,
+    baseline_iterations: 200,
+    contention_readers: 200,
+    http_requests: 20,
+    http_load: Duration::from_secs(1),
+    fanout_sizes: &[10],
+    fanout_repeats: 1,
+    propagation_agents: 10,
+    smoke: true,
+};

@@ -1,0 +1,80 @@
+//! API Gateway (REST, HTTP API, ALB) request and response ↔ the runtime-free
+//! [`ApiRequest`] / [`ApiResponse`] of `tenant_config_shared::api`.
+
+use lambda_http::http::header as http_header;
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+use tenant_config_shared::api::{ApiRequest, ApiResponse};
+
+pub fn to_api_request(request: &Request) -> ApiRequest<'_> {
+    let keys = request
+        .query_string_parameters_ref()
+        .and_then(|query| query.all("keys"))
+        .map(|values| match values.as_slice() {
+            [single] => Ok(*single),
+            _ => Err(()),
+        });
+    ApiRequest {
+        method: request.method().as_str(),
+        path: request.uri().path(),
+        authorization: request
+            .headers()
+            .get(http_header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        keys,
+    }
+}
+
+pub fn to_lambda_response(response: ApiResponse) -> Result<Response<Body>, Error> {
+    let mut builder = Response::builder().status(response.status);
+    for (name, value) in response.headers {
+        builder = builder.header(name, value);
+    }
+    Ok(builder.body(Body::Text(response.body))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::request::from_str;
+
+    fn request(fixture: &str) -> Request {
+        from_str(fixture).expect("fixture is an API Gateway event")
+    }
+
+    #[test]
+    fn rest_api_event_maps_path_token_and_keys() {
+        let event = request(include_str!("../../../events/apigw-rest-get-configs.json"));
+        let api = to_api_request(&event);
+        assert_eq!(api.method, "GET");
+        assert!(api.path.ends_with("/v1/config/billing"), "{}", api.path);
+        assert_eq!(api.authorization, Some("Bearer ${ID_TOKEN}"));
+        assert_eq!(
+            api.keys,
+            Some(Ok(
+                "tenant_config_limits,param_config_endpoint,param_config_regions"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_repeated_keys_parameter_is_flagged() {
+        let mut event: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/apigw-rest-get-configs.json"))
+                .unwrap();
+        event["multiValueQueryStringParameters"]["keys"] = serde_json::json!(["a", "b"]);
+        let event = request(&event.to_string());
+        assert_eq!(to_api_request(&event).keys, Some(Err(())));
+    }
+
+    #[test]
+    fn responses_keep_status_headers_and_body() {
+        let response = to_lambda_response(ApiResponse {
+            status: 409,
+            headers: vec![("cache-control", "no-store".to_owned())],
+            body: "{}".to_owned(),
+        })
+        .unwrap();
+        assert_eq!(response.status(), 409);
+        assert_eq!(response.headers()["cache-control"], "no-store");
+    }
+}

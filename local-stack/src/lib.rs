@@ -1,0 +1,22 @@
+//! The local stack: the whole system on one machine, against moto server.
+//! The demo (`local-stack`), the end-to-end tests and the benchmark all start
+//! it through [`stack::LocalStack`].
+//!
+//! - [`moto`]: moto server on a free loopback port (local AWS)
+//! - [`seed`]: what the SAM template creates in AWS: table, user pool and
+//!   users, refresh key, Cloud Map namespace and service
+//! - [`watch`]: config-api and config-refresh under `cargo lambda watch`
+//! - [`agent`]: `config-agent` processes registered in Cloud Map
+//! - [`process`]: child process groups that stop with their handle
+//! - [`stack`]: all of the above, seeded with the demo's tenants and values
+//! - [`walkthrough`]: the demo's story, checked step by step
+//! - [`guide`]: what the demo prints for a person to try
+
+pub mod agent;
+pub mod guide;
+pub mod moto;
+pub mod process;
+pub mod seed;
+pub mod stack;
+pub mod walkthrough;
+pub mod watch;

@@ -1,0 +1,186 @@
+//! Wiring: the one place where AWS SDK clients are built, and the AWS-backed
+//! adapters assembled from them. Entry points (the functions, the agent, the
+//! tools) ask this module for ready components and never name an SDK crate, so
+//! client settings (endpoints, interceptors, later timeouts and retries) live
+//! in one file.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use aws_sdk_servicediscovery::config::interceptors::BeforeSerializationInterceptorContextMut;
+use aws_sdk_servicediscovery::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_servicediscovery::error::BoxError;
+
+use crate::agent::server::{AgentServer, ReaderService, RefreshService};
+use crate::api::ConfigApi;
+use crate::auth::{JwksError, TokenVerifier};
+use crate::cache::CachedStore;
+use crate::reads::ConfigReads;
+use crate::refresh::discovery::{CloudMapInstances, DiscoveryError, Registration};
+use crate::refresh::fanout::Fanout;
+use crate::refresh::handler::Refresher;
+use crate::refresh::key::{RefreshKeyError, load_refresh_key};
+use crate::refresh::signing::{RefreshAuthenticator, RefreshKey};
+use crate::settings::{AgentSettings, RefreshSettings, RegistrationSettings, Settings};
+use crate::store::{DynamoDbStore, ParameterStore};
+
+/// Shared AWS configuration (region, credentials, endpoint) from which every
+/// client of a process is built, once, at init.
+#[derive(Clone)]
+pub struct Aws {
+    config: SdkConfig,
+}
+
+impl Aws {
+    /// Region, credentials and endpoint from the environment and the usual
+    /// AWS sources; `AWS_ENDPOINT_URL` is how local runs point at moto.
+    pub async fn from_env() -> Self {
+        Self::from_config(aws_config::load_from_env().await)
+    }
+
+    pub fn from_config(config: SdkConfig) -> Self {
+        Self { config }
+    }
+
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.config
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.config)
+    }
+
+    pub fn ssm(&self) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.config)
+    }
+
+    /// A Cloud Map client; with a custom endpoint URL (local runs) the host
+    /// prefix is stripped, with AWS endpoints it is kept.
+    pub fn cloud_map(&self) -> aws_sdk_servicediscovery::Client {
+        let mut config = aws_sdk_servicediscovery::config::Builder::from(&self.config);
+        if self.config.endpoint_url().is_some() {
+            config = config.interceptor(StripHostPrefix);
+        }
+        aws_sdk_servicediscovery::Client::from_conf(config.build())
+    }
+
+    /// The read use cases over DynamoDB and Parameter Store, each behind its
+    /// own cache.
+    pub fn config_reads(&self, settings: &Settings) -> ConfigReads {
+        let dynamodb = DynamoDbStore::new(self.dynamodb(), settings.table_name.as_str());
+        let parameters = ParameterStore::new(self.ssm(), settings.parameter_root.as_str());
+        ConfigReads::new(
+            settings.router.clone(),
+            CachedStore::new(Arc::new(dynamodb), settings.dynamodb_cache),
+            CachedStore::new(Arc::new(parameters), settings.parameter_cache),
+        )
+    }
+
+    /// config-api's handler: AWS-backed reads and the pool's JWKS over HTTP.
+    pub fn config_api(&self, settings: &Settings) -> Result<ConfigApi, JwksError> {
+        Ok(ConfigApi::new(
+            token_verifier(settings)?,
+            self.config_reads(settings),
+        ))
+    }
+
+    /// The shared refresh key from its SecureString parameter.
+    pub async fn refresh_key(
+        &self,
+        parameter: &str,
+        watched_root: &str,
+    ) -> Result<RefreshKey, RefreshKeyError> {
+        load_refresh_key(&self.ssm(), parameter, watched_root).await
+    }
+
+    /// config-refresh's handler: the refresh key, Cloud Map discovery and the
+    /// fan-out.
+    pub async fn refresher(
+        &self,
+        settings: &RefreshSettings,
+    ) -> Result<Refresher, RefreshKeyError> {
+        let key = self
+            .refresh_key(&settings.refresh_key_parameter, &settings.parameter_root)
+            .await?;
+        let instances = CloudMapInstances::new(
+            self.cloud_map(),
+            &settings.cloud_map_namespace,
+            &settings.cloud_map_service,
+        );
+        Ok(Refresher::new(
+            settings.parameter_root.clone(),
+            settings.router.clone(),
+            Arc::new(instances),
+            Fanout::new(key, settings.fanout),
+        ))
+    }
+
+    /// The agent's gRPC server: AWS-backed reads shared by ConfigReader and
+    /// ConfigRefresh, the pool's JWKS, the refresh key.
+    pub async fn agent_server(
+        &self,
+        settings: &Settings,
+        agent: &AgentSettings,
+    ) -> Result<AgentServer, AgentWiringError> {
+        let key = self
+            .refresh_key(&agent.refresh_key_parameter, &settings.parameter_root)
+            .await?;
+        let reads = self.config_reads(settings);
+        Ok(AgentServer::new(
+            ReaderService::new(token_verifier(settings)?, reads.clone()),
+            RefreshService::new(RefreshAuthenticator::new(key), reads),
+        )
+        .await)
+    }
+
+    /// Registers this agent in its Cloud Map service.
+    pub async fn register_agent(
+        &self,
+        registration: &RegistrationSettings,
+    ) -> Result<Registration, DiscoveryError> {
+        Registration::register(
+            self.cloud_map(),
+            &registration.service_id,
+            &registration.instance_id,
+            registration.address,
+        )
+        .await
+    }
+}
+
+/// Why the agent's server could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentWiringError {
+    #[error(transparent)]
+    RefreshKey(#[from] RefreshKeyError),
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+}
+
+fn token_verifier(settings: &Settings) -> Result<Arc<TokenVerifier>, JwksError> {
+    Ok(Arc::new(TokenVerifier::over_http(&settings.auth)?))
+}
+
+/// DiscoverInstances is served on the `data-` host prefix
+/// (`data-servicediscovery.{region}.amazonaws.com`). Against a custom endpoint
+/// such as a local moto (`http://127.0.0.1:PORT`) that prefix yields an
+/// unresolvable host, so it is removed before the request is built.
+#[derive(Debug)]
+struct StripHostPrefix;
+
+impl Intercept for StripHostPrefix {
+    fn name(&self) -> &'static str {
+        "StripHostPrefix"
+    }
+
+    fn modify_before_serialization(
+        &self,
+        _context: &mut BeforeSerializationInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state()
+            .unset::<aws_smithy_runtime_api::client::endpoint::EndpointPrefix>();
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! Real agent servers (ConfigReader, ConfigRefresh, health) on ephemeral
+//! loopback ports, over whatever stores a test gives them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenant_config_shared::StoreKind;
+use tenant_config_shared::agent::server::{AgentServer, ReaderService, RefreshService};
+use tenant_config_shared::auth::TokenVerifier;
+use tenant_config_shared::cache::{CacheSettings, CachedStore};
+use tenant_config_shared::reads::ConfigReads;
+use tenant_config_shared::refresh::signing::{RefreshAuthenticator, RefreshKey};
+use tenant_config_shared::routing::KeyRouter;
+use tenant_config_shared::store::MemoryStore;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::identity;
+
+/// Caches that only a Refresh empties within a test's lifetime.
+pub const HOUR_LONG_CACHE: CacheSettings = CacheSettings {
+    ttl: Duration::from_secs(3600),
+    not_found_ttl: Duration::from_secs(3600),
+    max_entries: 1000,
+};
+
+/// The refresh key the test agents and fan-outs share.
+pub fn refresh_key() -> RefreshKey {
+    RefreshKey::new(b"test-refresh-key-of-at-least-32-bytes!".to_vec())
+        .expect("the test key is long enough")
+}
+
+/// Reads over `parameters` (and an empty DynamoDB), with hour-long caches.
+pub fn hour_long_reads(parameters: Arc<MemoryStore>) -> ConfigReads {
+    ConfigReads::new(
+        KeyRouter::default(),
+        CachedStore::new(
+            Arc::new(MemoryStore::new(StoreKind::DynamoDb)),
+            HOUR_LONG_CACHE,
+        ),
+        CachedStore::new(parameters, HOUR_LONG_CACHE),
+    )
+}
+
+/// The server an agent runs: ConfigReader with `verifier`, ConfigRefresh with
+/// `key`, both over `reads`.
+pub async fn server(
+    verifier: Arc<TokenVerifier>,
+    reads: ConfigReads,
+    key: RefreshKey,
+) -> AgentServer {
+    AgentServer::new(
+        ReaderService::new(verifier, reads.clone()),
+        RefreshService::new(RefreshAuthenticator::new(key), reads),
+    )
+    .await
+}
+
+/// An agent serving on a loopback port; stops when dropped.
+pub struct TestAgent {
+    pub address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestAgent {
+    /// Trusts the fixture identity pool and [`refresh_key`].
+    pub async fn start(reads: ConfigReads) -> Self {
+        Self::start_with(identity::verifier(), reads, refresh_key()).await
+    }
+
+    pub async fn start_with(
+        verifier: Arc<TokenVerifier>,
+        reads: ConfigReads,
+        key: RefreshKey,
+    ) -> Self {
+        let server = server(verifier, reads, key).await;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let address = listener.local_addr().expect("bound address");
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(server.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            address,
+            stop: Some(stop),
+        }
+    }
+
+    /// `http://address`, for a tonic endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
