@@ -1,7 +1,7 @@
 //! Config agent processes (the real `config-agent` binary) for the local stack.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -35,20 +35,14 @@ impl AgentProcess {
             .env("AGENT_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("AGENT_INSTANCE_ID", &instance_id);
         let mut process = ProcessGroup::spawn(name, command).map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            process.check_alive()?;
-            if serving(port).await {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{name} never reported SERVING:\n{}",
-                    process.log_tail()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        process
+            .wait_until(
+                "report SERVING",
+                Duration::from_secs(30),
+                Duration::from_millis(100),
+                || serving(port),
+            )
+            .await?;
         Ok(Self {
             name: name.to_owned(),
             port,

@@ -1,7 +1,7 @@
 //! moto server on a free loopback port, and SDK configuration pointing at it.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
@@ -25,22 +25,22 @@ impl MotoServer {
         let mut process = ProcessGroup::spawn("moto", command).map_err(|e| e.to_string())?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            process.check_alive()?;
-            if let Ok(response) = client.get(format!("{endpoint}/moto-api/")).send().await
-                && response.status().is_success()
-            {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "moto did not answer within 60 s:\n{}",
-                    process.log_tail()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (client, health) = (&client, format!("{endpoint}/moto-api/"));
+        let health = health.as_str();
+        process
+            .wait_until(
+                "answer",
+                Duration::from_secs(60),
+                Duration::from_millis(100),
+                move || async move {
+                    client
+                        .get(health)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                },
+            )
+            .await?;
         Ok(Self {
             endpoint,
             port,

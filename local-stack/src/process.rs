@@ -131,6 +131,37 @@ impl ProcessGroup {
         }
     }
 
+    /// Polls `ready` every `interval` until it answers true; fails with the
+    /// log's tail if the process exits first or `timeout` passes (`what` names
+    /// the awaited state in the error).
+    pub async fn wait_until<F, Fut>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        interval: Duration,
+        mut ready: F,
+    ) -> Result<(), String>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_alive()?;
+            if ready().await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{} did not {what} within {timeout:?}:\n{}",
+                    self.name,
+                    self.log_tail()
+                ));
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

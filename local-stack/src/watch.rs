@@ -1,7 +1,7 @@
 //! The Lambda functions under `cargo lambda watch`.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::process::{
     ProcessGroup, clear_inherited_cargo_env, free_port, path_with_tools, tool, workspace_root,
@@ -49,27 +49,24 @@ impl LambdaWatch {
             .timeout(Duration::from_secs(300))
             .build()
             .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            process.check_alive()?;
-            if let Ok(response) = client.get(&probe).send().await {
-                // Any answer from the function itself (JSON) means it is up.
-                let is_function = response
-                    .headers()
-                    .get("content-type")
-                    .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-                if is_function {
-                    break;
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{probe_function} did not answer:\n{}",
-                    process.log_tail()
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let (client, probe) = (&client, probe.as_str());
+        // Any answer from the function itself (JSON) means it is up; the
+        // first request may wait for it to compile.
+        process
+            .wait_until(
+                &format!("serve {probe_function}"),
+                Duration::from_secs(600),
+                Duration::from_millis(250),
+                move || async move {
+                    client.get(probe).send().await.is_ok_and(|response| {
+                        response
+                            .headers()
+                            .get("content-type")
+                            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+                    })
+                },
+            )
+            .await?;
         Ok(Self {
             base_url,
             port,

@@ -29,7 +29,7 @@ impl Report {
                 .build(),
         );
         let settings = settings(stack, LAMBDA_CACHE_DEFAULTS)?;
-        let service = ConfigReads::new(
+        let reads = ConfigReads::new(
             KeyRouter::default(),
             CachedStore::new(
                 Arc::new(MemoryStore::new(StoreKind::DynamoDb)),
@@ -44,11 +44,11 @@ impl Report {
             .put_parameter("tenant-a", "param_config_contention", "cold")
             .await?;
         let tenant = TenantId::parse("tenant-a").map_err(|e| e.to_string())?;
-        let svc = ServiceName::parse(SERVICE).map_err(|e| e.to_string())?;
+        let service = ServiceName::parse(SERVICE).map_err(|e| e.to_string())?;
         let key = ConfigKey::parse("param_config_contention").map_err(|e| e.to_string())?;
         let readers = self.sizes.contention_readers;
         let started = Instant::now();
-        let results = join_all((0..readers).map(|_| service.get(&tenant, &svc, &key))).await;
+        let results = join_all((0..readers).map(|_| reads.get(&tenant, &service, &key))).await;
         let took = started.elapsed();
         let ok = results.iter().filter(|r| r.is_ok()).count();
         if ok != readers {
