@@ -13,11 +13,8 @@ mod runtime_api;
 mod sizes;
 mod stats;
 
-use std::time::{Duration, Instant};
-
-use sizes::{FULL, SMOKE, Sizes};
+use sizes::{FULL, SMOKE};
 use tenant_config_local_stack::process::workspace_root;
-use tenant_config_local_stack::stack::{LocalStack, StackOptions};
 
 #[tokio::main]
 async fn main() {
@@ -36,49 +33,9 @@ async fn main() {
                 "bench/RESULTS.md"
             })
         });
-    if let Err(e) = run(sizes, &out).await {
+    if let Err(e) = measure::run_all(sizes, &out).await {
         eprintln!("benchmark failed: {e}");
         std::process::exit(1);
     }
     println!("report written to {}", out.display());
-}
-
-async fn run(sizes: Sizes, out: &std::path::Path) -> Result<(), String> {
-    let started = Instant::now();
-    let progress =
-        |name: &str, took: Duration| eprintln!("  ✓ {name:<58} {:>6} ms", took.as_millis());
-    let stack = LocalStack::start(
-        StackOptions {
-            agents: 0,
-            release: !sizes.smoke,
-        },
-        &progress,
-    )
-    .await?;
-    let mut report = report::Report::new(sizes);
-    report.warm_read(&stack).await?;
-    report.contention(&stack).await?;
-    report.http(&stack).await?;
-    report.fanout(&stack).await?;
-    report.propagation(&stack).await?;
-    report.resources(&stack).await?;
-    drop(stack);
-    let chart = out.with_extension("svg");
-    let chart_file = chart
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let text = report.render(started.elapsed(), chart_file);
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    for (path, content) in [
-        (out, text.as_str()),
-        (chart.as_path(), report.chart().as_str()),
-    ] {
-        std::fs::write(path, content)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    println!("{text}");
-    Ok(())
 }

@@ -83,9 +83,9 @@ pub struct ProcessGroup {
 
 impl ProcessGroup {
     /// Spawns `command` in a new process group with output sent to a log file
-    /// under `target/e2e-logs/`.
+    /// under `target/local-stack-logs/`.
     pub fn spawn(name: &str, mut command: Command) -> std::io::Result<Self> {
-        let dir = workspace_root().join("target/e2e-logs");
+        let dir = workspace_root().join("target/local-stack-logs");
         std::fs::create_dir_all(&dir)?;
         let log = dir.join(format!("{name}-{}.log", std::process::id()));
         let out = std::fs::File::create(&log)?;
