@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tenant_config_shared::StoreKind;
 use tenant_config_shared::domain::{Found, SecretValue};
-use tenant_config_shared::refresh::event::RefreshTarget;
+use tenant_config_shared::refresh::change::ChangeRecord;
 use tenant_config_shared::refresh::fanout::{Fanout, FanoutSettings};
 use tenant_config_shared::refresh::handler::{RefreshError, RefreshOutcome, Refresher};
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
@@ -22,7 +22,7 @@ use tenant_config_shared::refresh::signing::{
 };
 use tenant_config_shared::routing::KeyRouter;
 use tenant_config_shared::store::MemoryStore;
-use tenant_config_testkit::agent::{TestAgent, hour_long_reads, refresh_key};
+use tenant_config_testkit::agent::{TestAgent, hour_long_reads, hour_long_reads_over, refresh_key};
 use tenant_config_testkit::discovery::{StaticInstances, instances};
 use tenant_config_testkit::identity::token;
 use tenant_config_testkit::net::{SilentListener, dead_address};
@@ -91,12 +91,13 @@ async fn assert_serves(address: SocketAddr, tenant: &str, key: &str, expected: &
     assert_eq!(value, expected, "{address} serves {key} to {tenant}");
 }
 
-fn target(tenant: &str, key: &str, event_id: &str) -> RefreshTarget {
-    RefreshTarget {
+fn target(tenant: &str, key: &str, change_id: &str) -> ChangeRecord {
+    ChangeRecord {
         item: item(tenant, key),
+        store: StoreKind::ParameterStore,
         operation: Operation::Update,
-        event_id: event_id.into(),
-        event_time_unix_ms: unix_ms_now(),
+        change_id: change_id.into(),
+        time_unix_ms: unix_ms_now(),
     }
 }
 
@@ -502,4 +503,110 @@ async fn the_refresh_handler_delivers_the_sample_event_and_fails_on_undelivered(
         refresher(&[]).handle(foreign).await,
         Ok(RefreshOutcome::Ignored(_))
     ));
+}
+
+/// A DynamoDB stream record as the event source mapping delivers it.
+fn stream_record(event_name: &str, tenant: &str, key: &str, sequence: &str) -> serde_json::Value {
+    json!({
+        "eventID": format!("stream-{sequence}"),
+        "eventName": event_name,
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": {
+            "ApproximateCreationDateTime": (unix_ms_now() / 1000) as f64,
+            "Keys": {"pk": {"S": format!("TENANT#{tenant}")}, "sk": {"S": format!("CONFIG#{SERVICE}#{key}")}},
+            "SequenceNumber": sequence,
+            "SizeBytes": 60,
+            "StreamViewType": "KEYS_ONLY"
+        },
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/tenant-config/stream/2026-11-23T00:00:00.000"
+    })
+}
+
+#[tokio::test]
+async fn a_stream_batch_refreshes_dynamodb_entries_and_reports_only_the_bad_record() {
+    // GIVEN two agents that cached two DynamoDB values of tenant A, which
+    // then both change in the table
+    let dynamodb = Arc::new(MemoryStore::new(StoreKind::DynamoDb));
+    for (key, value) in [
+        ("tenant_config_limits", "v1"),
+        ("tenant_config_theme", "dark"),
+    ] {
+        dynamodb.put(&item("tenant-a", key), plain(json!(value)));
+    }
+    let agents = [
+        TestAgent::start(hour_long_reads_over(dynamodb.clone(), parameter_store())).await,
+        TestAgent::start(hour_long_reads_over(dynamodb.clone(), parameter_store())).await,
+    ];
+    for agent in &agents {
+        assert_serves(agent.address, "tenant-a", "tenant_config_limits", "\"v1\"").await;
+        assert_serves(agent.address, "tenant-a", "tenant_config_theme", "\"dark\"").await;
+    }
+    dynamodb.put(
+        &item("tenant-a", "tenant_config_limits"),
+        plain(json!("v2")),
+    );
+    dynamodb.put(
+        &item("tenant-a", "tenant_config_theme"),
+        plain(json!("light")),
+    );
+
+    // WHEN config-refresh gets a batch naming the limits, a record it cannot
+    // read, and an item that is not configuration
+    let mut unreadable = stream_record("MODIFY", "tenant-a", "tenant_config_x", "200");
+    unreadable["dynamodb"]["Keys"] = json!({"pk": {"N": "1"}});
+    let mut journal = stream_record("INSERT", "tenant-a", "tenant_config_x", "300");
+    journal["dynamodb"]["Keys"]["sk"] = json!({"S": "JOURNAL#0001"});
+    let batch = json!({"Records": [
+        stream_record("MODIFY", "tenant-a", "tenant_config_limits", "100"),
+        unreadable,
+        journal,
+    ]});
+    let addresses: Vec<SocketAddr> = agents.iter().map(|a| a.address).collect();
+    let outcome = refresher(&addresses).handle(batch).await.unwrap();
+
+    // THEN only the unreadable record is reported for retry, every agent
+    // serves the new limits, and the theme (not named) stays cached
+    assert_eq!(
+        outcome.to_json(),
+        json!({"batchItemFailures": [{"itemIdentifier": "200"}]})
+    );
+    let RefreshOutcome::Batch(report) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        (report.records, report.delivered, report.ignored),
+        (3, 1, 1)
+    );
+    for agent in &agents {
+        assert_serves(agent.address, "tenant-a", "tenant_config_limits", "\"v2\"").await;
+        assert_serves(agent.address, "tenant-a", "tenant_config_theme", "\"dark\"").await;
+    }
+}
+
+#[tokio::test]
+async fn records_an_agent_did_not_acknowledge_are_reported_for_retry() {
+    let dynamodb = Arc::new(MemoryStore::new(StoreKind::DynamoDb));
+    let live = TestAgent::start(hour_long_reads_over(dynamodb, parameter_store())).await;
+    let batch = json!({"Records": [
+        stream_record("MODIFY", "tenant-a", "tenant_config_limits", "100"),
+        stream_record("REMOVE", "tenant-a", "tenant_config_theme", "101"),
+    ]});
+
+    let started = Instant::now();
+    let outcome = refresher(&[live.address, dead_address().await])
+        .handle(batch)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        outcome.to_json(),
+        json!({"batchItemFailures": [{"itemIdentifier": "100"}, {"itemIdentifier": "101"}]})
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 }

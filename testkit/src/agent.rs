@@ -33,12 +33,17 @@ pub fn refresh_key() -> RefreshKey {
 
 /// Reads over `parameters` (and an empty DynamoDB), with hour-long caches.
 pub fn hour_long_reads(parameters: Arc<MemoryStore>) -> ConfigReads {
+    hour_long_reads_over(Arc::new(MemoryStore::new(StoreKind::DynamoDb)), parameters)
+}
+
+/// Reads over both in-memory stores, with hour-long caches.
+pub fn hour_long_reads_over(
+    dynamodb: Arc<MemoryStore>,
+    parameters: Arc<MemoryStore>,
+) -> ConfigReads {
     ConfigReads::new(
         KeyRouter::default(),
-        CachedStore::new(
-            Arc::new(MemoryStore::new(StoreKind::DynamoDb)),
-            HOUR_LONG_CACHE,
-        ),
+        CachedStore::new(dynamodb, HOUR_LONG_CACHE),
         CachedStore::new(parameters, HOUR_LONG_CACHE),
     )
 }

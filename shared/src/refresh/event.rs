@@ -1,9 +1,10 @@
-//! "Parameter Store Change" events: which cached entry a change invalidates.
+//! "Parameter Store Change" events from EventBridge → change records.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::change::{ChangeRecord, Classified, valid_change_id};
 use super::proto::Operation;
 use crate::domain::ItemKey;
 use crate::domain::StoreKind;
@@ -11,7 +12,6 @@ use crate::routing::KeyRouter;
 
 pub const SOURCE: &str = "aws.ssm";
 pub const DETAIL_TYPE: &str = "Parameter Store Change";
-const MAX_EVENT_ID_LEN: usize = 128;
 
 /// The `detail` of a Parameter Store Change event. It never carries a value.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -25,15 +25,6 @@ pub struct ParameterStoreChange {
 }
 
 pub type ParameterChangeEvent = EventBridgeEvent<ParameterStoreChange>;
-
-/// What a change asks the agents to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefreshTarget {
-    pub item: ItemKey,
-    pub operation: Operation,
-    pub event_id: String,
-    pub event_time_unix_ms: i64,
-}
 
 /// Why an event was rejected: it is not what the rule should deliver.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -49,13 +40,6 @@ pub enum EventError {
     UnknownOperation(String),
     #[error("event has no usable id")]
     BadEventId,
-}
-
-/// A valid event either names an entry to refresh or is ignored for a reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Classified {
-    Refresh(RefreshTarget),
-    Ignore(String),
 }
 
 pub fn operation(name: &str) -> Option<Operation> {
@@ -109,13 +93,7 @@ pub fn classify(
     let event_id = event
         .id
         .as_deref()
-        .filter(|id| {
-            !id.is_empty()
-                && id.len() <= MAX_EVENT_ID_LEN
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        })
+        .filter(|id| valid_change_id(id))
         .ok_or(EventError::BadEventId)?;
     let item = match parse_parameter_name(&event.detail.name, root) {
         Ok(item) => item,
@@ -132,11 +110,12 @@ pub fn classify(
             item.key
         )));
     }
-    Ok(Classified::Refresh(RefreshTarget {
+    Ok(Classified::Refresh(ChangeRecord {
         item,
+        store: StoreKind::ParameterStore,
         operation,
-        event_id: event_id.to_owned(),
-        event_time_unix_ms: event.time.map(|t| t.timestamp_millis()).unwrap_or(0),
+        change_id: event_id.to_owned(),
+        time_unix_ms: event.time.map(|t| t.timestamp_millis()).unwrap_or(0),
     }))
 }
 
@@ -202,8 +181,9 @@ mod tests {
             let Classified::Refresh(target) = classified else {
                 panic!("{op}")
             };
-            assert_eq!(target.event_time_unix_ms, 1_795_424_400_000);
-            assert_eq!(target.event_id, "6a7e8feb-b491-4cf7-a9f1-bf3703467718");
+            assert_eq!(target.time_unix_ms, 1_795_424_400_000);
+            assert_eq!(target.change_id, "6a7e8feb-b491-4cf7-a9f1-bf3703467718");
+            assert_eq!(target.store, StoreKind::ParameterStore);
         }
     }
 

@@ -9,8 +9,8 @@ use futures::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 
+use super::change::ChangeRecord;
 use super::discovery::Instance;
-use super::event::RefreshTarget;
 use super::proto::RefreshRequest;
 use super::proto::config_refresh_client::ConfigRefreshClient;
 use super::signing::{RefreshKey, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, unix_ms_now};
@@ -92,17 +92,17 @@ impl Fanout {
         }
     }
 
-    /// Sends `target` to every instance and waits for all answers (or deadlines).
-    pub async fn send(&self, instances: &[Instance], target: &RefreshTarget) -> FanoutReport {
+    /// Sends a Refresh naming `change` to every instance and waits for all answers (or deadlines).
+    pub async fn send(&self, instances: &[Instance], change: &ChangeRecord) -> FanoutReport {
         let started = Instant::now();
         self.retain_channels(instances);
         let request = RefreshRequest {
-            tenant_id: target.item.tenant.to_string(),
-            service: target.item.service.to_string(),
-            key: target.item.key.to_string(),
-            operation: target.operation as i32,
-            event_id: target.event_id.clone(),
-            event_time_unix_ms: target.event_time_unix_ms,
+            tenant_id: change.item.tenant.to_string(),
+            service: change.item.service.to_string(),
+            key: change.item.key.to_string(),
+            operation: change.operation as i32,
+            event_id: change.change_id.clone(),
+            event_time_unix_ms: change.time_unix_ms,
         };
         let results: Vec<(&Instance, Result<(), String>)> = futures::stream::iter(instances)
             .map(|instance| {

@@ -1,14 +1,23 @@
-//! config-refresh's use case: one change event in, one signed Refresh to every
-//! healthy agent out; any undelivered Refresh is an error so that Lambda and
-//! EventBridge retry it and the DLQ keeps what never succeeds.
+//! config-refresh's use case: change records in (a Parameter Store event from
+//! EventBridge, or a batch of DynamoDB stream records from the event source
+//! mapping), one signed Refresh per change to every healthy agent out.
+//!
+//! An undelivered Parameter Store change is an error so that Lambda and
+//! EventBridge retry it and the DLQ keeps what never succeeds. In a stream
+//! batch, each undelivered or unreadable record is reported as a batch item
+//! failure (ReportBatchItemFailures), so the mapping retries from there and
+//! its on-failure destination keeps what never succeeds, without replaying the
+//! records that were delivered.
 
 use std::sync::Arc;
 
 use thiserror::Error;
 
+use super::change::{ChangeRecord, Classified};
 use super::discovery::{DiscoveryError, InstanceSource};
-use super::event::{Classified, EventError, ParameterChangeEvent, classify};
+use super::event::{EventError, ParameterChangeEvent, classify};
 use super::fanout::{Fanout, FanoutReport};
+use super::stream::{StreamBatch, classify_batch};
 use crate::routing::KeyRouter;
 
 #[derive(Debug, Error)]
@@ -43,6 +52,17 @@ impl RefreshError {
 pub enum RefreshOutcome {
     Ignored(String),
     Delivered(FanoutReport),
+    Batch(BatchReport),
+}
+
+/// What became of a batch of stream records.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchReport {
+    pub records: usize,
+    pub delivered: usize,
+    pub ignored: usize,
+    /// Sequence numbers of the records to retry, in batch order.
+    pub failures: Vec<String>,
 }
 
 impl RefreshOutcome {
@@ -56,6 +76,15 @@ impl RefreshOutcome {
                 "status": "delivered",
                 "instances": report.instances,
                 "elapsed_ms": report.elapsed.as_millis() as u64,
+            }),
+            // Exactly the partial-batch response shape the event source
+            // mapping reads.
+            RefreshOutcome::Batch(report) => serde_json::json!({
+                "batchItemFailures": report
+                    .failures
+                    .iter()
+                    .map(|sequence| serde_json::json!({"itemIdentifier": sequence}))
+                    .collect::<Vec<_>>(),
             }),
         }
     }
@@ -89,36 +118,27 @@ impl Refresher {
         let result = self.handle_inner(raw).await;
         match &result {
             Ok(RefreshOutcome::Ignored(reason)) => tracing::info!(%reason, "ignored event"),
-            Ok(RefreshOutcome::Delivered(_)) => {}
+            Ok(RefreshOutcome::Delivered(_) | RefreshOutcome::Batch(_)) => {}
             Err(err) => tracing::error!(error = %err, "refresh failed"),
         }
         result
     }
 
     async fn handle_inner(&self, raw: serde_json::Value) -> Result<RefreshOutcome, RefreshError> {
+        if raw.get("Records").is_some() {
+            return self.handle_stream_batch(raw).await;
+        }
         let event: ParameterChangeEvent =
             serde_json::from_value(raw).map_err(|e| RefreshError::Malformed(e.to_string()))?;
-        let target = match classify(&event, &self.root, &self.router)? {
+        let change = match classify(&event, &self.root, &self.router)? {
             Classified::Ignore(reason) => return Ok(RefreshOutcome::Ignored(reason)),
-            Classified::Refresh(target) => target,
+            Classified::Refresh(change) => change,
         };
         let instances = self.instances.healthy_instances().await?;
-        let report = self.fanout.send(&instances, &target).await;
-        tracing::info!(
-            entry = %target.item.cache_key(),
-            operation = target.operation.as_str_name(),
-            event_id = %target.event_id,
-            instances = report.instances,
-            ok = report.ok,
-            failed = report.failed.len(),
-            elapsed_ms = report.elapsed.as_millis() as u64,
-            "refresh fan-out"
-        );
+        let report = self.fanout.send(&instances, &change).await;
+        log_fanout(&change, &report);
         if report.failed.is_empty() {
             return Ok(RefreshOutcome::Delivered(report));
-        }
-        for (instance, reason) in &report.failed {
-            tracing::warn!(%instance, %reason, "agent did not acknowledge refresh");
         }
         Err(RefreshError::Undelivered {
             ok: report.ok,
@@ -130,5 +150,86 @@ impl Refresher {
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+    }
+
+    /// A batch from the DynamoDB stream: every change fanned out at once (a
+    /// dead agent costs one deadline per batch, not per record); unreadable or
+    /// undelivered records come back as batch item failures. A failure that
+    /// concerns the whole batch (no agents can be discovered, a record without
+    /// a sequence number to report) is an error, so the batch is retried and
+    /// bisected.
+    async fn handle_stream_batch(
+        &self,
+        raw: serde_json::Value,
+    ) -> Result<RefreshOutcome, RefreshError> {
+        let batch: StreamBatch =
+            serde_json::from_value(raw).map_err(|e| RefreshError::Malformed(e.to_string()))?;
+        let mut report = BatchReport {
+            records: batch.records.len(),
+            ..BatchReport::default()
+        };
+        let mut changes: Vec<(String, ChangeRecord)> = Vec::new();
+        for parsed in classify_batch(&batch, &self.router) {
+            match (parsed.outcome, parsed.sequence_number) {
+                (Ok(Classified::Refresh(change)), Some(sequence)) => {
+                    changes.push((sequence, change));
+                }
+                (Ok(Classified::Ignore(reason)), _) => {
+                    tracing::info!(%reason, "ignored stream record");
+                    report.ignored += 1;
+                }
+                (Err(reason), Some(sequence)) => {
+                    tracing::warn!(%reason, %sequence, "rejected stream record");
+                    report.failures.push(sequence);
+                }
+                (Ok(Classified::Refresh(_)), None) => {
+                    return Err(RefreshError::Malformed(
+                        "stream record without a sequence number".to_owned(),
+                    ));
+                }
+                (Err(reason), None) => return Err(RefreshError::Malformed(reason)),
+            }
+        }
+        if !changes.is_empty() {
+            let instances = self.instances.healthy_instances().await?;
+            let fanouts = changes
+                .iter()
+                .map(|(_, change)| self.fanout.send(&instances, change));
+            let reports = futures::future::join_all(fanouts).await;
+            for ((sequence, change), fanout) in changes.into_iter().zip(reports) {
+                log_fanout(&change, &fanout);
+                if fanout.failed.is_empty() {
+                    report.delivered += 1;
+                } else {
+                    report.failures.push(sequence);
+                }
+            }
+        }
+        tracing::info!(
+            records = report.records,
+            delivered = report.delivered,
+            ignored = report.ignored,
+            failed = report.failures.len(),
+            "stream batch"
+        );
+        Ok(RefreshOutcome::Batch(report))
+    }
+}
+
+/// One summary line per change, and one per agent that did not acknowledge.
+fn log_fanout(change: &ChangeRecord, report: &FanoutReport) {
+    tracing::info!(
+        entry = %change.item.cache_key(),
+        store = %change.store,
+        operation = change.operation.as_str_name(),
+        change_id = %change.change_id,
+        instances = report.instances,
+        ok = report.ok,
+        failed = report.failed.len(),
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "refresh fan-out"
+    );
+    for (instance, reason) in &report.failed {
+        tracing::warn!(%instance, %reason, "agent did not acknowledge refresh");
     }
 }

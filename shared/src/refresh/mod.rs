@@ -1,6 +1,8 @@
-//! The refresh path: change events, their signed delivery to every agent found
-//! in Cloud Map, and the agents' side of it.
+//! The change path: change sources (Parameter Store events, DynamoDB Streams)
+//! become [`change::ChangeRecord`]s, delivered as signed Refresh calls to every
+//! agent found in Cloud Map.
 
+pub mod change;
 pub mod discovery;
 pub mod event;
 pub mod fanout;
@@ -8,3 +10,4 @@ pub mod handler;
 pub mod key;
 pub mod proto;
 pub mod signing;
+pub mod stream;

@@ -26,12 +26,41 @@ pub const VERSION_ATTRIBUTE: &str = "version";
 const UNPROCESSED_RETRIES: u32 = 5;
 const UNPROCESSED_BASE_DELAY: Duration = Duration::from_millis(25);
 
+const PARTITION_PREFIX: &str = "TENANT#";
+/// Sort keys of configuration entries start with this; other items of the
+/// table (if any) do not, and change streams filter on it.
+pub const CONFIG_SORT_PREFIX: &str = "CONFIG#";
+
 pub fn partition_key(tenant: &TenantId) -> String {
-    format!("TENANT#{tenant}")
+    format!("{PARTITION_PREFIX}{tenant}")
 }
 
 pub fn sort_key(service: &ServiceName, key: &ConfigKey) -> String {
-    format!("CONFIG#{service}#{key}")
+    format!("{CONFIG_SORT_PREFIX}{service}#{key}")
+}
+
+/// Why a primary key names no configuration entry.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KeyLayoutError {
+    #[error("partition key is not TENANT#{{tenant}}")]
+    NotATenantPartition,
+    #[error("sort key is not CONFIG#{{service}}#{{key}}")]
+    NotAConfigItem,
+    #[error(transparent)]
+    Invalid(#[from] crate::error::ConfigError),
+}
+
+/// The entry a primary key names: the inverse of [`partition_key`] and
+/// [`sort_key`], with every part validated as strictly as a request.
+pub fn parse_key(pk: &str, sk: &str) -> Result<ItemKey, KeyLayoutError> {
+    let tenant = pk
+        .strip_prefix(PARTITION_PREFIX)
+        .ok_or(KeyLayoutError::NotATenantPartition)?;
+    let (service, key) = sk
+        .strip_prefix(CONFIG_SORT_PREFIX)
+        .and_then(|rest| rest.split_once('#'))
+        .ok_or(KeyLayoutError::NotAConfigItem)?;
+    Ok(ItemKey::parse(tenant, service, key)?)
 }
 
 /// The primary key attributes (`pk`, `sk`) of one entry.
@@ -238,6 +267,27 @@ impl ConfigStore for DynamoDbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_layout_round_trips_and_refuses_anything_else() {
+        let item = ItemKey::parse("tenant-a", "billing", "tenant_config_limits").unwrap();
+        let pk = partition_key(&item.tenant);
+        let sk = sort_key(&item.service, &item.key);
+        assert_eq!(
+            (pk.as_str(), sk.as_str()),
+            ("TENANT#tenant-a", "CONFIG#billing#tenant_config_limits")
+        );
+        assert_eq!(parse_key(&pk, &sk).unwrap(), item);
+        for (pk, sk) in [
+            ("tenant-a", "CONFIG#billing#tenant_config_limits"),
+            ("TENANT#tenant-a", "JOURNAL#0001"),
+            ("TENANT#tenant-a", "CONFIG#billing"),
+            ("TENANT#tenant-a", "CONFIG#billing#a#b"),
+            ("TENANT#../x", "CONFIG#billing#tenant_config_limits"),
+        ] {
+            assert!(parse_key(pk, sk).is_err(), "{pk} {sk}");
+        }
+    }
     use serde_json::json;
 
     #[test]
