@@ -273,3 +273,64 @@ fn parameter_changes_reach_config_refresh_with_retries_and_a_dead_letter_queue()
         Some(true)
     );
 }
+
+#[test]
+fn dynamodb_changes_reach_config_refresh_keys_only_with_partial_batch_retries() {
+    let template = template();
+    let table = resource(&template, "ConfigTable");
+    assert_eq!(
+        table["StreamSpecification"]["StreamViewType"].as_str(),
+        Some("KEYS_ONLY"),
+        "the stream carries no values"
+    );
+    let mapping = resource(&template, "ConfigStreamMapping");
+    assert_eq!(
+        strings(&mapping["EventSourceArn"]),
+        vec!["ConfigTable.StreamArn"]
+    );
+    assert_eq!(strings(&mapping["FunctionName"]), vec!["ConfigRefreshFunction"]);
+    assert_eq!(
+        strings(&mapping["FunctionResponseTypes"]),
+        vec!["ReportBatchItemFailures"]
+    );
+    assert_eq!(mapping["BisectBatchOnFunctionError"].as_bool(), Some(true));
+    assert!(mapping["MaximumRetryAttempts"].as_u64().is_some_and(|n| n > 0));
+    assert_eq!(
+        strings(&mapping["DestinationConfig"]["OnFailure"]["Destination"]),
+        vec!["RefreshDlq.Arn"]
+    );
+    let filter = strings(&mapping["FilterCriteria"]["Filters"][0]["Pattern"]);
+    let filter: serde_json::Value = serde_json::from_str(&filter[0]).unwrap();
+    assert_eq!(
+        filter,
+        serde_json::json!({"dynamodb": {"Keys": {"sk": {"S": [{"prefix": "CONFIG#"}]}}}}),
+        "only configuration items are delivered"
+    );
+    // The function reads that one stream and nothing else of DynamoDB.
+    let refresh_statements: Vec<Value> = statements(&template)
+        .into_iter()
+        .filter(|(owner, _)| owner == "ConfigRefreshFunction")
+        .map(|(_, statement)| statement)
+        .collect();
+    for statement in &refresh_statements {
+        let actions = strings(&statement["Action"]);
+        if actions.iter().any(|a| a.starts_with("dynamodb:")) {
+            let resources = strings(&statement["Resource"]);
+            assert!(
+                resources == vec!["ConfigTable.StreamArn"]
+                    || resources == vec!["${ConfigTable.Arn}/stream/*"],
+                "{actions:?} on {resources:?}"
+            );
+            assert!(
+                actions.iter().all(|a| matches!(
+                    a.as_str(),
+                    "dynamodb:DescribeStream"
+                        | "dynamodb:GetRecords"
+                        | "dynamodb:GetShardIterator"
+                        | "dynamodb:ListStreams"
+                )),
+                "{actions:?}"
+            );
+        }
+    }
+}
