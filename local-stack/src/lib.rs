@@ -7,6 +7,8 @@
 //!   users, refresh key, Cloud Map namespace and service
 //! - [`watch`]: config-api and config-refresh under `cargo lambda watch`
 //! - [`agent`]: `config-agent` processes registered in Cloud Map
+//! - [`stream`]: the table's DynamoDB stream delivered to config-refresh, as
+//!   the Lambda event source mapping does in AWS (moto runs none)
 //! - [`process`]: child process groups that stop with their handle
 //! - [`stack`]: all of the above, seeded with the demo's tenants and values
 //! - [`walkthrough`]: the demo's story, checked step by step
@@ -18,5 +20,6 @@ pub mod moto;
 pub mod process;
 pub mod seed;
 pub mod stack;
+pub mod stream;
 pub mod walkthrough;
 pub mod watch;

@@ -6,6 +6,7 @@ use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider as cognito;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType,
 };
 use aws_sdk_ssm::types::ParameterType;
 use cognito::types::{
@@ -31,7 +32,8 @@ pub struct UserPool {
     pub jwks_url: String,
 }
 
-/// Creates the configuration table with the read path's key schema.
+/// Creates the configuration table with the read path's key schema and, as
+/// the template does, a keys-only stream.
 pub async fn create_table(aws: &SdkConfig, table: &str) -> Result<(), String> {
     let client = aws_sdk_dynamodb::Client::new(aws);
     let attribute = |name: &str| {
@@ -54,6 +56,13 @@ pub async fn create_table(aws: &SdkConfig, table: &str) -> Result<(), String> {
         .attribute_definitions(attribute(SORT_KEY).map_err(|e| e.to_string())?)
         .key_schema(key(PARTITION_KEY, KeyType::Hash).map_err(|e| e.to_string())?)
         .key_schema(key(SORT_KEY, KeyType::Range).map_err(|e| e.to_string())?)
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::KeysOnly)
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
         .send()
         .await
         .map_err(|e| err("CreateTable")(&aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;

@@ -13,6 +13,7 @@ use tenant_config_shared::ItemKey;
 use crate::agent::AgentProcess;
 use crate::moto::MotoServer;
 use crate::seed::{self, CloudMap, UserPool};
+use crate::stream::StreamMapping;
 use crate::watch::LambdaWatch;
 
 pub const TABLE: &str = "tenant-config";
@@ -130,6 +131,9 @@ pub struct LocalStack {
     pub pool: UserPool,
     pub cloud_map: CloudMap,
     pub watch: LambdaWatch,
+    /// Delivers the table's stream to config-refresh, as the event source
+    /// mapping does in AWS.
+    pub stream: StreamMapping,
     pub agents: Vec<AgentProcess>,
     /// Environment the functions and agents run with.
     pub env: Vec<(String, String)>,
@@ -196,12 +200,19 @@ impl LocalStack {
             LambdaWatch::start(&env, "config-api", options.release),
         )
         .await?;
+        let stream = step(
+            progress,
+            "DynamoDB stream → config-refresh (the event source mapping)",
+            StreamMapping::start(&aws, TABLE, watch.base_url.clone(), "config-refresh"),
+        )
+        .await?;
         Ok(Self {
             moto,
             aws,
             pool,
             cloud_map,
             watch,
+            stream,
             agents,
             env,
         })

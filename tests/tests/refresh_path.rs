@@ -1,12 +1,15 @@
-//! End to end: moto (SSM, Cognito, Cloud Map), three real config-agent
-//! processes registered in Cloud Map with hour-long caches, and config-refresh
-//! under `cargo lambda watch`, invoked with Parameter Store Change events.
+//! End to end: moto (SSM, DynamoDB and its stream, Cognito, Cloud Map), real
+//! config-agent processes registered in Cloud Map, and config-refresh under
+//! `cargo lambda watch`, invoked with Parameter Store Change events and, through
+//! the local stack's stream mapping, with DynamoDB stream batches.
 
 use std::time::{Duration, Instant};
 
+use tenant_config_admin::values::{ParameterKind, Target};
 use tenant_config_local_stack::seed;
 use tenant_config_local_stack::stack::{
-    ALICE, BOB, LocalStack, PARAMETER_ROOT, REFRESH_DEADLINE_MS, SERVICE, StackOptions,
+    ALICE, BOB, LocalStack, PARAMETER_ROOT, REFRESH_DEADLINE_MS, SERVICE, StackOptions, TABLE,
+    demo_item,
 };
 use tonic::Code;
 
@@ -222,4 +225,72 @@ async fn an_agent_that_stops_cleanly_leaves_cloud_map_and_changes_outside_the_ro
         .unwrap()
         .expect_err("malformed events fail");
     assert!(malformed.contains("malformed event"), "{malformed}");
+}
+
+#[tokio::test]
+async fn a_dynamodb_write_reaches_every_agent_through_the_stream_with_no_event_sent() {
+    // GIVEN three agents that cached tenant A's limits, kept in DynamoDB
+    // (their DynamoDB entries live 60 s)
+    let stack = stack(3).await;
+    let alice = stack.token(ALICE).await.unwrap();
+    let key = "tenant_config_limits";
+    let old = r#"{"max_users":50,"tier":"gold"}"#;
+    for agent in &stack.agents {
+        assert_eq!(agent.get_config(&alice, SERVICE, key).await.unwrap(), old);
+    }
+
+    // WHEN an operator writes a new value the way tenant-config-admin does
+    // (one PutItem), and nothing else
+    let target = Target {
+        table: TABLE.to_owned(),
+        parameter_root: PARAMETER_ROOT.to_owned(),
+        router: Default::default(),
+    };
+    let started = Instant::now();
+    target
+        .put(
+            &stack.aws,
+            &demo_item("tenant-a", key).unwrap(),
+            r#"{"max_users":75,"tier":"gold"}"#,
+            ParameterKind::String,
+        )
+        .await
+        .unwrap();
+
+    // THEN the stream delivers the change to config-refresh, and every agent
+    // serves the new value within seconds, far inside its cache TTL
+    let new = r#"{"max_users":75,"tier":"gold"}"#;
+    for agent in &stack.agents {
+        loop {
+            let value = agent.get_config(&alice, SERVICE, key).await.unwrap();
+            if value == new {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{} still serves {value} after {:?}",
+                agent.name,
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        stack.stream.invocations() >= 1,
+        "the change came through the stream"
+    );
+    eprintln!(
+        "PutItem → all 3 agents serve the new value: {} ms",
+        took.as_millis()
+    );
+    // AND tenant B's entry of the same key was not touched
+    let bob = stack.token(BOB).await.unwrap();
+    assert_eq!(
+        stack.agents[0]
+            .get_config(&bob, SERVICE, key)
+            .await
+            .unwrap(),
+        r#"{"max_users":5,"tier":"free"}"#
+    );
 }

@@ -288,13 +288,20 @@ fn dynamodb_changes_reach_config_refresh_keys_only_with_partial_batch_retries() 
         strings(&mapping["EventSourceArn"]),
         vec!["ConfigTable.StreamArn"]
     );
-    assert_eq!(strings(&mapping["FunctionName"]), vec!["ConfigRefreshFunction"]);
+    assert_eq!(
+        strings(&mapping["FunctionName"]),
+        vec!["ConfigRefreshFunction"]
+    );
     assert_eq!(
         strings(&mapping["FunctionResponseTypes"]),
         vec!["ReportBatchItemFailures"]
     );
     assert_eq!(mapping["BisectBatchOnFunctionError"].as_bool(), Some(true));
-    assert!(mapping["MaximumRetryAttempts"].as_u64().is_some_and(|n| n > 0));
+    assert!(
+        mapping["MaximumRetryAttempts"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
     assert_eq!(
         strings(&mapping["DestinationConfig"]["OnFailure"]["Destination"]),
         vec!["RefreshDlq.Arn"]

@@ -1,0 +1,259 @@
+//! Plays the part of the Lambda event source mapping that moto cannot run:
+//! reads the configuration table's DynamoDB stream and invokes config-refresh
+//! with each batch, as AWS does: the same record shape, the same filter
+//! (configuration items only), and a record reported as a batch item failure is
+//! retried from there, a few times, before it is dropped with a log line (in
+//! AWS: sent to the DLQ).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
+use serde_json::{Value, json};
+use tenant_config_admin::events::invoke;
+use tenant_config_shared::store::dynamodb::{CONFIG_SORT_PREFIX, SORT_KEY};
+use tokio::task::JoinHandle;
+
+/// How often an idle shard is polled (AWS polls each shard four times a second).
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Records per invocation (the template's default `StreamBatchSize`).
+const BATCH_SIZE: i32 = 100;
+/// Attempts for a batch with failures before its failed records are dropped.
+const MAX_ATTEMPTS: usize = 4;
+
+/// The running mapping; stops when dropped.
+pub struct StreamMapping {
+    task: JoinHandle<()>,
+    invocations: Arc<AtomicUsize>,
+}
+
+impl StreamMapping {
+    /// Starts reading `table`'s stream from now on (LATEST) and delivering to
+    /// `function` through the Lambda Invoke API at `invoke_url`.
+    pub async fn start(
+        aws: &SdkConfig,
+        table: &str,
+        invoke_url: String,
+        function: &'static str,
+    ) -> Result<Self, String> {
+        let stream_arn = aws_sdk_dynamodb::Client::new(aws)
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "DescribeTable: {}",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
+                )
+            })?
+            .table
+            .and_then(|t| t.latest_stream_arn)
+            .ok_or_else(|| format!("table {table} has no stream"))?;
+        let streams = aws_sdk_dynamodbstreams::Client::new(aws);
+        let shards = streams
+            .describe_stream()
+            .stream_arn(&stream_arn)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "DescribeStream: {}",
+                    aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)
+                )
+            })?
+            .stream_description
+            .map(|d| d.shards.unwrap_or_default())
+            .unwrap_or_default();
+        let mut iterators = Vec::with_capacity(shards.len());
+        for shard in shards {
+            let iterator = streams
+                .get_shard_iterator()
+                .stream_arn(&stream_arn)
+                .shard_id(shard.shard_id.unwrap_or_default())
+                .shard_iterator_type(ShardIteratorType::Latest)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "GetShardIterator: {}",
+                        aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)
+                    )
+                })?
+                .shard_iterator
+                .ok_or("GetShardIterator returned no iterator")?;
+            iterators.push(iterator);
+        }
+        let invocations = Arc::new(AtomicUsize::new(0));
+        let poller = Poller {
+            streams,
+            stream_arn,
+            invoke_url,
+            function,
+            region: aws
+                .region()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "us-east-1".to_owned()),
+            invocations: invocations.clone(),
+        };
+        let task = tokio::spawn(async move {
+            let shards = iterators
+                .into_iter()
+                .map(|iterator| poller.follow(iterator));
+            futures::future::join_all(shards).await;
+        });
+        Ok(Self { task, invocations })
+    }
+
+    /// Invocations of the function so far (retries included).
+    pub fn invocations(&self) -> usize {
+        self.invocations.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StreamMapping {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Poller {
+    streams: aws_sdk_dynamodbstreams::Client,
+    stream_arn: String,
+    invoke_url: String,
+    function: &'static str,
+    region: String,
+    invocations: Arc<AtomicUsize>,
+}
+
+impl Poller {
+    /// Follows one shard until it closes (or the mapping is dropped).
+    async fn follow(&self, mut iterator: String) {
+        loop {
+            let output = match self
+                .streams
+                .get_records()
+                .shard_iterator(&iterator)
+                .limit(BATCH_SIZE)
+                .send()
+                .await
+            {
+                Ok(output) => output,
+                Err(e) => {
+                    eprintln!(
+                        "stream mapping: GetRecords failed: {}",
+                        aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)
+                    );
+                    tokio::time::sleep(POLL_INTERVAL * 10).await;
+                    continue;
+                }
+            };
+            let records: Vec<Value> = output
+                .records
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| is_config_item(r))
+                .map(|r| self.lambda_record(r))
+                .collect();
+            if !records.is_empty() {
+                self.deliver(records).await;
+            }
+            match output.next_shard_iterator {
+                Some(next) => iterator = next,
+                None => return,
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Invokes the function; on batch item failures, retries from the first
+    /// failed record (what AWS checkpoints), up to [`MAX_ATTEMPTS`].
+    async fn deliver(&self, mut records: Vec<Value>) {
+        for attempt in 1..=MAX_ATTEMPTS {
+            self.invocations.fetch_add(1, Ordering::SeqCst);
+            let answer = invoke(
+                &self.invoke_url,
+                self.function,
+                &json!({"Records": records}),
+            )
+            .await;
+            let first_failed = match answer {
+                Ok(Ok(response)) => response["batchItemFailures"]
+                    .as_array()
+                    .and_then(|failures| {
+                        failures
+                            .iter()
+                            .filter_map(|f| f["itemIdentifier"].as_str())
+                            .filter_map(|id| {
+                                records.iter().position(|r| {
+                                    r["dynamodb"]["SequenceNumber"].as_str() == Some(id)
+                                })
+                            })
+                            .min()
+                    }),
+                // A function error fails the whole batch.
+                Ok(Err(_)) | Err(_) => Some(0),
+            };
+            let Some(first_failed) = first_failed else {
+                return;
+            };
+            records.drain(..first_failed);
+            tokio::time::sleep(POLL_INTERVAL * attempt as u32).await;
+        }
+        eprintln!(
+            "stream mapping: {} record(s) still failing after {MAX_ATTEMPTS} attempts; dropped (AWS: on-failure destination)",
+            records.len()
+        );
+    }
+
+    /// The record as Lambda receives it from an event source mapping.
+    fn lambda_record(&self, record: &Record) -> Value {
+        let data = record.dynamodb.as_ref();
+        let keys: serde_json::Map<String, Value> = data
+            .and_then(|d| d.keys.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| (name.clone(), attribute_json(value)))
+            .collect();
+        json!({
+            "eventID": record.event_id,
+            "eventName": record.event_name.as_ref().map(|n| n.as_str()),
+            "eventVersion": record.event_version,
+            "eventSource": "aws:dynamodb",
+            "awsRegion": self.region,
+            "dynamodb": {
+                "ApproximateCreationDateTime": data
+                    .and_then(|d| d.approximate_creation_date_time)
+                    .map(|t| t.secs()),
+                "Keys": keys,
+                "SequenceNumber": data.and_then(|d| d.sequence_number.clone()),
+                "SizeBytes": data.and_then(|d| d.size_bytes),
+                "StreamViewType": "KEYS_ONLY",
+            },
+            "eventSourceARN": self.stream_arn,
+        })
+    }
+}
+
+/// The template's filter: `{"dynamodb": {"Keys": {"sk": {"S": [{"prefix": "CONFIG#"}]}}}}`.
+fn is_config_item(record: &Record) -> bool {
+    record
+        .dynamodb
+        .as_ref()
+        .and_then(|d| d.keys.as_ref())
+        .and_then(|keys| keys.get(SORT_KEY))
+        .and_then(|sk| sk.as_s().ok())
+        .is_some_and(|sk| sk.starts_with(CONFIG_SORT_PREFIX))
+}
+
+/// A key attribute in DynamoDB JSON (key attributes are S, N or B).
+fn attribute_json(value: &AttributeValue) -> Value {
+    match value {
+        AttributeValue::S(s) => json!({"S": s}),
+        AttributeValue::N(n) => json!({"N": n}),
+        AttributeValue::B(b) => json!({"B": aws_smithy_types::base64::encode(b.as_ref())}),
+        _ => Value::Null,
+    }
+}
