@@ -222,6 +222,50 @@ async fn steps(stack: &mut LocalStack, passed: &mut usize) -> Result<(), String>
     )
     .await?;
     *passed += 1;
+
+    step(
+        6,
+        "a DynamoDB value changes; with no event sent, the running agent serves it",
+        async {
+            let limits = ItemKey::parse("tenant-a", SERVICE, "tenant_config_limits")
+                .map_err(|e| e.to_string())?;
+            let read = |agent: String| {
+                let alice = alice.clone();
+                async move {
+                    tenant_config_admin::agent_client::get_config(
+                        &agent,
+                        &alice,
+                        SERVICE,
+                        "tenant_config_limits",
+                    )
+                    .await
+                    .map_err(|s| format!("{agent}: {:?} {}", s.code(), s.message()))
+                }
+            };
+            let agent = running(stack).pop().ok_or("no agent is running")?;
+            read(agent.clone()).await?;
+            let new = r#"{"max_users":80,"tier":"gold"}"#;
+            target
+                .put(&stack.aws, &limits, new, ParameterKind::String)
+                .await?;
+            // The stream delivers the change; the agent's own cache would
+            // keep the old value for a minute.
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let value = read(agent.clone()).await?;
+                if value == new {
+                    return Ok(());
+                }
+                check(
+                    Instant::now() < deadline,
+                    format!("{agent} still serves {value} 5 s after the write"),
+                )?;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        },
+    )
+    .await?;
+    *passed += 1;
     println!("Walk-through passed.");
     Ok(())
 }
