@@ -15,10 +15,12 @@ use crate::agent::server::{AgentServer, ReaderService, RefreshService};
 use crate::api::ConfigApi;
 use crate::auth::{JwksError, TokenVerifier};
 use crate::cache::CachedStore;
+use crate::catch_up::CatchUp;
 use crate::reads::ConfigReads;
 use crate::refresh::discovery::{CloudMapInstances, DiscoveryError, Registration};
 use crate::refresh::fanout::Fanout;
 use crate::refresh::handler::Refresher;
+use crate::refresh::journal_table::JournalTable;
 use crate::refresh::key::{RefreshKeyError, load_refresh_key};
 use crate::refresh::signing::{RefreshAuthenticator, RefreshKey};
 use crate::settings::{AgentSettings, RefreshSettings, RegistrationSettings, Settings};
@@ -69,11 +71,28 @@ impl Aws {
     pub fn config_reads(&self, settings: &Settings) -> ConfigReads {
         let dynamodb = DynamoDbStore::new(self.dynamodb(), settings.table_name.as_str());
         let parameters = ParameterStore::new(self.ssm(), settings.parameter_root.as_str());
-        ConfigReads::new(
+        let reads = ConfigReads::new(
             settings.router.clone(),
             CachedStore::new(Arc::new(dynamodb), settings.dynamodb_cache),
             CachedStore::new(Arc::new(parameters), settings.parameter_cache),
-        )
+        );
+        match &settings.journal_table {
+            Some(table) => reads.with_catch_up(CatchUp::new(
+                Arc::new(self.change_journal(table)),
+                settings.catch_up,
+            )),
+            None => {
+                tracing::warn!(
+                    "JOURNAL_TABLE_NAME is not set: caches converge by TTL and pushes only"
+                );
+                reads
+            }
+        }
+    }
+
+    /// The change journal in its DynamoDB table.
+    pub fn change_journal(&self, table: &str) -> JournalTable {
+        JournalTable::new(self.dynamodb(), table)
     }
 
     /// config-api's handler: AWS-backed reads and the pool's JWKS over HTTP.
@@ -112,6 +131,7 @@ impl Aws {
             settings.router.clone(),
             Arc::new(instances),
             Fanout::new(key, settings.fanout),
+            Arc::new(self.change_journal(&settings.journal_table)),
         ))
     }
 

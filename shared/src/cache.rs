@@ -207,6 +207,13 @@ impl CachedStore {
         self.invalidations.fetch_add(1, Ordering::AcqRel);
         self.cache.invalidate(&item.cache_key()).await;
     }
+
+    /// Drops every entry (a reader that lost track of changes); loads in
+    /// flight do not insert what they read.
+    pub fn invalidate_all(&self) {
+        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        self.cache.invalidate_all();
+    }
 }
 
 #[cfg(test)]

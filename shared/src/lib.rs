@@ -11,14 +11,16 @@
 //! - [`store::ConfigStore`]: read one or many entries
 //! - [`auth::JwksSource`]: the pool's signing keys
 //! - [`refresh::discovery::InstanceSource`], [`refresh::discovery::AgentRegistration`]: Cloud Map
+//! - [`refresh::journal::ChangeJournal`]: the ordered change history
 //!
 //! **Adapters**: the ports over AWS (and in memory, for tests and benchmarks).
 //! - [`store`]: DynamoDB, Parameter Store, memory
-//! - [`auth::HttpJwksSource`], [`refresh::discovery::CloudMapInstances`], [`refresh::key`]
+//! - [`auth::HttpJwksSource`], [`refresh::discovery::CloudMapInstances`], [`refresh::key`],
+//!   [`refresh::journal_table`]
 //! - [`aws`]: the one place SDK clients are built and adapters wired
 //!
 //! **Use cases**: what the service does.
-//! - [`reads`]: one key, a batch, a secret, behind [`cache`]
+//! - [`reads`]: one key, a batch, a secret, behind [`cache`], converged by [`catch_up`]
 //! - [`auth`]: Cognito ID token verification, tenant extraction
 //! - [`refresh`]: change events, signed Refresh fan-out ([`refresh::signing`], [`refresh::fanout`])
 //!
@@ -33,6 +35,7 @@ pub mod api;
 pub mod auth;
 pub mod aws;
 pub mod cache;
+pub mod catch_up;
 pub mod domain;
 pub mod error;
 pub mod reads;

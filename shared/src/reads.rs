@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cache::{CachedStore, Lookup};
+use crate::catch_up::CatchUp;
 use crate::domain::StoreKind;
 use crate::domain::{ItemKey, PlainValue, ReadMode, SecretValue};
 use crate::error::ConfigError;
@@ -42,6 +43,8 @@ pub struct ConfigReads {
     router: KeyRouter,
     dynamodb: CachedStore,
     parameters: CachedStore,
+    /// Converges the caches on the change journal before cached reads.
+    catch_up: Option<Arc<CatchUp>>,
 }
 
 impl ConfigReads {
@@ -50,6 +53,25 @@ impl ConfigReads {
             router,
             dynamodb,
             parameters,
+            catch_up: None,
+        }
+    }
+
+    /// Catches up with the change journal (at most once per interval) before
+    /// cached reads.
+    pub fn with_catch_up(mut self, catch_up: CatchUp) -> Self {
+        self.catch_up = Some(Arc::new(catch_up));
+        self
+    }
+
+    /// The catch-up in use, if any (for its counters).
+    pub fn catch_up(&self) -> Option<&CatchUp> {
+        self.catch_up.as_deref()
+    }
+
+    async fn converge(&self) {
+        if let Some(catch_up) = &self.catch_up {
+            catch_up.maybe_catch_up(self).await;
         }
     }
 
@@ -74,6 +96,7 @@ impl ConfigReads {
     ) -> Result<Entry, ConfigError> {
         let source = self.router.route(key)?;
         let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
+        self.converge().await;
         match self.store(source).get(&item, ReadMode::Plain).await? {
             Lookup::Plain(value) => Ok(Entry { source, value }),
             Lookup::Secret(_) => Err(ConfigError::SensitiveValue {
@@ -130,6 +153,7 @@ impl ConfigReads {
                 by_store.entry(kind).or_default().push(key.clone());
             }
         }
+        self.converge().await;
         let read = |kind: StoreKind| {
             let keys = by_store.get(&kind).cloned().unwrap_or_default();
             async move {
@@ -172,6 +196,12 @@ impl ConfigReads {
         let kind = self.router.route(&item.key)?;
         self.store(kind).invalidate(item).await;
         Ok(())
+    }
+
+    /// Drops every cached entry of both stores.
+    pub fn invalidate_all(&self) {
+        self.dynamodb.invalidate_all();
+        self.parameters.invalidate_all();
     }
 }
 

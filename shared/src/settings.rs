@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::auth::AuthSettings;
 use crate::cache::CacheSettings;
+use crate::catch_up::CatchUpSettings;
 use crate::refresh::fanout::FanoutSettings;
 use crate::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
 use crate::store::ssm::{DEFAULT_PARAMETER_ROOT, validate_root};
@@ -31,6 +32,10 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub dynamodb_cache: CacheSettings,
     pub parameter_cache: CacheSettings,
+    /// The change journal readers catch up from (`JOURNAL_TABLE_NAME`);
+    /// without one a reader converges by TTL and pushes only.
+    pub journal_table: Option<String>,
+    pub catch_up: CatchUpSettings,
 }
 
 /// Defaults that differ between the request/response Lambda and the
@@ -41,6 +46,7 @@ pub struct CacheDefaults {
     pub parameter_ttl_secs: u64,
     pub not_found_ttl_secs: u64,
     pub max_entries: u64,
+    pub catch_up: CatchUpSettings,
 }
 
 /// Defaults for config-api: short TTLs, since nothing invalidates its caches.
@@ -49,6 +55,7 @@ pub const LAMBDA_CACHE_DEFAULTS: CacheDefaults = CacheDefaults {
     parameter_ttl_secs: 60,
     not_found_ttl_secs: 5,
     max_entries: 10_000,
+    catch_up: CatchUpSettings::LAMBDA,
 };
 
 /// Defaults for the agent: Parameter Store entries (and their absence) are
@@ -59,6 +66,7 @@ pub const AGENT_CACHE_DEFAULTS: CacheDefaults = CacheDefaults {
     parameter_ttl_secs: 3600,
     not_found_ttl_secs: 3600,
     max_entries: 100_000,
+    catch_up: CatchUpSettings::AGENT,
 };
 
 struct Env<'a> {
@@ -166,6 +174,8 @@ pub struct RefreshSettings {
     pub cloud_map_namespace: String,
     pub cloud_map_service: String,
     pub fanout: FanoutSettings,
+    /// Every change is journaled here before it is pushed.
+    pub journal_table: String,
 }
 
 impl RefreshSettings {
@@ -190,6 +200,7 @@ impl RefreshSettings {
             refresh_key_parameter: env.required("REFRESH_KEY_PARAMETER")?,
             cloud_map_namespace: env.required("CLOUD_MAP_NAMESPACE")?,
             cloud_map_service: env.required("CLOUD_MAP_SERVICE")?,
+            journal_table: env.required("JOURNAL_TABLE_NAME")?,
             fanout: FanoutSettings {
                 concurrency,
                 deadline: Duration::from_millis(
@@ -328,6 +339,23 @@ impl Settings {
                 "PARAMETER_CACHE_MAX_ENTRIES",
                 defaults,
             )?,
+            journal_table: env.optional("JOURNAL_TABLE_NAME"),
+            catch_up: {
+                let interval_ms: u64 = env.number(
+                    "CATCH_UP_INTERVAL_MS",
+                    defaults.catch_up.interval.as_millis() as u64,
+                )?;
+                if interval_ms == 0 {
+                    return Err(SettingsError {
+                        variable: "CATCH_UP_INTERVAL_MS",
+                        reason: "must be at least 1".to_owned(),
+                    });
+                }
+                CatchUpSettings {
+                    interval: Duration::from_millis(interval_ms),
+                    ..defaults.catch_up
+                }
+            },
         })
     }
 }
@@ -397,6 +425,7 @@ mod tests {
             ("REFRESH_KEY_PARAMETER", "/tenant-config/refresh-key"),
             ("CLOUD_MAP_NAMESPACE", "tenant-config.local"),
             ("CLOUD_MAP_SERVICE", "config-agent"),
+            ("JOURNAL_TABLE_NAME", "tenant-config-changes"),
         ]))
         .unwrap();
         assert_eq!(s.fanout.concurrency, 64);
@@ -405,6 +434,7 @@ mod tests {
             ("REFRESH_KEY_PARAMETER", "/k"),
             ("CLOUD_MAP_NAMESPACE", "n"),
             ("CLOUD_MAP_SERVICE", "s"),
+            ("JOURNAL_TABLE_NAME", "j"),
             ("REFRESH_CONCURRENCY", "0"),
         ]));
         assert_eq!(zero.unwrap_err().variable, "REFRESH_CONCURRENCY");

@@ -12,6 +12,7 @@ use tenant_config_shared::domain::{Found, SecretValue};
 use tenant_config_shared::refresh::change::ChangeRecord;
 use tenant_config_shared::refresh::fanout::{Fanout, FanoutSettings};
 use tenant_config_shared::refresh::handler::{RefreshError, RefreshOutcome, Refresher};
+use tenant_config_shared::refresh::journal::MemoryJournal;
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
 use tenant_config_shared::refresh::proto::config_refresh_client::ConfigRefreshClient;
 use tenant_config_shared::refresh::proto::{
@@ -424,6 +425,7 @@ fn refresher(addresses: &[SocketAddr]) -> Refresher {
         KeyRouter::default(),
         Arc::new(StaticInstances(instances(addresses))),
         Fanout::new(refresh_key(), FanoutSettings::default()),
+        Arc::new(MemoryJournal::new()),
     )
 }
 

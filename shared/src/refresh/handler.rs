@@ -17,6 +17,7 @@ use super::change::{ChangeRecord, Classified};
 use super::discovery::{DiscoveryError, InstanceSource};
 use super::event::{EventError, ParameterChangeEvent, classify};
 use super::fanout::{Fanout, FanoutReport};
+use super::journal::{ChangeJournal, JournalError};
 use super::stream::{StreamBatch, classify_batch};
 use crate::routing::KeyRouter;
 
@@ -28,6 +29,8 @@ pub enum RefreshError {
     Rejected(#[from] EventError),
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     #[error("refresh reached {ok} of {instances} agents; failed: {failed}")]
     Undelivered {
         ok: usize,
@@ -43,6 +46,7 @@ impl RefreshError {
             RefreshError::Malformed(_) => "MalformedEvent",
             RefreshError::Rejected(_) => "RejectedEvent",
             RefreshError::Discovery(_) => "DiscoveryFailed",
+            RefreshError::Journal(_) => "JournalFailed",
             RefreshError::Undelivered { .. } => "RefreshUndelivered",
         }
     }
@@ -95,6 +99,7 @@ pub struct Refresher {
     router: KeyRouter,
     instances: Arc<dyn InstanceSource>,
     fanout: Fanout,
+    journal: Arc<dyn ChangeJournal>,
 }
 
 impl Refresher {
@@ -103,12 +108,14 @@ impl Refresher {
         router: KeyRouter,
         instances: Arc<dyn InstanceSource>,
         fanout: Fanout,
+        journal: Arc<dyn ChangeJournal>,
     ) -> Self {
         Self {
             root: root.into(),
             router,
             instances,
             fanout,
+            journal,
         }
     }
 
@@ -134,6 +141,9 @@ impl Refresher {
             Classified::Ignore(reason) => return Ok(RefreshOutcome::Ignored(reason)),
             Classified::Refresh(change) => change,
         };
+        // Journaled before anyone is told: a reader the push misses still
+        // finds it there.
+        self.journal.append(std::slice::from_ref(&change)).await?;
         let instances = self.instances.healthy_instances().await?;
         let report = self.fanout.send(&instances, &change).await;
         log_fanout(&change, &report);
@@ -191,6 +201,9 @@ impl Refresher {
             }
         }
         if !changes.is_empty() {
+            let journaled: Vec<ChangeRecord> =
+                changes.iter().map(|(_, change)| change.clone()).collect();
+            self.journal.append(&journaled).await?;
             let instances = self.instances.healthy_instances().await?;
             let fanouts = changes
                 .iter()

@@ -7,6 +7,8 @@ pub mod discovery;
 pub mod event;
 pub mod fanout;
 pub mod handler;
+pub mod journal;
+pub mod journal_table;
 pub mod key;
 pub mod proto;
 pub mod signing;

@@ -1,0 +1,166 @@
+//! Catch-up: how a reader converges on every change, including the ones no
+//! push reached (config-api containers cannot be pushed to; an agent may have
+//! been paused, partitioned or restarting when the Refresh went out).
+//!
+//! On a read, at most once per interval, one caller asks the change journal
+//! what was journaled since the last query (minus an overlap that absorbs
+//! write latency and clock skew between writers) and drops exactly those
+//! entries, "not found" answers included; the others wait for it, so no read
+//! after the interval serves a change that was journaled before it. Entries
+//! seen in the overlap are not dropped twice. A reader that has not caught up
+//! for longer than the journal keeps entries drops its whole cache, and so does
+//! one that finds more entries than it is willing to apply one by one. With no
+//! reads there are no queries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::reads::ConfigReads;
+use crate::refresh::journal::{ChangeJournal, RETENTION};
+use crate::refresh::signing::unix_ms_now;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatchUpSettings {
+    /// At most one journal query per interval.
+    pub interval: Duration,
+    /// How far before the previous query each query starts again.
+    pub overlap: Duration,
+    /// The longest a read waits for a journal query before it goes on without.
+    pub timeout: Duration,
+    /// More new entries than this in one query: drop everything instead.
+    pub max_entries: usize,
+}
+
+impl CatchUpSettings {
+    /// config-api: a change is served everywhere within about a second.
+    pub const LAMBDA: CatchUpSettings = CatchUpSettings {
+        interval: Duration::from_secs(1),
+        overlap: Duration::from_secs(10),
+        timeout: Duration::from_millis(500),
+        max_entries: 1000,
+    };
+    /// Agents: pushes are the fast path; the journal makes them certain.
+    pub const AGENT: CatchUpSettings = CatchUpSettings {
+        interval: Duration::from_secs(2),
+        ..Self::LAMBDA
+    };
+}
+
+/// What one catch-up did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Not due yet, or another read just did it.
+    NotDue,
+    /// The journal could not be read; retried after the interval.
+    Failed,
+    /// This many entries were dropped.
+    Entries(usize),
+    /// The gap was too long (or too many changes): every entry was dropped.
+    Everything,
+}
+
+struct Cursor {
+    /// Where the next query starts (before the overlap), Unix ms.
+    from_ms: i64,
+    /// Positions applied inside the overlap window, with their journal time.
+    seen: HashMap<String, i64>,
+}
+
+pub struct CatchUp {
+    journal: Arc<dyn ChangeJournal>,
+    settings: CatchUpSettings,
+    /// When the next query is due, Unix ms; read without the lock.
+    due_ms: AtomicI64,
+    cursor: tokio::sync::Mutex<Cursor>,
+    queries: AtomicUsize,
+}
+
+impl CatchUp {
+    /// Starts from now: a new reader's cache is empty, so nothing before it
+    /// matters.
+    pub fn new(journal: Arc<dyn ChangeJournal>, settings: CatchUpSettings) -> Self {
+        let now = unix_ms_now();
+        Self {
+            journal,
+            settings,
+            due_ms: AtomicI64::new(now + settings.interval.as_millis() as i64),
+            cursor: tokio::sync::Mutex::new(Cursor {
+                from_ms: now,
+                seen: HashMap::new(),
+            }),
+            queries: AtomicUsize::new(0),
+        }
+    }
+
+    /// Journal queries made so far.
+    pub fn queries(&self) -> usize {
+        self.queries.load(Ordering::SeqCst)
+    }
+
+    /// Called before every cached read: catches up if the interval has passed.
+    pub async fn maybe_catch_up(&self, reads: &ConfigReads) -> Applied {
+        if unix_ms_now() < self.due_ms.load(Ordering::Acquire) {
+            return Applied::NotDue;
+        }
+        // One query at a time; whoever waited finds it done.
+        let mut cursor = self.cursor.lock().await;
+        let started = unix_ms_now();
+        if started < self.due_ms.load(Ordering::Acquire) {
+            return Applied::NotDue;
+        }
+        let interval = self.settings.interval.as_millis() as i64;
+        let overlap = self.settings.overlap.as_millis() as i64;
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        let query = self
+            .journal
+            .since(cursor.from_ms - overlap, self.settings.max_entries + 1);
+        let entries = match tokio::time::timeout(self.settings.timeout, query).await {
+            Ok(Ok(entries)) => entries,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "catch-up: journal query failed; retrying after the interval");
+                self.due_ms.store(started + interval, Ordering::Release);
+                return Applied::Failed;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = self.settings.timeout.as_millis() as u64,
+                    "catch-up: journal query timed out; retrying after the interval"
+                );
+                self.due_ms.store(started + interval, Ordering::Release);
+                return Applied::Failed;
+            }
+        };
+        let gap_ms = started - cursor.from_ms;
+        let applied = if gap_ms >= RETENTION.as_millis() as i64 - overlap
+            || entries.len() > self.settings.max_entries
+        {
+            tracing::info!(
+                gap_ms,
+                entries = entries.len(),
+                "catch-up: too far behind the journal; dropping every cached entry"
+            );
+            reads.invalidate_all();
+            cursor.seen.clear();
+            Applied::Everything
+        } else {
+            let mut dropped = 0;
+            for entry in entries {
+                if cursor.seen.contains_key(&entry.position) {
+                    continue;
+                }
+                if reads.invalidate(&entry.change.item).await.is_ok() {
+                    dropped += 1;
+                }
+                cursor.seen.insert(entry.position, entry.journaled_at_ms);
+            }
+            Applied::Entries(dropped)
+        };
+        cursor.from_ms = started;
+        let oldest_kept = started - overlap;
+        cursor.seen.retain(|_, at| *at >= oldest_kept);
+        self.due_ms.store(started + interval, Ordering::Release);
+        applied
+    }
+}

@@ -1,0 +1,190 @@
+//! The change journal: every change record, in the order config-refresh
+//! journaled it, kept for a day. config-refresh appends before it pushes; every
+//! reader (config-api containers, which nothing can push to; agents that missed
+//! a push) asks it what came after the last change it applied. It is also the
+//! history an operator lists (`tenant-config-admin changes`).
+//!
+//! Entries are ordered by their *position*: the journal time (Unix ms, zero
+//! padded) and the change id, so positions sort as text and never collide.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use super::change::ChangeRecord;
+use super::signing::unix_ms_now;
+
+/// How long entries are kept (the table's TTL attribute is set from it).
+pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// One journaled change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalEntry {
+    /// `{journaled_at_ms:013}#{change_id}`: sorts in journal order.
+    pub position: String,
+    /// When config-refresh journaled it (its clock), Unix ms.
+    pub journaled_at_ms: i64,
+    pub change: ChangeRecord,
+}
+
+impl JournalEntry {
+    pub fn new(change: ChangeRecord, journaled_at_ms: i64) -> Self {
+        Self {
+            position: position(journaled_at_ms, &change.change_id),
+            journaled_at_ms,
+            change,
+        }
+    }
+}
+
+/// The position of a change journaled at `at_ms`.
+pub fn position(at_ms: i64, change_id: &str) -> String {
+    format!("{at_ms:013}#{change_id}")
+}
+
+/// The first position at or after `at_ms`.
+pub fn position_at(at_ms: i64) -> String {
+    format!("{at_ms:013}")
+}
+
+#[derive(Debug, Clone, Error)]
+pub enum JournalError {
+    #[error("change journal {operation} failed: {detail}")]
+    Unavailable {
+        operation: &'static str,
+        detail: String,
+    },
+    #[error("change journal entry {position} is unreadable: {reason}")]
+    Unreadable { position: String, reason: String },
+}
+
+/// Where change records are kept in order.
+#[async_trait]
+pub trait ChangeJournal: Send + Sync {
+    /// Journals `changes` at the current time, in order, before anyone is
+    /// told about them.
+    async fn append(&self, changes: &[ChangeRecord]) -> Result<Vec<JournalEntry>, JournalError>;
+
+    /// Entries journaled at or after `from_ms`, oldest first, at most `limit`.
+    async fn since(&self, from_ms: i64, limit: usize) -> Result<Vec<JournalEntry>, JournalError>;
+}
+
+/// A journal in memory, for tests and benchmarks: the same ordering rules,
+/// with a query counter and an optional failure.
+#[derive(Default)]
+pub struct MemoryJournal {
+    entries: Mutex<Vec<JournalEntry>>,
+    queries: std::sync::atomic::AtomicUsize,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryJournal {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Journals `change` as if at `at_ms` (a late or skewed writer).
+    pub fn insert_at(&self, change: ChangeRecord, at_ms: i64) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.push(JournalEntry::new(change, at_ms));
+            entries.sort_by(|a, b| a.position.cmp(&b.position));
+        }
+    }
+
+    /// `since` calls so far.
+    pub fn queries(&self) -> usize {
+        self.queries.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Every call fails while set.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check(&self, operation: &'static str) -> Result<(), JournalError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(JournalError::Unavailable {
+                operation,
+                detail: "injected failure".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChangeJournal for MemoryJournal {
+    async fn append(&self, changes: &[ChangeRecord]) -> Result<Vec<JournalEntry>, JournalError> {
+        self.check("append")?;
+        let now = unix_ms_now();
+        let appended: Vec<JournalEntry> = changes
+            .iter()
+            .map(|change| JournalEntry::new(change.clone(), now))
+            .collect();
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.extend(appended.iter().cloned());
+            entries.sort_by(|a, b| a.position.cmp(&b.position));
+        }
+        Ok(appended)
+    }
+
+    async fn since(&self, from_ms: i64, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
+        self.queries
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.check("query")?;
+        let from = position_at(from_ms);
+        Ok(self
+            .entries
+            .lock()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| e.position >= from)
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ItemKey, StoreKind};
+    use crate::refresh::proto::Operation;
+
+    fn change(id: &str) -> ChangeRecord {
+        ChangeRecord {
+            item: ItemKey::parse("t1", "svc", "tenant_config_x").unwrap(),
+            store: StoreKind::DynamoDb,
+            operation: Operation::Update,
+            change_id: id.into(),
+            time_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn positions_sort_in_time_order_as_text() {
+        assert!(position(999, "z") < position(1000, "a"));
+        assert!(position_at(1000) <= position(1000, "a"));
+        assert!(position(999, "z") < position_at(1000));
+    }
+
+    #[tokio::test]
+    async fn since_returns_entries_from_a_time_in_order_up_to_a_limit() {
+        let journal = MemoryJournal::new();
+        journal.insert_at(change("c"), 3_000);
+        journal.insert_at(change("a"), 1_000);
+        journal.insert_at(change("b"), 2_000);
+        let ids = |entries: Vec<JournalEntry>| -> Vec<String> {
+            entries.into_iter().map(|e| e.change.change_id).collect()
+        };
+        assert_eq!(ids(journal.since(2_000, 10).await.unwrap()), vec!["b", "c"]);
+        assert_eq!(ids(journal.since(0, 2).await.unwrap()), vec!["a", "b"]);
+        assert_eq!(journal.queries(), 2);
+    }
+}

@@ -1,0 +1,241 @@
+//! The change journal in its own DynamoDB table: one partition (`pk =
+//! "changes"`), sort key = position, a TTL attribute a day out. Its own table
+//! (not a partition of the configuration table) so that its IAM, TTL and
+//! capacity are separate from tenant data and the configuration stream never
+//! carries it. Items name entries, never values.
+//!
+//! Capacity: every warm reader makes one eventually consistent Query per
+//! catch-up interval (a few small items, 0.5 RCU each), so one partition
+//! serves thousands of readers; changes are rare writes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+
+use super::change::ChangeRecord;
+use super::journal::{ChangeJournal, JournalEntry, JournalError, RETENTION, position_at};
+use super::proto::Operation;
+use super::signing::unix_ms_now;
+use crate::domain::{ItemKey, StoreKind};
+
+const PARTITION: &str = "changes";
+/// BatchWriteItem takes at most 25 items.
+const WRITE_BATCH: usize = 25;
+const UNPROCESSED_RETRIES: u32 = 4;
+
+pub struct JournalTable {
+    client: Client,
+    table: String,
+}
+
+impl JournalTable {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn item(entry: &JournalEntry) -> HashMap<String, AttributeValue> {
+    let change = &entry.change;
+    let expires_at = entry.journaled_at_ms / 1000 + RETENTION.as_secs() as i64;
+    HashMap::from([
+        ("pk".to_owned(), s(PARTITION)),
+        ("sk".to_owned(), s(entry.position.clone())),
+        ("tenant".to_owned(), s(change.item.tenant.as_str())),
+        ("service".to_owned(), s(change.item.service.as_str())),
+        ("key".to_owned(), s(change.item.key.as_str())),
+        ("store".to_owned(), s(change.store.as_str())),
+        ("operation".to_owned(), s(change.operation.as_str_name())),
+        ("change_id".to_owned(), s(change.change_id.clone())),
+        ("change_time_ms".to_owned(), n(change.time_unix_ms)),
+        ("journaled_at_ms".to_owned(), n(entry.journaled_at_ms)),
+        ("expires_at".to_owned(), n(expires_at)),
+    ])
+}
+
+fn entry(item: &HashMap<String, AttributeValue>) -> Result<JournalEntry, JournalError> {
+    let position = item
+        .get("sk")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
+    let unreadable = |reason: &str| JournalError::Unreadable {
+        position: position.clone(),
+        reason: reason.to_owned(),
+    };
+    let text = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+            .ok_or_else(|| unreadable(&format!("no '{name}'")))
+    };
+    let number = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| unreadable(&format!("no numeric '{name}'")))
+    };
+    let store = match text("store")? {
+        "dynamodb" => StoreKind::DynamoDb,
+        "parameter-store" => StoreKind::ParameterStore,
+        other => return Err(unreadable(&format!("unknown store '{other}'"))),
+    };
+    let operation = Operation::from_str_name(text("operation")?)
+        .ok_or_else(|| unreadable("unknown operation"))?;
+    let change = ChangeRecord {
+        item: ItemKey::parse(text("tenant")?, text("service")?, text("key")?)
+            .map_err(|e| unreadable(&e.to_string()))?,
+        store,
+        operation,
+        change_id: text("change_id")?.to_owned(),
+        time_unix_ms: number("change_time_ms")?,
+    };
+    Ok(JournalEntry {
+        position: position.clone(),
+        journaled_at_ms: number("journaled_at_ms")?,
+        change,
+    })
+}
+
+#[async_trait]
+impl ChangeJournal for JournalTable {
+    async fn append(&self, changes: &[ChangeRecord]) -> Result<Vec<JournalEntry>, JournalError> {
+        let now = unix_ms_now();
+        let entries: Vec<JournalEntry> = changes
+            .iter()
+            .map(|change| JournalEntry::new(change.clone(), now))
+            .collect();
+        for chunk in entries.chunks(WRITE_BATCH) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|entry| {
+                    PutRequest::builder()
+                        .set_item(Some(item(entry)))
+                        .build()
+                        .map(|put| WriteRequest::builder().put_request(put).build())
+                        .map_err(|e| JournalError::Unavailable {
+                            operation: "BatchWriteItem",
+                            detail: e.to_string(),
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            for attempt in 0..=UNPROCESSED_RETRIES {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(|e| JournalError::Unavailable {
+                        operation: "BatchWriteItem",
+                        detail: DisplayErrorContext(e).to_string(),
+                    })?;
+                requests = output
+                    .unprocessed_items
+                    .and_then(|mut unprocessed| unprocessed.remove(&self.table))
+                    .unwrap_or_default();
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt == UNPROCESSED_RETRIES {
+                    return Err(JournalError::Unavailable {
+                        operation: "BatchWriteItem",
+                        detail: format!("{} items left unprocessed", requests.len()),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn since(&self, from_ms: i64, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
+        let mut entries = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :p AND sk >= :from")
+                .expression_attribute_values(":p", s(PARTITION))
+                .expression_attribute_values(":from", s(position_at(from_ms)))
+                .limit(
+                    i32::try_from(limit.saturating_sub(entries.len()).max(1)).unwrap_or(i32::MAX),
+                )
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| JournalError::Unavailable {
+                    operation: "Query",
+                    detail: DisplayErrorContext(e).to_string(),
+                })?;
+            for item in output.items() {
+                entries.push(entry(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if entries.len() < limit => start = Some(key),
+                _ => return Ok(entries),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_round_trips_through_its_item_without_any_value() {
+        let change = ChangeRecord {
+            item: ItemKey::parse("tenant-a", "billing", "param_config_endpoint").unwrap(),
+            store: StoreKind::ParameterStore,
+            operation: Operation::Delete,
+            change_id: "evt-1".into(),
+            time_unix_ms: 1_795_424_400_000,
+        };
+        let journaled = JournalEntry::new(change, 1_795_424_400_123);
+        let item = item(&journaled);
+        assert_eq!(
+            item["expires_at"].as_n().unwrap(),
+            &(1_795_424_400 + 86_400).to_string()
+        );
+        assert!(!item.contains_key("value"));
+        assert_eq!(entry(&item).unwrap(), journaled);
+    }
+
+    #[test]
+    fn an_item_that_is_not_an_entry_is_an_error_not_a_panic() {
+        let mut broken = item(&JournalEntry::new(
+            ChangeRecord {
+                item: ItemKey::parse("t", "s", "tenant_config_k").unwrap(),
+                store: StoreKind::DynamoDb,
+                operation: Operation::Create,
+                change_id: "x".into(),
+                time_unix_ms: 0,
+            },
+            1,
+        ));
+        broken.insert("tenant".into(), s("../etc"));
+        assert!(matches!(
+            entry(&broken),
+            Err(JournalError::Unreadable { .. })
+        ));
+        broken.remove("store");
+        assert!(entry(&broken).is_err());
+    }
+}

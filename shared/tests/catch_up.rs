@@ -1,0 +1,227 @@
+//! Readers catch up with the change journal: no push needed, bounded cost.
+//! In-memory stores and journal; real caches and read use cases.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tenant_config_shared::cache::CachedStore;
+use tenant_config_shared::catch_up::{Applied, CatchUp, CatchUpSettings};
+use tenant_config_shared::reads::ConfigReads;
+use tenant_config_shared::refresh::change::ChangeRecord;
+use tenant_config_shared::refresh::journal::{ChangeJournal, MemoryJournal};
+use tenant_config_shared::refresh::proto::Operation;
+use tenant_config_shared::refresh::signing::unix_ms_now;
+use tenant_config_shared::routing::KeyRouter;
+use tenant_config_shared::store::MemoryStore;
+use tenant_config_shared::{ConfigError, ConfigKey, ServiceName, StoreKind, TenantId};
+use tenant_config_testkit::agent::HOUR_LONG_CACHE;
+use tenant_config_testkit::values::{item, plain};
+
+const INTERVAL: Duration = Duration::from_millis(150);
+
+struct Reader {
+    reads: ConfigReads,
+    store: Arc<MemoryStore>,
+    journal: Arc<MemoryJournal>,
+}
+
+/// A reader with hour-long caches over one in-memory DynamoDB, catching up
+/// every [`INTERVAL`] with `max_entries`.
+fn reader(max_entries: usize) -> Reader {
+    let store = Arc::new(MemoryStore::new(StoreKind::DynamoDb));
+    let journal = Arc::new(MemoryJournal::new());
+    let reads = ConfigReads::new(
+        KeyRouter::default(),
+        CachedStore::new(store.clone(), HOUR_LONG_CACHE),
+        CachedStore::new(
+            Arc::new(MemoryStore::new(StoreKind::ParameterStore)),
+            HOUR_LONG_CACHE,
+        ),
+    )
+    .with_catch_up(CatchUp::new(
+        journal.clone(),
+        CatchUpSettings {
+            interval: INTERVAL,
+            max_entries,
+            ..CatchUpSettings::LAMBDA
+        },
+    ));
+    Reader {
+        reads,
+        store,
+        journal,
+    }
+}
+
+fn change(key: &str, operation: Operation, id: &str) -> ChangeRecord {
+    ChangeRecord {
+        item: item("tenant-a", "billing", key),
+        store: StoreKind::DynamoDb,
+        operation,
+        change_id: id.into(),
+        time_unix_ms: unix_ms_now(),
+    }
+}
+
+impl Reader {
+    fn put(&self, key: &str, value: &str) {
+        self.store
+            .put(&item("tenant-a", "billing", key), plain(json!(value)));
+    }
+
+    async fn read(&self, key: &str) -> Result<String, ConfigError> {
+        let entry = self
+            .reads
+            .get(
+                &TenantId::parse("tenant-a").unwrap(),
+                &ServiceName::parse("billing").unwrap(),
+                &ConfigKey::parse(key).unwrap(),
+            )
+            .await?;
+        Ok(entry.value.value.as_str().unwrap_or_default().to_owned())
+    }
+
+    fn queries(&self) -> usize {
+        self.reads.catch_up().unwrap().queries()
+    }
+}
+
+#[tokio::test]
+async fn a_journaled_change_is_served_after_one_interval_without_any_push() {
+    // GIVEN a reader that cached a value for an hour
+    let reader = reader(100);
+    reader.put("tenant_config_limits", "v1");
+    assert_eq!(reader.read("tenant_config_limits").await.unwrap(), "v1");
+    // WHEN the value changes and the change is journaled (no push reaches it)
+    reader.put("tenant_config_limits", "v2");
+    reader
+        .journal
+        .append(&[change("tenant_config_limits", Operation::Update, "c1")])
+        .await
+        .unwrap();
+    // THEN within the interval it still serves its cache, and after it the new value
+    assert_eq!(reader.read("tenant_config_limits").await.unwrap(), "v1");
+    tokio::time::sleep(INTERVAL).await;
+    assert_eq!(reader.read("tenant_config_limits").await.unwrap(), "v2");
+}
+
+#[tokio::test]
+async fn a_key_created_after_a_cached_not_found_is_found_after_one_interval() {
+    let reader = reader(100);
+    assert!(matches!(
+        reader.read("tenant_config_new").await,
+        Err(ConfigError::NotFound { .. })
+    ));
+    reader.put("tenant_config_new", "created");
+    reader
+        .journal
+        .append(&[change("tenant_config_new", Operation::Create, "c1")])
+        .await
+        .unwrap();
+    tokio::time::sleep(INTERVAL).await;
+    assert_eq!(reader.read("tenant_config_new").await.unwrap(), "created");
+}
+
+#[tokio::test]
+async fn concurrent_reads_share_one_journal_query_and_idle_readers_make_none() {
+    let reader = reader(100);
+    reader.put("tenant_config_limits", "v1");
+    reader.read("tenant_config_limits").await.unwrap();
+    // No reads for three intervals: no queries.
+    tokio::time::sleep(INTERVAL * 3).await;
+    assert_eq!(reader.queries(), 0);
+    // Fifty reads at once after the interval: one query.
+    let reads = (0..50).map(|_| reader.read("tenant_config_limits"));
+    for result in futures::future::join_all(reads).await {
+        assert_eq!(result.unwrap(), "v1");
+    }
+    assert_eq!(reader.queries(), 1);
+    // Reads within the next interval: still one.
+    reader.read("tenant_config_limits").await.unwrap();
+    assert_eq!(reader.queries(), 1);
+}
+
+#[tokio::test]
+async fn a_late_entry_inside_the_overlap_is_applied_once() {
+    // GIVEN a reader that cached two values and has caught up once
+    let reader = reader(100);
+    reader.put("tenant_config_a", "a1");
+    reader.put("tenant_config_b", "b1");
+    reader.read("tenant_config_a").await.unwrap();
+    reader.read("tenant_config_b").await.unwrap();
+    tokio::time::sleep(INTERVAL).await;
+    reader.read("tenant_config_a").await.unwrap();
+    let queries = reader.queries();
+    assert_eq!(queries, 1);
+    // WHEN a change becomes visible with a journal time two seconds in the
+    // past (a slow or skewed writer), i.e. before that last query
+    reader.put("tenant_config_b", "b2");
+    reader.journal.insert_at(
+        change("tenant_config_b", Operation::Update, "late"),
+        unix_ms_now() - 2_000,
+    );
+    tokio::time::sleep(INTERVAL).await;
+    // THEN the next catch-up still applies it
+    assert_eq!(reader.read("tenant_config_b").await.unwrap(), "b2");
+    // AND later catch-ups inside the overlap do not drop it again
+    let gets = reader.store.gets();
+    tokio::time::sleep(INTERVAL).await;
+    reader.read("tenant_config_b").await.unwrap();
+    tokio::time::sleep(INTERVAL).await;
+    reader.read("tenant_config_b").await.unwrap();
+    assert_eq!(reader.queries(), queries + 3);
+    assert_eq!(
+        reader.store.gets(),
+        gets,
+        "no refetch for an entry already applied"
+    );
+}
+
+#[tokio::test]
+async fn more_changes_than_it_applies_one_by_one_drops_the_whole_cache() {
+    let reader = reader(3);
+    reader.put("tenant_config_a", "a1");
+    reader.read("tenant_config_a").await.unwrap();
+    reader.put("tenant_config_a", "a2");
+    let changes: Vec<ChangeRecord> = (0..5)
+        .map(|i| {
+            change(
+                &format!("tenant_config_other{i}"),
+                Operation::Update,
+                &format!("c{i}"),
+            )
+        })
+        .collect();
+    reader.journal.append(&changes).await.unwrap();
+    tokio::time::sleep(INTERVAL).await;
+    let catch_up = reader.reads.catch_up().unwrap();
+    assert_eq!(
+        catch_up.maybe_catch_up(&reader.reads).await,
+        Applied::Everything
+    );
+    // tenant_config_a was never named, but the cache was dropped whole.
+    assert_eq!(reader.read("tenant_config_a").await.unwrap(), "a2");
+}
+
+#[tokio::test]
+async fn a_failing_journal_never_fails_a_read_and_is_retried_after_the_interval() {
+    let reader = reader(100);
+    reader.put("tenant_config_limits", "v1");
+    reader.read("tenant_config_limits").await.unwrap();
+    reader.put("tenant_config_limits", "v2");
+    reader
+        .journal
+        .append(&[change("tenant_config_limits", Operation::Update, "c1")])
+        .await
+        .unwrap();
+    reader.journal.set_failing(true);
+    tokio::time::sleep(INTERVAL).await;
+    // The journal is down: the read is answered from the cache.
+    assert_eq!(reader.read("tenant_config_limits").await.unwrap(), "v1");
+    assert_eq!(reader.queries(), 1);
+    // It comes back: the next catch-up applies what was missed.
+    reader.journal.set_failing(false);
+    tokio::time::sleep(INTERVAL).await;
+    assert_eq!(reader.read("tenant_config_limits").await.unwrap(), "v2");
+}
