@@ -6,7 +6,7 @@ use aws_config::SdkConfig;
 use aws_sdk_cognitoidentityprovider as cognito;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
+    StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_ssm::types::ParameterType;
 use cognito::types::{
@@ -66,6 +66,53 @@ pub async fn create_table(aws: &SdkConfig, table: &str) -> Result<(), String> {
         .send()
         .await
         .map_err(|e| err("CreateTable")(&aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    Ok(())
+}
+
+/// Creates the change journal table as the template does: `pk`/`sk`, with
+/// a TTL on `expires_at`.
+pub async fn create_journal_table(aws: &SdkConfig, table: &str) -> Result<(), String> {
+    let client = aws_sdk_dynamodb::Client::new(aws);
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("pk")?)
+        .attribute_definitions(attribute("sk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .send()
+        .await
+        .map_err(|e| {
+            err("CreateTable (journal)")(&aws_sdk_dynamodb::error::DisplayErrorContext(e))
+        })?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name("expires_at")
+                .build()
+                .map_err(|e| e.to_string())?,
+        )
+        .send()
+        .await
+        .map_err(|e| err("UpdateTimeToLive")(&aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
     Ok(())
 }
 

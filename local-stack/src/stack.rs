@@ -17,6 +17,7 @@ use crate::stream::StreamMapping;
 use crate::watch::LambdaWatch;
 
 pub const TABLE: &str = "tenant-config";
+pub const JOURNAL_TABLE: &str = "tenant-config-changes";
 pub const PARAMETER_ROOT: &str = "/config-service";
 /// Outside the watched root, so changing it triggers no refresh.
 pub const REFRESH_KEY_PARAMETER: &str = "/tenant-config/refresh-key";
@@ -160,6 +161,7 @@ impl LocalStack {
         let aws = moto.sdk_config().await;
         let pool = step(progress, "seed: table, user pool, users, values", async {
             seed::create_table(&aws, TABLE).await?;
+            seed::create_journal_table(&aws, JOURNAL_TABLE).await?;
             let pool = seed::create_user_pool(&aws, &moto.endpoint, "tenant-config-local").await?;
             for user in [ALICE, BOB, CAROL] {
                 seed::create_user(&aws, &pool, user.username, PASSWORD, user.tenant).await?;
@@ -307,6 +309,7 @@ pub fn function_env(
     let mut env = moto.aws_env();
     env.extend([
         ("CONFIG_TABLE_NAME".into(), TABLE.into()),
+        ("JOURNAL_TABLE_NAME".into(), JOURNAL_TABLE.into()),
         ("PARAMETER_ROOT".into(), PARAMETER_ROOT.into()),
         ("COGNITO_ISSUER".into(), pool.issuer.clone()),
         ("COGNITO_JWKS_URL".into(), pool.jwks_url.clone()),
