@@ -341,3 +341,45 @@ fn dynamodb_changes_reach_config_refresh_keys_only_with_partial_batch_retries() 
         }
     }
 }
+
+#[test]
+fn the_journal_is_written_only_by_config_refresh_and_only_queried_by_readers() {
+    let template = template();
+    let journal = resource(&template, "ChangeJournalTable");
+    assert_eq!(
+        journal["TimeToLiveSpecification"]["AttributeName"].as_str(),
+        Some("expires_at")
+    );
+    assert_eq!(
+        journal["TimeToLiveSpecification"]["Enabled"].as_bool(),
+        Some(true)
+    );
+    for function in ["ConfigApiFunction", "ConfigRefreshFunction"] {
+        assert_eq!(
+            strings(&resource(&template, function)["Environment"]["Variables"]["JOURNAL_TABLE_NAME"]),
+            vec!["ChangeJournalTable"],
+            "{function} knows the journal"
+        );
+    }
+    let mut journal_access: Vec<(String, Vec<String>)> = statements(&template)
+        .into_iter()
+        .filter(|(_, statement)| {
+            strings(&statement["Resource"])
+                .iter()
+                .any(|r| r.starts_with("ChangeJournalTable"))
+        })
+        .map(|(owner, statement)| (owner, strings(&statement["Action"])))
+        .collect();
+    journal_access.sort();
+    assert_eq!(
+        journal_access,
+        vec![
+            ("AgentTaskPolicy".to_owned(), vec!["dynamodb:Query".to_owned()]),
+            ("ConfigApiFunction".to_owned(), vec!["dynamodb:Query".to_owned()]),
+            (
+                "ConfigRefreshFunction".to_owned(),
+                vec!["dynamodb:BatchWriteItem".to_owned()]
+            ),
+        ]
+    );
+}
