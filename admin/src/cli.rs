@@ -7,6 +7,8 @@ use crate::values::{ParameterKind, Target};
 use crate::{agent_client, tokens};
 use tenant_config_shared::ItemKey;
 use tenant_config_shared::aws::Aws;
+use tenant_config_shared::refresh::journal::ChangeJournal;
+use tenant_config_shared::refresh::signing::unix_ms_now;
 use tenant_config_shared::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
 
 #[derive(Parser)]
@@ -92,6 +94,22 @@ enum Command {
         token: String,
         service: String,
         key: String,
+    },
+    /// List journaled changes (newest last), e.g. `changes --since 15m`.
+    Changes {
+        /// How far back: a duration (`90s`, `15m`, `2h`, `1d`) or Unix ms.
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// The change journal table.
+        #[arg(
+            long,
+            env = "JOURNAL_TABLE_NAME",
+            default_value = "tenant-config-changes"
+        )]
+        journal_table: String,
+        /// At most this many changes.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
     },
     /// Send the "Parameter Store Change" event for a key to config-refresh.
     Event {
@@ -181,6 +199,22 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?;
             println!("{value}");
+        }
+        Command::Changes {
+            since,
+            journal_table,
+            limit,
+        } => {
+            let from_ms = crate::changes::since_ms(&since, unix_ms_now())?;
+            let journal = Aws::from_env().await.change_journal(&journal_table);
+            let entries = journal
+                .since(from_ms, limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            for entry in &entries {
+                println!("{}", crate::changes::line(entry));
+            }
+            eprintln!("{} change(s)", entries.len());
         }
         Command::Event {
             tenant,

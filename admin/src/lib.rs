@@ -5,10 +5,12 @@
 //!   exactly like the API
 //! - [`tokens`]: sign a user in and get the ID token a service would send
 //! - [`agent_client`]: read through a config agent over gRPC
+//! - [`changes`]: the change history from the journal
 //! - [`events`]: the "Parameter Store Change" event EventBridge sends, and the
 //!   Lambda Invoke API call that delivers it to config-refresh
 
 pub mod agent_client;
+pub mod changes;
 pub mod cli;
 pub mod events;
 pub mod tokens;

@@ -208,4 +208,33 @@ async fn an_operator_manages_values_tokens_and_events_from_the_cli() {
         "/config-service/tenant-a/billing/param_config_endpoint"
     );
     assert_eq!(printed["detail"]["operation"], "Delete");
+
+    // The journal lists what changed, in order, with the store and operation,
+    // and never a value: the DynamoDB puts (through the stream) and the
+    // parameter update (through its event).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let listed = loop {
+        let changes = admin(&stack, &["changes", "--since", "5m"]);
+        assert!(changes.status.success(), "{}", stderr(&changes));
+        let listed = stdout(&changes);
+        if listed.matches("tenant_config_max_seats").count() >= 2
+            || std::time::Instant::now() > deadline
+        {
+            break listed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let lines: Vec<&str> = listed.lines().collect();
+    let seats: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains("tenant-a/billing/tenant_config_max_seats  dynamodb"))
+        .collect();
+    assert_eq!(seats.len(), 2, "{listed}");
+    assert!(seats[0].contains("OPERATION_CREATE") && seats[1].contains("OPERATION_UPDATE"));
+    assert!(
+        lines.iter().any(|l| l
+            .contains("tenant-a/billing/param_config_endpoint  parameter-store  OPERATION_UPDATE")),
+        "{listed}"
+    );
+    assert!(!listed.contains("https://v2.example") && !listed.contains("seats\":12"));
 }

@@ -1,0 +1,80 @@
+//! The change history an operator lists: journal entries as text lines.
+
+use tenant_config_shared::refresh::journal::JournalEntry;
+
+/// `--since`: a duration back from `now_ms` (`90s`, `15m`, `2h`, `1d`) or an
+/// absolute Unix time in milliseconds.
+pub fn since_ms(since: &str, now_ms: i64) -> Result<i64, String> {
+    let since = since.trim();
+    let unit_ms = match since.chars().last() {
+        Some('s') => 1_000,
+        Some('m') => 60_000,
+        Some('h') => 3_600_000,
+        Some('d') => 86_400_000,
+        _ => {
+            return since
+                .parse::<i64>()
+                .map_err(|_| format!("--since '{since}': use 90s, 15m, 2h, 1d or Unix ms"));
+        }
+    };
+    let amount: i64 = since[..since.len() - 1]
+        .parse()
+        .map_err(|_| format!("--since '{since}': use 90s, 15m, 2h, 1d or Unix ms"))?;
+    Ok(now_ms - amount * unit_ms)
+}
+
+/// One line per change: journal time, entry, store, operation, change id.
+/// Never a value: the journal holds none.
+pub fn line(entry: &JournalEntry) -> String {
+    let change = &entry.change;
+    let at = aws_smithy_types::DateTime::from_millis(entry.journaled_at_ms)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_else(|_| entry.journaled_at_ms.to_string());
+    format!(
+        "{at}  {}/{}/{}  {}  {}  {}",
+        change.item.tenant,
+        change.item.service,
+        change.item.key,
+        change.store,
+        change.operation.as_str_name(),
+        change.change_id
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenant_config_shared::refresh::change::ChangeRecord;
+    use tenant_config_shared::refresh::proto::Operation;
+    use tenant_config_shared::{ItemKey, StoreKind};
+
+    #[test]
+    fn since_takes_durations_and_absolute_times() {
+        let now = 10_000_000;
+        assert_eq!(since_ms("90s", now), Ok(now - 90_000));
+        assert_eq!(since_ms("15m", now), Ok(now - 900_000));
+        assert_eq!(since_ms("2h", now), Ok(now - 7_200_000));
+        assert_eq!(since_ms("1d", now), Ok(now - 86_400_000));
+        assert_eq!(since_ms("1795424400000", now), Ok(1_795_424_400_000));
+        assert!(since_ms("yesterday", now).is_err());
+        assert!(since_ms("xm", now).is_err());
+    }
+
+    #[test]
+    fn a_line_names_the_entry_and_what_happened() {
+        let entry = JournalEntry::new(
+            ChangeRecord {
+                item: ItemKey::parse("tenant-a", "billing", "tenant_config_limits").unwrap(),
+                store: StoreKind::DynamoDb,
+                operation: Operation::Update,
+                change_id: "c4ca4238".into(),
+                time_unix_ms: 0,
+            },
+            1_795_424_400_000,
+        );
+        assert_eq!(
+            line(&entry),
+            "2026-11-23T09:00:00Z  tenant-a/billing/tenant_config_limits  dynamodb  OPERATION_UPDATE  c4ca4238"
+        );
+    }
+}
