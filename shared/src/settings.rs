@@ -49,7 +49,8 @@ pub struct CacheDefaults {
     pub catch_up: CatchUpSettings,
 }
 
-/// Defaults for config-api: short TTLs, since nothing invalidates its caches.
+/// Defaults for config-api: nothing can push to it; it catches up from the
+/// change journal every second, and its TTLs bound what the journal misses.
 pub const LAMBDA_CACHE_DEFAULTS: CacheDefaults = CacheDefaults {
     dynamodb_ttl_secs: 60,
     parameter_ttl_secs: 60,
@@ -58,11 +59,11 @@ pub const LAMBDA_CACHE_DEFAULTS: CacheDefaults = CacheDefaults {
     catch_up: CatchUpSettings::LAMBDA,
 };
 
-/// Defaults for the agent: Parameter Store entries (and their absence) are
-/// push-invalidated on change, so they live an hour; DynamoDB has no push
-/// source yet, so its entries keep the short TTL.
+/// Defaults for the agent: changes to either store are pushed (Refresh) and
+/// journaled (catch-up every 2 s), so entries (and their absence) live an hour;
+/// the TTL only bounds what neither reaches.
 pub const AGENT_CACHE_DEFAULTS: CacheDefaults = CacheDefaults {
-    dynamodb_ttl_secs: 60,
+    dynamodb_ttl_secs: 3600,
     parameter_ttl_secs: 3600,
     not_found_ttl_secs: 3600,
     max_entries: 100_000,
@@ -408,7 +409,7 @@ mod tests {
     }
 
     #[test]
-    fn agent_caches_parameters_for_an_hour_but_dynamodb_briefly() {
+    fn agent_caches_both_stores_for_an_hour_and_catches_up_every_two_seconds() {
         let map: HashMap<String, String> = REQUIRED
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -416,7 +417,8 @@ mod tests {
         let s =
             Settings::from_lookup(&|name| map.get(name).cloned(), AGENT_CACHE_DEFAULTS).unwrap();
         assert_eq!(s.parameter_cache.ttl, Duration::from_secs(3600));
-        assert_eq!(s.dynamodb_cache.ttl, Duration::from_secs(60));
+        assert_eq!(s.dynamodb_cache.ttl, Duration::from_secs(3600));
+        assert_eq!(s.catch_up.interval, Duration::from_secs(2));
     }
 
     #[test]

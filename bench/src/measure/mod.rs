@@ -1,4 +1,4 @@
-//! The six measurements, one module each. Each adds a section to the
+//! The seven measurements, one module each. Each adds a section to the
 //! [`Report`](crate::report::Report) with our figure beside its baseline.
 
 use std::path::Path;
@@ -10,6 +10,7 @@ use crate::report::Report;
 use crate::sizes::Sizes;
 
 mod contention;
+mod convergence;
 mod fanout;
 mod http;
 mod propagation;
@@ -37,6 +38,7 @@ pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
     report.fanout(&stack).await?;
     report.propagation(&stack).await?;
     report.resources(&stack).await?;
+    report.convergence(&stack).await?;
     drop(stack);
     let chart = out.with_extension("svg");
     let chart_file = chart
