@@ -36,6 +36,7 @@ async fn run() -> Result<(), AgentError> {
         registration.as_ref().map(|r| r as &dyn AgentRegistration),
         stop.recv(),
         agent.shutdown_grace,
+        agent.health_report_interval,
     )
     .await?;
     Ok(())

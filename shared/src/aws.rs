@@ -17,7 +17,7 @@ use crate::auth::{JwksError, TokenVerifier};
 use crate::cache::CachedStore;
 use crate::catch_up::CatchUp;
 use crate::reads::ConfigReads;
-use crate::refresh::discovery::{CloudMapInstances, DiscoveryError, Registration};
+use crate::refresh::discovery::{CloudMapHealth, CloudMapInstances, DiscoveryError, Registration};
 use crate::refresh::fanout::Fanout;
 use crate::refresh::handler::Refresher;
 use crate::refresh::journal_table::JournalTable;
@@ -126,13 +126,20 @@ impl Aws {
             &settings.cloud_map_namespace,
             &settings.cloud_map_service,
         );
-        Ok(Refresher::new(
+        let refresher = Refresher::new(
             settings.parameter_root.clone(),
             settings.router.clone(),
             Arc::new(instances),
             Fanout::new(key, settings.fanout),
             Arc::new(self.change_journal(&settings.journal_table)),
-        ))
+        );
+        Ok(match &settings.cloud_map_service_id {
+            Some(service_id) => refresher.with_stale_marking(
+                settings.stale,
+                Arc::new(CloudMapHealth::new(self.cloud_map(), service_id)),
+            ),
+            None => refresher,
+        })
     }
 
     /// The agent's gRPC server: AWS-backed reads shared by ConfigReader and

@@ -14,6 +14,7 @@ use crate::auth::AuthSettings;
 use crate::cache::CacheSettings;
 use crate::catch_up::CatchUpSettings;
 use crate::refresh::fanout::FanoutSettings;
+use crate::refresh::stale::StaleSettings;
 use crate::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
 use crate::store::ssm::{DEFAULT_PARAMETER_ROOT, validate_root};
 
@@ -177,6 +178,10 @@ pub struct RefreshSettings {
     pub fanout: FanoutSettings,
     /// Every change is journaled here before it is pushed.
     pub journal_table: String,
+    /// The agents' Cloud Map service id (`CLOUD_MAP_SERVICE_ID`): with it,
+    /// agents that keep failing are marked UNHEALTHY.
+    pub cloud_map_service_id: Option<String>,
+    pub stale: StaleSettings,
 }
 
 impl RefreshSettings {
@@ -202,6 +207,14 @@ impl RefreshSettings {
             cloud_map_namespace: env.required("CLOUD_MAP_NAMESPACE")?,
             cloud_map_service: env.required("CLOUD_MAP_SERVICE")?,
             journal_table: env.required("JOURNAL_TABLE_NAME")?,
+            cloud_map_service_id: env.optional("CLOUD_MAP_SERVICE_ID"),
+            stale: StaleSettings {
+                failures: env.number("STALE_AFTER_FAILURES", StaleSettings::default().failures)?,
+                min_age: Duration::from_secs(env.number(
+                    "STALE_MIN_AGE_SECS",
+                    StaleSettings::default().min_age.as_secs(),
+                )?),
+            },
             fanout: FanoutSettings {
                 concurrency,
                 deadline: Duration::from_millis(
@@ -230,6 +243,8 @@ pub struct AgentSettings {
     pub registration: Option<RegistrationSettings>,
     /// How long in-flight calls may finish after a stop signal.
     pub shutdown_grace: Duration,
+    /// How often a registered agent re-reports HEALTHY.
+    pub health_report_interval: Duration,
 }
 
 impl AgentSettings {
@@ -276,6 +291,9 @@ impl AgentSettings {
             refresh_key_parameter: env.required("REFRESH_KEY_PARAMETER")?,
             registration,
             shutdown_grace: Duration::from_secs(env.number("AGENT_SHUTDOWN_GRACE_SECS", 10)?),
+            health_report_interval: Duration::from_secs(
+                env.number::<u64>("AGENT_HEALTH_REPORT_SECS", 30)?.max(1),
+            ),
         })
     }
 }

@@ -37,6 +37,10 @@ impl AgentRegistration for RecordingRegistration {
         "agent-under-test"
     }
 
+    async fn report_healthy(&self) {
+        self.events.lock().unwrap().push("reported healthy".into());
+    }
+
     async fn deregister(&self) -> Result<(), DiscoveryError> {
         let health = health_status(self.address).await;
         self.events
@@ -127,6 +131,7 @@ async fn sigterm_reports_not_serving_then_deregisters_then_drains_and_returns_ok
                 Some(registration.as_ref() as &dyn AgentRegistration),
                 stop.recv(),
                 Duration::from_secs(5),
+                Duration::from_secs(3600),
             )
             .await
         })
@@ -171,6 +176,7 @@ async fn a_call_longer_than_the_grace_period_does_not_hold_the_stop() {
             "test"
         },
         grace,
+        Duration::from_secs(3600),
     ));
     let _in_flight = call_in_flight(address);
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -184,5 +190,46 @@ async fn a_call_longer_than_the_grace_period_does_not_hold_the_stop() {
         started.elapsed() < STORE_LATENCY,
         "stopped after the grace period, not after the call: {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_serving_agent_re_reports_healthy_on_its_heartbeat() {
+    // GIVEN a registered agent with a 50 ms heartbeat
+    let (listener, address, server) = slow_agent().await;
+    let registration = Arc::new(RecordingRegistration {
+        address,
+        events: Mutex::new(Vec::new()),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let registration = registration.clone();
+        tokio::spawn(async move {
+            serve_until_stopped(
+                server,
+                listener,
+                Some(registration.as_ref() as &dyn AgentRegistration),
+                async move {
+                    let _ = stopped.await;
+                    "test"
+                },
+                Duration::from_secs(1),
+                Duration::from_millis(50),
+            )
+            .await
+        })
+    };
+    // WHEN it serves for a quarter of a second
+    tokio::time::sleep(Duration::from_millis(260)).await;
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    // THEN it said HEALTHY several times (as one marked UNHEALTHY while
+    // paused would, once back), and deregistered last
+    let events = registration.events.lock().unwrap().clone();
+    let reports = events.iter().filter(|e| *e == "reported healthy").count();
+    assert!(reports >= 3, "{events:?}");
+    assert!(
+        events.last().unwrap().starts_with("deregistered"),
+        "{events:?}"
     );
 }

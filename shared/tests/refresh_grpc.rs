@@ -10,6 +10,7 @@ use serde_json::json;
 use tenant_config_shared::StoreKind;
 use tenant_config_shared::domain::{Found, SecretValue};
 use tenant_config_shared::refresh::change::ChangeRecord;
+use tenant_config_shared::refresh::discovery::{DiscoveryError, InstanceHealth};
 use tenant_config_shared::refresh::fanout::{Fanout, FanoutSettings};
 use tenant_config_shared::refresh::handler::{RefreshError, RefreshOutcome, Refresher};
 use tenant_config_shared::refresh::journal::MemoryJournal;
@@ -21,6 +22,7 @@ use tenant_config_shared::refresh::proto::{
 use tenant_config_shared::refresh::signing::{
     RefreshKey, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, unix_ms_now,
 };
+use tenant_config_shared::refresh::stale::StaleSettings;
 use tenant_config_shared::routing::KeyRouter;
 use tenant_config_shared::store::MemoryStore;
 use tenant_config_testkit::agent::{TestAgent, hour_long_reads, hour_long_reads_over, refresh_key};
@@ -611,4 +613,51 @@ async fn records_an_agent_did_not_acknowledge_are_reported_for_retry() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Records which instances config-refresh marked UNHEALTHY.
+#[derive(Default)]
+struct RecordingHealth(std::sync::Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl InstanceHealth for RecordingHealth {
+    async fn mark_unhealthy(&self, instance_id: &str) -> Result<(), DiscoveryError> {
+        self.0.lock().unwrap().push(instance_id.to_owned());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_agent_that_keeps_failing_is_marked_unhealthy_and_stops_failing_events() {
+    // GIVEN a live agent and a crashed one that is still registered
+    let agent = start_agent(parameter_store()).await;
+    let health = Arc::new(RecordingHealth::default());
+    let refresher = refresher(&[agent.address, dead_address().await]).with_stale_marking(
+        StaleSettings {
+            failures: 2,
+            min_age: Duration::ZERO,
+        },
+        health.clone(),
+    );
+    let event = || {
+        serde_json::from_str::<serde_json::Value>(include_str!(
+            "../../events/parameter-store-change-update.json"
+        ))
+        .unwrap()
+    };
+    // WHEN the first change fails on the dead one
+    let first = refresher.handle(event()).await;
+    assert!(
+        matches!(first, Err(RefreshError::Undelivered { ok: 1, .. })),
+        "{first:?}"
+    );
+    assert!(health.0.lock().unwrap().is_empty());
+    // THEN at the second consecutive failure it is marked UNHEALTHY and the
+    // change counts as delivered
+    let second = refresher.handle(event()).await;
+    assert!(
+        matches!(second, Ok(RefreshOutcome::Delivered(_))),
+        "{second:?}"
+    );
+    assert_eq!(*health.0.lock().unwrap(), vec!["agent-1".to_owned()]);
 }

@@ -86,15 +86,18 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, AgentError> {
 }
 
 /// Serves `server` on `listener` until `stop` resolves, then leaves in the
-/// order above. If the server ends by itself, the agent still deregisters
-/// before reporting the failure, so config-refresh does not keep pushing to a
-/// dead address.
+/// order above. While serving, the agent re-reports HEALTHY every `heartbeat`,
+/// so one that config-refresh marked UNHEALTHY while it was paused or cut off
+/// is pushed to again once it is back. If the server ends by itself, the agent
+/// still deregisters before reporting the failure, so config-refresh does not
+/// keep pushing to a dead address.
 pub async fn serve_until_stopped(
     server: AgentServer,
     listener: TcpListener,
     registration: Option<&dyn AgentRegistration>,
     stop: impl Future<Output = &'static str>,
     grace: Duration,
+    heartbeat: Duration,
 ) -> Result<Stopped, AgentError> {
     let health = server.health.clone();
     let (stop_accepting, stopped_accepting) = tokio::sync::oneshot::channel::<()>();
@@ -102,8 +105,18 @@ pub async fn serve_until_stopped(
         let _ = stopped_accepting.await;
     }));
 
+    let reporting = async {
+        match registration {
+            Some(registration) => loop {
+                tokio::time::sleep(heartbeat).await;
+                registration.report_healthy().await;
+            },
+            None => std::future::pending().await,
+        }
+    };
     let signal_name = tokio::select! {
         name = stop => name,
+        never = reporting => never,
         ended = &mut serving => {
             leave(registration).await;
             return Err(match ended {

@@ -99,7 +99,48 @@ impl InstanceSource for CloudMapInstances {
 #[async_trait]
 pub trait AgentRegistration: Send + Sync {
     fn instance_id(&self) -> &str;
+    /// Says this instance is alive (again); best effort.
+    async fn report_healthy(&self);
     async fn deregister(&self) -> Result<(), DiscoveryError>;
+}
+
+/// Where config-refresh takes an agent that keeps failing out of rotation.
+#[async_trait]
+pub trait InstanceHealth: Send + Sync {
+    async fn mark_unhealthy(&self, instance_id: &str) -> Result<(), DiscoveryError>;
+}
+
+/// Custom health status of the agents' Cloud Map service.
+pub struct CloudMapHealth {
+    client: Client,
+    service_id: String,
+}
+
+impl CloudMapHealth {
+    pub fn new(client: Client, service_id: impl Into<String>) -> Self {
+        Self {
+            client,
+            service_id: service_id.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl InstanceHealth for CloudMapHealth {
+    async fn mark_unhealthy(&self, instance_id: &str) -> Result<(), DiscoveryError> {
+        self.client
+            .update_instance_custom_health_status()
+            .service_id(&self.service_id)
+            .instance_id(instance_id)
+            .status(aws_sdk_servicediscovery::types::CustomHealthStatus::Unhealthy)
+            .send()
+            .await
+            .map_err(|e| DiscoveryError {
+                operation: "UpdateInstanceCustomHealthStatus",
+                detail: DisplayErrorContext(e).to_string(),
+            })?;
+        Ok(())
+    }
 }
 
 /// An agent's own registration in a Cloud Map service.
@@ -144,6 +185,13 @@ impl Registration {
         registration.report_healthy().await;
         Ok(registration)
     }
+}
+
+#[async_trait]
+impl AgentRegistration for Registration {
+    fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
 
     /// For a service with a custom health check, marks this instance HEALTHY.
     /// Best effort: a service without one answers CustomHealthNotFound, and
@@ -167,13 +215,6 @@ impl Registration {
                 tracing::warn!(error = %DisplayErrorContext(err), "could not report healthy to Cloud Map")
             }
         }
-    }
-}
-
-#[async_trait]
-impl AgentRegistration for Registration {
-    fn instance_id(&self) -> &str {
-        &self.instance_id
     }
 
     async fn deregister(&self) -> Result<(), DiscoveryError> {

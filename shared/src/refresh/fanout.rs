@@ -37,6 +37,8 @@ impl Default for FanoutSettings {
 pub struct FanoutReport {
     pub instances: usize,
     pub ok: usize,
+    /// Ids of the instances that acknowledged.
+    pub acknowledged: Vec<String>,
     /// Instance id and reason, for every instance that did not acknowledge.
     pub failed: Vec<(String, String)>,
     pub elapsed: Duration,
@@ -118,7 +120,10 @@ impl Fanout {
         };
         for (instance, result) in results {
             match result {
-                Ok(()) => report.ok += 1,
+                Ok(()) => {
+                    report.ok += 1;
+                    report.acknowledged.push(instance.id.clone());
+                }
                 Err(reason) => report.failed.push((instance.id.clone(), reason)),
             }
         }

@@ -14,10 +14,11 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::change::{ChangeRecord, Classified};
-use super::discovery::{DiscoveryError, InstanceSource};
+use super::discovery::{DiscoveryError, InstanceHealth, InstanceSource};
 use super::event::{EventError, ParameterChangeEvent, classify};
 use super::fanout::{Fanout, FanoutReport};
 use super::journal::{ChangeJournal, JournalError};
+use super::stale::{StaleSettings, StaleTracker};
 use super::stream::{StreamBatch, classify_batch};
 use crate::routing::KeyRouter;
 
@@ -100,6 +101,7 @@ pub struct Refresher {
     instances: Arc<dyn InstanceSource>,
     fanout: Fanout,
     journal: Arc<dyn ChangeJournal>,
+    stale: Option<(StaleTracker, Arc<dyn InstanceHealth>)>,
 }
 
 impl Refresher {
@@ -116,7 +118,39 @@ impl Refresher {
             instances,
             fanout,
             journal,
+            stale: None,
         }
+    }
+
+    /// Marks instances that keep failing UNHEALTHY through `health` (see
+    /// [`super::stale`]); their failures then no longer fail the invocation.
+    pub fn with_stale_marking(
+        mut self,
+        settings: StaleSettings,
+        health: Arc<dyn InstanceHealth>,
+    ) -> Self {
+        self.stale = Some((StaleTracker::new(settings), health));
+        self
+    }
+
+    /// Takes the instances that just became stale out of rotation and out of
+    /// the report's failures.
+    async fn retire_stale(&self, mut report: FanoutReport) -> FanoutReport {
+        let Some((tracker, health)) = &self.stale else {
+            return report;
+        };
+        for id in tracker.record(&report) {
+            match health.mark_unhealthy(&id).await {
+                Ok(()) => {
+                    tracing::warn!(instance = %id, "agent kept failing: marked UNHEALTHY in Cloud Map");
+                    report.failed.retain(|(failed, _)| failed != &id);
+                }
+                Err(error) => {
+                    tracing::warn!(instance = %id, %error, "agent kept failing but could not be marked UNHEALTHY")
+                }
+            }
+        }
+        report
     }
 
     /// Handles one raw event. Parsing happens here (not in the runtime) so a
@@ -147,6 +181,7 @@ impl Refresher {
         let instances = self.instances.healthy_instances().await?;
         let report = self.fanout.send(&instances, &change).await;
         log_fanout(&change, &report);
+        let report = self.retire_stale(report).await;
         if report.failed.is_empty() {
             return Ok(RefreshOutcome::Delivered(report));
         }
@@ -211,6 +246,7 @@ impl Refresher {
             let reports = futures::future::join_all(fanouts).await;
             for ((sequence, change), fanout) in changes.into_iter().zip(reports) {
                 log_fanout(&change, &fanout);
+                let fanout = self.retire_stale(fanout).await;
                 if fanout.failed.is_empty() {
                     report.delivered += 1;
                 } else {

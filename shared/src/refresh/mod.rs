@@ -12,4 +12,5 @@ pub mod journal_table;
 pub mod key;
 pub mod proto;
 pub mod signing;
+pub mod stale;
 pub mod stream;
