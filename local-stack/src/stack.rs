@@ -114,6 +114,9 @@ pub struct StackOptions {
     pub agents: usize,
     /// Run the functions' release builds (benchmarks) instead of debug ones.
     pub release: bool,
+    /// Settings added to (or replacing) the stack's for the functions and
+    /// agents, e.g. a shorter threshold a test wants to reach.
+    pub settings: &'static [(&'static str, &'static str)],
 }
 
 impl StackOptions {
@@ -122,6 +125,7 @@ impl StackOptions {
         Self {
             agents,
             release: false,
+            settings: &[],
         }
     }
 }
@@ -184,7 +188,11 @@ impl LocalStack {
             },
         )
         .await?;
-        let env = function_env(&moto, &pool, &cloud_map);
+        let mut env = function_env(&moto, &pool, &cloud_map);
+        for (name, value) in options.settings {
+            env.retain(|(existing, _)| existing != name);
+            env.push(((*name).to_owned(), (*value).to_owned()));
+        }
         let mut agents = Vec::with_capacity(options.agents);
         for i in 1..=options.agents {
             let name = format!("agent-{i}");

@@ -294,3 +294,59 @@ async fn a_dynamodb_write_reaches_every_agent_through_the_stream_with_no_event_s
         r#"{"max_users":5,"tier":"free"}"#
     );
 }
+
+#[tokio::test]
+async fn a_crashed_agent_that_stays_registered_is_marked_unhealthy_and_stops_costing_a_deadline() {
+    // GIVEN two agents, and config-refresh marking an agent after two
+    // consecutive failed deliveries (defaults: three over a minute)
+    let mut stack = LocalStack::start(
+        StackOptions {
+            settings: &[("STALE_AFTER_FAILURES", "2"), ("STALE_MIN_AGE_SECS", "0")],
+            ..StackOptions::with_agents(2)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("local stack starts");
+    let crashed = stack.agents[0].instance_id.clone();
+    // WHEN one crashes without deregistering
+    stack.agents[0].kill();
+    assert!(
+        seed::discovered_instance_ids(&stack.aws, &stack.cloud_map)
+            .await
+            .unwrap()
+            .contains(&crashed)
+    );
+    // THEN the first change fails on it (Lambda retries, the DLQ keeps it)
+    let first = stack
+        .send_change_event("Update", &parameter_name("tenant-a"))
+        .await
+        .unwrap();
+    assert!(first.is_err(), "{first:?}");
+    // AND the second marks it UNHEALTHY and succeeds
+    let second = stack
+        .send_change_event("Update", &parameter_name("tenant-a"))
+        .await
+        .unwrap();
+    assert!(second.is_ok(), "{second:?}");
+    assert!(
+        !seed::discovered_instance_ids(&stack.aws, &stack.cloud_map)
+            .await
+            .unwrap()
+            .contains(&crashed),
+        "no longer discovered as healthy"
+    );
+    // AND later changes reach the live agent without waiting on the dead one
+    let started = Instant::now();
+    let third = stack
+        .send_change_event("Update", &parameter_name("tenant-a"))
+        .await
+        .unwrap()
+        .expect("delivered");
+    assert_eq!(third["instances"], 1, "{third}");
+    assert!(
+        started.elapsed() < Duration::from_millis(REFRESH_DEADLINE_MS),
+        "{:?}",
+        started.elapsed()
+    );
+}

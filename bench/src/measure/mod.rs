@@ -27,6 +27,7 @@ pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
         StackOptions {
             agents: 0,
             release: !sizes.smoke,
+            settings: &[],
         },
         &progress,
     )
