@@ -68,6 +68,13 @@ impl AgentProcess {
         Ok(status.success())
     }
 
+    /// Pauses (SIGSTOP) or resumes (SIGCONT) the agent.
+    pub fn set_paused(&self, paused: bool) {
+        if let Some(process) = &self.process {
+            process.set_paused(paused);
+        }
+    }
+
     /// Kills the agent without letting it deregister (a crash).
     pub fn kill(&mut self) {
         if let Some(mut process) = self.process.take() {

@@ -162,6 +162,14 @@ impl ProcessGroup {
         }
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the whole group: a process that
+    /// holds its connections and answers nothing, like a paused VM.
+    pub fn set_paused(&self, paused: bool) {
+        let signal = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on the group this handle started and still owns.
+        unsafe { libc::kill(-(self.child.id() as i32), signal) };
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

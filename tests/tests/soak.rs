@@ -1,0 +1,285 @@
+//! A randomized soak of the change path: changes spread over both stores,
+//! three agent processes paused and resumed at random while the pushes go out,
+//! config-api beside them, and readers reading all along. Afterwards every
+//! reader serves the final value of every key, and no read sent longer than
+//! the bound after a change returned an older value.
+//!
+//! `SOAK_CHANGES` sets the number of changes (default 40, the test command's
+//! size); `SOAK_SEED` replays a run.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tenant_config_admin::values::{ParameterKind, put_item};
+use tenant_config_local_stack::stack::{
+    ALICE, LocalStack, PARAMETER_ROOT, SERVICE, StackOptions, TABLE, demo_item,
+};
+
+/// Keys changed by the soak: five in each store.
+const KEYS: [&str; 10] = [
+    "tenant_config_soak_0",
+    "tenant_config_soak_1",
+    "tenant_config_soak_2",
+    "tenant_config_soak_3",
+    "tenant_config_soak_4",
+    "param_config_soak_0",
+    "param_config_soak_1",
+    "param_config_soak_2",
+    "param_config_soak_3",
+    "param_config_soak_4",
+];
+
+/// A read sent this long after a change completed must see it (or newer):
+/// the agents' catch-up interval (2 s) plus slack for a loaded 2-core machine.
+const BOUND: Duration = Duration::from_secs(5);
+
+/// xorshift64*: enough randomness for a schedule, replayable from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The index of the change a value names (`v{index}`), from a JSON answer.
+fn index_of(value_json: &str) -> Option<usize> {
+    value_json
+        .trim_matches('"')
+        .strip_prefix('v')
+        .and_then(|i| i.parse().ok())
+}
+
+/// Per key: every change's index and when its write completed.
+type Writes = HashMap<&'static str, Vec<(usize, Instant)>>;
+
+struct Read {
+    reader: String,
+    key: &'static str,
+    sent: Instant,
+    index: Option<usize>,
+}
+
+#[tokio::test]
+async fn every_reader_converges_while_agents_are_paused_at_random() {
+    let changes: usize = std::env::var("SOAK_CHANGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40);
+    let seed: u64 = std::env::var("SOAK_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 | 1)
+                .unwrap_or(1)
+        });
+    eprintln!("soak: {changes} changes, SOAK_SEED={seed}");
+    // A short push deadline, so a paused agent costs each push 0.5 s.
+    let stack = Arc::new(
+        LocalStack::start(
+            StackOptions {
+                settings: &[("REFRESH_DEADLINE_MS", "500")],
+                ..StackOptions::with_agents(3)
+            },
+            &|_, _| {},
+        )
+        .await
+        .expect("local stack starts"),
+    );
+    let token = stack.token(ALICE).await.unwrap();
+    let writes: Arc<Mutex<Writes>> = Arc::default();
+    let reads: Arc<Mutex<Vec<Read>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+
+    // Every key starts at a known value, read once by every reader.
+    for (i, key) in KEYS.iter().enumerate() {
+        write(&stack, key, i).await;
+        writes
+            .lock()
+            .unwrap()
+            .insert(key, vec![(i, Instant::now())]);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Readers: pick a reader and a key at random, all along.
+    let reader = {
+        let (stack, token, reads, done) =
+            (stack.clone(), token.clone(), reads.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+            while !done.load(Ordering::SeqCst) {
+                let key = KEYS[rng.below(KEYS.len() as u64) as usize];
+                let which = rng.below(4) as usize;
+                let sent = Instant::now();
+                let (reader, answer) = if which == 3 {
+                    let answer = stack
+                        .get(&format!("/v1/config/{SERVICE}/{key}"), Some(&token))
+                        .await
+                        .ok()
+                        .filter(|a| a.status == 200)
+                        .map(|a| a.body["value"].to_string());
+                    ("config-api".to_owned(), answer)
+                } else {
+                    let agent = &stack.agents[which];
+                    let answer = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        agent.get_config(&token, SERVICE, key),
+                    )
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+                    (agent.name.clone(), answer)
+                };
+                if let Some(answer) = answer {
+                    reads.lock().unwrap().push(Read {
+                        reader,
+                        key,
+                        sent,
+                        index: index_of(&answer),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(rng.below(20))).await;
+            }
+        })
+    };
+
+    // Pauser: one agent at a time, frozen for 0.3 to 1.5 s.
+    let pauser = {
+        let (stack, done) = (stack.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut rng = Rng(seed ^ 0x5851_f42d_4c95_7f2d);
+            let mut pauses = 0;
+            while !done.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
+                let agent = &stack.agents[rng.below(3) as usize];
+                agent.set_paused(true);
+                pauses += 1;
+                tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
+                agent.set_paused(false);
+            }
+            pauses
+        })
+    };
+
+    // Writer: changes spread over both stores, each value naming its index.
+    let mut rng = Rng(seed);
+    let started = Instant::now();
+    for i in KEYS.len()..KEYS.len() + changes {
+        let key = KEYS[rng.below(KEYS.len() as u64) as usize];
+        write(&stack, key, i).await;
+        writes
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .push((i, Instant::now()));
+        tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
+    }
+    let writing = started.elapsed();
+    let pauses = {
+        done.store(true, Ordering::SeqCst);
+        let pauses = pauser.await.unwrap();
+        reader.await.unwrap();
+        pauses
+    };
+    for agent in &stack.agents {
+        agent.set_paused(false);
+    }
+
+    // THEN after the bound every reader serves the final value of every key
+    tokio::time::sleep(BOUND).await;
+    let writes = writes.lock().unwrap().clone();
+    let mut final_reads = 0;
+    for key in KEYS {
+        let last = writes[key].last().unwrap().0;
+        let expected = format!("\"v{last}\"");
+        for agent in &stack.agents {
+            let value = agent.get_config(&token, SERVICE, key).await.unwrap();
+            assert_eq!(value, expected, "{} serves {key}", agent.name);
+            final_reads += 1;
+        }
+        let answer = stack
+            .get(&format!("/v1/config/{SERVICE}/{key}"), Some(&token))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.body["value"].to_string(),
+            expected,
+            "config-api serves {key}"
+        );
+        final_reads += 1;
+    }
+
+    // AND no read sent more than the bound after a change returned an older value
+    let reads = std::mem::take(&mut *reads.lock().unwrap());
+    let mut checked = 0;
+    let mut stale = Vec::new();
+    for read in &reads {
+        let owed = writes[read.key]
+            .iter()
+            .filter(|(_, done)| *done + BOUND <= read.sent)
+            .map(|(index, _)| *index)
+            .max();
+        if let Some(owed) = owed {
+            checked += 1;
+            if read.index.is_none_or(|seen| seen < owed) {
+                stale.push(format!(
+                    "{} read {} as {:?}, owed v{owed}",
+                    read.reader, read.key, read.index
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "soak: {changes} changes in {:.1} s over 2 stores, {pauses} agent pauses, {} reads during the run ({checked} sent after a change's bound, {} stale), {final_reads} final reads all current",
+        writing.as_secs_f64(),
+        reads.len(),
+        stale.len()
+    );
+    assert!(
+        stale.is_empty(),
+        "stale reads (SOAK_SEED={seed}): {stale:#?}"
+    );
+    assert!(checked > 0, "the run checked reads against the bound");
+}
+
+/// Writes `v{index}` to `key`: a PutItem (the stream does the rest), or a
+/// PutParameter and the event EventBridge would send.
+async fn write(stack: &LocalStack, key: &str, index: usize) {
+    let value = format!("v{index}");
+    if key.starts_with("tenant_config_") {
+        put_item(
+            &stack.aws,
+            TABLE,
+            &demo_item("tenant-a", key).unwrap(),
+            &value,
+            index as i64,
+        )
+        .await
+        .unwrap();
+    } else {
+        tenant_config_admin::values::put_parameter(
+            &stack.aws,
+            PARAMETER_ROOT,
+            &demo_item("tenant-a", key).unwrap(),
+            &value,
+            ParameterKind::String,
+        )
+        .await
+        .unwrap();
+        let name = format!("{PARAMETER_ROOT}/tenant-a/{SERVICE}/{key}");
+        // A paused agent fails this delivery: the journal must carry it.
+        let _ = stack.send_change_event("Update", &name).await.unwrap();
+    }
+}
