@@ -23,6 +23,7 @@ use crate::refresh::handler::Refresher;
 use crate::refresh::journal_table::JournalTable;
 use crate::refresh::key::{RefreshKeyError, load_refresh_key};
 use crate::refresh::signing::{RefreshAuthenticator, RefreshKey};
+use crate::refresh::stage_cache::{ApiGatewayStageCache, SqsFlushRequests};
 use crate::settings::{AgentSettings, RefreshSettings, RegistrationSettings, Settings};
 use crate::store::{DynamoDbStore, ParameterStore};
 
@@ -133,10 +134,25 @@ impl Aws {
             Fanout::new(key, settings.fanout),
             Arc::new(self.change_journal(&settings.journal_table)),
         );
-        Ok(match &settings.cloud_map_service_id {
+        let refresher = match &settings.cloud_map_service_id {
             Some(service_id) => refresher.with_stale_marking(
                 settings.stale,
                 Arc::new(CloudMapHealth::new(self.cloud_map(), service_id)),
+            ),
+            None => refresher,
+        };
+        Ok(match &settings.stage_cache {
+            Some(stage_cache) => refresher.with_stage_cache(
+                Arc::new(SqsFlushRequests::new(
+                    aws_sdk_sqs::Client::new(&self.config),
+                    &stage_cache.flush_queue_url,
+                    stage_cache.flush_delay,
+                )),
+                Arc::new(ApiGatewayStageCache::new(
+                    aws_sdk_apigateway::Client::new(&self.config),
+                    &stage_cache.rest_api_id,
+                    &stage_cache.stage,
+                )),
             ),
             None => refresher,
         })

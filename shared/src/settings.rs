@@ -125,6 +125,34 @@ impl Env<'_> {
 }
 
 impl Env<'_> {
+    fn stage_cache(&self) -> Result<Option<StageCacheSettings>, SettingsError> {
+        let api = self.optional("STAGE_CACHE_REST_API_ID");
+        let stage = self.optional("STAGE_CACHE_STAGE");
+        let queue = self.optional("FLUSH_QUEUE_URL");
+        let flush_delay = Duration::from_secs(self.number("STAGE_CACHE_FLUSH_DELAY_SECS", 2)?);
+        if flush_delay > Duration::from_secs(900) {
+            return Err(SettingsError {
+                variable: "STAGE_CACHE_FLUSH_DELAY_SECS",
+                reason: "at most 900 (SQS delivery delay)".to_owned(),
+            });
+        }
+        match (api, stage, queue) {
+            (None, None, None) => Ok(None),
+            (Some(rest_api_id), Some(stage), Some(flush_queue_url)) => {
+                Ok(Some(StageCacheSettings {
+                    rest_api_id,
+                    stage,
+                    flush_queue_url,
+                    flush_delay,
+                }))
+            }
+            _ => Err(SettingsError {
+                variable: "STAGE_CACHE_REST_API_ID/STAGE_CACHE_STAGE/FLUSH_QUEUE_URL",
+                reason: "set all three to flush a stage cache after changes, or none".to_owned(),
+            }),
+        }
+    }
+
     fn root_and_router(&self) -> Result<(String, KeyRouter), SettingsError> {
         let parameter_root = self.or("PARAMETER_ROOT", DEFAULT_PARAMETER_ROOT);
         validate_root(&parameter_root).map_err(|reason| SettingsError {
@@ -182,6 +210,20 @@ pub struct RefreshSettings {
     /// agents that keep failing are marked UNHEALTHY.
     pub cloud_map_service_id: Option<String>,
     pub stale: StaleSettings,
+    /// The API Gateway stage cache flushed after changes, if there is one.
+    pub stage_cache: Option<StageCacheSettings>,
+}
+
+/// Which stage cache config-refresh flushes after changes, and through which
+/// queue the flush requests wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageCacheSettings {
+    pub rest_api_id: String,
+    pub stage: String,
+    pub flush_queue_url: String,
+    /// Delivery delay of a flush request: longer than config-api's catch-up
+    /// interval, so a flush never precedes config-api serving the change.
+    pub flush_delay: Duration,
 }
 
 impl RefreshSettings {
@@ -207,6 +249,7 @@ impl RefreshSettings {
             cloud_map_namespace: env.required("CLOUD_MAP_NAMESPACE")?,
             cloud_map_service: env.required("CLOUD_MAP_SERVICE")?,
             journal_table: env.required("JOURNAL_TABLE_NAME")?,
+            stage_cache: env.stage_cache()?,
             cloud_map_service_id: env.optional("CLOUD_MAP_SERVICE_ID"),
             stale: StaleSettings {
                 failures: env.number("STALE_AFTER_FAILURES", StaleSettings::default().failures)?,

@@ -22,6 +22,7 @@ use tenant_config_shared::refresh::proto::{
 use tenant_config_shared::refresh::signing::{
     RefreshKey, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, unix_ms_now,
 };
+use tenant_config_shared::refresh::stage_cache::{FlushRequests, StageCache, StageCacheError};
 use tenant_config_shared::refresh::stale::StaleSettings;
 use tenant_config_shared::routing::KeyRouter;
 use tenant_config_shared::store::MemoryStore;
@@ -660,4 +661,94 @@ async fn an_agent_that_keeps_failing_is_marked_unhealthy_and_stops_failing_event
         "{second:?}"
     );
     assert_eq!(*health.0.lock().unwrap(), vec!["agent-1".to_owned()]);
+}
+
+/// Records flush requests and flushes; flushes fail while `failing` is set.
+#[derive(Default)]
+struct RecordingStageCache {
+    requests: std::sync::Mutex<Vec<Vec<String>>>,
+    flushes: std::sync::atomic::AtomicUsize,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl FlushRequests for RecordingStageCache {
+    async fn request(&self, change_ids: &[String]) -> Result<(), StageCacheError> {
+        self.requests.lock().unwrap().push(change_ids.to_vec());
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl StageCache for RecordingStageCache {
+    async fn flush(&self) -> Result<(), StageCacheError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StageCacheError::Flush("TooManyRequestsException".into()));
+        }
+        self.flushes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn queue_batch(messages: usize) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = (0..messages)
+        .map(|i| {
+            json!({
+                "messageId": format!("m-{i}"),
+                "receiptHandle": format!("r-{i}"),
+                "body": "{\"flush\":\"stage-cache\",\"change_ids\":[\"c\"]}",
+                "attributes": {},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:flush",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+#[tokio::test]
+async fn every_change_requests_a_flush_and_a_batch_of_requests_flushes_once() {
+    // GIVEN config-refresh with a stage cache in front of config-api
+    let agent = start_agent(parameter_store()).await;
+    let cache = Arc::new(RecordingStageCache::default());
+    let refresher = refresher(&[agent.address]).with_stage_cache(cache.clone(), cache.clone());
+    // WHEN a parameter change and a stream batch of two changes come in
+    let event: serde_json::Value = serde_json::from_str(include_str!(
+        "../../events/parameter-store-change-update.json"
+    ))
+    .unwrap();
+    refresher.handle(event).await.unwrap();
+    let batch = json!({"Records": [
+        stream_record("MODIFY", "tenant-a", "tenant_config_limits", "100"),
+        stream_record("INSERT", "tenant-a", "tenant_config_theme", "101"),
+    ]});
+    refresher.handle(batch).await.unwrap();
+    // THEN each invocation asked for one flush naming its changes, and
+    // nothing was flushed yet (the requests wait out their delay)
+    let requests = cache.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(
+        requests[1],
+        vec!["stream-100".to_owned(), "stream-101".to_owned()]
+    );
+    assert_eq!(cache.flushes.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // WHEN the queue delivers the requests as one batch THEN one flush
+    let outcome = refresher.handle(queue_batch(2)).await.unwrap();
+    assert_eq!(
+        outcome.to_json(),
+        json!({"status": "flushed", "requests": 2})
+    );
+    assert_eq!(cache.flushes.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // AND a failed flush fails the invocation, so the queue delivers it again
+    cache
+        .failing
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let failed = refresher.handle(queue_batch(1)).await;
+    assert!(
+        matches!(&failed, Err(e) if e.kind() == "StageCacheFailed"),
+        "{failed:?}"
+    );
 }

@@ -18,6 +18,7 @@ use super::discovery::{DiscoveryError, InstanceHealth, InstanceSource};
 use super::event::{EventError, ParameterChangeEvent, classify};
 use super::fanout::{Fanout, FanoutReport};
 use super::journal::{ChangeJournal, JournalError};
+use super::stage_cache::{FlushRequests, StageCache, StageCacheError};
 use super::stale::{StaleSettings, StaleTracker};
 use super::stream::{StreamBatch, classify_batch};
 use crate::routing::KeyRouter;
@@ -32,6 +33,8 @@ pub enum RefreshError {
     Discovery(#[from] DiscoveryError),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    StageCache(#[from] StageCacheError),
     #[error("refresh reached {ok} of {instances} agents; failed: {failed}")]
     Undelivered {
         ok: usize,
@@ -48,6 +51,7 @@ impl RefreshError {
             RefreshError::Rejected(_) => "RejectedEvent",
             RefreshError::Discovery(_) => "DiscoveryFailed",
             RefreshError::Journal(_) => "JournalFailed",
+            RefreshError::StageCache(_) => "StageCacheFailed",
             RefreshError::Undelivered { .. } => "RefreshUndelivered",
         }
     }
@@ -58,6 +62,10 @@ pub enum RefreshOutcome {
     Ignored(String),
     Delivered(FanoutReport),
     Batch(BatchReport),
+    /// A batch of flush requests became one stage cache flush.
+    StageCacheFlushed {
+        requests: usize,
+    },
 }
 
 /// What became of a batch of stream records.
@@ -82,6 +90,10 @@ impl RefreshOutcome {
                 "instances": report.instances,
                 "elapsed_ms": report.elapsed.as_millis() as u64,
             }),
+            RefreshOutcome::StageCacheFlushed { requests } => serde_json::json!({
+                "status": "flushed",
+                "requests": requests,
+            }),
             // Exactly the partial-batch response shape the event source
             // mapping reads.
             RefreshOutcome::Batch(report) => serde_json::json!({
@@ -102,6 +114,7 @@ pub struct Refresher {
     fanout: Fanout,
     journal: Arc<dyn ChangeJournal>,
     stale: Option<(StaleTracker, Arc<dyn InstanceHealth>)>,
+    stage_cache: Option<(Arc<dyn FlushRequests>, Arc<dyn StageCache>)>,
 }
 
 impl Refresher {
@@ -119,7 +132,43 @@ impl Refresher {
             fanout,
             journal,
             stale: None,
+            stage_cache: None,
         }
+    }
+
+    /// After every journaled change, requests a flush of the API Gateway
+    /// stage cache (see [`super::stage_cache`]); flushes once per batch of
+    /// requests.
+    pub fn with_stage_cache(
+        mut self,
+        requests: Arc<dyn FlushRequests>,
+        cache: Arc<dyn StageCache>,
+    ) -> Self {
+        self.stage_cache = Some((requests, cache));
+        self
+    }
+
+    /// Journals `changes`, then (if a stage cache is configured) asks for the
+    /// flush that follows them.
+    async fn journal(&self, changes: &[ChangeRecord]) -> Result<(), RefreshError> {
+        self.journal.append(changes).await?;
+        if let Some((requests, _)) = &self.stage_cache {
+            let ids: Vec<String> = changes.iter().map(|c| c.change_id.clone()).collect();
+            requests.request(&ids).await?;
+        }
+        Ok(())
+    }
+
+    /// A batch of flush requests from the queue: one flush for all of them.
+    async fn flush_stage_cache(&self, requests: usize) -> Result<RefreshOutcome, RefreshError> {
+        let Some((_, cache)) = &self.stage_cache else {
+            return Err(RefreshError::Malformed(
+                "a queue batch arrived but no stage cache is configured".to_owned(),
+            ));
+        };
+        cache.flush().await?;
+        tracing::info!(requests, "flushed the API Gateway stage cache");
+        Ok(RefreshOutcome::StageCacheFlushed { requests })
     }
 
     /// Marks instances that keep failing UNHEALTHY through `health` (see
@@ -159,14 +208,21 @@ impl Refresher {
         let result = self.handle_inner(raw).await;
         match &result {
             Ok(RefreshOutcome::Ignored(reason)) => tracing::info!(%reason, "ignored event"),
-            Ok(RefreshOutcome::Delivered(_) | RefreshOutcome::Batch(_)) => {}
+            Ok(_) => {}
             Err(err) => tracing::error!(error = %err, "refresh failed"),
         }
         result
     }
 
     async fn handle_inner(&self, raw: serde_json::Value) -> Result<RefreshOutcome, RefreshError> {
-        if raw.get("Records").is_some() {
+        if let Some(records) = raw.get("Records").and_then(|r| r.as_array()) {
+            let from_queue = records
+                .first()
+                .and_then(|r| r.get("eventSource"))
+                .is_some_and(|source| source == "aws:sqs");
+            if from_queue {
+                return self.flush_stage_cache(records.len()).await;
+            }
             return self.handle_stream_batch(raw).await;
         }
         let event: ParameterChangeEvent =
@@ -177,7 +233,7 @@ impl Refresher {
         };
         // Journaled before anyone is told: a reader the push misses still
         // finds it there.
-        self.journal.append(std::slice::from_ref(&change)).await?;
+        self.journal(std::slice::from_ref(&change)).await?;
         let instances = self.instances.healthy_instances().await?;
         let report = self.fanout.send(&instances, &change).await;
         log_fanout(&change, &report);
@@ -238,7 +294,7 @@ impl Refresher {
         if !changes.is_empty() {
             let journaled: Vec<ChangeRecord> =
                 changes.iter().map(|(_, change)| change.clone()).collect();
-            self.journal.append(&journaled).await?;
+            self.journal(&journaled).await?;
             let instances = self.instances.healthy_instances().await?;
             let fanouts = changes
                 .iter()

@@ -12,5 +12,6 @@ pub mod journal_table;
 pub mod key;
 pub mod proto;
 pub mod signing;
+pub mod stage_cache;
 pub mod stale;
 pub mod stream;
