@@ -10,6 +10,9 @@
 //! - [`stream`]: the table's DynamoDB stream delivered to config-refresh, as
 //!   the Lambda event source mapping does in AWS (moto runs none)
 //! - [`process`]: child process groups that stop with their handle
+//! - [`stage_cache`]: a stand-in for API Gateway's FlushStageCache, counting flushes
+//! - [`queue`]: the flush queue delivered to config-refresh in batches, as the
+//!   SQS event source mapping does in AWS
 //! - [`stack`]: all of the above, seeded with the demo's tenants and values
 //! - [`walkthrough`]: the demo's story, checked step by step
 //! - [`guide`]: what the demo prints for a person to try
@@ -18,8 +21,10 @@ pub mod agent;
 pub mod guide;
 pub mod moto;
 pub mod process;
+pub mod queue;
 pub mod seed;
 pub mod stack;
+pub mod stage_cache;
 pub mod stream;
 pub mod walkthrough;
 pub mod watch;

@@ -216,6 +216,31 @@ pub async fn create_user(
     Ok(())
 }
 
+/// Creates the queue that holds stage cache flush requests; returns its URL
+/// and ARN.
+pub async fn create_flush_queue(aws: &SdkConfig, name: &str) -> Result<(String, String), String> {
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|e| err("CreateQueue")(&aws_sdk_sqs::error::DisplayErrorContext(e)))?
+        .queue_url
+        .ok_or("CreateQueue returned no URL")?;
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| err("GetQueueAttributes")(&aws_sdk_sqs::error::DisplayErrorContext(e)))?
+        .attributes
+        .and_then(|mut a| a.remove(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .ok_or("the queue has no ARN")?;
+    Ok((url, arn))
+}
+
 /// Ids of the Cloud Map namespace and service the agents register in.
 #[derive(Debug, Clone)]
 pub struct CloudMap {

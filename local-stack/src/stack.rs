@@ -12,12 +12,18 @@ use tenant_config_shared::ItemKey;
 
 use crate::agent::AgentProcess;
 use crate::moto::MotoServer;
+use crate::queue::QueueMapping;
 use crate::seed::{self, CloudMap, UserPool};
+use crate::stage_cache::StageCacheStub;
 use crate::stream::StreamMapping;
 use crate::watch::LambdaWatch;
 
 pub const TABLE: &str = "tenant-config";
 pub const JOURNAL_TABLE: &str = "tenant-config-changes";
+pub const FLUSH_QUEUE: &str = "tenant-config-stage-cache-flush";
+/// The REST API and stage whose (stand-in) stage cache config-refresh flushes.
+pub const REST_API_ID: &str = "local-config-api";
+pub const STAGE: &str = "prod";
 pub const PARAMETER_ROOT: &str = "/config-service";
 /// Outside the watched root, so changing it triggers no refresh.
 pub const REFRESH_KEY_PARAMETER: &str = "/tenant-config/refresh-key";
@@ -139,6 +145,10 @@ pub struct LocalStack {
     /// Delivers the table's stream to config-refresh, as the event source
     /// mapping does in AWS.
     pub stream: StreamMapping,
+    /// Stands in for API Gateway's FlushStageCache (moto has none).
+    pub stage_cache: StageCacheStub,
+    /// Delivers the flush queue to config-refresh in batches.
+    pub flush_queue: QueueMapping,
     pub agents: Vec<AgentProcess>,
     /// Environment the functions and agents run with.
     pub env: Vec<(String, String)>,
@@ -188,7 +198,23 @@ impl LocalStack {
             },
         )
         .await?;
+        let (flush_queue_url, flush_queue_arn) = step(
+            progress,
+            "seed: stage cache flush queue and API Gateway stand-in",
+            seed::create_flush_queue(&aws, FLUSH_QUEUE),
+        )
+        .await?;
+        let stage_cache = StageCacheStub::start().await?;
         let mut env = function_env(&moto, &pool, &cloud_map);
+        env.extend([
+            ("FLUSH_QUEUE_URL".to_owned(), flush_queue_url.clone()),
+            ("STAGE_CACHE_REST_API_ID".to_owned(), REST_API_ID.to_owned()),
+            ("STAGE_CACHE_STAGE".to_owned(), STAGE.to_owned()),
+            (
+                "AWS_ENDPOINT_URL_API_GATEWAY".to_owned(),
+                stage_cache.endpoint(),
+            ),
+        ]);
         for (name, value) in options.settings {
             env.retain(|(existing, _)| existing != name);
             env.push(((*name).to_owned(), (*value).to_owned()));
@@ -210,6 +236,13 @@ impl LocalStack {
             LambdaWatch::start(&env, "config-api", options.release),
         )
         .await?;
+        let flush_queue = QueueMapping::start(
+            &aws,
+            flush_queue_url,
+            flush_queue_arn,
+            watch.base_url.clone(),
+            "config-refresh",
+        );
         let stream = step(
             progress,
             "DynamoDB stream → config-refresh (the event source mapping)",
@@ -223,6 +256,8 @@ impl LocalStack {
             cloud_map,
             watch,
             stream,
+            stage_cache,
+            flush_queue,
             agents,
             env,
         })

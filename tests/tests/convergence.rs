@@ -220,3 +220,66 @@ async fn an_agent_no_push_reaches_serves_the_change_within_its_catch_up_interval
         sent.elapsed().as_millis()
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_changes_costs_one_stage_cache_flush_after_config_api_serves_the_last() {
+    // GIVEN config-api behind a stage cache (the local stand-in counts flushes)
+    let stack = stack(0).await;
+    let alice = stack.token(ALICE).await.unwrap();
+    let key = "param_config_endpoint";
+    let parameter = format!("{PARAMETER_ROOT}/tenant-a/{SERVICE}/{key}");
+    // WHEN five changes arrive back to back
+    let started = Instant::now();
+    let mut last_journaled = started;
+    for i in 0..5 {
+        stack
+            .put_parameter(
+                "tenant-a",
+                key,
+                &format!("https://burst-{i}.tenant-a.example"),
+            )
+            .await
+            .unwrap();
+        stack
+            .send_change_event("Update", &parameter)
+            .await
+            .unwrap()
+            .expect("journaled and delivered");
+        last_journaled = Instant::now();
+    }
+    let burst = started.elapsed();
+    // THEN one flush comes, trailing: after the delay that lets config-api
+    // catch up (2 s), within the delay plus the batching window (2 s)
+    let deadline = last_journaled + Duration::from_secs(10);
+    while stack.stage_cache.flushes().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let flushes = stack.stage_cache.flushes();
+    assert_eq!(
+        flushes.len(),
+        1,
+        "one flush for the burst ({burst:?}): {flushes:?}"
+    );
+    let (api, stage, flushed_at) = flushes[0].clone();
+    assert_eq!((api.as_str(), stage.as_str()), ("local-config-api", "prod"));
+    assert!(
+        flushed_at >= last_journaled + Duration::from_millis(1500),
+        "not before config-api could catch up: {:?} after the last change",
+        flushed_at.saturating_duration_since(last_journaled)
+    );
+    // AND by then config-api serves the last value, so nothing stale can be
+    // cached again behind the flush
+    let answer = stack
+        .get(&format!("/v1/config/{SERVICE}/{key}"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(answer.body["value"], "https://burst-4.tenant-a.example");
+    // AND with no further changes, no further flush
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stack.stage_cache.flushes().len(), 1);
+    eprintln!(
+        "burst of 5 changes in {} ms → 1 stage cache flush, {} ms after the last change",
+        burst.as_millis(),
+        flushed_at.duration_since(last_journaled).as_millis()
+    );
+}

@@ -1,0 +1,115 @@
+//! A stand-in for API Gateway's control plane, which moto does not serve
+//! (no stage cache, no FlushStageCache). It answers FlushStageCache
+//! (`DELETE /restapis/{id}/stages/{stage}/cache/data`) as API Gateway does
+//! (202, empty body) and records when each flush arrived, so tests and the
+//! benchmark can count flushes made by the real SDK adapter in config-refresh.
+//! Anything else is a 404.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// The recorded flushes: (REST API id, stage, when).
+pub type Flushes = Arc<Mutex<Vec<(String, String, Instant)>>>;
+
+pub struct StageCacheStub {
+    pub address: SocketAddr,
+    flushes: Flushes,
+    task: JoinHandle<()>,
+}
+
+impl StageCacheStub {
+    pub async fn start() -> Result<Self, String> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        let flushes: Flushes = Arc::default();
+        let recorded = flushes.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(answer(socket, recorded.clone()));
+            }
+        });
+        Ok(Self {
+            address,
+            flushes,
+            task,
+        })
+    }
+
+    /// The endpoint URL for `AWS_ENDPOINT_URL_API_GATEWAY`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Flushes so far, in arrival order.
+    pub fn flushes(&self) -> Vec<(String, String, Instant)> {
+        self.flushes.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for StageCacheStub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request (headers, then the body its Content-Length announces),
+/// answers it and closes the connection.
+async fn answer(mut socket: TcpStream, flushes: Flushes) {
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let header_end = loop {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if request.len() > 64 * 1024 {
+            return;
+        }
+    };
+    let head = String::from_utf8_lossy(&request[..header_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while request.len() < header_end + length {
+        match socket.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let mut words = head.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let segments: Vec<&str> = path.split('?').next().unwrap_or("").split('/').collect();
+    let response = match (method, segments.as_slice()) {
+        ("DELETE", ["", "restapis", api, "stages", stage, "cache", "data"]) => {
+            if let Ok(mut flushes) = flushes.lock() {
+                flushes.push(((*api).to_owned(), (*stage).to_owned(), Instant::now()));
+            }
+            "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+        }
+        _ => {
+            let body = r#"{"message":"Invalid stage identifier specified"}"#;
+            format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nx-amzn-ErrorType: NotFoundException\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+    };
+    let _ = socket.write_all(response.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
