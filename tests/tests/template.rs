@@ -175,11 +175,20 @@ fn statements(template: &Value) -> Vec<(String, Value)> {
             .chain(std::iter::once(&properties["PolicyDocument"]));
         for document in documents {
             for statement in document["Statement"].as_sequence().into_iter().flatten() {
-                found.push((name.clone(), statement.clone()));
+                found.push((name.clone(), when_enabled(statement).clone()));
             }
         }
     }
     found
+}
+
+/// A statement behind `!If [condition, statement, AWS::NoValue]` is checked
+/// as the statement it is when the condition holds.
+fn when_enabled(value: &Value) -> &Value {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "If" => &tagged.value[1],
+        other => other,
+    }
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -395,6 +404,58 @@ fn the_journal_is_written_only_by_config_refresh_and_only_queried_by_readers() {
                 "ConfigRefreshFunction".to_owned(),
                 vec!["dynamodb:BatchWriteItem".to_owned()]
             ),
+        ]
+    );
+}
+
+#[test]
+fn the_stage_cache_is_flushed_through_a_delayed_batched_queue_and_only_that_stage() {
+    let template = template();
+    let refresh = resource(&template, "ConfigRefreshFunction");
+    let env = &refresh["Environment"]["Variables"];
+    assert!(strings(&env["STAGE_CACHE_REST_API_ID"]).contains(&"ConfigApi".to_owned()));
+    assert!(strings(&env["FLUSH_QUEUE_URL"]).contains(&"StageCacheFlushQueue".to_owned()));
+    assert_eq!(
+        strings(&env["STAGE_CACHE_FLUSH_DELAY_SECS"]),
+        vec!["StageCacheFlushDelaySeconds"]
+    );
+    let delay = &template["Parameters"]["StageCacheFlushDelaySeconds"];
+    assert!(
+        delay["MinValue"].as_u64() >= Some(2),
+        "a flush may not precede config-api's catch-up (1 s)"
+    );
+    let mapping = resource(&template, "StageCacheFlushMapping");
+    assert_eq!(
+        strings(&mapping["EventSourceArn"]),
+        vec!["StageCacheFlushQueue.Arn"]
+    );
+    assert_eq!(
+        strings(&mapping["MaximumBatchingWindowInSeconds"]),
+        vec!["StageCacheFlushWindowSeconds"]
+    );
+    let queue = resource(&template, "StageCacheFlushQueue");
+    assert_eq!(
+        strings(&queue["RedrivePolicy"]["deadLetterTargetArn"]),
+        vec!["RefreshDlq.Arn"]
+    );
+    let flush: Vec<Value> = statements(&template)
+        .into_iter()
+        .filter(|(_, s)| {
+            strings(&s["Action"])
+                .iter()
+                .any(|a| a.starts_with("apigateway:"))
+        })
+        .map(|(owner, s)| {
+            assert_eq!(owner, "ConfigRefreshFunction");
+            s
+        })
+        .collect();
+    assert_eq!(flush.len(), 1);
+    assert_eq!(strings(&flush[0]["Action"]), vec!["apigateway:DELETE"]);
+    assert_eq!(
+        strings(&flush[0]["Resource"]),
+        vec![
+            "arn:${AWS::Partition}:apigateway:${AWS::Region}::/restapis/${ConfigApi}/stages/${StageName}/cache/data"
         ]
     );
 }
