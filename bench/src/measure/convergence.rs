@@ -10,22 +10,18 @@ use tenant_config_admin::values::{ParameterKind, Target};
 use tenant_config_local_stack::stack::{
     ALICE, LocalStack, PARAMETER_ROOT, SERVICE, TABLE, demo_item,
 };
-use tenant_config_shared::auth::TokenVerifier;
-use tenant_config_shared::aws::Aws;
 use tenant_config_shared::cache::CachedStore;
 use tenant_config_shared::catch_up::{CatchUp, CatchUpSettings};
 use tenant_config_shared::reads::ConfigReads;
 use tenant_config_shared::refresh::discovery::AgentRegistration;
 use tenant_config_shared::refresh::journal::MemoryJournal;
 use tenant_config_shared::routing::KeyRouter;
-use tenant_config_shared::settings::{
-    AGENT_CACHE_DEFAULTS, LAMBDA_CACHE_DEFAULTS, RegistrationSettings,
-};
+use tenant_config_shared::settings::LAMBDA_CACHE_DEFAULTS;
 use tenant_config_shared::store::MemoryStore;
 use tenant_config_shared::{ConfigKey, ServiceName, StoreKind, TenantId};
-use tenant_config_testkit::agent::TestAgent;
 use tenant_config_testkit::values::{item, plain};
 
+use super::agents::StackAgents;
 use crate::baseline::settings;
 use crate::report::{Report, Row};
 use crate::stats::human;
@@ -60,43 +56,17 @@ fn row(figure: &str, took: Option<Duration>, bound: Duration) -> Row {
 
 impl Report {
     pub async fn convergence(&mut self, stack: &LocalStack) -> Result<(), String> {
-        let aws = Aws::from_config(stack.aws.clone());
-        let agent_settings = settings(stack, AGENT_CACHE_DEFAULTS)?;
+        let factory = StackAgents::new(stack).await?;
+        let agent_settings = &factory.settings;
         let lambda_settings = settings(stack, LAMBDA_CACHE_DEFAULTS)?;
         let key_param = "param_config_endpoint";
         let key_item = "tenant_config_limits";
         let alice = stack.token(ALICE).await?;
-        let refresh_key = aws
-            .refresh_key(
-                &stack.setting("REFRESH_KEY_PARAMETER").unwrap_or_default(),
-                PARAMETER_ROOT,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let verifier =
-            Arc::new(TokenVerifier::over_http(&agent_settings.auth).map_err(|e| e.to_string())?);
         // One agent registered in Cloud Map (pushed to), one not (only the
         // journal reaches it), both with the agent's defaults.
-        let pushed = TestAgent::start_with(
-            verifier.clone(),
-            aws.config_reads(&agent_settings),
-            refresh_key.clone(),
-        )
-        .await;
-        let registration = aws
-            .register_agent(&RegistrationSettings {
-                service_id: stack.cloud_map.service_id.clone(),
-                instance_id: "bench-convergence".into(),
-                address: pushed.address,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let unreached = TestAgent::start_with(
-            verifier.clone(),
-            aws.config_reads(&agent_settings),
-            refresh_key,
-        )
-        .await;
+        let pushed = factory.start().await;
+        let registration = factory.register(&pushed, "bench-convergence").await?;
+        let unreached = factory.start().await;
         let agent_serves = |agent: String, key: &'static str, expected: String| {
             let alice = alice.clone();
             move || {

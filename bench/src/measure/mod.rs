@@ -9,6 +9,7 @@ use tenant_config_local_stack::stack::{LocalStack, StackOptions};
 use crate::report::Report;
 use crate::sizes::Sizes;
 
+mod agents;
 mod contention;
 mod convergence;
 mod fanout;

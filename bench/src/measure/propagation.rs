@@ -4,14 +4,10 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use tenant_config_admin::agent_client::get_config;
-use tenant_config_local_stack::stack::{ALICE, LocalStack, PARAMETER_ROOT, SERVICE};
-use tenant_config_shared::auth::TokenVerifier;
-use tenant_config_shared::aws::Aws;
+use tenant_config_local_stack::stack::{ALICE, LocalStack, SERVICE};
 use tenant_config_shared::refresh::discovery::AgentRegistration;
-use tenant_config_shared::settings::{AGENT_CACHE_DEFAULTS, RegistrationSettings};
-use tenant_config_testkit::agent::TestAgent;
 
-use crate::baseline::settings;
+use super::agents::StackAgents;
 use crate::report::{Report, Row};
 use crate::stats::human;
 
@@ -19,37 +15,13 @@ impl Report {
     /// (5) Parameter updated in moto → event → all agents serve the new value.
     pub async fn propagation(&mut self, stack: &LocalStack) -> Result<(), String> {
         let n = self.sizes.propagation_agents;
-        let settings = settings(stack, AGENT_CACHE_DEFAULTS)?;
-        let aws = Aws::from_config(stack.aws.clone());
-        let refresh_key = aws
-            .refresh_key(
-                &stack.setting("REFRESH_KEY_PARAMETER").unwrap_or_default(),
-                PARAMETER_ROOT,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let verifier = std::sync::Arc::new(
-            TokenVerifier::over_http(&settings.auth).map_err(|e| e.to_string())?,
-        );
+        let factory = StackAgents::new(stack).await?;
         let mut agents = Vec::with_capacity(n);
         let mut running = Vec::with_capacity(n);
         let mut registrations = Vec::with_capacity(n);
         for i in 0..n {
-            let agent = TestAgent::start_with(
-                verifier.clone(),
-                aws.config_reads(&settings),
-                refresh_key.clone(),
-            )
-            .await;
-            let registration = aws
-                .register_agent(&RegistrationSettings {
-                    service_id: stack.cloud_map.service_id.clone(),
-                    instance_id: format!("bench-{i}"),
-                    address: agent.address,
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            registrations.push(registration);
+            let agent = factory.start().await;
+            registrations.push(factory.register(&agent, &format!("bench-{i}")).await?);
             agents.push(agent.endpoint());
             running.push(agent);
         }
