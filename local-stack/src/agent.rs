@@ -27,9 +27,19 @@ impl AgentProcess {
     /// Starts an agent on a free loopback port and waits until its gRPC
     /// health check answers SERVING.
     pub async fn start(name: &str, env: &[(String, String)]) -> Result<Self, String> {
+        Self::start_binary(name, env, &agent_binary()).await
+    }
+
+    /// [`AgentProcess::start`] with another build of `config-agent` (the
+    /// benchmark runs the release one).
+    pub async fn start_binary(
+        name: &str,
+        env: &[(String, String)],
+        binary: &std::path::Path,
+    ) -> Result<Self, String> {
         let port = free_port().map_err(|e| e.to_string())?;
         let instance_id = format!("{name}-{port}");
-        let mut command = Command::new(agent_binary());
+        let mut command = Command::new(binary);
         command
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AGENT_LISTEN_ADDR", format!("127.0.0.1:{port}"))

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use tenant_config_admin::agent_client::get_config;
 use tenant_config_admin::values::{ParameterKind, Target};
+use tenant_config_local_stack::agent::AgentProcess;
+use tenant_config_local_stack::process::workspace_root;
 use tenant_config_local_stack::stack::{
     ALICE, LocalStack, PARAMETER_ROOT, SERVICE, TABLE, demo_item,
 };
@@ -215,6 +217,45 @@ impl Report {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let burst_flushes = stack.stage_cache.flushes().len() - flushes_before;
 
+        // A real agent process, registered, frozen (SIGSTOP) for longer than
+        // the Refresh signature window while the push goes out: the buffered
+        // Refresh is refused as stale once it thaws, so only the journal can
+        // bring the change.
+        let pause = if self.sizes.smoke {
+            Duration::from_secs(3)
+        } else {
+            Duration::from_secs(65)
+        };
+        let profile = if self.sizes.smoke { "debug" } else { "release" };
+        let binary = workspace_root().join(format!("target/{profile}/config-agent"));
+        let mut frozen = AgentProcess::start_binary("bench-frozen", &stack.env, &binary).await?;
+        get_config(&frozen.endpoint(), &alice, SERVICE, key_param)
+            .await
+            .map_err(|s| s.message().to_owned())?;
+        frozen.set_paused(true);
+        stack
+            .put_parameter("tenant-a", key_param, "https://after-the-freeze.example")
+            .await?;
+        let pushed_while_frozen = stack
+            .send_change_event(
+                "Update",
+                &format!("{PARAMETER_ROOT}/tenant-a/{SERVICE}/{key_param}"),
+            )
+            .await?;
+        tokio::time::sleep(pause).await;
+        frozen.set_paused(false);
+        let thawed = Instant::now();
+        let after_freeze = converged(
+            thawed,
+            agent_serves(
+                frozen.endpoint(),
+                key_param,
+                "\"https://after-the-freeze.example\"".to_owned(),
+            ),
+        )
+        .await;
+        let _ = frozen.stop_gracefully();
+
         let lambda = lambda_settings.catch_up.interval;
         let agent = agent_settings.catch_up.interval;
         let second = Duration::from_secs(1);
@@ -229,6 +270,15 @@ impl Report {
                 row("agent no push reached, DynamoDB PutItem", item_unreached, agent + second),
                 row("config-api, DynamoDB PutItem", item_api, lambda + second),
                 row("config-api, key created after it cached a 404", created, lambda + second),
+                row(
+                    &format!(
+                        "agent process frozen {} while the push went out (push {}), from thawing",
+                        human(pause),
+                        if pushed_while_frozen.is_err() { "failed" } else { "delivered" }
+                    ),
+                    after_freeze,
+                    agent + second,
+                ),
                 row(
                     &format!("stage cache flushed after a burst of 5 changes in {} (from the last change)", human(burst)),
                     flushed,
