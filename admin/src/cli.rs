@@ -135,7 +135,12 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         router: KeyRouter::new(&cli.dynamodb_prefix, &cli.parameter_prefix)
             .map_err(|e| e.to_string())?,
     };
-    let aws = || async { Aws::from_env().await.sdk_config().clone() };
+    let aws = || async {
+        Aws::from_env()
+            .await
+            .map(|aws| aws.sdk_config().clone())
+            .map_err(|e| e.to_string())
+    };
     match cli.command {
         Command::Put {
             tenant,
@@ -150,7 +155,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 Kind::StringList => ParameterKind::StringList,
                 Kind::SecureString => ParameterKind::SecureString,
             };
-            let store = target.put(&aws().await, &item, &value, kind).await?;
+            let store = target.put(&aws().await?, &item, &value, kind).await?;
             eprintln!("stored {} in {store}", item.cache_key());
         }
         Command::Get {
@@ -160,7 +165,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             decrypt,
         } => {
             let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
-            match target.get(&aws().await, &item, decrypt).await? {
+            match target.get(&aws().await?, &item, decrypt).await? {
                 Some(value) => println!("{value}"),
                 None => return Err(format!("{} not found", item.cache_key())),
             }
@@ -171,7 +176,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             key,
         } => {
             let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
-            if !target.delete(&aws().await, &item).await? {
+            if !target.delete(&aws().await?, &item).await? {
                 return Err(format!("{} not found", item.cache_key()));
             }
             eprintln!("deleted {}", item.cache_key());
@@ -186,7 +191,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 .ok_or("name an app client with --client-id or COGNITO_CLIENT_IDS")?;
             println!(
                 "{}",
-                tokens::id_token(&aws().await, client_id, &username, &password).await?
+                tokens::id_token(&aws().await?, client_id, &username, &password).await?
             );
         }
         Command::AgentGet {
@@ -206,7 +211,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             limit,
         } => {
             let from_ms = crate::changes::since_ms(&since, unix_ms_now())?;
-            let journal = Aws::from_env().await.change_journal(&journal_table);
+            let journal = Aws::from_env()
+                .await
+                .map_err(|e| e.to_string())?
+                .change_journal(&journal_table);
             let entries = journal
                 .since(from_ms, limit)
                 .await

@@ -23,7 +23,7 @@ async fn run() -> Result<(), AgentError> {
     let settings = Settings::from_env(AGENT_CACHE_DEFAULTS)?;
     let agent = AgentSettings::from_env()?;
     let stop = ShutdownSignal::listen()?;
-    let aws = Aws::from_env().await;
+    let aws = Aws::from_env().await?;
     let server = aws.agent_server(&settings, &agent).await?;
     let listener = lifecycle::bind(agent.listen).await?;
     let registration = match &agent.registration {

@@ -66,6 +66,12 @@ impl MotoServer {
         ]
     }
 
+    /// Freezes (SIGSTOP) or thaws moto: its port keeps accepting connections
+    /// and nothing answers, like a stalled store.
+    pub fn set_paused(&self, paused: bool) {
+        self.process.set_paused(paused);
+    }
+
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }

@@ -24,7 +24,9 @@ use crate::refresh::journal_table::JournalTable;
 use crate::refresh::key::{RefreshKeyError, load_refresh_key};
 use crate::refresh::signing::{RefreshAuthenticator, RefreshKey};
 use crate::refresh::stage_cache::{ApiGatewayStageCache, SqsFlushRequests};
-use crate::settings::{AgentSettings, RefreshSettings, RegistrationSettings, Settings};
+use crate::settings::{
+    AgentSettings, AwsCallSettings, RefreshSettings, RegistrationSettings, Settings, SettingsError,
+};
 use crate::store::{DynamoDbStore, ParameterStore};
 
 /// Shared AWS configuration (region, credentials, endpoint) from which every
@@ -36,9 +38,24 @@ pub struct Aws {
 
 impl Aws {
     /// Region, credentials and endpoint from the environment and the usual
-    /// AWS sources; `AWS_ENDPOINT_URL` is how local runs point at moto.
-    pub async fn from_env() -> Self {
-        Self::from_config(aws_config::load_from_env().await)
+    /// AWS sources (`AWS_ENDPOINT_URL` is how local runs point at moto), with
+    /// every call bounded as [`AwsCallSettings`] says.
+    pub async fn from_env() -> Result<Self, SettingsError> {
+        let calls = AwsCallSettings::from_env()?;
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(calls.connect)
+                    .operation_attempt_timeout(calls.attempt)
+                    .operation_timeout(calls.operation)
+                    .build(),
+            )
+            .retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(calls.max_attempts),
+            )
+            .load()
+            .await;
+        Ok(Self::from_config(config))
     }
 
     pub fn from_config(config: SdkConfig) -> Self {

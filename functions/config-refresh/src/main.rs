@@ -16,7 +16,7 @@ use tenant_config_shared::telemetry;
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let settings = RefreshSettings::from_env()?;
-    let refresher = Aws::from_env().await.refresher(&settings).await?;
+    let refresher = Aws::from_env().await?.refresher(&settings).await?;
     tracing::info!(namespace = %settings.cloud_map_namespace, service = %settings.cloud_map_service, "config-refresh ready");
     let refresher = &refresher;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
