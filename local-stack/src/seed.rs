@@ -35,71 +35,14 @@ pub struct UserPool {
 /// Creates the configuration table with the read path's key schema and, as
 /// the template does, a keys-only stream.
 pub async fn create_table(aws: &SdkConfig, table: &str) -> Result<(), String> {
-    let client = aws_sdk_dynamodb::Client::new(aws);
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-    };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-    };
-    client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute(PARTITION_KEY).map_err(|e| e.to_string())?)
-        .attribute_definitions(attribute(SORT_KEY).map_err(|e| e.to_string())?)
-        .key_schema(key(PARTITION_KEY, KeyType::Hash).map_err(|e| e.to_string())?)
-        .key_schema(key(SORT_KEY, KeyType::Range).map_err(|e| e.to_string())?)
-        .stream_specification(
-            StreamSpecification::builder()
-                .stream_enabled(true)
-                .stream_view_type(StreamViewType::KeysOnly)
-                .build()
-                .map_err(|e| e.to_string())?,
-        )
-        .send()
-        .await
-        .map_err(|e| err("CreateTable")(&aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    Ok(())
+    create_key_value_table(aws, table, Some(StreamViewType::KeysOnly)).await
 }
 
 /// Creates the change journal table as the template does: `pk`/`sk`, with
 /// a TTL on `expires_at`.
 pub async fn create_journal_table(aws: &SdkConfig, table: &str) -> Result<(), String> {
+    create_key_value_table(aws, table, None).await?;
     let client = aws_sdk_dynamodb::Client::new(aws);
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| e.to_string())
-    };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .map_err(|e| e.to_string())
-    };
-    client
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("pk")?)
-        .attribute_definitions(attribute("sk")?)
-        .key_schema(key("pk", KeyType::Hash)?)
-        .key_schema(key("sk", KeyType::Range)?)
-        .send()
-        .await
-        .map_err(|e| {
-            err("CreateTable (journal)")(&aws_sdk_dynamodb::error::DisplayErrorContext(e))
-        })?;
     client
         .update_time_to_live()
         .table_name(table)
@@ -113,6 +56,53 @@ pub async fn create_journal_table(aws: &SdkConfig, table: &str) -> Result<(), St
         .send()
         .await
         .map_err(|e| err("UpdateTimeToLive")(&aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    Ok(())
+}
+
+/// An on-demand table keyed by string `pk` (hash) and `sk` (range), the
+/// layout both of the project's tables share, with an optional stream.
+async fn create_key_value_table(
+    aws: &SdkConfig,
+    table: &str,
+    stream: Option<StreamViewType>,
+) -> Result<(), String> {
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let stream = stream
+        .map(|view| {
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(view)
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .transpose()?;
+    aws_sdk_dynamodb::Client::new(aws)
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute(PARTITION_KEY)?)
+        .attribute_definitions(attribute(SORT_KEY)?)
+        .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
+        .key_schema(key(SORT_KEY, KeyType::Range)?)
+        .set_stream_specification(stream)
+        .send()
+        .await
+        .map_err(|e| {
+            err(&format!("CreateTable {table}"))(&aws_sdk_dynamodb::error::DisplayErrorContext(e))
+        })?;
     Ok(())
 }
 

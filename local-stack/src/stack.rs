@@ -288,6 +288,18 @@ impl LocalStack {
         .await
     }
 
+    /// Overwrites a parameter of the demo service and sends the Update event
+    /// EventBridge would; the inner `Err` is config-refresh's error payload.
+    pub async fn change_parameter(
+        &self,
+        tenant: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Result<serde_json::Value, String>, String> {
+        let name = self.put_parameter(tenant, key, value).await?;
+        self.send_change_event("Update", &name).await
+    }
+
     /// Invokes config-refresh with the "Parameter Store Change" event AWS
     /// sends for `operation` on `parameter_name`, under a new event id.
     pub async fn send_change_event(

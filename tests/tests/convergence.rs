@@ -227,21 +227,16 @@ async fn a_burst_of_changes_costs_one_stage_cache_flush_after_config_api_serves_
     let stack = stack(0).await;
     let alice = stack.token(ALICE).await.unwrap();
     let key = "param_config_endpoint";
-    let parameter = format!("{PARAMETER_ROOT}/tenant-a/{SERVICE}/{key}");
     // WHEN five changes arrive back to back
     let started = Instant::now();
     let mut last_journaled = started;
     for i in 0..5 {
         stack
-            .put_parameter(
+            .change_parameter(
                 "tenant-a",
                 key,
                 &format!("https://burst-{i}.tenant-a.example"),
             )
-            .await
-            .unwrap();
-        stack
-            .send_change_event("Update", &parameter)
             .await
             .unwrap()
             .expect("journaled and delivered");

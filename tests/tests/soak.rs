@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tenant_config_admin::values::{ParameterKind, put_item};
+use tenant_config_admin::values::put_item;
 use tenant_config_local_stack::stack::{
-    ALICE, LocalStack, PARAMETER_ROOT, SERVICE, StackOptions, TABLE, demo_item,
+    ALICE, LocalStack, SERVICE, StackOptions, TABLE, demo_item,
 };
 
 /// Keys changed by the soak: five in each store.
@@ -269,17 +269,10 @@ async fn write(stack: &LocalStack, key: &str, index: usize) {
         .await
         .unwrap();
     } else {
-        tenant_config_admin::values::put_parameter(
-            &stack.aws,
-            PARAMETER_ROOT,
-            &demo_item("tenant-a", key).unwrap(),
-            &value,
-            ParameterKind::String,
-        )
-        .await
-        .unwrap();
-        let name = format!("{PARAMETER_ROOT}/tenant-a/{SERVICE}/{key}");
         // A paused agent fails this delivery: the journal must carry it.
-        let _ = stack.send_change_event("Update", &name).await.unwrap();
+        let _ = stack
+            .change_parameter("tenant-a", key, &value)
+            .await
+            .unwrap();
     }
 }

@@ -125,13 +125,7 @@ impl Report {
         let value = "\"https://converge.tenant-a.example\"".to_owned();
         let written = Instant::now();
         stack
-            .put_parameter("tenant-a", key_param, "https://converge.tenant-a.example")
-            .await?;
-        stack
-            .send_change_event(
-                "Update",
-                &format!("{PARAMETER_ROOT}/tenant-a/{SERVICE}/{key_param}"),
-            )
+            .change_parameter("tenant-a", key_param, "https://converge.tenant-a.example")
             .await??;
         let (param_pushed, param_unreached, param_api) = tokio::join!(
             converged(
@@ -199,13 +193,7 @@ impl Report {
         let mut last_change = burst_started;
         for i in 0..5 {
             stack
-                .put_parameter("tenant-a", key_param, &format!("https://burst-{i}.example"))
-                .await?;
-            stack
-                .send_change_event(
-                    "Update",
-                    &format!("{PARAMETER_ROOT}/tenant-a/{SERVICE}/{key_param}"),
-                )
+                .change_parameter("tenant-a", key_param, &format!("https://burst-{i}.example"))
                 .await??;
             last_change = Instant::now();
         }
@@ -233,14 +221,8 @@ impl Report {
             .await
             .map_err(|s| s.message().to_owned())?;
         frozen.set_paused(true);
-        stack
-            .put_parameter("tenant-a", key_param, "https://after-the-freeze.example")
-            .await?;
         let pushed_while_frozen = stack
-            .send_change_event(
-                "Update",
-                &format!("{PARAMETER_ROOT}/tenant-a/{SERVICE}/{key_param}"),
-            )
+            .change_parameter("tenant-a", key_param, "https://after-the-freeze.example")
             .await?;
         tokio::time::sleep(pause).await;
         frozen.set_paused(false);

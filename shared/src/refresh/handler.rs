@@ -269,11 +269,14 @@ impl Refresher {
             records: batch.records.len(),
             ..BatchReport::default()
         };
-        let mut changes: Vec<(String, ChangeRecord)> = Vec::new();
+        // The records to deliver, and their sequence numbers in step.
+        let mut changes: Vec<ChangeRecord> = Vec::new();
+        let mut sequences: Vec<String> = Vec::new();
         for parsed in classify_batch(&batch, &self.router) {
             match (parsed.outcome, parsed.sequence_number) {
                 (Ok(Classified::Refresh(change)), Some(sequence)) => {
-                    changes.push((sequence, change));
+                    changes.push(change);
+                    sequences.push(sequence);
                 }
                 (Ok(Classified::Ignore(reason)), _) => {
                     tracing::info!(%reason, "ignored stream record");
@@ -292,16 +295,14 @@ impl Refresher {
             }
         }
         if !changes.is_empty() {
-            let journaled: Vec<ChangeRecord> =
-                changes.iter().map(|(_, change)| change.clone()).collect();
-            self.journal(&journaled).await?;
+            self.journal(&changes).await?;
             let instances = self.instances.healthy_instances().await?;
             let fanouts = changes
                 .iter()
-                .map(|(_, change)| self.fanout.send(&instances, change));
+                .map(|change| self.fanout.send(&instances, change));
             let reports = futures::future::join_all(fanouts).await;
-            for ((sequence, change), fanout) in changes.into_iter().zip(reports) {
-                log_fanout(&change, &fanout);
+            for ((sequence, change), fanout) in sequences.into_iter().zip(&changes).zip(reports) {
+                log_fanout(change, &fanout);
                 let fanout = self.retire_stale(fanout).await;
                 if fanout.failed.is_empty() {
                     report.delivered += 1;

@@ -72,7 +72,7 @@ pub fn classify_batch(batch: &StreamBatch, router: &KeyRouter) -> Vec<ParsedReco
                 .pointer("/dynamodb/SequenceNumber")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            let outcome = serde_json::from_value::<StreamRecord>(raw.clone())
+            let outcome = StreamRecord::deserialize(raw)
                 .map_err(|e| format!("malformed stream record: {e}"))
                 .and_then(|record| classify(&record, router));
             ParsedRecord {
