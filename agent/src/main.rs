@@ -4,8 +4,11 @@
 //! listen → register in Cloud Map. Stop (SIGTERM/SIGINT): NOT_SERVING →
 //! deregister → drain (see `tenant_config_shared::agent::lifecycle`).
 
+use std::time::Duration;
 use tenant_config_shared::agent::lifecycle::{self, AgentError, ShutdownSignal};
+
 use tenant_config_shared::aws::Aws;
+use tenant_config_shared::metrics::MetricsSettings;
 use tenant_config_shared::refresh::discovery::AgentRegistration;
 use tenant_config_shared::settings::{AGENT_CACHE_DEFAULTS, AgentSettings, Settings};
 use tenant_config_shared::telemetry;
@@ -26,6 +29,8 @@ async fn run() -> Result<(), AgentError> {
     let aws = Aws::from_env().await?;
     let server = aws.agent_server(&settings, &agent).await?;
     let listener = lifecycle::bind(agent.listen).await?;
+    // CloudWatch's finest standard resolution: one EMF flush a minute.
+    MetricsSettings::from_env("config-agent").flush_every(Duration::from_secs(60));
     let registration = match &agent.registration {
         Some(registration) => Some(aws.register_agent(registration).await?),
         None => None,

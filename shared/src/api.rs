@@ -7,14 +7,17 @@
 //!
 //! The tenant always comes from the verified `Authorization` token.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::auth::TokenVerifier;
 use crate::error::{AuthError, ConfigError};
+use crate::metrics::{Counter, metrics};
 use crate::reads::{ConfigReads, MAX_BATCH_KEYS};
+use crate::refresh::stage_cache::FlushRequests;
 use crate::validate::{ConfigKey, ServiceName};
 
 /// What the API needs from an HTTP request.
@@ -64,6 +67,14 @@ struct OneBody<'a> {
     source: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<i64>,
+    /// Present only when the store failed and this is its last good value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stale: Option<Stale>,
+}
+
+#[derive(Serialize)]
+struct Stale {
+    age_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -71,19 +82,101 @@ struct BatchBody<'a> {
     service: &'a str,
     values: Map<String, Value>,
     missing: Vec<&'a str>,
+    /// Keys answered with their last good value because their store failed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stale: Vec<&'a str>,
+}
+
+/// Header that marks a stale answer: the age in milliseconds of its oldest value.
+pub const STALE_HEADER: &str = "x-config-stale-age-ms";
+
+/// Asks for the API Gateway stage cache to be flushed when a cacheable route
+/// answered degraded (stale or 5xx): the stage cache ignores the integration's
+/// `Cache-Control` and would replay that answer for its whole TTL. At most one
+/// request per `min_interval` per container; the queue's batching window
+/// turns all containers' requests into one flush.
+pub struct DegradedAnswerFlush {
+    requests: Arc<dyn FlushRequests>,
+    min_interval: Duration,
+    last_sent: Mutex<Option<Instant>>,
+}
+
+/// Longest a flush request may hold up the answer that caused it.
+const FLUSH_REQUEST_DEADLINE: Duration = Duration::from_millis(300);
+
+impl DegradedAnswerFlush {
+    pub fn new(requests: Arc<dyn FlushRequests>, min_interval: Duration) -> Self {
+        Self {
+            requests,
+            min_interval,
+            last_sent: Mutex::new(None),
+        }
+    }
+
+    async fn degraded(&self, reason: &str) {
+        {
+            let Ok(mut last_sent) = self.last_sent.lock() else {
+                return;
+            };
+            if last_sent.is_some_and(|at| at.elapsed() < self.min_interval) {
+                return;
+            }
+            *last_sent = Some(Instant::now());
+        }
+        metrics().count(Counter::StageFlushRequests);
+        let reason = [format!("degraded:{reason}")];
+        match tokio::time::timeout(FLUSH_REQUEST_DEADLINE, self.requests.request(&reason)).await {
+            Ok(Ok(())) => tracing::info!(reason = %reason[0], "asked for a stage cache flush"),
+            Ok(Err(err)) => tracing::warn!(error = %err, "could not ask for a stage cache flush"),
+            Err(_) => tracing::warn!("stage cache flush request timed out"),
+        }
+    }
 }
 
 pub struct ConfigApi {
     verifier: Arc<TokenVerifier>,
     reads: ConfigReads,
+    degraded_flush: Option<DegradedAnswerFlush>,
 }
 
 impl ConfigApi {
     pub fn new(verifier: Arc<TokenVerifier>, reads: ConfigReads) -> Self {
-        Self { verifier, reads }
+        Self {
+            verifier,
+            reads,
+            degraded_flush: None,
+        }
+    }
+
+    /// Flushes the stage cache after degraded answers on cacheable routes.
+    pub fn with_degraded_answer_flush(mut self, flush: DegradedAnswerFlush) -> Self {
+        self.degraded_flush = Some(flush);
+        self
     }
 
     pub async fn handle(&self, request: &ApiRequest<'_>) -> ApiResponse {
+        let response = self.answer(request).await;
+        let cacheable = matches!(
+            route(request.path),
+            Some(Route::One { .. } | Route::Batch { .. })
+        ) && request.method == "GET";
+        if let Some(flush) = &self.degraded_flush
+            && cacheable
+        {
+            if response.status >= 500 {
+                flush.degraded(&response.status.to_string()).await;
+            } else if response
+                .headers
+                .iter()
+                .any(|(name, _)| *name == STALE_HEADER)
+            {
+                flush.degraded("stale").await;
+            }
+        }
+        response
+    }
+
+    async fn answer(&self, request: &ApiRequest<'_>) -> ApiResponse {
         match self.respond(request).await {
             Ok(response) => response,
             Err(err) => {
@@ -113,16 +206,20 @@ impl ConfigApi {
             Route::One { service, key } => {
                 let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
                 let entry = self.reads.get(tenant, &service, &key).await?;
-                Ok(json_response(
-                    200,
-                    "private",
-                    &OneBody {
-                        service: service.as_str(),
-                        key: key.as_str(),
-                        value: &entry.value.value,
-                        source: entry.source.as_str(),
-                        version: entry.value.version,
-                    },
+                let stale = entry.stale.map(|age| Stale {
+                    age_ms: age.as_millis() as u64,
+                });
+                let body = OneBody {
+                    service: service.as_str(),
+                    key: key.as_str(),
+                    value: &entry.value.value,
+                    source: entry.source.as_str(),
+                    version: entry.value.version,
+                    stale,
+                };
+                Ok(mark_stale(
+                    json_response(200, "private", &body),
+                    entry.stale,
                 ))
             }
             Route::Secure { service, key } => {
@@ -137,6 +234,7 @@ impl ConfigApi {
                         value: entry.value.expose(),
                         source: entry.source.as_str(),
                         version: entry.value.version,
+                        stale: None,
                     },
                 ))
             }
@@ -149,15 +247,19 @@ impl ConfigApi {
                     .iter()
                     .map(|(key, entry)| (key.to_string(), entry.value.value.clone()))
                     .collect();
-                Ok(json_response(
-                    200,
-                    "private",
-                    &BatchBody {
-                        service: service.as_str(),
-                        values,
-                        missing: batch.missing.iter().map(ConfigKey::as_str).collect(),
-                    },
-                ))
+                let oldest = batch.values.iter().filter_map(|(_, e)| e.stale).max();
+                let body = BatchBody {
+                    service: service.as_str(),
+                    values,
+                    missing: batch.missing.iter().map(ConfigKey::as_str).collect(),
+                    stale: batch
+                        .values
+                        .iter()
+                        .filter(|(_, e)| e.stale.is_some())
+                        .map(|(k, _)| k.as_str())
+                        .collect(),
+                };
+                Ok(mark_stale(json_response(200, "private", &body), oldest))
             }
         }
     }
@@ -184,6 +286,23 @@ fn parse_keys(raw: Option<Result<&str, ()>>) -> Result<Vec<ConfigKey>, ConfigErr
         )));
     }
     raw.split(',').map(|k| ConfigKey::parse(k.trim())).collect()
+}
+
+/// Marks an answer built from last good values: a header with the age of its
+/// oldest value, the standard `Warning: 110`, and `no-store` so no client
+/// cache keeps it.
+fn mark_stale(mut response: ApiResponse, oldest: Option<Duration>) -> ApiResponse {
+    if let Some(age) = oldest {
+        response
+            .headers
+            .retain(|(name, _)| *name != "cache-control");
+        response.headers.extend([
+            ("cache-control", "no-store".to_owned()),
+            (STALE_HEADER, age.as_millis().to_string()),
+            ("warning", "110 - \"Response is Stale\"".to_owned()),
+        ]);
+    }
+    response
 }
 
 fn json_response(status: u16, cache_control: &'static str, body: &impl Serialize) -> ApiResponse {

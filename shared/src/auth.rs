@@ -10,6 +10,7 @@
 //! Verified tokens are remembered (by SHA-256 of the token, until `exp`) so a
 //! warm request does no RSA work.
 
+use crate::metrics::{Counter, metrics};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -211,9 +212,11 @@ impl TokenVerifier {
         if let Some(identity) = self.verified.get(&digest).await {
             // The cache entry expires at `exp`; this guards the gap before eviction.
             if identity.expires_at + self.validation.leeway > unix_now() {
+                metrics().count(Counter::TokenCacheHits);
                 return Ok(identity);
             }
         }
+        metrics().count(Counter::TokenCacheMisses);
         let identity = Arc::new(self.verify_uncached(token).await?);
         self.verified.insert(digest, identity.clone()).await;
         Ok(identity)

@@ -5,6 +5,7 @@
 //! in one file.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_servicediscovery::config::interceptors::BeforeSerializationInterceptorContextMut;
@@ -12,7 +13,7 @@ use aws_sdk_servicediscovery::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_servicediscovery::error::BoxError;
 
 use crate::agent::server::{AgentServer, ReaderService, RefreshService};
-use crate::api::ConfigApi;
+use crate::api::{ConfigApi, DegradedAnswerFlush};
 use crate::auth::{JwksError, TokenVerifier};
 use crate::cache::CachedStore;
 use crate::catch_up::CatchUp;
@@ -115,10 +116,19 @@ impl Aws {
 
     /// config-api's handler: AWS-backed reads and the pool's JWKS over HTTP.
     pub fn config_api(&self, settings: &Settings) -> Result<ConfigApi, JwksError> {
-        Ok(ConfigApi::new(
-            token_verifier(settings)?,
-            self.config_reads(settings),
-        ))
+        let api = ConfigApi::new(token_verifier(settings)?, self.config_reads(settings));
+        Ok(match &settings.degraded_flush {
+            Some(flush) => api.with_degraded_answer_flush(DegradedAnswerFlush::new(
+                // No delay: the degraded answer is already in the stage cache.
+                Arc::new(SqsFlushRequests::new(
+                    aws_sdk_sqs::Client::new(&self.config),
+                    &flush.flush_queue_url,
+                    Duration::ZERO,
+                )),
+                flush.min_interval,
+            )),
+            None => api,
+        })
     }
 
     /// The shared refresh key from its SecureString parameter.

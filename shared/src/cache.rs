@@ -1,14 +1,26 @@
-//! Read-through cache in front of a store.
+//! Read-through cache in front of a store, with stale-if-error.
 //!
 //! One [`CachedStore`] per store, keyed `tenantId:service:key`. Concurrent
 //! misses for one key share a single backend call (moka's `try_get_with`
 //! coalesces them). Only non-secret values and "not found" answers are
 //! inserted; SecureStrings, in either read mode, always go to the store and
 //! never enter the cache.
+//!
+//! When the store fails, a reader keeps answering ([`StaleIfError`]):
+//! - every value read successfully is also kept as the key's *last good value*
+//!   for `ttl + max_stale`; a confirmed delete (the store answers "not found",
+//!   or a delete comes through the change feed) drops it;
+//! - a failed load puts the key in *backoff* for `retry_interval`: during it
+//!   reads answer at once (the last good value marked stale, or the error)
+//!   without calling the store, so a failing store sees at most one call per
+//!   key per interval from this process;
+//! - after the interval the next read probes the store again (one probe per
+//!   key: concurrent readers with a last good value do not wait for it), with
+//!   a short `probe_timeout` when there is a value to fall back on.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -17,8 +29,30 @@ use moka::future::Cache;
 use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue};
 use crate::error::StoreError;
+use crate::metrics::{StoreCounter, metrics};
 use crate::store::ConfigStore;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
+
+/// How a reader rides out a failing store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleIfError {
+    /// How long past its TTL a value may still be served when the store fails;
+    /// zero turns stale answers off (failures then answer 502/503).
+    pub max_stale: Duration,
+    /// After a failed store call, how long reads of that key answer without
+    /// calling the store again.
+    pub retry_interval: Duration,
+    /// Deadline of a store call for a key that has a last good value.
+    pub probe_timeout: Duration,
+}
+
+impl StaleIfError {
+    pub const DEFAULT: StaleIfError = StaleIfError {
+        max_stale: Duration::from_secs(3600),
+        retry_interval: Duration::from_secs(1),
+        probe_timeout: Duration::from_secs(1),
+    };
+}
 
 /// Size and lifetimes of one store's cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,12 +63,19 @@ pub struct CacheSettings {
     pub not_found_ttl: Duration,
     /// Upper bound on cached entries.
     pub max_entries: u64,
+    pub stale: StaleIfError,
 }
 
 /// What a read through the cache produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {
     Plain(Arc<PlainValue>),
+    /// The store failed; this is the last value read from it, `age` after it
+    /// was read.
+    Stale {
+        value: Arc<PlainValue>,
+        age: Duration,
+    },
     /// A SecureString; the value is present only for decrypting reads.
     Secret(Option<SecretValue>),
     Missing,
@@ -44,6 +85,21 @@ pub enum Lookup {
 enum Cached {
     Value(Arc<PlainValue>),
     Missing,
+}
+
+#[derive(Debug, Clone)]
+struct LastGood {
+    value: Arc<PlainValue>,
+    read_at: Instant,
+}
+
+impl LastGood {
+    fn stale(&self) -> Lookup {
+        Lookup::Stale {
+            value: self.value.clone(),
+            age: self.read_at.elapsed(),
+        }
+    }
 }
 
 /// Why a load produced nothing to insert. Shared by coalesced waiters.
@@ -77,9 +133,29 @@ impl Expiry<String, Cached> for PerEntryTtl {
 pub struct CachedStore {
     store: Arc<dyn ConfigStore>,
     cache: Cache<String, Cached>,
+    /// Last good values, kept `ttl + max_stale`; absent when stale answers are off.
+    last_good: Option<Cache<String, LastGood>>,
+    /// Keys whose last store call failed, for `retry_interval`.
+    backoff: Cache<String, StoreError>,
+    /// Keys with a load in flight.
+    probing: Arc<Mutex<HashSet<String>>>,
     settings: CacheSettings,
     /// Bumped by every invalidation; a load that sees it change is not cached.
     invalidations: Arc<AtomicU64>,
+}
+
+/// Removes a key from the in-flight set however the load ends.
+struct ProbeGuard<'a> {
+    probing: &'a Mutex<HashSet<String>>,
+    key: String,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut probing) = self.probing.lock() {
+            probing.remove(&self.key);
+        }
+    }
 }
 
 impl CachedStore {
@@ -88,9 +164,22 @@ impl CachedStore {
             .max_capacity(settings.max_entries)
             .expire_after(PerEntryTtl(settings))
             .build();
+        let last_good = (!settings.stale.max_stale.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(settings.max_entries)
+                .time_to_live(settings.ttl + settings.stale.max_stale)
+                .build()
+        });
+        let backoff = Cache::builder()
+            .max_capacity(settings.max_entries)
+            .time_to_live(settings.stale.retry_interval.max(Duration::from_millis(1)))
+            .build();
         Self {
             store,
             cache,
+            last_good,
+            backoff,
+            probing: Arc::new(Mutex::new(HashSet::new())),
             settings,
             invalidations: Arc::new(AtomicU64::new(0)),
         }
@@ -109,22 +198,146 @@ impl CachedStore {
         }
     }
 
+    async fn last_good(&self, cache_key: &str) -> Option<LastGood> {
+        match &self.last_good {
+            Some(last_good) => last_good.get(cache_key).await,
+            None => None,
+        }
+    }
+
+    /// Records what a successful, unraced load found in the last-good table.
+    async fn remember(&self, cache_key: &str, found: &Option<Found>) {
+        let Some(last_good) = &self.last_good else {
+            return;
+        };
+        match found {
+            Some(Found::Plain(value)) => {
+                last_good
+                    .insert(
+                        cache_key.to_owned(),
+                        LastGood {
+                            value: value.clone(),
+                            read_at: Instant::now(),
+                        },
+                    )
+                    .await;
+            }
+            // Deleted, or now a SecureString: never serve the old value.
+            Some(Found::Secret(_)) | None => last_good.invalidate(cache_key).await,
+        }
+    }
+
+    /// One store call, measured; bounded by the probe timeout when `bounded`.
+    async fn call<T>(
+        &self,
+        bounded: bool,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let kind = self.kind();
+        metrics().store(kind, StoreCounter::StoreCalls);
+        let started = Instant::now();
+        let result = if bounded {
+            let timeout = self.settings.stale.probe_timeout;
+            tokio::time::timeout(timeout, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable {
+                        store: kind,
+                        detail: format!("no answer within the probe timeout ({timeout:?})"),
+                    })
+                })
+        } else {
+            call.await
+        };
+        metrics().store_latency(kind, started.elapsed());
+        if let Err(err) = &result {
+            metrics().store(kind, StoreCounter::StoreErrors);
+            tracing::warn!(store = kind.as_str(), error = %err, "store call failed");
+        }
+        result
+    }
+
+    /// The answer for a key whose store failed: its last good value, or `err`.
+    fn degraded(
+        &self,
+        cache_key: &str,
+        last: Option<LastGood>,
+        err: StoreError,
+    ) -> Result<Lookup, StoreError> {
+        match last {
+            Some(last) => {
+                metrics().store(self.kind(), StoreCounter::StaleAnswers);
+                let lookup = last.stale();
+                if let Lookup::Stale { age, .. } = &lookup {
+                    tracing::warn!(
+                        store = self.kind().as_str(),
+                        entry = cache_key,
+                        age_ms = age.as_millis() as u64,
+                        error = %err,
+                        "served the last good value"
+                    );
+                }
+                Ok(lookup)
+            }
+            None => Err(err),
+        }
+    }
+
     /// Reads one entry. Decrypting reads bypass the cache completely.
     pub async fn get(&self, item: &ItemKey, mode: ReadMode) -> Result<Lookup, StoreError> {
         if mode == ReadMode::Decrypt {
-            return Ok(match self.store.get(item, mode).await? {
+            return Ok(match self.call(false, self.store.get(item, mode)).await? {
                 Some(Found::Plain(value)) => Lookup::Plain(value),
                 Some(Found::Secret(secret)) => Lookup::Secret(secret),
                 None => Lookup::Missing,
             });
         }
+        let cache_key = item.cache_key();
+        let kind = self.kind();
+        if let Some(hit) = self.cache.get(&cache_key).await {
+            metrics().store(kind, StoreCounter::CacheHits);
+            return Ok(match hit {
+                Cached::Value(value) => Lookup::Plain(value),
+                Cached::Missing => Lookup::Missing,
+            });
+        }
+        metrics().store(kind, StoreCounter::CacheMisses);
+        let last = self.last_good(&cache_key).await;
+        if let Some(err) = self.backoff.get(&cache_key).await {
+            if last.is_none() {
+                metrics().store(kind, StoreCounter::FastFailures);
+            }
+            return self.degraded(&cache_key, last, err);
+        }
+        let _guard = {
+            let Ok(mut probing) = self.probing.lock() else {
+                return Err(StoreError::Unavailable {
+                    store: kind,
+                    detail: "probe table poisoned".to_owned(),
+                });
+            };
+            if !probing.insert(cache_key.clone()) {
+                // Someone is probing already: fall back at once if we can,
+                // else wait for their answer below (moka coalesces).
+                if let Some(last) = last {
+                    metrics().store(kind, StoreCounter::StaleAnswers);
+                    return Ok(last.stale());
+                }
+                None
+            } else {
+                Some(ProbeGuard {
+                    probing: &self.probing,
+                    key: cache_key.clone(),
+                })
+            }
+        };
+        let bounded = last.is_some();
         let loaded = self
             .cache
-            .try_get_with(item.cache_key(), async {
+            .try_get_with(cache_key.clone(), async {
                 let epoch = self.invalidations.load(Ordering::Acquire);
                 let found = self
-                    .store
-                    .get(item, ReadMode::Plain)
+                    .call(bounded, self.store.get(item, ReadMode::Plain))
                     .await
                     .map_err(Uncached::Failed)?;
                 if self.invalidations.load(Ordering::Acquire) != epoch {
@@ -134,6 +347,7 @@ impl CachedStore {
                         None => Lookup::Missing,
                     }));
                 }
+                self.remember(&cache_key, &found).await;
                 self.classify(found)
             })
             .await;
@@ -143,20 +357,26 @@ impl CachedStore {
             Err(uncached) => match uncached.as_ref() {
                 Uncached::Secret => Ok(Lookup::Secret(None)),
                 Uncached::Missing => Ok(Lookup::Missing),
-                Uncached::Failed(err) => Err(err.clone()),
+                Uncached::Failed(err) => {
+                    self.backoff.insert(cache_key.clone(), err.clone()).await;
+                    self.degraded(&cache_key, last, err.clone())
+                }
                 Uncached::Raced(lookup) => Ok(lookup.clone()),
             },
         }
     }
 
     /// Reads several keys of one tenant and service (plain mode): hits come
-    /// from memory, all misses go to the store in one batched read.
+    /// from memory, all misses go to the store in one batched read. If that
+    /// read fails, keys with a last good value are answered stale; any key
+    /// without one fails the batch.
     pub async fn get_many(
         &self,
         tenant: &TenantId,
         service: &ServiceName,
         keys: &[ConfigKey],
     ) -> Result<HashMap<ConfigKey, Lookup>, StoreError> {
+        let kind = self.kind();
         let mut results = HashMap::with_capacity(keys.len());
         let mut misses = Vec::new();
         for key in keys {
@@ -171,18 +391,59 @@ impl CachedStore {
                 None => misses.push((key, cache_key)),
             }
         }
+        metrics().add_store(kind, StoreCounter::CacheHits, results.len() as u64);
         if misses.is_empty() {
             return Ok(results);
         }
-        let miss_keys: Vec<ConfigKey> = misses.iter().map(|(k, _)| (*k).clone()).collect();
-        let epoch = self.invalidations.load(Ordering::Acquire);
-        let mut loaded = self
-            .store
-            .get_many(tenant, service, &miss_keys, ReadMode::Plain)
-            .await?;
-        let raced = self.invalidations.load(Ordering::Acquire) != epoch;
+        metrics().add_store(kind, StoreCounter::CacheMisses, misses.len() as u64);
+        let mut fallbacks = HashMap::with_capacity(misses.len());
+        let mut backoff_error = None;
+        for (_, cache_key) in &misses {
+            if let Some(last) = self.last_good(cache_key).await {
+                fallbacks.insert(cache_key.clone(), last);
+            }
+            if backoff_error.is_none() {
+                backoff_error = self.backoff.get(cache_key).await;
+            }
+        }
+        let all_covered = fallbacks.len() == misses.len();
+        let loaded = match backoff_error {
+            // A key of this batch failed moments ago: do not call again yet.
+            Some(err) => Err(err),
+            None => {
+                let miss_keys: Vec<ConfigKey> = misses.iter().map(|(k, _)| (*k).clone()).collect();
+                let epoch = self.invalidations.load(Ordering::Acquire);
+                self.call(
+                    all_covered,
+                    self.store
+                        .get_many(tenant, service, &miss_keys, ReadMode::Plain),
+                )
+                .await
+                .map(|loaded| (loaded, self.invalidations.load(Ordering::Acquire) != epoch))
+            }
+        };
+        let (mut loaded, raced) = match loaded {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                for (_, cache_key) in &misses {
+                    self.backoff.insert(cache_key.clone(), err.clone()).await;
+                }
+                if !all_covered {
+                    metrics().store(kind, StoreCounter::FastFailures);
+                    return Err(err);
+                }
+                for (key, cache_key) in misses {
+                    let last = fallbacks.remove(&cache_key);
+                    results.insert(key.clone(), self.degraded(&cache_key, last, err.clone())?);
+                }
+                return Ok(results);
+            }
+        };
         for (key, cache_key) in misses {
             let found = loaded.remove(key);
+            if !raced {
+                self.remember(&cache_key, &found).await;
+            }
             let lookup = match self.classify(found) {
                 Ok(cached) => {
                     if !raced {
@@ -202,17 +463,25 @@ impl CachedStore {
     }
 
     /// Drops one entry so the next read goes to the store. Loads already in
-    /// flight finish but do not insert what they read.
-    pub async fn invalidate(&self, item: &ItemKey) {
+    /// flight finish but do not insert what they read. The last good value is
+    /// kept (served if the refetch fails) unless the change was a delete.
+    pub async fn invalidate(&self, item: &ItemKey, deleted: bool) {
         self.invalidations.fetch_add(1, Ordering::AcqRel);
-        self.cache.invalidate(&item.cache_key()).await;
+        let cache_key = item.cache_key();
+        self.cache.invalidate(&cache_key).await;
+        self.backoff.invalidate(&cache_key).await;
+        if deleted && let Some(last_good) = &self.last_good {
+            last_good.invalidate(&cache_key).await;
+        }
     }
 
     /// Drops every entry (a reader that lost track of changes); loads in
-    /// flight do not insert what they read.
+    /// flight do not insert what they read. Last good values stay, bounded by
+    /// max-stale, for a store that fails while everything is refetched.
     pub fn invalidate_all(&self) {
         self.invalidations.fetch_add(1, Ordering::AcqRel);
         self.cache.invalidate_all();
+        self.backoff.invalidate_all();
     }
 }
 
@@ -242,6 +511,7 @@ mod tests {
             ttl: Duration::from_millis(ttl_ms),
             not_found_ttl: Duration::from_millis(not_found_ms),
             max_entries: 100,
+            stale: StaleIfError::DEFAULT,
         }
     }
 
@@ -333,8 +603,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failures_are_not_cached() {
-        let (store, cached) = setup(60_000, 60_000);
+    async fn failures_are_not_cached_past_the_retry_interval() {
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(60_000, 60_000));
         store.put(&item("k"), plain(json!("v")));
         store.set_failure(Some(StoreError::Throttled {
             store: StoreKind::ParameterStore,
@@ -345,6 +616,7 @@ mod tests {
             Err(StoreError::Throttled { .. })
         ));
         store.set_failure(None);
+        tokio::time::sleep(Duration::from_millis(350)).await;
         assert!(matches!(
             cached.get(&item("k"), ReadMode::Plain).await.unwrap(),
             Lookup::Plain(_)
@@ -391,7 +663,7 @@ mod tests {
         let invalidate = async {
             tokio::time::sleep(Duration::from_millis(10)).await;
             store.put(&item("k"), plain(json!("new")));
-            cached.invalidate(&key).await;
+            cached.invalidate(&key, false).await;
         };
         let (old, ()) = tokio::join!(slow_read, invalidate);
         assert!(matches!(old.unwrap(), Lookup::Plain(v) if v.value == json!("old")));
@@ -410,12 +682,212 @@ mod tests {
         cached.get(&item("b"), ReadMode::Plain).await.unwrap();
         store.put(&item("a"), plain(json!(2)));
         store.put(&item("b"), plain(json!(2)));
-        cached.invalidate(&item("a")).await;
+        cached.invalidate(&item("a"), false).await;
         assert!(
             matches!(cached.get(&item("a"), ReadMode::Plain).await.unwrap(), Lookup::Plain(v) if v.value == json!(2))
         );
         assert!(
             matches!(cached.get(&item("b"), ReadMode::Plain).await.unwrap(), Lookup::Plain(v) if v.value == json!(1))
+        );
+    }
+
+    fn stale_settings(ttl_ms: u64, max_stale_ms: u64) -> CacheSettings {
+        CacheSettings {
+            stale: StaleIfError {
+                max_stale: Duration::from_millis(max_stale_ms),
+                retry_interval: Duration::from_millis(300),
+                probe_timeout: Duration::from_millis(100),
+            },
+            ..settings(ttl_ms, 60_000)
+        }
+    }
+
+    fn failing() -> Option<StoreError> {
+        Some(StoreError::Unavailable {
+            store: StoreKind::ParameterStore,
+            detail: "injected".into(),
+        })
+    }
+
+    fn is_stale(lookup: &Lookup, expected: serde_json::Value) -> bool {
+        matches!(lookup, Lookup::Stale { value, .. } if value.value == expected)
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_gets_the_last_good_value_marked_stale_and_one_call_per_interval() {
+        // GIVEN a value read once and expired since
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000));
+        store.put(&item("k"), plain(json!("good")));
+        cached.get(&item("k"), ReadMode::Plain).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        // WHEN the store fails and 100 reads arrive within the retry interval
+        store.set_failure(failing());
+        let calls_before = store.gets();
+        for _ in 0..100 {
+            let lookup = cached.get(&item("k"), ReadMode::Plain).await.unwrap();
+            // THEN every one is answered with the last good value, marked stale
+            assert!(is_stale(&lookup, json!("good")), "{lookup:?}");
+        }
+        // AND the store saw one call for them all
+        assert_eq!(store.gets() - calls_before, 1);
+        // WHEN the interval passes, the next read probes again
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        cached.get(&item("k"), ReadMode::Plain).await.unwrap();
+        assert_eq!(store.gets() - calls_before, 2);
+        // AND once the store is back, the next probe serves fresh values
+        store.set_failure(None);
+        store.put(&item("k"), plain(json!("newer")));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let fresh = cached.get(&item("k"), ReadMode::Plain).await.unwrap();
+        assert!(matches!(fresh, Lookup::Plain(v) if v.value == json!("newer")));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_store_is_answered_within_the_probe_timeout_and_readers_do_not_queue() {
+        // GIVEN an expired value and a store that now takes 5 s per call
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000));
+        store.put(&item("k"), plain(json!("good")));
+        cached.get(&item("k"), ReadMode::Plain).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        store.set_latency(Duration::from_secs(5));
+        // WHEN 50 readers arrive at once
+        let started = Instant::now();
+        let key = item("k");
+        let reads =
+            futures::future::join_all((0..50).map(|_| cached.get(&key, ReadMode::Plain))).await;
+        // THEN all are answered stale within the probe timeout (100 ms), with one store call
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        for lookup in reads {
+            assert!(is_stale(&lookup.unwrap(), json!("good")));
+        }
+        assert_eq!(store.gets(), 2);
+    }
+
+    #[tokio::test]
+    async fn with_nothing_to_fall_back_on_failures_are_errors_and_repeat_fast() {
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000));
+        store.put(&item("k"), plain(json!("v")));
+        store.set_failure(failing());
+        assert!(cached.get(&item("k"), ReadMode::Plain).await.is_err());
+        // within the retry interval the error is repeated without a store call
+        let started = Instant::now();
+        for _ in 0..20 {
+            assert!(cached.get(&item("k"), ReadMode::Plain).await.is_err());
+        }
+        assert!(started.elapsed() < Duration::from_millis(50));
+        assert_eq!(store.gets(), 1);
+    }
+
+    #[tokio::test]
+    async fn past_max_stale_the_error_is_returned() {
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 100));
+        store.put(&item("k"), plain(json!("v")));
+        cached.get(&item("k"), ReadMode::Plain).await.unwrap();
+        store.set_failure(failing());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(cached.get(&item("k"), ReadMode::Plain).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_update_keeps_the_last_good_value_and_a_delete_drops_it() {
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(60_000, 60_000));
+        for key in ["updated", "deleted"] {
+            store.put(&item(key), plain(json!("v1")));
+            cached.get(&item(key), ReadMode::Plain).await.unwrap();
+        }
+        // WHEN both change while the store is failing
+        store.set_failure(failing());
+        cached.invalidate(&item("updated"), false).await;
+        cached.invalidate(&item("deleted"), true).await;
+        // THEN the updated entry is refetched, fails, and is served stale
+        let updated = cached.get(&item("updated"), ReadMode::Plain).await.unwrap();
+        assert!(is_stale(&updated, json!("v1")));
+        // AND the deleted one is never served again
+        assert!(cached.get(&item("deleted"), ReadMode::Plain).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_confirmed_delete_or_a_switch_to_secret_drops_the_last_good_value() {
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000));
+        store.put(&item("gone"), plain(json!("v")));
+        store.put(&item("secret"), plain(json!("v")));
+        cached.get(&item("gone"), ReadMode::Plain).await.unwrap();
+        cached.get(&item("secret"), ReadMode::Plain).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        // the store says: one deleted, one now a SecureString
+        store.remove(&item("gone"));
+        store.put(
+            &item("secret"),
+            Found::Secret(Some(SecretValue::new(json!("hunter2"), None))),
+        );
+        assert_eq!(
+            cached.get(&item("gone"), ReadMode::Plain).await.unwrap(),
+            Lookup::Missing
+        );
+        assert_eq!(
+            cached.get(&item("secret"), ReadMode::Plain).await.unwrap(),
+            Lookup::Secret(None)
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        store.set_failure(failing());
+        for key in ["gone", "secret"] {
+            let answer = cached.get(&item(key), ReadMode::Plain).await;
+            assert!(
+                !matches!(answer, Ok(Lookup::Stale { .. })),
+                "{key}: {answer:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn secrets_are_never_answered_stale() {
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000));
+        store.put(
+            &item("s"),
+            Found::Secret(Some(SecretValue::new(json!("hunter2"), None))),
+        );
+        cached.get(&item("s"), ReadMode::Decrypt).await.unwrap();
+        cached.get(&item("s"), ReadMode::Plain).await.unwrap();
+        store.set_failure(failing());
+        assert!(cached.get(&item("s"), ReadMode::Decrypt).await.is_err());
+        assert!(cached.get(&item("s"), ReadMode::Plain).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_answers_stale_only_when_every_missed_key_has_a_last_good_value() {
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000));
+        let tenant = TenantId::parse("t1").unwrap();
+        let service = ServiceName::parse("svc").unwrap();
+        let keys: Vec<ConfigKey> = ["a", "b"]
+            .iter()
+            .map(|k| ConfigKey::parse(k).unwrap())
+            .collect();
+        store.put(&item("a"), plain(json!("A")));
+        store.put(&item("b"), plain(json!("B")));
+        cached.get_many(&tenant, &service, &keys).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        store.set_failure(failing());
+        let stale = cached.get_many(&tenant, &service, &keys).await.unwrap();
+        assert!(is_stale(&stale[&keys[0]], json!("A")));
+        assert!(is_stale(&stale[&keys[1]], json!("B")));
+        let with_unknown = [keys[0].clone(), ConfigKey::parse("never_read").unwrap()];
+        assert!(
+            cached
+                .get_many(&tenant, &service, &with_unknown)
+                .await
+                .is_err()
         );
     }
 }

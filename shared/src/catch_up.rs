@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use crate::reads::ConfigReads;
 use crate::refresh::journal::{ChangeJournal, RETENTION};
+use crate::refresh::proto::Operation;
 use crate::refresh::signing::unix_ms_now;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +151,8 @@ impl CatchUp {
                 if cursor.seen.contains_key(&entry.position) {
                     continue;
                 }
-                if reads.invalidate(&entry.change.item).await.is_ok() {
+                let deleted = entry.change.operation == Operation::Delete;
+                if reads.invalidate(&entry.change.item, deleted).await.is_ok() {
                     dropped += 1;
                 }
                 cursor.seen.insert(entry.position, entry.journaled_at_ms);

@@ -38,6 +38,7 @@ pub mod cache;
 pub mod catch_up;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod reads;
 pub mod refresh;
 pub mod routing;

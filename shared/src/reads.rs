@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cache::{CachedStore, Lookup};
 use crate::catch_up::CatchUp;
@@ -22,6 +23,27 @@ pub const MAX_BATCH_KEYS: usize = 50;
 pub struct Entry {
     pub source: StoreKind,
     pub value: Arc<PlainValue>,
+    /// Set when the store failed and this is its last good value: how long
+    /// ago it was read.
+    pub stale: Option<Duration>,
+}
+
+impl Entry {
+    fn from_lookup(source: StoreKind, lookup: Lookup) -> Option<Self> {
+        match lookup {
+            Lookup::Plain(value) => Some(Entry {
+                source,
+                value,
+                stale: None,
+            }),
+            Lookup::Stale { value, age } => Some(Entry {
+                source,
+                value,
+                stale: Some(age),
+            }),
+            Lookup::Secret(_) | Lookup::Missing => None,
+        }
+    }
 }
 
 /// A decrypted secret and where it came from.
@@ -98,11 +120,11 @@ impl ConfigReads {
         let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
         self.converge().await;
         match self.store(source).get(&item, ReadMode::Plain).await? {
-            Lookup::Plain(value) => Ok(Entry { source, value }),
             Lookup::Secret(_) => Err(ConfigError::SensitiveValue {
                 keys: vec![key.to_string()],
             }),
             Lookup::Missing => Err(not_found(service, key)),
+            found => Entry::from_lookup(source, found).ok_or_else(|| not_found(service, key)),
         }
     }
 
@@ -122,7 +144,10 @@ impl ConfigReads {
                 source,
                 value: SecretValue::new(plain.value.clone(), plain.version),
             }),
-            Lookup::Secret(None) | Lookup::Missing => Err(not_found(service, key)),
+            // Decrypting reads never use the cache, so never answer stale.
+            Lookup::Stale { .. } | Lookup::Secret(None) | Lookup::Missing => {
+                Err(not_found(service, key))
+            }
         }
     }
 
@@ -174,15 +199,12 @@ impl ConfigReads {
                 StoreKind::ParameterStore => from_parameters.remove(key),
             };
             match lookup {
-                Some(Lookup::Plain(value)) => batch.values.push((
-                    key.clone(),
-                    Entry {
-                        source: kind,
-                        value,
-                    },
-                )),
                 Some(Lookup::Secret(_)) => sensitive.push(key.to_string()),
                 Some(Lookup::Missing) | None => batch.missing.push(key.clone()),
+                Some(found) => match Entry::from_lookup(kind, found) {
+                    Some(entry) => batch.values.push((key.clone(), entry)),
+                    None => batch.missing.push(key.clone()),
+                },
             }
         }
         if !sensitive.is_empty() {
@@ -191,10 +213,11 @@ impl ConfigReads {
         Ok(batch)
     }
 
-    /// Drops one cached entry (used by push invalidation).
-    pub async fn invalidate(&self, item: &ItemKey) -> Result<(), ConfigError> {
+    /// Drops one cached entry (used by push invalidation and catch-up). The
+    /// last good value survives unless the change was a delete.
+    pub async fn invalidate(&self, item: &ItemKey, deleted: bool) -> Result<(), ConfigError> {
         let kind = self.router.route(&item.key)?;
-        self.store(kind).invalidate(item).await;
+        self.store(kind).invalidate(item, deleted).await;
         Ok(())
     }
 

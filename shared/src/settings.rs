@@ -11,7 +11,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::auth::AuthSettings;
-use crate::cache::CacheSettings;
+use crate::cache::{CacheSettings, StaleIfError};
 use crate::catch_up::CatchUpSettings;
 use crate::refresh::fanout::FanoutSettings;
 use crate::refresh::stale::StaleSettings;
@@ -37,6 +37,18 @@ pub struct Settings {
     /// without one a reader converges by TTL and pushes only.
     pub journal_table: Option<String>,
     pub catch_up: CatchUpSettings,
+    /// config-api only: the stage cache flush queue (`FLUSH_QUEUE_URL`), so
+    /// a degraded answer (stale or 5xx) the stage cache may have stored is
+    /// flushed soon instead of replayed for its whole TTL.
+    pub degraded_flush: Option<DegradedFlushSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DegradedFlushSettings {
+    pub flush_queue_url: String,
+    /// At most one flush request per this interval per container
+    /// (`DEGRADED_FLUSH_INTERVAL_SECS`).
+    pub min_interval: Duration,
 }
 
 /// Defaults that differ between the request/response Lambda and the
@@ -120,6 +132,37 @@ impl Env<'_> {
                 self.number("NOT_FOUND_CACHE_TTL_SECS", defaults.not_found_ttl_secs)?,
             ),
             max_entries: self.number(max_var, defaults.max_entries)?,
+            stale: self.stale_if_error()?,
+        })
+    }
+
+    fn stale_if_error(&self) -> Result<StaleIfError, SettingsError> {
+        let defaults = StaleIfError::DEFAULT;
+        let retry_ms: u64 = self.number(
+            "STORE_RETRY_INTERVAL_MS",
+            defaults.retry_interval.as_millis() as u64,
+        )?;
+        let probe_ms: u64 = self.number(
+            "STALE_PROBE_TIMEOUT_MS",
+            defaults.probe_timeout.as_millis() as u64,
+        )?;
+        for (variable, value) in [
+            ("STORE_RETRY_INTERVAL_MS", retry_ms),
+            ("STALE_PROBE_TIMEOUT_MS", probe_ms),
+        ] {
+            if value == 0 {
+                return Err(SettingsError {
+                    variable,
+                    reason: "must be at least 1".to_owned(),
+                });
+            }
+        }
+        Ok(StaleIfError {
+            max_stale: Duration::from_secs(
+                self.number("MAX_STALE_SECS", defaults.max_stale.as_secs())?,
+            ),
+            retry_interval: Duration::from_millis(retry_ms),
+            probe_timeout: Duration::from_millis(probe_ms),
         })
     }
 }
@@ -456,6 +499,15 @@ impl Settings {
                 defaults,
             )?,
             journal_table: env.optional("JOURNAL_TABLE_NAME"),
+            degraded_flush: match env.optional("FLUSH_QUEUE_URL") {
+                None => None,
+                Some(flush_queue_url) => Some(DegradedFlushSettings {
+                    flush_queue_url,
+                    min_interval: Duration::from_secs(
+                        env.number("DEGRADED_FLUSH_INTERVAL_SECS", 5)?,
+                    ),
+                }),
+            },
             catch_up: {
                 let interval_ms: u64 = env.number(
                     "CATCH_UP_INTERVAL_MS",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tenant_config_shared::StoreKind;
 use tenant_config_shared::agent::server::{AgentServer, ReaderService, RefreshService};
 use tenant_config_shared::auth::TokenVerifier;
-use tenant_config_shared::cache::{CacheSettings, CachedStore};
+use tenant_config_shared::cache::{CacheSettings, CachedStore, StaleIfError};
 use tenant_config_shared::reads::ConfigReads;
 use tenant_config_shared::refresh::signing::{RefreshAuthenticator, RefreshKey};
 use tenant_config_shared::routing::KeyRouter;
@@ -23,6 +23,7 @@ pub const HOUR_LONG_CACHE: CacheSettings = CacheSettings {
     ttl: Duration::from_secs(3600),
     not_found_ttl: Duration::from_secs(3600),
     max_entries: 1000,
+    stale: StaleIfError::DEFAULT,
 };
 
 /// The refresh key the test agents and fan-outs share.

@@ -316,6 +316,7 @@ async fn catch_up_cost(smoke: bool) -> Result<CatchUpCost, String> {
         ttl: Duration::from_secs(settings.dynamodb_ttl_secs),
         not_found_ttl: Duration::from_secs(settings.not_found_ttl_secs),
         max_entries: settings.max_entries,
+        stale: tenant_config_shared::cache::StaleIfError::DEFAULT,
     };
     let reads = ConfigReads::new(
         KeyRouter::default(),

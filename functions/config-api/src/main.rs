@@ -8,6 +8,7 @@ mod lambda;
 
 use lambda_http::{Error, Request, run, service_fn};
 use tenant_config_shared::aws::Aws;
+use tenant_config_shared::metrics::MetricsSettings;
 use tenant_config_shared::settings::{LAMBDA_CACHE_DEFAULTS, Settings};
 use tenant_config_shared::telemetry;
 
@@ -17,9 +18,11 @@ async fn main() -> Result<(), Error> {
     let settings = Settings::from_env(LAMBDA_CACHE_DEFAULTS)?;
     let api = Aws::from_env().await?.config_api(&settings)?;
     tracing::info!(table = %settings.table_name, parameter_root = %settings.parameter_root, "config-api ready");
-    let api = &api;
+    let metrics = MetricsSettings::from_env("config-api");
+    let (api, metrics) = (&api, &metrics);
     run(service_fn(move |request: Request| async move {
         let response = api.handle(&lambda::to_api_request(&request)).await;
+        metrics.flush();
         lambda::to_lambda_response(response)
     }))
     .await

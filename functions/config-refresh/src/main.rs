@@ -8,6 +8,7 @@
 use lambda_runtime::{Diagnostic, Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 use tenant_config_shared::aws::Aws;
+use tenant_config_shared::metrics::MetricsSettings;
 use tenant_config_shared::refresh::handler::RefreshError;
 use tenant_config_shared::settings::RefreshSettings;
 use tenant_config_shared::telemetry;
@@ -18,10 +19,12 @@ async fn main() -> Result<(), Error> {
     let settings = RefreshSettings::from_env()?;
     let refresher = Aws::from_env().await?.refresher(&settings).await?;
     tracing::info!(namespace = %settings.cloud_map_namespace, service = %settings.cloud_map_service, "config-refresh ready");
-    let refresher = &refresher;
+    let metrics = MetricsSettings::from_env("config-refresh");
+    let (refresher, metrics) = (&refresher, &metrics);
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let outcome = refresher.handle(event.payload).await.map_err(diagnostic)?;
-        Ok::<_, Diagnostic>(outcome.to_json())
+        let outcome = refresher.handle(event.payload).await;
+        metrics.flush();
+        Ok::<_, Diagnostic>(outcome.map_err(diagnostic)?.to_json())
     }))
     .await
 }

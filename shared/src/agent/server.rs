@@ -14,7 +14,7 @@ use crate::refresh::proto::config_reader_server::ConfigReader;
 use crate::refresh::proto::config_refresh_server::ConfigRefresh;
 use crate::refresh::proto::{
     ConfigValue, GetConfigRequest, GetConfigResponse, GetConfigsRequest, GetConfigsResponse,
-    RefreshRequest, RefreshResponse,
+    Operation, RefreshRequest, RefreshResponse,
 };
 use crate::refresh::signing::{
     RefreshAuthenticator, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, unix_ms_now,
@@ -45,6 +45,7 @@ fn config_value(key: &ConfigKey, entry: &Entry) -> ConfigValue {
         value_json: entry.value.value.to_string(),
         source: entry.source.as_str().to_owned(),
         version: entry.value.version,
+        stale_age_ms: entry.stale.map(|age| age.as_millis() as u64),
     }
 }
 
@@ -166,7 +167,11 @@ impl ConfigRefresh for RefreshService {
         }
         let item =
             ItemKey::parse(&body.tenant_id, &body.service, &body.key).map_err(|e| status(&e))?;
-        self.reads.invalidate(&item).await.map_err(|e| status(&e))?;
+        let deleted = body.operation() == Operation::Delete;
+        self.reads
+            .invalidate(&item, deleted)
+            .await
+            .map_err(|e| status(&e))?;
         tracing::info!(
             entry = %item.cache_key(),
             operation = body.operation().as_str_name(),

@@ -1,5 +1,6 @@
 //! Sending one signed Refresh to every agent, concurrently, with deadlines.
 
+use crate::metrics::{Counter, metrics};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -128,6 +129,8 @@ impl Fanout {
             }
         }
         report.elapsed = started.elapsed();
+        metrics().add(Counter::RefreshDeliveries, report.ok as u64);
+        metrics().add(Counter::RefreshFailures, report.failed.len() as u64);
         report
     }
 
