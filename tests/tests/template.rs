@@ -459,3 +459,37 @@ fn the_stage_cache_is_flushed_through_a_delayed_batched_queue_and_only_that_stag
         ]
     );
 }
+
+#[test]
+fn degraded_answers_can_ask_for_a_flush_and_stale_answers_and_store_errors_alarm() {
+    let template = template();
+    let api = resource(&template, "ConfigApiFunction");
+    let env = &api["Environment"]["Variables"];
+    assert!(strings(&env["FLUSH_QUEUE_URL"]).contains(&"StageCacheFlushQueue".to_owned()));
+    assert_eq!(strings(&env["MAX_STALE_SECS"]), vec!["MaxStaleSeconds"]);
+    // config-api may only send to the flush queue: no receive, no delete.
+    let sends: Vec<Value> = statements(&template)
+        .into_iter()
+        .filter(|(owner, s)| {
+            owner == "ConfigApiFunction"
+                && strings(&s["Action"]).iter().any(|a| a.starts_with("sqs:"))
+        })
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(sends.len(), 1);
+    assert_eq!(strings(&sends[0]["Action"]), vec!["sqs:SendMessage"]);
+    assert_eq!(
+        strings(&sends[0]["Resource"]),
+        vec!["StageCacheFlushQueue.Arn"]
+    );
+    for (alarm, metric) in [
+        ("ConfigApiStaleAnswersAlarm", "StaleAnswers"),
+        ("ConfigApiStoreErrorsAlarm", "StoreErrors"),
+    ] {
+        let alarm = resource(&template, alarm);
+        assert_eq!(alarm["MetricName"].as_str(), Some(metric));
+        // the namespace config-api's EMF lines are written to
+        assert_eq!(strings(&alarm["Namespace"]), strings(&env["METRICS_NAMESPACE"]));
+        assert_eq!(strings(&alarm["Dimensions"]), vec!["Service", "config-api"]);
+    }
+}
