@@ -10,6 +10,7 @@
 //! - [`stream`]: the table's DynamoDB stream delivered to config-refresh, as
 //!   the Lambda event source mapping does in AWS (moto runs none)
 //! - [`process`]: child process groups that stop with their handle
+//! - [`fault_proxy`]: throttles, refuses or stalls one AWS service or the JWKS in front of moto
 //! - [`stage_cache`]: a stand-in for API Gateway's FlushStageCache, counting flushes
 //! - [`queue`]: the flush queue delivered to config-refresh in batches, as the
 //!   SQS event source mapping does in AWS
@@ -18,6 +19,7 @@
 //! - [`guide`]: what the demo prints for a person to try
 
 pub mod agent;
+pub mod fault_proxy;
 pub mod guide;
 pub mod moto;
 pub mod process;

@@ -20,6 +20,28 @@ impl MotoServer {
     /// Starts `moto_server` and waits until `/moto-api/` answers.
     pub async fn start() -> Result<Self, String> {
         let port = free_port().map_err(|e| e.to_string())?;
+        let (endpoint, process) = Self::spawn_on(port).await?;
+        Ok(Self {
+            endpoint,
+            port,
+            process,
+        })
+    }
+
+    /// Kills moto (SIGKILL: every connection reset, all state lost).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts a new, empty moto on the same port (after [`Self::kill`]).
+    pub async fn restart(&mut self) -> Result<(), String> {
+        self.process.stop();
+        let (_, process) = Self::spawn_on(self.port).await?;
+        self.process = process;
+        Ok(())
+    }
+
+    async fn spawn_on(port: u16) -> Result<(String, ProcessGroup), String> {
         let mut command = Command::new(tool("moto_server"));
         command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         let mut process = ProcessGroup::spawn("moto", command).map_err(|e| e.to_string())?;
@@ -41,11 +63,7 @@ impl MotoServer {
                 },
             )
             .await?;
-        Ok(Self {
-            endpoint,
-            port,
-            process,
-        })
+        Ok((endpoint, process))
     }
 
     /// SDK configuration for moto: fixed region and dummy credentials.

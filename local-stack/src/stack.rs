@@ -11,6 +11,7 @@ use tenant_config_admin::values::{ParameterKind, put_item, put_parameter};
 use tenant_config_shared::ItemKey;
 
 use crate::agent::AgentProcess;
+use crate::fault_proxy::FaultProxy;
 use crate::moto::MotoServer;
 use crate::queue::QueueMapping;
 use crate::seed::{self, CloudMap, UserPool};
@@ -123,6 +124,9 @@ pub struct StackOptions {
     /// Settings added to (or replacing) the stack's for the functions and
     /// agents, e.g. a shorter threshold a test wants to reach.
     pub settings: &'static [(&'static str, &'static str)],
+    /// Route Parameter Store, Cloud Map and the JWKS through a
+    /// [`FaultProxy`] the test can make throttle, refuse or stall.
+    pub fault_proxy: bool,
 }
 
 impl StackOptions {
@@ -132,6 +136,7 @@ impl StackOptions {
             agents,
             release: false,
             settings: &[],
+            fault_proxy: false,
         }
     }
 }
@@ -152,6 +157,8 @@ pub struct LocalStack {
     pub agents: Vec<AgentProcess>,
     /// Environment the functions and agents run with.
     pub env: Vec<(String, String)>,
+    /// In front of Parameter Store, Cloud Map and the JWKS, if asked for.
+    pub faults: Option<FaultProxy>,
 }
 
 /// Receives progress: a step's name and how long it took.
@@ -174,14 +181,10 @@ impl LocalStack {
         let moto = step(progress, "moto server", MotoServer::start()).await?;
         let aws = moto.sdk_config().await;
         let pool = step(progress, "seed: table, user pool, users, values", async {
-            seed::create_table(&aws, TABLE).await?;
-            seed::create_journal_table(&aws, JOURNAL_TABLE).await?;
+            seed_tables(&aws).await?;
             let pool = seed::create_user_pool(&aws, &moto.endpoint, "tenant-config-local").await?;
             for user in [ALICE, BOB, CAROL] {
                 seed::create_user(&aws, &pool, user.username, PASSWORD, user.tenant).await?;
-            }
-            for (tenant, key, value) in DYNAMODB_ITEMS {
-                put_item(&aws, TABLE, &demo_item(tenant, key)?, value, 1).await?;
             }
             for (tenant, key, value, kind) in PARAMETERS {
                 put_parameter(&aws, PARAMETER_ROOT, &demo_item(tenant, key)?, value, *kind).await?;
@@ -215,6 +218,25 @@ impl LocalStack {
                 stage_cache.endpoint(),
             ),
         ]);
+        let faults = if options.fault_proxy {
+            let proxy = FaultProxy::start(&moto.endpoint).await?;
+            let through_proxy = proxy.endpoint();
+            env.retain(|(name, _)| name != "COGNITO_JWKS_URL");
+            env.extend([
+                ("AWS_ENDPOINT_URL_SSM".to_owned(), through_proxy.clone()),
+                (
+                    "AWS_ENDPOINT_URL_SERVICEDISCOVERY".to_owned(),
+                    through_proxy.clone(),
+                ),
+                (
+                    "COGNITO_JWKS_URL".to_owned(),
+                    pool.jwks_url.replace(&moto.endpoint, &through_proxy),
+                ),
+            ]);
+            Some(proxy)
+        } else {
+            None
+        };
         for (name, value) in options.settings {
             env.retain(|(existing, _)| existing != name);
             env.push(((*name).to_owned(), (*value).to_owned()));
@@ -260,6 +282,7 @@ impl LocalStack {
             flush_queue,
             agents,
             env,
+            faults,
         })
     }
 
@@ -352,6 +375,16 @@ impl LocalStack {
 /// An entry of the demo service.
 pub fn demo_item(tenant: &str, key: &str) -> Result<ItemKey, String> {
     ItemKey::parse(tenant, SERVICE, key).map_err(|e| e.to_string())
+}
+
+/// The config table with the demo's items, and the change journal table.
+pub async fn seed_tables(aws: &SdkConfig) -> Result<(), String> {
+    seed::create_table(aws, TABLE).await?;
+    seed::create_journal_table(aws, JOURNAL_TABLE).await?;
+    for (tenant, key, value) in DYNAMODB_ITEMS {
+        put_item(aws, TABLE, &demo_item(tenant, key)?, value, 1).await?;
+    }
+    Ok(())
 }
 
 /// Environment for the functions and agents: AWS endpoint plus every

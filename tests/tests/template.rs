@@ -489,7 +489,10 @@ fn degraded_answers_can_ask_for_a_flush_and_stale_answers_and_store_errors_alarm
         let alarm = resource(&template, alarm);
         assert_eq!(alarm["MetricName"].as_str(), Some(metric));
         // the namespace config-api's EMF lines are written to
-        assert_eq!(strings(&alarm["Namespace"]), strings(&env["METRICS_NAMESPACE"]));
+        assert_eq!(
+            strings(&alarm["Namespace"]),
+            strings(&env["METRICS_NAMESPACE"])
+        );
         assert_eq!(strings(&alarm["Dimensions"]), vec!["Service", "config-api"]);
     }
 }

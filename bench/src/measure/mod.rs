@@ -29,6 +29,7 @@ pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
             agents: 0,
             release: !sizes.smoke,
             settings: &[],
+            fault_proxy: false,
         },
         &progress,
     )
