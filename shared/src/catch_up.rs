@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::reads::ConfigReads;
@@ -54,7 +54,8 @@ impl CatchUpSettings {
 pub enum Applied {
     /// Not due yet, or another read just did it.
     NotDue,
-    /// The journal could not be read; retried after the interval.
+    /// The journal could not be read; retried after the interval, doubling
+    /// with each further failure up to [`MAX_FAILURE_BACKOFF`].
     Failed,
     /// This many entries were dropped.
     Entries(usize),
@@ -76,7 +77,15 @@ pub struct CatchUp {
     due_ms: AtomicI64,
     cursor: tokio::sync::Mutex<Cursor>,
     queries: AtomicUsize,
+    /// Consecutive failed queries: each doubles the wait before the next, so
+    /// a stalled journal costs one read the query timeout every few seconds,
+    /// not every interval.
+    failures: AtomicU32,
 }
+
+/// The longest wait between queries while the journal keeps failing. The
+/// cursor does not move on failure, so nothing journaled meanwhile is missed.
+pub const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(8);
 
 impl CatchUp {
     /// Starts from now: a new reader's cache is empty, so nothing before it
@@ -92,7 +101,22 @@ impl CatchUp {
                 seen: HashMap::new(),
             }),
             queries: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
         }
+    }
+
+    /// Schedules the next query after a failure; returns the wait in ms.
+    fn back_off(&self, started: i64) -> u64 {
+        let failures = self.failures.fetch_add(1, Ordering::AcqRel).min(16);
+        let wait = self
+            .settings
+            .interval
+            .saturating_mul(1 << failures)
+            .min(MAX_FAILURE_BACKOFF.max(self.settings.interval));
+        let wait_ms = wait.as_millis() as u64;
+        self.due_ms
+            .store(started + wait_ms as i64, Ordering::Release);
+        wait_ms
     }
 
     /// Journal queries made so far.
@@ -120,19 +144,21 @@ impl CatchUp {
         let entries = match tokio::time::timeout(self.settings.timeout, query).await {
             Ok(Ok(entries)) => entries,
             Ok(Err(error)) => {
-                tracing::warn!(%error, "catch-up: journal query failed; retrying after the interval");
-                self.due_ms.store(started + interval, Ordering::Release);
+                let retry_in = self.back_off(started);
+                tracing::warn!(%error, retry_in_ms = retry_in, "catch-up: journal query failed");
                 return Applied::Failed;
             }
             Err(_) => {
+                let retry_in = self.back_off(started);
                 tracing::warn!(
                     timeout_ms = self.settings.timeout.as_millis() as u64,
-                    "catch-up: journal query timed out; retrying after the interval"
+                    retry_in_ms = retry_in,
+                    "catch-up: journal query timed out"
                 );
-                self.due_ms.store(started + interval, Ordering::Release);
                 return Applied::Failed;
             }
         };
+        self.failures.store(0, Ordering::Release);
         let gap_ms = started - cursor.from_ms;
         let applied = if gap_ms >= RETENTION.as_millis() as i64 - overlap
             || entries.len() > self.settings.max_entries

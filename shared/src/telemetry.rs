@@ -73,8 +73,17 @@ mod tests {
             "lambda_runtime::layers::api_response",
             Level::TRACE
         )));
-        assert!(may_carry_secrets(&metadata("aws_sigv4::http_request::sign", Level::TRACE)));
-        assert!(!may_carry_secrets(&metadata("lambda_runtime", Level::DEBUG)));
-        assert!(!may_carry_secrets(&metadata("tenant_config_shared::cache", Level::TRACE)));
+        assert!(may_carry_secrets(&metadata(
+            "aws_sigv4::http_request::sign",
+            Level::TRACE
+        )));
+        assert!(!may_carry_secrets(&metadata(
+            "lambda_runtime",
+            Level::DEBUG
+        )));
+        assert!(!may_carry_secrets(&metadata(
+            "tenant_config_shared::cache",
+            Level::TRACE
+        )));
     }
 }

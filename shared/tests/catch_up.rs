@@ -220,8 +220,25 @@ async fn a_failing_journal_never_fails_a_read_and_is_retried_after_the_interval(
     // The journal is down: the read is answered from the cache.
     assert_eq!(reader.read("tenant_config_limits").await.unwrap(), "v1");
     assert_eq!(reader.queries(), 1);
+    // Still down: retried after one interval, then only after two
+    tokio::time::sleep(INTERVAL).await;
+    reader.read("tenant_config_limits").await.unwrap();
+    assert_eq!(reader.queries(), 2, "retried after the interval");
+    tokio::time::sleep(INTERVAL + INTERVAL / 3).await;
+    reader.read("tenant_config_limits").await.unwrap();
+    assert_eq!(reader.queries(), 2, "a second failure doubles the wait");
     // It comes back: the next catch-up applies what was missed.
     reader.journal.set_failing(false);
     tokio::time::sleep(INTERVAL).await;
     assert_eq!(reader.read("tenant_config_limits").await.unwrap(), "v2");
+    assert_eq!(reader.queries(), 3);
+    // And the interval is back to one after a success.
+    reader.put("tenant_config_limits", "v3");
+    reader
+        .journal
+        .append(&[change("tenant_config_limits", Operation::Update, "c2")])
+        .await
+        .unwrap();
+    tokio::time::sleep(INTERVAL).await;
+    assert_eq!(reader.read("tenant_config_limits").await.unwrap(), "v3");
 }

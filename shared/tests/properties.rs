@@ -16,9 +16,9 @@ use tenant_config_shared::refresh::fanout::{Fanout, FanoutSettings};
 use tenant_config_shared::refresh::handler::Refresher;
 use tenant_config_shared::refresh::journal::MemoryJournal;
 use tenant_config_shared::routing::KeyRouter;
+use tenant_config_shared::store::MemoryStore;
 use tenant_config_shared::store::dynamodb::{parse_key, partition_key, sort_key};
 use tenant_config_shared::store::ssm::parameter_name;
-use tenant_config_shared::store::MemoryStore;
 use tenant_config_shared::{ConfigKey, ItemKey, ServiceName, TenantId};
 use tenant_config_testkit::agent::{HOUR_LONG_CACHE, refresh_key};
 use tenant_config_testkit::discovery::StaticInstances;
@@ -190,7 +190,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::from("Parameter Store Change")),
         Just(Value::from("aws:dynamodb")),
         Just(Value::from("aws:sqs")),
-        Just(Value::from("/config-service/tenant-a/billing/param_config_x")),
+        Just(Value::from(
+            "/config-service/tenant-a/billing/param_config_x"
+        )),
     ];
     let any_json = leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
@@ -212,7 +214,9 @@ fn json_value() -> impl Strategy<Value = Value> {
     });
     prop_oneof![
         any_json.clone(),
-        any_json.clone().prop_map(|records| json!({"Records": [records]})),
+        any_json
+            .clone()
+            .prop_map(|records| json!({"Records": [records]})),
         (any_json.clone(), any_json).prop_map(|(name, operation)| json!({
             "id": "4f1c8e2e-1111-2222-3333-444455556666",
             "source": "aws.ssm",

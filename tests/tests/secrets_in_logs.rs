@@ -42,7 +42,10 @@ async fn trace_logs_carry_no_secret_value_refresh_key_or_token() {
         .await
         .unwrap();
     assert_eq!(secure.status, 200, "{}", secure.text);
-    assert_eq!(secure.body["value"], SECRET_VALUE, "the secret was really served");
+    assert_eq!(
+        secure.body["value"], SECRET_VALUE,
+        "the secret was really served"
+    );
     let cached = stack
         .get(&format!("/v1/config/{SERVICE}/{SECRET_KEY}"), Some(&alice))
         .await
@@ -70,14 +73,14 @@ async fn trace_logs_carry_no_secret_value_refresh_key_or_token() {
             // cargo lambda watch (the local Lambda emulator, not ours) traces
             // whole invocations in plain text into the same file; our
             // processes write JSON lines only.
-            let ours: Vec<&str> = text
-                .lines()
-                .filter(|line| line.starts_with('{'))
-                .collect();
+            let ours: Vec<&str> = text.lines().filter(|line| line.starts_with('{')).collect();
             (path.display().to_string(), ours.join("\n"))
         })
         .collect();
-    assert!(logs.len() >= 2, "config functions' and agent's logs: {logs:?}");
+    assert!(
+        logs.len() >= 2,
+        "config functions' and agent's logs: {logs:?}"
+    );
     let traced: usize = logs.iter().map(|(_, text)| text.lines().count()).sum();
     assert!(traced > 200, "trace level really was on: {traced} lines");
     for (path, text) in &logs {

@@ -15,6 +15,7 @@ mod convergence;
 mod fanout;
 mod http;
 mod propagation;
+mod resilience;
 mod resources;
 mod warm_read;
 
@@ -43,6 +44,7 @@ pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
     report.resources(&stack).await?;
     report.convergence(&stack).await?;
     drop(stack);
+    report.resilience().await?;
     let chart = out.with_extension("svg");
     let chart_file = chart
         .file_name()
