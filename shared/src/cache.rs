@@ -139,6 +139,11 @@ pub struct CachedStore {
     backoff: Cache<String, StoreError>,
     /// Keys with a load in flight.
     probing: Arc<Mutex<HashSet<String>>>,
+    /// Until when the store counts as failing (any call failed within the
+    /// retry interval): then every call gets the probe timeout, so keys with
+    /// nothing to fall back on fail fast too instead of waiting out the SDK's
+    /// operation timeout one after another.
+    failing_until: Arc<Mutex<Option<Instant>>>,
     settings: CacheSettings,
     /// Bumped by every invalidation; a load that sees it change is not cached.
     invalidations: Arc<AtomicU64>,
@@ -180,6 +185,7 @@ impl CachedStore {
             last_good,
             backoff,
             probing: Arc::new(Mutex::new(HashSet::new())),
+            failing_until: Arc::new(Mutex::new(None)),
             settings,
             invalidations: Arc::new(AtomicU64::new(0)),
         }
@@ -227,12 +233,22 @@ impl CachedStore {
         }
     }
 
-    /// One store call, measured; bounded by the probe timeout when `bounded`.
+    fn store_failing(&self) -> bool {
+        self.failing_until
+            .lock()
+            .ok()
+            .and_then(|until| *until)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// One store call, measured; bounded by the probe timeout when `bounded`
+    /// or while the store is failing.
     async fn call<T>(
         &self,
         bounded: bool,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        let bounded = bounded || self.store_failing();
         let kind = self.kind();
         metrics().store(kind, StoreCounter::StoreCalls);
         let started = Instant::now();
@@ -251,6 +267,9 @@ impl CachedStore {
         };
         metrics().store_latency(kind, started.elapsed());
         if let Err(err) = &result {
+            if let Ok(mut until) = self.failing_until.lock() {
+                *until = Some(Instant::now() + self.settings.stale.retry_interval);
+            }
             metrics().store(kind, StoreCounter::StoreErrors);
             tracing::warn!(store = kind.as_str(), error = %err, "store call failed");
         }
@@ -889,5 +908,22 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn while_the_store_fails_keys_with_nothing_cached_fail_within_the_probe_timeout() {
+        // GIVEN a store that stalls for 5 s per call, and one key already failed
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000));
+        store.set_failure(failing());
+        assert!(cached.get(&item("a"), ReadMode::Plain).await.is_err());
+        store.set_failure(None);
+        store.set_latency(Duration::from_secs(5));
+        // WHEN another key nothing was cached for is read
+        let started = Instant::now();
+        let answer = cached.get(&item("b"), ReadMode::Plain).await;
+        // THEN it fails after the probe timeout (100 ms), not the store's 5 s
+        assert!(answer.is_err());
+        assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
     }
 }
