@@ -924,6 +924,10 @@ mod tests {
         let answer = cached.get(&item("b"), ReadMode::Plain).await;
         // THEN it fails after the probe timeout (100 ms), not the store's 5 s
         assert!(answer.is_err());
-        assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
