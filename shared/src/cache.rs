@@ -426,6 +426,7 @@ impl CachedStore {
             }
         }
         let all_covered = fallbacks.len() == misses.len();
+        let from_backoff = backoff_error.is_some();
         let loaded = match backoff_error {
             // A key of this batch failed moments ago: do not call again yet.
             Some(err) => Err(err),
@@ -444,11 +445,17 @@ impl CachedStore {
         let (mut loaded, raced) = match loaded {
             Ok(loaded) => loaded,
             Err(err) => {
-                for (_, cache_key) in &misses {
-                    self.backoff.insert(cache_key.clone(), err.clone()).await;
+                // Only a real store failure starts a backoff: renewing it on
+                // every fast failure would never let a probe through.
+                if !from_backoff {
+                    for (_, cache_key) in &misses {
+                        self.backoff.insert(cache_key.clone(), err.clone()).await;
+                    }
                 }
                 if !all_covered {
-                    metrics().store(kind, StoreCounter::FastFailures);
+                    if from_backoff {
+                        metrics().store(kind, StoreCounter::FastFailures);
+                    }
                     return Err(err);
                 }
                 for (key, cache_key) in misses {
@@ -928,6 +935,30 @@ mod tests {
             started.elapsed() < Duration::from_millis(400),
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_keeps_failing_still_probes_once_per_retry_interval() {
+        // GIVEN a failing store and a batch of keys nothing was cached for
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000));
+        store.set_failure(failing());
+        let tenant = TenantId::parse("t1").unwrap();
+        let service = ServiceName::parse("svc").unwrap();
+        let keys = [ConfigKey::parse("a").unwrap()];
+        // WHEN it is asked for every 50 ms for a second
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(1) {
+            assert!(cached.get_many(&tenant, &service, &keys).await.is_err());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // THEN the store was probed about once per 300 ms interval: more than
+        // once (the backoff ends), far fewer than the 20 requests
+        assert!(
+            (3..=5).contains(&store.batches()),
+            "{} batches",
+            store.batches()
         );
     }
 }
