@@ -3,6 +3,7 @@
 //! Routes (GET only):
 //! - `/v1/config/{service}/{key}`: one value (cacheable; SecureString → 409)
 //! - `/v1/config/{service}?keys=k1,k2`: up to 50 values (cacheable)
+//! - `/v1/config/{service}`: every key of the service (cacheable)
 //! - `/v1/secure/{service}/{key}`: one value with decryption, never cached
 //!
 //! The tenant always comes from the verified `Authorization` token.
@@ -70,6 +71,16 @@ struct OneBody<'a> {
     /// Present only when the store failed and this is its last good value.
     #[serde(skip_serializing_if = "Option::is_none")]
     stale: Option<Stale>,
+}
+
+#[derive(Serialize)]
+struct ServiceBody<'a> {
+    service: &'a str,
+    values: Map<String, Value>,
+    /// SecureStrings of the service, by name: read them on the secure route.
+    sensitive: Vec<&'a str>,
+    /// A store holds more than the documented bound; the rest by `?keys=`.
+    truncated: bool,
 }
 
 #[derive(Serialize)]
@@ -238,6 +249,25 @@ impl ConfigApi {
                     },
                 ))
             }
+            Route::Batch { service } if request.keys.is_none() => {
+                let service = ServiceName::parse(service)?;
+                let config = self.reads.get_service(tenant, &service).await?;
+                let values = config
+                    .values
+                    .iter()
+                    .map(|(key, entry)| (key.to_string(), entry.value.value.clone()))
+                    .collect();
+                Ok(json_response(
+                    200,
+                    "private",
+                    &ServiceBody {
+                        service: service.as_str(),
+                        values,
+                        sensitive: config.sensitive.iter().map(ConfigKey::as_str).collect(),
+                        truncated: config.truncated,
+                    },
+                ))
+            }
             Route::Batch { service } => {
                 let service = ServiceName::parse(service)?;
                 let keys = parse_keys(request.keys)?;
@@ -267,11 +297,8 @@ impl ConfigApi {
 
 fn parse_keys(raw: Option<Result<&str, ()>>) -> Result<Vec<ConfigKey>, ConfigError> {
     let raw = match raw {
-        None => {
-            return Err(ConfigError::BadRequest(
-                "query parameter 'keys' is required".to_owned(),
-            ));
-        }
+        // The whole-service route takes requests without `keys`.
+        None => return Err(ConfigError::BadRequest("name at least one key".to_owned())),
         Some(Err(())) => {
             return Err(ConfigError::BadRequest(
                 "give 'keys' once, as a comma-separated list".to_owned(),
@@ -385,8 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_query_is_required_single_and_bounded() {
-        assert_eq!(parse_keys(None).unwrap_err().status(), 400);
+    fn keys_query_is_single_and_bounded() {
         assert_eq!(parse_keys(Some(Err(()))).unwrap_err().status(), 400);
         let too_many = vec!["tenant_config_k"; MAX_BATCH_KEYS + 1].join(",");
         assert_eq!(parse_keys(Some(Ok(&too_many))).unwrap_err().status(), 400);

@@ -30,7 +30,7 @@ use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue};
 use crate::error::StoreError;
 use crate::metrics::{StoreCounter, metrics};
-use crate::store::ConfigStore;
+use crate::store::{ConfigStore, Listing};
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 /// How a reader rides out a failing store.
@@ -147,6 +147,9 @@ pub struct CachedStore {
     settings: CacheSettings,
     /// Bumped by every invalidation; a load that sees it change is not cached.
     invalidations: Arc<AtomicU64>,
+    /// Whole-service listings, keyed `tenantId:service`, for the value TTL;
+    /// any change to an entry of that service drops its listing.
+    listings: Cache<String, Arc<Listing>>,
 }
 
 /// Removes a key from the in-flight set however the load ends.
@@ -188,6 +191,10 @@ impl CachedStore {
             failing_until: Arc::new(Mutex::new(None)),
             settings,
             invalidations: Arc::new(AtomicU64::new(0)),
+            listings: Cache::builder()
+                .max_capacity((settings.max_entries / 10).max(100))
+                .time_to_live(settings.ttl)
+                .build(),
         }
     }
 
@@ -488,6 +495,46 @@ impl CachedStore {
         Ok(results)
     }
 
+    /// Every entry of one tenant's service (plain mode), cached like single
+    /// values; concurrent misses make one listing. A failure is returned as
+    /// is: a listing has no last good copy.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+    ) -> Result<Arc<Listing>, StoreError> {
+        let listing_key = format!("{tenant}:{service}");
+        let kind = self.kind();
+        if let Some(hit) = self.listings.get(&listing_key).await {
+            metrics().store(kind, StoreCounter::CacheHits);
+            return Ok(hit);
+        }
+        metrics().store(kind, StoreCounter::CacheMisses);
+        let loaded = self
+            .listings
+            .try_get_with(listing_key, async {
+                let epoch = self.invalidations.load(Ordering::Acquire);
+                let listing = Arc::new(
+                    self.call(false, self.store.list(tenant, service))
+                        .await
+                        .map_err(Err)?,
+                );
+                if self.invalidations.load(Ordering::Acquire) != epoch {
+                    // Changed while listing: answer, but do not keep it.
+                    return Err(Ok(listing));
+                }
+                Ok(listing)
+            })
+            .await;
+        match loaded {
+            Ok(listing) => Ok(listing),
+            Err(shared) => match shared.as_ref() {
+                Ok(raced) => Ok(raced.clone()),
+                Err(err) => Err(err.clone()),
+            },
+        }
+    }
+
     /// Drops one entry so the next read goes to the store. Loads already in
     /// flight finish but do not insert what they read. The last good value is
     /// kept (served if the refetch fails) unless the change was a delete.
@@ -496,6 +543,9 @@ impl CachedStore {
         let cache_key = item.cache_key();
         self.cache.invalidate(&cache_key).await;
         self.backoff.invalidate(&cache_key).await;
+        self.listings
+            .invalidate(&format!("{}:{}", item.tenant, item.service))
+            .await;
         if deleted && let Some(last_good) = &self.last_good {
             last_good.invalidate(&cache_key).await;
         }
@@ -508,6 +558,7 @@ impl CachedStore {
         self.invalidations.fetch_add(1, Ordering::AcqRel);
         self.cache.invalidate_all();
         self.backoff.invalidate_all();
+        self.listings.invalidate_all();
     }
 }
 

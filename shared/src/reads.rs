@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::cache::{CachedStore, Lookup};
 use crate::catch_up::CatchUp;
 use crate::domain::StoreKind;
-use crate::domain::{ItemKey, PlainValue, ReadMode, SecretValue};
+use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue};
 use crate::error::ConfigError;
 use crate::routing::KeyRouter;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
@@ -58,6 +58,15 @@ pub struct SecretEntry {
 pub struct Batch {
     pub values: Vec<(ConfigKey, Entry)>,
     pub missing: Vec<ConfigKey>,
+}
+
+/// Result of a whole-service read: every non-secret value in key order, the
+/// SecureStrings by name only, and whether a store had more than it lists.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceConfig {
+    pub values: Vec<(ConfigKey, Entry)>,
+    pub sensitive: Vec<ConfigKey>,
+    pub truncated: bool,
 }
 
 #[derive(Clone)]
@@ -211,6 +220,48 @@ impl ConfigReads {
             return Err(ConfigError::SensitiveValue { keys: sensitive });
         }
         Ok(batch)
+    }
+
+    /// Every key of one tenant's service from both stores (one listing per
+    /// store, cached like single values). SecureStrings are named in
+    /// `sensitive` and never read; an entry only counts in the store its key
+    /// routes to.
+    pub async fn get_service(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+    ) -> Result<ServiceConfig, ConfigError> {
+        self.converge().await;
+        let (from_dynamodb, from_parameters) = tokio::try_join!(
+            self.dynamodb.list(tenant, service),
+            self.parameters.list(tenant, service)
+        )?;
+        let mut config = ServiceConfig::default();
+        for (kind, listing) in [
+            (StoreKind::DynamoDb, &from_dynamodb),
+            (StoreKind::ParameterStore, &from_parameters),
+        ] {
+            config.truncated |= listing.truncated;
+            for (key, found) in &listing.entries {
+                if self.router.route(key).ok() != Some(kind) {
+                    continue;
+                }
+                match found {
+                    Found::Plain(value) => config.values.push((
+                        key.clone(),
+                        Entry {
+                            source: kind,
+                            value: value.clone(),
+                            stale: None,
+                        },
+                    )),
+                    Found::Secret(_) => config.sensitive.push(key.clone()),
+                }
+            }
+        }
+        config.values.sort_by(|a, b| a.0.cmp(&b.0));
+        config.sensitive.sort();
+        Ok(config)
     }
 
     /// Drops one cached entry (used by push invalidation and catch-up). The

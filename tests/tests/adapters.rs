@@ -111,6 +111,32 @@ async fn dynamodb_adapter_reads_single_items_and_batches() {
     assert_eq!(found.len(), 30);
     assert_eq!(plain_value(found.get(&keys[12]).cloned()), json!("12"));
     assert!(!found.contains_key(&keys[35]));
+
+    // WHEN a whole service is listed THEN every key of that tenant's service
+    // comes back in key order, and nothing of another tenant or service
+    let t1 = TenantId::parse("t1").unwrap();
+    let bulk = store
+        .list(&t1, &ServiceName::parse("bulk").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(bulk.entries.len(), 30);
+    assert!(!bulk.truncated);
+    assert!(bulk.entries.windows(2).all(|w| w[0].0 < w[1].0));
+    let svc = store
+        .list(&t1, &ServiceName::parse("svc").unwrap())
+        .await
+        .unwrap();
+    let names: Vec<&str> = svc.entries.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, ["tenant_config_doc", "tenant_config_text"]);
+    // AND a service that is a prefix of another does not pick up its keys
+    assert!(
+        store
+            .list(&t1, &ServiceName::parse("bul").unwrap())
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -232,4 +258,34 @@ async fn parameter_store_adapter_batches_in_chunks_of_ten() {
     assert_eq!(plain_value(found.get(&keys[22]).cloned()), json!("v22"));
     assert!(!found.contains_key(&keys[25]));
     assert_eq!(found.get(&keys[27]), Some(&Found::Secret(None)));
+
+    // WHEN the whole service is listed (three pages of ten) THEN all 24
+    // come back in key order, the SecureString without its ciphertext
+    let listing = store
+        .list(
+            &TenantId::parse("t1").unwrap(),
+            &ServiceName::parse("bulk").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listing.entries.len(), 24);
+    assert!(listing.entries.windows(2).all(|w| w[0].0 < w[1].0));
+    let secret = listing
+        .entries
+        .iter()
+        .find(|(k, _)| k.as_str() == "param_config_secret")
+        .map(|(_, found)| found);
+    assert_eq!(secret, Some(&Found::Secret(None)));
+    // AND another tenant's path lists nothing
+    assert!(
+        store
+            .list(
+                &TenantId::parse("t2").unwrap(),
+                &ServiceName::parse("bulk").unwrap()
+            )
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
 }

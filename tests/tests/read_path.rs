@@ -88,8 +88,41 @@ async fn each_tenant_reads_its_own_values_from_both_stores() {
         })
     );
 
-    // AND a value changed in the store is served once the cache entry expires
-    // (not asserted here: TTL behaviour is covered by the cache unit tests).
+    // WHEN tenant B reads its whole billing service (no `keys`)
+    let whole = stack
+        .get(&format!("/v1/config/{SERVICE}"), Some(&bob))
+        .await
+        .unwrap();
+    // THEN every key of B's billing comes back from both stores in one
+    // answer (DynamoDB Query, GetParametersByPath), its SecureString by name
+    assert_eq!(whole.status, 200, "{}", whole.text);
+    let values = whole.body["values"].as_object().unwrap();
+    assert_eq!(
+        values["tenant_config_limits"],
+        json!({"max_users": 5, "tier": "free"})
+    );
+    assert_eq!(
+        values["param_config_endpoint"],
+        "https://billing.tenant-b.example"
+    );
+    assert!(
+        values
+            .keys()
+            .all(|k| k.starts_with("tenant_config_") || k.starts_with("param_config_")),
+        "{values:?}"
+    );
+    assert!(!whole.text.contains("tenant-a"), "{}", whole.text);
+    assert_eq!(whole.body["truncated"], false);
+    // A's whole service names its SecureString but never holds its value
+    let whole_a = stack
+        .get(&format!("/v1/config/{SERVICE}"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(
+        whole_a.body["sensitive"],
+        json!(["param_config_db_password"])
+    );
+    assert!(!whole_a.text.contains("tenant-a-db-secret"));
 }
 
 #[tokio::test]
@@ -278,7 +311,7 @@ async fn hostile_or_malformed_input_is_a_clear_400() {
             "service",
         ),
         (format!("/v1/config/{SERVICE}?keys={too_many}"), "50"),
-        (format!("/v1/config/{SERVICE}"), "keys"),
+        (format!("/v1/config/{SERVICE}?keys="), "key"),
         (
             format!("/v1/config/{SERVICE}?keys=tenant_config_a,tenant:config"),
             "key",

@@ -57,6 +57,14 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_service_event_has_no_keys() {
+        let event = request(include_str!("../../../events/apigw-rest-get-service.json"));
+        let api = to_api_request(&event);
+        assert!(api.path.ends_with("/v1/config/billing"), "{}", api.path);
+        assert_eq!(api.keys, None);
+    }
+
+    #[test]
     fn a_repeated_keys_parameter_is_flagged() {
         let mut event: serde_json::Value =
             serde_json::from_str(include_str!("../../../events/apigw-rest-get-configs.json"))

@@ -14,7 +14,7 @@ use crate::refresh::proto::config_reader_server::ConfigReader;
 use crate::refresh::proto::config_refresh_server::ConfigRefresh;
 use crate::refresh::proto::{
     ConfigValue, GetConfigRequest, GetConfigResponse, GetConfigsRequest, GetConfigsResponse,
-    Operation, RefreshRequest, RefreshResponse,
+    GetServiceRequest, GetServiceResponse, Operation, RefreshRequest, RefreshResponse,
 };
 use crate::refresh::signing::{
     RefreshAuthenticator, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, unix_ms_now,
@@ -120,6 +120,28 @@ impl ConfigReader for ReaderService {
                     .map(|(k, e)| config_value(k, e))
                     .collect(),
                 missing: batch.missing.iter().map(ToString::to_string).collect(),
+            })
+        };
+        answer.await.map(Response::new).map_err(|e| status(&e))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<GetServiceRequest>,
+    ) -> Result<Response<GetServiceResponse>, Status> {
+        let answer = async {
+            let tenant = self.tenant(request.metadata()).await?;
+            let service = ServiceName::parse(&request.get_ref().service)?;
+            let config = self.reads.get_service(&tenant, &service).await?;
+            Ok::<_, ConfigError>(GetServiceResponse {
+                service: service.to_string(),
+                values: config
+                    .values
+                    .iter()
+                    .map(|(k, e)| config_value(k, e))
+                    .collect(),
+                sensitive: config.sensitive.iter().map(ToString::to_string).collect(),
+                truncated: config.truncated,
             })
         };
         answer.await.map(Response::new).map_err(|e| status(&e))

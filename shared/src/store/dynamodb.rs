@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use serde_json::{Map, Number, Value};
 
-use super::{ConfigStore, classify_sdk_error};
+use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES, classify_sdk_error};
 use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, decode_text};
 use crate::error::StoreError;
@@ -261,6 +261,49 @@ impl ConfigStore for DynamoDbStore {
             }
         }
         Ok(found)
+    }
+
+    async fn list(&self, tenant: &TenantId, service: &ServiceName) -> Result<Listing, StoreError> {
+        let (projection, mut names) = Self::projection();
+        names.insert("#pk".to_owned(), PARTITION_KEY.to_owned());
+        let prefix = format!("{CONFIG_SORT_PREFIX}{service}#");
+        let mut listing = Listing::default();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(self.table.as_ref())
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_values(":pk", AttributeValue::S(partition_key(tenant)))
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.clone()))
+                .set_expression_attribute_names(Some(names.clone()))
+                .projection_expression(projection.clone())
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(Self::error)?;
+            for item in output.items() {
+                let Some(AttributeValue::S(sk)) = item.get(SORT_KEY) else {
+                    continue;
+                };
+                let Some(key) = sk
+                    .strip_prefix(&prefix)
+                    .and_then(|k| ConfigKey::parse(k).ok())
+                else {
+                    continue;
+                };
+                if listing.entries.len() == MAX_LISTED_ENTRIES {
+                    listing.truncated = true;
+                    return Ok(listing);
+                }
+                listing.entries.push((key, item_to_found(item)?));
+            }
+            match output.last_evaluated_key {
+                Some(last) if !last.is_empty() => start = Some(last),
+                _ => return Ok(listing),
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::ConfigStore;
+use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES};
 use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, ReadMode};
 use crate::error::StoreError;
@@ -22,6 +22,7 @@ pub struct MemoryStore {
     failure: Mutex<Option<StoreError>>,
     gets: AtomicUsize,
     batches: AtomicUsize,
+    listings: AtomicUsize,
 }
 
 impl MemoryStore {
@@ -33,6 +34,7 @@ impl MemoryStore {
             failure: Mutex::new(None),
             gets: AtomicUsize::new(0),
             batches: AtomicUsize::new(0),
+            listings: AtomicUsize::new(0),
         }
     }
 
@@ -71,6 +73,11 @@ impl MemoryStore {
     /// Batch reads so far.
     pub fn batches(&self) -> usize {
         self.batches.load(Ordering::SeqCst)
+    }
+
+    /// Whole-service listings so far.
+    pub fn listings(&self) -> usize {
+        self.listings.load(Ordering::SeqCst)
     }
 
     async fn behave(&self) -> Result<(), StoreError> {
@@ -126,5 +133,32 @@ impl ConfigStore for MemoryStore {
             .collect();
         self.behave().await?;
         Ok(found)
+    }
+
+    async fn list(&self, tenant: &TenantId, service: &ServiceName) -> Result<Listing, StoreError> {
+        self.listings.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("{tenant}:{service}:");
+        let mut entries: Vec<(ConfigKey, Found)> = self
+            .values
+            .lock()
+            .map(|values| {
+                values
+                    .iter()
+                    .filter_map(|(cache_key, found)| {
+                        let key = ConfigKey::parse(cache_key.strip_prefix(&prefix)?).ok()?;
+                        let found = match found {
+                            Found::Secret(_) => Found::Secret(None),
+                            other => other.clone(),
+                        };
+                        Some((key, found))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.behave().await?;
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let truncated = entries.len() > MAX_LISTED_ENTRIES;
+        entries.truncate(MAX_LISTED_ENTRIES);
+        Ok(Listing { entries, truncated })
     }
 }

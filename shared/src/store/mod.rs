@@ -17,6 +17,19 @@ pub use dynamodb::DynamoDbStore;
 pub use memory::MemoryStore;
 pub use ssm::ParameterStore;
 
+/// Most entries one store lists for one tenant's service (the whole-service
+/// read); beyond it the listing says `truncated`.
+pub const MAX_LISTED_ENTRIES: usize = 200;
+
+/// Every entry of one tenant's service in one store, in key order (plain mode:
+/// SecureStrings carry no value).
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub entries: Vec<(ConfigKey, Found)>,
+    /// More than [`MAX_LISTED_ENTRIES`] exist; only the first are listed.
+    pub truncated: bool,
+}
+
 /// A backing store of tenant configuration.
 #[async_trait]
 pub trait ConfigStore: Send + Sync {
@@ -34,6 +47,11 @@ pub trait ConfigStore: Send + Sync {
         keys: &[ConfigKey],
         mode: ReadMode,
     ) -> Result<HashMap<ConfigKey, Found>, StoreError>;
+
+    /// Every entry of one tenant's service, never decrypted, at most
+    /// [`MAX_LISTED_ENTRIES`]; entries whose key is not a valid key are
+    /// skipped. Pages through the store as needed.
+    async fn list(&self, tenant: &TenantId, service: &ServiceName) -> Result<Listing, StoreError>;
 }
 
 /// Error codes AWS services use when they shed load; those become 503 so

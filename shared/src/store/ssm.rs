@@ -10,7 +10,7 @@ use aws_sdk_ssm::types::{Parameter, ParameterType};
 use futures::future::try_join_all;
 use serde_json::Value;
 
-use super::{ConfigStore, classify_sdk_error};
+use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES, classify_sdk_error};
 use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue, decode_text};
 use crate::error::StoreError;
@@ -181,6 +181,51 @@ impl ConfigStore for ParameterStore {
             }
         }
         Ok(found)
+    }
+
+    async fn list(&self, tenant: &TenantId, service: &ServiceName) -> Result<Listing, StoreError> {
+        let path = format!("{}/{tenant}/{service}", self.root);
+        let prefix = format!("{path}/");
+        let mut listing = Listing::default();
+        let mut token = None;
+        loop {
+            let output = self
+                .client
+                .get_parameters_by_path()
+                .path(&path)
+                .recursive(false)
+                // Never decrypted: a SecureString is listed by name only.
+                .with_decryption(false)
+                .max_results(10)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(Self::error)?;
+            for parameter in output.parameters.unwrap_or_default() {
+                let Some(key) = parameter
+                    .name
+                    .as_deref()
+                    .and_then(|name| name.strip_prefix(&prefix))
+                    .and_then(|k| ConfigKey::parse(k).ok())
+                else {
+                    continue;
+                };
+                if listing.entries.len() == MAX_LISTED_ENTRIES {
+                    listing.truncated = true;
+                    return Ok(listing);
+                }
+                listing
+                    .entries
+                    .push((key, parameter_to_found(parameter, ReadMode::Plain)));
+            }
+            match output.next_token {
+                Some(next) if !next.is_empty() => token = Some(next),
+                _ => break,
+            }
+        }
+        // Parameter Store pages in its own order; callers get key order.
+        listing.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(listing)
     }
 }
 
