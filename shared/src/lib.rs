@@ -46,6 +46,7 @@ pub mod settings;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
+pub mod write;
 
 pub use domain::{ItemKey, StoreKind};
 pub use error::{AuthError, ConfigError, StoreError};

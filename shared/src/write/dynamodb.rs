@@ -1,0 +1,440 @@
+//! DynamoDB writer: the entry and its history item in one conditional
+//! transaction. Versions only grow: a key created again after a delete
+//! continues after the last version in its history.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
+
+use super::{
+    Actor, ConfigWriter, Expected, HISTORY_RETENTION, NewValue, ValueKind, VersionRecord,
+    WriteError, Written, now_ms,
+};
+use crate::domain::{ItemKey, StoreKind, decode_text};
+use crate::error::StoreError;
+use crate::store::classify_sdk_error;
+use crate::store::dynamodb::{
+    PARTITION_KEY, SORT_KEY, VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, key_attributes, partition_key,
+};
+
+pub const UPDATED_BY_ATTRIBUTE: &str = "updated_by";
+pub const UPDATED_AT_ATTRIBUTE: &str = "updated_at";
+/// TTL attribute of history items (seconds since the epoch).
+pub const EXPIRES_AT_ATTRIBUTE: &str = "expires_at";
+const DELETED_ATTRIBUTE: &str = "deleted";
+const ROLLBACK_OF_ATTRIBUTE: &str = "rollback_of";
+/// Sort keys of history items start with this.
+pub const HISTORY_SORT_PREFIX: &str = "HISTORY#";
+
+/// Sort key prefix of one entry's history items.
+fn history_prefix(item: &ItemKey) -> String {
+    format!("{HISTORY_SORT_PREFIX}{}#{}#", item.service, item.key)
+}
+
+/// Zero-padded so that sort order is version order.
+fn history_sort_key(item: &ItemKey, version: i64) -> String {
+    format!("{}{version:012}", history_prefix(item))
+}
+
+pub struct DynamoDbWriter {
+    client: Client,
+    table: String,
+}
+
+fn store_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    err: aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> StoreError {
+    let code = err.code().map(str::to_owned);
+    classify_sdk_error(
+        StoreKind::DynamoDb,
+        code.as_deref(),
+        DisplayErrorContext(&err).to_string(),
+    )
+}
+
+fn number(attributes: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+    match attributes.get(name) {
+        Some(AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(attributes: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+    match attributes.get(name) {
+        Some(AttributeValue::S(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn invalid_request(e: impl std::fmt::Display) -> WriteError {
+    WriteError::Store(StoreError::Unavailable {
+        store: StoreKind::DynamoDb,
+        detail: e.to_string(),
+    })
+}
+
+/// What one history item says.
+struct HistoryEntry {
+    version: i64,
+    text: Option<String>,
+    deleted: bool,
+    rollback_of: Option<i64>,
+    written_at_ms: i64,
+    actor: Option<String>,
+}
+
+impl DynamoDbWriter {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The entry's current version (strongly consistent), if it exists.
+    async fn current_version(&self, item: &ItemKey) -> Result<Option<i64>, WriteError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attributes(&item.tenant, &item.service, &item.key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(output
+            .item()
+            .map(|attributes| number(attributes, VERSION_ATTRIBUTE).unwrap_or(0)))
+    }
+
+    /// Newest history items first.
+    async fn history_entries(
+        &self,
+        item: &ItemKey,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, WriteError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#sk", SORT_KEY)
+            .expression_attribute_values(":pk", AttributeValue::S(partition_key(&item.tenant)))
+            .expression_attribute_values(":prefix", AttributeValue::S(history_prefix(item)))
+            .scan_index_forward(false)
+            .consistent_read(true)
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(output
+            .items()
+            .iter()
+            .map(|attributes| HistoryEntry {
+                version: number(attributes, VERSION_ATTRIBUTE).unwrap_or_default(),
+                text: text(attributes, VALUE_ATTRIBUTE),
+                deleted: matches!(
+                    attributes.get(DELETED_ATTRIBUTE),
+                    Some(AttributeValue::Bool(true))
+                ),
+                rollback_of: number(attributes, ROLLBACK_OF_ATTRIBUTE),
+                written_at_ms: number(attributes, UPDATED_AT_ATTRIBUTE).unwrap_or_default(),
+                actor: text(attributes, UPDATED_BY_ATTRIBUTE),
+            })
+            .collect())
+    }
+
+    fn history_item(
+        &self,
+        item: &ItemKey,
+        version: i64,
+        text: Option<&str>,
+        actor: &Actor,
+        now: i64,
+        rollback_of: Option<i64>,
+    ) -> HashMap<String, AttributeValue> {
+        let mut attributes = HashMap::from([
+            (
+                PARTITION_KEY.to_owned(),
+                AttributeValue::S(partition_key(&item.tenant)),
+            ),
+            (
+                SORT_KEY.to_owned(),
+                AttributeValue::S(history_sort_key(item, version)),
+            ),
+            (
+                VERSION_ATTRIBUTE.to_owned(),
+                AttributeValue::N(version.to_string()),
+            ),
+            (
+                UPDATED_BY_ATTRIBUTE.to_owned(),
+                AttributeValue::S(actor.0.clone()),
+            ),
+            (
+                UPDATED_AT_ATTRIBUTE.to_owned(),
+                AttributeValue::N(now.to_string()),
+            ),
+            (
+                EXPIRES_AT_ATTRIBUTE.to_owned(),
+                AttributeValue::N((now / 1000 + HISTORY_RETENTION.as_secs() as i64).to_string()),
+            ),
+        ]);
+        match text {
+            Some(text) => {
+                attributes.insert(
+                    VALUE_ATTRIBUTE.to_owned(),
+                    AttributeValue::S(text.to_owned()),
+                );
+            }
+            None => {
+                attributes.insert(DELETED_ATTRIBUTE.to_owned(), AttributeValue::Bool(true));
+            }
+        }
+        if let Some(from) = rollback_of {
+            attributes.insert(
+                ROLLBACK_OF_ATTRIBUTE.to_owned(),
+                AttributeValue::N(from.to_string()),
+            );
+        }
+        attributes
+    }
+
+    /// Runs a transaction; a cancelled one is a conflict when the entry is
+    /// no longer at `expected`.
+    async fn transact(
+        &self,
+        item: &ItemKey,
+        items: Vec<TransactWriteItem>,
+        expected: Option<i64>,
+    ) -> Result<(), WriteError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_transaction_canceled_exception()) =>
+            {
+                let current = self.current_version(item).await?;
+                if current != expected {
+                    return Err(WriteError::Conflict { current });
+                }
+                Err(store_error(err).into())
+            }
+            Err(err) => Err(store_error(err).into()),
+        }
+    }
+
+    async fn write(
+        &self,
+        item: &ItemKey,
+        value: &NewValue,
+        expected: Expected,
+        actor: &Actor,
+        rollback_of: Option<i64>,
+    ) -> Result<Written, WriteError> {
+        value.check(StoreKind::DynamoDb)?;
+        let current = match expected {
+            Expected::Any => self.current_version(item).await?,
+            Expected::Absent => None,
+            Expected::Version(v) => Some(v),
+        };
+        let version = match current {
+            Some(v) => v + 1,
+            // Created (again): continue after the last version in the history.
+            None => {
+                self.history_entries(item, 1)
+                    .await?
+                    .first()
+                    .map_or(0, |h| h.version)
+                    + 1
+            }
+        };
+        let now = now_ms();
+        let mut entry = key_attributes(&item.tenant, &item.service, &item.key);
+        entry.extend([
+            (
+                VALUE_ATTRIBUTE.to_owned(),
+                AttributeValue::S(value.stored_text().to_owned()),
+            ),
+            (
+                VERSION_ATTRIBUTE.to_owned(),
+                AttributeValue::N(version.to_string()),
+            ),
+            (
+                UPDATED_BY_ATTRIBUTE.to_owned(),
+                AttributeValue::S(actor.0.clone()),
+            ),
+            (
+                UPDATED_AT_ATTRIBUTE.to_owned(),
+                AttributeValue::N(now.to_string()),
+            ),
+        ]);
+        let mut put = Put::builder().table_name(&self.table).set_item(Some(entry));
+        put = match current {
+            None => put
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PARTITION_KEY),
+            Some(v) => put
+                .condition_expression("#ver = :expected")
+                .expression_attribute_names("#ver", VERSION_ATTRIBUTE)
+                .expression_attribute_values(":expected", AttributeValue::N(v.to_string())),
+        };
+        let history = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(self.history_item(
+                item,
+                version,
+                Some(value.stored_text()),
+                actor,
+                now,
+                rollback_of,
+            )))
+            .build()
+            .map_err(invalid_request)?;
+        self.transact(
+            item,
+            vec![
+                TransactWriteItem::builder()
+                    .put(put.build().map_err(invalid_request)?)
+                    .build(),
+                TransactWriteItem::builder().put(history).build(),
+            ],
+            current,
+        )
+        .await?;
+        Ok(Written {
+            version,
+            previous: current,
+        })
+    }
+}
+
+#[async_trait]
+impl ConfigWriter for DynamoDbWriter {
+    fn kind(&self) -> StoreKind {
+        StoreKind::DynamoDb
+    }
+
+    async fn put(
+        &self,
+        item: &ItemKey,
+        value: &NewValue,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<Written, WriteError> {
+        self.write(item, value, expected, actor, None).await
+    }
+
+    async fn delete(
+        &self,
+        item: &ItemKey,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<i64, WriteError> {
+        let current = self.current_version(item).await?;
+        let version = match (current, expected) {
+            (None, Expected::Version(_)) => return Err(WriteError::Conflict { current }),
+            (None, _) => return Err(WriteError::NotFound),
+            (Some(_), Expected::Absent) => return Err(WriteError::Conflict { current }),
+            (Some(v), Expected::Version(e)) if v != e => {
+                return Err(WriteError::Conflict { current });
+            }
+            (Some(v), _) => v,
+        };
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key_attributes(&item.tenant, &item.service, &item.key)))
+            .condition_expression("#ver = :expected")
+            .expression_attribute_names("#ver", VERSION_ATTRIBUTE)
+            .expression_attribute_values(":expected", AttributeValue::N(version.to_string()))
+            .build()
+            .map_err(invalid_request)?;
+        let tombstone = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(self.history_item(
+                item,
+                version + 1,
+                None,
+                actor,
+                now_ms(),
+                None,
+            )))
+            .build()
+            .map_err(invalid_request)?;
+        self.transact(
+            item,
+            vec![
+                TransactWriteItem::builder().delete(delete).build(),
+                TransactWriteItem::builder().put(tombstone).build(),
+            ],
+            Some(version),
+        )
+        .await?;
+        Ok(version)
+    }
+
+    async fn history(
+        &self,
+        item: &ItemKey,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, WriteError> {
+        Ok(self
+            .history_entries(item, limit)
+            .await?
+            .into_iter()
+            .map(|entry| VersionRecord {
+                version: entry.version,
+                value: entry.text.as_deref().map(decode_text),
+                kind: ValueKind::Plain,
+                written_at_ms: entry.written_at_ms,
+                actor: entry.actor,
+                deleted: entry.deleted,
+                rollback_of: entry.rollback_of,
+            })
+            .collect())
+    }
+
+    async fn rollback(
+        &self,
+        item: &ItemKey,
+        to: i64,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<Written, WriteError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(
+                PARTITION_KEY,
+                AttributeValue::S(partition_key(&item.tenant)),
+            )
+            .key(SORT_KEY, AttributeValue::S(history_sort_key(item, to)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        let attributes = output.item().ok_or(WriteError::UnknownVersion(to))?;
+        let text = text(attributes, VALUE_ATTRIBUTE).ok_or_else(|| {
+            WriteError::Invalid(format!("version {to} is a deletion; nothing to restore"))
+        })?;
+        self.write(
+            item,
+            &NewValue::text(text, ValueKind::Plain),
+            expected,
+            actor,
+            Some(to),
+        )
+        .await
+    }
+}

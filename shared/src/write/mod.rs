@@ -1,0 +1,258 @@
+//! The writer port: every write in the product (the admin CLI, the local
+//! stack's seeding, the tests) goes through [`ConfigWriter`], so each one is
+//! versioned, checked against the version the writer read, recorded in the
+//! entry's history with who made it, and routed exactly like reads.
+//!
+//! - DynamoDB ([`dynamodb`]): the entry and a history item are written in one
+//!   transaction, conditional on the expected version. History items live in
+//!   the tenant's partition under `HISTORY#{service}#{key}#{version}` (no
+//!   reader, stream filter or listing looks there) and expire after
+//!   [`HISTORY_RETENTION`].
+//! - Parameter Store ([`ssm`]): versions and history are native (the last 100
+//!   versions); the writer is kept in the version's description. Parameter
+//!   Store has no conditional write: the expected version is checked just
+//!   before the write, and a write that raced into that window is reported as
+//!   a conflict afterwards (both versions stay in the history).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::domain::{ItemKey, StoreKind};
+use crate::error::StoreError;
+
+pub mod dynamodb;
+pub mod ssm;
+
+pub use dynamodb::DynamoDbWriter;
+pub use ssm::ParameterWriter;
+
+/// How long DynamoDB keeps an entry's previous versions.
+pub const HISTORY_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Most bytes of one stored value (DynamoDB items stop at 400 KB, standard
+/// parameters at 4 KB: the store refuses what it cannot hold).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// How a value is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Text or a JSON document.
+    Plain,
+    /// A list of strings (Parameter Store StringList).
+    StringList,
+    /// A SecureString (Parameter Store only); never echoed back.
+    Secret,
+}
+
+/// A value to store, as the text the store keeps.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewValue {
+    text: String,
+    pub kind: ValueKind,
+}
+
+impl std::fmt::Debug for NewValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            ValueKind::Secret => write!(f, "NewValue(Secret, <redacted>)"),
+            kind => write!(f, "NewValue({kind:?}, {:?})", self.text),
+        }
+    }
+}
+
+impl NewValue {
+    /// Text as given (a JSON document stays a document when read back).
+    pub fn text(text: impl Into<String>, kind: ValueKind) -> Self {
+        Self {
+            text: text.into(),
+            kind,
+        }
+    }
+
+    /// A JSON value as it is read back: strings as their text, anything else
+    /// as JSON text; a list of strings under [`ValueKind::StringList`].
+    pub fn json(value: &Value, kind: ValueKind) -> Result<Self, WriteError> {
+        let text = match (value, kind) {
+            (Value::Array(items), ValueKind::StringList) => {
+                let mut parts = Vec::with_capacity(items.len());
+                for item in items {
+                    match item.as_str() {
+                        Some(s) if !s.contains(',') => parts.push(s.to_owned()),
+                        _ => {
+                            return Err(WriteError::Invalid(
+                                "a StringList is an array of strings without commas".to_owned(),
+                            ));
+                        }
+                    }
+                }
+                parts.join(",")
+            }
+            (_, ValueKind::StringList) => {
+                return Err(WriteError::Invalid(
+                    "a StringList is an array of strings".to_owned(),
+                ));
+            }
+            (Value::String(s), _) => s.clone(),
+            (other, _) => other.to_string(),
+        };
+        Ok(Self { text, kind })
+    }
+
+    /// The stored text (for adapters).
+    pub fn stored_text(&self) -> &str {
+        &self.text
+    }
+
+    fn check(&self, store: StoreKind) -> Result<(), WriteError> {
+        if self.text.len() > MAX_VALUE_BYTES {
+            return Err(WriteError::Invalid(format!(
+                "a value holds at most {MAX_VALUE_BYTES} bytes"
+            )));
+        }
+        if self.text.is_empty() && store == StoreKind::ParameterStore {
+            return Err(WriteError::Invalid(
+                "Parameter Store cannot hold an empty value".to_owned(),
+            ));
+        }
+        if store == StoreKind::DynamoDb && self.kind != ValueKind::Plain {
+            return Err(WriteError::Invalid(
+                "DynamoDB keys hold plain values; use a Parameter Store key for lists and secrets"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which version a write expects to replace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expected {
+    /// Whatever is there (or nothing).
+    Any,
+    /// Nothing: create only.
+    Absent,
+    /// Exactly this version (the one the writer read).
+    Version(i64),
+}
+
+/// Who made a change: a token's `sub` or an IAM principal. Never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub version: i64,
+    pub previous: Option<i64>,
+}
+
+/// One version of an entry, newest first in [`ConfigWriter::history`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRecord {
+    pub version: i64,
+    /// `None` for SecureStrings (never echoed) and deletions.
+    pub value: Option<Value>,
+    pub kind: ValueKind,
+    pub written_at_ms: i64,
+    pub actor: Option<String>,
+    /// This version is a deletion.
+    pub deleted: bool,
+    /// This version restored that earlier one.
+    pub rollback_of: Option<i64>,
+}
+
+#[derive(Debug, Clone, Error)]
+pub enum WriteError {
+    #[error("version conflict: the entry is at version {current:?}")]
+    Conflict { current: Option<i64> },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such entry")]
+    NotFound,
+    #[error("no version {0} in the entry's history")]
+    UnknownVersion(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Writes one store's configuration.
+#[async_trait]
+pub trait ConfigWriter: Send + Sync {
+    fn kind(&self) -> StoreKind;
+
+    /// Stores `value` if the entry is at `expected`; the new version is one
+    /// more than the previous.
+    async fn put(
+        &self,
+        item: &ItemKey,
+        value: &NewValue,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<Written, WriteError>;
+
+    /// Deletes the entry if it is at `expected`; returns the deleted version.
+    async fn delete(
+        &self,
+        item: &ItemKey,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<i64, WriteError>;
+
+    /// The entry's versions, newest first, at most `limit`.
+    async fn history(&self, item: &ItemKey, limit: usize)
+    -> Result<Vec<VersionRecord>, WriteError>;
+
+    /// Stores version `to`'s value again as a new version (if the entry is at
+    /// `expected`).
+    async fn rollback(
+        &self,
+        item: &ItemKey,
+        to: i64,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<Written, WriteError>;
+}
+
+/// Milliseconds since the Unix epoch, for written-at stamps.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_values_become_the_text_that_reads_back_as_them() {
+        let text = |v: Value, kind| NewValue::json(&v, kind).map(|n| n.text);
+        assert_eq!(text(json!("dark"), ValueKind::Plain).unwrap(), "dark");
+        assert_eq!(
+            text(json!({"a": 1}), ValueKind::Plain).unwrap(),
+            r#"{"a":1}"#
+        );
+        assert_eq!(text(json!(42), ValueKind::Plain).unwrap(), "42");
+        assert_eq!(
+            text(json!(["eu", "us"]), ValueKind::StringList).unwrap(),
+            "eu,us"
+        );
+        assert!(text(json!(["a,b"]), ValueKind::StringList).is_err());
+        assert!(text(json!("x"), ValueKind::StringList).is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_dynamodb_takes_plain_values_only() {
+        let secret = NewValue::text("hunter2", ValueKind::Secret);
+        assert!(!format!("{secret:?}").contains("hunter2"));
+        assert!(secret.check(StoreKind::DynamoDb).is_err());
+        assert!(secret.check(StoreKind::ParameterStore).is_ok());
+        let huge = NewValue::text("x".repeat(MAX_VALUE_BYTES + 1), ValueKind::Plain);
+        assert!(huge.check(StoreKind::DynamoDb).is_err());
+    }
+}

@@ -1,0 +1,306 @@
+//! The writer port's adapters against moto server: versions, conflicts,
+//! history with who wrote each version, rollback, delete, and what readers
+//! see afterwards (through the read adapters).
+
+use serde_json::json;
+use tenant_config_local_stack::moto::MotoServer;
+use tenant_config_local_stack::seed;
+use tenant_config_shared::domain::{Found, ReadMode};
+use tenant_config_shared::store::{ConfigStore, DynamoDbStore, ParameterStore};
+use tenant_config_shared::write::{
+    Actor, ConfigWriter, DynamoDbWriter, Expected, NewValue, ParameterWriter, ValueKind, WriteError,
+};
+use tenant_config_shared::{ServiceName, TenantId};
+use tenant_config_testkit::values::item;
+
+const TABLE: &str = "writer-test";
+const ROOT: &str = "/config-service";
+
+fn plain(found: Option<Found>) -> (serde_json::Value, Option<i64>) {
+    match found {
+        Some(Found::Plain(v)) => (v.value.clone(), v.version),
+        other => panic!("expected a plain value, got {other:?}"),
+    }
+}
+
+fn alice() -> Actor {
+    Actor("sub-alice".into())
+}
+
+#[tokio::test]
+async fn dynamodb_writes_are_versioned_conditional_and_kept_in_history() {
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    seed::create_table(&aws, TABLE).await.unwrap();
+    let writer = DynamoDbWriter::new(aws_sdk_dynamodb::Client::new(&aws), TABLE);
+    let reader = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), TABLE);
+    let limits = item("t1", "billing", "tenant_config_limits");
+    let value = |v: serde_json::Value| NewValue::json(&v, ValueKind::Plain).unwrap();
+
+    // GIVEN a new entry (create only) and an update from the version read
+    let created = writer
+        .put(
+            &limits,
+            &value(json!({"max": 5})),
+            Expected::Absent,
+            &alice(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((created.version, created.previous), (1, None));
+    let updated = writer
+        .put(
+            &limits,
+            &value(json!({"max": 10})),
+            Expected::Version(1),
+            &alice(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((updated.version, updated.previous), (2, Some(1)));
+    assert_eq!(
+        plain(reader.get(&limits, ReadMode::Plain).await.unwrap()),
+        (json!({"max": 10}), Some(2))
+    );
+
+    // WHEN someone writes from a version that is no longer current
+    let stale = writer
+        .put(
+            &limits,
+            &value(json!({"max": 99})),
+            Expected::Version(1),
+            &alice(),
+        )
+        .await;
+    // THEN it is a conflict naming the current version, and nothing changed
+    assert!(
+        matches!(stale, Err(WriteError::Conflict { current: Some(2) })),
+        "{stale:?}"
+    );
+    let again = writer
+        .put(&limits, &value(json!(1)), Expected::Absent, &alice())
+        .await;
+    assert!(matches!(
+        again,
+        Err(WriteError::Conflict { current: Some(2) })
+    ));
+    assert_eq!(
+        plain(reader.get(&limits, ReadMode::Plain).await.unwrap()).0,
+        json!({"max": 10})
+    );
+
+    // WHEN version 1 is restored
+    let restored = writer
+        .rollback(&limits, 1, Expected::Version(2), &Actor("sub-bob".into()))
+        .await
+        .unwrap();
+    assert_eq!(restored.version, 3);
+    assert_eq!(
+        plain(reader.get(&limits, ReadMode::Plain).await.unwrap()),
+        (json!({"max": 5}), Some(3))
+    );
+    // THEN the history shows every version, newest first, with who and what
+    let history = writer.history(&limits, 10).await.unwrap();
+    let versions: Vec<i64> = history.iter().map(|h| h.version).collect();
+    assert_eq!(versions, [3, 2, 1]);
+    assert_eq!(history[0].rollback_of, Some(1));
+    assert_eq!(history[0].actor.as_deref(), Some("sub-bob"));
+    assert_eq!(history[1].value, Some(json!({"max": 10})));
+    assert!(history[2].written_at_ms > 1_600_000_000_000);
+
+    // WHEN it is deleted and created again THEN versions keep growing
+    assert_eq!(
+        writer
+            .delete(&limits, Expected::Version(3), &alice())
+            .await
+            .unwrap(),
+        3
+    );
+    assert!(
+        reader
+            .get(&limits, ReadMode::Plain)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        writer.delete(&limits, Expected::Any, &alice()).await,
+        Err(WriteError::NotFound)
+    ));
+    let recreated = writer
+        .put(&limits, &value(json!("back")), Expected::Absent, &alice())
+        .await
+        .unwrap();
+    assert_eq!(recreated.version, 5, "after the tombstone (4)");
+    let history = writer.history(&limits, 10).await.unwrap();
+    assert!(history[1].deleted && history[1].value.is_none());
+    assert!(matches!(
+        writer.rollback(&limits, 4, Expected::Any, &alice()).await,
+        Err(WriteError::Invalid(_))
+    ));
+    assert!(matches!(
+        writer.rollback(&limits, 42, Expected::Any, &alice()).await,
+        Err(WriteError::UnknownVersion(42))
+    ));
+
+    // AND history items are not configuration: the whole-service listing
+    // has exactly the one entry
+    let listing = reader
+        .list(
+            &TenantId::parse("t1").unwrap(),
+            &ServiceName::parse("billing").unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listing.entries.len(), 1);
+    // AND DynamoDB refuses secrets and lists
+    assert!(matches!(
+        writer
+            .put(
+                &limits,
+                &NewValue::text("x", ValueKind::Secret),
+                Expected::Any,
+                &alice()
+            )
+            .await,
+        Err(WriteError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn parameter_store_writes_use_native_versions_and_restore_secrets_unseen() {
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    let writer = ParameterWriter::new(aws_sdk_ssm::Client::new(&aws), ROOT);
+    let reader = ParameterStore::new(aws_sdk_ssm::Client::new(&aws), ROOT);
+    let endpoint = item("t1", "billing", "param_config_endpoint");
+
+    // GIVEN a parameter created and updated from the version read
+    let text = |t: &str| NewValue::text(t, ValueKind::Plain);
+    assert_eq!(
+        writer
+            .put(&endpoint, &text("https://v1"), Expected::Absent, &alice())
+            .await
+            .unwrap()
+            .version,
+        1
+    );
+    assert_eq!(
+        writer
+            .put(
+                &endpoint,
+                &text("https://v2"),
+                Expected::Version(1),
+                &alice()
+            )
+            .await
+            .unwrap()
+            .version,
+        2
+    );
+    // WHEN a write comes from an old version THEN it conflicts
+    let stale = writer
+        .put(
+            &endpoint,
+            &text("https://v9"),
+            Expected::Version(1),
+            &alice(),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(WriteError::Conflict { current: Some(2) })),
+        "{stale:?}"
+    );
+    assert!(matches!(
+        writer
+            .put(&endpoint, &text("x"), Expected::Absent, &alice())
+            .await,
+        Err(WriteError::Conflict { current: Some(2) })
+    ));
+    let history = writer.history(&endpoint, 10).await.unwrap();
+    assert_eq!(
+        history.iter().map(|h| h.version).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(history[0].actor.as_deref(), Some("sub-alice"));
+    assert_eq!(history[1].value, Some(json!("https://v1")));
+
+    // GIVEN a SecureString with two versions
+    let password = item("t1", "billing", "param_config_db_password");
+    let secret = |t: &str| NewValue::text(t, ValueKind::Secret);
+    writer
+        .put(
+            &password,
+            &secret("first-secret"),
+            Expected::Absent,
+            &alice(),
+        )
+        .await
+        .unwrap();
+    writer
+        .put(
+            &password,
+            &secret("second-secret"),
+            Expected::Version(1),
+            &alice(),
+        )
+        .await
+        .unwrap();
+    // WHEN version 1 is restored
+    let restored = writer
+        .rollback(&password, 1, Expected::Version(2), &alice())
+        .await
+        .unwrap();
+    assert_eq!(restored.version, 3);
+    // THEN readers that decrypt get the first secret again, still a SecureString
+    match reader.get(&password, ReadMode::Decrypt).await.unwrap() {
+        Some(Found::Secret(Some(value))) => assert_eq!(value.expose(), &json!("first-secret")),
+        other => panic!("{other:?}"),
+    }
+    // AND the history never shows a secret's value
+    let history = writer.history(&password, 10).await.unwrap();
+    assert_eq!(history[0].rollback_of, Some(1));
+    assert!(
+        history
+            .iter()
+            .all(|h| h.value.is_none() && h.kind == ValueKind::Secret)
+    );
+    assert!(!format!("{history:?}").contains("secret\""));
+
+    // AND a StringList round-trips as an array
+    let regions = item("t1", "billing", "param_config_regions");
+    writer
+        .put(
+            &regions,
+            &NewValue::json(&json!(["eu-west-1", "us-east-1"]), ValueKind::StringList).unwrap(),
+            Expected::Any,
+            &alice(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        plain(reader.get(&regions, ReadMode::Plain).await.unwrap()).0,
+        json!(["eu-west-1", "us-east-1"])
+    );
+    // AND a delete from a stale version conflicts; from the current one it works
+    assert!(matches!(
+        writer
+            .delete(&endpoint, Expected::Version(1), &alice())
+            .await,
+        Err(WriteError::Conflict { current: Some(2) })
+    ));
+    assert_eq!(
+        writer
+            .delete(&endpoint, Expected::Version(2), &alice())
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(
+        reader
+            .get(&endpoint, ReadMode::Plain)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
