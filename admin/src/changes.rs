@@ -1,6 +1,39 @@
-//! The change history an operator lists: journal entries as text lines.
+//! The change history an operator lists: journal entries and an entry's
+//! versions as text lines.
 
 use tenant_config_shared::refresh::journal::JournalEntry;
+use tenant_config_shared::write::{ValueKind, VersionRecord};
+
+fn timestamp(ms: i64) -> String {
+    aws_smithy_types::DateTime::from_millis(ms)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+/// One line per version: version, when, who, what (a SecureString's value
+/// is never shown: the writer port does not return it).
+pub fn version_line(version: &VersionRecord) -> String {
+    let what = if version.deleted {
+        "(deleted)".to_owned()
+    } else if version.kind == ValueKind::Secret {
+        "(SecureString)".to_owned()
+    } else {
+        version
+            .value
+            .as_ref()
+            .map_or_else(|| "(no value)".to_owned(), ToString::to_string)
+    };
+    let rollback = version
+        .rollback_of
+        .map(|from| format!("  (rollback of v{from})"))
+        .unwrap_or_default();
+    format!(
+        "v{}  {}  by {}{rollback}  {what}",
+        version.version,
+        timestamp(version.written_at_ms),
+        version.actor.as_deref().unwrap_or("unknown"),
+    )
+}
 
 /// `--since`: a duration back from `now_ms` (`90s`, `15m`, `2h`, `1d`) or an
 /// absolute Unix time in milliseconds.
@@ -27,9 +60,7 @@ pub fn since_ms(since: &str, now_ms: i64) -> Result<i64, String> {
 /// Never a value: the journal holds none.
 pub fn line(entry: &JournalEntry) -> String {
     let change = &entry.change;
-    let at = aws_smithy_types::DateTime::from_millis(entry.journaled_at_ms)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_else(|_| entry.journaled_at_ms.to_string());
+    let at = timestamp(entry.journaled_at_ms);
     format!(
         "{at}  {}/{}/{}  {}  {}  {}",
         change.item.tenant,
@@ -58,6 +89,27 @@ mod tests {
         assert_eq!(since_ms("1795424400000", now), Ok(1_795_424_400_000));
         assert!(since_ms("yesterday", now).is_err());
         assert!(since_ms("xm", now).is_err());
+    }
+
+    #[test]
+    fn a_version_line_says_who_and_what_but_never_a_secret() {
+        let record = |kind, value: Option<serde_json::Value>| VersionRecord {
+            version: 3,
+            value,
+            kind,
+            written_at_ms: 1_795_424_400_000,
+            actor: Some("sub-bob".into()),
+            deleted: false,
+            rollback_of: Some(1),
+        };
+        assert_eq!(
+            version_line(&record(
+                ValueKind::Plain,
+                Some(serde_json::json!({"max": 5}))
+            )),
+            r#"v3  2026-11-23T09:00:00Z  by sub-bob  (rollback of v1)  {"max":5}"#
+        );
+        assert!(version_line(&record(ValueKind::Secret, None)).ends_with("(SecureString)"));
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! The `tenant-config-admin` command line: arguments and what each command does.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::events::{change_event, invoke};
-use crate::values::{ParameterKind, Target};
+use crate::values::{ParameterKind, Target, default_actor};
 use crate::{agent_client, tokens};
 use tenant_config_shared::ItemKey;
 use tenant_config_shared::aws::Aws;
 use tenant_config_shared::refresh::journal::ChangeJournal;
 use tenant_config_shared::refresh::signing::unix_ms_now;
 use tenant_config_shared::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
+use tenant_config_shared::write::{Actor, Expected};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +42,37 @@ pub struct Cli {
     parameter_prefix: String,
 }
 
+/// Optimistic concurrency: the version the operator read.
+#[derive(Args)]
+struct Expect {
+    /// Fail with the current version unless the key is at this version.
+    #[arg(long)]
+    expect_version: Option<i64>,
+}
+
+impl Expect {
+    fn expected(&self, create: bool) -> Expected {
+        match (self.expect_version, create) {
+            (Some(v), _) => Expected::Version(v),
+            (None, true) => Expected::Absent,
+            (None, false) => Expected::Any,
+        }
+    }
+}
+
+#[derive(Args)]
+struct ActorArg {
+    /// Who the change is recorded as (default `cli:$USER`).
+    #[arg(long)]
+    actor: Option<String>,
+}
+
+impl ActorArg {
+    fn actor(&self) -> Actor {
+        self.actor.clone().map(Actor).unwrap_or_else(default_actor)
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Kind {
     String,
@@ -59,6 +91,35 @@ enum Command {
         /// Parameter Store type (DynamoDB keys are always plain).
         #[arg(long = "type", value_enum, default_value = "string")]
         kind: Kind,
+        #[command(flatten)]
+        expect: Expect,
+        /// Create only: fail if the key exists.
+        #[arg(long, conflicts_with = "expect_version")]
+        create: bool,
+        #[command(flatten)]
+        actor: ActorArg,
+    },
+    /// List a key's versions, newest first, with who wrote each (secrets'
+    /// values are never shown).
+    History {
+        tenant: String,
+        service: String,
+        key: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Store an earlier version's value again, as a new version.
+    Rollback {
+        tenant: String,
+        service: String,
+        key: String,
+        /// The version to restore.
+        #[arg(long)]
+        to: i64,
+        #[command(flatten)]
+        expect: Expect,
+        #[command(flatten)]
+        actor: ActorArg,
     },
     /// Read a value as the functions do.
     Get {
@@ -74,6 +135,10 @@ enum Command {
         tenant: String,
         service: String,
         key: String,
+        #[command(flatten)]
+        expect: Expect,
+        #[command(flatten)]
+        actor: ActorArg,
     },
     /// Sign a user in (USER_PASSWORD_AUTH) and print the ID token.
     Token {
@@ -148,6 +213,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             key,
             value,
             kind,
+            expect,
+            create,
+            actor,
         } => {
             let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
             let kind = match kind {
@@ -155,8 +223,60 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 Kind::StringList => ParameterKind::StringList,
                 Kind::SecureString => ParameterKind::SecureString,
             };
-            let store = target.put(&aws().await?, &item, &value, kind).await?;
-            eprintln!("stored {} in {store}", item.cache_key());
+            let (store, written) = target
+                .write(
+                    &aws().await?,
+                    &item,
+                    &value,
+                    kind,
+                    expect.expected(create),
+                    &actor.actor(),
+                )
+                .await?;
+            eprintln!(
+                "stored {} in {store} as version {}",
+                item.cache_key(),
+                written.version
+            );
+        }
+        Command::History {
+            tenant,
+            service,
+            key,
+            limit,
+        } => {
+            let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
+            let versions = target.history(&aws().await?, &item, limit).await?;
+            for version in &versions {
+                println!("{}", crate::changes::version_line(version));
+            }
+            if versions.is_empty() {
+                return Err(format!("{} has no history", item.cache_key()));
+            }
+        }
+        Command::Rollback {
+            tenant,
+            service,
+            key,
+            to,
+            expect,
+            actor,
+        } => {
+            let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
+            let written = target
+                .rollback(
+                    &aws().await?,
+                    &item,
+                    to,
+                    expect.expected(false),
+                    &actor.actor(),
+                )
+                .await?;
+            eprintln!(
+                "restored version {to} of {} as version {}",
+                item.cache_key(),
+                written.version
+            );
         }
         Command::Get {
             tenant,
@@ -174,12 +294,17 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             tenant,
             service,
             key,
+            expect,
+            actor,
         } => {
             let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
-            if !target.delete(&aws().await?, &item).await? {
-                return Err(format!("{} not found", item.cache_key()));
+            let deleted = target
+                .delete(&aws().await?, &item, expect.expected(false), &actor.actor())
+                .await?;
+            match deleted {
+                Some(version) => eprintln!("deleted {} (was version {version})", item.cache_key()),
+                None => return Err(format!("{} not found", item.cache_key())),
             }
-            eprintln!("deleted {}", item.cache_key());
         }
         Command::Token {
             username,

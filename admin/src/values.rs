@@ -1,16 +1,19 @@
-//! Put, get and delete a tenant's configuration in either store, validated and
-//! routed exactly like the API. Used by the CLI, the local stack's seeding and
-//! walk-through, and the tests.
+//! Put, get, delete, history and rollback of a tenant's configuration in
+//! either store, validated and routed exactly like the API; every write goes
+//! through the writer port (`tenant_config_shared::write`). Used by the CLI,
+//! the local stack's seeding and walk-through, and the tests.
 
 use aws_config::SdkConfig;
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_ssm::types::ParameterType;
 use serde_json::Value;
 use tenant_config_shared::domain::{Found, ReadMode};
 use tenant_config_shared::routing::KeyRouter;
-use tenant_config_shared::store::dynamodb::{VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, key_attributes};
 use tenant_config_shared::store::ssm::parameter_name;
 use tenant_config_shared::store::{ConfigStore, DynamoDbStore, ParameterStore};
+use tenant_config_shared::write::{
+    Actor, ConfigWriter, DynamoDbWriter, Expected, NewValue, ParameterWriter, ValueKind,
+    VersionRecord, WriteError, Written,
+};
 use tenant_config_shared::{ItemKey, StoreKind};
 
 /// Where configuration lives: the same settings the functions read.
@@ -39,6 +42,25 @@ impl ParameterKind {
     }
 }
 
+impl ParameterKind {
+    /// How the writer port stores this kind.
+    pub fn value_kind(self) -> ValueKind {
+        match self {
+            ParameterKind::String => ValueKind::Plain,
+            ParameterKind::StringList => ValueKind::StringList,
+            ParameterKind::SecureString => ValueKind::Secret,
+        }
+    }
+}
+
+/// Who the CLI writes as: `cli:{USER}` unless `--actor` says otherwise.
+pub fn default_actor() -> Actor {
+    Actor(format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
+    ))
+}
+
 impl Target {
     fn store(&self, item: &ItemKey) -> Result<StoreKind, String> {
         self.router.route(&item.key).map_err(|e| e.to_string())
@@ -49,8 +71,21 @@ impl Target {
         parameter_name(&self.parameter_root, &item.tenant, &item.service, &item.key)
     }
 
-    /// Writes a value to the store the key's prefix names. `kind` applies to
-    /// Parameter Store keys only (DynamoDB has no secret type: refused).
+    /// The writer of the store the key's prefix names.
+    pub fn writer(&self, aws: &SdkConfig, item: &ItemKey) -> Result<Box<dyn ConfigWriter>, String> {
+        Ok(match self.store(item)? {
+            StoreKind::DynamoDb => Box::new(DynamoDbWriter::new(
+                aws_sdk_dynamodb::Client::new(aws),
+                self.table.as_str(),
+            )),
+            StoreKind::ParameterStore => Box::new(ParameterWriter::new(
+                aws_sdk_ssm::Client::new(aws),
+                self.parameter_root.as_str(),
+            )),
+        })
+    }
+
+    /// Writes a value over whatever version is there, as [`default_actor`].
     pub async fn put(
         &self,
         aws: &SdkConfig,
@@ -58,32 +93,34 @@ impl Target {
         value: &str,
         kind: ParameterKind,
     ) -> Result<StoreKind, String> {
-        match self.store(item)? {
-            StoreKind::DynamoDb if kind != ParameterKind::String => Err(
-                "DynamoDB keys hold plain values; use a Parameter Store key for lists and secrets"
-                    .to_owned(),
-            ),
-            StoreKind::DynamoDb => {
-                let version = self.next_version(aws, item).await?;
-                put_item(aws, &self.table, item, value, version).await?;
-                Ok(StoreKind::DynamoDb)
-            }
-            StoreKind::ParameterStore => {
-                put_parameter(aws, &self.parameter_root, item, value, kind).await?;
-                Ok(StoreKind::ParameterStore)
-            }
-        }
+        self.write(aws, item, value, kind, Expected::Any, &default_actor())
+            .await
+            .map(|(store, _)| store)
     }
 
-    async fn next_version(&self, aws: &SdkConfig, item: &ItemKey) -> Result<i64, String> {
-        let current = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(aws), self.table.as_str())
-            .get(item, ReadMode::Plain)
+    /// Writes a value through the writer port to the store the key's prefix
+    /// names, if the entry is at `expected`. `kind` applies to Parameter
+    /// Store keys only (DynamoDB has no list or secret type: refused).
+    pub async fn write(
+        &self,
+        aws: &SdkConfig,
+        item: &ItemKey,
+        value: &str,
+        kind: ParameterKind,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<(StoreKind, Written), String> {
+        let writer = self.writer(aws, item)?;
+        let written = writer
+            .put(
+                item,
+                &NewValue::text(value, kind.value_kind()),
+                expected,
+                actor,
+            )
             .await
             .map_err(|e| e.to_string())?;
-        Ok(match current {
-            Some(Found::Plain(value)) => value.version.unwrap_or(0) + 1,
-            _ => 1,
-        })
+        Ok((writer.kind(), written))
     }
 
     /// Reads a value as the functions do; `decrypt` reveals SecureStrings.
@@ -120,83 +157,77 @@ impl Target {
         }))
     }
 
-    /// Deletes a value; `Ok(false)` when there was none.
-    pub async fn delete(&self, aws: &SdkConfig, item: &ItemKey) -> Result<bool, String> {
-        match self.store(item)? {
-            StoreKind::DynamoDb => {
-                let output = aws_sdk_dynamodb::Client::new(aws)
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key_attributes(&item.tenant, &item.service, &item.key)))
-                    .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        format!(
-                            "DeleteItem: {}",
-                            aws_sdk_dynamodb::error::DisplayErrorContext(e)
-                        )
-                    })?;
-                Ok(output.attributes.is_some())
-            }
-            StoreKind::ParameterStore => {
-                let result = aws_sdk_ssm::Client::new(aws)
-                    .delete_parameter()
-                    .name(self.parameter_name(item))
-                    .send()
-                    .await;
-                match result {
-                    Ok(_) => Ok(true),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|e| e.is_parameter_not_found()) =>
-                    {
-                        Ok(false)
-                    }
-                    Err(e) => Err(format!(
-                        "DeleteParameter: {}",
-                        aws_sdk_ssm::error::DisplayErrorContext(e)
-                    )),
-                }
-            }
+    /// Deletes a value; `Ok(None)` when there was none, else the deleted version.
+    pub async fn delete(
+        &self,
+        aws: &SdkConfig,
+        item: &ItemKey,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<Option<i64>, String> {
+        match self.writer(aws, item)?.delete(item, expected, actor).await {
+            Ok(version) => Ok(Some(version)),
+            Err(WriteError::NotFound) => Ok(None),
+            Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// The entry's versions, newest first.
+    pub async fn history(
+        &self,
+        aws: &SdkConfig,
+        item: &ItemKey,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, String> {
+        self.writer(aws, item)?
+            .history(item, limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stores version `to` again as a new version.
+    pub async fn rollback(
+        &self,
+        aws: &SdkConfig,
+        item: &ItemKey,
+        to: i64,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<Written, String> {
+        self.writer(aws, item)?
+            .rollback(item, to, expected, actor)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
-/// Writes a value to the DynamoDB table (string attribute) with a version.
+/// Who seeds the local stack and the tests' stores.
+fn seeder() -> Actor {
+    Actor("tenant-config-local-stack".to_owned())
+}
+
+/// Writes a value to the DynamoDB table through the writer port (whatever
+/// version is there); returns the new version.
 pub async fn put_item(
     aws: &SdkConfig,
     table: &str,
     item: &ItemKey,
     value: &str,
-    version: i64,
-) -> Result<(), String> {
-    let mut attributes = key_attributes(&item.tenant, &item.service, &item.key);
-    attributes.insert(
-        VALUE_ATTRIBUTE.to_owned(),
-        AttributeValue::S(value.to_owned()),
-    );
-    attributes.insert(
-        VERSION_ATTRIBUTE.to_owned(),
-        AttributeValue::N(version.to_string()),
-    );
-    aws_sdk_dynamodb::Client::new(aws)
-        .put_item()
-        .table_name(table)
-        .set_item(Some(attributes))
-        .send()
+) -> Result<i64, String> {
+    DynamoDbWriter::new(aws_sdk_dynamodb::Client::new(aws), table)
+        .put(
+            item,
+            &NewValue::text(value, ValueKind::Plain),
+            Expected::Any,
+            &seeder(),
+        )
         .await
-        .map_err(|e| {
-            format!(
-                "PutItem: {}",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e)
-            )
-        })?;
-    Ok(())
+        .map(|written| written.version)
+        .map_err(|e| format!("write {}: {e}", item.cache_key()))
 }
 
-/// Writes (or overwrites) the parameter `{root}/{tenant}/{service}/{key}`;
-/// returns its name.
+/// Writes (or overwrites) the parameter `{root}/{tenant}/{service}/{key}`
+/// through the writer port; returns its name.
 pub async fn put_parameter(
     aws: &SdkConfig,
     root: &str,
@@ -204,20 +235,14 @@ pub async fn put_parameter(
     value: &str,
     kind: ParameterKind,
 ) -> Result<String, String> {
-    let name = parameter_name(root, &item.tenant, &item.service, &item.key);
-    aws_sdk_ssm::Client::new(aws)
-        .put_parameter()
-        .name(&name)
-        .value(value)
-        .r#type(kind.sdk())
-        .overwrite(true)
-        .send()
+    ParameterWriter::new(aws_sdk_ssm::Client::new(aws), root)
+        .put(
+            item,
+            &NewValue::text(value, kind.value_kind()),
+            Expected::Any,
+            &seeder(),
+        )
         .await
-        .map_err(|e| {
-            format!(
-                "PutParameter: {}",
-                aws_sdk_ssm::error::DisplayErrorContext(e)
-            )
-        })?;
-    Ok(name)
+        .map_err(|e| format!("write {}: {e}", item.cache_key()))?;
+    Ok(parameter_name(root, &item.tenant, &item.service, &item.key))
 }

@@ -382,7 +382,7 @@ pub async fn seed_tables(aws: &SdkConfig) -> Result<(), String> {
     seed::create_table(aws, TABLE).await?;
     seed::create_journal_table(aws, JOURNAL_TABLE).await?;
     for (tenant, key, value) in DYNAMODB_ITEMS {
-        put_item(aws, TABLE, &demo_item(tenant, key)?, value, 1).await?;
+        put_item(aws, TABLE, &demo_item(tenant, key)?, value).await?;
     }
     Ok(())
 }

@@ -238,3 +238,127 @@ async fn an_operator_manages_values_tokens_and_events_from_the_cli() {
     );
     assert!(!listed.contains("https://v2.example") && !listed.contains("seats\":12"));
 }
+
+#[tokio::test]
+async fn an_operator_sees_conflicts_history_and_rolls_back_from_the_cli() {
+    let stack = LocalStack::start(StackOptions::with_agents(0), &|_, _| {})
+        .await
+        .expect("stack starts");
+    let token = stdout(&admin(&stack, &["token", "alice"]));
+    let key = "tenant_config_limits";
+    let read = || async {
+        stack
+            .get(&format!("/v1/secure/{SERVICE}/{key}"), Some(&token))
+            .await
+            .unwrap()
+    };
+    // GIVEN the seeded value (version 1), changed by two operators
+    let first = read().await;
+    assert_eq!(first.body["version"], 1, "{}", first.text);
+    let put = admin(
+        &stack,
+        &[
+            "put",
+            "tenant-a",
+            SERVICE,
+            key,
+            r#"{"max_users":60}"#,
+            "--expect-version",
+            "1",
+            "--actor",
+            "ops-ann",
+        ],
+    );
+    assert!(put.status.success(), "{}", stderr(&put));
+    assert!(stderr(&put).contains("version 2"), "{}", stderr(&put));
+
+    // WHEN a second operator writes from the version they read before
+    let stale = admin(
+        &stack,
+        &[
+            "put",
+            "tenant-a",
+            SERVICE,
+            key,
+            r#"{"max_users":1}"#,
+            "--expect-version",
+            "1",
+        ],
+    );
+    // THEN it is refused, naming the current version, and nothing changed
+    assert!(!stale.status.success());
+    assert!(
+        stderr(&stale).contains("version conflict"),
+        "{}",
+        stderr(&stale)
+    );
+    assert!(stderr(&stale).contains("Some(2)"), "{}", stderr(&stale));
+    assert_eq!(
+        read().await.body["value"],
+        serde_json::json!({"max_users": 60})
+    );
+    let create = admin(&stack, &["put", "tenant-a", SERVICE, key, "x", "--create"]);
+    assert!(!create.status.success(), "create-only over an existing key");
+
+    // WHEN version 1 is rolled back to
+    let rollback = admin(
+        &stack,
+        &[
+            "rollback",
+            "tenant-a",
+            SERVICE,
+            key,
+            "--to",
+            "1",
+            "--expect-version",
+            "2",
+            "--actor",
+            "ops-bo",
+        ],
+    );
+    assert!(rollback.status.success(), "{}", stderr(&rollback));
+    // THEN the API serves version 1's value as version 3
+    let restored = read().await;
+    assert_eq!(restored.body["version"], 3);
+    assert_eq!(
+        restored.body["value"],
+        serde_json::json!({"max_users": 50, "tier": "gold"})
+    );
+    // AND the history says who did what
+    let history = stdout(&admin(&stack, &["history", "tenant-a", SERVICE, key]));
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 3, "{history}");
+    assert!(
+        lines[0].starts_with("v3 ")
+            && lines[0].contains("by ops-bo")
+            && lines[0].contains("rollback of v1"),
+        "{history}"
+    );
+    assert!(
+        lines[1].starts_with("v2 ") && lines[1].contains("by ops-ann"),
+        "{history}"
+    );
+    assert!(
+        lines[2].starts_with("v1 ") && lines[2].contains("tenant-config-local-stack"),
+        "{history}"
+    );
+
+    // AND a SecureString's history never shows its value
+    let secret = "param_config_db_password";
+    let changed = admin(
+        &stack,
+        &[
+            "put",
+            "tenant-a",
+            SERVICE,
+            secret,
+            "rotated-secret",
+            "--type",
+            "secure-string",
+        ],
+    );
+    assert!(changed.status.success(), "{}", stderr(&changed));
+    let history = stdout(&admin(&stack, &["history", "tenant-a", SERVICE, secret]));
+    assert!(history.contains("(SecureString)"), "{history}");
+    assert!(!history.contains("rotated-secret") && !history.contains("tenant-a-db-secret"));
+}

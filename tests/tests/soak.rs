@@ -264,7 +264,6 @@ async fn write(stack: &LocalStack, key: &str, index: usize) {
             TABLE,
             &demo_item("tenant-a", key).unwrap(),
             &value,
-            index as i64,
         )
         .await
         .unwrap();
