@@ -40,6 +40,16 @@ impl LambdaWatch {
         command
             .env("PATH", path_with_tools())
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        // The functions' log level goes to them alone: cargo lambda reads
+        // RUST_LOG too, and at `trace` it writes gigabytes of its own.
+        // (An env file, not --env-var: that one splits values on commas.)
+        if let Some((_, level)) = env.iter().find(|(k, _)| k == "RUST_LOG") {
+            let dir = workspace_root().join("target/local-stack-logs");
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let file = dir.join(format!("functions-{}-{port}.env", std::process::id()));
+            std::fs::write(&file, format!("RUST_LOG={level}\n")).map_err(|e| e.to_string())?;
+            command.arg("--env-file").arg(file).env("RUST_LOG", "info");
+        }
         clear_inherited_cargo_env(&mut command);
         let mut process =
             ProcessGroup::spawn("cargo-lambda-watch", command).map_err(|e| e.to_string())?;

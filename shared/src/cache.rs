@@ -143,7 +143,8 @@ pub struct CachedStore {
     /// retry interval): then every call gets the probe timeout, so keys with
     /// nothing to fall back on fail fast too instead of waiting out the SDK's
     /// operation timeout one after another.
-    failing_until: Arc<Mutex<Option<Instant>>>,
+    /// (until when, whether the last failure was throttling).
+    failing_until: Arc<Mutex<Option<(Instant, bool)>>>,
     settings: CacheSettings,
     /// Bumped by every invalidation; a load that sees it change is not cached.
     invalidations: Arc<AtomicU64>,
@@ -240,12 +241,14 @@ impl CachedStore {
         }
     }
 
-    fn store_failing(&self) -> bool {
+    /// `Some(throttled)` while the store counts as failing.
+    fn store_failing(&self) -> Option<bool> {
         self.failing_until
             .lock()
             .ok()
             .and_then(|until| *until)
-            .is_some_and(|until| Instant::now() < until)
+            .filter(|(until, _)| Instant::now() < *until)
+            .map(|(_, throttled)| throttled)
     }
 
     /// One store call, measured; bounded by the probe timeout when `bounded`
@@ -255,7 +258,8 @@ impl CachedStore {
         bounded: bool,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let bounded = bounded || self.store_failing();
+        let failing = self.store_failing();
+        let bounded = bounded || failing.is_some();
         let kind = self.kind();
         metrics().store(kind, StoreCounter::StoreCalls);
         let started = Instant::now();
@@ -264,9 +268,19 @@ impl CachedStore {
             tokio::time::timeout(timeout, call)
                 .await
                 .unwrap_or_else(|_| {
-                    Err(StoreError::Unavailable {
-                        store: kind,
-                        detail: format!("no answer within the probe timeout ({timeout:?})"),
+                    let detail = format!("no answer within the probe timeout ({timeout:?})");
+                    // Cut short while the store throttles (the SDK backing off):
+                    // still a throttle, so callers back off too (503, not 502).
+                    Err(if failing == Some(true) {
+                        StoreError::Throttled {
+                            store: kind,
+                            detail,
+                        }
+                    } else {
+                        StoreError::Unavailable {
+                            store: kind,
+                            detail,
+                        }
                     })
                 })
         } else {
@@ -275,7 +289,11 @@ impl CachedStore {
         metrics().store_latency(kind, started.elapsed());
         if let Err(err) = &result {
             if let Ok(mut until) = self.failing_until.lock() {
-                *until = Some(Instant::now() + self.settings.stale.retry_interval);
+                let throttled = matches!(err, StoreError::Throttled { .. });
+                *until = Some((
+                    Instant::now() + self.settings.stale.retry_interval,
+                    throttled,
+                ));
             }
             metrics().store(kind, StoreCounter::StoreErrors);
             tracing::warn!(store = kind.as_str(), error = %err, "store call failed");
@@ -1010,6 +1028,26 @@ mod tests {
             (3..=5).contains(&store.batches()),
             "{} batches",
             store.batches()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_cut_short_while_the_store_throttles_is_still_a_throttle() {
+        // GIVEN a store that throttled a moment ago and now backs off for 5 s
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000));
+        store.set_failure(Some(StoreError::Throttled {
+            store: StoreKind::ParameterStore,
+            detail: "injected".into(),
+        }));
+        assert!(cached.get(&item("a"), ReadMode::Plain).await.is_err());
+        store.set_failure(None);
+        store.set_latency(Duration::from_secs(5));
+        // WHEN a key with nothing cached is read THEN the cut-short call is a throttle (503)
+        let answer = cached.get(&item("b"), ReadMode::Plain).await;
+        assert!(
+            matches!(answer, Err(StoreError::Throttled { .. })),
+            "{answer:?}"
         );
     }
 }
