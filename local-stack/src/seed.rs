@@ -206,6 +206,41 @@ pub async fn create_user(
     Ok(())
 }
 
+/// Creates `group` in the pool (as the template does) and puts `username` in it.
+pub async fn add_user_to_group(
+    aws: &SdkConfig,
+    pool: &UserPool,
+    username: &str,
+    group: &str,
+) -> Result<(), String> {
+    let client = cognito::Client::new(aws);
+    let exists = client
+        .get_group()
+        .user_pool_id(&pool.pool_id)
+        .group_name(group)
+        .send()
+        .await
+        .is_ok();
+    if !exists {
+        client
+            .create_group()
+            .user_pool_id(&pool.pool_id)
+            .group_name(group)
+            .send()
+            .await
+            .map_err(|e| err("CreateGroup")(&cognito::error::DisplayErrorContext(e)))?;
+    }
+    client
+        .admin_add_user_to_group()
+        .user_pool_id(&pool.pool_id)
+        .username(username)
+        .group_name(group)
+        .send()
+        .await
+        .map_err(|e| err("AdminAddUserToGroup")(&cognito::error::DisplayErrorContext(e)))?;
+    Ok(())
+}
+
 /// Creates the queue that holds stage cache flush requests; returns its URL
 /// and ARN.
 pub async fn create_flush_queue(aws: &SdkConfig, name: &str) -> Result<(String, String), String> {

@@ -50,6 +50,13 @@ pub const BOB: DemoUser = DemoUser {
     username: "bob",
     tenant: Some("tenant-b"),
 };
+/// Tenant A's administrator: in the admin group, may write tenant A's configuration.
+pub const DANA: DemoUser = DemoUser {
+    username: "dana",
+    tenant: Some("tenant-a"),
+};
+/// The admin group, as the template's `AdminGroupName` default.
+pub const ADMIN_GROUP: &str = "config-admins";
 /// Signed in fine, but belongs to no tenant: gets 403.
 pub const CAROL: DemoUser = DemoUser {
     username: "carol",
@@ -183,9 +190,10 @@ impl LocalStack {
         let pool = step(progress, "seed: table, user pool, users, values", async {
             seed_tables(&aws).await?;
             let pool = seed::create_user_pool(&aws, &moto.endpoint, "tenant-config-local").await?;
-            for user in [ALICE, BOB, CAROL] {
+            for user in [ALICE, BOB, CAROL, DANA] {
                 seed::create_user(&aws, &pool, user.username, PASSWORD, user.tenant).await?;
             }
+            seed::add_user_to_group(&aws, &pool, DANA.username, ADMIN_GROUP).await?;
             for (tenant, key, value, kind) in PARAMETERS {
                 put_parameter(&aws, PARAMETER_ROOT, &demo_item(tenant, key)?, value, *kind).await?;
             }
@@ -342,22 +350,44 @@ impl LocalStack {
 
     /// GETs a config-api path, with `Authorization: Bearer {token}` when given.
     pub async fn get(&self, path: &str, token: Option<&str>) -> Result<Answer, String> {
-        let mut request = reqwest::Client::new().get(self.api_url(path));
+        self.send(reqwest::Method::GET, path, token, &[], None)
+            .await
+    }
+
+    /// Any request to config-api: method, path, token, extra headers
+    /// (e.g. `If-Match`) and a JSON body.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, String> {
+        let mut request = reqwest::Client::new().request(method.clone(), self.api_url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
         }
         let response = request
             .send()
             .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
+            .map_err(|e| format!("{method} {path}: {e}"))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let text = response
             .text()
             .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
+            .map_err(|e| format!("{method} {path}: {e}"))?;
         let body = serde_json::from_str(&text)
-            .map_err(|e| format!("GET {path}: body is not JSON ({e}): {text}"))?;
+            .map_err(|e| format!("{method} {path}: body is not JSON ({e}): {text}"))?;
         Ok(Answer {
             status,
             headers,
@@ -410,6 +440,7 @@ pub fn function_env(
             "REFRESH_DEADLINE_MS".into(),
             REFRESH_DEADLINE_MS.to_string(),
         ),
+        ("ADMIN_GROUP".into(), ADMIN_GROUP.into()),
         ("RUST_LOG".into(), "info".into()),
     ]);
     env

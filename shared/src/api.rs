@@ -1,35 +1,49 @@
 //! The HTTP API, independent of the Lambda runtime so it is tested without AWS.
 //!
-//! Routes (GET only):
+//! Routes:
 //! - `/v1/config/{service}/{key}`: one value (cacheable; SecureString → 409)
 //! - `/v1/config/{service}?keys=k1,k2`: up to 50 values (cacheable)
 //! - `/v1/config/{service}`: every key of the service (cacheable)
 //! - `/v1/secure/{service}/{key}`: one value with decryption, never cached
+//! - `PUT`/`DELETE /v1/config/{service}/{key}`, `GET .../history`,
+//!   `POST .../rollback`: administrators only, with `If-Match`, never cached
 //!
 //! The tenant always comes from the verified `Authorization` token.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::auth::TokenVerifier;
+use crate::domain::ItemKey;
 use crate::error::{AuthError, ConfigError};
 use crate::metrics::{Counter, metrics};
 use crate::reads::{ConfigReads, MAX_BATCH_KEYS};
 use crate::refresh::stage_cache::FlushRequests;
 use crate::validate::{ConfigKey, ServiceName};
+use crate::write::{Expected, NewValue, ValueKind};
+use crate::writes::{ConfigWrites, WriteOutcome};
 
 /// What the API needs from an HTTP request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub authorization: Option<&'a str>,
     /// The `keys` query parameter: `None` when absent; `Some(Err)` when repeated.
     pub keys: Option<Result<&'a str, ()>>,
+    /// The request body (writes only).
+    pub body: Option<&'a str>,
+    /// `If-Match`: the version the caller read (the `ETag` of its GET).
+    pub if_match: Option<&'a str>,
+    /// `If-None-Match`: `*` to create a key that must not exist yet.
+    pub if_none_match: Option<&'a str>,
 }
+
+/// Largest request body a write accepts.
+pub const MAX_BODY_BYTES: usize = 128 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiResponse {
@@ -43,6 +57,19 @@ enum Route<'a> {
     One { service: &'a str, key: &'a str },
     Batch { service: &'a str },
     Secure { service: &'a str, key: &'a str },
+    History { service: &'a str, key: &'a str },
+    Rollback { service: &'a str, key: &'a str },
+}
+
+impl Route<'_> {
+    /// The methods the route answers (the `Allow` header of a 405).
+    fn methods(&self) -> &'static str {
+        match self {
+            Route::One { .. } => "GET, PUT, DELETE",
+            Route::Batch { .. } | Route::Secure { .. } | Route::History { .. } => "GET",
+            Route::Rollback { .. } => "POST",
+        }
+    }
 }
 
 /// Matches a path. A leading stage segment (`/prod/v1/...`, as API Gateway
@@ -56,6 +83,8 @@ fn route(path: &str) -> Option<Route<'_>> {
         ["v1", "config", service, key] => Some(Route::One { service, key }),
         ["v1", "config", service] => Some(Route::Batch { service }),
         ["v1", "secure", service, key] => Some(Route::Secure { service, key }),
+        ["v1", "config", service, key, "history"] => Some(Route::History { service, key }),
+        ["v1", "config", service, key, "rollback"] => Some(Route::Rollback { service, key }),
         _ => None,
     }
 }
@@ -71,6 +100,108 @@ struct OneBody<'a> {
     /// Present only when the store failed and this is its last good value.
     #[serde(skip_serializing_if = "Option::is_none")]
     stale: Option<Stale>,
+}
+
+#[derive(Serialize)]
+struct WrittenBody<'a> {
+    service: &'a str,
+    key: &'a str,
+    source: &'static str,
+    version: i64,
+    previous_version: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback_of: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct DeletedBody<'a> {
+    service: &'a str,
+    key: &'a str,
+    deleted_version: i64,
+}
+
+#[derive(Serialize)]
+struct HistoryBody<'a> {
+    service: &'a str,
+    key: &'a str,
+    versions: Vec<VersionBody>,
+}
+
+#[derive(Serialize)]
+struct VersionBody {
+    version: i64,
+    /// Absent for SecureStrings and deletions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Value>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    written_at_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    deleted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback_of: Option<i64>,
+}
+
+/// The body of a PUT.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    value: Value,
+    /// `string` (default), `string-list` or `secure-string`.
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+}
+
+/// The body of a rollback.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    version: i64,
+}
+
+fn kind_name(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::Plain => "string",
+        ValueKind::StringList => "string-list",
+        ValueKind::Secret => "secure-string",
+    }
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(
+    body: Option<&str>,
+    shape: &str,
+) -> Result<T, ConfigError> {
+    let body = body.unwrap_or_default();
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ConfigError::BadRequest(format!(
+            "a request body holds at most {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    serde_json::from_str(body)
+        .map_err(|_| ConfigError::BadRequest(format!("the body must be JSON: {shape}")))
+}
+
+/// The version a write expects, from `If-Match` / `If-None-Match`.
+fn expected(request: &ApiRequest<'_>, may_create: bool) -> Result<Expected, ConfigError> {
+    match (request.if_match, request.if_none_match) {
+        (Some(tag), _) => {
+            let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
+            tag.parse::<i64>().map(Expected::Version).map_err(|_| {
+                ConfigError::BadRequest("If-Match must be a version (the ETag of a GET)".to_owned())
+            })
+        }
+        (None, Some("*")) if may_create => Ok(Expected::Absent),
+        _ => Err(ConfigError::BadRequest(if may_create {
+            "send If-Match with the version you read (the ETag of a GET), or If-None-Match: * to create".to_owned()
+        } else {
+            "send If-Match with the version you read (the ETag of a GET)".to_owned()
+        })),
+    }
+}
+
+fn etag(version: i64) -> String {
+    format!("\"{version}\"")
 }
 
 #[derive(Serialize)]
@@ -148,6 +279,8 @@ pub struct ConfigApi {
     verifier: Arc<TokenVerifier>,
     reads: ConfigReads,
     degraded_flush: Option<DegradedAnswerFlush>,
+    /// Absent: the write routes answer 405.
+    writes: Option<ConfigWrites>,
 }
 
 impl ConfigApi {
@@ -156,7 +289,15 @@ impl ConfigApi {
             verifier,
             reads,
             degraded_flush: None,
+            writes: None,
         }
+    }
+
+    /// Serves the write routes (PUT, DELETE, history, rollback) to tenant
+    /// administrators.
+    pub fn with_writes(mut self, writes: ConfigWrites) -> Self {
+        self.writes = Some(writes);
+        self
     }
 
     /// Flushes the stage cache after degraded answers on cacheable routes.
@@ -190,6 +331,14 @@ impl ConfigApi {
     async fn answer(&self, request: &ApiRequest<'_>) -> ApiResponse {
         match self.respond(request).await {
             Ok(response) => response,
+            Err(ConfigError::MethodNotAllowed) => {
+                let mut response = error_response(&ConfigError::MethodNotAllowed);
+                if let Some(route) = route(request.path) {
+                    response.headers.retain(|(name, _)| *name != "allow");
+                    response.headers.push(("allow", route.methods().to_owned()));
+                }
+                response
+            }
             Err(err) => {
                 if err.status() >= 500 {
                     tracing::warn!(status = err.status(), error = %err, path = request.path, "request failed");
@@ -208,8 +357,20 @@ impl ConfigApi {
 
     async fn respond(&self, request: &ApiRequest<'_>) -> Result<ApiResponse, ConfigError> {
         let route = route(request.path).ok_or(ConfigError::RouteNotFound)?;
-        if request.method != "GET" {
-            return Err(ConfigError::MethodNotAllowed);
+        let write = match (&route, request.method) {
+            (Route::One { .. }, "PUT" | "DELETE") | (Route::Rollback { .. }, "POST") => true,
+            (Route::History { .. }, "GET") => true,
+            (Route::Rollback { .. }, _) | (_, "PUT" | "DELETE" | "POST") => {
+                return Err(ConfigError::MethodNotAllowed);
+            }
+            (_, "GET") => false,
+            _ => return Err(ConfigError::MethodNotAllowed),
+        };
+        if write {
+            let Some(writes) = &self.writes else {
+                return Err(ConfigError::MethodNotAllowed);
+            };
+            return self.write(writes, route, request).await;
         }
         let identity = self.verifier.verify_header(request.authorization).await?;
         let tenant = identity.require_tenant()?;
@@ -228,10 +389,11 @@ impl ConfigApi {
                     version: entry.value.version,
                     stale,
                 };
-                Ok(mark_stale(
-                    json_response(200, "private", &body),
-                    entry.stale,
-                ))
+                let mut response = json_response(200, "private", &body);
+                if let Some(version) = entry.value.version {
+                    response.headers.push(("etag", etag(version)));
+                }
+                Ok(mark_stale(response, entry.stale))
             }
             Route::Secure { service, key } => {
                 let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
@@ -291,6 +453,126 @@ impl ConfigApi {
                 };
                 Ok(mark_stale(json_response(200, "private", &body), oldest))
             }
+            // Write routes were answered above.
+            Route::History { .. } | Route::Rollback { .. } => Err(ConfigError::MethodNotAllowed),
+        }
+    }
+}
+
+impl ConfigApi {
+    /// PUT, DELETE, history and rollback: administrators of the token's
+    /// tenant only; never cached, never echoing a value written.
+    async fn write(
+        &self,
+        writes: &ConfigWrites,
+        route: Route<'_>,
+        request: &ApiRequest<'_>,
+    ) -> Result<ApiResponse, ConfigError> {
+        let identity = self.verifier.verify_header(request.authorization).await?;
+        let (service, key) = match route {
+            Route::One { service, key }
+            | Route::History { service, key }
+            | Route::Rollback { service, key } => (service, key),
+            _ => return Err(ConfigError::RouteNotFound),
+        };
+        let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
+        let tenant = writes.authorize(&identity)?.clone();
+        let item = ItemKey::new(tenant, service.clone(), key.clone());
+        let written = |outcome: WriteOutcome, status: u16, rollback_of: Option<i64>| {
+            let mut response = json_response(
+                status,
+                "no-store",
+                &WrittenBody {
+                    service: service.as_str(),
+                    key: key.as_str(),
+                    source: outcome.source.as_str(),
+                    version: outcome.written.version,
+                    previous_version: outcome.written.previous,
+                    rollback_of,
+                },
+            );
+            response
+                .headers
+                .push(("etag", etag(outcome.written.version)));
+            response
+        };
+        match (request.method, route) {
+            ("PUT", _) => {
+                let expected = expected(request, true)?;
+                let body: PutBody = parse_body(
+                    request.body,
+                    r#"{"value": <JSON>, "type": "string" | "string-list" | "secure-string"}"#,
+                )?;
+                let kind = match body.kind.as_deref() {
+                    None | Some("string") => ValueKind::Plain,
+                    Some("string-list") => ValueKind::StringList,
+                    Some("secure-string") => ValueKind::Secret,
+                    Some(_) => {
+                        return Err(ConfigError::BadRequest(
+                            "type is string, string-list or secure-string".to_owned(),
+                        ));
+                    }
+                };
+                let value = NewValue::json(&body.value, kind)?;
+                let outcome = writes
+                    .put(&identity, &service, &key, &value, expected)
+                    .await?;
+                // This container serves its own write at once; others by the change feed.
+                let _ = self.reads.invalidate(&item, false).await;
+                let status = if expected == Expected::Absent {
+                    201
+                } else {
+                    200
+                };
+                Ok(written(outcome, status, None))
+            }
+            ("DELETE", _) => {
+                let expected = expected(request, false)?;
+                let deleted = writes.delete(&identity, &service, &key, expected).await?;
+                let _ = self.reads.invalidate(&item, true).await;
+                Ok(json_response(
+                    200,
+                    "no-store",
+                    &DeletedBody {
+                        service: service.as_str(),
+                        key: key.as_str(),
+                        deleted_version: deleted,
+                    },
+                ))
+            }
+            ("POST", Route::Rollback { .. }) => {
+                let expected = expected(request, false)?;
+                let body: RollbackBody = parse_body(request.body, r#"{"version": <number>}"#)?;
+                let outcome = writes
+                    .rollback(&identity, &service, &key, body.version, expected)
+                    .await?;
+                let _ = self.reads.invalidate(&item, false).await;
+                Ok(written(outcome, 200, Some(body.version)))
+            }
+            ("GET", Route::History { .. }) => {
+                let versions = writes.history(&identity, &service, &key).await?;
+                Ok(json_response(
+                    200,
+                    "no-store",
+                    &HistoryBody {
+                        service: service.as_str(),
+                        key: key.as_str(),
+                        versions: versions
+                            .into_iter()
+                            .map(|v| VersionBody {
+                                version: v.version,
+                                value: v.value,
+                                kind: kind_name(v.kind),
+                                written_at_ms: v.written_at_ms,
+                                actor: v.actor,
+                                deleted: v.deleted,
+                                rollback_of: v.rollback_of,
+                            })
+                            .collect(),
+                    },
+                ))
+            }
+            _ => Err(ConfigError::MethodNotAllowed),
         }
     }
 }
@@ -353,6 +635,9 @@ pub fn error_response(err: &ConfigError) -> ApiResponse {
     if let ConfigError::SensitiveValue { keys } = err {
         body.insert("keys".into(), keys.clone().into());
         body.insert("secure_route".into(), "/v1/secure/{service}/{key}".into());
+    }
+    if let ConfigError::VersionConflict { current } = err {
+        body.insert("current_version".into(), (*current).into());
     }
     let mut response = json_response(err.status(), "no-store", &body);
     match err {

@@ -103,12 +103,19 @@ pub struct Identity {
     pub tenant: Option<TenantId>,
     /// `exp`, seconds since the epoch.
     pub expires_at: u64,
+    /// The user pool groups the user is in (`cognito:groups`).
+    pub groups: Vec<String>,
 }
 
 impl Identity {
     /// The tenant, or 403 when the token has none.
     pub fn require_tenant(&self) -> Result<&TenantId, ConfigError> {
         self.tenant.as_ref().ok_or(ConfigError::NoTenant)
+    }
+
+    /// Whether the user is in `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
     }
 }
 
@@ -121,6 +128,8 @@ struct IdTokenClaims {
     token_use: Option<String>,
     #[serde(rename = "custom:tenantId", default)]
     tenant: Option<String>,
+    #[serde(rename = "cognito:groups", default)]
+    groups: Vec<String>,
 }
 
 struct KeyRing {
@@ -250,6 +259,7 @@ impl TokenVerifier {
                 .as_deref()
                 .and_then(|t| TenantId::parse(t).ok()),
             expires_at: claims.exp,
+            groups: claims.groups,
         })
     }
 

@@ -29,6 +29,8 @@ use crate::settings::{
     AgentSettings, AwsCallSettings, RefreshSettings, RegistrationSettings, Settings, SettingsError,
 };
 use crate::store::{DynamoDbStore, ParameterStore};
+use crate::write::{DynamoDbWriter, ParameterWriter};
+use crate::writes::ConfigWrites;
 
 /// Shared AWS configuration (region, credentials, endpoint) from which every
 /// client of a process is built, once, at init.
@@ -116,7 +118,21 @@ impl Aws {
 
     /// config-api's handler: AWS-backed reads and the pool's JWKS over HTTP.
     pub fn config_api(&self, settings: &Settings) -> Result<ConfigApi, JwksError> {
-        let api = ConfigApi::new(token_verifier(settings)?, self.config_reads(settings));
+        let mut api = ConfigApi::new(token_verifier(settings)?, self.config_reads(settings));
+        if let Some(group) = &settings.admin_group {
+            api = api.with_writes(ConfigWrites::new(
+                settings.router.clone(),
+                Arc::new(DynamoDbWriter::new(
+                    self.dynamodb(),
+                    settings.table_name.as_str(),
+                )),
+                Arc::new(ParameterWriter::new(
+                    self.ssm(),
+                    settings.parameter_root.as_str(),
+                )),
+                group.as_str(),
+            ));
+        }
         Ok(match &settings.degraded_flush {
             Some(flush) => api.with_degraded_answer_flush(DegradedAnswerFlush::new(
                 // No delay: the degraded answer is already in the stage cache.

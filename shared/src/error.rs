@@ -77,8 +77,32 @@ pub enum ConfigError {
     MethodNotAllowed,
     #[error("{} holds a SecureString; read it from /v1/secure/{{service}}/{{key}}", keys.join(", "))]
     SensitiveValue { keys: Vec<String> },
+    #[error("writing configuration needs membership of the '{group}' group")]
+    NotAnAdministrator { group: String },
+    #[error("version conflict: the entry is at version {}", current.map_or("none (it does not exist)".to_owned(), |v| v.to_string()))]
+    VersionConflict { current: Option<i64> },
+    #[error("{0}")]
+    NoSuchVersion(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<crate::write::WriteError> for ConfigError {
+    fn from(err: crate::write::WriteError) -> Self {
+        use crate::write::WriteError;
+        match err {
+            WriteError::Conflict { current } => ConfigError::VersionConflict { current },
+            WriteError::Invalid(reason) => ConfigError::InvalidInput {
+                field: Field::Value,
+                reason,
+            },
+            WriteError::NotFound => ConfigError::NoSuchVersion("no such entry".to_owned()),
+            WriteError::UnknownVersion(v) => {
+                ConfigError::NoSuchVersion(format!("no version {v} in the entry's history"))
+            }
+            WriteError::Store(err) => ConfigError::Store(err),
+        }
+    }
 }
 
 impl ConfigError {
@@ -88,10 +112,12 @@ impl ConfigError {
             ConfigError::InvalidInput { .. } | ConfigError::BadRequest(_) => 400,
             ConfigError::Unauthenticated(AuthError::KeysUnavailable(_)) => 503,
             ConfigError::Unauthenticated(_) => 401,
-            ConfigError::NoTenant => 403,
-            ConfigError::NotFound { .. } | ConfigError::RouteNotFound => 404,
+            ConfigError::NoTenant | ConfigError::NotAnAdministrator { .. } => 403,
+            ConfigError::NotFound { .. }
+            | ConfigError::RouteNotFound
+            | ConfigError::NoSuchVersion(_) => 404,
             ConfigError::MethodNotAllowed => 405,
-            ConfigError::SensitiveValue { .. } => 409,
+            ConfigError::SensitiveValue { .. } | ConfigError::VersionConflict { .. } => 409,
             ConfigError::Store(StoreError::Throttled { .. }) => 503,
             ConfigError::Store(StoreError::Unavailable { .. }) => 502,
         }
@@ -104,8 +130,9 @@ impl ConfigError {
             ConfigError::BadRequest(_) => "bad_request",
             ConfigError::Unauthenticated(AuthError::KeysUnavailable(_)) => "auth_unavailable",
             ConfigError::Unauthenticated(_) => "unauthorized",
-            ConfigError::NoTenant => "forbidden",
-            ConfigError::NotFound { .. } => "not_found",
+            ConfigError::NoTenant | ConfigError::NotAnAdministrator { .. } => "forbidden",
+            ConfigError::NotFound { .. } | ConfigError::NoSuchVersion(_) => "not_found",
+            ConfigError::VersionConflict { .. } => "version_conflict",
             ConfigError::RouteNotFound => "route_not_found",
             ConfigError::MethodNotAllowed => "method_not_allowed",
             ConfigError::SensitiveValue { .. } => "sensitive_value",

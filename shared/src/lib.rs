@@ -8,13 +8,15 @@
 //! - [`routing`]: key prefix → store
 //!
 //! **Ports**: traits the use cases call, so they run without AWS in tests.
-//! - [`store::ConfigStore`]: read one or many entries
+//! - [`store::ConfigStore`]: read one or many entries, list a service
+//! - [`write::ConfigWriter`]: versioned writes, history, rollback
 //! - [`auth::JwksSource`]: the pool's signing keys
 //! - [`refresh::discovery::InstanceSource`], [`refresh::discovery::AgentRegistration`]: Cloud Map
 //! - [`refresh::journal::ChangeJournal`]: the ordered change history
 //!
 //! **Adapters**: the ports over AWS (and in memory, for tests and benchmarks).
 //! - [`store`]: DynamoDB, Parameter Store, memory
+//! - [`write`]: the writer port over DynamoDB (transactions, history items) and Parameter Store
 //! - [`auth::HttpJwksSource`], [`refresh::discovery::CloudMapInstances`], [`refresh::key`],
 //!   [`refresh::journal_table`]
 //! - [`aws`]: the one place SDK clients are built and adapters wired
@@ -28,7 +30,8 @@
 //! - [`api`]: the HTTP API, independent of the Lambda runtime
 //! - [`agent`]: the agent's gRPC services and lifecycle
 //! - [`refresh::handler`]: config-refresh's event handler
-//! - [`settings`], [`telemetry`]: environment and JSON logs for every process
+//! - [`settings`], [`telemetry`], [`metrics`]: environment, JSON logs and EMF
+//!   metrics for every process
 
 pub mod agent;
 pub mod api;
@@ -47,6 +50,7 @@ pub mod store;
 pub mod telemetry;
 pub mod validate;
 pub mod write;
+pub mod writes;
 
 pub use domain::{ItemKey, StoreKind};
 pub use error::{AuthError, ConfigError, StoreError};

@@ -41,6 +41,9 @@ pub struct Settings {
     /// a degraded answer (stale or 5xx) the stage cache may have stored is
     /// flushed soon instead of replayed for its whole TTL.
     pub degraded_flush: Option<DegradedFlushSettings>,
+    /// config-api only: the user pool group whose members may write their
+    /// tenant's configuration (`ADMIN_GROUP`); unset, the write routes are off.
+    pub admin_group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -499,6 +502,7 @@ impl Settings {
                 defaults,
             )?,
             journal_table: env.optional("JOURNAL_TABLE_NAME"),
+            admin_group: env.optional("ADMIN_GROUP").filter(|g| !g.trim().is_empty()),
             degraded_flush: match env.optional("FLUSH_QUEUE_URL") {
                 None => None,
                 Some(flush_queue_url) => Some(DegradedFlushSettings {

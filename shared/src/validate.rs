@@ -24,6 +24,8 @@ pub enum Field {
     Tenant,
     Service,
     Key,
+    /// A value to write.
+    Value,
 }
 
 impl fmt::Display for Field {
@@ -32,6 +34,7 @@ impl fmt::Display for Field {
             Field::Tenant => "tenant",
             Field::Service => "service",
             Field::Key => "key",
+            Field::Value => "value",
         })
     }
 }

@@ -139,6 +139,7 @@ proptest! {
             path: &path,
             authorization: Some(tenant_a_token()),
             keys: keys.as_deref().map(Ok),
+            ..Default::default()
         }));
         prop_assert!(
             response.status == 200 || (400..500).contains(&response.status),

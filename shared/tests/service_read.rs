@@ -70,6 +70,7 @@ async fn read_service(api: &ConfigApi, tenant: &str, service: &str) -> (u16, Val
             path: &format!("/v1/config/{service}"),
             authorization: Some(&authorization),
             keys: None,
+            ..Default::default()
         })
         .await;
     (

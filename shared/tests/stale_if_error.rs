@@ -87,6 +87,7 @@ async fn get(api: &ConfigApi, path: &str, keys: Option<&str>) -> (ApiResponse, V
             path,
             authorization: Some(&authorization),
             keys: keys.map(Ok),
+            ..Default::default()
         })
         .await;
     let body = serde_json::from_str(&response.body).unwrap();

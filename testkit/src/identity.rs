@@ -55,6 +55,15 @@ pub fn token(tenant: &str) -> String {
     )
 }
 
+/// A valid ID token of user `sub` of `tenant` in the user pool `groups`.
+pub fn token_in_groups(tenant: &str, sub: &str, groups: &[&str]) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    sign(
+        SIGNING_KEY_PEM,
+        &json!({"sub": sub, "iss": ISSUER, "aud": CLIENT, "token_use": "id", "exp": now + 600, "custom:tenantId": tenant, "cognito:groups": groups}),
+    )
+}
+
 /// `claims` signed RS256 with `pem` under kid `test-key`.
 pub fn sign(pem: &str, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::RS256);

@@ -496,3 +496,73 @@ fn degraded_answers_can_ask_for_a_flush_and_stale_answers_and_store_errors_alarm
         assert_eq!(strings(&alarm["Dimensions"]), vec!["Service", "config-api"]);
     }
 }
+
+#[test]
+fn writes_are_for_the_admin_group_uncached_and_only_config_api_may_make_them() {
+    let template = template();
+    let group = resource(&template, "AdminGroup");
+    assert_eq!(strings(&group["GroupName"]), vec!["AdminGroupName"]);
+    let api = resource(&template, "ConfigApiFunction");
+    assert_eq!(
+        strings(&api["Environment"]["Variables"]["ADMIN_GROUP"]),
+        vec!["AdminGroupName"]
+    );
+    for (event, method) in [
+        ("PutConfig", "PUT"),
+        ("DeleteConfig", "DELETE"),
+        ("GetHistory", "GET"),
+        ("Rollback", "POST"),
+    ] {
+        let properties = &api["Events"][event]["Properties"];
+        assert_eq!(properties["Method"].as_str(), Some(method), "{event}");
+        let path = properties["Path"].as_str().unwrap();
+        // no method setting caches a write route
+        let setting = method_setting_path(path);
+        let cached = template["Resources"]["ConfigApi"]["Properties"]["MethodSettings"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|s| {
+                s["ResourcePath"].as_str() == Some(setting.as_str())
+                    && s["HttpMethod"].as_str() == Some(method)
+                    && s["CachingEnabled"].as_bool() == Some(true)
+            });
+        assert!(!cached, "{event} must not be cached");
+    }
+    for (owner, statement) in statements(&template) {
+        let actions = strings(&statement["Action"]);
+        let writes = actions.iter().any(|a| {
+            [
+                "dynamodb:PutItem",
+                "dynamodb:DeleteItem",
+                "ssm:PutParameter",
+                "ssm:DeleteParameter",
+            ]
+            .contains(&a.as_str())
+        });
+        if writes && owner != "ConfigRefreshFunction" {
+            assert_eq!(
+                owner, "ConfigApiFunction",
+                "{owner} may not write configuration"
+            );
+        }
+        if actions
+            .iter()
+            .any(|a| a == "kms:Encrypt" || a == "kms:GenerateDataKey")
+        {
+            let condition = strings(&statement["Condition"]);
+            assert!(
+                condition
+                    .iter()
+                    .any(|c| c == "ssm.${AWS::Region}.amazonaws.com"),
+                "{owner}: encrypt only via SSM"
+            );
+            assert!(
+                condition
+                    .iter()
+                    .any(|c| c.ends_with("parameter${ParameterRoot}/*")),
+                "{owner}: encrypt only for parameters under the root"
+            );
+        }
+    }
+}

@@ -112,6 +112,7 @@ impl Report {
             path: "/v1/config/billing/param_config_endpoint",
             authorization: Some(&bearer),
             keys: None,
+            ..Default::default()
         };
         let first = api.handle(&request).await;
         if first.status != 200 {

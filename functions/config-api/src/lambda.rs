@@ -16,12 +16,20 @@ pub fn to_api_request(request: &Request) -> ApiRequest<'_> {
     ApiRequest {
         method: request.method().as_str(),
         path: request.uri().path(),
-        authorization: request
-            .headers()
-            .get(http_header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
+        authorization: header(request, http_header::AUTHORIZATION),
         keys,
+        body: match request.body() {
+            Body::Text(text) => Some(text.as_str()),
+            Body::Binary(bytes) => std::str::from_utf8(bytes).ok(),
+            _ => None,
+        },
+        if_match: header(request, http_header::IF_MATCH),
+        if_none_match: header(request, http_header::IF_NONE_MATCH),
     }
+}
+
+fn header(request: &Request, name: http_header::HeaderName) -> Option<&str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 pub fn to_lambda_response(response: ApiResponse) -> Result<Response<Body>, Error> {

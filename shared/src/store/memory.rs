@@ -23,6 +23,10 @@ pub struct MemoryStore {
     gets: AtomicUsize,
     batches: AtomicUsize,
     listings: AtomicUsize,
+    /// Versions written through the writer port, per entry, oldest first.
+    pub(crate) history: Mutex<HashMap<String, Vec<crate::write::VersionRecord>>>,
+    /// Secret texts by (entry, version), for rollback (never returned).
+    pub(crate) secret_versions: Mutex<HashMap<(String, i64), String>>,
 }
 
 impl MemoryStore {
@@ -35,6 +39,8 @@ impl MemoryStore {
             gets: AtomicUsize::new(0),
             batches: AtomicUsize::new(0),
             listings: AtomicUsize::new(0),
+            history: Mutex::new(HashMap::new()),
+            secret_versions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -80,7 +86,12 @@ impl MemoryStore {
         self.listings.load(Ordering::SeqCst)
     }
 
-    async fn behave(&self) -> Result<(), StoreError> {
+    /// The stored entry (for the writer port).
+    pub(crate) fn entry(&self, cache_key: &str) -> Option<Found> {
+        self.values.lock().ok()?.get(cache_key).cloned()
+    }
+
+    pub(crate) async fn behave(&self) -> Result<(), StoreError> {
         let latency = self.latency.lock().map(|l| *l).unwrap_or_default();
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;

@@ -24,6 +24,7 @@ use crate::domain::{ItemKey, StoreKind};
 use crate::error::StoreError;
 
 pub mod dynamodb;
+pub mod memory;
 pub mod ssm;
 
 pub use dynamodb::DynamoDbWriter;
@@ -106,7 +107,7 @@ impl NewValue {
         &self.text
     }
 
-    fn check(&self, store: StoreKind) -> Result<(), WriteError> {
+    pub(crate) fn check(&self, store: StoreKind) -> Result<(), WriteError> {
         if self.text.len() > MAX_VALUE_BYTES {
             return Err(WriteError::Invalid(format!(
                 "a value holds at most {MAX_VALUE_BYTES} bytes"
@@ -217,7 +218,7 @@ pub trait ConfigWriter: Send + Sync {
 }
 
 /// Milliseconds since the Unix epoch, for written-at stamps.
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

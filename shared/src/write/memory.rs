@@ -1,0 +1,212 @@
+//! The writer port over [`MemoryStore`], for tests and benchmarks: the same
+//! version rules as the AWS adapters (conditional, versions never reused,
+//! history newest first, secrets never returned).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{
+    Actor, ConfigWriter, Expected, NewValue, ValueKind, VersionRecord, WriteError, Written, now_ms,
+};
+use crate::domain::{Found, ItemKey, PlainValue, SecretValue, StoreKind, decode_text};
+use crate::store::{ConfigStore, MemoryStore};
+
+fn version_of(found: &Found) -> i64 {
+    match found {
+        Found::Plain(value) => value.version.unwrap_or(0),
+        Found::Secret(secret) => secret.as_ref().and_then(|s| s.version).unwrap_or(0),
+    }
+}
+
+fn read_back(value: &NewValue) -> serde_json::Value {
+    match value.kind {
+        ValueKind::StringList => serde_json::Value::Array(
+            value
+                .stored_text()
+                .split(',')
+                .map(|s| serde_json::Value::String(s.to_owned()))
+                .collect(),
+        ),
+        _ => decode_text(value.stored_text()),
+    }
+}
+
+impl MemoryStore {
+    fn check_expected(
+        &self,
+        item: &ItemKey,
+        expected: Expected,
+    ) -> Result<Option<i64>, WriteError> {
+        let current = self.entry(&item.cache_key()).map(|f| version_of(&f));
+        match expected {
+            Expected::Any => Ok(current),
+            Expected::Absent if current.is_none() => Ok(None),
+            Expected::Version(v) if current == Some(v) => Ok(current),
+            _ => Err(WriteError::Conflict { current }),
+        }
+    }
+
+    fn last_version(&self, item: &ItemKey) -> i64 {
+        self.history
+            .lock()
+            .ok()
+            .and_then(|h| {
+                h.get(&item.cache_key())
+                    .and_then(|v| v.last())
+                    .map(|r| r.version)
+            })
+            .unwrap_or(0)
+    }
+
+    fn record(&self, item: &ItemKey, record: VersionRecord) {
+        if let Ok(mut history) = self.history.lock() {
+            history.entry(item.cache_key()).or_default().push(record);
+        }
+    }
+
+    async fn write(
+        &self,
+        item: &ItemKey,
+        value: &NewValue,
+        expected: Expected,
+        actor: &Actor,
+        rollback_of: Option<i64>,
+    ) -> Result<Written, WriteError> {
+        value.check(ConfigStore::kind(self))?;
+        self.behave().await?;
+        let previous = self.check_expected(item, expected)?;
+        let version = previous.unwrap_or(0).max(self.last_version(item)) + 1;
+        let found = match value.kind {
+            ValueKind::Secret => {
+                if let Ok(mut secrets) = self.secret_versions.lock() {
+                    secrets.insert((item.cache_key(), version), value.stored_text().to_owned());
+                }
+                Found::Secret(Some(SecretValue::new(read_back(value), Some(version))))
+            }
+            _ => Found::Plain(Arc::new(PlainValue {
+                value: read_back(value),
+                version: Some(version),
+            })),
+        };
+        self.put(item, found);
+        self.record(
+            item,
+            VersionRecord {
+                version,
+                value: (value.kind != ValueKind::Secret).then(|| read_back(value)),
+                kind: value.kind,
+                written_at_ms: now_ms(),
+                actor: Some(actor.0.clone()),
+                deleted: false,
+                rollback_of,
+            },
+        );
+        Ok(Written { version, previous })
+    }
+}
+
+#[async_trait]
+impl ConfigWriter for MemoryStore {
+    fn kind(&self) -> StoreKind {
+        ConfigStore::kind(self)
+    }
+
+    async fn put(
+        &self,
+        item: &ItemKey,
+        value: &NewValue,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<Written, WriteError> {
+        self.write(item, value, expected, actor, None).await
+    }
+
+    async fn delete(
+        &self,
+        item: &ItemKey,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<i64, WriteError> {
+        self.behave().await?;
+        let current = self.check_expected(item, expected)?;
+        let Some(version) = current else {
+            return Err(WriteError::NotFound);
+        };
+        self.remove(item);
+        self.record(
+            item,
+            VersionRecord {
+                version: version + 1,
+                value: None,
+                kind: ValueKind::Plain,
+                written_at_ms: now_ms(),
+                actor: Some(actor.0.clone()),
+                deleted: true,
+                rollback_of: None,
+            },
+        );
+        Ok(version)
+    }
+
+    async fn history(
+        &self,
+        item: &ItemKey,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, WriteError> {
+        self.behave().await?;
+        Ok(self
+            .history
+            .lock()
+            .ok()
+            .and_then(|h| h.get(&item.cache_key()).cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .rev()
+            .take(limit)
+            .collect())
+    }
+
+    async fn rollback(
+        &self,
+        item: &ItemKey,
+        to: i64,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<Written, WriteError> {
+        let old = ConfigWriter::history(self, item, usize::MAX)
+            .await?
+            .into_iter()
+            .find(|r| r.version == to)
+            .ok_or(WriteError::UnknownVersion(to))?;
+        if old.deleted {
+            return Err(WriteError::Invalid(format!(
+                "version {to} is a deletion; nothing to restore"
+            )));
+        }
+        let text = match (old.kind, &old.value) {
+            (ValueKind::Secret, _) => self
+                .secret_versions
+                .lock()
+                .ok()
+                .and_then(|s| s.get(&(item.cache_key(), to)).cloned())
+                .ok_or(WriteError::UnknownVersion(to))?,
+            (ValueKind::StringList, Some(serde_json::Value::Array(items))) => items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            (_, Some(serde_json::Value::String(s))) => s.clone(),
+            (_, Some(other)) => other.to_string(),
+            (_, None) => return Err(WriteError::UnknownVersion(to)),
+        };
+        self.write(
+            item,
+            &NewValue::text(text, old.kind),
+            expected,
+            actor,
+            Some(to),
+        )
+        .await
+    }
+}

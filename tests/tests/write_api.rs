@@ -1,0 +1,186 @@
+//! The write routes end to end: config-api under cargo lambda watch against
+//! moto, real ID tokens from moto's Cognito (dana is in the admin group,
+//! alice is not), and every reader serving a write through the change feed.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::json;
+use tenant_config_local_stack::stack::{ALICE, Answer, DANA, LocalStack, SERVICE, StackOptions};
+
+const LIMITS: &str = "tenant_config_limits";
+
+fn path(key: &str) -> String {
+    format!("/v1/config/{SERVICE}/{key}")
+}
+
+async fn put(
+    stack: &LocalStack,
+    token: &str,
+    key: &str,
+    precondition: (&str, &str),
+    body: serde_json::Value,
+) -> Answer {
+    stack
+        .send(
+            Method::PUT,
+            &path(key),
+            Some(token),
+            &[precondition],
+            Some(&body),
+        )
+        .await
+        .unwrap()
+}
+
+/// Polls a reader until it serves `expected`; returns how long that took.
+async fn served_within<F, Fut>(read: F, expected: &serde_json::Value, bound: Duration) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<serde_json::Value>>,
+{
+    let started = Instant::now();
+    loop {
+        if read().await.as_ref() == Some(expected) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < bound, "not served within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_administrator_writes_conflicts_rolls_back_and_every_reader_follows() {
+    // GIVEN tenant A's limits (version 1) cached by config-api and an agent
+    let stack = LocalStack::start(StackOptions::with_agents(1), &|_, _| {})
+        .await
+        .expect("local stack starts");
+    let dana = stack.token(DANA).await.unwrap();
+    let alice = stack.token(ALICE).await.unwrap();
+    let before = stack.get(&path(LIMITS), Some(&alice)).await.unwrap();
+    assert_eq!(before.header("etag"), Some("\"1\""), "{:?}", before.headers);
+    let agent = &stack.agents[0];
+    agent.get_config(&alice, SERVICE, LIMITS).await.unwrap();
+
+    // WHEN a user outside the admin group tries to write THEN 403
+    let refused = put(
+        &stack,
+        &alice,
+        LIMITS,
+        ("if-match", "1"),
+        json!({"value": 1}),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+
+    // WHEN the administrator writes from version 1
+    let new = json!({"max_users": 75, "tier": "gold"});
+    let started = Instant::now();
+    let written = put(
+        &stack,
+        &dana,
+        LIMITS,
+        ("if-match", "1"),
+        json!({"value": new}),
+    )
+    .await;
+    let write_took = started.elapsed();
+    assert_eq!(written.status, 200, "{}", written.text);
+    assert_eq!(written.body["version"], 2);
+    assert_eq!(written.header("etag"), Some("\"2\""));
+
+    // THEN config-api (other requests, the change feed) and the agent serve it
+    let api_took = served_within(
+        || async {
+            let answer = stack.get(&path(LIMITS), Some(&alice)).await.ok()?;
+            Some(answer.body["value"].clone())
+        },
+        &new,
+        Duration::from_secs(3),
+    )
+    .await;
+    let agent_took = served_within(
+        || async {
+            let text = agent.get_config(&alice, SERVICE, LIMITS).await.ok()?;
+            serde_json::from_str(&text).ok()
+        },
+        &new,
+        Duration::from_secs(3),
+    )
+    .await;
+
+    // WHEN a second write comes from the old version THEN 409 with the current one
+    let stale = put(
+        &stack,
+        &dana,
+        LIMITS,
+        ("if-match", "1"),
+        json!({"value": 0}),
+    )
+    .await;
+    assert_eq!(stale.status, 409, "{}", stale.text);
+    assert_eq!(stale.body["current_version"], 2);
+
+    // WHEN version 1 is rolled back to
+    let rolled = stack
+        .send(
+            Method::POST,
+            &format!("{}/rollback", path(LIMITS)),
+            Some(&dana),
+            &[("if-match", "2")],
+            Some(&json!({"version": 1})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rolled.status, 200, "{}", rolled.text);
+    assert_eq!(rolled.body["version"], 3);
+    // THEN readers serve version 1's value again, and the history says who
+    served_within(
+        || async {
+            let answer = stack.get(&path(LIMITS), Some(&alice)).await.ok()?;
+            Some(answer.body["value"].clone())
+        },
+        &before.body["value"],
+        Duration::from_secs(3),
+    )
+    .await;
+    let history = stack
+        .get(&format!("{}/history", path(LIMITS)), Some(&dana))
+        .await
+        .unwrap();
+    assert_eq!(history.status, 200, "{}", history.text);
+    let versions = history.body["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 3);
+    assert_eq!(versions[0]["rollback_of"], 1);
+    let dana_sub = versions[0]["actor"].as_str().unwrap();
+    assert!(!dana_sub.is_empty() && dana_sub == versions[1]["actor"].as_str().unwrap());
+
+    // AND a SecureString can be created, is never echoed, and is served on
+    // the secure route only
+    let secret = "param_config_signing_key";
+    let created = put(
+        &stack,
+        &dana,
+        secret,
+        ("if-none-match", "*"),
+        json!({"value": "s3cr3t-value", "type": "secure-string"}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert!(!created.text.contains("s3cr3t-value"));
+    let secure = stack
+        .get(&format!("/v1/secure/{SERVICE}/{secret}"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(secure.body["value"], "s3cr3t-value");
+    assert_eq!(
+        stack.get(&path(secret), Some(&alice)).await.unwrap().status,
+        409
+    );
+    eprintln!(
+        "API write {} ms; served by config-api after {} ms, by the agent after {} ms",
+        write_took.as_millis(),
+        api_took.as_millis(),
+        agent_took.as_millis()
+    );
+}
