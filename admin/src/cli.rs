@@ -5,12 +5,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::events::{change_event, invoke};
 use crate::values::{ParameterKind, Target, default_actor};
 use crate::{agent_client, tokens};
-use tenant_config_shared::ItemKey;
 use tenant_config_shared::aws::Aws;
 use tenant_config_shared::refresh::journal::ChangeJournal;
 use tenant_config_shared::refresh::signing::unix_ms_now;
 use tenant_config_shared::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
 use tenant_config_shared::write::{Actor, Expected};
+use tenant_config_shared::{ConfigKey, ItemKey, ServiceName};
 
 #[derive(Parser)]
 #[command(
@@ -107,6 +107,16 @@ enum Command {
         key: String,
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+    /// Store the JSON Schema that every write of a service (or of one key)
+    /// must satisfy, through the API and this CLI.
+    Schema {
+        service: String,
+        /// Only this key (its schema wins over the service's).
+        #[arg(long)]
+        key: Option<String>,
+        /// The schema document (JSON).
+        schema: String,
     },
     /// Store an earlier version's value again, as a new version.
     Rollback {
@@ -253,6 +263,26 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             if versions.is_empty() {
                 return Err(format!("{} has no history", item.cache_key()));
             }
+        }
+        Command::Schema {
+            service,
+            key,
+            schema,
+        } => {
+            let service = ServiceName::parse(&service).map_err(|e| e.to_string())?;
+            let key = key
+                .map(|k| ConfigKey::parse(&k))
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            let schema: serde_json::Value = serde_json::from_str(&schema)
+                .map_err(|e| format!("the schema is not JSON: {e}"))?;
+            target
+                .put_schema(&aws().await?, &service, key.as_ref(), &schema)
+                .await?;
+            eprintln!(
+                "schema stored for {service}{}",
+                key.map(|k| format!("/{k}")).unwrap_or_default()
+            );
         }
         Command::Rollback {
             tenant,

@@ -3,18 +3,21 @@
 //! through the writer port (`tenant_config_shared::write`). Used by the CLI,
 //! the local stack's seeding and walk-through, and the tests.
 
+use std::sync::Arc;
+
 use aws_config::SdkConfig;
 use aws_sdk_ssm::types::ParameterType;
 use serde_json::Value;
 use tenant_config_shared::domain::{Found, ReadMode};
 use tenant_config_shared::routing::KeyRouter;
+use tenant_config_shared::schema::{DynamoDbSchemas, Schemas};
 use tenant_config_shared::store::ssm::parameter_name;
 use tenant_config_shared::store::{ConfigStore, DynamoDbStore, ParameterStore};
 use tenant_config_shared::write::{
     Actor, ConfigWriter, DynamoDbWriter, Expected, NewValue, ParameterWriter, ValueKind,
     VersionRecord, WriteError, Written,
 };
-use tenant_config_shared::{ItemKey, StoreKind};
+use tenant_config_shared::{ConfigKey, ItemKey, ServiceName, StoreKind};
 
 /// Where configuration lives: the same settings the functions read.
 #[derive(Debug, Clone)]
@@ -111,13 +114,17 @@ impl Target {
         actor: &Actor,
     ) -> Result<(StoreKind, Written), String> {
         let writer = self.writer(aws, item)?;
+        let value = NewValue::text(value, kind.value_kind());
+        // The same schemas the API checks, before anything is stored.
+        Schemas::new(Arc::new(DynamoDbSchemas::new(
+            aws_sdk_dynamodb::Client::new(aws),
+            self.table.as_str(),
+        )))
+        .check(&item.service, &item.key, &value.read_back())
+        .await
+        .map_err(|e| e.to_string())?;
         let written = writer
-            .put(
-                item,
-                &NewValue::text(value, kind.value_kind()),
-                expected,
-                actor,
-            )
+            .put(item, &value, expected, actor)
             .await
             .map_err(|e| e.to_string())?;
         Ok((writer.kind(), written))
@@ -181,6 +188,20 @@ impl Target {
     ) -> Result<Vec<VersionRecord>, String> {
         self.writer(aws, item)?
             .history(item, limit)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stores the JSON Schema every write of `service` (or of one key) must satisfy.
+    pub async fn put_schema(
+        &self,
+        aws: &SdkConfig,
+        service: &ServiceName,
+        key: Option<&ConfigKey>,
+        schema: &Value,
+    ) -> Result<(), String> {
+        DynamoDbSchemas::new(aws_sdk_dynamodb::Client::new(aws), self.table.as_str())
+            .put(service, key, schema)
             .await
             .map_err(|e| e.to_string())
     }

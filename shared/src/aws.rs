@@ -25,6 +25,7 @@ use crate::refresh::journal_table::JournalTable;
 use crate::refresh::key::{RefreshKeyError, load_refresh_key};
 use crate::refresh::signing::{RefreshAuthenticator, RefreshKey};
 use crate::refresh::stage_cache::{ApiGatewayStageCache, SqsFlushRequests};
+use crate::schema::{DynamoDbSchemas, Schemas};
 use crate::settings::{
     AgentSettings, AwsCallSettings, RefreshSettings, RegistrationSettings, Settings, SettingsError,
 };
@@ -111,6 +112,11 @@ impl Aws {
         }
     }
 
+    /// JSON Schemas in the config table's reserved `SCHEMA` partition.
+    pub fn schemas(&self, table: &str) -> DynamoDbSchemas {
+        DynamoDbSchemas::new(self.dynamodb(), table)
+    }
+
     /// The change journal in its DynamoDB table.
     pub fn change_journal(&self, table: &str) -> JournalTable {
         JournalTable::new(self.dynamodb(), table)
@@ -120,18 +126,23 @@ impl Aws {
     pub fn config_api(&self, settings: &Settings) -> Result<ConfigApi, JwksError> {
         let mut api = ConfigApi::new(token_verifier(settings)?, self.config_reads(settings));
         if let Some(group) = &settings.admin_group {
-            api = api.with_writes(ConfigWrites::new(
-                settings.router.clone(),
-                Arc::new(DynamoDbWriter::new(
-                    self.dynamodb(),
-                    settings.table_name.as_str(),
-                )),
-                Arc::new(ParameterWriter::new(
-                    self.ssm(),
-                    settings.parameter_root.as_str(),
-                )),
-                group.as_str(),
-            ));
+            api = api.with_writes(
+                ConfigWrites::new(
+                    settings.router.clone(),
+                    Arc::new(DynamoDbWriter::new(
+                        self.dynamodb(),
+                        settings.table_name.as_str(),
+                    )),
+                    Arc::new(ParameterWriter::new(
+                        self.ssm(),
+                        settings.parameter_root.as_str(),
+                    )),
+                    group.as_str(),
+                )
+                .with_schemas(Arc::new(Schemas::new(Arc::new(
+                    self.schemas(&settings.table_name),
+                )))),
+            );
         }
         Ok(match &settings.degraded_flush {
             Some(flush) => api.with_degraded_answer_flush(DegradedAnswerFlush::new(

@@ -83,6 +83,10 @@ pub enum ConfigError {
     VersionConflict { current: Option<i64> },
     #[error("{0}")]
     NoSuchVersion(String),
+    #[error("the value at '{path}' does not satisfy the schema (rule {rule})")]
+    SchemaViolation { path: String, rule: String },
+    #[error("the stored schema does not compile: {0}")]
+    InvalidSchema(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -118,6 +122,8 @@ impl ConfigError {
             | ConfigError::NoSuchVersion(_) => 404,
             ConfigError::MethodNotAllowed => 405,
             ConfigError::SensitiveValue { .. } | ConfigError::VersionConflict { .. } => 409,
+            ConfigError::SchemaViolation { .. } => 422,
+            ConfigError::InvalidSchema(_) => 502,
             ConfigError::Store(StoreError::Throttled { .. }) => 503,
             ConfigError::Store(StoreError::Unavailable { .. }) => 502,
         }
@@ -136,6 +142,8 @@ impl ConfigError {
             ConfigError::RouteNotFound => "route_not_found",
             ConfigError::MethodNotAllowed => "method_not_allowed",
             ConfigError::SensitiveValue { .. } => "sensitive_value",
+            ConfigError::SchemaViolation { .. } => "schema_violation",
+            ConfigError::InvalidSchema(_) => "invalid_schema",
             ConfigError::Store(StoreError::Throttled { .. }) => "store_throttled",
             ConfigError::Store(StoreError::Unavailable { .. }) => "store_unavailable",
         }
@@ -152,6 +160,9 @@ impl ConfigError {
             }
             ConfigError::Unauthenticated(AuthError::KeysUnavailable(_)) => {
                 "token signing keys are unavailable; retry later".to_owned()
+            }
+            ConfigError::InvalidSchema(_) => {
+                "the schema for this key does not compile; an operator must fix it".to_owned()
             }
             other => other.to_string(),
         }

@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod reads;
 pub mod refresh;
 pub mod routing;
+pub mod schema;
 pub mod settings;
 pub mod store;
 pub mod telemetry;

@@ -11,6 +11,7 @@ use crate::auth::Identity;
 use crate::domain::{ItemKey, StoreKind};
 use crate::error::ConfigError;
 use crate::routing::KeyRouter;
+use crate::schema::Schemas;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 use crate::write::{Actor, ConfigWriter, Expected, NewValue, VersionRecord, Written};
 
@@ -22,6 +23,8 @@ pub struct ConfigWrites {
     dynamodb: Arc<dyn ConfigWriter>,
     parameters: Arc<dyn ConfigWriter>,
     admin_group: String,
+    /// Checked before anything is stored (absent: no validation).
+    schemas: Option<Arc<Schemas>>,
 }
 
 /// What a write did and where.
@@ -43,7 +46,14 @@ impl ConfigWrites {
             dynamodb,
             parameters,
             admin_group: admin_group.into(),
+            schemas: None,
         }
+    }
+
+    /// Checks every value against its JSON Schema before it is stored.
+    pub fn with_schemas(mut self, schemas: Arc<Schemas>) -> Self {
+        self.schemas = Some(schemas);
+        self
     }
 
     /// The caller's tenant, if the caller may administer it (403 otherwise).
@@ -82,6 +92,10 @@ impl ConfigWrites {
     ) -> Result<WriteOutcome, ConfigError> {
         let tenant = self.authorize(identity)?;
         let (item, source, writer) = self.target(tenant, service, key)?;
+        // Validation before anything is stored.
+        if let Some(schemas) = &self.schemas {
+            schemas.check(service, key, &value.read_back()).await?;
+        }
         let written = writer.put(&item, value, expected, &actor(identity)).await?;
         tracing::info!(
             entry = %item.cache_key(),

@@ -11,8 +11,10 @@ use tenant_config_shared::api::{ApiRequest, ApiResponse, ConfigApi};
 use tenant_config_shared::cache::CachedStore;
 use tenant_config_shared::reads::ConfigReads;
 use tenant_config_shared::routing::KeyRouter;
+use tenant_config_shared::schema::{MemorySchemas, Schemas};
 use tenant_config_shared::store::MemoryStore;
 use tenant_config_shared::writes::ConfigWrites;
+use tenant_config_shared::{ConfigKey, ServiceName};
 use tenant_config_testkit::agent::HOUR_LONG_CACHE;
 use tenant_config_testkit::identity::{token, token_in_groups, verifier};
 use tenant_config_testkit::values::{item, plain};
@@ -20,6 +22,10 @@ use tenant_config_testkit::values::{item, plain};
 const ADMINS: &str = "config-admins";
 
 fn api() -> ConfigApi {
+    api_with(None)
+}
+
+fn api_with(schemas: Option<Arc<Schemas>>) -> ConfigApi {
     let dynamodb = Arc::new(MemoryStore::new(StoreKind::DynamoDb));
     let parameters = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
     dynamodb.put(
@@ -31,7 +37,10 @@ fn api() -> ConfigApi {
         CachedStore::new(dynamodb.clone(), HOUR_LONG_CACHE),
         CachedStore::new(parameters.clone(), HOUR_LONG_CACHE),
     );
-    let writes = ConfigWrites::new(KeyRouter::default(), dynamodb, parameters, ADMINS);
+    let mut writes = ConfigWrites::new(KeyRouter::default(), dynamodb, parameters, ADMINS);
+    if let Some(schemas) = schemas {
+        writes = writes.with_schemas(schemas);
+    }
     ConfigApi::new(verifier(), reads).with_writes(writes)
 }
 
@@ -305,4 +314,51 @@ async fn secrets_are_written_never_echoed_and_history_and_rollback_work() {
         send(&api, Call::new("GET", secure, &admin)).await.0.status,
         404
     );
+}
+
+#[tokio::test]
+async fn a_value_that_fails_its_schema_is_refused_with_422_and_never_stored() {
+    // GIVEN a schema for tenant_config_limits in billing
+    let source = Arc::new(MemorySchemas::default());
+    source.set(
+        &ServiceName::parse("billing").unwrap(),
+        Some(&ConfigKey::parse("tenant_config_limits").unwrap()),
+        json!({"type": "object", "properties": {"max_users": {"type": "integer", "minimum": 1}}, "required": ["max_users"]}),
+    );
+    let api = api_with(Some(Arc::new(Schemas::new(source))));
+    let admin = token_in_groups("tenant-a", "sub-ann", &[ADMINS]);
+    // WHEN an administrator writes a value that breaks it
+    let (refused, body) = send(
+        &api,
+        Call {
+            body: Some(r#"{"value": {"max_users": 0}}"#),
+            if_none_match: Some("*"),
+            ..Call::new("PUT", LIMITS, &admin)
+        },
+    )
+    .await;
+    // THEN 422 names the failing location and rule, never the value
+    assert_eq!(refused.status, 422, "{body}");
+    assert_eq!(body["error"], "schema_violation");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("/max_users") && message.contains("minimum"),
+        "{message}"
+    );
+    // AND nothing was stored
+    assert_eq!(
+        send(&api, Call::new("GET", LIMITS, &admin)).await.0.status,
+        404
+    );
+    // WHEN the value satisfies the schema THEN it is stored
+    let (stored, body) = send(
+        &api,
+        Call {
+            body: Some(r#"{"value": {"max_users": 3}}"#),
+            if_none_match: Some("*"),
+            ..Call::new("PUT", LIMITS, &admin)
+        },
+    )
+    .await;
+    assert_eq!(stored.status, 201, "{body}");
 }

@@ -343,6 +343,33 @@ async fn an_operator_sees_conflicts_history_and_rolls_back_from_the_cli() {
         "{history}"
     );
 
+    // AND with a schema stored for the key, an invalid value is refused
+    // before it reaches the store, naming where it fails
+    let schema = admin(
+        &stack,
+        &[
+            "schema",
+            SERVICE,
+            "--key",
+            key,
+            r#"{"type":"object","required":["max_users"]}"#,
+        ],
+    );
+    assert!(schema.status.success(), "{}", stderr(&schema));
+    let invalid = admin(&stack, &["put", "tenant-a", SERVICE, key, r#"{"seats":3}"#]);
+    assert!(!invalid.status.success());
+    assert!(
+        stderr(&invalid).contains("does not satisfy the schema"),
+        "{}",
+        stderr(&invalid)
+    );
+    assert_eq!(read().await.body["version"], 3, "nothing was stored");
+    let broken = admin(&stack, &["schema", SERVICE, r#"{"type":"no-such-type"}"#]);
+    assert!(
+        !broken.status.success(),
+        "a schema that does not compile is refused"
+    );
+
     // AND a SecureString's history never shows its value
     let secret = "param_config_db_password";
     let changed = admin(

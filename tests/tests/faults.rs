@@ -223,13 +223,18 @@ async fn a_throttling_parameter_store_sees_bounded_calls_and_the_stage_cache_is_
         calls <= probes_allowed * 3,
         "{calls} calls for {answered} requests in {window:?}"
     );
-    // AND a key nothing was cached for gets a clear 503
-    let regions = stack
-        .get(&path("param_config_regions"), Some(&alice))
-        .await
-        .unwrap();
-    assert_eq!(regions.status, 503, "{}", regions.text);
-    assert_eq!(regions.body["error"], "store_throttled");
+    // AND a key nothing was cached for gets a clear 503 (throttled) — or a
+    // 502 when the last call before it failed otherwise (a connection the
+    // proxy closed, under load) — fast either way
+    let (regions, regions_in) = timed_get(&stack, &path("param_config_regions"), &alice).await;
+    assert!(
+        (regions.status, regions.body["error"].as_str()) == (503, Some("store_throttled"))
+            || (regions.status, regions.body["error"].as_str()) == (502, Some("store_unavailable")),
+        "{} {}",
+        regions.status,
+        regions.text
+    );
+    assert!(regions_in < Duration::from_secs(3), "took {regions_in:?}");
     // AND the stage cache, which may hold a degraded answer, is flushed soon
     let deadline = Instant::now() + Duration::from_secs(10);
     while stack.stage_cache.flushes().len() == flushes_before {

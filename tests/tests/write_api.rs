@@ -62,6 +62,19 @@ async fn a_tenant_administrator_writes_conflicts_rolls_back_and_every_reader_fol
     let agent = &stack.agents[0];
     agent.get_config(&alice, SERVICE, LIMITS).await.unwrap();
 
+    // AND an operator's schema for the key (stored without a redeploy; config-api
+    // reads schemas when it first writes a key, then every 10 s)
+    tenant_config_shared::schema::DynamoDbSchemas::new(
+        aws_sdk_dynamodb::Client::new(&stack.aws),
+        tenant_config_local_stack::stack::TABLE,
+    )
+    .put(
+        &tenant_config_shared::ServiceName::parse(SERVICE).unwrap(),
+        Some(&tenant_config_shared::ConfigKey::parse(LIMITS).unwrap()),
+        &json!({"type": "object", "required": ["max_users"], "properties": {"max_users": {"type": "integer", "minimum": 1}}}),
+    )
+    .await
+    .unwrap();
     // WHEN a user outside the admin group tries to write THEN 403
     let refused = put(
         &stack,
@@ -109,13 +122,36 @@ async fn a_tenant_administrator_writes_conflicts_rolls_back_and_every_reader_fol
     )
     .await;
 
+    // WHEN a value breaking it is written THEN 422 names where, and nothing changes
+    let invalid = put(
+        &stack,
+        &dana,
+        LIMITS,
+        ("if-match", "2"),
+        json!({"value": {"max_users": "many"}}),
+    )
+    .await;
+    assert_eq!(invalid.status, 422, "{}", invalid.text);
+    assert!(
+        invalid.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("/max_users"),
+        "{}",
+        invalid.text
+    );
+    assert_eq!(
+        stack.get(&path(LIMITS), Some(&alice)).await.unwrap().body["value"],
+        new
+    );
+
     // WHEN a second write comes from the old version THEN 409 with the current one
     let stale = put(
         &stack,
         &dana,
         LIMITS,
         ("if-match", "1"),
-        json!({"value": 0}),
+        json!({"value": {"max_users": 1}}),
     )
     .await;
     assert_eq!(stale.status, 409, "{}", stale.text);

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use super::{
     Actor, ConfigWriter, Expected, NewValue, ValueKind, VersionRecord, WriteError, Written, now_ms,
 };
-use crate::domain::{Found, ItemKey, PlainValue, SecretValue, StoreKind, decode_text};
+use crate::domain::{Found, ItemKey, PlainValue, SecretValue, StoreKind};
 use crate::store::{ConfigStore, MemoryStore};
 
 fn version_of(found: &Found) -> i64 {
@@ -20,16 +20,7 @@ fn version_of(found: &Found) -> i64 {
 }
 
 fn read_back(value: &NewValue) -> serde_json::Value {
-    match value.kind {
-        ValueKind::StringList => serde_json::Value::Array(
-            value
-                .stored_text()
-                .split(',')
-                .map(|s| serde_json::Value::String(s.to_owned()))
-                .collect(),
-        ),
-        _ => decode_text(value.stored_text()),
-    }
+    value.read_back()
 }
 
 impl MemoryStore {

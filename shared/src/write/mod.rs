@@ -107,6 +107,19 @@ impl NewValue {
         &self.text
     }
 
+    /// The value readers will get (what a schema checks).
+    pub fn read_back(&self) -> Value {
+        match self.kind {
+            ValueKind::StringList => Value::Array(
+                self.text
+                    .split(',')
+                    .map(|s| Value::String(s.to_owned()))
+                    .collect(),
+            ),
+            _ => crate::domain::decode_text(&self.text),
+        }
+    }
+
     pub(crate) fn check(&self, store: StoreKind) -> Result<(), WriteError> {
         if self.text.len() > MAX_VALUE_BYTES {
             return Err(WriteError::Invalid(format!(
