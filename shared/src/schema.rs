@@ -21,8 +21,7 @@ use serde_json::Value;
 
 use crate::domain::StoreKind;
 use crate::error::{ConfigError, StoreError};
-use crate::store::classify_sdk_error;
-use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY};
+use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, sdk_error};
 use crate::validate::{ConfigKey, ServiceName};
 
 /// The reserved partition holding schemas.
@@ -76,15 +75,7 @@ impl DynamoDbSchemas {
             .key(SORT_KEY, AttributeValue::S(sort_key.clone()))
             .send()
             .await
-            .map_err(|e| {
-                use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-                let code = e.code().map(str::to_owned);
-                classify_sdk_error(
-                    StoreKind::DynamoDb,
-                    code.as_deref(),
-                    aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
-                )
-            })?;
+            .map_err(sdk_error)?;
         let Some(AttributeValue::S(text)) = output.item().and_then(|i| i.get(SCHEMA_ATTRIBUTE))
         else {
             return Ok(None);
@@ -124,10 +115,7 @@ impl DynamoDbSchemas {
             ])))
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable {
-                store: StoreKind::DynamoDb,
-                detail: aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
-            })?;
+            .map_err(sdk_error)?;
         Ok(())
     }
 }

@@ -106,17 +106,22 @@ impl DynamoDbStore {
             ]),
         )
     }
+}
 
-    fn error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-        err: aws_sdk_dynamodb::error::SdkError<E, R>,
-    ) -> StoreError {
-        let code = err.code().map(str::to_owned);
-        classify_sdk_error(
-            StoreKind::DynamoDb,
-            code.as_deref(),
-            DisplayErrorContext(&err).to_string(),
-        )
-    }
+/// A DynamoDB SDK failure as a store error (throttling → 503, else 502); every
+/// DynamoDB adapter (reads, writes, schemas) classifies through this.
+pub(crate) fn sdk_error<
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+>(
+    err: aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> StoreError {
+    let code = err.code().map(str::to_owned);
+    classify_sdk_error(
+        StoreKind::DynamoDb,
+        code.as_deref(),
+        DisplayErrorContext(&err).to_string(),
+    )
 }
 
 /// Converts a stored item into the value callers see.
@@ -187,7 +192,7 @@ impl ConfigStore for DynamoDbStore {
             .set_expression_attribute_names(Some(names))
             .send()
             .await
-            .map_err(Self::error)?;
+            .map_err(sdk_error)?;
         output.item().map(item_to_found).transpose()
     }
 
@@ -230,7 +235,7 @@ impl ConfigStore for DynamoDbStore {
                     .set_request_items(Some(pending))
                     .send()
                     .await
-                    .map_err(Self::error)?;
+                    .map_err(sdk_error)?;
                 for item in output
                     .responses()
                     .and_then(|r| r.get(self.table.as_ref()))
@@ -282,7 +287,7 @@ impl ConfigStore for DynamoDbStore {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(Self::error)?;
+                .map_err(sdk_error)?;
             for item in output.items() {
                 let Some(AttributeValue::S(sk)) = item.get(SORT_KEY) else {
                     continue;

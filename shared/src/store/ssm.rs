@@ -85,17 +85,22 @@ impl ParameterStore {
     ) -> String {
         parameter_name(&self.root, tenant, service, key)
     }
+}
 
-    fn error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-        err: aws_sdk_ssm::error::SdkError<E, R>,
-    ) -> StoreError {
-        let code = err.code().map(str::to_owned);
-        classify_sdk_error(
-            StoreKind::ParameterStore,
-            code.as_deref(),
-            DisplayErrorContext(&err).to_string(),
-        )
-    }
+/// A Parameter Store SDK failure as a store error (throttling → 503, else
+/// 502); the reader and the writer classify through this.
+pub(crate) fn sdk_error<
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+>(
+    err: aws_sdk_ssm::error::SdkError<E, R>,
+) -> StoreError {
+    let code = err.code().map(str::to_owned);
+    classify_sdk_error(
+        StoreKind::ParameterStore,
+        code.as_deref(),
+        DisplayErrorContext(&err).to_string(),
+    )
 }
 
 /// Converts a parameter into what callers may see. A SecureString read
@@ -146,7 +151,7 @@ impl ConfigStore for ParameterStore {
             {
                 Ok(None)
             }
-            Err(err) => Err(Self::error(err)),
+            Err(err) => Err(sdk_error(err)),
         }
     }
 
@@ -169,7 +174,7 @@ impl ConfigStore for ParameterStore {
                 .with_decryption(mode == ReadMode::Decrypt)
                 .send()
         });
-        let outputs = try_join_all(calls).await.map_err(Self::error)?;
+        let outputs = try_join_all(calls).await.map_err(sdk_error)?;
         let mut found = HashMap::with_capacity(keys.len());
         for parameter in outputs
             .into_iter()
@@ -200,7 +205,7 @@ impl ConfigStore for ParameterStore {
                 .set_next_token(token)
                 .send()
                 .await
-                .map_err(Self::error)?;
+                .map_err(sdk_error)?;
             for parameter in output.parameters.unwrap_or_default() {
                 let Some(key) = parameter
                     .name

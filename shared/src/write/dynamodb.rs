@@ -6,18 +6,17 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 
 use super::{
     Actor, ConfigWriter, Expected, HISTORY_RETENTION, NewValue, ValueKind, VersionRecord,
-    WriteError, Written, now_ms,
+    WriteError, Written, deletable, now_ms,
 };
 use crate::domain::{ItemKey, StoreKind, decode_text};
 use crate::error::StoreError;
-use crate::store::classify_sdk_error;
 use crate::store::dynamodb::{
     PARTITION_KEY, SORT_KEY, VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, key_attributes, partition_key,
+    sdk_error,
 };
 
 pub const UPDATED_BY_ATTRIBUTE: &str = "updated_by";
@@ -42,17 +41,6 @@ fn history_sort_key(item: &ItemKey, version: i64) -> String {
 pub struct DynamoDbWriter {
     client: Client,
     table: String,
-}
-
-fn store_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    err: aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> StoreError {
-    let code = err.code().map(str::to_owned);
-    classify_sdk_error(
-        StoreKind::DynamoDb,
-        code.as_deref(),
-        DisplayErrorContext(&err).to_string(),
-    )
 }
 
 fn number(attributes: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
@@ -104,7 +92,7 @@ impl DynamoDbWriter {
             .consistent_read(true)
             .send()
             .await
-            .map_err(store_error)?;
+            .map_err(sdk_error)?;
         Ok(output
             .item()
             .map(|attributes| number(attributes, VERSION_ATTRIBUTE).unwrap_or(0)))
@@ -130,7 +118,7 @@ impl DynamoDbWriter {
             .limit(limit.clamp(1, 1000) as i32)
             .send()
             .await
-            .map_err(store_error)?;
+            .map_err(sdk_error)?;
         Ok(output
             .items()
             .iter()
@@ -228,9 +216,9 @@ impl DynamoDbWriter {
                 if current != expected {
                     return Err(WriteError::Conflict { current });
                 }
-                Err(store_error(err).into())
+                Err(sdk_error(err).into())
             }
-            Err(err) => Err(store_error(err).into()),
+            Err(err) => Err(sdk_error(err).into()),
         }
     }
 
@@ -342,15 +330,7 @@ impl ConfigWriter for DynamoDbWriter {
         actor: &Actor,
     ) -> Result<i64, WriteError> {
         let current = self.current_version(item).await?;
-        let version = match (current, expected) {
-            (None, Expected::Version(_)) => return Err(WriteError::Conflict { current }),
-            (None, _) => return Err(WriteError::NotFound),
-            (Some(_), Expected::Absent) => return Err(WriteError::Conflict { current }),
-            (Some(v), Expected::Version(e)) if v != e => {
-                return Err(WriteError::Conflict { current });
-            }
-            (Some(v), _) => v,
-        };
+        let version = deletable(current, expected)?;
         let delete = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(key_attributes(&item.tenant, &item.service, &item.key)))
@@ -423,7 +403,7 @@ impl ConfigWriter for DynamoDbWriter {
             .consistent_read(true)
             .send()
             .await
-            .map_err(store_error)?;
+            .map_err(sdk_error)?;
         let attributes = output.item().ok_or(WriteError::UnknownVersion(to))?;
         let text = text(attributes, VALUE_ATTRIBUTE).ok_or_else(|| {
             WriteError::Invalid(format!("version {to} is a deletion; nothing to restore"))

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    Actor, ConfigWriter, Expected, NewValue, ValueKind, VersionRecord, WriteError, Written, now_ms,
+    Actor, ConfigWriter, Expected, NewValue, ValueKind, VersionRecord, WriteError, Written,
+    deletable, now_ms,
 };
 use crate::domain::{Found, ItemKey, PlainValue, SecretValue, StoreKind};
 use crate::store::{ConfigStore, MemoryStore};
@@ -17,10 +18,6 @@ fn version_of(found: &Found) -> i64 {
         Found::Plain(value) => value.version.unwrap_or(0),
         Found::Secret(secret) => secret.as_ref().and_then(|s| s.version).unwrap_or(0),
     }
-}
-
-fn read_back(value: &NewValue) -> serde_json::Value {
-    value.read_back()
 }
 
 impl MemoryStore {
@@ -73,10 +70,10 @@ impl MemoryStore {
                 if let Ok(mut secrets) = self.secret_versions.lock() {
                     secrets.insert((item.cache_key(), version), value.stored_text().to_owned());
                 }
-                Found::Secret(Some(SecretValue::new(read_back(value), Some(version))))
+                Found::Secret(Some(SecretValue::new(value.read_back(), Some(version))))
             }
             _ => Found::Plain(Arc::new(PlainValue {
-                value: read_back(value),
+                value: value.read_back(),
                 version: Some(version),
             })),
         };
@@ -85,7 +82,7 @@ impl MemoryStore {
             item,
             VersionRecord {
                 version,
-                value: (value.kind != ValueKind::Secret).then(|| read_back(value)),
+                value: (value.kind != ValueKind::Secret).then(|| value.read_back()),
                 kind: value.kind,
                 written_at_ms: now_ms(),
                 actor: Some(actor.0.clone()),
@@ -120,10 +117,8 @@ impl ConfigWriter for MemoryStore {
         actor: &Actor,
     ) -> Result<i64, WriteError> {
         self.behave().await?;
-        let current = self.check_expected(item, expected)?;
-        let Some(version) = current else {
-            return Err(WriteError::NotFound);
-        };
+        let current = self.entry(&item.cache_key()).map(|f| version_of(&f));
+        let version = deletable(current, expected)?;
         self.remove(item);
         self.record(
             item,

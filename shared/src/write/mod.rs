@@ -230,6 +230,18 @@ pub trait ConfigWriter: Send + Sync {
     ) -> Result<Written, WriteError>;
 }
 
+/// The version a delete removes, given the entry's `current` version and what
+/// the caller expects (shared by every adapter, so they refuse alike).
+pub(crate) fn deletable(current: Option<i64>, expected: Expected) -> Result<i64, WriteError> {
+    match (current, expected) {
+        (None, Expected::Version(_)) => Err(WriteError::Conflict { current }),
+        (None, _) => Err(WriteError::NotFound),
+        (Some(_), Expected::Absent) => Err(WriteError::Conflict { current }),
+        (Some(v), Expected::Version(e)) if v != e => Err(WriteError::Conflict { current }),
+        (Some(v), _) => Ok(v),
+    }
+}
+
 /// Milliseconds since the Unix epoch, for written-at stamps.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -5,16 +5,14 @@
 
 use async_trait::async_trait;
 use aws_sdk_ssm::Client;
-use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ssm::types::{ParameterHistory, ParameterType};
 
 use super::{
     Actor, ConfigWriter, Expected, NewValue, ValueKind, VersionRecord, WriteError, Written,
+    deletable,
 };
 use crate::domain::{ItemKey, StoreKind, decode_text};
-use crate::error::StoreError;
-use crate::store::classify_sdk_error;
-use crate::store::ssm::parameter_name;
+use crate::store::ssm::{parameter_name, sdk_error};
 
 /// Descriptions say who wrote a version: `tenant-config by {actor}`, plus
 /// ` (rollback of v{n})` for a restored version.
@@ -26,17 +24,6 @@ const MAX_ACTOR_CHARS: usize = 256;
 pub struct ParameterWriter {
     client: Client,
     root: String,
-}
-
-fn store_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    err: aws_sdk_ssm::error::SdkError<E, R>,
-) -> StoreError {
-    let code = err.code().map(str::to_owned);
-    classify_sdk_error(
-        StoreKind::ParameterStore,
-        code.as_deref(),
-        DisplayErrorContext(&err).to_string(),
-    )
 }
 
 fn parameter_type(kind: ValueKind) -> ParameterType {
@@ -100,7 +87,7 @@ impl ParameterWriter {
             {
                 Ok(None)
             }
-            Err(err) => Err(store_error(err).into()),
+            Err(err) => Err(sdk_error(err).into()),
         }
     }
 
@@ -131,7 +118,7 @@ impl ParameterWriter {
                 {
                     return Ok(versions);
                 }
-                Err(err) => return Err(store_error(err).into()),
+                Err(err) => return Err(sdk_error(err).into()),
             };
             versions.extend(output.parameters.unwrap_or_default());
             match output.next_token {
@@ -184,7 +171,7 @@ impl ParameterWriter {
                 let current = self.current_version(&name).await?;
                 return Err(WriteError::Conflict { current });
             }
-            Err(err) => return Err(store_error(err).into()),
+            Err(err) => return Err(sdk_error(err).into()),
         };
         // No conditional write in Parameter Store: a write that raced in
         // between the check and ours shows as a skipped version.
@@ -223,15 +210,7 @@ impl ConfigWriter for ParameterWriter {
     ) -> Result<i64, WriteError> {
         let name = self.name(item);
         let current = self.current_version(&name).await?;
-        let version = match (current, expected) {
-            (None, Expected::Version(_)) => return Err(WriteError::Conflict { current }),
-            (None, _) => return Err(WriteError::NotFound),
-            (Some(_), Expected::Absent) => return Err(WriteError::Conflict { current }),
-            (Some(v), Expected::Version(e)) if v != e => {
-                return Err(WriteError::Conflict { current });
-            }
-            (Some(v), _) => v,
-        };
+        let version = deletable(current, expected)?;
         match self.client.delete_parameter().name(&name).send().await {
             Ok(_) => Ok(version),
             Err(err)
@@ -241,7 +220,7 @@ impl ConfigWriter for ParameterWriter {
             {
                 Err(WriteError::NotFound)
             }
-            Err(err) => Err(store_error(err).into()),
+            Err(err) => Err(sdk_error(err).into()),
         }
     }
 
