@@ -56,18 +56,19 @@ pub fn since_ms(since: &str, now_ms: i64) -> Result<i64, String> {
     Ok(now_ms - amount * unit_ms)
 }
 
-/// One line per change: journal time, entry, store, operation, change id.
-/// Never a value: the journal holds none.
+/// One line per change: journal time, entry, store, operation, versions and
+/// who (the audit), change id. Never a value: the journal holds none.
 pub fn line(entry: &JournalEntry) -> String {
     let change = &entry.change;
     let at = timestamp(entry.journaled_at_ms);
     format!(
-        "{at}  {}/{}/{}  {}  {}  {}",
+        "{at}  {}/{}/{}  {}  {}  {}  {}",
         change.item.tenant,
         change.item.service,
         change.item.key,
         change.store,
         change.operation.as_str_name(),
+        change.audit,
         change.change_id
     )
 }
@@ -121,12 +122,13 @@ mod tests {
                 operation: Operation::Update,
                 change_id: "c4ca4238".into(),
                 time_unix_ms: 0,
+                audit: Default::default(),
             },
             1_795_424_400_000,
         );
         assert_eq!(
             line(&entry),
-            "2026-11-23T09:00:00Z  tenant-a/billing/tenant_config_limits  dynamodb  OPERATION_UPDATE  c4ca4238"
+            "2026-11-23T09:00:00Z  tenant-a/billing/tenant_config_limits  dynamodb  OPERATION_UPDATE  ? -> ? by unknown  c4ca4238"
         );
     }
 }

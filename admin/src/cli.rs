@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::events::{change_event, invoke};
+use crate::events::{change_event, invoke, parameter_description};
 use crate::values::{ParameterKind, Target, default_actor};
 use crate::{agent_client, tokens};
 use tenant_config_shared::aws::Aws;
@@ -388,8 +388,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             print,
         } => {
             let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
-            let event = change_event(&operation, &target.parameter_name(&item));
+            let name = target.parameter_name(&item);
             if print {
+                let event = change_event(&operation, &name, "");
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&event).map_err(|e| e.to_string())?
@@ -399,6 +400,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let url = invoke_url.ok_or(
                 "name config-refresh's invoke API with --invoke-url or TENANT_CONFIG_INVOKE_URL",
             )?;
+            let description =
+                parameter_description(&aws_sdk_ssm::Client::new(&aws().await?), &name).await;
+            let event = change_event(&operation, &name, &description);
             match invoke(&url, "config-refresh", &event).await? {
                 Ok(answer) => println!("{answer}"),
                 Err(error) => return Err(format!("config-refresh failed: {error}")),

@@ -6,9 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-/// A "Parameter Store Change" event as EventBridge delivers it, with a new id.
-/// Its region is `AWS_REGION` (default `us-east-1`).
-pub fn change_event(operation: &str, parameter_name: &str) -> Value {
+/// A "Parameter Store Change" event as EventBridge delivers it, with a new id
+/// and the parameter's description (where tenant-config's writer records who
+/// wrote it and from which version). Its region is `AWS_REGION` (default
+/// `us-east-1`).
+pub fn change_event(operation: &str, parameter_name: &str, description: &str) -> Value {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -29,7 +31,7 @@ pub fn change_event(operation: &str, parameter_name: &str) -> Value {
         "time": time_now_rfc3339(),
         "region": region,
         "resources": [format!("arn:aws:ssm:{region}:123456789012:parameter{parameter_name}")],
-        "detail": {"operation": operation, "name": parameter_name, "type": "String", "description": ""}
+        "detail": {"operation": operation, "name": parameter_name, "type": "String", "description": description}
     })
 }
 
@@ -75,4 +77,24 @@ pub async fn invoke(
     Ok(Ok(
         serde_json::from_str(&text).map_err(|e| format!("invoke {function}: {e}: {text}"))?
     ))
+}
+
+/// The parameter's description as EventBridge would carry it ("" when the
+/// parameter is gone or has none): DescribeParameters, name equals.
+pub async fn parameter_description(ssm: &aws_sdk_ssm::Client, parameter_name: &str) -> String {
+    let filter = aws_sdk_ssm::types::ParameterStringFilter::builder()
+        .key("Name")
+        .option("Equals")
+        .values(parameter_name)
+        .build();
+    let Ok(filter) = filter else {
+        return String::new();
+    };
+    ssm.describe_parameters()
+        .parameter_filters(filter)
+        .send()
+        .await
+        .ok()
+        .and_then(|output| output.parameters?.into_iter().next()?.description)
+        .unwrap_or_default()
 }

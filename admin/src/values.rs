@@ -17,6 +17,7 @@ use tenant_config_shared::write::{
     Actor, ConfigWriter, DynamoDbWriter, Expected, NewValue, ParameterWriter, ValueKind,
     VersionRecord, WriteError, Written,
 };
+use tenant_config_shared::writes::{checked_put, checked_rollback};
 use tenant_config_shared::{ConfigKey, ItemKey, ServiceName, StoreKind};
 
 /// Where configuration lives: the same settings the functions read.
@@ -115,18 +116,17 @@ impl Target {
     ) -> Result<(StoreKind, Written), String> {
         let writer = self.writer(aws, item)?;
         let value = NewValue::text(value, kind.value_kind());
-        // The same schemas the API checks, before anything is stored.
-        Schemas::new(Arc::new(DynamoDbSchemas::new(
-            aws_sdk_dynamodb::Client::new(aws),
-            self.table.as_str(),
-        )))
-        .check(&item.service, &item.key, &value.read_back())
+        // The same rule as the API: the value passes its schema first.
+        let written = checked_put(
+            writer.as_ref(),
+            Some(&self.schemas(aws)),
+            item,
+            &value,
+            expected,
+            actor,
+        )
         .await
         .map_err(|e| e.to_string())?;
-        let written = writer
-            .put(item, &value, expected, actor)
-            .await
-            .map_err(|e| e.to_string())?;
         Ok((writer.kind(), written))
     }
 
@@ -215,10 +215,25 @@ impl Target {
         expected: Expected,
         actor: &Actor,
     ) -> Result<Written, String> {
-        self.writer(aws, item)?
-            .rollback(item, to, expected, actor)
-            .await
-            .map_err(|e| e.to_string())
+        let writer = self.writer(aws, item)?;
+        checked_rollback(
+            writer.as_ref(),
+            Some(&self.schemas(aws)),
+            item,
+            to,
+            expected,
+            actor,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// The schemas in the configuration table, as the API reads them.
+    fn schemas(&self, aws: &SdkConfig) -> Schemas {
+        Schemas::new(Arc::new(DynamoDbSchemas::new(
+            aws_sdk_dynamodb::Client::new(aws),
+            self.table.as_str(),
+        )))
     }
 }
 

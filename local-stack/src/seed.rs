@@ -33,9 +33,9 @@ pub struct UserPool {
 }
 
 /// Creates the configuration table with the read path's key schema and, as
-/// the template does, a keys-only stream.
+/// the template does, a stream with old and new images.
 pub async fn create_table(aws: &SdkConfig, table: &str) -> Result<(), String> {
-    create_key_value_table(aws, table, Some(StreamViewType::KeysOnly)).await
+    create_key_value_table(aws, table, Some(StreamViewType::NewAndOldImages)).await
 }
 
 /// Creates the change journal table as the template does: `pk`/`sk`, with

@@ -339,7 +339,10 @@ impl LocalStack {
         parameter_name: &str,
     ) -> Result<Result<serde_json::Value, String>, String> {
         self.watch
-            .invoke("config-refresh", &change_event(operation, parameter_name))
+            .invoke(
+                "config-refresh",
+                &change_event(operation, parameter_name, ""),
+            )
             .await
     }
 

@@ -1,7 +1,8 @@
 //! Plays the part of the Lambda event source mapping that moto cannot run:
 //! reads the configuration table's DynamoDB stream and invokes config-refresh
-//! with each batch, as AWS does: the same record shape, the same filter
-//! (configuration items only), and a record reported as a batch item failure is
+//! with each batch, as AWS does: the same record shape (keys and images), the
+//! same filter (configuration items and delete tombstones), and a record
+//! reported as a batch item failure is
 //! retried from there, a few times, before it is dropped with a log line (in
 //! AWS: sent to the DLQ).
 
@@ -14,6 +15,7 @@ use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
 use serde_json::{Value, json};
 use tenant_config_admin::events::invoke;
 use tenant_config_shared::store::dynamodb::{CONFIG_SORT_PREFIX, SORT_KEY};
+use tenant_config_shared::write::dynamodb::{DELETED_ATTRIBUTE, HISTORY_SORT_PREFIX};
 use tokio::task::JoinHandle;
 
 /// How often an idle shard is polled (AWS polls each shard four times a second).
@@ -67,24 +69,11 @@ impl StreamMapping {
             .stream_description
             .map(|d| d.shards.unwrap_or_default())
             .unwrap_or_default();
-        let mut iterators = Vec::with_capacity(shards.len());
+        let mut positions = Vec::with_capacity(shards.len());
         for shard in shards {
-            let iterator = streams
-                .get_shard_iterator()
-                .stream_arn(&stream_arn)
-                .shard_id(shard.shard_id.unwrap_or_default())
-                .shard_iterator_type(ShardIteratorType::Latest)
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "GetShardIterator: {}",
-                        aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)
-                    )
-                })?
-                .shard_iterator
-                .ok_or("GetShardIterator returned no iterator")?;
-            iterators.push(iterator);
+            let shard_id = shard.shard_id.unwrap_or_default();
+            let latest = last_sequence_number(&streams, &stream_arn, &shard_id).await?;
+            positions.push((shard_id, latest));
         }
         let invocations = Arc::new(AtomicUsize::new(0));
         let poller = Poller {
@@ -99,9 +88,9 @@ impl StreamMapping {
             invocations: invocations.clone(),
         };
         let task = tokio::spawn(async move {
-            let shards = iterators
+            let shards = positions
                 .into_iter()
-                .map(|iterator| poller.follow(iterator));
+                .map(|(shard_id, latest)| poller.follow(shard_id, latest));
             futures::future::join_all(shards).await;
         });
         Ok(Self { task, invocations })
@@ -129,43 +118,63 @@ struct Poller {
 }
 
 impl Poller {
-    /// Follows one shard until it closes (or the mapping is dropped).
-    async fn follow(&self, mut iterator: String) {
+    /// Follows one shard from after `after` (the start when `None`), with a
+    /// fresh iterator for each poll: moto replaces a table's stream shard
+    /// when it rolls back a cancelled transaction, so an iterator kept from
+    /// before a conflict reads a shard nothing is written to any more (and
+    /// that holds the cancelled transaction's records). AWS iterators do not
+    /// go stale like that; the records and their order are the same.
+    async fn follow(&self, shard_id: String, mut after: Option<String>) {
         loop {
-            let output = match self
-                .streams
-                .get_records()
-                .shard_iterator(&iterator)
-                .limit(BATCH_SIZE)
-                .send()
-                .await
-            {
+            let output = match self.records_after(&shard_id, after.as_deref()).await {
                 Ok(output) => output,
                 Err(e) => {
-                    eprintln!(
-                        "stream mapping: GetRecords failed: {}",
-                        aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)
-                    );
+                    eprintln!("stream mapping: {e}");
                     tokio::time::sleep(POLL_INTERVAL * 10).await;
                     continue;
                 }
             };
-            let records: Vec<Value> = output
-                .records
-                .unwrap_or_default()
+            let all = output.records.unwrap_or_default();
+            if let Some(last) = all
+                .last()
+                .and_then(|r| r.dynamodb.as_ref())
+                .and_then(|d| d.sequence_number.clone())
+            {
+                after = Some(last);
+            }
+            let records: Vec<Value> = all
                 .iter()
-                .filter(|r| is_config_item(r))
+                .filter(|r| is_delivered(r))
                 .map(|r| self.lambda_record(r))
                 .collect();
             if !records.is_empty() {
                 self.deliver(records).await;
             }
-            match output.next_shard_iterator {
-                Some(next) => iterator = next,
-                None => return,
+            if output.next_shard_iterator.is_none() && all.is_empty() {
+                return; // the shard is closed
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    async fn records_after(
+        &self,
+        shard_id: &str,
+        after: Option<&str>,
+    ) -> Result<aws_sdk_dynamodbstreams::operation::get_records::GetRecordsOutput, String> {
+        let iterator = shard_iterator(&self.streams, &self.stream_arn, shard_id, after).await?;
+        self.streams
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(BATCH_SIZE)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "GetRecords failed: {}",
+                    aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)
+                )
+            })
     }
 
     /// Invokes the function; on batch item failures, retries from the first
@@ -211,41 +220,125 @@ impl Poller {
     /// The record as Lambda receives it from an event source mapping.
     fn lambda_record(&self, record: &Record) -> Value {
         let data = record.dynamodb.as_ref();
-        let keys: serde_json::Map<String, Value> = data
-            .and_then(|d| d.keys.as_ref())
-            .into_iter()
-            .flatten()
-            .map(|(name, value)| (name.clone(), attribute_json(value)))
-            .collect();
+        let image = |attributes: Option<&std::collections::HashMap<String, AttributeValue>>| {
+            attributes.map(|attributes| {
+                attributes
+                    .iter()
+                    .map(|(name, value)| (name.clone(), attribute_json(value)))
+                    .collect::<serde_json::Map<String, Value>>()
+            })
+        };
+        let keys = image(data.and_then(|d| d.keys.as_ref())).unwrap_or_default();
+        let mut dynamodb = json!({
+            "ApproximateCreationDateTime": data
+                .and_then(|d| d.approximate_creation_date_time)
+                .map(|t| t.secs()),
+            "Keys": keys,
+            "SequenceNumber": data.and_then(|d| d.sequence_number.clone()),
+            "SizeBytes": data.and_then(|d| d.size_bytes),
+            "StreamViewType": "NEW_AND_OLD_IMAGES",
+        });
+        if let Some(new) = image(data.and_then(|d| d.new_image.as_ref())) {
+            dynamodb["NewImage"] = Value::Object(new);
+        }
+        if let Some(old) = image(data.and_then(|d| d.old_image.as_ref())) {
+            dynamodb["OldImage"] = Value::Object(old);
+        }
         json!({
             "eventID": record.event_id,
             "eventName": record.event_name.as_ref().map(|n| n.as_str()),
             "eventVersion": record.event_version,
             "eventSource": "aws:dynamodb",
             "awsRegion": self.region,
-            "dynamodb": {
-                "ApproximateCreationDateTime": data
-                    .and_then(|d| d.approximate_creation_date_time)
-                    .map(|t| t.secs()),
-                "Keys": keys,
-                "SequenceNumber": data.and_then(|d| d.sequence_number.clone()),
-                "SizeBytes": data.and_then(|d| d.size_bytes),
-                "StreamViewType": "KEYS_ONLY",
-            },
+            "dynamodb": dynamodb,
             "eventSourceARN": self.stream_arn,
         })
     }
 }
 
-/// The template's filter: `{"dynamodb": {"Keys": {"sk": {"S": [{"prefix": "CONFIG#"}]}}}}`.
-fn is_config_item(record: &Record) -> bool {
-    record
-        .dynamodb
-        .as_ref()
+async fn shard_iterator(
+    streams: &aws_sdk_dynamodbstreams::Client,
+    stream_arn: &str,
+    shard_id: &str,
+    after: Option<&str>,
+) -> Result<String, String> {
+    let request = streams
+        .get_shard_iterator()
+        .stream_arn(stream_arn)
+        .shard_id(shard_id);
+    let request = match after {
+        Some(sequence) => request
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .sequence_number(sequence),
+        None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+    };
+    request
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "GetShardIterator: {}",
+                aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)
+            )
+        })?
+        .shard_iterator
+        .ok_or_else(|| "GetShardIterator returned no iterator".to_owned())
+}
+
+/// Where LATEST is now: the last record's sequence number (`None` for an
+/// empty shard), so that only what is written after the start is delivered.
+async fn last_sequence_number(
+    streams: &aws_sdk_dynamodbstreams::Client,
+    stream_arn: &str,
+    shard_id: &str,
+) -> Result<Option<String>, String> {
+    let mut last: Option<String> = None;
+    loop {
+        let iterator = shard_iterator(streams, stream_arn, shard_id, last.as_deref()).await?;
+        let records = streams
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(1000)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "GetRecords: {}",
+                    aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)
+                )
+            })?
+            .records
+            .unwrap_or_default();
+        match records
+            .last()
+            .and_then(|r| r.dynamodb.as_ref())
+            .and_then(|d| d.sequence_number.clone())
+        {
+            Some(sequence) => last = Some(sequence),
+            None => return Ok(last),
+        }
+    }
+}
+
+/// The template's two filters: configuration items (sk prefix `CONFIG#`),
+/// and inserted history items whose new image is a delete's tombstone.
+fn is_delivered(record: &Record) -> bool {
+    let data = record.dynamodb.as_ref();
+    let Some(sk) = data
         .and_then(|d| d.keys.as_ref())
         .and_then(|keys| keys.get(SORT_KEY))
         .and_then(|sk| sk.as_s().ok())
-        .is_some_and(|sk| sk.starts_with(CONFIG_SORT_PREFIX))
+    else {
+        return false;
+    };
+    let tombstone = || {
+        record.event_name.as_ref().map(|n| n.as_str()) == Some("INSERT")
+            && data
+                .and_then(|d| d.new_image.as_ref())
+                .and_then(|image| image.get(DELETED_ATTRIBUTE))
+                .is_some_and(|deleted| matches!(deleted, AttributeValue::Bool(true)))
+    };
+    sk.starts_with(CONFIG_SORT_PREFIX) || (sk.starts_with(HISTORY_SORT_PREFIX) && tombstone())
 }
 
 /// A key attribute in DynamoDB JSON (key attributes are S, N or B).
@@ -254,6 +347,7 @@ fn attribute_json(value: &AttributeValue) -> Value {
         AttributeValue::S(s) => json!({"S": s}),
         AttributeValue::N(n) => json!({"N": n}),
         AttributeValue::B(b) => json!({"B": aws_smithy_types::base64::encode(b.as_ref())}),
+        AttributeValue::Bool(b) => json!({"BOOL": b}),
         _ => Value::Null,
     }
 }

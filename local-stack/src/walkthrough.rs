@@ -3,10 +3,14 @@
 //! non-zero on the first failed step; the README test command runs that.
 
 use std::future::Future;
-use std::time::Instant;
-use tenant_config_shared::ItemKey;
+use std::time::{Duration, Instant};
 
-use crate::stack::{ALICE, BOB, LocalStack, PARAMETER_ROOT, SERVICE, TABLE};
+use serde_json::json;
+use tenant_config_shared::refresh::journal::ChangeJournal;
+use tenant_config_shared::refresh::journal_table::JournalTable;
+use tenant_config_shared::{ItemKey, ServiceName};
+
+use crate::stack::{ALICE, BOB, DANA, JOURNAL_TABLE, LocalStack, PARAMETER_ROOT, SERVICE, TABLE};
 use tenant_config_admin::values::{ParameterKind, Target};
 
 fn check(condition: bool, what: impl Into<String>) -> Result<(), String> {
@@ -266,6 +270,208 @@ async fn steps(stack: &mut LocalStack, passed: &mut usize) -> Result<(), String>
     )
     .await?;
     *passed += 1;
+
+    // Safe changes: the administrator (dana, in the admin group) writes
+    // through the API; a schema guards the key; versions guard against
+    // overwriting what someone else wrote; a rollback restores a version.
+    let dana = stack.token(DANA).await?;
+    let limits_path = path("tenant_config_limits");
+    let version_of = |answer: &crate::stack::Answer| -> Result<i64, String> {
+        answer
+            .header("etag")
+            .and_then(|etag| etag.trim_matches('"').parse().ok())
+            .ok_or_else(|| format!("no version in {:?}", answer.headers))
+    };
+    let current = stack.get(&limits_path, Some(&alice)).await?;
+    let read_version = version_of(&current)?;
+    let put = |version: i64, value: serde_json::Value| {
+        let dana = dana.clone();
+        let limits_path = limits_path.clone();
+        let stack = &*stack;
+        async move {
+            let if_match = version.to_string();
+            stack
+                .send(
+                    reqwest::Method::PUT,
+                    &limits_path,
+                    Some(&dana),
+                    &[("if-match", if_match.as_str())],
+                    Some(&json!({ "value": value })),
+                )
+                .await
+        }
+    };
+
+    step(
+        7,
+        "a write that breaks the service's schema is refused (422) and nothing changes",
+        async {
+            target
+                .put_schema(
+                    &stack.aws,
+                    &ServiceName::parse(SERVICE).map_err(|e| e.to_string())?,
+                    None,
+                    &json!({"type": "object", "required": ["max_users"],
+                            "properties": {"max_users": {"type": "integer", "minimum": 1}}}),
+                )
+                .await?;
+            let refused = put(read_version, json!({"max_users": "many"})).await?;
+            check(
+                refused.status == 422 && refused.text.contains("/max_users"),
+                format!("{} {}", refused.status, refused.text),
+            )?;
+            let after = stack.get(&limits_path, Some(&alice)).await?;
+            check(
+                after.body["value"] == current.body["value"],
+                format!("the value changed: {}", after.text),
+            )
+        },
+    )
+    .await?;
+    *passed += 1;
+
+    let changed = json!({"max_users": 120, "tier": "gold"});
+    step(
+        8,
+        "an administrator's change reaches config-api and the agent within seconds",
+        async {
+            let written = put(read_version, changed.clone()).await?;
+            check(
+                written.status == 200 && written.body["version"] == read_version + 1,
+                format!("{} {}", written.status, written.text),
+            )?;
+            served_everywhere(stack, &alice, &changed).await
+        },
+    )
+    .await?;
+    *passed += 1;
+
+    step(
+        9,
+        "a write from the version read before that change conflicts (409, current version named)",
+        async {
+            let stale = put(read_version, json!({"max_users": 1})).await?;
+            check(
+                stale.status == 409 && stale.body["current_version"] == read_version + 1,
+                format!("{} {}", stale.status, stale.text),
+            )
+        },
+    )
+    .await?;
+    *passed += 1;
+
+    step(
+        10,
+        "a rollback restores the earlier value everywhere; the journal says who did each change",
+        async {
+            let if_match = (read_version + 1).to_string();
+            let rolled = stack
+                .send(
+                    reqwest::Method::POST,
+                    &format!("{limits_path}/rollback"),
+                    Some(&dana),
+                    &[("if-match", if_match.as_str())],
+                    Some(&json!({ "version": read_version })),
+                )
+                .await?;
+            check(
+                rolled.status == 200 && rolled.body["rollback_of"] == read_version,
+                format!("{} {}", rolled.status, rolled.text),
+            )?;
+            served_everywhere(stack, &alice, &current.body["value"]).await?;
+            let history = stack
+                .get(&format!("{limits_path}/history"), Some(&dana))
+                .await?;
+            let actor = history.body["versions"][0]["actor"]
+                .as_str()
+                .ok_or_else(|| format!("history names no actor: {}", history.text))?
+                .to_owned();
+            let journal =
+                JournalTable::new(aws_sdk_dynamodb::Client::new(&stack.aws), JOURNAL_TABLE);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let audit: Vec<String> = journal
+                    .since(0, 1000)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter(|e| {
+                        e.change.item.cache_key() == "tenant-a:billing:tenant_config_limits"
+                    })
+                    .map(|e| e.change.audit.to_string())
+                    .collect();
+                let rollback = format!(
+                    "v{} -> v{} by {}",
+                    read_version + 1,
+                    read_version + 2,
+                    actor
+                );
+                if audit.iter().any(|a| {
+                    a.starts_with(&rollback)
+                        && a.ends_with(&format!("(rollback of v{read_version})"))
+                }) {
+                    for line in audit.iter().rev().take(3).rev() {
+                        println!("      journal: {line}");
+                    }
+                    return Ok(());
+                }
+                check(
+                    Instant::now() < deadline,
+                    format!(
+                        "no journal record '{rollback} (rollback of v{read_version})' in {audit:?}"
+                    ),
+                )?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        },
+    )
+    .await?;
+    *passed += 1;
     println!("Walk-through passed.");
     Ok(())
+}
+
+/// Waits (≤ 5 s) until config-api and every running agent serve `expected`
+/// for tenant A's limits.
+async fn served_everywhere(
+    stack: &LocalStack,
+    token: &str,
+    expected: &serde_json::Value,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let started = Instant::now();
+    loop {
+        let api = stack
+            .get(
+                &format!("/v1/config/{SERVICE}/tenant_config_limits"),
+                Some(token),
+            )
+            .await?;
+        let mut everywhere = api.body["value"] == *expected;
+        for agent in stack.agents.iter().filter(|a| a.is_running()) {
+            let value = agent
+                .get_config(token, SERVICE, "tenant_config_limits")
+                .await
+                .map_err(|s| format!("{:?} {}", s.code(), s.message()))?;
+            everywhere &= serde_json::from_str::<serde_json::Value>(&value)
+                .ok()
+                .as_ref()
+                == Some(expected);
+        }
+        if everywhere {
+            println!(
+                "      served by config-api and every agent after {} ms",
+                started.elapsed().as_millis()
+            );
+            return Ok(());
+        }
+        check(
+            Instant::now() < deadline,
+            format!(
+                "not served everywhere 5 s after the write (config-api: {})",
+                api.text
+            ),
+        )?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -13,10 +13,14 @@ use crate::error::ConfigError;
 use crate::routing::KeyRouter;
 use crate::schema::Schemas;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
-use crate::write::{Actor, ConfigWriter, Expected, NewValue, VersionRecord, Written};
+use crate::write::{Actor, ConfigWriter, Expected, NewValue, VersionRecord, WriteError, Written};
 
 /// Most versions one history answer lists.
 pub const MAX_HISTORY: usize = 100;
+/// How far back a rollback target is looked up to check it against the
+/// schema (Parameter Store keeps 100 versions; DynamoDB history is kept for
+/// its retention, and a target older than this is refused as unknown).
+pub const ROLLBACK_LOOKBACK: usize = 1000;
 
 pub struct ConfigWrites {
     router: KeyRouter,
@@ -92,11 +96,15 @@ impl ConfigWrites {
     ) -> Result<WriteOutcome, ConfigError> {
         let tenant = self.authorize(identity)?;
         let (item, source, writer) = self.target(tenant, service, key)?;
-        // Validation before anything is stored.
-        if let Some(schemas) = &self.schemas {
-            schemas.check(service, key, &value.read_back()).await?;
-        }
-        let written = writer.put(&item, value, expected, &actor(identity)).await?;
+        let written = checked_put(
+            writer,
+            self.schemas.as_deref(),
+            &item,
+            value,
+            expected,
+            &actor(identity),
+        )
+        .await?;
         tracing::info!(
             entry = %item.cache_key(),
             version = written.version,
@@ -142,9 +150,15 @@ impl ConfigWrites {
     ) -> Result<WriteOutcome, ConfigError> {
         let tenant = self.authorize(identity)?;
         let (item, source, writer) = self.target(tenant, service, key)?;
-        let written = writer
-            .rollback(&item, to, expected, &actor(identity))
-            .await?;
+        let written = checked_rollback(
+            writer,
+            self.schemas.as_deref(),
+            &item,
+            to,
+            expected,
+            &actor(identity),
+        )
+        .await?;
         tracing::info!(
             entry = %item.cache_key(),
             version = written.version,
@@ -159,4 +173,48 @@ impl ConfigWrites {
 /// Changes are recorded as the token's subject.
 fn actor(identity: &Identity) -> Actor {
     Actor(identity.subject.clone())
+}
+
+/// Stores `value` if it satisfies its schema: the write rule the API and
+/// the CLI share (nothing that fails reaches a store, so no reader).
+pub async fn checked_put(
+    writer: &dyn ConfigWriter,
+    schemas: Option<&Schemas>,
+    item: &ItemKey,
+    value: &NewValue,
+    expected: Expected,
+    actor: &Actor,
+) -> Result<Written, ConfigError> {
+    if let Some(schemas) = schemas {
+        schemas
+            .check(&item.service, &item.key, &value.read_back())
+            .await?;
+    }
+    Ok(writer.put(item, value, expected, actor).await?)
+}
+
+/// Restores version `to` if its value satisfies today's schema (it may have
+/// been tightened since that version was written).
+pub async fn checked_rollback(
+    writer: &dyn ConfigWriter,
+    schemas: Option<&Schemas>,
+    item: &ItemKey,
+    to: i64,
+    expected: Expected,
+    actor: &Actor,
+) -> Result<Written, ConfigError> {
+    if let Some(schemas) = schemas {
+        let old = writer
+            .history(item, ROLLBACK_LOOKBACK)
+            .await?
+            .into_iter()
+            .find(|v| v.version == to)
+            .ok_or(WriteError::UnknownVersion(to))?;
+        // A SecureString's old value never leaves the writer, so it is
+        // restored unchecked (it passed the schema when it was written).
+        if let Some(value) = &old.value {
+            schemas.check(&item.service, &item.key, value).await?;
+        }
+    }
+    Ok(writer.rollback(item, to, expected, actor).await?)
 }

@@ -61,6 +61,7 @@ fn change(key: &str, operation: Operation, id: &str) -> ChangeRecord {
         operation,
         change_id: id.into(),
         time_unix_ms: unix_ms_now(),
+        audit: Default::default(),
     }
 }
 

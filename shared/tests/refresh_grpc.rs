@@ -102,6 +102,7 @@ fn target(tenant: &str, key: &str, change_id: &str) -> ChangeRecord {
         operation: Operation::Update,
         change_id: change_id.into(),
         time_unix_ms: unix_ms_now(),
+        audit: Default::default(),
     }
 }
 

@@ -32,6 +32,15 @@ fn api_with(schemas: Option<Arc<Schemas>>) -> ConfigApi {
         &item("tenant-b", "billing", "tenant_config_limits"),
         plain(json!("b-limits")),
     );
+    api_over(dynamodb, parameters, schemas)
+}
+
+/// An API (one container) over the given stores.
+fn api_over(
+    dynamodb: Arc<MemoryStore>,
+    parameters: Arc<MemoryStore>,
+    schemas: Option<Arc<Schemas>>,
+) -> ConfigApi {
     let reads = ConfigReads::new(
         KeyRouter::default(),
         CachedStore::new(dynamodb.clone(), HOUR_LONG_CACHE),
@@ -361,4 +370,67 @@ async fn a_value_that_fails_its_schema_is_refused_with_422_and_never_stored() {
     )
     .await;
     assert_eq!(stored.status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn a_rollback_to_a_value_todays_schema_refuses_is_refused() {
+    // GIVEN limits written as v1 {"max_users": 0} and v2 {"max_users": 5}
+    let dynamodb = Arc::new(MemoryStore::new(StoreKind::DynamoDb));
+    let parameters = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+    let before = api_over(dynamodb.clone(), parameters.clone(), None);
+    let admin = token_in_groups("tenant-a", "sub-ann", &[ADMINS]);
+    for (body, precondition) in [
+        (r#"{"value": {"max_users": 0}}"#, (None, Some("*"))),
+        (r#"{"value": {"max_users": 5}}"#, (Some("1"), None)),
+    ] {
+        let (written, answer) = send(
+            &before,
+            Call {
+                body: Some(body),
+                if_match: precondition.0,
+                if_none_match: precondition.1,
+                ..Call::new("PUT", LIMITS, &admin)
+            },
+        )
+        .await;
+        assert!(written.status < 300, "{answer}");
+    }
+    // AND a schema added since then that requires max_users >= 1
+    let source = Arc::new(MemorySchemas::default());
+    source.set(
+        &ServiceName::parse("billing").unwrap(),
+        None,
+        json!({"properties": {"max_users": {"type": "integer", "minimum": 1}}}),
+    );
+    let api = api_over(dynamodb, parameters, Some(Arc::new(Schemas::new(source))));
+    // WHEN the administrator rolls back to v1
+    let rollback = format!("{LIMITS}/rollback");
+    let (refused, body) = send(
+        &api,
+        Call {
+            body: Some(r#"{"version": 1}"#),
+            if_match: Some("2"),
+            ..Call::new("POST", &rollback, &admin)
+        },
+    )
+    .await;
+    // THEN 422 names the rule, and v2 is still served
+    assert_eq!(refused.status, 422, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("minimum"),
+        "{body}"
+    );
+    let (_, current) = send(&api, Call::new("GET", LIMITS, &admin)).await;
+    assert_eq!(current["value"], json!({"max_users": 5}));
+    // AND a rollback to a version that never existed is a 404, not a pass
+    let (unknown, body) = send(
+        &api,
+        Call {
+            body: Some(r#"{"version": 9}"#),
+            if_match: Some("2"),
+            ..Call::new("POST", &rollback, &admin)
+        },
+    )
+    .await;
+    assert_eq!(unknown.status, 404, "{body}");
 }

@@ -230,10 +230,21 @@ async fn an_operator_manages_values_tokens_and_events_from_the_cli() {
         .filter(|l| l.contains("tenant-a/billing/tenant_config_max_seats  dynamodb"))
         .collect();
     assert_eq!(seats.len(), 2, "{listed}");
-    assert!(seats[0].contains("OPERATION_CREATE") && seats[1].contains("OPERATION_UPDATE"));
+    // Each journal record is also the audit: who, from which version to which
+    // (the CLI's actor is cli:$USER).
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
+    );
     assert!(
-        lines.iter().any(|l| l
-            .contains("tenant-a/billing/param_config_endpoint  parameter-store  OPERATION_UPDATE")),
+        seats[0].contains(&format!("OPERATION_CREATE  new -> v1 by {actor}"))
+            && seats[1].contains(&format!("OPERATION_UPDATE  v1 -> v2 by {actor}")),
+        "{listed}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(&format!(
+            "tenant-a/billing/param_config_endpoint  parameter-store  OPERATION_UPDATE  v1 -> v2 by {actor}"
+        ))),
         "{listed}"
     );
     assert!(!listed.contains("https://v2.example") && !listed.contains("seats\":12"));
@@ -292,7 +303,11 @@ async fn an_operator_sees_conflicts_history_and_rolls_back_from_the_cli() {
         "{}",
         stderr(&stale)
     );
-    assert!(stderr(&stale).contains("Some(2)"), "{}", stderr(&stale));
+    assert!(
+        stderr(&stale).contains("at version 2"),
+        "{}",
+        stderr(&stale)
+    );
     assert_eq!(
         read().await.body["value"],
         serde_json::json!({"max_users": 60})

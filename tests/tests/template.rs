@@ -284,13 +284,13 @@ fn parameter_changes_reach_config_refresh_with_retries_and_a_dead_letter_queue()
 }
 
 #[test]
-fn dynamodb_changes_reach_config_refresh_keys_only_with_partial_batch_retries() {
+fn dynamodb_changes_reach_config_refresh_with_images_for_the_audit_and_partial_batch_retries() {
     let template = template();
     let table = resource(&template, "ConfigTable");
     assert_eq!(
         table["StreamSpecification"]["StreamViewType"].as_str(),
-        Some("KEYS_ONLY"),
-        "the stream carries no values"
+        Some("NEW_AND_OLD_IMAGES"),
+        "the journal's audit reads the writer's attributes from both images"
     );
     let mapping = resource(&template, "ConfigStreamMapping");
     assert_eq!(
@@ -315,12 +315,21 @@ fn dynamodb_changes_reach_config_refresh_keys_only_with_partial_batch_retries() 
         strings(&mapping["DestinationConfig"]["OnFailure"]["Destination"]),
         vec!["RefreshDlq.Arn"]
     );
-    let filter = strings(&mapping["FilterCriteria"]["Filters"][0]["Pattern"]);
-    let filter: serde_json::Value = serde_json::from_str(&filter[0]).unwrap();
+    let filters: Vec<serde_json::Value> = mapping["FilterCriteria"]["Filters"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|f| serde_json::from_str(&strings(&f["Pattern"])[0]).unwrap())
+        .collect();
     assert_eq!(
-        filter,
-        serde_json::json!({"dynamodb": {"Keys": {"sk": {"S": [{"prefix": "CONFIG#"}]}}}}),
-        "only configuration items are delivered"
+        filters,
+        vec![
+            serde_json::json!({"dynamodb": {"Keys": {"sk": {"S": [{"prefix": "CONFIG#"}]}}}}),
+            serde_json::json!({"eventName": ["INSERT"], "dynamodb": {
+                "Keys": {"sk": {"S": [{"prefix": "HISTORY#"}]}},
+                "NewImage": {"deleted": {"BOOL": [true]}}}}),
+        ],
+        "only configuration items and delete tombstones are delivered"
     );
     // Of the configuration table, the function reads that one stream and
     // nothing else (the journal is checked below).

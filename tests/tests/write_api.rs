@@ -213,6 +213,64 @@ async fn a_tenant_administrator_writes_conflicts_rolls_back_and_every_reader_fol
         stack.get(&path(secret), Some(&alice)).await.unwrap().status,
         409
     );
+    // WHEN the administrator deletes the key at version 3
+    let deleted = stack
+        .send(
+            Method::DELETE,
+            &path(LIMITS),
+            Some(&dana),
+            &[("if-match", "3")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    // THEN readers stop serving it
+    served_within(
+        || async {
+            let answer = stack.get(&path(LIMITS), Some(&alice)).await.ok()?;
+            Some(answer.status.into())
+        },
+        &json!(404),
+        Duration::from_secs(3),
+    )
+    .await;
+    // AND the change journal is the audit: every change of the key with who
+    // made it and from which version to which, never a value
+    let journal = tenant_config_shared::refresh::journal_table::JournalTable::new(
+        aws_sdk_dynamodb::Client::new(&stack.aws),
+        tenant_config_local_stack::stack::JOURNAL_TABLE,
+    );
+    let audit: Vec<String> = {
+        use tenant_config_shared::refresh::journal::ChangeJournal;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines: Vec<String> = journal
+                .since(0, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| {
+                    e.change.item.key.as_str() == LIMITS
+                        && e.change.item.tenant.as_str() == "tenant-a"
+                })
+                .map(|e| format!("{:?} {}", e.change.operation, e.change.audit))
+                .collect();
+            if lines.len() >= 3 || Instant::now() > deadline {
+                break lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(
+        audit,
+        vec![
+            format!("Update v1 -> v2 by {dana_sub}"),
+            format!("Update v2 -> v3 by {dana_sub} (rollback of v1)"),
+            format!("Delete v3 -> ? by {dana_sub}"),
+        ]
+    );
+
     eprintln!(
         "API write {} ms; served by config-api after {} ms, by the agent after {} ms",
         write_took.as_millis(),

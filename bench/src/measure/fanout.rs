@@ -88,6 +88,7 @@ impl Report {
                 change_event(
                     "Update",
                     "/config-service/tenant-a/billing/param_config_endpoint",
+                    "",
                 )
             };
             let _ = refresher.handle(event()).await; // connect channels

@@ -17,6 +17,57 @@ pub struct ChangeRecord {
     pub change_id: String,
     /// When the store recorded the change, Unix milliseconds.
     pub time_unix_ms: i64,
+    /// Who made it and between which versions, when the source says.
+    pub audit: ChangeAudit,
+}
+
+/// Who made a change and from which version to which: what the change
+/// source reports, journaled with the change (the audit record *is* the
+/// journal record). Each field is `None` when the source does not say: a
+/// write made outside tenant-config's writers carries no actor, and a
+/// Parameter Store delete names no deleter (CloudTrail's DeleteParameter
+/// does). Never a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeAudit {
+    /// Token `sub` (API), `--actor` (CLI), as the writer recorded it.
+    pub actor: Option<String>,
+    pub from_version: Option<i64>,
+    pub to_version: Option<i64>,
+    /// The version a rollback restored.
+    pub rollback_of: Option<i64>,
+}
+
+/// Longest actor kept in a journal record (writers cap theirs at 256).
+pub const MAX_AUDIT_ACTOR_CHARS: usize = 256;
+
+impl ChangeAudit {
+    /// The actor as it may be journaled and printed: at most
+    /// [`MAX_AUDIT_ACTOR_CHARS`], control characters dropped, so that a
+    /// hand-written description cannot forge log or CLI lines.
+    pub fn clean_actor(actor: &str) -> Option<String> {
+        let actor: String = actor
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_AUDIT_ACTOR_CHARS)
+            .collect();
+        (!actor.trim().is_empty()).then_some(actor)
+    }
+}
+
+impl std::fmt::Display for ChangeAudit {
+    /// `v3 -> v4 by alice (rollback of v2)`, with `?` for what is unknown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let version = |v: Option<i64>| v.map_or_else(|| "?".to_owned(), |v| format!("v{v}"));
+        match (self.from_version, self.to_version) {
+            (None, Some(to)) => write!(f, "new -> v{to}")?,
+            (from, to) => write!(f, "{} -> {}", version(from), version(to))?,
+        }
+        write!(f, " by {}", self.actor.as_deref().unwrap_or("unknown"))?;
+        if let Some(of) = self.rollback_of {
+            write!(f, " (rollback of v{of})")?;
+        }
+        Ok(())
+    }
 }
 
 /// Longest change id accepted (EventBridge ids are 36, stream ids 32).
@@ -38,4 +89,39 @@ pub enum Classified {
     /// Not a change any reader caches (outside the root, another kind of
     /// item, a key routed to the other store), with the reason.
     Ignore(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audit_reads_as_from_to_by_with_unknowns_marked() {
+        let audit = ChangeAudit {
+            actor: Some("alice".into()),
+            from_version: Some(3),
+            to_version: Some(4),
+            rollback_of: Some(2),
+        };
+        assert_eq!(audit.to_string(), "v3 -> v4 by alice (rollback of v2)");
+        let created = ChangeAudit {
+            to_version: Some(1),
+            ..ChangeAudit::default()
+        };
+        assert_eq!(created.to_string(), "new -> v1 by unknown");
+        assert_eq!(ChangeAudit::default().to_string(), "? -> ? by unknown");
+    }
+
+    #[test]
+    fn actors_lose_control_characters_and_excess_length() {
+        assert_eq!(
+            ChangeAudit::clean_actor("eve\n2026 forged line").as_deref(),
+            Some("eve2026 forged line")
+        );
+        assert_eq!(ChangeAudit::clean_actor(" \t"), None);
+        assert_eq!(
+            ChangeAudit::clean_actor(&"x".repeat(1000)).map(|a| a.len()),
+            Some(MAX_AUDIT_ACTOR_CHARS)
+        );
+    }
 }

@@ -4,11 +4,12 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::change::{ChangeRecord, Classified, valid_change_id};
+use super::change::{ChangeAudit, ChangeRecord, Classified, valid_change_id};
 use super::proto::Operation;
 use crate::domain::ItemKey;
 use crate::domain::StoreKind;
 use crate::routing::KeyRouter;
+use crate::write::ssm::WriterDescription;
 
 pub const SOURCE: &str = "aws.ssm";
 pub const DETAIL_TYPE: &str = "Parameter Store Change";
@@ -116,7 +117,32 @@ pub fn classify(
         operation,
         change_id: event_id.to_owned(),
         time_unix_ms: event.time.map(|t| t.timestamp_millis()).unwrap_or(0),
+        audit: audit(operation, event.detail.description.as_deref()),
     }))
+}
+
+/// What the event says about who changed the parameter, from the
+/// description tenant-config's writer sets. Parameter Store numbers versions
+/// from 1 and by one per write, so a write that replaced v{n} made v{n+1}.
+/// A delete's description is the last writer's, not the deleter's: it is
+/// journaled without an actor (CloudTrail's DeleteParameter names it).
+fn audit(operation: Operation, description: Option<&str>) -> ChangeAudit {
+    let described = description.and_then(WriterDescription::parse);
+    match operation {
+        Operation::Create | Operation::Update => ChangeAudit {
+            actor: described
+                .as_ref()
+                .and_then(|d| ChangeAudit::clean_actor(&d.actor)),
+            from_version: described.as_ref().and_then(|d| d.from_version),
+            to_version: match (operation, &described) {
+                (Operation::Create, _) => Some(1),
+                (_, Some(d)) => d.from_version.map(|v| v + 1),
+                _ => None,
+            },
+            rollback_of: described.and_then(|d| d.rollback_of),
+        },
+        _ => ChangeAudit::default(),
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +211,39 @@ mod tests {
             assert_eq!(target.change_id, "6a7e8feb-b491-4cf7-a9f1-bf3703467718");
             assert_eq!(target.store, StoreKind::ParameterStore);
         }
+    }
+
+    #[test]
+    fn the_writers_description_becomes_the_journaled_audit() {
+        let with_description = |op: &str, description: &str| {
+            let mut e = event(op, "/config-service/t1/svc/param_config_x");
+            e.detail.description = Some(description.into());
+            match classify_default(&e).unwrap() {
+                Classified::Refresh(change) => change.audit,
+                other => panic!("{other:?}"),
+            }
+        };
+        // GIVEN the description tenant-config's writer set for an update
+        // WHEN the change event arrives
+        let audit = with_description(
+            "Update",
+            "tenant-config by sub-dana (from v3) (rollback of v1)",
+        );
+        // THEN the journaled record says who, from which version to which
+        assert_eq!(audit.to_string(), "v3 -> v4 by sub-dana (rollback of v1)");
+        assert_eq!(
+            with_description("Create", "tenant-config by sub-dana").to_string(),
+            "new -> v1 by sub-dana"
+        );
+        // A description set by hand names nobody; a delete names no deleter.
+        assert_eq!(
+            with_description("Update", "rotated by hand").to_string(),
+            "? -> ? by unknown"
+        );
+        assert_eq!(
+            with_description("Delete", "tenant-config by sub-dana (from v3)"),
+            ChangeAudit::default()
+        );
     }
 
     #[test]

@@ -164,6 +164,7 @@ mod tests {
             operation: Operation::Update,
             change_id: id.into(),
             time_unix_ms: 0,
+            audit: Default::default(),
         }
     }
 

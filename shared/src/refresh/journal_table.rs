@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 
-use super::change::ChangeRecord;
+use super::change::{ChangeAudit, ChangeRecord};
 use super::journal::{ChangeJournal, JournalEntry, JournalError, RETENTION, position_at};
 use super::proto::Operation;
 use super::signing::unix_ms_now;
@@ -52,7 +52,16 @@ fn n(value: i64) -> AttributeValue {
 fn item(entry: &JournalEntry) -> HashMap<String, AttributeValue> {
     let change = &entry.change;
     let expires_at = entry.journaled_at_ms / 1000 + RETENTION.as_secs() as i64;
-    HashMap::from([
+    let audit = &change.audit;
+    let audit_attributes = [
+        ("actor", audit.actor.clone().map(s)),
+        ("from_version", audit.from_version.map(n)),
+        ("to_version", audit.to_version.map(n)),
+        ("rollback_of", audit.rollback_of.map(n)),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name.to_owned(), value?)));
+    let mut attributes = HashMap::from([
         ("pk".to_owned(), s(PARTITION)),
         ("sk".to_owned(), s(entry.position.clone())),
         ("tenant".to_owned(), s(change.item.tenant.as_str())),
@@ -64,7 +73,9 @@ fn item(entry: &JournalEntry) -> HashMap<String, AttributeValue> {
         ("change_time_ms".to_owned(), n(change.time_unix_ms)),
         ("journaled_at_ms".to_owned(), n(entry.journaled_at_ms)),
         ("expires_at".to_owned(), n(expires_at)),
-    ])
+    ]);
+    attributes.extend(audit_attributes);
+    attributes
 }
 
 fn entry(item: &HashMap<String, AttributeValue>) -> Result<JournalEntry, JournalError> {
@@ -103,6 +114,14 @@ fn entry(item: &HashMap<String, AttributeValue>) -> Result<JournalEntry, Journal
         operation,
         change_id: text("change_id")?.to_owned(),
         time_unix_ms: number("change_time_ms")?,
+        // Optional: entries journaled before audits, and changes whose
+        // source said nothing, have none of them.
+        audit: ChangeAudit {
+            actor: text("actor").ok().and_then(ChangeAudit::clean_actor),
+            from_version: number("from_version").ok(),
+            to_version: number("to_version").ok(),
+            rollback_of: number("rollback_of").ok(),
+        },
     };
     Ok(JournalEntry {
         position: position.clone(),
@@ -207,6 +226,12 @@ mod tests {
             operation: Operation::Delete,
             change_id: "evt-1".into(),
             time_unix_ms: 1_795_424_400_000,
+            audit: ChangeAudit {
+                actor: Some("sub-dana".into()),
+                from_version: Some(3),
+                to_version: Some(4),
+                rollback_of: Some(2),
+            },
         };
         let journaled = JournalEntry::new(change, 1_795_424_400_123);
         let item = item(&journaled);
@@ -227,6 +252,7 @@ mod tests {
                 operation: Operation::Create,
                 change_id: "x".into(),
                 time_unix_ms: 0,
+                audit: ChangeAudit::default(),
             },
             1,
         ));

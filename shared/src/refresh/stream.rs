@@ -1,21 +1,28 @@
 //! DynamoDB Streams records, as the Lambda event source mapping delivers them,
-//! → change records. Only the keys are read (the stream is KEYS_ONLY; an image,
-//! if a deployment turns one on, is never looked at, so no value is parsed or
-//! logged).
+//! → change records. The keys name the entry. Of the item images (the stream
+//! is NEW_AND_OLD_IMAGES) only the audit attributes are looked up (version,
+//! writer, time, rollback); the value is never read, copied or logged.
 //!
 //! Each record is parsed on its own: one malformed record becomes one batch
-//! item failure, and the rest of the batch is still delivered.
+//! item failure, and the rest of the batch is still delivered. A malformed
+//! image only costs the audit, never the change.
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::change::{ChangeRecord, Classified, valid_change_id};
+use super::change::{ChangeAudit, ChangeRecord, Classified, valid_change_id};
 use super::proto::Operation;
 use crate::domain::StoreKind;
 use crate::routing::KeyRouter;
-use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, parse_key};
+use crate::store::dynamodb::{
+    PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, parse_key, partition_key,
+};
+use crate::write::dynamodb::{
+    DELETED_ATTRIBUTE, HISTORY_SORT_PREFIX, ROLLBACK_OF_ATTRIBUTE, UPDATED_AT_ATTRIBUTE,
+    UPDATED_BY_ATTRIBUTE, history_sort_key,
+};
 
 pub const EVENT_SOURCE: &str = "aws:dynamodb";
 
@@ -64,6 +71,7 @@ pub struct ParsedRecord {
 /// Classifies every record of a batch. A record that cannot be read is an
 /// `Err` with the reason (its sequence number kept when it has one).
 pub fn classify_batch(batch: &StreamBatch, router: &KeyRouter) -> Vec<ParsedRecord> {
+    let deleters = tombstones(&batch.records);
     batch
         .records
         .iter()
@@ -74,11 +82,94 @@ pub fn classify_batch(batch: &StreamBatch, router: &KeyRouter) -> Vec<ParsedReco
                 .map(str::to_owned);
             let outcome = StreamRecord::deserialize(raw)
                 .map_err(|e| format!("malformed stream record: {e}"))
-                .and_then(|record| classify(&record, router));
+                .and_then(|record| classify(&record, router))
+                .map(|classified| match classified {
+                    Classified::Refresh(mut change) => {
+                        change.audit = audit(raw, change.operation);
+                        if let (Operation::Delete, Some(from)) =
+                            (change.operation, change.audit.from_version)
+                        {
+                            let tombstone = (
+                                partition_key(&change.item.tenant),
+                                history_sort_key(&change.item, from + 1),
+                            );
+                            change.audit.actor = deleters.get(&tombstone).cloned();
+                        }
+                        Classified::Refresh(change)
+                    }
+                    ignored => ignored,
+                });
             ParsedRecord {
                 sequence_number,
                 outcome,
             }
+        })
+        .collect()
+}
+
+fn image_attribute<'a>(raw: &'a Value, image: &str, name: &str, kind: &str) -> Option<&'a Value> {
+    raw.get("dynamodb")?.get(image)?.get(name)?.get(kind)
+}
+
+fn image_number(raw: &Value, image: &str, name: &str) -> Option<i64> {
+    image_attribute(raw, image, name, "N")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+fn image_text<'a>(raw: &'a Value, image: &str, name: &str) -> Option<&'a str> {
+    image_attribute(raw, image, name, "S")?.as_str()
+}
+
+/// Who made the change, from the item images tenant-config's writer leaves:
+/// it sets `updated_by` and `updated_at` on every write, so a write whose
+/// `updated_at` did not move came from elsewhere and the `updated_by` on the
+/// item is an earlier writer's (journaled as unknown, not misattributed).
+fn audit(raw: &Value, operation: Operation) -> ChangeAudit {
+    let from_version = image_number(raw, "OldImage", VERSION_ATTRIBUTE);
+    match operation {
+        Operation::Delete => ChangeAudit {
+            from_version,
+            ..ChangeAudit::default()
+        },
+        _ => {
+            let written_at = image_number(raw, "NewImage", UPDATED_AT_ATTRIBUTE);
+            let by_writer = written_at.is_some()
+                && written_at != image_number(raw, "OldImage", UPDATED_AT_ATTRIBUTE);
+            ChangeAudit {
+                actor: by_writer
+                    .then(|| image_text(raw, "NewImage", UPDATED_BY_ATTRIBUTE))
+                    .flatten()
+                    .and_then(ChangeAudit::clean_actor),
+                from_version,
+                to_version: image_number(raw, "NewImage", VERSION_ATTRIBUTE),
+                rollback_of: by_writer
+                    .then(|| image_number(raw, "NewImage", ROLLBACK_OF_ATTRIBUTE))
+                    .flatten(),
+            }
+        }
+    }
+}
+
+/// The deleters the batch names: the writer's delete removes the entry and
+/// inserts a tombstone history item (version + 1, `deleted`, `updated_by`) in
+/// one transaction, and the mapping's filter lets tombstones through. Keyed
+/// by (partition key, sort key). A delete whose tombstone lands in another
+/// batch is journaled without its actor (the entry's history still has it).
+fn tombstones(records: &[Value]) -> HashMap<(String, String), String> {
+    records
+        .iter()
+        .filter(|raw| raw.get("eventName").and_then(Value::as_str) == Some("INSERT"))
+        .filter(|raw| {
+            image_attribute(raw, "NewImage", DELETED_ATTRIBUTE, "BOOL") == Some(&Value::Bool(true))
+        })
+        .filter_map(|raw| {
+            let key = |name: &str| raw.pointer(&format!("/dynamodb/Keys/{name}/S"))?.as_str();
+            let sk = key(SORT_KEY).filter(|sk| sk.starts_with(HISTORY_SORT_PREFIX))?;
+            let actor =
+                ChangeAudit::clean_actor(image_text(raw, "NewImage", UPDATED_BY_ATTRIBUTE)?)?;
+            Some(((key(PARTITION_KEY)?.to_owned(), sk.to_owned()), actor))
         })
         .collect()
 }
@@ -132,6 +223,7 @@ fn classify(record: &StreamRecord, router: &KeyRouter) -> Result<Classified, Str
         operation,
         change_id: record.event_id.clone(),
         time_unix_ms,
+        audit: ChangeAudit::default(),
     }))
 }
 
@@ -168,30 +260,39 @@ mod tests {
             serde_json::from_str(include_str!("../../../events/dynamodb-stream-batch.json"))
                 .unwrap();
         let parsed = classify_batch(&batch, &KeyRouter::default());
-        let changes: Vec<(String, Operation)> = parsed
+        let changes: Vec<(String, Operation, String)> = parsed
             .iter()
             .filter_map(|p| match &p.outcome {
                 Ok(Classified::Refresh(change)) => {
                     assert_eq!(change.store, StoreKind::DynamoDb);
-                    Some((change.item.cache_key(), change.operation))
+                    Some((
+                        change.item.cache_key(),
+                        change.operation,
+                        change.audit.to_string(),
+                    ))
                 }
                 _ => None,
             })
             .collect();
+        let change =
+            |key: &str, operation, audit: &str| (key.to_owned(), operation, audit.to_owned());
         assert_eq!(
             changes,
             vec![
-                (
-                    "tenant-a:billing:tenant_config_limits".to_owned(),
-                    Operation::Update
+                change(
+                    "tenant-a:billing:tenant_config_limits",
+                    Operation::Update,
+                    "v3 -> v4 by 9a8b7c6d-admin-dana"
                 ),
-                (
-                    "tenant-a:billing:tenant_config_theme".to_owned(),
-                    Operation::Create
+                change(
+                    "tenant-a:billing:tenant_config_theme",
+                    Operation::Create,
+                    "new -> v1 by 9a8b7c6d-admin-dana"
                 ),
-                (
-                    "tenant-b:billing:tenant_config_limits".to_owned(),
-                    Operation::Delete
+                change(
+                    "tenant-b:billing:tenant_config_limits",
+                    Operation::Delete,
+                    "v2 -> ? by 5e4d3c2b-admin-erin"
                 ),
             ]
         );
@@ -211,6 +312,118 @@ mod tests {
         assert_eq!(change.time_unix_ms, 1_795_424_400_000);
         assert_eq!(change.change_id, "evt100");
         assert_eq!(parsed[0].sequence_number.as_deref(), Some("100"));
+    }
+
+    fn with_images(mut record: Value, old: Option<Value>, new: Option<Value>) -> Value {
+        record["dynamodb"]["StreamViewType"] = json!("NEW_AND_OLD_IMAGES");
+        if let Some(old) = old {
+            record["dynamodb"]["OldImage"] = old;
+        }
+        if let Some(new) = new {
+            record["dynamodb"]["NewImage"] = new;
+        }
+        record
+    }
+
+    fn image(version: i64, by: &str, at: i64) -> Value {
+        json!({
+            "pk": {"S": "TENANT#t1"}, "sk": {"S": "CONFIG#svc#tenant_config_x"},
+            "value": {"S": "{\"max\":5}"}, "version": {"N": version.to_string()},
+            "updated_by": {"S": by}, "updated_at": {"N": at.to_string()}
+        })
+    }
+
+    fn audit_of(parsed: &ParsedRecord) -> ChangeAudit {
+        match &parsed.outcome {
+            Ok(Classified::Refresh(change)) => change.audit.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_writers_update_is_journaled_with_who_and_from_which_version_to_which() {
+        // GIVEN the stream record of a write by the writer (v3 -> v4, a rollback)
+        let mut new = image(4, "sub-dana", 2_000);
+        new["rollback_of"] = json!({"N": "2"});
+        let modify = with_images(
+            record("MODIFY", "TENANT#t1", "CONFIG#svc#tenant_config_x", "1"),
+            Some(image(3, "sub-bob", 1_000)),
+            Some(new),
+        );
+        // WHEN it is classified THEN the change carries the audit
+        let parsed = classify_all(vec![modify]);
+        assert_eq!(
+            audit_of(&parsed[0]).to_string(),
+            "v3 -> v4 by sub-dana (rollback of v2)"
+        );
+    }
+
+    #[test]
+    fn a_write_from_elsewhere_is_not_attributed_to_the_last_writer() {
+        // GIVEN a console edit that left updated_by/updated_at as they were
+        let modify = with_images(
+            record("MODIFY", "TENANT#t1", "CONFIG#svc#tenant_config_x", "1"),
+            Some(image(3, "sub-bob", 1_000)),
+            Some(image(3, "sub-bob", 1_000)),
+        );
+        let audit = audit_of(&classify_all(vec![modify])[0]);
+        assert_eq!(audit.actor, None);
+        assert_eq!(audit.to_string(), "v3 -> v3 by unknown");
+    }
+
+    #[test]
+    fn a_delete_takes_its_deleter_from_the_tombstone_in_the_batch() {
+        // GIVEN the writer's delete of v3: the entry's REMOVE and the v4 tombstone
+        let remove = with_images(
+            record("REMOVE", "TENANT#t1", "CONFIG#svc#tenant_config_x", "1"),
+            Some(image(3, "sub-bob", 1_000)),
+            None,
+        );
+        let tombstone = with_images(
+            record(
+                "INSERT",
+                "TENANT#t1",
+                "HISTORY#svc#tenant_config_x#000000000004",
+                "2",
+            ),
+            None,
+            Some(json!({"version": {"N": "4"}, "deleted": {"BOOL": true},
+                        "updated_by": {"S": "sub-dana"}, "updated_at": {"N": "3000"}})),
+        );
+        let parsed = classify_all(vec![remove.clone(), tombstone.clone()]);
+        // THEN the delete is journaled with its deleter; the tombstone is no change
+        assert_eq!(audit_of(&parsed[0]).to_string(), "v3 -> ? by sub-dana");
+        assert!(matches!(parsed[1].outcome, Ok(Classified::Ignore(_))));
+        // A tombstone in another batch: the delete is still a change, actor unknown.
+        assert_eq!(
+            audit_of(&classify_all(vec![remove])[0]).to_string(),
+            "v3 -> ? by unknown"
+        );
+        // A tombstone of another tenant's entry lends nothing.
+        let mut foreign = tombstone;
+        foreign["dynamodb"]["Keys"]["pk"] = json!({"S": "TENANT#t2"});
+        let remove_again = with_images(
+            record("REMOVE", "TENANT#t1", "CONFIG#svc#tenant_config_x", "3"),
+            Some(image(3, "sub-bob", 1_000)),
+            None,
+        );
+        assert_eq!(
+            audit_of(&classify_all(vec![remove_again, foreign])[0]).actor,
+            None
+        );
+    }
+
+    #[test]
+    fn a_malformed_image_costs_the_audit_never_the_change() {
+        let modify = with_images(
+            record("MODIFY", "TENANT#t1", "CONFIG#svc#tenant_config_x", "1"),
+            Some(json!("not an image")),
+            Some(json!({"version": {"N": "four"}, "updated_by": {"N": "7"}, "updated_at": 5})),
+        );
+        assert_eq!(
+            audit_of(&classify_all(vec![modify])[0]),
+            ChangeAudit::default()
+        );
     }
 
     #[test]

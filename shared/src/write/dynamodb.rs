@@ -23,8 +23,10 @@ pub const UPDATED_BY_ATTRIBUTE: &str = "updated_by";
 pub const UPDATED_AT_ATTRIBUTE: &str = "updated_at";
 /// TTL attribute of history items (seconds since the epoch).
 pub const EXPIRES_AT_ATTRIBUTE: &str = "expires_at";
-const DELETED_ATTRIBUTE: &str = "deleted";
-const ROLLBACK_OF_ATTRIBUTE: &str = "rollback_of";
+/// `true` on the history item a delete leaves (its tombstone).
+pub const DELETED_ATTRIBUTE: &str = "deleted";
+/// On an entry and its history item: the version a rollback restored.
+pub const ROLLBACK_OF_ATTRIBUTE: &str = "rollback_of";
 /// Sort keys of history items start with this.
 pub const HISTORY_SORT_PREFIX: &str = "HISTORY#";
 
@@ -34,7 +36,7 @@ fn history_prefix(item: &ItemKey) -> String {
 }
 
 /// Zero-padded so that sort order is version order.
-fn history_sort_key(item: &ItemKey, version: i64) -> String {
+pub fn history_sort_key(item: &ItemKey, version: i64) -> String {
     format!("{}{version:012}", history_prefix(item))
 }
 
@@ -267,6 +269,13 @@ impl DynamoDbWriter {
                 AttributeValue::N(now.to_string()),
             ),
         ]);
+        // On the entry too, so the stream record of this write says it.
+        if let Some(from) = rollback_of {
+            entry.insert(
+                ROLLBACK_OF_ATTRIBUTE.to_owned(),
+                AttributeValue::N(from.to_string()),
+            );
+        }
         let mut put = Put::builder().table_name(&self.table).set_item(Some(entry));
         put = match current {
             None => put

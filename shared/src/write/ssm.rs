@@ -14,9 +14,12 @@ use super::{
 use crate::domain::{ItemKey, StoreKind, decode_text};
 use crate::store::ssm::{parameter_name, sdk_error};
 
-/// Descriptions say who wrote a version: `tenant-config by {actor}`, plus
-/// ` (rollback of v{n})` for a restored version.
+/// Descriptions say who wrote a version and from which one:
+/// `tenant-config by {actor}`, then ` (from v{n})` when a version was
+/// replaced and ` (rollback of v{n})` for a restored version. The change
+/// event carries the description, so config-refresh journals the same facts.
 const DESCRIPTION_PREFIX: &str = "tenant-config by ";
+const FROM_MARK: &str = " (from v";
 const ROLLBACK_MARK: &str = " (rollback of v";
 /// Parameter descriptions hold at most 1024 characters.
 const MAX_ACTOR_CHARS: usize = 256;
@@ -42,27 +45,53 @@ fn value_kind(kind: Option<&ParameterType>) -> ValueKind {
     }
 }
 
-fn description(actor: &Actor, rollback_of: Option<i64>) -> String {
-    let actor: String = actor.0.chars().take(MAX_ACTOR_CHARS).collect();
-    match rollback_of {
-        Some(from) => format!("{DESCRIPTION_PREFIX}{actor}{ROLLBACK_MARK}{from})"),
-        None => format!("{DESCRIPTION_PREFIX}{actor}"),
+/// What a description written by this writer says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterDescription {
+    pub actor: String,
+    /// The version this write replaced (`None`: it created the parameter).
+    pub from_version: Option<i64>,
+    pub rollback_of: Option<i64>,
+}
+
+impl WriterDescription {
+    pub fn render(&self) -> String {
+        let actor: String = self.actor.chars().take(MAX_ACTOR_CHARS).collect();
+        let mut text = format!("{DESCRIPTION_PREFIX}{actor}");
+        if let Some(from) = self.from_version {
+            text.push_str(&format!("{FROM_MARK}{from})"));
+        }
+        if let Some(of) = self.rollback_of {
+            text.push_str(&format!("{ROLLBACK_MARK}{of})"));
+        }
+        text
+    }
+
+    /// `None` for a description this writer did not set (the console, the
+    /// AWS CLI): those leave the last modifying IAM principal instead.
+    pub fn parse(description: &str) -> Option<Self> {
+        let rest = description.strip_prefix(DESCRIPTION_PREFIX)?;
+        let (rest, rollback_of) = split_number_mark(rest, ROLLBACK_MARK);
+        let (actor, from_version) = split_number_mark(rest, FROM_MARK);
+        Some(Self {
+            actor: actor.to_owned(),
+            from_version,
+            rollback_of,
+        })
     }
 }
 
-/// (actor, rollback_of) from a description this writer set; other writers
-/// (the console, the CLI) leave the last modifying IAM principal.
-fn parse_description(description: Option<&str>) -> (Option<String>, Option<i64>) {
-    let Some(rest) = description.and_then(|d| d.strip_prefix(DESCRIPTION_PREFIX)) else {
-        return (None, None);
-    };
-    match rest.rsplit_once(ROLLBACK_MARK) {
-        Some((actor, tail)) => (
-            Some(actor.to_owned()),
-            tail.strip_suffix(')').and_then(|n| n.parse().ok()),
-        ),
-        None => (Some(rest.to_owned()), None),
-    }
+/// Splits `"{head}{mark}{digits})"` into head and number; anything else is
+/// all head.
+fn split_number_mark<'a>(text: &'a str, mark: &str) -> (&'a str, Option<i64>) {
+    text.rsplit_once(mark)
+        .and_then(|(head, tail)| {
+            let digits = tail.strip_suffix(')')?;
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse().ok().map(|n| (head, Some(n))))
+                .flatten()
+        })
+        .unwrap_or((text, None))
 }
 
 impl ParameterWriter {
@@ -157,7 +186,14 @@ impl ParameterWriter {
             .name(&name)
             .value(value.stored_text())
             .r#type(parameter_type(value.kind))
-            .description(description(actor, rollback_of))
+            .description(
+                WriterDescription {
+                    actor: actor.0.clone(),
+                    from_version: previous,
+                    rollback_of,
+                }
+                .render(),
+            )
             .overwrite(expected != Expected::Absent)
             .send()
             .await;
@@ -236,7 +272,12 @@ impl ConfigWriter for ParameterWriter {
             .take(limit)
             .map(|version| {
                 let kind = value_kind(version.r#type.as_ref());
-                let (actor, rollback_of) = parse_description(version.description.as_deref());
+                let described = version
+                    .description
+                    .as_deref()
+                    .and_then(WriterDescription::parse);
+                let rollback_of = described.as_ref().and_then(|d| d.rollback_of);
+                let actor = described.map(|d| d.actor);
                 VersionRecord {
                     version: version.version,
                     value: match kind {
@@ -290,18 +331,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn descriptions_carry_the_actor_and_the_rollback() {
-        let actor = Actor("user-123".into());
+    fn descriptions_carry_the_actor_the_replaced_version_and_the_rollback() {
+        let described = |from_version, rollback_of| WriterDescription {
+            actor: "user-123".into(),
+            from_version,
+            rollback_of,
+        };
+        for d in [
+            described(None, None),
+            described(Some(3), None),
+            described(Some(3), Some(1)),
+            described(None, Some(2)),
+        ] {
+            assert_eq!(WriterDescription::parse(&d.render()), Some(d.clone()));
+        }
         assert_eq!(
-            parse_description(Some(&description(&actor, None))),
-            (Some("user-123".into()), None)
+            described(Some(3), Some(1)).render(),
+            "tenant-config by user-123 (from v3) (rollback of v1)"
         );
+        assert_eq!(WriterDescription::parse("set by hand"), None);
+        // An actor that looks like a mark stays the actor.
+        let odd = WriterDescription::parse("tenant-config by a (from vx)").unwrap();
         assert_eq!(
-            parse_description(Some(&description(&actor, Some(4)))),
-            (Some("user-123".into()), Some(4))
+            (odd.actor.as_str(), odd.from_version),
+            ("a (from vx)", None)
         );
-        assert_eq!(parse_description(Some("set by hand")), (None, None));
-        let long = Actor("x".repeat(2000));
-        assert!(description(&long, Some(1)).len() < 1024);
+        let long = WriterDescription {
+            actor: "x".repeat(2000),
+            from_version: Some(i64::MAX),
+            rollback_of: Some(i64::MAX),
+        };
+        assert!(long.render().len() < 1024);
     }
 }
