@@ -13,6 +13,11 @@ pub struct Sizes {
     pub fanout_sizes: &'static [usize],
     pub fanout_repeats: usize,
     pub propagation_agents: usize,
+    /// API writes timed (figure 9), of which the first `lifecycle_converge`
+    /// wait for every reader; rounds of the 40-key service read.
+    pub lifecycle_writes: usize,
+    pub lifecycle_converge: usize,
+    pub lifecycle_service_rounds: usize,
     pub smoke: bool,
 }
 
@@ -25,6 +30,9 @@ pub const FULL: Sizes = Sizes {
     fanout_sizes: &[10, 100, 1000],
     fanout_repeats: 5,
     propagation_agents: 100,
+    lifecycle_writes: 200,
+    lifecycle_converge: 30,
+    lifecycle_service_rounds: 3,
     smoke: false,
 };
 
@@ -37,5 +45,8 @@ pub const SMOKE: Sizes = Sizes {
     fanout_sizes: &[10],
     fanout_repeats: 1,
     propagation_agents: 10,
+    lifecycle_writes: 10,
+    lifecycle_converge: 3,
+    lifecycle_service_rounds: 1,
     smoke: true,
 };

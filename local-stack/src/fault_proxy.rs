@@ -19,6 +19,9 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Route {
     ParameterStore,
+    /// Only when the stack routes DynamoDB through the proxy
+    /// (`StackOptions::dynamodb_through_proxy`), to count its calls.
+    DynamoDb,
     CloudMap,
     Jwks,
     Other,
@@ -43,7 +46,8 @@ pub struct Call {
     pub route: Route,
     /// `X-Amz-Target` operation (e.g. `AmazonSSM.GetParameter`), or the path.
     pub operation: String,
-    /// The `Name` member of the JSON body, if any (a parameter's name).
+    /// The `Name` member of the JSON body (a parameter's name), else its
+    /// `TableName` (a DynamoDB call's table), if any.
     pub name: Option<String>,
     pub at: Instant,
     pub fault: Fault,
@@ -128,6 +132,7 @@ fn fault_for(state: &Mutex<State>, route: Route) -> Fault {
 fn classify(path: &str, target: Option<&str>) -> Route {
     match target {
         Some(t) if t.starts_with("AmazonSSM.") => Route::ParameterStore,
+        Some(t) if t.starts_with("DynamoDB_") => Route::DynamoDb,
         Some(t) if t.starts_with("Route53AutoNaming") => Route::CloudMap,
         _ if path.ends_with("/.well-known/jwks.json") => Route::Jwks,
         _ => Route::Other,
@@ -210,7 +215,12 @@ async fn serve(
     let fault = fault_for(&state, route);
     let name = serde_json::from_slice::<serde_json::Value>(&request.body)
         .ok()
-        .and_then(|body| body["Name"].as_str().map(str::to_owned));
+        .and_then(|body| {
+            body["Name"]
+                .as_str()
+                .or_else(|| body["TableName"].as_str())
+                .map(str::to_owned)
+        });
     if let Ok(mut state) = state.lock() {
         state.calls.push(Call {
             route,

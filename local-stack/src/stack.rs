@@ -134,6 +134,9 @@ pub struct StackOptions {
     /// Route Parameter Store, Cloud Map and the JWKS through a
     /// [`FaultProxy`] the test can make throttle, refuse or stall.
     pub fault_proxy: bool,
+    /// With `fault_proxy`: DynamoDB through it too, so that every store call
+    /// of the functions and agents is counted (the benchmark's figure 9).
+    pub dynamodb_through_proxy: bool,
 }
 
 impl StackOptions {
@@ -144,6 +147,7 @@ impl StackOptions {
             release: false,
             settings: &[],
             fault_proxy: false,
+            dynamodb_through_proxy: false,
         }
     }
 }
@@ -241,6 +245,12 @@ impl LocalStack {
                     pool.jwks_url.replace(&moto.endpoint, &through_proxy),
                 ),
             ]);
+            if options.dynamodb_through_proxy {
+                env.push((
+                    "AWS_ENDPOINT_URL_DYNAMODB".to_owned(),
+                    through_proxy.clone(),
+                ));
+            }
             Some(proxy)
         } else {
             None

@@ -1,4 +1,4 @@
-//! The seven measurements, one module each. Each adds a section to the
+//! The measurements, one module each. Each adds a section to the
 //! [`Report`](crate::report::Report) with our figure beside its baseline.
 
 use std::path::Path;
@@ -14,6 +14,7 @@ mod contention;
 mod convergence;
 mod fanout;
 mod http;
+mod lifecycle;
 mod propagation;
 mod resilience;
 mod resources;
@@ -31,6 +32,7 @@ pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
             release: !sizes.smoke,
             settings: &[],
             fault_proxy: false,
+            dynamodb_through_proxy: false,
         },
         &progress,
     )
@@ -45,6 +47,7 @@ pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
     report.convergence(&stack).await?;
     drop(stack);
     report.resilience().await?;
+    report.lifecycle().await?;
     let chart = out.with_extension("svg");
     let chart_file = chart
         .file_name()

@@ -142,6 +142,7 @@ async fn run(
             release,
             settings,
             fault_proxy: true,
+            dynamodb_through_proxy: false,
         },
         &|_, _| {},
     )
