@@ -45,6 +45,13 @@ pub struct AuthSettings {
     pub token_cache_max_entries: u64,
     /// Minimum time between two JWKS fetches after a successful one.
     pub jwks_refresh_interval: Duration,
+    /// Keys fetched longer ago than this are not trusted: the next token
+    /// fetches the set again (and fails closed, 503, if it cannot), so a key
+    /// the pool removed stops verifying within this bound even in a process
+    /// that never meets an unknown `kid`. The background refresher
+    /// ([`TokenVerifier::spawn_refresher`]) refetches at half of it, so
+    /// requests normally never wait for the fetch.
+    pub jwks_max_age: Duration,
 }
 
 /// Source of the user pool's signing keys.
@@ -136,6 +143,10 @@ struct KeyRing {
     keys: HashMap<String, Arc<DecodingKey>>,
     /// When the next fetch may happen.
     next_fetch_at: Option<Instant>,
+    /// When `keys` were fetched.
+    fetched_at: Option<Instant>,
+    /// When the last fetch failed, if the last fetch failed.
+    failed_at: Option<Instant>,
 }
 
 struct UntilExpiry;
@@ -168,6 +179,7 @@ pub struct TokenVerifier {
     source: Arc<dyn JwksSource>,
     validation: Validation,
     refresh_interval: Duration,
+    max_age: Duration,
     keys: RwLock<KeyRing>,
     fetch_lock: tokio::sync::Mutex<()>,
     verified: Cache<[u8; 32], Arc<Identity>>,
@@ -191,9 +203,12 @@ impl TokenVerifier {
             source,
             validation,
             refresh_interval: settings.jwks_refresh_interval,
+            max_age: settings.jwks_max_age,
             keys: RwLock::new(KeyRing {
                 keys: HashMap::new(),
                 next_fetch_at: None,
+                fetched_at: None,
+                failed_at: None,
             }),
             fetch_lock: tokio::sync::Mutex::new(()),
             verified: Cache::builder()
@@ -263,8 +278,21 @@ impl TokenVerifier {
         })
     }
 
+    /// The key for `kid` if the ring holds it and is younger than the
+    /// maximum age.
     fn cached_key(&self, kid: &str) -> Option<Arc<DecodingKey>> {
-        self.keys.read().ok()?.keys.get(kid).cloned()
+        let ring = self.keys.read().ok()?;
+        let fresh = ring
+            .fetched_at
+            .is_some_and(|at| at.elapsed() < self.max_age);
+        fresh.then(|| ring.keys.get(kid).cloned()).flatten()
+    }
+
+    fn ring_expired(&self) -> bool {
+        self.keys.read().map_or(true, |ring| {
+            ring.fetched_at
+                .is_none_or(|at| at.elapsed() >= self.max_age)
+        })
     }
 
     async fn key_for(&self, kid: &str) -> Result<Arc<DecodingKey>, AuthError> {
@@ -276,36 +304,102 @@ impl TokenVerifier {
         if let Some(key) = self.cached_key(kid) {
             return Ok(key);
         }
+        // An expired ring is always refetched (after a failure, at most once
+        // per retry delay); an unknown kid in a fresh ring at most once per
+        // refresh interval.
+        let expired = self.ring_expired();
         let may_fetch = self
             .keys
             .read()
-            .map(|ring| ring.next_fetch_at.is_none_or(|at| Instant::now() >= at))
+            .map(|ring| {
+                if expired {
+                    ring.failed_at
+                        .is_none_or(|at| at.elapsed() >= FAILED_FETCH_RETRY)
+                } else {
+                    ring.next_fetch_at.is_none_or(|at| Instant::now() >= at)
+                }
+            })
             .unwrap_or(true);
         if !may_fetch {
-            return Err(AuthError::UnknownKid);
+            return Err(if expired {
+                AuthError::KeysUnavailable(JwksError::Expired(self.max_age))
+            } else {
+                AuthError::UnknownKid
+            });
         }
+        match self.fetch_keys().await {
+            Ok(()) => self.cached_key(kid).ok_or(AuthError::UnknownKid),
+            Err(reason) if expired => Err(AuthError::KeysUnavailable(reason)),
+            Err(_) => Err(AuthError::UnknownKid),
+        }
+    }
+
+    /// Fetches the key set and replaces the ring with it. A key that left
+    /// the set stops verifying at once, and tokens already verified are
+    /// forgotten so that none signed by it is still accepted from memory.
+    async fn fetch_keys(&self) -> Result<(), JwksError> {
         match self.source.fetch().await {
             Ok(set) => {
                 let keys = usable_keys(&set);
-                tracing::info!(keys = keys.len(), "fetched token signing keys");
-                if let Ok(mut ring) = self.keys.write() {
-                    ring.keys = keys;
-                    ring.next_fetch_at = Some(Instant::now() + self.refresh_interval);
+                let removed = self
+                    .keys
+                    .write()
+                    .map(|mut ring| {
+                        let removed = ring.keys.keys().any(|kid| !keys.contains_key(kid));
+                        ring.keys = keys;
+                        ring.fetched_at = Some(Instant::now());
+                        ring.failed_at = None;
+                        ring.next_fetch_at = Some(Instant::now() + self.refresh_interval);
+                        removed
+                    })
+                    .unwrap_or(false);
+                if removed {
+                    self.verified.invalidate_all();
+                    tracing::info!(
+                        "a token signing key left the pool's set: it no longer verifies"
+                    );
                 }
-                self.cached_key(kid).ok_or(AuthError::UnknownKid)
+                tracing::info!("fetched token signing keys");
+                Ok(())
             }
             Err(reason) => {
                 tracing::warn!(%reason, "cannot fetch token signing keys");
-                let have_keys = self.keys.write().map(|mut ring| {
+                if let Ok(mut ring) = self.keys.write() {
                     ring.next_fetch_at = Some(Instant::now() + FAILED_FETCH_RETRY);
-                    !ring.keys.is_empty()
-                });
-                match have_keys {
-                    Ok(true) => Err(AuthError::UnknownKid),
-                    _ => Err(AuthError::KeysUnavailable(reason)),
+                    ring.failed_at = Some(Instant::now());
                 }
+                Err(reason)
             }
         }
+    }
+
+    /// Refreshes the keys now (the background refresher's step).
+    pub async fn refresh_keys(&self) -> Result<(), JwksError> {
+        let _guard = self.fetch_lock.lock().await;
+        self.fetch_keys().await
+    }
+
+    /// Refreshes the keys every half maximum age for as long as the process
+    /// runs, so requests do not wait for a fetch (a Lambda container
+    /// refreshes while it is thawed; when it was frozen past the maximum age,
+    /// the next token fetches inline). Failures are retried after the
+    /// failure delay.
+    pub fn spawn_refresher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let verifier = Arc::downgrade(self);
+        let every = (self.max_age / 2).max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut wait = every;
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(verifier) = verifier.upgrade() else {
+                    return;
+                };
+                wait = match verifier.refresh_keys().await {
+                    Ok(()) => every,
+                    Err(_) => FAILED_FETCH_RETRY.max(Duration::from_secs(5)).min(every),
+                };
+            }
+        })
     }
 }
 
@@ -360,7 +454,102 @@ mod tests {
             leeway: Duration::from_secs(5),
             token_cache_max_entries: 100,
             jwks_refresh_interval: Duration::from_secs(60),
+            jwks_max_age: Duration::from_secs(3600),
         }
+    }
+
+    /// A pool whose key set an operator changes: the fixture key until
+    /// `remove_key`, failing while `fail` is set.
+    #[derive(Default)]
+    struct RotatingJwks {
+        removed: std::sync::atomic::AtomicBool,
+        failing: std::sync::atomic::AtomicBool,
+        fetches: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl JwksSource for RotatingJwks {
+        async fn fetch(&self) -> Result<JwkSet, JwksError> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(JwksError::Fetch {
+                    url: "jwks".into(),
+                    detail: "injected failure".into(),
+                });
+            }
+            if self.removed.load(Ordering::SeqCst) {
+                return Ok(JwkSet { keys: Vec::new() });
+            }
+            Ok(serde_json::from_str(JWKS).expect("the JWKS fixture parses"))
+        }
+    }
+
+    fn rotating(max_age: Duration) -> (Arc<RotatingJwks>, Arc<TokenVerifier>) {
+        let source = Arc::new(RotatingJwks::default());
+        let settings = AuthSettings {
+            jwks_max_age: max_age,
+            ..settings()
+        };
+        (
+            source.clone(),
+            Arc::new(TokenVerifier::new(&settings, source)),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_key_removed_from_the_pool_stops_verifying_within_the_maximum_age() {
+        // GIVEN a token verified (and remembered) with the pool's key
+        let (source, verifier) = rotating(Duration::from_millis(300));
+        let token = sign(&claims());
+        verifier.verify(&token).await.unwrap();
+        // WHEN the pool removes the key and the maximum age passes
+        source.removed.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        // THEN a new token signed with it is refused (the set is fetched again)
+        let fresh = sign(&with("sub", json!("user-2")));
+        assert!(matches!(
+            verifier.verify(&fresh).await,
+            Err(ConfigError::Unauthenticated(AuthError::UnknownKid))
+        ));
+        // AND so is the token verified before, no longer accepted from memory
+        assert!(verifier.verify(&token).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn keys_past_their_maximum_age_that_cannot_be_fetched_fail_closed() {
+        let (source, verifier) = rotating(Duration::from_millis(200));
+        verifier.verify(&sign(&claims())).await.unwrap();
+        source.failing.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let refused = verifier
+            .verify(&sign(&with("sub", json!("user-3"))))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status(), 503, "{refused}");
+        // and it recovers as soon as the keys can be fetched again
+        source.failing.store(false, Ordering::SeqCst);
+        tokio::time::sleep(FAILED_FETCH_RETRY).await;
+        verifier
+            .verify(&sign(&with("sub", json!("user-4"))))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_background_refresher_keeps_keys_fresh_and_drops_removed_ones() {
+        // GIVEN a long-running process (an agent) with the refresher running
+        let (source, verifier) = rotating(Duration::from_secs(2));
+        let token = sign(&claims());
+        verifier.verify(&token).await.unwrap();
+        let refresher = verifier.spawn_refresher();
+        // WHEN the pool removes the key, with no request arriving at all
+        source.removed.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        // THEN the refresher fetched the set (every max age / 2) and the
+        // remembered token no longer verifies, well before the maximum age
+        assert!(source.fetches.load(Ordering::SeqCst) >= 2);
+        assert!(verifier.verify(&token).await.is_err());
+        refresher.abort();
     }
 
     fn verifier() -> (Arc<StaticJwks>, TokenVerifier) {

@@ -254,8 +254,12 @@ pub enum AgentWiringError {
     Jwks(#[from] JwksError),
 }
 
+/// The verifier with its background key refresher running (it stops when
+/// the verifier is dropped).
 fn token_verifier(settings: &Settings) -> Result<Arc<TokenVerifier>, JwksError> {
-    Ok(Arc::new(TokenVerifier::over_http(&settings.auth)?))
+    let verifier = Arc::new(TokenVerifier::over_http(&settings.auth)?);
+    verifier.spawn_refresher();
+    Ok(verifier)
 }
 
 /// DiscoverInstances is served on the `data-` host prefix

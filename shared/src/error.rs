@@ -48,6 +48,10 @@ pub enum JwksError {
     Fetch { url: String, detail: String },
     #[error("JWKS at {url} is not a key set: {detail}")]
     NotAKeySet { url: String, detail: String },
+    #[error(
+        "the signing keys are older than their maximum age ({0:?}) and could not be fetched again"
+    )]
+    Expired(std::time::Duration),
 }
 
 /// A failure talking to a store. `detail` is for logs only.

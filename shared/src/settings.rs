@@ -488,6 +488,7 @@ impl Settings {
                 jwks_refresh_interval: Duration::from_secs(
                     env.number("JWKS_REFRESH_INTERVAL_SECS", 60)?,
                 ),
+                jwks_max_age: Duration::from_secs(env.number("JWKS_MAX_AGE_SECS", 3600)?.max(1)),
             },
             dynamodb_cache: env.cache(
                 "DYNAMODB_CACHE_TTL_SECS",

@@ -38,6 +38,7 @@ pub fn auth_settings() -> AuthSettings {
         leeway: Duration::from_secs(5),
         token_cache_max_entries: 100,
         jwks_refresh_interval: Duration::from_secs(60),
+        jwks_max_age: Duration::from_secs(3600),
     }
 }
 
