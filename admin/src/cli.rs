@@ -186,6 +186,16 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+    /// Apply the stage settings CloudFormation cannot set: refuse
+    /// `Cache-Control: max-age=0` from callers (403) on the whole stage and on
+    /// each cached method. Run after every deploy that replaces the stage.
+    StageSettings {
+        /// The REST API id (stack output `ApiId`).
+        #[arg(long, env = "STAGE_CACHE_REST_API_ID")]
+        api_id: String,
+        #[arg(long, env = "STAGE_CACHE_STAGE", default_value = "prod")]
+        stage: String,
+    },
     /// Send the "Parameter Store Change" event for a key to config-refresh.
     Event {
         tenant: String,
@@ -378,6 +388,15 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 println!("{}", crate::changes::line(entry));
             }
             eprintln!("{} change(s)", entries.len());
+        }
+        Command::StageSettings { api_id, stage } => {
+            let client = aws_sdk_apigateway::Client::new(&aws().await?);
+            let applied = tenant_config_shared::stage_settings::apply(&client, &api_id, &stage)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (path, value) in applied {
+                println!("{path} = {value}");
+            }
         }
         Command::Event {
             tenant,

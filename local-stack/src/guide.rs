@@ -63,7 +63,7 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
     println!(
         "  curl -s -H \"Authorization: Bearer $TOKEN_A\" '{}'",
         url(&format!(
-            "/v1/config/{SERVICE}?keys=tenant_config_limits,param_config_endpoint,param_config_regions"
+            "/v1/config/{SERVICE}?keys=param_config_endpoint,param_config_regions,tenant_config_limits"
         ))
     );
     println!(

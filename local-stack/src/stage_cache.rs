@@ -3,6 +3,8 @@
 //! (`DELETE /restapis/{id}/stages/{stage}/cache/data`) as API Gateway does
 //! (202, empty body) and records when each flush arrived, so tests and the
 //! benchmark can count flushes made by the real SDK adapter in config-refresh.
+//! It also answers UpdateStage (`PATCH /restapis/{id}/stages/{stage}`) and
+//! records its patch operations, for `tenant-config-admin stage-settings`.
 //! Anything else is a 404.
 
 use std::net::SocketAddr;
@@ -15,10 +17,18 @@ use tokio::task::JoinHandle;
 
 /// The recorded flushes: (REST API id, stage, when).
 pub type Flushes = Arc<Mutex<Vec<(String, String, Instant)>>>;
+/// The recorded UpdateStage patch operations: (stage, op, path, value).
+pub type StagePatches = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+#[derive(Clone, Default)]
+struct Recorded {
+    flushes: Flushes,
+    patches: StagePatches,
+}
 
 pub struct StageCacheStub {
     pub address: SocketAddr,
-    flushes: Flushes,
+    recorded: Recorded,
     task: JoinHandle<()>,
 }
 
@@ -28,16 +38,16 @@ impl StageCacheStub {
             .await
             .map_err(|e| e.to_string())?;
         let address = listener.local_addr().map_err(|e| e.to_string())?;
-        let flushes: Flushes = Arc::default();
-        let recorded = flushes.clone();
+        let recorded = Recorded::default();
+        let shared = recorded.clone();
         let task = tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(answer(socket, recorded.clone()));
+                tokio::spawn(answer(socket, shared.clone()));
             }
         });
         Ok(Self {
             address,
-            flushes,
+            recorded,
             task,
         })
     }
@@ -49,7 +59,20 @@ impl StageCacheStub {
 
     /// Flushes so far, in arrival order.
     pub fn flushes(&self) -> Vec<(String, String, Instant)> {
-        self.flushes.lock().map(|f| f.clone()).unwrap_or_default()
+        self.recorded
+            .flushes
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default()
+    }
+
+    /// UpdateStage patch operations so far: (stage, op, path, value).
+    pub fn stage_patches(&self) -> Vec<(String, String, String, String)> {
+        self.recorded
+            .patches
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -61,7 +84,7 @@ impl Drop for StageCacheStub {
 
 /// Reads one request (headers, then the body its Content-Length announces),
 /// answers it and closes the connection.
-async fn answer(mut socket: TcpStream, flushes: Flushes) {
+async fn answer(mut socket: TcpStream, recorded: Recorded) {
     let mut request = Vec::new();
     let mut buffer = [0u8; 4096];
     let header_end = loop {
@@ -96,8 +119,27 @@ async fn answer(mut socket: TcpStream, flushes: Flushes) {
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let segments: Vec<&str> = path.split('?').next().unwrap_or("").split('/').collect();
     let response = match (method, segments.as_slice()) {
+        ("PATCH", ["", "restapis", _api, "stages", stage]) => {
+            let body: serde_json::Value =
+                serde_json::from_slice(&request[header_end..]).unwrap_or_default();
+            let operations = body["patchOperations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if let Ok(mut patches) = recorded.patches.lock() {
+                for operation in &operations {
+                    let text = |name: &str| operation[name].as_str().unwrap_or("").to_owned();
+                    patches.push(((*stage).to_owned(), text("op"), text("path"), text("value")));
+                }
+            }
+            let body = serde_json::json!({"stageName": stage}).to_string();
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
         ("DELETE", ["", "restapis", api, "stages", stage, "cache", "data"]) => {
-            if let Ok(mut flushes) = flushes.lock() {
+            if let Ok(mut flushes) = recorded.flushes.lock() {
                 flushes.push(((*api).to_owned(), (*stage).to_owned(), Instant::now()));
             }
             "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()

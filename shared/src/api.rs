@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::auth::TokenVerifier;
 use crate::domain::ItemKey;
@@ -433,6 +433,12 @@ impl ConfigApi {
             Route::Batch { service } => {
                 let service = ServiceName::parse(service)?;
                 let keys = parse_keys(request.keys)?;
+                // One stage cache entry per set of keys, not per order: any
+                // other spelling is sent to the sorted, deduplicated one.
+                let canonical = canonical_keys(&keys);
+                if request.keys != Some(Ok(canonical.as_str())) {
+                    return Ok(redirect_to_canonical(&canonical));
+                }
                 let batch = self.reads.get_many(tenant, &service, &keys).await?;
                 let values = batch
                     .values
@@ -597,6 +603,32 @@ fn parse_keys(raw: Option<Result<&str, ()>>) -> Result<Vec<ConfigKey>, ConfigErr
     raw.split(',').map(|k| ConfigKey::parse(k.trim())).collect()
 }
 
+/// The batch route's one spelling of a set of keys: sorted, each once.
+fn canonical_keys(keys: &[ConfigKey]) -> String {
+    let mut names: Vec<&str> = keys.iter().map(ConfigKey::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    names.join(",")
+}
+
+/// `308` to the same path with the canonical `keys` (a query-only relative
+/// reference, so it resolves under whatever prefix the caller used). API
+/// Gateway caches the redirect under the caller's spelling, so a repeated
+/// spelling costs no invocation, and the values are cached once per set.
+fn redirect_to_canonical(canonical: &str) -> ApiResponse {
+    let location = format!("?keys={canonical}");
+    let mut response = json_response(
+        308,
+        "private",
+        &json!({
+            "message": "keys are served in their canonical spelling: sorted, each once",
+            "location": location,
+        }),
+    );
+    response.headers.push(("location", location));
+    response
+}
+
 /// Marks an answer built from last good values: a header with the age of its
 /// oldest value, the standard `Warning: 110`, and `no-store` so no client
 /// cache keeps it.
@@ -703,6 +735,22 @@ mod tests {
         assert_eq!(parse_keys(Some(Ok(&too_many))).unwrap_err().status(), 400);
         assert_eq!(parse_keys(Some(Ok("a,,b"))).unwrap_err().status(), 400);
         assert_eq!(parse_keys(Some(Ok("a, b"))).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_set_of_keys_has_one_spelling_and_others_are_redirected_to_it() {
+        let keys =
+            parse_keys(Some(Ok("tenant_config_b, tenant_config_a,tenant_config_b"))).unwrap();
+        let canonical = canonical_keys(&keys);
+        assert_eq!(canonical, "tenant_config_a,tenant_config_b");
+        let redirect = redirect_to_canonical(&canonical);
+        assert_eq!(redirect.status, 308);
+        assert!(redirect.headers.contains(&(
+            "location",
+            "?keys=tenant_config_a,tenant_config_b".to_owned()
+        )));
+        let body: Value = serde_json::from_str(&redirect.body).unwrap();
+        assert_eq!(body["location"], "?keys=tenant_config_a,tenant_config_b");
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub mod refresh;
 pub mod routing;
 pub mod schema;
 pub mod settings;
+pub mod stage_settings;
 pub mod store;
 pub mod telemetry;
 pub mod validate;

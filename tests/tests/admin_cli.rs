@@ -248,6 +248,42 @@ async fn an_operator_manages_values_tokens_and_events_from_the_cli() {
         "{listed}"
     );
     assert!(!listed.contains("https://v2.example") && !listed.contains("seats\":12"));
+
+    // The stage settings CloudFormation cannot set reach the whole stage and
+    // each cached method (a patch on /*/* alone would miss them).
+    // (awaited, not blocking: the API Gateway stand-in runs on this test's runtime)
+    let applied =
+        tokio::process::Command::new(agent_binary().with_file_name("tenant-config-admin"))
+            .arg("stage-settings")
+            .envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .await
+            .expect("tenant-config-admin runs");
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let patches = stack.stage_cache.stage_patches();
+    let stage = stack.setting("STAGE_CACHE_STAGE").unwrap();
+    let methods = std::iter::once("/*/*".to_owned()).chain(
+        tenant_config_shared::stage_settings::CACHED_METHODS
+            .iter()
+            .map(|(r, m)| tenant_config_shared::stage_settings::method_settings_path(r, m)),
+    );
+    for methods in methods {
+        for (setting, value) in [
+            ("requireAuthorizationForCacheControl", "true"),
+            ("unauthorizedCacheControlHeaderStrategy", "FAIL_WITH_403"),
+        ] {
+            let expected = (
+                stage.clone(),
+                "replace".to_owned(),
+                format!("{methods}/caching/{setting}"),
+                value.to_owned(),
+            );
+            assert!(
+                patches.contains(&expected),
+                "{expected:?} not in {patches:?}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -156,6 +156,25 @@ async fn a_tenant_never_sees_another_tenants_values() {
         .unwrap();
     assert_eq!(batch.body["missing"], json!(["tenant_config_theme"]));
     assert_eq!(batch.body["values"]["tenant_config_limits"]["tier"], "free");
+    // AND a set of keys has one spelling (one stage cache entry): another
+    // order or a repeat is redirected (308) to the sorted, deduplicated one,
+    // which a client following redirects (as `stack.get` does) is served
+    let unsorted = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(stack.api_url(&format!(
+            "/v1/config/{SERVICE}?keys=tenant_config_theme,tenant_config_limits,tenant_config_theme"
+        )))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsorted.status(), 308);
+    assert_eq!(
+        unsorted.headers()["location"],
+        "?keys=tenant_config_limits,tenant_config_theme"
+    );
 
     // AND a tenant named in the path, query or headers is ignored: B still reads B
     let spoofed = reqwest::Client::new()

@@ -120,6 +120,62 @@ fn every_cached_method_setting_is_encrypted_and_the_default_caches_nothing() {
 }
 
 #[test]
+fn every_method_setting_repeats_metrics_and_throttling_and_the_patch_knows_every_cached_method() {
+    let template = template();
+    let settings = resource(&template, "ConfigApi")["MethodSettings"]
+        .as_sequence()
+        .unwrap();
+    // A method's own settings replace the stage-wide ones for that method.
+    for setting in settings {
+        assert_eq!(
+            setting["MetricsEnabled"].as_bool(),
+            Some(true),
+            "{setting:?}"
+        );
+        assert_eq!(
+            strings(&setting["ThrottlingRateLimit"]),
+            vec!["ThrottlingRateLimit"],
+            "{setting:?}"
+        );
+        assert_eq!(
+            strings(&setting["ThrottlingBurstLimit"]),
+            vec!["ThrottlingBurstLimit"],
+            "{setting:?}"
+        );
+    }
+    // `tenant-config-admin stage-settings` patches exactly the cached methods.
+    let mut cached: Vec<String> = settings
+        .iter()
+        .filter(|s| s["CachingEnabled"].as_bool() == Some(true))
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s["ResourcePath"].as_str().unwrap(),
+                s["HttpMethod"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let mut patched: Vec<String> = tenant_config_shared::stage_settings::CACHED_METHODS
+        .iter()
+        .map(|(r, m)| tenant_config_shared::stage_settings::method_settings_path(r, m))
+        .collect();
+    cached.sort();
+    patched.sort();
+    assert_eq!(cached, patched);
+}
+
+#[test]
+fn the_authorizer_checks_every_request_so_no_cached_answer_outlives_its_token() {
+    let template = template();
+    let authorizer = &resource(&template, "ConfigApi")["Auth"]["Authorizers"]["CognitoAuthorizer"];
+    assert_eq!(
+        authorizer["Identity"]["ReauthorizeEvery"].as_u64(),
+        Some(0),
+        "{authorizer:?}"
+    );
+}
+
+#[test]
 fn the_secure_route_is_never_cached() {
     let template = template();
     let path = event_path(&template, "GetSecure");

@@ -48,7 +48,9 @@ impl Report {
         for _ in 0..n {
             warm.push(get(warm_path.clone()).await?);
         }
-        let keys: Vec<String> = (0..20).map(|i| format!("param_config_cold_{i}")).collect();
+        // In their canonical spelling (sorted), which the API serves directly.
+        let mut keys: Vec<String> = (0..20).map(|i| format!("param_config_cold_{i}")).collect();
+        keys.sort();
         let batch_path = format!("/v1/config/{SERVICE}?keys={}", keys.join(","));
         get(batch_path.clone()).await?;
         let mut batch = Vec::new();

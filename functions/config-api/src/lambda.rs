@@ -59,7 +59,7 @@ mod tests {
         assert_eq!(
             api.keys,
             Some(Ok(
-                "tenant_config_limits,param_config_endpoint,param_config_regions"
+                "param_config_endpoint,param_config_regions,tenant_config_limits"
             ))
         );
     }
