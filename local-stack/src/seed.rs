@@ -345,6 +345,28 @@ pub async fn discovered_instance_ids(
     Ok(ids)
 }
 
+/// Registers an instance at `address` in the agents' Cloud Map service, as
+/// any holder of the agent role could (tests plant strangers with it).
+pub async fn register_instance(
+    aws: &SdkConfig,
+    cloud_map: &CloudMap,
+    instance_id: &str,
+    address: std::net::SocketAddr,
+) -> Result<(), String> {
+    use aws_sdk_servicediscovery as sd;
+    let client = tenant_config_shared::aws::Aws::from_config(aws.clone()).cloud_map();
+    client
+        .register_instance()
+        .service_id(&cloud_map.service_id)
+        .instance_id(instance_id)
+        .attributes("AWS_INSTANCE_IPV4", address.ip().to_string())
+        .attributes("AWS_INSTANCE_PORT", address.port().to_string())
+        .send()
+        .await
+        .map_err(|e| err("RegisterInstance")(&sd::error::DisplayErrorContext(e)))?;
+    Ok(())
+}
+
 /// Stores a fresh random refresh key (64 hex characters) as a SecureString.
 pub async fn put_refresh_key(aws: &SdkConfig, name: &str) -> Result<(), String> {
     use std::io::Read;

@@ -441,6 +441,9 @@ pub fn function_env(
     env.extend([
         ("CONFIG_TABLE_NAME".into(), TABLE.into()),
         ("JOURNAL_TABLE_NAME".into(), JOURNAL_TABLE.into()),
+        // The local agents listen on loopback, outside the private ranges
+        // config-refresh otherwise pushes to.
+        ("AGENT_NETWORKS".into(), "127.0.0.0/8".into()),
         ("PARAMETER_ROOT".into(), PARAMETER_ROOT.into()),
         ("COGNITO_ISSUER".into(), pool.issuer.clone()),
         ("COGNITO_JWKS_URL".into(), pool.jwks_url.clone()),

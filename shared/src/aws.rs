@@ -23,6 +23,7 @@ use crate::refresh::fanout::Fanout;
 use crate::refresh::handler::Refresher;
 use crate::refresh::journal_table::JournalTable;
 use crate::refresh::key::{RefreshKeyError, load_refresh_key};
+use crate::refresh::networks::InAgentNetworks;
 use crate::refresh::signing::{RefreshAuthenticator, RefreshKey};
 use crate::refresh::stage_cache::{ApiGatewayStageCache, SqsFlushRequests};
 use crate::schema::{DynamoDbSchemas, Schemas};
@@ -184,7 +185,10 @@ impl Aws {
         let refresher = Refresher::new(
             settings.parameter_root.clone(),
             settings.router.clone(),
-            Arc::new(instances),
+            Arc::new(InAgentNetworks::new(
+                Arc::new(instances),
+                settings.agent_networks.clone(),
+            )),
             Fanout::new(key, settings.fanout),
             Arc::new(self.change_journal(&settings.journal_table)),
         );

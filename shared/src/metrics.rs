@@ -69,15 +69,21 @@ pub enum Counter {
     RefreshFailures,
     /// Degraded answers (stale or 5xx) that asked for a stage cache flush.
     StageFlushRequests,
+    /// Agents Cloud Map returned to config-refresh (per invocation).
+    DiscoveredInstances,
+    /// Of those, agents outside `AGENT_NETWORKS`, not pushed to.
+    IgnoredInstances,
 }
 
 impl Counter {
-    const ALL: [Counter; 5] = [
+    const ALL: [Counter; 7] = [
         Counter::TokenCacheHits,
         Counter::TokenCacheMisses,
         Counter::RefreshDeliveries,
         Counter::RefreshFailures,
         Counter::StageFlushRequests,
+        Counter::DiscoveredInstances,
+        Counter::IgnoredInstances,
     ];
 
     fn name(self) -> &'static str {
@@ -87,6 +93,8 @@ impl Counter {
             Counter::RefreshDeliveries => "RefreshDeliveries",
             Counter::RefreshFailures => "RefreshFailures",
             Counter::StageFlushRequests => "StageFlushRequests",
+            Counter::DiscoveredInstances => "DiscoveredInstances",
+            Counter::IgnoredInstances => "IgnoredInstances",
         }
     }
 }

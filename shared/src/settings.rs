@@ -14,6 +14,7 @@ use crate::auth::AuthSettings;
 use crate::cache::{CacheSettings, StaleIfError};
 use crate::catch_up::CatchUpSettings;
 use crate::refresh::fanout::FanoutSettings;
+use crate::refresh::networks::AgentNetworks;
 use crate::refresh::stale::StaleSettings;
 use crate::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
 use crate::store::ssm::{DEFAULT_PARAMETER_ROOT, validate_root};
@@ -312,6 +313,9 @@ pub struct RefreshSettings {
     pub stale: StaleSettings,
     /// The API Gateway stage cache flushed after changes, if there is one.
     pub stage_cache: Option<StageCacheSettings>,
+    /// Where agents may be (`AGENT_NETWORKS`, CIDRs; default private
+    /// address space): discovered addresses elsewhere get no Refresh.
+    pub agent_networks: AgentNetworks,
 }
 
 /// Which stage cache config-refresh flushes after changes, and through which
@@ -351,6 +355,13 @@ impl RefreshSettings {
             journal_table: env.required("JOURNAL_TABLE_NAME")?,
             stage_cache: env.stage_cache()?,
             cloud_map_service_id: env.optional("CLOUD_MAP_SERVICE_ID"),
+            agent_networks: match env.optional("AGENT_NETWORKS") {
+                Some(list) => AgentNetworks::parse(&list).map_err(|reason| SettingsError {
+                    variable: "AGENT_NETWORKS",
+                    reason,
+                })?,
+                None => AgentNetworks::private(),
+            },
             stale: StaleSettings {
                 failures: env.number("STALE_AFTER_FAILURES", StaleSettings::default().failures)?,
                 min_age: Duration::from_secs(env.number(

@@ -350,3 +350,34 @@ async fn a_crashed_agent_that_stays_registered_is_marked_unhealthy_and_stops_cos
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn an_address_registered_outside_the_agents_networks_gets_no_refresh() {
+    // GIVEN two agents, and an instance registered at a public address (what
+    // a host holding an agent's role could do), healthy in Cloud Map
+    let stack = stack(2).await;
+    seed::register_instance(
+        &stack.aws,
+        &stack.cloud_map,
+        "planted",
+        "203.0.113.9:50051".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        seed::discovered_instance_ids(&stack.aws, &stack.cloud_map)
+            .await
+            .unwrap()
+            .contains(&"planted".to_owned())
+    );
+    // WHEN a change is pushed
+    let result = stack
+        .send_change_event("Update", &parameter_name("tenant-a"))
+        .await
+        .unwrap();
+    // THEN only the two agents in AGENT_NETWORKS (loopback here) are sent
+    // the Refresh, and the invocation succeeds without waiting on the stranger
+    let summary = result.expect("refresh succeeds");
+    assert_eq!(summary["instances"], 2, "{summary}");
+    assert_eq!(summary["status"], "delivered", "{summary}");
+}

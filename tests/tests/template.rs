@@ -176,6 +176,70 @@ fn the_authorizer_checks_every_request_so_no_cached_answer_outlives_its_token() 
 }
 
 #[test]
+fn config_refresh_pushes_only_inside_the_agents_networks_and_alarms_on_strangers_and_jumps() {
+    let template = template();
+    let refresh = resource(&template, "ConfigRefreshFunction");
+    assert_eq!(
+        strings(&refresh["Environment"]["Variables"]["AGENT_NETWORKS"]),
+        vec!["AgentNetworks"]
+    );
+    let default = template["Parameters"]["AgentNetworks"]["Default"]
+        .as_str()
+        .unwrap();
+    let networks = tenant_config_shared::refresh::networks::AgentNetworks::parse(default).unwrap();
+    assert!(
+        !networks.allows("52.94.0.1".parse().unwrap()),
+        "no public address by default"
+    );
+    let ignored = resource(&template, "RefreshIgnoredAgentsAlarm");
+    assert_eq!(ignored["MetricName"].as_str(), Some("IgnoredInstances"));
+    assert_eq!(ignored["Threshold"].as_u64(), Some(0));
+    let jump = resource(&template, "RefreshAgentCountJumpAlarm");
+    let metrics = jump["Metrics"].as_sequence().unwrap();
+    assert!(
+        metrics.iter().any(
+            |m| m["MetricStat"]["Metric"]["MetricName"].as_str() == Some("DiscoveredInstances")
+        )
+    );
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m["Expression"].as_str() == Some("DIFF(discovered)")
+                && m["ReturnData"].as_bool() == Some(true))
+    );
+}
+
+#[test]
+fn by_default_the_platform_registers_agents_and_the_agent_role_cannot() {
+    let template = template();
+    assert_eq!(
+        template["Parameters"]["AgentRegistration"]["Default"].as_str(),
+        Some("platform")
+    );
+    let statements = resource(&template, "AgentTaskPolicy")["PolicyDocument"]["Statement"]
+        .as_sequence()
+        .unwrap();
+    for statement in statements {
+        let registers = strings(statement)
+            .iter()
+            .any(|s| s.starts_with("servicediscovery:Register"));
+        if !registers {
+            continue;
+        }
+        // Only inside `!If [AgentsRegisterThemselves, …, NoValue]`.
+        let Value::Tagged(tagged) = statement else {
+            panic!("unconditional registration: {statement:?}");
+        };
+        assert_eq!(tagged.tag.to_string(), "!If");
+        assert_eq!(tagged.value[0].as_str(), Some("AgentsRegisterThemselves"));
+    }
+    assert_eq!(
+        strings(&template["Conditions"]["AgentsRegisterThemselves"]),
+        vec!["AgentRegistration", "self"]
+    );
+}
+
+#[test]
 fn the_secure_route_is_never_cached() {
     let template = template();
     let path = event_path(&template, "GetSecure");

@@ -10,6 +10,7 @@ pub mod handler;
 pub mod journal;
 pub mod journal_table;
 pub mod key;
+pub mod networks;
 pub mod proto;
 pub mod signing;
 pub mod stage_cache;
