@@ -186,6 +186,20 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+    /// Generate config-refresh's Ed25519 signing key into a SecureString
+    /// parameter and print the public entry agents trust
+    /// (`REFRESH_PUBLIC_KEYS`); `--public-only` prints the stored key's.
+    RefreshKey {
+        /// Key id, e.g. `2026-11` (`[A-Za-z0-9_-]`, ≤ 64).
+        #[arg(long, default_value = "k1")]
+        id: String,
+        /// The SecureString parameter (config-refresh's `REFRESH_KEY_PARAMETER`).
+        #[arg(long, env = "REFRESH_KEY_PARAMETER")]
+        parameter: String,
+        /// Print the public entry of the key already stored; change nothing.
+        #[arg(long)]
+        public_only: bool,
+    },
     /// Apply the stage settings CloudFormation cannot set: refuse
     /// `Cache-Control: max-age=0` from callers (403) on the whole stage and on
     /// each cached method. Run after every deploy that replaces the stage.
@@ -388,6 +402,28 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 println!("{}", crate::changes::line(entry));
             }
             eprintln!("{} change(s)", entries.len());
+        }
+        Command::RefreshKey {
+            id,
+            parameter,
+            public_only,
+        } => {
+            let aws = aws().await?;
+            let ssm = aws_sdk_ssm::Client::new(&aws);
+            let public = if public_only {
+                tenant_config_shared::refresh::key::load_refresh_key(
+                    &ssm,
+                    &parameter,
+                    &target.parameter_root,
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .public_entry()
+            } else {
+                crate::values::put_refresh_key(&ssm, &parameter, &target.parameter_root, &id)
+                    .await?
+            };
+            println!("{public}");
         }
         Command::StageSettings { api_id, stage } => {
             let client = aws_sdk_apigateway::Client::new(&aws().await?);

@@ -282,3 +282,29 @@ pub async fn put_parameter(
         .map_err(|e| format!("write {}: {e}", item.cache_key()))?;
     Ok(parameter_name(root, &item.tenant, &item.service, &item.key))
 }
+
+/// Generates an Ed25519 signing key, stores it as the SecureString
+/// `parameter` (outside the watched root), returns its public entry.
+pub async fn put_refresh_key(
+    ssm: &aws_sdk_ssm::Client,
+    parameter: &str,
+    watched_root: &str,
+    key_id: &str,
+) -> Result<String, String> {
+    if parameter.starts_with(&format!("{watched_root}/")) {
+        return Err(format!(
+            "the signing key parameter must be outside the watched root {watched_root}"
+        ));
+    }
+    let (key, text) = tenant_config_shared::refresh::signing::RefreshKey::generate(key_id)
+        .map_err(|e| e.to_string())?;
+    ssm.put_parameter()
+        .name(parameter)
+        .value(text)
+        .r#type(ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .map_err(|e| aws_sdk_ssm::error::DisplayErrorContext(e).to_string())?;
+    Ok(key.public_entry())
+}

@@ -8,7 +8,6 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
-use aws_sdk_ssm::types::ParameterType;
 use cognito::types::{
     AttributeDataType, AttributeType, ExplicitAuthFlowsType, SchemaAttributeType,
 };
@@ -364,27 +363,5 @@ pub async fn register_instance(
         .send()
         .await
         .map_err(|e| err("RegisterInstance")(&sd::error::DisplayErrorContext(e)))?;
-    Ok(())
-}
-
-/// Stores a fresh random refresh key (64 hex characters) as a SecureString.
-pub async fn put_refresh_key(aws: &SdkConfig, name: &str) -> Result<(), String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("cannot read random bytes: {e}"))?;
-    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    aws_sdk_ssm::Client::new(aws)
-        .put_parameter()
-        .name(name)
-        .value(key)
-        .r#type(ParameterType::SecureString)
-        .overwrite(true)
-        .send()
-        .await
-        .map_err(|e| {
-            err("PutParameter (refresh key)")(&aws_sdk_ssm::error::DisplayErrorContext(e))
-        })?;
     Ok(())
 }

@@ -28,6 +28,8 @@ pub const STAGE: &str = "prod";
 pub const PARAMETER_ROOT: &str = "/config-service";
 /// Outside the watched root, so changing it triggers no refresh.
 pub const REFRESH_KEY_PARAMETER: &str = "/tenant-config/refresh-key";
+/// Key id of the local stack's refresh signing key.
+pub const REFRESH_KEY_ID: &str = "local-1";
 pub const CLOUD_MAP_NAMESPACE: &str = "tenant-config.local";
 pub const CLOUD_MAP_SERVICE: &str = "config-agent";
 /// config-refresh's per-agent deadline in the local stack.
@@ -204,12 +206,20 @@ impl LocalStack {
             Ok(pool)
         })
         .await?;
-        let cloud_map = step(
+        let (refresh_public_keys, cloud_map) = step(
             progress,
-            "seed: refresh key, Cloud Map namespace and service",
+            "seed: refresh signing key, Cloud Map namespace and service",
             async {
-                seed::put_refresh_key(&aws, REFRESH_KEY_PARAMETER).await?;
-                seed::create_cloud_map(&aws, CLOUD_MAP_NAMESPACE, CLOUD_MAP_SERVICE).await
+                let public = tenant_config_admin::values::put_refresh_key(
+                    &aws_sdk_ssm::Client::new(&aws),
+                    REFRESH_KEY_PARAMETER,
+                    PARAMETER_ROOT,
+                    REFRESH_KEY_ID,
+                )
+                .await?;
+                let cloud_map =
+                    seed::create_cloud_map(&aws, CLOUD_MAP_NAMESPACE, CLOUD_MAP_SERVICE).await?;
+                Ok::<_, String>((public, cloud_map))
             },
         )
         .await?;
@@ -222,6 +232,9 @@ impl LocalStack {
         let stage_cache = StageCacheStub::start().await?;
         let mut env = function_env(&moto, &pool, &cloud_map);
         env.extend([
+            // The agents get only the public key; config-refresh reads the
+            // private one from REFRESH_KEY_PARAMETER.
+            ("REFRESH_PUBLIC_KEYS".to_owned(), refresh_public_keys),
             ("FLUSH_QUEUE_URL".to_owned(), flush_queue_url.clone()),
             ("STAGE_CACHE_REST_API_ID".to_owned(), REST_API_ID.to_owned()),
             ("STAGE_CACHE_STAGE".to_owned(), STAGE.to_owned()),

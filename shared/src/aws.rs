@@ -217,19 +217,20 @@ impl Aws {
     }
 
     /// The agent's gRPC server: AWS-backed reads shared by ConfigReader and
-    /// ConfigRefresh, the pool's JWKS, the refresh key.
+    /// ConfigRefresh, the pool's JWKS, the trusted refresh public keys.
     pub async fn agent_server(
         &self,
         settings: &Settings,
         agent: &AgentSettings,
     ) -> Result<AgentServer, AgentWiringError> {
-        let key = self
-            .refresh_key(&agent.refresh_key_parameter, &settings.parameter_root)
-            .await?;
         let reads = self.config_reads(settings);
+        tracing::info!(keys = ?agent.refresh_public_keys.ids(), "trusting refresh signing keys");
         Ok(AgentServer::new(
             ReaderService::new(token_verifier(settings)?, reads.clone()),
-            RefreshService::new(RefreshAuthenticator::new(key), reads),
+            RefreshService::new(
+                RefreshAuthenticator::new(agent.refresh_public_keys.clone()),
+                reads,
+            ),
         )
         .await)
     }
@@ -252,8 +253,6 @@ impl Aws {
 /// Why the agent's server could not be assembled.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentWiringError {
-    #[error(transparent)]
-    RefreshKey(#[from] RefreshKeyError),
     #[error(transparent)]
     Jwks(#[from] JwksError),
 }

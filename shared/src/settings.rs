@@ -15,6 +15,7 @@ use crate::cache::{CacheSettings, StaleIfError};
 use crate::catch_up::CatchUpSettings;
 use crate::refresh::fanout::FanoutSettings;
 use crate::refresh::networks::AgentNetworks;
+use crate::refresh::signing::TrustedKeys;
 use crate::refresh::stale::StaleSettings;
 use crate::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
 use crate::store::ssm::{DEFAULT_PARAMETER_ROOT, validate_root};
@@ -300,7 +301,8 @@ impl AwsCallSettings {
 pub struct RefreshSettings {
     pub parameter_root: String,
     pub router: KeyRouter,
-    /// SecureString parameter holding the shared HMAC key.
+    /// SecureString parameter holding config-refresh's private Ed25519
+    /// signing key (`ed25519:{key id}:{hex seed}`).
     pub refresh_key_parameter: String,
     pub cloud_map_namespace: String,
     pub cloud_map_service: String,
@@ -392,7 +394,9 @@ pub struct RegistrationSettings {
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
     pub listen: SocketAddr,
-    pub refresh_key_parameter: String,
+    /// The public keys Refresh signatures are accepted from
+    /// (`REFRESH_PUBLIC_KEYS`); the agent never holds a signing key.
+    pub refresh_public_keys: TrustedKeys,
     /// `None` when the platform registers the agent (ECS service discovery).
     pub registration: Option<RegistrationSettings>,
     /// How long in-flight calls may finish after a stop signal.
@@ -442,7 +446,11 @@ impl AgentSettings {
         };
         Ok(Self {
             listen,
-            refresh_key_parameter: env.required("REFRESH_KEY_PARAMETER")?,
+            refresh_public_keys: TrustedKeys::parse(&env.required("REFRESH_PUBLIC_KEYS")?)
+                .map_err(|e| SettingsError {
+                    variable: "REFRESH_PUBLIC_KEYS",
+                    reason: e.to_string(),
+                })?,
             registration,
             shutdown_grace: Duration::from_secs(env.number("AGENT_SHUTDOWN_GRACE_SECS", 10)?),
             health_report_interval: Duration::from_secs(
@@ -646,10 +654,30 @@ mod tests {
         assert_eq!(zero.unwrap_err().variable, "REFRESH_CONCURRENCY");
     }
 
+    const PUBLIC_KEYS: &str = "k1:d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c9778737";
+
+    #[test]
+    fn agents_take_public_keys_only_and_refuse_malformed_ones() {
+        let parsed = AgentSettings::from_lookup(&lookup(&[
+            ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),
+            ("CLOUD_MAP_REGISTER", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.refresh_public_keys.ids(), vec!["k1"]);
+        for bad in ["", "k1:abcd", "ed25519:k1:00"] {
+            let err = AgentSettings::from_lookup(&lookup(&[
+                ("REFRESH_PUBLIC_KEYS", bad),
+                ("CLOUD_MAP_REGISTER", "false"),
+            ]))
+            .unwrap_err();
+            assert_eq!(err.variable, "REFRESH_PUBLIC_KEYS", "{bad}");
+        }
+    }
+
     #[test]
     fn agent_registration_needs_an_address_others_can_reach() {
         let base = [
-            ("REFRESH_KEY_PARAMETER", "/k"),
+            ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),
             ("CLOUD_MAP_SERVICE_ID", "srv-123"),
         ];
         let err = AgentSettings::from_lookup(&lookup(&base)).unwrap_err();
@@ -663,7 +691,7 @@ mod tests {
         assert_eq!(registration.instance_id, "agent-10-0-3-7-50051");
 
         let off = AgentSettings::from_lookup(&lookup(&[
-            ("REFRESH_KEY_PARAMETER", "/k"),
+            ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),
             ("CLOUD_MAP_REGISTER", "false"),
         ]))
         .unwrap();

@@ -14,7 +14,7 @@ use tenant_config_shared::refresh::discovery::{AgentRegistration, DiscoveryError
 use tenant_config_shared::refresh::proto::GetConfigRequest;
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
 use tenant_config_shared::store::MemoryStore;
-use tenant_config_testkit::agent::{hour_long_reads, refresh_key, server};
+use tenant_config_testkit::agent::{hour_long_reads, server, trusted_keys};
 use tenant_config_testkit::identity::{token, verifier};
 use tenant_config_testkit::values::{item, plain};
 use tokio::net::TcpListener;
@@ -87,7 +87,7 @@ async fn slow_agent() -> (
     store.set_latency(STORE_LATENCY);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let server = server(verifier(), hour_long_reads(store), refresh_key()).await;
+    let server = server(verifier(), hour_long_reads(store), trusted_keys()).await;
     (listener, address, server)
 }
 

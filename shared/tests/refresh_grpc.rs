@@ -293,15 +293,22 @@ async fn unsigned_forged_stale_and_replayed_refreshes_leave_the_cache_alone() {
 
     // WHEN refreshes arrive unsigned, signed with another key, or signed too long ago
     let request = refresh_request("evt-4");
-    let (ts, forged) = sign(
-        &RefreshKey::new(vec![9u8; 32]).unwrap(),
+    // (a key the agent does not trust, and another key claiming a trusted id)
+    let (ts, foreign) = sign(
+        &RefreshKey::from_seed("elsewhere", &[9u8; 32]).unwrap(),
+        &request,
+        unix_ms_now(),
+    );
+    let (forged_ts, forged) = sign(
+        &RefreshKey::from_seed(refresh_key().id(), &[9u8; 32]).unwrap(),
         &request,
         unix_ms_now(),
     );
     let (old_ts, old_sig) = sign(&refresh_key(), &request, unix_ms_now() - 61_000);
     for metadata in [
         vec![],
-        vec![(TIMESTAMP_HEADER, ts.clone()), (SIGNATURE_HEADER, forged)],
+        vec![(TIMESTAMP_HEADER, ts.clone()), (SIGNATURE_HEADER, foreign)],
+        vec![(TIMESTAMP_HEADER, forged_ts), (SIGNATURE_HEADER, forged)],
         vec![(TIMESTAMP_HEADER, old_ts), (SIGNATURE_HEADER, old_sig)],
     ] {
         let err = raw_refresh(agent.address, request.clone(), &metadata)

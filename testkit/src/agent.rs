@@ -10,7 +10,7 @@ use tenant_config_shared::agent::server::{AgentServer, ReaderService, RefreshSer
 use tenant_config_shared::auth::TokenVerifier;
 use tenant_config_shared::cache::{CacheSettings, CachedStore, StaleIfError};
 use tenant_config_shared::reads::ConfigReads;
-use tenant_config_shared::refresh::signing::{RefreshAuthenticator, RefreshKey};
+use tenant_config_shared::refresh::signing::{RefreshAuthenticator, RefreshKey, TrustedKeys};
 use tenant_config_shared::routing::KeyRouter;
 use tenant_config_shared::store::MemoryStore;
 use tokio::net::TcpListener;
@@ -26,10 +26,14 @@ pub const HOUR_LONG_CACHE: CacheSettings = CacheSettings {
     stale: StaleIfError::DEFAULT,
 };
 
-/// The refresh key the test agents and fan-outs share.
+/// The signing key the test fan-outs use.
 pub fn refresh_key() -> RefreshKey {
-    RefreshKey::new(b"test-refresh-key-of-at-least-32-bytes!".to_vec())
-        .expect("the test key is long enough")
+    RefreshKey::from_seed("test", &[0x5a; 32]).expect("a 32-byte seed")
+}
+
+/// The public half of [`refresh_key`], which the test agents trust.
+pub fn trusted_keys() -> TrustedKeys {
+    refresh_key().trusted()
 }
 
 /// Reads over `parameters` (and an empty DynamoDB), with hour-long caches.
@@ -49,16 +53,16 @@ pub fn hour_long_reads_over(
     )
 }
 
-/// The server an agent runs: ConfigReader with `verifier`, ConfigRefresh with
-/// `key`, both over `reads`.
+/// The server an agent runs: ConfigReader with `verifier`, ConfigRefresh
+/// trusting `keys`, both over `reads`.
 pub async fn server(
     verifier: Arc<TokenVerifier>,
     reads: ConfigReads,
-    key: RefreshKey,
+    keys: TrustedKeys,
 ) -> AgentServer {
     AgentServer::new(
         ReaderService::new(verifier, reads.clone()),
-        RefreshService::new(RefreshAuthenticator::new(key), reads),
+        RefreshService::new(RefreshAuthenticator::new(keys), reads),
     )
     .await
 }
@@ -70,17 +74,17 @@ pub struct TestAgent {
 }
 
 impl TestAgent {
-    /// Trusts the fixture identity pool and [`refresh_key`].
+    /// Trusts the fixture identity pool and [`refresh_key`]'s public half.
     pub async fn start(reads: ConfigReads) -> Self {
-        Self::start_with(identity::verifier(), reads, refresh_key()).await
+        Self::start_with(identity::verifier(), reads, trusted_keys()).await
     }
 
     pub async fn start_with(
         verifier: Arc<TokenVerifier>,
         reads: ConfigReads,
-        key: RefreshKey,
+        keys: TrustedKeys,
     ) -> Self {
-        let server = server(verifier, reads, key).await;
+        let server = server(verifier, reads, keys).await;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");

@@ -381,3 +381,143 @@ async fn an_address_registered_outside_the_agents_networks_gets_no_refresh() {
     assert_eq!(summary["instances"], 2, "{summary}");
     assert_eq!(summary["status"], "delivered", "{summary}");
 }
+
+/// A Refresh for tenant A's endpoint, signed with `key` (or unsigned), sent
+/// straight to an agent process.
+async fn signed_refresh(
+    agent: &tenant_config_local_stack::agent::AgentProcess,
+    key: Option<&tenant_config_shared::refresh::signing::RefreshKey>,
+    event_id: &str,
+) -> Result<(), tonic::Status> {
+    use tenant_config_shared::refresh::proto::config_refresh_client::ConfigRefreshClient;
+    use tenant_config_shared::refresh::proto::{Operation, RefreshRequest};
+    use tenant_config_shared::refresh::signing::{
+        SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, unix_ms_now,
+    };
+    let request = RefreshRequest {
+        tenant_id: "tenant-a".into(),
+        service: SERVICE.into(),
+        key: KEY.into(),
+        operation: Operation::Update as i32,
+        event_id: event_id.into(),
+        event_time_unix_ms: unix_ms_now(),
+    };
+    let mut call = tonic::Request::new(request.clone());
+    if let Some(key) = key {
+        let (timestamp, signature) = sign(key, &request, unix_ms_now());
+        call.metadata_mut()
+            .insert(TIMESTAMP_HEADER, timestamp.parse().unwrap());
+        call.metadata_mut()
+            .insert(SIGNATURE_HEADER, signature.parse().unwrap());
+    }
+    let channel = tonic::transport::Endpoint::from_shared(agent.endpoint())
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    ConfigRefreshClient::new(channel)
+        .refresh(call)
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn agents_verify_refreshes_with_public_keys_and_a_signing_key_rotates_without_a_flag_day() {
+    use tenant_config_shared::refresh::signing::RefreshKey;
+    // GIVEN the stack (config-refresh signs with local-1) and an agent process
+    // that trusts local-1 and the next key, k2 (step 1 of a rotation)
+    let stack = stack(0).await;
+    let alice = stack.token(ALICE).await.unwrap();
+    let current = stack.setting("REFRESH_PUBLIC_KEYS").unwrap();
+    let (next, _) = RefreshKey::generate("k2").unwrap();
+    let mut env = stack.env.clone();
+    env.retain(|(name, _)| name != "REFRESH_PUBLIC_KEYS");
+    env.push((
+        "REFRESH_PUBLIC_KEYS".into(),
+        format!("{current},{}", next.public_entry()),
+    ));
+    let mut agent = tenant_config_local_stack::agent::AgentProcess::start("rotating", &env)
+        .await
+        .unwrap();
+    let target = Target {
+        table: TABLE.to_owned(),
+        parameter_root: PARAMETER_ROOT.to_owned(),
+        router: Default::default(),
+    };
+    let item = tenant_config_shared::ItemKey::parse("tenant-a", SERVICE, KEY).unwrap();
+    let serves = |expected: &'static str| {
+        let (agent, alice) = (&agent, &alice);
+        async move {
+            assert_eq!(
+                agent.get_config(alice, SERVICE, KEY).await.unwrap(),
+                format!("\"{expected}\"")
+            );
+        }
+    };
+    serves("https://billing.tenant-a.example").await;
+
+    // WHEN a Refresh arrives signed by a key the agent was never given, or
+    // unsigned, THEN it is UNAUTHENTICATED and the cache stays
+    target
+        .put(
+            &stack.aws,
+            &item,
+            "https://v2.example",
+            ParameterKind::String,
+        )
+        .await
+        .unwrap();
+    let (stranger, _) = RefreshKey::generate("k9").unwrap();
+    for key in [Some(&stranger), None] {
+        let refused = signed_refresh(&agent, key, "evt-foreign")
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    }
+    serves("https://billing.tenant-a.example").await;
+
+    // WHEN config-refresh pushes with the current key THEN the agent applies it
+    let pushed = stack
+        .send_change_event("Update", &parameter_name("tenant-a"))
+        .await
+        .unwrap();
+    assert!(pushed.is_ok(), "{pushed:?}");
+    serves("https://v2.example").await;
+
+    // AND a Refresh signed with the next key is accepted too (step 2: the
+    // signer can switch to k2 while agents still trust both)
+    target
+        .put(
+            &stack.aws,
+            &item,
+            "https://v3.example",
+            ParameterKind::String,
+        )
+        .await
+        .unwrap();
+    signed_refresh(&agent, Some(&next), "evt-next")
+        .await
+        .unwrap();
+    serves("https://v3.example").await;
+
+    // WHEN the old key is dropped from the agent (step 3), a push still
+    // signed with it is refused: config-refresh's invocation fails naming it
+    assert!(agent.stop_gracefully().unwrap(), "left Cloud Map cleanly");
+    let mut env = stack.env.clone();
+    env.retain(|(name, _)| name != "REFRESH_PUBLIC_KEYS");
+    env.push(("REFRESH_PUBLIC_KEYS".into(), next.public_entry()));
+    let only_next = tenant_config_local_stack::agent::AgentProcess::start("rotated", &env)
+        .await
+        .unwrap();
+    let refused = stack
+        .send_change_event("Update", &parameter_name("tenant-a"))
+        .await
+        .unwrap();
+    let error = refused.expect_err("the agent no longer trusts local-1");
+    assert!(error.contains(&only_next.instance_id), "{error}");
+    signed_refresh(&only_next, Some(&next), "evt-after")
+        .await
+        .unwrap();
+}

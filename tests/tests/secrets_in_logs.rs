@@ -34,6 +34,9 @@ async fn trace_logs_carry_no_secret_value_refresh_key_or_token() {
         .parameter
         .and_then(|p| p.value)
         .unwrap();
+    // `ed25519:{key id}:{seed}`: the seed is the secret.
+    let refresh_key = refresh_key.rsplit(':').next().unwrap().to_owned();
+    assert_eq!(refresh_key.len(), 64);
 
     // WHEN the secret is read on the secure route, refused on the cached
     // one, read through the agent, and changed (pushed to the agent)

@@ -240,6 +240,33 @@ fn by_default_the_platform_registers_agents_and_the_agent_role_cannot() {
 }
 
 #[test]
+fn only_config_refresh_can_read_the_signing_key_and_every_decrypt_is_scoped_by_parameter() {
+    let template = template();
+    let key_parameter = "RefreshKeyParameterName";
+    for (owner, statement) in statements(&template) {
+        let resources = strings(&statement["Resource"]);
+        let names_key = resources.iter().any(|r| r.contains(key_parameter))
+            || strings(&statement["Condition"])
+                .iter()
+                .any(|c| c.contains(key_parameter));
+        if names_key {
+            assert_eq!(
+                owner, "ConfigRefreshFunction",
+                "{owner} can reach the signing key"
+            );
+        }
+        let actions = strings(&statement["Action"]);
+        if actions.iter().any(|a| a == "kms:Decrypt") {
+            let context = strings(&statement["Condition"]);
+            assert!(
+                context.iter().any(|c| c.contains("parameter${")),
+                "{owner}: kms:Decrypt without an encryption context condition: {statement:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_secure_route_is_never_cached() {
     let template = template();
     let path = event_path(&template, "GetSecure");

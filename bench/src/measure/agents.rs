@@ -1,14 +1,14 @@
 //! In-process agents wired as the real `config-agent` is, against the local
-//! stack: the stack's settings with the agent's defaults, its refresh key, the
+//! stack: the stack's settings with the agent's defaults, its refresh public keys, the
 //! pool's JWKS over HTTP, AWS-backed reads with catch-up.
 
 use std::sync::Arc;
 
-use tenant_config_local_stack::stack::{LocalStack, PARAMETER_ROOT};
+use tenant_config_local_stack::stack::LocalStack;
 use tenant_config_shared::auth::TokenVerifier;
 use tenant_config_shared::aws::Aws;
 use tenant_config_shared::refresh::discovery::Registration;
-use tenant_config_shared::refresh::signing::RefreshKey;
+use tenant_config_shared::refresh::signing::TrustedKeys;
 use tenant_config_shared::settings::{AGENT_CACHE_DEFAULTS, RegistrationSettings, Settings};
 use tenant_config_testkit::agent::TestAgent;
 
@@ -17,7 +17,7 @@ use crate::baseline::settings;
 pub struct StackAgents {
     pub aws: Aws,
     pub settings: Settings,
-    key: RefreshKey,
+    keys: TrustedKeys,
     verifier: Arc<TokenVerifier>,
     service_id: String,
 }
@@ -26,19 +26,15 @@ impl StackAgents {
     pub async fn new(stack: &LocalStack) -> Result<Self, String> {
         let settings = settings(stack, AGENT_CACHE_DEFAULTS)?;
         let aws = Aws::from_config(stack.aws.clone());
-        let key = aws
-            .refresh_key(
-                &stack.setting("REFRESH_KEY_PARAMETER").unwrap_or_default(),
-                PARAMETER_ROOT,
-            )
-            .await
+        // The public keys the stack's agents trust (config-refresh signs).
+        let keys = TrustedKeys::parse(&stack.setting("REFRESH_PUBLIC_KEYS").unwrap_or_default())
             .map_err(|e| e.to_string())?;
         let verifier =
             Arc::new(TokenVerifier::over_http(&settings.auth).map_err(|e| e.to_string())?);
         Ok(Self {
             aws,
             settings,
-            key,
+            keys,
             verifier,
             service_id: stack.cloud_map.service_id.clone(),
         })
@@ -49,7 +45,7 @@ impl StackAgents {
         TestAgent::start_with(
             self.verifier.clone(),
             self.aws.config_reads(&self.settings),
-            self.key.clone(),
+            self.keys.clone(),
         )
         .await
     }

@@ -16,7 +16,7 @@ use tenant_config_shared::refresh::journal::MemoryJournal;
 use tenant_config_shared::refresh::proto::config_refresh_client::ConfigRefreshClient;
 use tenant_config_shared::refresh::proto::{Operation, RefreshRequest};
 use tenant_config_shared::refresh::signing::{
-    RefreshKey, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, unix_ms_now,
+    RefreshKey, SIGNATURE_HEADER, TIMESTAMP_HEADER, TrustedKeys, sign, unix_ms_now,
 };
 use tenant_config_shared::routing::KeyRouter;
 use tenant_config_shared::store::MemoryStore;
@@ -37,12 +37,11 @@ const TIMER_RESOLUTION: Duration = Duration::from_millis(5);
 impl Report {
     /// (4) Refresh fan-out to in-process agents, ours vs. one-after-another.
     pub async fn fanout(&mut self, stack: &LocalStack) -> Result<(), String> {
-        let key = RefreshKey::new(b"bench-refresh-key-0123456789abcdef".to_vec())
-            .map_err(|e| e.to_string())?;
+        let key = RefreshKey::from_seed("bench", &[0x42; 32]).map_err(|e| e.to_string())?;
         let largest = self.sizes.fanout_sizes.iter().copied().max().unwrap_or(10);
         let mut agents = Vec::with_capacity(largest);
         for _ in 0..largest {
-            agents.push(memory_agent(key.clone()).await);
+            agents.push(memory_agent(key.trusted()).await);
         }
         let silent = SilentListener::start().await;
         let settings = FanoutSettings::default();
@@ -174,13 +173,13 @@ impl Report {
 }
 
 /// An agent over an in-memory store (for fan-out timing: no store I/O).
-async fn memory_agent(key: RefreshKey) -> TestAgent {
+async fn memory_agent(keys: TrustedKeys) -> TestAgent {
     let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
     store.put(
         &item("tenant-a", SERVICE, "param_config_endpoint"),
         plain(json!("v")),
     );
-    TestAgent::start_with(identity::verifier(), hour_long_reads(store), key).await
+    TestAgent::start_with(identity::verifier(), hour_long_reads(store), keys).await
 }
 
 /// The original sample's strategy: one agent after another, a new connection

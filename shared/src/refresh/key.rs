@@ -1,5 +1,6 @@
-//! Where the shared refresh key comes from: one SecureString parameter, read
-//! once at start-up by config-refresh and by every agent.
+//! Where config-refresh's private signing key comes from: one SecureString
+//! parameter only config-refresh's role may read, read once at start-up.
+//! Agents never read it: they are given the public keys (`REFRESH_PUBLIC_KEYS`).
 
 use aws_sdk_ssm::error::DisplayErrorContext;
 use aws_sdk_ssm::types::ParameterType;
@@ -57,7 +58,7 @@ pub async fn load_refresh_key(
             name: name.to_owned(),
         });
     }
-    RefreshKey::new(parameter.value.unwrap_or_default().into_bytes()).map_err(|source| {
+    RefreshKey::parse(parameter.value.as_deref().unwrap_or_default()).map_err(|source| {
         RefreshKeyError::Unusable {
             name: name.to_owned(),
             source,

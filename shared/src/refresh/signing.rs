@@ -1,15 +1,26 @@
-//! HMAC-SHA256 authentication of Refresh calls.
+//! Ed25519 signatures on Refresh calls.
+//!
+//! config-refresh alone holds a private signing key (a SecureString only its
+//! role may read); agents hold public keys, several at once so that a key can
+//! be rotated without restarting every agent together. A host that runs an
+//! agent can therefore verify Refresh calls but never forge one.
 //!
 //! The signature covers a canonical string built from the request's fields
 //! (see `proto/tenantconfig/v1/config.proto`), not its protobuf bytes, so any
 //! language can produce it. Identifiers are validated before signing and
 //! verifying, so no field can smuggle a separator.
+//!
+//! Text forms (hex, so they travel in gRPC metadata and environment
+//! variables unchanged):
+//! - signing key: `ed25519:{key id}:{32-byte seed}`;
+//! - trusted keys: `{key id}:{32-byte public key}[,{key id}:{public key}…]`;
+//! - signature metadata: `{key id}:{64-byte signature}`.
 
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
+use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use moka::sync::Cache;
-use sha2::Sha256;
 use thiserror::Error;
 
 use super::proto::RefreshRequest;
@@ -19,45 +30,139 @@ pub const SIGNATURE_HEADER: &str = "x-refresh-signature";
 /// Signatures older (or newer) than this are refused; event ids are
 /// remembered this long to refuse replays.
 pub const REPLAY_WINDOW: Duration = Duration::from_secs(60);
-/// Shortest accepted key: 256 bits, the HMAC-SHA256 block-strength guidance.
-pub const MIN_KEY_BYTES: usize = 32;
+/// Ed25519 seed and public key length, in bytes.
+pub const KEY_BYTES: usize = 32;
+const SIGNATURE_BYTES: usize = 64;
+/// Key ids: `[A-Za-z0-9_-]`, at most this long.
+pub const MAX_KEY_ID_LEN: usize = 64;
+const SIGNING_KEY_PREFIX: &str = "ed25519:";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SignatureError {
-    #[error("refresh key must be at least {MIN_KEY_BYTES} bytes")]
-    WeakKey,
+    #[error("a signing key is 'ed25519:{{key id}}:{{64 hex digits}}' (a 32-byte seed): {0}")]
+    BadSigningKey(&'static str),
+    #[error("trusted keys are '{{key id}}:{{64 hex digits}}', comma-separated: {0}")]
+    BadTrustedKeys(String),
     #[error("missing {0} metadata")]
     Missing(&'static str),
     #[error("malformed {0} metadata")]
     Malformed(&'static str),
+    #[error("signed with key '{0}', which this agent does not trust")]
+    UnknownKey(String),
     #[error("signature timestamp is outside the {}s window", REPLAY_WINDOW.as_secs())]
     Stale,
     #[error("signature does not match")]
     Mismatch,
 }
 
-/// The shared refresh key. Its `Debug` does not show the key.
+fn valid_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_KEY_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// config-refresh's private signing key. Its `Debug` shows only the key id.
 #[derive(Clone)]
-pub struct RefreshKey(Vec<u8>);
+pub struct RefreshKey {
+    id: String,
+    pair: std::sync::Arc<Ed25519KeyPair>,
+}
 
 impl RefreshKey {
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Self, SignatureError> {
-        let bytes = bytes.into();
-        if bytes.len() < MIN_KEY_BYTES {
-            return Err(SignatureError::WeakKey);
+    /// From a 32-byte seed (exactly: the length of the *decoded* bytes).
+    pub fn from_seed(id: &str, seed: &[u8]) -> Result<Self, SignatureError> {
+        if !valid_key_id(id) {
+            return Err(SignatureError::BadSigningKey("key id"));
         }
-        Ok(Self(bytes))
+        if seed.len() != KEY_BYTES {
+            return Err(SignatureError::BadSigningKey("the seed is not 32 bytes"));
+        }
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed)
+            .map_err(|_| SignatureError::BadSigningKey("not an Ed25519 seed"))?;
+        Ok(Self {
+            id: id.to_owned(),
+            pair: std::sync::Arc::new(pair),
+        })
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
-        // HMAC accepts keys of any length; this cannot fail.
-        Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length")
+    /// Parses the text form `ed25519:{key id}:{hex seed}`.
+    pub fn parse(text: &str) -> Result<Self, SignatureError> {
+        let rest = text
+            .trim()
+            .strip_prefix(SIGNING_KEY_PREFIX)
+            .ok_or(SignatureError::BadSigningKey("no 'ed25519:' prefix"))?;
+        let (id, seed) = rest
+            .split_once(':')
+            .ok_or(SignatureError::BadSigningKey("no key id"))?;
+        let seed = from_hex(seed).ok_or(SignatureError::BadSigningKey("the seed is not hex"))?;
+        Self::from_seed(id, &seed)
+    }
+
+    /// A new random key (the text form holds the seed: store it as a secret).
+    pub fn generate(id: &str) -> Result<(Self, String), SignatureError> {
+        let mut seed = [0u8; KEY_BYTES];
+        aws_lc_rs::rand::fill(&mut seed)
+            .map_err(|_| SignatureError::BadSigningKey("no randomness"))?;
+        let key = Self::from_seed(id, &seed)?;
+        let text = format!("{SIGNING_KEY_PREFIX}{id}:{}", to_hex(&seed));
+        Ok((key, text))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The `{key id}:{hex public key}` entry agents trust it by.
+    pub fn public_entry(&self) -> String {
+        format!("{}:{}", self.id, to_hex(self.pair.public_key().as_ref()))
+    }
+
+    /// Trusted keys holding only this key's public half.
+    pub fn trusted(&self) -> TrustedKeys {
+        TrustedKeys::parse(&self.public_entry()).unwrap_or_default()
     }
 }
 
 impl std::fmt::Debug for RefreshKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RefreshKey(<redacted>)")
+        write!(f, "RefreshKey({}, <private>)", self.id)
+    }
+}
+
+/// The public keys an agent accepts Refresh signatures from, by key id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedKeys(HashMap<String, Vec<u8>>);
+
+impl TrustedKeys {
+    /// Parses `{key id}:{hex public key}[,…]` (at least one key).
+    pub fn parse(text: &str) -> Result<Self, SignatureError> {
+        let mut keys = HashMap::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let bad = |why: &str| SignatureError::BadTrustedKeys(format!("'{entry}': {why}"));
+            let (id, key) = entry.split_once(':').ok_or_else(|| bad("no key id"))?;
+            if !valid_key_id(id) {
+                return Err(bad("the key id is not [A-Za-z0-9_-]{1,64}"));
+            }
+            let key = from_hex(key)
+                .filter(|k| k.len() == KEY_BYTES)
+                .ok_or_else(|| bad("the key is not 32 bytes of hex"))?;
+            if keys.insert(id.to_owned(), key).is_some() {
+                return Err(bad("the key id is listed twice"));
+            }
+        }
+        if keys.is_empty() {
+            return Err(SignatureError::BadTrustedKeys("no key".to_owned()));
+        }
+        Ok(Self(keys))
+    }
+
+    /// Key ids, sorted (for logs: ids are not secrets, neither are keys).
+    pub fn ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.0.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids
     }
 }
 
@@ -97,17 +202,16 @@ fn from_hex(text: &str) -> Option<Vec<u8>> {
 
 /// Signs a request at `timestamp_ms`; returns the two metadata values.
 pub fn sign(key: &RefreshKey, request: &RefreshRequest, timestamp_ms: i64) -> (String, String) {
-    let mut mac = key.mac();
-    mac.update(canonical(request, timestamp_ms).as_bytes());
+    let signature = key.pair.sign(canonical(request, timestamp_ms).as_bytes());
     (
         timestamp_ms.to_string(),
-        to_hex(&mac.finalize().into_bytes()),
+        format!("{}:{}", key.id, to_hex(signature.as_ref())),
     )
 }
 
 /// Checks a request's signature and freshness, and remembers event ids.
 pub struct RefreshAuthenticator {
-    key: RefreshKey,
+    keys: TrustedKeys,
     seen_events: Cache<String, ()>,
 }
 
@@ -120,9 +224,9 @@ pub enum Verified {
 }
 
 impl RefreshAuthenticator {
-    pub fn new(key: RefreshKey) -> Self {
+    pub fn new(keys: TrustedKeys) -> Self {
         Self {
-            key,
+            keys,
             seen_events: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(REPLAY_WINDOW * 2)
@@ -143,11 +247,20 @@ impl RefreshAuthenticator {
         let timestamp_ms: i64 = timestamp
             .parse()
             .map_err(|_| SignatureError::Malformed(TIMESTAMP_HEADER))?;
-        let signature = from_hex(signature).ok_or(SignatureError::Malformed(SIGNATURE_HEADER))?;
-        let mut mac = self.key.mac();
-        mac.update(canonical(request, timestamp_ms).as_bytes());
-        // Constant-time comparison.
-        mac.verify_slice(&signature)
+        let (key_id, signature) = signature
+            .split_once(':')
+            .filter(|(id, _)| valid_key_id(id))
+            .ok_or(SignatureError::Malformed(SIGNATURE_HEADER))?;
+        let signature = from_hex(signature)
+            .filter(|s| s.len() == SIGNATURE_BYTES)
+            .ok_or(SignatureError::Malformed(SIGNATURE_HEADER))?;
+        let public_key = self
+            .keys
+            .0
+            .get(key_id)
+            .ok_or_else(|| SignatureError::UnknownKey(key_id.to_owned()))?;
+        UnparsedPublicKey::new(&ED25519, public_key)
+            .verify(canonical(request, timestamp_ms).as_bytes(), &signature)
             .map_err(|_| SignatureError::Mismatch)?;
         if now_ms.abs_diff(timestamp_ms) > REPLAY_WINDOW.as_millis() as u64 {
             return Err(SignatureError::Stale);
@@ -169,8 +282,10 @@ impl RefreshAuthenticator {
 mod tests {
     use super::*;
 
+    const SEED: [u8; 32] = [42u8; 32];
+
     fn key() -> RefreshKey {
-        RefreshKey::new(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap()
+        RefreshKey::from_seed("k1", &SEED).unwrap()
     }
 
     fn request() -> RefreshRequest {
@@ -186,9 +301,10 @@ mod tests {
 
     #[test]
     fn a_signed_request_verifies_once_then_is_a_replay() {
-        let auth = RefreshAuthenticator::new(key());
+        let auth = RefreshAuthenticator::new(key().trusted());
         let now = unix_ms_now();
         let (ts, sig) = sign(&key(), &request(), now);
+        assert!(sig.starts_with("k1:"));
         assert_eq!(
             auth.verify(&request(), Some(&ts), Some(&sig), now),
             Ok(Verified::Fresh)
@@ -202,7 +318,7 @@ mod tests {
 
     #[test]
     fn any_changed_field_breaks_the_signature() {
-        let auth = RefreshAuthenticator::new(key());
+        let auth = RefreshAuthenticator::new(key().trusted());
         let now = unix_ms_now();
         let (ts, sig) = sign(&key(), &request(), now);
         let mut changed = request();
@@ -225,11 +341,24 @@ mod tests {
     }
 
     #[test]
-    fn wrong_key_missing_or_malformed_metadata_and_stale_timestamps_are_refused() {
-        let auth = RefreshAuthenticator::new(key());
+    fn foreign_keys_missing_or_malformed_metadata_and_stale_timestamps_are_refused() {
+        let auth = RefreshAuthenticator::new(key().trusted());
         let now = unix_ms_now();
-        let other = RefreshKey::new(vec![7u8; 32]).unwrap();
-        let (ts, forged) = sign(&other, &request(), now);
+        // A key the agent does not list, and another key claiming a trusted id.
+        let (ts, foreign) = sign(
+            &RefreshKey::from_seed("k9", &[7u8; 32]).unwrap(),
+            &request(),
+            now,
+        );
+        assert_eq!(
+            auth.verify(&request(), Some(&ts), Some(&foreign), now),
+            Err(SignatureError::UnknownKey("k9".into()))
+        );
+        let (ts, forged) = sign(
+            &RefreshKey::from_seed("k1", &[7u8; 32]).unwrap(),
+            &request(),
+            now,
+        );
         assert_eq!(
             auth.verify(&request(), Some(&ts), Some(&forged), now),
             Err(SignatureError::Mismatch)
@@ -246,10 +375,19 @@ mod tests {
             auth.verify(&request(), Some("yesterday"), Some(&forged), now),
             Err(SignatureError::Malformed(TIMESTAMP_HEADER))
         );
-        assert_eq!(
-            auth.verify(&request(), Some(&ts), Some("zz"), now),
-            Err(SignatureError::Malformed(SIGNATURE_HEADER))
-        );
+        for malformed in [
+            "zz",
+            "k1:zz",
+            "k1:abcd",
+            "bad id:00",
+            &forged.replace("k1:", ""),
+        ] {
+            assert_eq!(
+                auth.verify(&request(), Some(&ts), Some(malformed), now),
+                Err(SignatureError::Malformed(SIGNATURE_HEADER)),
+                "{malformed}"
+            );
+        }
         let old = now - 61_000;
         let (ts_old, sig_old) = sign(&key(), &request(), old);
         assert_eq!(
@@ -259,11 +397,57 @@ mod tests {
     }
 
     #[test]
-    fn short_keys_are_refused_and_keys_are_not_printed() {
+    fn agents_trust_several_keys_so_a_key_rotates_without_a_flag_day() {
+        // GIVEN agents trusting the old and the new key
+        let old = key();
+        let (new, _) = RefreshKey::generate("k2").unwrap();
+        let both = format!("{},{}", old.public_entry(), new.public_entry());
+        let auth = RefreshAuthenticator::new(TrustedKeys::parse(&both).unwrap());
+        let now = unix_ms_now();
+        // THEN a Refresh signed with either verifies
+        for (i, signer) in [&old, &new].into_iter().enumerate() {
+            let mut r = request();
+            r.event_id = format!("event-{i}");
+            let (ts, sig) = sign(signer, &r, now);
+            assert_eq!(
+                auth.verify(&r, Some(&ts), Some(&sig), now),
+                Ok(Verified::Fresh)
+            );
+        }
+        // AND once the old key is dropped from the list, it no longer does
+        let only_new = RefreshAuthenticator::new(new.trusted());
+        let (ts, sig) = sign(&old, &request(), now);
         assert_eq!(
-            RefreshKey::new(b"short".to_vec()).unwrap_err(),
-            SignatureError::WeakKey
+            only_new.verify(&request(), Some(&ts), Some(&sig), now),
+            Err(SignatureError::UnknownKey("k1".into()))
         );
-        assert!(!format!("{:?}", key()).contains("0123"));
+    }
+
+    #[test]
+    fn key_texts_are_checked_by_their_decoded_bytes_and_never_printed() {
+        let (key, text) = RefreshKey::generate("rotation-2026-11").unwrap();
+        assert_eq!(
+            RefreshKey::parse(&text).unwrap().public_entry(),
+            key.public_entry()
+        );
+        let seed_hex = text.rsplit(':').next().unwrap().to_owned();
+        assert!(!format!("{key:?}").contains(&seed_hex));
+        // 64 characters that decode to fewer than 32 bytes, or not at all
+        for bad in [
+            "ed25519:k1:".to_owned() + &"g".repeat(64),
+            "ed25519:k1:".to_owned() + &"ab".repeat(31),
+            "k1:".to_owned() + &"ab".repeat(32),
+            "ed25519:bad id:".to_owned() + &"ab".repeat(32),
+        ] {
+            assert!(RefreshKey::parse(&bad).is_err(), "{bad}");
+        }
+        for bad in [
+            "",
+            "k1",
+            "k1:abcd",
+            &format!("k1:{0},k1:{0}", "ab".repeat(32)),
+        ] {
+            assert!(TrustedKeys::parse(bad).is_err(), "{bad}");
+        }
     }
 }
