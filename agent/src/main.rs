@@ -28,7 +28,11 @@ async fn run() -> Result<(), AgentError> {
     let stop = ShutdownSignal::listen()?;
     let aws = Aws::from_env().await?;
     let server = aws.agent_server(&settings, &agent).await?;
-    let listener = lifecycle::bind(agent.listen).await?;
+    // Callers on the loopback address, config-refresh on the Refresh one.
+    let listeners = lifecycle::Listeners::Split {
+        readers: lifecycle::bind(agent.listen).await?,
+        refresh: lifecycle::bind(agent.refresh_listen).await?,
+    };
     // CloudWatch's finest standard resolution: one EMF flush a minute.
     MetricsSettings::from_env("config-agent").flush_every(Duration::from_secs(60));
     let registration = match &agent.registration {
@@ -37,7 +41,7 @@ async fn run() -> Result<(), AgentError> {
     };
     lifecycle::serve_until_stopped(
         server,
-        listener,
+        listeners,
         registration.as_ref().map(|r| r as &dyn AgentRegistration),
         stop.recv(),
         agent.shutdown_grace,

@@ -18,7 +18,10 @@ pub fn agent_binary() -> std::path::PathBuf {
 
 pub struct AgentProcess {
     pub name: String,
+    /// ConfigReader's port (loopback).
     pub port: u16,
+    /// ConfigRefresh's port, the one registered in Cloud Map.
+    pub refresh_port: u16,
     pub instance_id: String,
     process: Option<ProcessGroup>,
 }
@@ -38,11 +41,16 @@ impl AgentProcess {
         binary: &std::path::Path,
     ) -> Result<Self, String> {
         let port = free_port().map_err(|e| e.to_string())?;
+        let refresh_port = free_port().map_err(|e| e.to_string())?;
         let instance_id = format!("{name}-{port}");
         let mut command = Command::new(binary);
         command
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("AGENT_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env(
+                "AGENT_REFRESH_LISTEN_ADDR",
+                format!("127.0.0.1:{refresh_port}"),
+            )
             .env("AGENT_INSTANCE_ID", &instance_id);
         let mut process = ProcessGroup::spawn(name, command).map_err(|e| e.to_string())?;
         process
@@ -56,6 +64,7 @@ impl AgentProcess {
         Ok(Self {
             name: name.to_owned(),
             port,
+            refresh_port,
             instance_id,
             process: Some(process),
         })
@@ -66,8 +75,14 @@ impl AgentProcess {
         self.process.is_some()
     }
 
+    /// Where callers reach ConfigReader.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Where config-refresh reaches ConfigRefresh (the registered address).
+    pub fn refresh_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.refresh_port)
     }
 
     /// Stops the agent as an orchestrator would (SIGTERM) and waits for it;

@@ -73,10 +73,12 @@ pub enum Counter {
     DiscoveredInstances,
     /// Of those, agents outside `AGENT_NETWORKS`, not pushed to.
     IgnoredInstances,
+    /// Refresh calls an agent refused (unsigned, foreign key, stale, forged).
+    RefusedRefreshes,
 }
 
 impl Counter {
-    const ALL: [Counter; 7] = [
+    const ALL: [Counter; 8] = [
         Counter::TokenCacheHits,
         Counter::TokenCacheMisses,
         Counter::RefreshDeliveries,
@@ -84,6 +86,7 @@ impl Counter {
         Counter::StageFlushRequests,
         Counter::DiscoveredInstances,
         Counter::IgnoredInstances,
+        Counter::RefusedRefreshes,
     ];
 
     fn name(self) -> &'static str {
@@ -95,6 +98,7 @@ impl Counter {
             Counter::StageFlushRequests => "StageFlushRequests",
             Counter::DiscoveredInstances => "DiscoveredInstances",
             Counter::IgnoredInstances => "IgnoredInstances",
+            Counter::RefusedRefreshes => "RefusedRefreshes",
         }
     }
 }

@@ -393,7 +393,12 @@ pub struct RegistrationSettings {
 /// Settings of the config agent (on top of [`Settings`]).
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
+    /// Where callers reach ConfigReader (`AGENT_LISTEN_ADDR`, default
+    /// loopback: the agent runs beside its service).
     pub listen: SocketAddr,
+    /// Where config-refresh reaches ConfigRefresh (`AGENT_REFRESH_LISTEN_ADDR`,
+    /// default all interfaces, port 50052); the address registered.
+    pub refresh_listen: SocketAddr,
     /// The public keys Refresh signatures are accepted from
     /// (`REFRESH_PUBLIC_KEYS`); the agent never holds a signing key.
     pub refresh_public_keys: TrustedKeys,
@@ -412,29 +417,37 @@ impl AgentSettings {
 
     pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let env = Env { lookup };
-        let listen: SocketAddr = env.parsed("AGENT_LISTEN_ADDR", "0.0.0.0:50051")?;
+        let listen: SocketAddr = env.parsed("AGENT_LISTEN_ADDR", "127.0.0.1:50051")?;
+        let refresh_listen: SocketAddr =
+            env.parsed("AGENT_REFRESH_LISTEN_ADDR", "0.0.0.0:50052")?;
+        if refresh_listen == listen {
+            return Err(SettingsError {
+                variable: "AGENT_REFRESH_LISTEN_ADDR",
+                reason: format!("must differ from AGENT_LISTEN_ADDR ({listen})"),
+            });
+        }
         let registration = if env.flag("CLOUD_MAP_REGISTER", true)? {
             let ip: IpAddr = match env.optional("AGENT_ADVERTISE_IP") {
                 Some(raw) => raw.parse().map_err(|e| SettingsError {
                     variable: "AGENT_ADVERTISE_IP",
                     reason: format!("'{raw}': {e}"),
                 })?,
-                None if !listen.ip().is_unspecified() => listen.ip(),
+                None if !refresh_listen.ip().is_unspecified() => refresh_listen.ip(),
                 None => {
                     return Err(SettingsError {
                         variable: "AGENT_ADVERTISE_IP",
                         reason: format!(
-                            "must be set when registering and listening on {listen}: \
+                            "must be set when registering and listening on {refresh_listen}: \
                              name the IP other hosts reach this agent on"
                         ),
                     });
                 }
             };
-            let address = SocketAddr::new(ip, listen.port());
+            let address = SocketAddr::new(ip, refresh_listen.port());
             let default_id = format!(
                 "agent-{}-{}",
                 ip.to_string().replace([':', '.'], "-"),
-                listen.port()
+                refresh_listen.port()
             );
             Some(RegistrationSettings {
                 service_id: env.required("CLOUD_MAP_SERVICE_ID")?,
@@ -446,6 +459,7 @@ impl AgentSettings {
         };
         Ok(Self {
             listen,
+            refresh_listen,
             refresh_public_keys: TrustedKeys::parse(&env.required("REFRESH_PUBLIC_KEYS")?)
                 .map_err(|e| SettingsError {
                     variable: "REFRESH_PUBLIC_KEYS",
@@ -687,8 +701,10 @@ mod tests {
         vars.push(("AGENT_ADVERTISE_IP", "10.0.3.7"));
         let s = AgentSettings::from_lookup(&lookup(&vars)).unwrap();
         let registration = s.registration.unwrap();
-        assert_eq!(registration.address, "10.0.3.7:50051".parse().unwrap());
-        assert_eq!(registration.instance_id, "agent-10-0-3-7-50051");
+        // Readers on loopback; the Refresh port is what is registered.
+        assert_eq!(s.listen, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!(registration.address, "10.0.3.7:50052".parse().unwrap());
+        assert_eq!(registration.instance_id, "agent-10-0-3-7-50052");
 
         let off = AgentSettings::from_lookup(&lookup(&[
             ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::json;
 use tenant_config_shared::StoreKind;
-use tenant_config_shared::agent::lifecycle::{ShutdownSignal, Stopped, serve_until_stopped};
+use tenant_config_shared::agent::lifecycle::{
+    Listeners, ShutdownSignal, Stopped, serve_until_stopped,
+};
 use tenant_config_shared::refresh::discovery::{AgentRegistration, DiscoveryError};
 use tenant_config_shared::refresh::proto::GetConfigRequest;
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
@@ -127,7 +129,7 @@ async fn sigterm_reports_not_serving_then_deregisters_then_drains_and_returns_ok
         tokio::spawn(async move {
             serve_until_stopped(
                 server,
-                listener,
+                Listeners::One(listener),
                 Some(registration.as_ref() as &dyn AgentRegistration),
                 stop.recv(),
                 Duration::from_secs(5),
@@ -169,7 +171,7 @@ async fn a_call_longer_than_the_grace_period_does_not_hold_the_stop() {
     let grace = STORE_LATENCY / 4;
     let running = tokio::spawn(serve_until_stopped(
         server,
-        listener,
+        Listeners::One(listener),
         None,
         async move {
             let _ = stopped.await;
@@ -207,7 +209,7 @@ async fn a_serving_agent_re_reports_healthy_on_its_heartbeat() {
         tokio::spawn(async move {
             serve_until_stopped(
                 server,
-                listener,
+                Listeners::One(listener),
                 Some(registration.as_ref() as &dyn AgentRegistration),
                 async move {
                     let _ = stopped.await;

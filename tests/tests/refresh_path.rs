@@ -383,9 +383,9 @@ async fn an_address_registered_outside_the_agents_networks_gets_no_refresh() {
 }
 
 /// A Refresh for tenant A's endpoint, signed with `key` (or unsigned), sent
-/// straight to an agent process.
+/// straight to `endpoint` (an agent process's Refresh port).
 async fn signed_refresh(
-    agent: &tenant_config_local_stack::agent::AgentProcess,
+    endpoint: &str,
     key: Option<&tenant_config_shared::refresh::signing::RefreshKey>,
     event_id: &str,
 ) -> Result<(), tonic::Status> {
@@ -410,7 +410,7 @@ async fn signed_refresh(
         call.metadata_mut()
             .insert(SIGNATURE_HEADER, signature.parse().unwrap());
     }
-    let channel = tonic::transport::Endpoint::from_shared(agent.endpoint())
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
         .unwrap()
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(2))
@@ -471,7 +471,7 @@ async fn agents_verify_refreshes_with_public_keys_and_a_signing_key_rotates_with
         .unwrap();
     let (stranger, _) = RefreshKey::generate("k9").unwrap();
     for key in [Some(&stranger), None] {
-        let refused = signed_refresh(&agent, key, "evt-foreign")
+        let refused = signed_refresh(&agent.refresh_endpoint(), key, "evt-foreign")
             .await
             .unwrap_err();
         assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
@@ -497,7 +497,7 @@ async fn agents_verify_refreshes_with_public_keys_and_a_signing_key_rotates_with
         )
         .await
         .unwrap();
-    signed_refresh(&agent, Some(&next), "evt-next")
+    signed_refresh(&agent.refresh_endpoint(), Some(&next), "evt-next")
         .await
         .unwrap();
     serves("https://v3.example").await;
@@ -517,7 +517,51 @@ async fn agents_verify_refreshes_with_public_keys_and_a_signing_key_rotates_with
         .unwrap();
     let error = refused.expect_err("the agent no longer trusts local-1");
     assert!(error.contains(&only_next.instance_id), "{error}");
-    signed_refresh(&only_next, Some(&next), "evt-after")
+    signed_refresh(&only_next.refresh_endpoint(), Some(&next), "evt-after")
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn callers_and_config_refresh_reach_the_agent_on_separate_listeners_with_bounded_requests() {
+    use tenant_config_shared::refresh::proto::GetConfigsRequest;
+    use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
+    let stack = stack(1).await;
+    let agent = &stack.agents[0];
+    let alice = stack.token(ALICE).await.unwrap();
+    let connect = |endpoint: String| async move {
+        tonic::transport::Endpoint::from_shared(endpoint)
+            .unwrap()
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .unwrap()
+    };
+    // GIVEN an agent process: readers on one loopback port, Refresh on another
+    assert_ne!(agent.port, agent.refresh_port);
+    // WHEN a Refresh is sent to the readers' port, or a read to the Refresh
+    // port, THEN neither service is there
+    let (key, _) = tenant_config_shared::refresh::signing::RefreshKey::generate("k").unwrap();
+    let on_reader_port = signed_refresh(&agent.endpoint(), Some(&key), "evt-misplaced").await;
+    assert_eq!(on_reader_port.unwrap_err().code(), Code::Unimplemented);
+    let mut reader_on_refresh_port =
+        ConfigReaderClient::new(connect(agent.refresh_endpoint()).await);
+    let mut call = tonic::Request::new(GetConfigsRequest {
+        service: SERVICE.into(),
+        keys: vec![KEY.into()],
+    });
+    call.metadata_mut()
+        .insert("authorization", format!("Bearer {alice}").parse().unwrap());
+    let misplaced = reader_on_refresh_port.get_configs(call).await.unwrap_err();
+    assert_eq!(misplaced.code(), Code::Unimplemented, "{misplaced:?}");
+    // AND a request larger than any real one (64 KiB) is refused unread
+    let mut reader = ConfigReaderClient::new(connect(agent.endpoint()).await);
+    let mut huge = tonic::Request::new(GetConfigsRequest {
+        service: SERVICE.into(),
+        keys: vec!["k".repeat(100 * 1024)],
+    });
+    huge.metadata_mut()
+        .insert("authorization", format!("Bearer {alice}").parse().unwrap());
+    let refused = reader.get_configs(huge).await.unwrap_err();
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
 }

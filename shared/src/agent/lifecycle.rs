@@ -76,6 +76,16 @@ impl ShutdownSignal {
     }
 }
 
+/// Where the agent serves: everything on one listener, or the readers and
+/// Refresh on their own.
+pub enum Listeners {
+    One(TcpListener),
+    Split {
+        readers: TcpListener,
+        refresh: TcpListener,
+    },
+}
+
 /// Binds the agent's listener, naming the address on failure.
 pub async fn bind(address: SocketAddr) -> Result<TcpListener, AgentError> {
     let listener = TcpListener::bind(address)
@@ -93,7 +103,7 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, AgentError> {
 /// keep pushing to a dead address.
 pub async fn serve_until_stopped(
     server: AgentServer,
-    listener: TcpListener,
+    listeners: Listeners,
     registration: Option<&dyn AgentRegistration>,
     stop: impl Future<Output = &'static str>,
     grace: Duration,
@@ -101,9 +111,15 @@ pub async fn serve_until_stopped(
 ) -> Result<Stopped, AgentError> {
     let health = server.health.clone();
     let (stop_accepting, stopped_accepting) = tokio::sync::oneshot::channel::<()>();
-    let mut serving = tokio::spawn(server.serve(listener, async {
+    let until_stopped = async {
         let _ = stopped_accepting.await;
-    }));
+    };
+    let mut serving = match listeners {
+        Listeners::One(listener) => tokio::spawn(server.serve(listener, until_stopped)),
+        Listeners::Split { readers, refresh } => {
+            tokio::spawn(server.serve_split(readers, refresh, until_stopped))
+        }
+    };
 
     let reporting = async {
         match registration {

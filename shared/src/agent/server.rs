@@ -2,6 +2,7 @@
 //! config-refresh. Both run on the same read use cases (same stores, same caches).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
@@ -152,6 +153,7 @@ impl ConfigReader for ReaderService {
 pub struct RefreshService {
     authenticator: RefreshAuthenticator,
     reads: ConfigReads,
+    refusals: RefusalLog,
 }
 
 impl RefreshService {
@@ -159,7 +161,56 @@ impl RefreshService {
         Self {
             authenticator,
             reads,
+            refusals: RefusalLog::new(REFUSAL_LOG_INTERVAL),
         }
+    }
+}
+
+/// At most one refused-Refresh WARN line per this interval.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Logs refused Refresh calls at a bounded rate: anyone who can reach the
+/// Refresh port could otherwise make the agent write one line per call.
+/// Each line says how many refusals it stands for; every refusal is counted
+/// in the `RefusedRefreshes` metric.
+pub struct RefusalLog {
+    interval_ms: i64,
+    next_at_ms: std::sync::atomic::AtomicI64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl RefusalLog {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval_ms: interval.as_millis() as i64,
+            next_at_ms: std::sync::atomic::AtomicI64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Records a refusal at `now_ms`; returns how many refusals the line it
+    /// wrote stands for, or `None` when it wrote none.
+    pub fn refused(&self, reason: &dyn std::fmt::Display, now_ms: i64) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        crate::metrics::metrics().count(crate::metrics::Counter::RefusedRefreshes);
+        let next = self.next_at_ms.load(Ordering::Relaxed);
+        if now_ms >= next
+            && self
+                .next_at_ms
+                .compare_exchange(
+                    next,
+                    now_ms + self.interval_ms,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            let refusals = self.suppressed.swap(0, Ordering::Relaxed) + 1;
+            tracing::warn!(%reason, refusals, "refused Refresh calls (one line per interval)");
+            return Some(refusals);
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
     }
 }
 
@@ -180,7 +231,7 @@ impl ConfigRefresh for RefreshService {
                 unix_ms_now(),
             )
             .map_err(|reason| {
-                tracing::warn!(%reason, "refused a Refresh call");
+                self.refusals.refused(&reason, unix_ms_now());
                 Status::unauthenticated(reason.to_string())
             })?;
         if verified == Verified::Replay {
@@ -204,36 +255,67 @@ impl ConfigRefresh for RefreshService {
     }
 }
 
+/// Largest request a caller may send (a GetConfigs names at most 50 keys).
+pub const MAX_READER_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest Refresh request (it names one entry, never a value).
+pub const MAX_REFRESH_REQUEST_BYTES: usize = 4 * 1024;
+/// Calls in flight per connection, and HTTP/2 streams per connection.
+pub const MAX_CALLS_PER_CONNECTION: usize = 64;
+/// Longest a call may take before the server answers DEADLINE_EXCEEDED.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The agent's gRPC server: ConfigReader, ConfigRefresh and grpc.health.v1.
+///
+/// The agent runs beside its service, so callers reach it on loopback; only
+/// config-refresh needs it from the network. [`AgentServer::serve_split`]
+/// serves the readers on one listener and Refresh (with health, for the
+/// orchestrator's checks) on another; [`AgentServer::serve`] serves all on
+/// one (in-process test agents). Every listener bounds request sizes, calls
+/// per connection and call time.
 pub struct AgentServer {
     /// Flip to NOT_SERVING before draining, so health checks stop routing here.
     pub health: tonic_health::server::HealthReporter,
-    router: tonic::transport::server::Router,
+    health_service:
+        tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+    reader: ConfigReaderServer<ReaderService>,
+    refresh: ConfigRefreshServer<RefreshService>,
+}
+
+use crate::refresh::proto::config_reader_server::ConfigReaderServer;
+use crate::refresh::proto::config_refresh_server::ConfigRefreshServer;
+
+fn limited() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
+        .max_concurrent_streams(MAX_CALLS_PER_CONNECTION as u32)
+        .timeout(CALL_TIMEOUT)
 }
 
 impl AgentServer {
     /// Builds the server with both services reported SERVING.
     pub async fn new(reader: ReaderService, refresh: RefreshService) -> Self {
-        use crate::refresh::proto::config_reader_server::ConfigReaderServer;
-        use crate::refresh::proto::config_refresh_server::ConfigRefreshServer;
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let health = tonic_health::server::HealthReporter::new();
+        let health_service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(health.clone()),
+        );
         health
             .set_serving::<ConfigReaderServer<ReaderService>>()
             .await;
         health
             .set_serving::<ConfigRefreshServer<RefreshService>>()
             .await;
-        let router = tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(ConfigReaderServer::new(reader))
-            .add_service(ConfigRefreshServer::new(refresh));
-        Self { health, router }
+        Self {
+            health,
+            health_service,
+            reader: ConfigReaderServer::new(reader)
+                .max_decoding_message_size(MAX_READER_REQUEST_BYTES),
+            refresh: ConfigRefreshServer::new(refresh)
+                .max_decoding_message_size(MAX_REFRESH_REQUEST_BYTES),
+        }
     }
 
     /// Reports every service NOT_SERVING (first step of a graceful stop).
     pub async fn set_not_serving(health: &tonic_health::server::HealthReporter) {
-        use crate::refresh::proto::config_reader_server::ConfigReaderServer;
-        use crate::refresh::proto::config_refresh_server::ConfigRefreshServer;
         health
             .set_not_serving::<ConfigReaderServer<ReaderService>>()
             .await;
@@ -245,17 +327,72 @@ impl AgentServer {
             .await;
     }
 
-    /// Serves on `listener` until `shutdown` completes, then drains in-flight calls.
+    /// Serves every service on `listener` until `shutdown` completes, then
+    /// drains in-flight calls.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        self.router
+        limited()
+            .add_service(self.health_service)
+            .add_service(self.reader)
+            .add_service(self.refresh)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 shutdown,
             )
             .await
+    }
+
+    /// Serves ConfigReader (and health) on `readers`, ConfigRefresh (and
+    /// health) on `refresh`, until `shutdown` completes; then both drain.
+    pub async fn serve_split(
+        self,
+        readers: tokio::net::TcpListener,
+        refresh: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let stopped_too = stopped.clone();
+        let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let readers = limited()
+            .add_service(self.health_service.clone())
+            .add_service(self.reader)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(readers),
+                until(stopped),
+            );
+        let refresh = limited()
+            .add_service(self.health_service)
+            .add_service(self.refresh)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(refresh),
+                until(stopped_too),
+            );
+        let signal = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+            Ok(())
+        };
+        tokio::try_join!(readers, refresh, signal).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_refused_refreshes_writes_one_line_per_interval_counting_the_rest() {
+        let log = RefusalLog::new(Duration::from_secs(10));
+        let written: Vec<Option<u64>> = (0..1000).map(|i| log.refused(&"bad", i)).collect();
+        assert_eq!(written[0], Some(1));
+        assert_eq!(written.iter().filter(|w| w.is_some()).count(), 1);
+        // the next line, an interval later, stands for everything refused since
+        assert_eq!(log.refused(&"bad", 10_000), Some(1000));
+        assert_eq!(log.refused(&"bad", 10_001), None);
     }
 }
