@@ -28,6 +28,8 @@ pub const STAGE: &str = "prod";
 pub const PARAMETER_ROOT: &str = "/config-service";
 /// Outside the watched root, so changing it triggers no refresh.
 pub const REFRESH_KEY_PARAMETER: &str = "/tenant-config/refresh-key";
+/// The role config-api and the agents assume per tenant (moto's STS).
+pub const TENANT_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/tenant-config-tenant-access";
 /// Key id of the local stack's refresh signing key.
 pub const REFRESH_KEY_ID: &str = "local-1";
 pub const CLOUD_MAP_NAMESPACE: &str = "tenant-config.local";
@@ -457,6 +459,10 @@ pub fn function_env(
         // The local agents listen on loopback, outside the private ranges
         // config-refresh otherwise pushes to.
         ("AGENT_NETWORKS".into(), "127.0.0.0/8".into()),
+        // Token vending as deployed: every store call for a tenant is signed
+        // with credentials from moto's STS AssumeRole tagged with the tenant
+        // (moto enforces no IAM; the template test checks the policies).
+        ("TENANT_ROLE_ARN".into(), TENANT_ROLE_ARN.into()),
         ("PARAMETER_ROOT".into(), PARAMETER_ROOT.into()),
         ("COGNITO_ISSUER".into(), pool.issuer.clone()),
         ("COGNITO_JWKS_URL".into(), pool.jwks_url.clone()),

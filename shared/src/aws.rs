@@ -17,6 +17,7 @@ use crate::api::{ConfigApi, DegradedAnswerFlush};
 use crate::auth::{JwksError, TokenVerifier};
 use crate::cache::CachedStore;
 use crate::catch_up::CatchUp;
+use crate::credentials::{StsTenantRole, TenantClient, TenantCredentials};
 use crate::reads::ConfigReads;
 use crate::refresh::discovery::{CloudMapHealth, CloudMapInstances, DiscoveryError, Registration};
 use crate::refresh::fanout::Fanout;
@@ -89,11 +90,55 @@ impl Aws {
         aws_sdk_servicediscovery::Client::from_conf(config.build())
     }
 
+    /// Per-tenant credentials when a tenant role is configured.
+    fn tenant_credentials(&self, settings: &Settings) -> Option<Arc<TenantCredentials>> {
+        settings.tenant_role.as_ref().map(|role| {
+            Arc::new(TenantCredentials::new(
+                self.config.clone(),
+                Arc::new(StsTenantRole::new(
+                    aws_sdk_sts::Client::new(&self.config),
+                    &role.role_arn,
+                    role.session,
+                )),
+                role.max_tenants,
+            ))
+        })
+    }
+
+    /// DynamoDB and Parameter Store clients for tenants' items: the
+    /// process's own, or per tenant with vended credentials.
+    fn tenant_clients(
+        &self,
+        settings: &Settings,
+    ) -> (
+        TenantClient<aws_sdk_dynamodb::Client>,
+        TenantClient<aws_sdk_ssm::Client>,
+    ) {
+        match self.tenant_credentials(settings) {
+            None => (self.dynamodb().into(), self.ssm().into()),
+            Some(credentials) => (
+                TenantClient::vended(credentials.clone(), aws_sdk_dynamodb::Client::new),
+                TenantClient::vended(credentials, aws_sdk_ssm::Client::new),
+            ),
+        }
+    }
+
     /// The read use cases over DynamoDB and Parameter Store, each behind its
     /// own cache.
     pub fn config_reads(&self, settings: &Settings) -> ConfigReads {
-        let dynamodb = DynamoDbStore::new(self.dynamodb(), settings.table_name.as_str());
-        let parameters = ParameterStore::new(self.ssm(), settings.parameter_root.as_str());
+        self.config_reads_over(settings, self.tenant_clients(settings))
+    }
+
+    fn config_reads_over(
+        &self,
+        settings: &Settings,
+        (dynamodb, ssm): (
+            TenantClient<aws_sdk_dynamodb::Client>,
+            TenantClient<aws_sdk_ssm::Client>,
+        ),
+    ) -> ConfigReads {
+        let dynamodb = DynamoDbStore::new(dynamodb, settings.table_name.as_str());
+        let parameters = ParameterStore::new(ssm, settings.parameter_root.as_str());
         let reads = ConfigReads::new(
             settings.router.clone(),
             CachedStore::new(Arc::new(dynamodb), settings.dynamodb_cache),
@@ -125,19 +170,19 @@ impl Aws {
 
     /// config-api's handler: AWS-backed reads and the pool's JWKS over HTTP.
     pub fn config_api(&self, settings: &Settings) -> Result<ConfigApi, JwksError> {
-        let mut api = ConfigApi::new(token_verifier(settings)?, self.config_reads(settings));
+        // One set of tenant clients (one AssumeRole per tenant) for reads and writes.
+        let clients = self.tenant_clients(settings);
+        let mut api = ConfigApi::new(
+            token_verifier(settings)?,
+            self.config_reads_over(settings, clients.clone()),
+        );
         if let Some(group) = &settings.admin_group {
+            let (dynamodb, ssm) = clients;
             api = api.with_writes(
                 ConfigWrites::new(
                     settings.router.clone(),
-                    Arc::new(DynamoDbWriter::new(
-                        self.dynamodb(),
-                        settings.table_name.as_str(),
-                    )),
-                    Arc::new(ParameterWriter::new(
-                        self.ssm(),
-                        settings.parameter_root.as_str(),
-                    )),
+                    Arc::new(DynamoDbWriter::new(dynamodb, settings.table_name.as_str())),
+                    Arc::new(ParameterWriter::new(ssm, settings.parameter_root.as_str())),
                     group.as_str(),
                 )
                 .with_schemas(Arc::new(Schemas::new(Arc::new(

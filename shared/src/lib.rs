@@ -39,6 +39,7 @@ pub mod auth;
 pub mod aws;
 pub mod cache;
 pub mod catch_up;
+pub mod credentials;
 pub mod domain;
 pub mod error;
 pub mod metrics;

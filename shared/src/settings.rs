@@ -46,6 +46,19 @@ pub struct Settings {
     /// config-api only: the user pool group whose members may write their
     /// tenant's configuration (`ADMIN_GROUP`); unset, the write routes are off.
     pub admin_group: Option<String>,
+    /// Tenant-scoped credentials for every store call (`TENANT_ROLE_ARN`);
+    /// `None`: the process's own role reads every tenant.
+    pub tenant_role: Option<TenantRoleSettings>,
+}
+
+/// The role assumed per tenant (see [`crate::credentials`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRoleSettings {
+    pub role_arn: String,
+    /// Session length asked of STS (`TENANT_SESSION_SECS`, 900..=43200).
+    pub session: Duration,
+    /// Tenants whose credentials a process keeps (`TENANT_CREDENTIALS_MAX_TENANTS`).
+    pub max_tenants: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -537,6 +550,20 @@ impl Settings {
             )?,
             journal_table: env.optional("JOURNAL_TABLE_NAME"),
             admin_group: env.optional("ADMIN_GROUP").filter(|g| !g.trim().is_empty()),
+            tenant_role: match env
+                .optional("TENANT_ROLE_ARN")
+                .filter(|r| !r.trim().is_empty())
+            {
+                None => None,
+                Some(role_arn) => Some(TenantRoleSettings {
+                    role_arn,
+                    session: Duration::from_secs(
+                        env.number::<u64>("TENANT_SESSION_SECS", 900)?
+                            .clamp(900, 43_200),
+                    ),
+                    max_tenants: env.number("TENANT_CREDENTIALS_MAX_TENANTS", 1000)?,
+                }),
+            },
             degraded_flush: match env.optional("FLUSH_QUEUE_URL") {
                 None => None,
                 Some(flush_queue_url) => Some(DegradedFlushSettings {

@@ -267,6 +267,93 @@ fn only_config_refresh_can_read_the_signing_key_and_every_decrypt_is_scoped_by_p
 }
 
 #[test]
+fn vended_tenant_credentials_reach_only_their_tenant_and_config_api_keeps_no_tenant_data_access() {
+    let template = template();
+    assert_eq!(
+        template["Parameters"]["VendTenantCredentials"]["Default"].as_str(),
+        Some("true")
+    );
+    // The tenant role: items by leading key, parameters and SecureStrings by
+    // path, each from the session tag.
+    let role = resource(&template, "TenantAccessRole");
+    let trust = &role["AssumeRolePolicyDocument"]["Statement"][0];
+    assert!(strings(&trust["Action"]).contains(&"sts:TagSession".to_owned()));
+    let statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_sequence()
+        .unwrap();
+    let by_sid = |sid: &str| {
+        statements
+            .iter()
+            .find(|s| s["Sid"].as_str() == Some(sid))
+            .unwrap_or_else(|| panic!("no {sid}"))
+    };
+    assert_eq!(
+        strings(
+            &by_sid("OneTenantsItems")["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]
+        ),
+        vec!["TENANT#${aws:PrincipalTag/TenantId}"]
+    );
+    let tagged_path = "${ParameterRoot}/${!aws:PrincipalTag/TenantId}/*";
+    assert!(strings(&by_sid("OneTenantsParameters")["Resource"])[0].ends_with(tagged_path));
+    assert!(
+        strings(&by_sid("OneTenantsSecureStrings")["Condition"])
+            .iter()
+            .any(|c| c.ends_with(tagged_path))
+    );
+    for statement in statements {
+        assert!(
+            !strings(&statement["Resource"])
+                .iter()
+                .any(|r| r.ends_with("${ParameterRoot}/*")),
+            "a tenant role statement reaches the whole root: {statement:?}"
+        );
+    }
+    // config-api: with vending, only schemas (leading key SCHEMA), the journal
+    // and the AssumeRole; every tenant-data statement exists only without it.
+    let policy = resource(&template, "ConfigApiFunction")["Policies"][0]["Statement"]
+        .as_sequence()
+        .unwrap();
+    for statement in policy {
+        let Value::Tagged(tagged) = statement else {
+            let sid = statement["Sid"].as_str().unwrap_or_default();
+            assert!(
+                ["ReadSchemas", "CatchUpFromTheJournal"].contains(&sid),
+                "unconditional config-api statement {sid}"
+            );
+            if sid == "ReadSchemas" {
+                assert_eq!(
+                    strings(
+                        &statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]
+                    ),
+                    vec!["SCHEMA"]
+                );
+            }
+            continue;
+        };
+        let condition = tagged.value[0].as_str().unwrap_or_default();
+        if condition != "VendsTenantCredentials" {
+            continue;
+        }
+        let enabled = &tagged.value[1];
+        if strings(enabled).contains(&"AWS::NoValue".to_owned()) {
+            continue; // a statement only for deployments without vending
+        }
+        assert_eq!(
+            strings(&enabled["Action"]),
+            vec!["sts:AssumeRole", "sts:TagSession"],
+            "{enabled:?}"
+        );
+        assert_eq!(strings(&enabled["Resource"]), vec!["TenantAccessRole.Arn"]);
+    }
+    assert_eq!(
+        strings(
+            &resource(&template, "ConfigApiFunction")["Environment"]["Variables"]["TENANT_ROLE_ARN"]
+        ),
+        vec!["VendsTenantCredentials", "TenantAccessRole.Arn", ""]
+    );
+}
+
+#[test]
 fn the_secure_route_is_never_cached() {
     let template = template();
     let path = event_path(&template, "GetSecure");

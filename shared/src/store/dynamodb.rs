@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use serde_json::{Map, Number, Value};
 
 use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES, classify_sdk_error};
+use crate::credentials::TenantClient;
 use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, decode_text};
 use crate::error::StoreError;
@@ -83,14 +84,16 @@ pub fn key_attributes(
 
 #[derive(Clone)]
 pub struct DynamoDbStore {
-    client: Client,
+    /// The process's client, or per tenant one signed with the tenant's
+    /// vended credentials (see [`crate::credentials`]).
+    clients: TenantClient<Client>,
     table: Arc<str>,
 }
 
 impl DynamoDbStore {
-    pub fn new(client: Client, table: impl Into<Arc<str>>) -> Self {
+    pub fn new(client: impl Into<TenantClient<Client>>, table: impl Into<Arc<str>>) -> Self {
         Self {
-            client,
+            clients: client.into(),
             table: table.into(),
         }
     }
@@ -184,7 +187,8 @@ impl ConfigStore for DynamoDbStore {
     async fn get(&self, item: &ItemKey, _mode: ReadMode) -> Result<Option<Found>, StoreError> {
         let (projection, names) = Self::projection();
         let output = self
-            .client
+            .clients
+            .for_tenant(&item.tenant)
             .get_item()
             .table_name(self.table.as_ref())
             .set_key(Some(key_attributes(&item.tenant, &item.service, &item.key)))
@@ -230,7 +234,8 @@ impl ConfigStore for DynamoDbStore {
             let mut attempt = 0;
             loop {
                 let output = self
-                    .client
+                    .clients
+                    .for_tenant(tenant)
                     .batch_get_item()
                     .set_request_items(Some(pending))
                     .send()
@@ -276,7 +281,8 @@ impl ConfigStore for DynamoDbStore {
         let mut start = None;
         loop {
             let output = self
-                .client
+                .clients
+                .for_tenant(tenant)
                 .query()
                 .table_name(self.table.as_ref())
                 .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")

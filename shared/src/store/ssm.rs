@@ -11,6 +11,7 @@ use futures::future::try_join_all;
 use serde_json::Value;
 
 use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES, classify_sdk_error};
+use crate::credentials::TenantClient;
 use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue, decode_text};
 use crate::error::StoreError;
@@ -64,15 +65,17 @@ pub fn parameter_name(
 
 #[derive(Clone)]
 pub struct ParameterStore {
-    client: Client,
+    /// The process's client, or per tenant one signed with the tenant's
+    /// vended credentials (see [`crate::credentials`]).
+    clients: TenantClient<Client>,
     root: Arc<str>,
 }
 
 impl ParameterStore {
     /// `root` must satisfy [`validate_root`]; settings check it at start-up.
-    pub fn new(client: Client, root: impl Into<Arc<str>>) -> Self {
+    pub fn new(client: impl Into<TenantClient<Client>>, root: impl Into<Arc<str>>) -> Self {
         Self {
-            client,
+            clients: client.into(),
             root: root.into(),
         }
     }
@@ -136,7 +139,8 @@ impl ConfigStore for ParameterStore {
 
     async fn get(&self, item: &ItemKey, mode: ReadMode) -> Result<Option<Found>, StoreError> {
         let result = self
-            .client
+            .clients
+            .for_tenant(&item.tenant)
             .get_parameter()
             .name(self.parameter_name(&item.tenant, &item.service, &item.key))
             .with_decryption(mode == ReadMode::Decrypt)
@@ -167,8 +171,9 @@ impl ConfigStore for ParameterStore {
             .map(|k| (self.parameter_name(tenant, service, k), k))
             .collect();
         let names: Vec<&String> = by_name.keys().collect();
+        let client = self.clients.for_tenant(tenant);
         let calls = names.chunks(GET_PARAMETERS_BATCH).map(|chunk| {
-            self.client
+            client
                 .get_parameters()
                 .set_names(Some(chunk.iter().map(|n| (*n).clone()).collect()))
                 .with_decryption(mode == ReadMode::Decrypt)
@@ -195,7 +200,8 @@ impl ConfigStore for ParameterStore {
         let mut token = None;
         loop {
             let output = self
-                .client
+                .clients
+                .for_tenant(tenant)
                 .get_parameters_by_path()
                 .path(&path)
                 .recursive(false)

@@ -12,6 +12,7 @@ use super::{
     Actor, ConfigWriter, Expected, HISTORY_RETENTION, NewValue, ValueKind, VersionRecord,
     WriteError, Written, deletable, now_ms,
 };
+use crate::credentials::TenantClient;
 use crate::domain::{ItemKey, StoreKind, decode_text};
 use crate::error::StoreError;
 use crate::store::dynamodb::{
@@ -41,7 +42,8 @@ pub fn history_sort_key(item: &ItemKey, version: i64) -> String {
 }
 
 pub struct DynamoDbWriter {
-    client: Client,
+    /// The process's client, or one per tenant with vended credentials.
+    clients: TenantClient<Client>,
     table: String,
 }
 
@@ -77,9 +79,9 @@ struct HistoryEntry {
 }
 
 impl DynamoDbWriter {
-    pub fn new(client: Client, table: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<TenantClient<Client>>, table: impl Into<String>) -> Self {
         Self {
-            client,
+            clients: client.into(),
             table: table.into(),
         }
     }
@@ -87,7 +89,8 @@ impl DynamoDbWriter {
     /// The entry's current version (strongly consistent), if it exists.
     async fn current_version(&self, item: &ItemKey) -> Result<Option<i64>, WriteError> {
         let output = self
-            .client
+            .clients
+            .for_tenant(&item.tenant)
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key_attributes(&item.tenant, &item.service, &item.key)))
@@ -107,7 +110,8 @@ impl DynamoDbWriter {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, WriteError> {
         let output = self
-            .client
+            .clients
+            .for_tenant(&item.tenant)
             .query()
             .table_name(&self.table)
             .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
@@ -202,7 +206,8 @@ impl DynamoDbWriter {
         expected: Option<i64>,
     ) -> Result<(), WriteError> {
         match self
-            .client
+            .clients
+            .for_tenant(&item.tenant)
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
@@ -401,7 +406,8 @@ impl ConfigWriter for DynamoDbWriter {
         actor: &Actor,
     ) -> Result<Written, WriteError> {
         let output = self
-            .client
+            .clients
+            .for_tenant(&item.tenant)
             .get_item()
             .table_name(&self.table)
             .key(

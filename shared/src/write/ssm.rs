@@ -11,6 +11,7 @@ use super::{
     Actor, ConfigWriter, Expected, NewValue, ValueKind, VersionRecord, WriteError, Written,
     deletable,
 };
+use crate::credentials::TenantClient;
 use crate::domain::{ItemKey, StoreKind, decode_text};
 use crate::store::ssm::{parameter_name, sdk_error};
 
@@ -25,7 +26,8 @@ const ROLLBACK_MARK: &str = " (rollback of v";
 const MAX_ACTOR_CHARS: usize = 256;
 
 pub struct ParameterWriter {
-    client: Client,
+    /// The process's client, or one per tenant with vended credentials.
+    clients: TenantClient<Client>,
     root: String,
 }
 
@@ -95,9 +97,9 @@ fn split_number_mark<'a>(text: &'a str, mark: &str) -> (&'a str, Option<i64>) {
 }
 
 impl ParameterWriter {
-    pub fn new(client: Client, root: impl Into<String>) -> Self {
+    pub fn new(client: impl Into<TenantClient<Client>>, root: impl Into<String>) -> Self {
         Self {
-            client,
+            clients: client.into(),
             root: root.into(),
         }
     }
@@ -106,8 +108,13 @@ impl ParameterWriter {
         parameter_name(&self.root, &item.tenant, &item.service, &item.key)
     }
 
-    async fn current_version(&self, name: &str) -> Result<Option<i64>, WriteError> {
-        match self.client.get_parameter().name(name).send().await {
+    fn client(&self, item: &ItemKey) -> Client {
+        self.clients.for_tenant(&item.tenant)
+    }
+
+    async fn current_version(&self, item: &ItemKey) -> Result<Option<i64>, WriteError> {
+        let name = self.name(item);
+        match self.client(item).get_parameter().name(name).send().await {
             Ok(output) => Ok(output.parameter.map(|p| p.version)),
             Err(err)
                 if err
@@ -123,16 +130,16 @@ impl ParameterWriter {
     /// Every version, oldest first (pages of 50), decrypted when asked.
     async fn versions(
         &self,
-        name: &str,
+        item: &ItemKey,
         decrypt: bool,
     ) -> Result<Vec<ParameterHistory>, WriteError> {
+        let (client, name) = (self.client(item), self.name(item));
         let mut versions = Vec::new();
         let mut token = None;
         loop {
-            let result = self
-                .client
+            let result = client
                 .get_parameter_history()
-                .name(name)
+                .name(&name)
                 .with_decryption(decrypt)
                 .max_results(50)
                 .set_next_token(token)
@@ -168,9 +175,9 @@ impl ParameterWriter {
         value.check(StoreKind::ParameterStore)?;
         let name = self.name(item);
         let previous = match expected {
-            Expected::Any | Expected::Absent => self.current_version(&name).await?,
+            Expected::Any | Expected::Absent => self.current_version(item).await?,
             Expected::Version(v) => {
-                let current = self.current_version(&name).await?;
+                let current = self.current_version(item).await?;
                 if current != Some(v) {
                     return Err(WriteError::Conflict { current });
                 }
@@ -181,7 +188,7 @@ impl ParameterWriter {
             return Err(WriteError::Conflict { current: previous });
         }
         let result = self
-            .client
+            .client(item)
             .put_parameter()
             .name(&name)
             .value(value.stored_text())
@@ -204,7 +211,7 @@ impl ParameterWriter {
                     .as_service_error()
                     .is_some_and(|e| e.is_parameter_already_exists()) =>
             {
-                let current = self.current_version(&name).await?;
+                let current = self.current_version(item).await?;
                 return Err(WriteError::Conflict { current });
             }
             Err(err) => return Err(sdk_error(err).into()),
@@ -245,9 +252,15 @@ impl ConfigWriter for ParameterWriter {
         _actor: &Actor,
     ) -> Result<i64, WriteError> {
         let name = self.name(item);
-        let current = self.current_version(&name).await?;
+        let current = self.current_version(item).await?;
         let version = deletable(current, expected)?;
-        match self.client.delete_parameter().name(&name).send().await {
+        match self
+            .client(item)
+            .delete_parameter()
+            .name(&name)
+            .send()
+            .await
+        {
             Ok(_) => Ok(version),
             Err(err)
                 if err
@@ -265,7 +278,7 @@ impl ConfigWriter for ParameterWriter {
         item: &ItemKey,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, WriteError> {
-        let versions = self.versions(&self.name(item), false).await?;
+        let versions = self.versions(item, false).await?;
         Ok(versions
             .into_iter()
             .rev()
@@ -313,7 +326,7 @@ impl ConfigWriter for ParameterWriter {
     ) -> Result<Written, WriteError> {
         // Decrypted only here, to store the old SecureString again; the value
         // never leaves this function.
-        let versions = self.versions(&self.name(item), true).await?;
+        let versions = self.versions(item, true).await?;
         let old = versions
             .into_iter()
             .find(|v| v.version == to)

@@ -1,0 +1,192 @@
+//! Tenant-scoped AWS credentials ("token vending"). With a tenant role
+//! configured, every call that reads or writes a tenant's items or parameters
+//! is signed with credentials from STS AssumeRole into that role with the
+//! session tag `TenantId = {tenant}`. The role's policy allows DynamoDB only
+//! where `dynamodb:LeadingKeys` is `TENANT#${aws:PrincipalTag/TenantId}` and
+//! Parameter Store and KMS only under `{root}/${aws:PrincipalTag/TenantId}/`,
+//! so even a bug that names the wrong tenant cannot read another tenant:
+//! IAM refuses it.
+//!
+//! Each tenant gets one credentials provider, so both store clients share
+//! its credentials through the SDK's identity cache, which refreshes them
+//! shortly before they expire and makes concurrent callers wait for one
+//! AssumeRole. At most `max_tenants` tenants are kept (least recently used
+//! first out); an evicted tenant's next call assumes the role again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
+
+use crate::validate::TenantId;
+
+/// The session tag the tenant role's policy conditions on.
+pub const TENANT_TAG: &str = "TenantId";
+
+/// Gets credentials scoped to one tenant.
+#[async_trait]
+pub trait RoleAssumer: Send + Sync + std::fmt::Debug {
+    async fn assume(&self, tenant: &TenantId) -> Result<Credentials, CredentialsError>;
+}
+
+/// STS AssumeRole into the tenant role, tagged with the tenant.
+#[derive(Debug)]
+pub struct StsTenantRole {
+    sts: aws_sdk_sts::Client,
+    role_arn: String,
+    session: Duration,
+}
+
+impl StsTenantRole {
+    pub fn new(sts: aws_sdk_sts::Client, role_arn: impl Into<String>, session: Duration) -> Self {
+        Self {
+            sts,
+            role_arn: role_arn.into(),
+            session,
+        }
+    }
+}
+
+/// `tenant-config-{tenant}`, within STS's 64 characters (tenant ids are
+/// already in STS's session name alphabet).
+fn session_name(tenant: &TenantId) -> String {
+    format!("tenant-config-{tenant}").chars().take(64).collect()
+}
+
+#[async_trait]
+impl RoleAssumer for StsTenantRole {
+    async fn assume(&self, tenant: &TenantId) -> Result<Credentials, CredentialsError> {
+        let tag = aws_sdk_sts::types::Tag::builder()
+            .key(TENANT_TAG)
+            .value(tenant.as_str())
+            .build()
+            .map_err(CredentialsError::invalid_configuration)?;
+        let output = self
+            .sts
+            .assume_role()
+            .role_arn(&self.role_arn)
+            .role_session_name(session_name(tenant))
+            .tags(tag)
+            .duration_seconds(self.session.as_secs().clamp(900, 43_200) as i32)
+            .send()
+            .await
+            .map_err(|e| {
+                CredentialsError::provider_error(
+                    aws_sdk_sts::error::DisplayErrorContext(e).to_string(),
+                )
+            })?;
+        let credentials = output
+            .credentials
+            .ok_or_else(|| CredentialsError::unhandled("AssumeRole returned no credentials"))?;
+        let expiry = std::time::SystemTime::try_from(credentials.expiration)
+            .map_err(|e| CredentialsError::unhandled(e.to_string()))?;
+        tracing::info!(%tenant, expires = %credentials.expiration, "assumed the tenant role");
+        Ok(Credentials::new(
+            credentials.access_key_id,
+            credentials.secret_access_key,
+            Some(credentials.session_token),
+            Some(expiry),
+            "tenant-config-tenant-role",
+        ))
+    }
+}
+
+/// One tenant's credentials provider (the SDK caches what it returns).
+#[derive(Debug)]
+struct TenantProvider {
+    tenant: TenantId,
+    assumer: Arc<dyn RoleAssumer>,
+}
+
+impl ProvideCredentials for TenantProvider {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.assumer.assume(&self.tenant))
+    }
+}
+
+/// Per-tenant SDK configurations: the process's configuration with the
+/// tenant's credentials provider.
+pub struct TenantCredentials {
+    base: SdkConfig,
+    assumer: Arc<dyn RoleAssumer>,
+    configs: moka::sync::Cache<TenantId, SdkConfig>,
+}
+
+impl TenantCredentials {
+    pub fn new(base: SdkConfig, assumer: Arc<dyn RoleAssumer>, max_tenants: u64) -> Self {
+        Self {
+            base,
+            assumer,
+            configs: moka::sync::Cache::builder()
+                .max_capacity(max_tenants.max(1))
+                .build(),
+        }
+    }
+
+    /// The configuration every client of `tenant` is built from.
+    pub fn config(&self, tenant: &TenantId) -> SdkConfig {
+        self.configs.get_with(tenant.clone(), || {
+            let provider = TenantProvider {
+                tenant: tenant.clone(),
+                assumer: self.assumer.clone(),
+            };
+            // One identity cache per tenant, shared by every client built
+            // from this configuration: one AssumeRole per tenant, refreshed
+            // shortly before expiry, concurrent callers waiting on one call.
+            self.base
+                .to_builder()
+                .identity_cache(aws_config::identity::IdentityCache::lazy().build())
+                .credentials_provider(SharedCredentialsProvider::new(provider))
+                .build()
+        })
+    }
+}
+
+/// The SDK client a store uses for a tenant's calls: the process's own, or
+/// one signed with the tenant's vended credentials.
+#[derive(Clone)]
+pub enum TenantClient<C> {
+    Shared(C),
+    Vended {
+        credentials: Arc<TenantCredentials>,
+        clients: moka::sync::Cache<TenantId, C>,
+        build: fn(&SdkConfig) -> C,
+    },
+}
+
+impl<C: Clone + Send + Sync + 'static> TenantClient<C> {
+    /// Clients built by `build` from each tenant's configuration (bounded
+    /// like the configurations).
+    pub fn vended(credentials: Arc<TenantCredentials>, build: fn(&SdkConfig) -> C) -> Self {
+        let capacity = credentials.configs.policy().max_capacity().unwrap_or(1000);
+        Self::Vended {
+            credentials,
+            clients: moka::sync::Cache::builder().max_capacity(capacity).build(),
+            build,
+        }
+    }
+
+    pub fn for_tenant(&self, tenant: &TenantId) -> C {
+        match self {
+            Self::Shared(client) => client.clone(),
+            Self::Vended {
+                credentials,
+                clients,
+                build,
+            } => clients.get_with(tenant.clone(), || build(&credentials.config(tenant))),
+        }
+    }
+}
+
+impl<C> From<C> for TenantClient<C> {
+    fn from(client: C) -> Self {
+        Self::Shared(client)
+    }
+}
