@@ -18,6 +18,8 @@ pub struct Sizes {
     pub lifecycle_writes: usize,
     pub lifecycle_converge: usize,
     pub lifecycle_service_rounds: usize,
+    /// Tenants read cold and warm with vended credentials (figure 10).
+    pub vending_tenants: usize,
     pub smoke: bool,
 }
 
@@ -33,6 +35,7 @@ pub const FULL: Sizes = Sizes {
     lifecycle_writes: 200,
     lifecycle_converge: 30,
     lifecycle_service_rounds: 3,
+    vending_tenants: 200,
     smoke: false,
 };
 
@@ -48,5 +51,6 @@ pub const SMOKE: Sizes = Sizes {
     lifecycle_writes: 10,
     lifecycle_converge: 3,
     lifecycle_service_rounds: 1,
+    vending_tenants: 5,
     smoke: true,
 };

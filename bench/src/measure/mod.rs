@@ -18,6 +18,7 @@ mod lifecycle;
 mod propagation;
 mod resilience;
 mod resources;
+mod vending;
 mod warm_read;
 
 /// Starts the local stack, takes every measurement in order, and writes the
@@ -45,6 +46,7 @@ pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
     report.propagation(&stack).await?;
     report.resources(&stack).await?;
     report.convergence(&stack).await?;
+    report.vending(&stack).await?;
     drop(stack);
     report.resilience().await?;
     report.lifecycle().await?;
