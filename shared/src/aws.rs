@@ -234,7 +234,10 @@ impl Aws {
                 Arc::new(instances),
                 settings.agent_networks.clone(),
             )),
-            Fanout::new(key, settings.fanout),
+            match &settings.tls {
+                Some(tls) => Fanout::new(key, settings.fanout).with_tls(tls),
+                None => Fanout::new(key, settings.fanout),
+            },
             Arc::new(self.change_journal(&settings.journal_table)),
         );
         let refresher = match &settings.cloud_map_service_id {
@@ -270,14 +273,27 @@ impl Aws {
     ) -> Result<AgentServer, AgentWiringError> {
         let reads = self.config_reads(settings);
         tracing::info!(keys = ?agent.refresh_public_keys.ids(), "trusting refresh signing keys");
-        Ok(AgentServer::new(
+        let server = AgentServer::new(
             ReaderService::new(token_verifier(settings)?, reads.clone()),
             RefreshService::new(
                 RefreshAuthenticator::new(agent.refresh_public_keys.clone()),
                 reads,
             ),
         )
-        .await)
+        .await;
+        Ok(match &agent.refresh_tls {
+            Some((certificate, key)) => {
+                let read = |path: &std::path::PathBuf| {
+                    std::fs::read(path).map_err(|source| AgentWiringError::Tls {
+                        path: path.display().to_string(),
+                        source,
+                    })
+                };
+                tracing::info!(certificate = %certificate.display(), "Refresh listener serves TLS");
+                server.with_refresh_tls(&read(certificate)?, &read(key)?)
+            }
+            None => server,
+        })
     }
 
     /// Registers this agent in its Cloud Map service.
@@ -300,6 +316,11 @@ impl Aws {
 pub enum AgentWiringError {
     #[error(transparent)]
     Jwks(#[from] JwksError),
+    #[error("cannot read the Refresh listener's TLS file {path}: {source}")]
+    Tls {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// The verifier with its background key refresher running (it stops when

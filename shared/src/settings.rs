@@ -13,7 +13,10 @@ use thiserror::Error;
 use crate::auth::AuthSettings;
 use crate::cache::{CacheSettings, StaleIfError};
 use crate::catch_up::CatchUpSettings;
-use crate::refresh::fanout::FanoutSettings;
+use crate::refresh::fanout::{FanoutSettings, RefreshTls};
+
+/// The name agents' Refresh certificates carry unless `REFRESH_TLS_DOMAIN` says otherwise.
+pub const DEFAULT_AGENT_TLS_DOMAIN: &str = "config-agent.tenant-config.internal";
 use crate::refresh::networks::AgentNetworks;
 use crate::refresh::signing::TrustedKeys;
 use crate::refresh::stale::StaleSettings;
@@ -331,6 +334,8 @@ pub struct RefreshSettings {
     /// Where agents may be (`AGENT_NETWORKS`, CIDRs; default private
     /// address space): discovered addresses elsewhere get no Refresh.
     pub agent_networks: AgentNetworks,
+    /// TLS to the agents (`REFRESH_TLS_CA_PEM`, `REFRESH_TLS_DOMAIN`).
+    pub tls: Option<RefreshTls>,
 }
 
 /// Which stage cache config-refresh flushes after changes, and through which
@@ -370,6 +375,13 @@ impl RefreshSettings {
             journal_table: env.required("JOURNAL_TABLE_NAME")?,
             stage_cache: env.stage_cache()?,
             cloud_map_service_id: env.optional("CLOUD_MAP_SERVICE_ID"),
+            tls: env
+                .optional("REFRESH_TLS_CA_PEM")
+                .filter(|pem| !pem.trim().is_empty())
+                .map(|ca_pem| RefreshTls {
+                    ca_pem,
+                    domain: env.or("REFRESH_TLS_DOMAIN", DEFAULT_AGENT_TLS_DOMAIN),
+                }),
             agent_networks: match env.optional("AGENT_NETWORKS") {
                 Some(list) => AgentNetworks::parse(&list).map_err(|reason| SettingsError {
                     variable: "AGENT_NETWORKS",
@@ -415,6 +427,9 @@ pub struct AgentSettings {
     /// The public keys Refresh signatures are accepted from
     /// (`REFRESH_PUBLIC_KEYS`); the agent never holds a signing key.
     pub refresh_public_keys: TrustedKeys,
+    /// PEM files of the Refresh listener's certificate chain and key
+    /// (`AGENT_TLS_CERT_FILE`, `AGENT_TLS_KEY_FILE`): with them it serves TLS.
+    pub refresh_tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// `None` when the platform registers the agent (ECS service discovery).
     pub registration: Option<RegistrationSettings>,
     /// How long in-flight calls may finish after a stop signal.
@@ -473,6 +488,20 @@ impl AgentSettings {
         Ok(Self {
             listen,
             refresh_listen,
+            refresh_tls: match (
+                env.optional("AGENT_TLS_CERT_FILE"),
+                env.optional("AGENT_TLS_KEY_FILE"),
+            ) {
+                (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+                (None, None) => None,
+                _ => {
+                    return Err(SettingsError {
+                        variable: "AGENT_TLS_CERT_FILE",
+                        reason: "set both AGENT_TLS_CERT_FILE and AGENT_TLS_KEY_FILE, or neither"
+                            .to_owned(),
+                    });
+                }
+            },
             refresh_public_keys: TrustedKeys::parse(&env.required("REFRESH_PUBLIC_KEYS")?)
                 .map_err(|e| SettingsError {
                     variable: "REFRESH_PUBLIC_KEYS",

@@ -565,3 +565,88 @@ async fn callers_and_config_refresh_reach_the_agent_on_separate_listeners_with_b
     let refused = reader.get_configs(huge).await.unwrap_err();
     assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
 }
+
+/// Agents serve Refresh over TLS with the test CA's certificate; config-refresh
+/// trusts that CA.
+const TLS: &[(&str, &str)] = &[
+    (
+        "REFRESH_TLS_CA_PEM",
+        include_str!("../../testkit/fixtures/tls/ca.pem"),
+    ),
+    (
+        "AGENT_TLS_CERT_FILE",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testkit/fixtures/tls/agent.pem"
+        ),
+    ),
+    (
+        "AGENT_TLS_KEY_FILE",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../testkit/fixtures/tls/agent.key"
+        ),
+    ),
+];
+
+#[tokio::test]
+async fn refresh_calls_travel_over_tls_and_plaintext_or_untrusted_clients_get_nothing() {
+    // GIVEN an agent whose Refresh listener serves TLS, and config-refresh
+    // trusting the CA that signed its certificate
+    let stack = LocalStack::start(
+        StackOptions {
+            settings: TLS,
+            ..StackOptions::with_agents(1)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("local stack starts");
+    let alice = stack.token(ALICE).await.unwrap();
+    let agent = &stack.agents[0];
+    assert_eq!(
+        agent.get_config(&alice, SERVICE, KEY).await.unwrap(),
+        "\"https://billing.tenant-a.example\""
+    );
+    // WHEN a parameter changes and the event is sent
+    stack
+        .put_parameter("tenant-a", KEY, "https://tls.example")
+        .await
+        .unwrap();
+    let pushed = stack
+        .send_change_event("Update", &parameter_name("tenant-a"))
+        .await
+        .unwrap()
+        .expect("the push over TLS succeeds");
+    // THEN it was delivered over TLS and the agent serves the new value
+    assert_eq!(pushed["instances"], 1, "{pushed}");
+    assert_eq!(pushed["status"], "delivered", "{pushed}");
+    assert_eq!(
+        agent.get_config(&alice, SERVICE, KEY).await.unwrap(),
+        "\"https://tls.example\""
+    );
+    // AND a plaintext client gets no answer from the Refresh port
+    let (key, _) = tenant_config_shared::refresh::signing::RefreshKey::generate("k").unwrap();
+    assert!(
+        signed_refresh(&agent.refresh_endpoint(), Some(&key), "evt-plain")
+            .await
+            .is_err()
+    );
+    // AND a client that trusts another CA cannot connect at all
+    let untrusted = tonic::transport::Endpoint::from_shared(
+        agent.refresh_endpoint().replace("http://", "https://"),
+    )
+    .unwrap()
+    .tls_config(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(include_str!(
+                "../../testkit/fixtures/tls/other-ca.pem"
+            )))
+            .domain_name("config-agent.tenant-config.internal"),
+    )
+    .unwrap()
+    .connect_timeout(Duration::from_secs(2))
+    .connect()
+    .await;
+    assert!(untrusted.is_err(), "a client trusting another CA connected");
+}

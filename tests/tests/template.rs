@@ -183,6 +183,10 @@ fn config_refresh_pushes_only_inside_the_agents_networks_and_alarms_on_strangers
         strings(&refresh["Environment"]["Variables"]["AGENT_NETWORKS"]),
         vec!["AgentNetworks"]
     );
+    assert_eq!(
+        strings(&refresh["Environment"]["Variables"]["REFRESH_TLS_CA_PEM"]),
+        vec!["AgentTlsCaPem"]
+    );
     let default = template["Parameters"]["AgentNetworks"]["Default"]
         .as_str()
         .unwrap();

@@ -279,6 +279,8 @@ pub struct AgentServer {
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     reader: ConfigReaderServer<ReaderService>,
     refresh: ConfigRefreshServer<RefreshService>,
+    /// TLS on the Refresh listener (split mode), when certificates are given.
+    refresh_tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 use crate::refresh::proto::config_reader_server::ConfigReaderServer;
@@ -311,7 +313,17 @@ impl AgentServer {
                 .max_decoding_message_size(MAX_READER_REQUEST_BYTES),
             refresh: ConfigRefreshServer::new(refresh)
                 .max_decoding_message_size(MAX_REFRESH_REQUEST_BYTES),
+            refresh_tls: None,
         }
+    }
+
+    /// Serves the Refresh listener over TLS with this certificate chain and
+    /// key (PEM). config-refresh verifies it against the CA it is given.
+    pub fn with_refresh_tls(mut self, certificate_pem: &[u8], key_pem: &[u8]) -> Self {
+        self.refresh_tls = Some(tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(certificate_pem, key_pem),
+        ));
+        self
     }
 
     /// Reports every service NOT_SERVING (first step of a graceful stop).
@@ -365,7 +377,11 @@ impl AgentServer {
                 tokio_stream::wrappers::TcpListenerStream::new(readers),
                 until(stopped),
             );
-        let refresh = limited()
+        let mut refresh_server = limited();
+        if let Some(tls) = self.refresh_tls {
+            refresh_server = refresh_server.tls_config(tls)?;
+        }
+        let refresh = refresh_server
             .add_service(self.health_service)
             .add_service(self.refresh)
             .serve_with_incoming_shutdown(

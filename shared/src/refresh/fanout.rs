@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request};
 
 use super::change::ChangeRecord;
@@ -54,6 +54,17 @@ pub struct Fanout {
     key: RefreshKey,
     settings: FanoutSettings,
     channels: Mutex<HashMap<SocketAddr, Channel>>,
+    /// TLS to the agents' Refresh listeners, when configured.
+    tls: Option<ClientTlsConfig>,
+}
+
+/// How config-refresh verifies agents' Refresh listeners: the CA that signed
+/// their certificates (PEM) and the name those certificates carry (agents
+/// are reached by IP, so the name is given, not taken from the address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTls {
+    pub ca_pem: String,
+    pub domain: String,
 }
 
 impl Fanout {
@@ -62,7 +73,18 @@ impl Fanout {
             key,
             settings,
             channels: Mutex::new(HashMap::new()),
+            tls: None,
         }
+    }
+
+    /// Calls agents over TLS, verifying their certificates against `tls`.
+    pub fn with_tls(mut self, tls: &RefreshTls) -> Self {
+        self.tls = Some(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+                .domain_name(&tls.domain),
+        );
+        self
     }
 
     pub fn settings(&self) -> FanoutSettings {
@@ -77,8 +99,15 @@ impl Fanout {
         if let Some(channel) = channels.get(&address) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| e.to_string())?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{address}")).map_err(|e| e.to_string())?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| e.to_string())?;
+        }
+        let channel = endpoint
             .connect_timeout(self.settings.deadline)
             .timeout(self.settings.deadline)
             .tcp_nodelay(true)
