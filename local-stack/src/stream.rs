@@ -72,7 +72,7 @@ impl StreamMapping {
         let mut positions = Vec::with_capacity(shards.len());
         for shard in shards {
             let shard_id = shard.shard_id.unwrap_or_default();
-            let latest = last_sequence_number(&streams, &stream_arn, &shard_id).await?;
+            let latest = last_position(&streams, &stream_arn, &shard_id).await?;
             positions.push((shard_id, latest));
         }
         let invocations = Arc::new(AtomicUsize::new(0));
@@ -122,11 +122,15 @@ impl Poller {
     /// fresh iterator for each poll: moto replaces a table's stream shard
     /// when it rolls back a cancelled transaction, so an iterator kept from
     /// before a conflict reads a shard nothing is written to any more (and
-    /// that holds the cancelled transaction's records). AWS iterators do not
-    /// go stale like that; the records and their order are the same.
-    async fn follow(&self, shard_id: String, mut after: Option<String>) {
+    /// that holds the cancelled transaction's records). A poll that lands
+    /// inside such a transaction can even see one of its records, whose
+    /// sequence number the restored shard then gives to the next real
+    /// record: so each poll starts *at* the last record seen and drops it
+    /// only if it is still the same record (same event id). AWS iterators do
+    /// not go stale like that; the records and their order are the same.
+    async fn follow(&self, shard_id: String, mut after: Option<Position>) {
         loop {
-            let output = match self.records_after(&shard_id, after.as_deref()).await {
+            let output = match self.records_from(&shard_id, after.as_ref()).await {
                 Ok(output) => output,
                 Err(e) => {
                     eprintln!("stream mapping: {e}");
@@ -134,12 +138,13 @@ impl Poller {
                     continue;
                 }
             };
-            let all = output.records.unwrap_or_default();
-            if let Some(last) = all
-                .last()
-                .and_then(|r| r.dynamodb.as_ref())
-                .and_then(|d| d.sequence_number.clone())
+            let mut all = output.records.unwrap_or_default();
+            if let (Some(seen), Some(first)) = (&after, all.first())
+                && first.event_id.as_deref() == Some(seen.event_id.as_str())
             {
+                all.remove(0);
+            }
+            if let Some(last) = all.last().and_then(Position::of) {
                 after = Some(last);
             }
             let records: Vec<Value> = all
@@ -157,12 +162,19 @@ impl Poller {
         }
     }
 
-    async fn records_after(
+    async fn records_from(
         &self,
         shard_id: &str,
-        after: Option<&str>,
+        at: Option<&Position>,
     ) -> Result<aws_sdk_dynamodbstreams::operation::get_records::GetRecordsOutput, String> {
-        let iterator = shard_iterator(&self.streams, &self.stream_arn, shard_id, after).await?;
+        let iterator = shard_iterator(
+            &self.streams,
+            &self.stream_arn,
+            shard_id,
+            at.map(|p| p.sequence_number.as_str()),
+            ShardIteratorType::AtSequenceNumber,
+        )
+        .await?;
         self.streams
             .get_records()
             .shard_iterator(iterator)
@@ -256,20 +268,36 @@ impl Poller {
     }
 }
 
+/// The last record a poller saw.
+#[derive(Debug, Clone)]
+struct Position {
+    sequence_number: String,
+    event_id: String,
+}
+
+impl Position {
+    fn of(record: &Record) -> Option<Self> {
+        Some(Self {
+            sequence_number: record.dynamodb.as_ref()?.sequence_number.clone()?,
+            event_id: record.event_id.clone()?,
+        })
+    }
+}
+
+/// An iterator `kind` (at or after) `sequence`, or from the start.
 async fn shard_iterator(
     streams: &aws_sdk_dynamodbstreams::Client,
     stream_arn: &str,
     shard_id: &str,
-    after: Option<&str>,
+    sequence: Option<&str>,
+    kind: ShardIteratorType,
 ) -> Result<String, String> {
     let request = streams
         .get_shard_iterator()
         .stream_arn(stream_arn)
         .shard_id(shard_id);
-    let request = match after {
-        Some(sequence) => request
-            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-            .sequence_number(sequence),
+    let request = match sequence {
+        Some(sequence) => request.shard_iterator_type(kind).sequence_number(sequence),
         None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
     };
     request
@@ -285,16 +313,23 @@ async fn shard_iterator(
         .ok_or_else(|| "GetShardIterator returned no iterator".to_owned())
 }
 
-/// Where LATEST is now: the last record's sequence number (`None` for an
-/// empty shard), so that only what is written after the start is delivered.
-async fn last_sequence_number(
+/// Where LATEST is now: the last record (`None` for an empty shard), so
+/// that only what is written after the start is delivered.
+async fn last_position(
     streams: &aws_sdk_dynamodbstreams::Client,
     stream_arn: &str,
     shard_id: &str,
-) -> Result<Option<String>, String> {
-    let mut last: Option<String> = None;
+) -> Result<Option<Position>, String> {
+    let mut last: Option<Position> = None;
     loop {
-        let iterator = shard_iterator(streams, stream_arn, shard_id, last.as_deref()).await?;
+        let iterator = shard_iterator(
+            streams,
+            stream_arn,
+            shard_id,
+            last.as_ref().map(|p| p.sequence_number.as_str()),
+            ShardIteratorType::AfterSequenceNumber,
+        )
+        .await?;
         let records = streams
             .get_records()
             .shard_iterator(iterator)
@@ -309,12 +344,8 @@ async fn last_sequence_number(
             })?
             .records
             .unwrap_or_default();
-        match records
-            .last()
-            .and_then(|r| r.dynamodb.as_ref())
-            .and_then(|d| d.sequence_number.clone())
-        {
-            Some(sequence) => last = Some(sequence),
+        match records.last().and_then(Position::of) {
+            Some(position) => last = Some(position),
             None => return Ok(last),
         }
     }
