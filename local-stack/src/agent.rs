@@ -10,10 +10,15 @@ use crate::process::{ProcessGroup, free_port, workspace_root};
 
 /// The built `config-agent` binary (debug profile, workspace target dir).
 pub fn agent_binary() -> std::path::PathBuf {
+    agent_binary_of("debug")
+}
+
+/// The `config-agent` binary of a build profile (`debug`, `release`).
+pub fn agent_binary_of(profile: &str) -> std::path::PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    target.join("debug/config-agent")
+    target.join(profile).join("config-agent")
 }
 
 pub struct AgentProcess {

@@ -280,7 +280,16 @@ impl LocalStack {
             let agent = step(
                 progress,
                 &format!("config agent {name}"),
-                AgentProcess::start(&name, &env),
+                // The functions' profile: the benchmark runs release builds.
+                AgentProcess::start_binary(
+                    &name,
+                    &env,
+                    &crate::agent::agent_binary_of(if options.release {
+                        "release"
+                    } else {
+                        "debug"
+                    }),
+                ),
             )
             .await?;
             agents.push(agent);
