@@ -291,11 +291,8 @@ pub async fn put_refresh_key(
     watched_root: &str,
     key_id: &str,
 ) -> Result<String, String> {
-    if parameter.starts_with(&format!("{watched_root}/")) {
-        return Err(format!(
-            "the signing key parameter must be outside the watched root {watched_root}"
-        ));
-    }
+    tenant_config_shared::refresh::key::outside_watched_root(parameter, watched_root)
+        .map_err(|e| e.to_string())?;
     let (key, text) = tenant_config_shared::refresh::signing::RefreshKey::generate(key_id)
         .map_err(|e| e.to_string())?;
     ssm.put_parameter()

@@ -433,6 +433,48 @@ impl LocalStack {
         })
     }
 
+    /// Polls config-api and every running agent every `poll` until all serve
+    /// `expected` for `key` of the demo service (as `token`'s tenant);
+    /// returns how long that took, or an error after `bound`.
+    pub async fn until_served_everywhere(
+        &self,
+        token: &str,
+        key: &str,
+        expected: &serde_json::Value,
+        bound: std::time::Duration,
+        poll: std::time::Duration,
+    ) -> Result<std::time::Duration, String> {
+        let started = std::time::Instant::now();
+        let path = format!("/v1/config/{SERVICE}/{key}");
+        loop {
+            let api = self.get(&path, Some(token)).await?;
+            let mut everywhere = api.body["value"] == *expected;
+            for agent in self.agents.iter().filter(|a| a.is_running()) {
+                if !everywhere {
+                    break;
+                }
+                let text = agent
+                    .get_config(token, SERVICE, key)
+                    .await
+                    .map_err(|s| format!("{:?} {}", s.code(), s.message()))?;
+                everywhere = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .as_ref()
+                    == Some(expected);
+            }
+            if everywhere {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > bound {
+                return Err(format!(
+                    "{expected} not served by config-api and every agent within {bound:?} (config-api: {})",
+                    api.text
+                ));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
     /// URL of a config-api path, e.g. `/v1/config/billing/tenant_config_limits`.
     pub fn api_url(&self, path: &str) -> String {
         self.watch.function_url("config-api", path)

@@ -438,40 +438,18 @@ async fn served_everywhere(
     token: &str,
     expected: &serde_json::Value,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let started = Instant::now();
-    loop {
-        let api = stack
-            .get(
-                &format!("/v1/config/{SERVICE}/tenant_config_limits"),
-                Some(token),
-            )
-            .await?;
-        let mut everywhere = api.body["value"] == *expected;
-        for agent in stack.agents.iter().filter(|a| a.is_running()) {
-            let value = agent
-                .get_config(token, SERVICE, "tenant_config_limits")
-                .await
-                .map_err(|s| format!("{:?} {}", s.code(), s.message()))?;
-            everywhere &= serde_json::from_str::<serde_json::Value>(&value)
-                .ok()
-                .as_ref()
-                == Some(expected);
-        }
-        if everywhere {
-            println!(
-                "      served by config-api and every agent after {} ms",
-                started.elapsed().as_millis()
-            );
-            return Ok(());
-        }
-        check(
-            Instant::now() < deadline,
-            format!(
-                "not served everywhere 5 s after the write (config-api: {})",
-                api.text
-            ),
-        )?;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let took = stack
+        .until_served_everywhere(
+            token,
+            "tenant_config_limits",
+            expected,
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+        )
+        .await?;
+    println!(
+        "      served by config-api and every agent after {} ms",
+        took.as_millis()
+    );
+    Ok(())
 }

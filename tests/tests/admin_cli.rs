@@ -6,12 +6,18 @@ use std::process::{Command, Output};
 use tenant_config_local_stack::agent::agent_binary;
 use tenant_config_local_stack::stack::{LocalStack, SERVICE, StackOptions};
 
-fn admin(stack: &LocalStack, args: &[&str]) -> Output {
-    let binary = agent_binary().with_file_name("tenant-config-admin");
-    Command::new(binary)
+/// The admin binary with `args` and the stack's environment.
+fn admin_command(stack: &LocalStack, args: &[&str]) -> Command {
+    let mut command = Command::new(agent_binary().with_file_name("tenant-config-admin"));
+    command
         .args(args)
         .envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("TENANT_CONFIG_INVOKE_URL", &stack.watch.base_url)
+        .env("TENANT_CONFIG_INVOKE_URL", &stack.watch.base_url);
+    command
+}
+
+fn admin(stack: &LocalStack, args: &[&str]) -> Output {
+    admin_command(stack, args)
         .output()
         .expect("tenant-config-admin runs")
 }
@@ -252,13 +258,10 @@ async fn an_operator_manages_values_tokens_and_events_from_the_cli() {
     // The stage settings CloudFormation cannot set reach the whole stage and
     // each cached method (a patch on /*/* alone would miss them).
     // (awaited, not blocking: the API Gateway stand-in runs on this test's runtime)
-    let applied =
-        tokio::process::Command::new(agent_binary().with_file_name("tenant-config-admin"))
-            .arg("stage-settings")
-            .envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .await
-            .expect("tenant-config-admin runs");
+    let applied = tokio::process::Command::from(admin_command(&stack, &["stage-settings"]))
+        .output()
+        .await
+        .expect("tenant-config-admin runs");
     assert!(applied.status.success(), "{}", stderr(&applied));
     let patches = stack.stage_cache.stage_patches();
     let stage = stack.setting("STAGE_CACHE_STAGE").unwrap();

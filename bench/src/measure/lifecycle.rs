@@ -43,34 +43,22 @@ fn store_calls(stack: &LocalStack) -> usize {
     })
 }
 
-/// Polls config-api and every agent every 10 ms until all serve `expected`.
+/// Polls config-api and both agents every 10 ms until all serve `expected`.
 async fn until_served_everywhere(
     stack: &LocalStack,
     token: &str,
     expected: &Value,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let path = format!("/v1/config/{SERVICE}/{WRITTEN_KEY}");
-    loop {
-        let mut everywhere = stack.get(&path, Some(token)).await?.body["value"] == *expected;
-        for agent in &stack.agents {
-            if !everywhere {
-                break;
-            }
-            let text = agent
-                .get_config(token, SERVICE, WRITTEN_KEY)
-                .await
-                .map_err(|s| format!("{:?} {}", s.code(), s.message()))?;
-            everywhere = serde_json::from_str::<Value>(&text).ok().as_ref() == Some(expected);
-        }
-        if everywhere {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{expected} not served everywhere after 10 s"));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    stack
+        .until_served_everywhere(
+            token,
+            WRITTEN_KEY,
+            expected,
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+        )
+        .await
+        .map(|_| ())
 }
 
 impl Report {

@@ -26,6 +26,18 @@ pub enum RefreshKeyError {
     },
 }
 
+/// Refuses a key parameter under the watched root: a change to it would
+/// itself trigger refresh events (and it would sit among tenant data).
+pub fn outside_watched_root(name: &str, watched_root: &str) -> Result<(), RefreshKeyError> {
+    if name.starts_with(&format!("{watched_root}/")) {
+        return Err(RefreshKeyError::UnderWatchedRoot {
+            name: name.to_owned(),
+            root: watched_root.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Reads the refresh key from its SecureString parameter. Refuses a parameter
 /// of another type, or one under the watched root (a change to it would itself
 /// trigger refresh events).
@@ -34,12 +46,7 @@ pub async fn load_refresh_key(
     name: &str,
     watched_root: &str,
 ) -> Result<RefreshKey, RefreshKeyError> {
-    if name.starts_with(&format!("{watched_root}/")) {
-        return Err(RefreshKeyError::UnderWatchedRoot {
-            name: name.to_owned(),
-            root: watched_root.to_owned(),
-        });
-    }
+    outside_watched_root(name, watched_root)?;
     let output = ssm
         .get_parameter()
         .name(name)

@@ -121,7 +121,10 @@ impl RefreshKey {
 
     /// Trusted keys holding only this key's public half.
     pub fn trusted(&self) -> TrustedKeys {
-        TrustedKeys::parse(&self.public_entry()).unwrap_or_default()
+        TrustedKeys(HashMap::from([(
+            self.id.clone(),
+            self.pair.public_key().as_ref().to_vec(),
+        )]))
     }
 }
 
