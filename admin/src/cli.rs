@@ -2,9 +2,16 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+
+use crate::agent_client;
 use crate::events::{change_event, invoke, parameter_description};
+use crate::stack::{StackOutputs, output, resolve};
+use crate::stack_commands::{SignIn, UserCommand, password_or_demo, run_user, run_verify};
 use crate::values::{ParameterKind, Target, default_actor};
-use crate::{agent_client, tokens};
+use crate::verify::VerifyOptions;
 use tenant_config_shared::aws::Aws;
 use tenant_config_shared::refresh::journal::ChangeJournal;
 use tenant_config_shared::refresh::signing::unix_ms_now;
@@ -15,27 +22,23 @@ use tenant_config_shared::{ConfigKey, ItemKey, ServiceName};
 #[derive(Parser)]
 #[command(
     version,
-    about = "Administer tenant-config: values, tokens, refresh events"
+    about = "Administer tenant-config: values, users, tokens, refresh events, deploy checks"
 )]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// DynamoDB table of tenant configuration.
-    #[arg(
-        long,
-        env = "CONFIG_TABLE_NAME",
-        default_value = "tenant-config",
-        global = true
-    )]
-    table: String,
-    /// Root of tenant parameters.
-    #[arg(
-        long,
-        env = "PARAMETER_ROOT",
-        default_value = "/config-service",
-        global = true
-    )]
-    parameter_root: String,
+    /// The deployed CloudFormation stack: every name below that is not given
+    /// is read from its outputs.
+    #[arg(long, env = "TENANT_CONFIG_STACK", global = true)]
+    stack: Option<String>,
+    /// DynamoDB table of tenant configuration (stack output `TableName`;
+    /// without a stack, `tenant-config`).
+    #[arg(long, env = "CONFIG_TABLE_NAME", global = true)]
+    table: Option<String>,
+    /// Root of tenant parameters (stack output `ParameterRoot`; without a
+    /// stack, `/config-service`).
+    #[arg(long, env = "PARAMETER_ROOT", global = true)]
+    parameter_root: Option<String>,
     #[arg(long, env = "DYNAMODB_KEY_PREFIX", default_value = DEFAULT_DYNAMODB_PREFIX, global = true)]
     dynamodb_prefix: String,
     #[arg(long, env = "PARAMETER_KEY_PREFIX", default_value = DEFAULT_PARAMETER_PREFIX, global = true)]
@@ -151,14 +154,39 @@ enum Command {
         actor: ActorArg,
     },
     /// Sign a user in (USER_PASSWORD_AUTH) and print the ID token.
+    /// Sign a user in and print the ID token: as an operator
+    /// (AdminInitiateAuth) when the pool is known (stack output `UserPoolId`,
+    /// or the pool in COGNITO_ISSUER), else as an app (USER_PASSWORD_AUTH).
     Token {
         username: String,
-        /// Defaults to the local stack's demo password.
-        #[arg(long, env = "TENANT_CONFIG_PASSWORD", default_value = tokens::LOCAL_DEMO_PASSWORD, hide_default_value = true)]
-        password: String,
-        /// App client; defaults to the first of COGNITO_CLIENT_IDS.
+        /// Without a stack, defaults to the local stack's demo password.
+        #[arg(long, env = "TENANT_CONFIG_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// App client (stack output `UserPoolClientId`; else the first of
+        /// COGNITO_CLIENT_IDS).
         #[arg(long, env = "COGNITO_CLIENT_IDS", value_delimiter = ',')]
         client_id: Vec<String>,
+        /// The pool's issuer, whose last segment is the pool id.
+        #[arg(long, env = "COGNITO_ISSUER")]
+        issuer: Option<String>,
+    },
+    /// Users of the stack's pool: a tenant's readers and administrators.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Check what a deploy can get wrong, each failure with its fix; exits 1
+    /// if any check fails.
+    Verify {
+        /// Seconds a probe write may take to reach the change journal.
+        #[arg(long, default_value_t = 30)]
+        journal_timeout_secs: u64,
+        /// Seconds each probe Refresh call to an agent may take.
+        #[arg(long, default_value_t = 3)]
+        agent_timeout_secs: u64,
+        /// No agents run yet: zero registered agents is not a failure.
+        #[arg(long)]
+        no_agents: bool,
     },
     /// Read a value through a config agent (gRPC GetConfig) with a token.
     AgentGet {
@@ -175,13 +203,10 @@ enum Command {
         /// How far back: a duration (`90s`, `15m`, `2h`, `1d`) or Unix ms.
         #[arg(long, default_value = "1h")]
         since: String,
-        /// The change journal table.
-        #[arg(
-            long,
-            env = "JOURNAL_TABLE_NAME",
-            default_value = "tenant-config-changes"
-        )]
-        journal_table: String,
+        /// The change journal table (stack output `ChangeJournalTableName`;
+        /// without a stack, `tenant-config-changes`).
+        #[arg(long, env = "JOURNAL_TABLE_NAME")]
+        journal_table: Option<String>,
         /// At most this many changes.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
@@ -193,9 +218,10 @@ enum Command {
         /// Key id, e.g. `2026-11` (`[A-Za-z0-9_-]`, ≤ 64).
         #[arg(long, default_value = "k1")]
         id: String,
-        /// The SecureString parameter (config-refresh's `REFRESH_KEY_PARAMETER`).
+        /// The SecureString parameter (config-refresh's `REFRESH_KEY_PARAMETER`;
+        /// stack output `RefreshKeyParameterName`).
         #[arg(long, env = "REFRESH_KEY_PARAMETER")]
-        parameter: String,
+        parameter: Option<String>,
         /// Print the public entry of the key already stored; change nothing.
         #[arg(long)]
         public_only: bool,
@@ -206,9 +232,10 @@ enum Command {
     StageSettings {
         /// The REST API id (stack output `ApiId`).
         #[arg(long, env = "STAGE_CACHE_REST_API_ID")]
-        api_id: String,
-        #[arg(long, env = "STAGE_CACHE_STAGE", default_value = "prod")]
-        stage: String,
+        api_id: Option<String>,
+        /// The stage (stack output `StageName`; without a stack, `prod`).
+        #[arg(long, env = "STAGE_CACHE_STAGE")]
+        stage: Option<String>,
     },
     /// Send the "Parameter Store Change" event for a key to config-refresh.
     Event {
@@ -228,18 +255,28 @@ enum Command {
 
 /// Runs one command; the error is what the operator reads.
 pub async fn run(cli: Cli) -> Result<(), String> {
+    let stack = match &cli.stack {
+        Some(name) => Some(StackOutputs::describe(&aws_config().await?, name).await?),
+        None => None,
+    };
+    let stack = stack.as_ref();
     let target = Target {
-        table: cli.table,
-        parameter_root: cli.parameter_root,
+        table: resolve(
+            cli.table.as_deref(),
+            stack,
+            output::TABLE_NAME,
+            Some("tenant-config"),
+        )?,
+        parameter_root: resolve(
+            cli.parameter_root.as_deref(),
+            stack,
+            output::PARAMETER_ROOT,
+            Some("/config-service"),
+        )?,
         router: KeyRouter::new(&cli.dynamodb_prefix, &cli.parameter_prefix)
             .map_err(|e| e.to_string())?,
     };
-    let aws = || async {
-        Aws::from_env()
-            .await
-            .map(|aws| aws.sdk_config().clone())
-            .map_err(|e| e.to_string())
-    };
+    let aws = aws_config;
     match cli.command {
         Command::Put {
             tenant,
@@ -364,14 +401,30 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             username,
             password,
             client_id,
+            issuer,
         } => {
-            let client_id = client_id
-                .first()
-                .ok_or("name an app client with --client-id or COGNITO_CLIENT_IDS")?;
+            let sign_in = SignIn::resolve(stack, client_id.first(), issuer.as_deref())?;
+            let password = password_or_demo(password, stack)?;
             println!(
                 "{}",
-                tokens::id_token(&aws().await?, client_id, &username, &password).await?
+                sign_in
+                    .id_token(&aws().await?, &username, &password)
+                    .await?
             );
+        }
+        Command::User { command } => run_user(command, stack, &aws().await?).await?,
+        Command::Verify {
+            journal_timeout_secs,
+            agent_timeout_secs,
+            no_agents,
+        } => {
+            let options = VerifyOptions {
+                journal_timeout: Duration::from_secs(journal_timeout_secs),
+                agent_deadline: Duration::from_secs(agent_timeout_secs),
+                no_agents,
+                ..VerifyOptions::default()
+            };
+            run_verify(stack, &target, &options).await?
         }
         Command::AgentGet {
             agent,
@@ -390,6 +443,12 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             limit,
         } => {
             let from_ms = crate::changes::since_ms(&since, unix_ms_now())?;
+            let journal_table = resolve(
+                journal_table.as_deref(),
+                stack,
+                output::CHANGE_JOURNAL_TABLE_NAME,
+                Some("tenant-config-changes"),
+            )?;
             let journal = Aws::from_env()
                 .await
                 .map_err(|e| e.to_string())?
@@ -408,6 +467,12 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             parameter,
             public_only,
         } => {
+            let parameter = resolve(
+                parameter.as_deref(),
+                stack,
+                output::REFRESH_KEY_PARAMETER_NAME,
+                None,
+            )?;
             let aws = aws().await?;
             let ssm = aws_sdk_ssm::Client::new(&aws);
             let public = if public_only {
@@ -426,6 +491,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             println!("{public}");
         }
         Command::StageSettings { api_id, stage } => {
+            let api_id = resolve(api_id.as_deref(), stack, output::API_ID, None)?;
+            let stage = resolve(stage.as_deref(), stack, output::STAGE_NAME, Some("prod"))?;
             let client = aws_sdk_apigateway::Client::new(&aws().await?);
             let applied = tenant_config_shared::stage_settings::apply(&client, &api_id, &stage)
                 .await
@@ -465,4 +532,11 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+async fn aws_config() -> Result<SdkConfig, String> {
+    Aws::from_env()
+        .await
+        .map(|aws| aws.sdk_config().clone())
+        .map_err(|e| e.to_string())
 }

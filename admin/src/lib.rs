@@ -6,6 +6,9 @@
 //! - [`tokens`]: sign a user in and get the ID token a service would send
 //! - [`agent_client`]: read through a config agent over gRPC
 //! - [`changes`]: the change history from the journal
+//! - [`stack`]: the names a deployed stack outputs (`--stack`)
+//! - [`users`]: a tenant's users and administrators in the stack's pool
+//! - [`verify`]: what a deploy can get wrong, checked with a fix for each
 //! - [`events`]: the "Parameter Store Change" event EventBridge sends, and the
 //!   Lambda Invoke API call that delivers it to config-refresh
 
@@ -13,5 +16,9 @@ pub mod agent_client;
 pub mod changes;
 pub mod cli;
 pub mod events;
+pub mod stack;
+pub mod stack_commands;
 pub mod tokens;
+pub mod users;
 pub mod values;
+pub mod verify;
