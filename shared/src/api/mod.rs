@@ -1,0 +1,149 @@
+//! The HTTP API, independent of the Lambda runtime so it is tested without AWS.
+//!
+//! Routes:
+//! - `/v1/config/{service}/{key}`: one value (cacheable; SecureString → 409)
+//! - `/v1/config/{service}?keys=k1,k2`: up to 50 values (cacheable)
+//! - `/v1/config/{service}`: every key of the service (cacheable)
+//! - `/v1/secure/{service}/{key}`: one value with decryption, never cached
+//! - `PUT`/`DELETE /v1/config/{service}/{key}`, `GET .../history`,
+//!   `POST .../rollback`: administrators only, with `If-Match`, never cached
+//!
+//! The tenant always comes from the verified `Authorization` token.
+
+use std::sync::Arc;
+
+use crate::auth::TokenVerifier;
+use crate::error::ConfigError;
+use crate::reads::ConfigReads;
+use crate::writes::ConfigWrites;
+
+mod flush;
+mod reads;
+mod responses;
+mod route;
+mod writes;
+
+pub use flush::DegradedAnswerFlush;
+pub use responses::{ApiResponse, STALE_HEADER, error_response};
+
+use route::{Route, route};
+
+/// Largest request body a write accepts.
+pub const MAX_BODY_BYTES: usize = 128 * 1024;
+
+/// What the API needs from an HTTP request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub authorization: Option<&'a str>,
+    /// The `keys` query parameter: `None` when absent; `Some(Err)` when repeated.
+    pub keys: Option<Result<&'a str, ()>>,
+    /// The request body (writes only).
+    pub body: Option<&'a str>,
+    /// `If-Match`: the version the caller read (the `ETag` of its GET).
+    pub if_match: Option<&'a str>,
+    /// `If-None-Match`: `*` to create a key that must not exist yet.
+    pub if_none_match: Option<&'a str>,
+}
+
+pub struct ConfigApi {
+    verifier: Arc<TokenVerifier>,
+    reads: ConfigReads,
+    degraded_flush: Option<DegradedAnswerFlush>,
+    /// Absent: the write routes answer 405.
+    writes: Option<ConfigWrites>,
+}
+
+impl ConfigApi {
+    pub fn new(verifier: Arc<TokenVerifier>, reads: ConfigReads) -> Self {
+        Self {
+            verifier,
+            reads,
+            degraded_flush: None,
+            writes: None,
+        }
+    }
+
+    /// Serves the write routes (PUT, DELETE, history, rollback) to tenant
+    /// administrators.
+    pub fn with_writes(mut self, writes: ConfigWrites) -> Self {
+        self.writes = Some(writes);
+        self
+    }
+
+    /// Flushes the stage cache after degraded answers on cacheable routes.
+    pub fn with_degraded_answer_flush(mut self, flush: DegradedAnswerFlush) -> Self {
+        self.degraded_flush = Some(flush);
+        self
+    }
+
+    pub async fn handle(&self, request: &ApiRequest<'_>) -> ApiResponse {
+        let response = self.answer(request).await;
+        let cacheable = matches!(
+            route(request.path),
+            Some(Route::One { .. } | Route::Batch { .. })
+        ) && request.method == "GET";
+        if let Some(flush) = &self.degraded_flush
+            && cacheable
+        {
+            if response.status >= 500 {
+                flush.degraded(&response.status.to_string()).await;
+            } else if response
+                .headers
+                .iter()
+                .any(|(name, _)| *name == STALE_HEADER)
+            {
+                flush.degraded("stale").await;
+            }
+        }
+        response
+    }
+
+    async fn answer(&self, request: &ApiRequest<'_>) -> ApiResponse {
+        match self.respond(request).await {
+            Ok(response) => response,
+            Err(ConfigError::MethodNotAllowed) => {
+                let mut response = error_response(&ConfigError::MethodNotAllowed);
+                if let Some(route) = route(request.path) {
+                    response.headers.retain(|(name, _)| *name != "allow");
+                    response.headers.push(("allow", route.methods().to_owned()));
+                }
+                response
+            }
+            Err(err) => {
+                if err.status() >= 500 {
+                    tracing::warn!(status = err.status(), error = %err, path = request.path, "request failed");
+                } else {
+                    tracing::info!(
+                        status = err.status(),
+                        code = err.code(),
+                        path = request.path,
+                        "request refused"
+                    );
+                }
+                error_response(&err)
+            }
+        }
+    }
+
+    async fn respond(&self, request: &ApiRequest<'_>) -> Result<ApiResponse, ConfigError> {
+        let route = route(request.path).ok_or(ConfigError::RouteNotFound)?;
+        let write = match (&route, request.method) {
+            (Route::One { .. }, "PUT" | "DELETE") | (Route::Rollback { .. }, "POST") => true,
+            (Route::History { .. }, "GET") => true,
+            (Route::Rollback { .. }, _) | (_, "PUT" | "DELETE" | "POST") => {
+                return Err(ConfigError::MethodNotAllowed);
+            }
+            (_, "GET") => false,
+            _ => return Err(ConfigError::MethodNotAllowed),
+        };
+        if write {
+            let Some(writes) = &self.writes else {
+                return Err(ConfigError::MethodNotAllowed);
+            };
+            return self.write(writes, route, request).await;
+        }
+        self.read(route, request).await
+    }
+}

@@ -1,0 +1,230 @@
+//! The write routes: PUT, DELETE, history and rollback, for administrators
+//! of the token's tenant, with `If-Match`, never cached.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::responses::{etag, json_response};
+use super::route::Route;
+use super::{ApiRequest, ApiResponse, ConfigApi, MAX_BODY_BYTES};
+use crate::domain::ItemKey;
+use crate::error::ConfigError;
+use crate::validate::{ConfigKey, ServiceName};
+use crate::write::{Expected, NewValue, ValueKind};
+use crate::writes::{ConfigWrites, WriteOutcome};
+
+#[derive(Serialize)]
+struct WrittenBody<'a> {
+    service: &'a str,
+    key: &'a str,
+    source: &'static str,
+    version: i64,
+    previous_version: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback_of: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct DeletedBody<'a> {
+    service: &'a str,
+    key: &'a str,
+    deleted_version: i64,
+}
+
+#[derive(Serialize)]
+struct HistoryBody<'a> {
+    service: &'a str,
+    key: &'a str,
+    versions: Vec<VersionBody>,
+}
+
+#[derive(Serialize)]
+struct VersionBody {
+    version: i64,
+    /// Absent for SecureStrings and deletions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Value>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    written_at_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    deleted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback_of: Option<i64>,
+}
+
+/// The body of a PUT.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    value: Value,
+    /// `string` (default), `string-list` or `secure-string`.
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+}
+
+/// The body of a rollback.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    version: i64,
+}
+
+fn kind_name(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::Plain => "string",
+        ValueKind::StringList => "string-list",
+        ValueKind::Secret => "secure-string",
+    }
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(
+    body: Option<&str>,
+    shape: &str,
+) -> Result<T, ConfigError> {
+    let body = body.unwrap_or_default();
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ConfigError::BadRequest(format!(
+            "a request body holds at most {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    serde_json::from_str(body)
+        .map_err(|_| ConfigError::BadRequest(format!("the body must be JSON: {shape}")))
+}
+
+/// The version a write expects, from `If-Match` / `If-None-Match`.
+fn expected(request: &ApiRequest<'_>, may_create: bool) -> Result<Expected, ConfigError> {
+    match (request.if_match, request.if_none_match) {
+        (Some(tag), _) => {
+            let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
+            tag.parse::<i64>().map(Expected::Version).map_err(|_| {
+                ConfigError::BadRequest("If-Match must be a version (the ETag of a GET)".to_owned())
+            })
+        }
+        (None, Some("*")) if may_create => Ok(Expected::Absent),
+        _ => Err(ConfigError::BadRequest(if may_create {
+            "send If-Match with the version you read (the ETag of a GET), or If-None-Match: * to create".to_owned()
+        } else {
+            "send If-Match with the version you read (the ETag of a GET)".to_owned()
+        })),
+    }
+}
+
+impl ConfigApi {
+    /// PUT, DELETE, history and rollback: administrators of the token's
+    /// tenant only; never cached, never echoing a value written.
+    pub(super) async fn write(
+        &self,
+        writes: &ConfigWrites,
+        route: Route<'_>,
+        request: &ApiRequest<'_>,
+    ) -> Result<ApiResponse, ConfigError> {
+        let identity = self.verifier.verify_header(request.authorization).await?;
+        let (service, key) = match route {
+            Route::One { service, key }
+            | Route::History { service, key }
+            | Route::Rollback { service, key } => (service, key),
+            _ => return Err(ConfigError::RouteNotFound),
+        };
+        let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
+        let tenant = writes.authorize(&identity)?.clone();
+        let item = ItemKey::new(tenant, service.clone(), key.clone());
+        let written = |outcome: WriteOutcome, status: u16, rollback_of: Option<i64>| {
+            let mut response = json_response(
+                status,
+                "no-store",
+                &WrittenBody {
+                    service: service.as_str(),
+                    key: key.as_str(),
+                    source: outcome.source.as_str(),
+                    version: outcome.written.version,
+                    previous_version: outcome.written.previous,
+                    rollback_of,
+                },
+            );
+            response
+                .headers
+                .push(("etag", etag(outcome.written.version)));
+            response
+        };
+        match (request.method, route) {
+            ("PUT", _) => {
+                let expected = expected(request, true)?;
+                let body: PutBody = parse_body(
+                    request.body,
+                    r#"{"value": <JSON>, "type": "string" | "string-list" | "secure-string"}"#,
+                )?;
+                let kind = match body.kind.as_deref() {
+                    None | Some("string") => ValueKind::Plain,
+                    Some("string-list") => ValueKind::StringList,
+                    Some("secure-string") => ValueKind::Secret,
+                    Some(_) => {
+                        return Err(ConfigError::BadRequest(
+                            "type is string, string-list or secure-string".to_owned(),
+                        ));
+                    }
+                };
+                let value = NewValue::json(&body.value, kind)?;
+                let outcome = writes
+                    .put(&identity, &service, &key, &value, expected)
+                    .await?;
+                // This container serves its own write at once; others by the change feed.
+                let _ = self.reads.invalidate(&item, false).await;
+                let status = if expected == Expected::Absent {
+                    201
+                } else {
+                    200
+                };
+                Ok(written(outcome, status, None))
+            }
+            ("DELETE", _) => {
+                let expected = expected(request, false)?;
+                let deleted = writes.delete(&identity, &service, &key, expected).await?;
+                let _ = self.reads.invalidate(&item, true).await;
+                Ok(json_response(
+                    200,
+                    "no-store",
+                    &DeletedBody {
+                        service: service.as_str(),
+                        key: key.as_str(),
+                        deleted_version: deleted,
+                    },
+                ))
+            }
+            ("POST", Route::Rollback { .. }) => {
+                let expected = expected(request, false)?;
+                let body: RollbackBody = parse_body(request.body, r#"{"version": <number>}"#)?;
+                let outcome = writes
+                    .rollback(&identity, &service, &key, body.version, expected)
+                    .await?;
+                let _ = self.reads.invalidate(&item, false).await;
+                Ok(written(outcome, 200, Some(body.version)))
+            }
+            ("GET", Route::History { .. }) => {
+                let versions = writes.history(&identity, &service, &key).await?;
+                Ok(json_response(
+                    200,
+                    "no-store",
+                    &HistoryBody {
+                        service: service.as_str(),
+                        key: key.as_str(),
+                        versions: versions
+                            .into_iter()
+                            .map(|v| VersionBody {
+                                version: v.version,
+                                value: v.value,
+                                kind: kind_name(v.kind),
+                                written_at_ms: v.written_at_ms,
+                                actor: v.actor,
+                                deleted: v.deleted,
+                                rollback_of: v.rollback_of,
+                            })
+                            .collect(),
+                    },
+                ))
+            }
+            _ => Err(ConfigError::MethodNotAllowed),
+        }
+    }
+}

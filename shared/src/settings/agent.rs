@@ -1,0 +1,172 @@
+//! Settings of the config agent on top of the reader's [`Settings`]: its two
+//! listeners, the keys it trusts, and how it is registered in Cloud Map.
+//!
+//! [`Settings`]: super::Settings
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::env::{Env, SettingsError};
+use crate::refresh::signing::TrustedKeys;
+
+/// How an agent registers itself in Cloud Map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationSettings {
+    pub service_id: String,
+    pub instance_id: String,
+    /// The address other hosts reach this agent on.
+    pub address: SocketAddr,
+}
+
+/// Settings of the config agent (on top of [`Settings`](super::Settings)).
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Where callers reach ConfigReader (`AGENT_LISTEN_ADDR`, default
+    /// loopback: the agent runs beside its service).
+    pub listen: SocketAddr,
+    /// Where config-refresh reaches ConfigRefresh (`AGENT_REFRESH_LISTEN_ADDR`,
+    /// default all interfaces, port 50052); the address registered.
+    pub refresh_listen: SocketAddr,
+    /// The public keys Refresh signatures are accepted from
+    /// (`REFRESH_PUBLIC_KEYS`); the agent never holds a signing key.
+    pub refresh_public_keys: TrustedKeys,
+    /// PEM files of the Refresh listener's certificate chain and key
+    /// (`AGENT_TLS_CERT_FILE`, `AGENT_TLS_KEY_FILE`): with them it serves TLS.
+    pub refresh_tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// `None` when the platform registers the agent (ECS service discovery).
+    pub registration: Option<RegistrationSettings>,
+    /// How long in-flight calls may finish after a stop signal.
+    pub shutdown_grace: Duration,
+    /// How often a registered agent re-reports HEALTHY.
+    pub health_report_interval: Duration,
+}
+
+impl AgentSettings {
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let env = Env { lookup };
+        let listen: SocketAddr = env.parsed("AGENT_LISTEN_ADDR", "127.0.0.1:50051")?;
+        let refresh_listen: SocketAddr =
+            env.parsed("AGENT_REFRESH_LISTEN_ADDR", "0.0.0.0:50052")?;
+        if refresh_listen == listen {
+            return Err(SettingsError {
+                variable: "AGENT_REFRESH_LISTEN_ADDR",
+                reason: format!("must differ from AGENT_LISTEN_ADDR ({listen})"),
+            });
+        }
+        let registration = if env.flag("CLOUD_MAP_REGISTER", true)? {
+            let ip: IpAddr = match env.optional("AGENT_ADVERTISE_IP") {
+                Some(raw) => raw.parse().map_err(|e| SettingsError {
+                    variable: "AGENT_ADVERTISE_IP",
+                    reason: format!("'{raw}': {e}"),
+                })?,
+                None if !refresh_listen.ip().is_unspecified() => refresh_listen.ip(),
+                None => {
+                    return Err(SettingsError {
+                        variable: "AGENT_ADVERTISE_IP",
+                        reason: format!(
+                            "must be set when registering and listening on {refresh_listen}: \
+                             name the IP other hosts reach this agent on"
+                        ),
+                    });
+                }
+            };
+            let address = SocketAddr::new(ip, refresh_listen.port());
+            let default_id = format!(
+                "agent-{}-{}",
+                ip.to_string().replace([':', '.'], "-"),
+                refresh_listen.port()
+            );
+            Some(RegistrationSettings {
+                service_id: env.required("CLOUD_MAP_SERVICE_ID")?,
+                instance_id: env.or("AGENT_INSTANCE_ID", &default_id),
+                address,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            listen,
+            refresh_listen,
+            refresh_tls: match (
+                env.optional("AGENT_TLS_CERT_FILE"),
+                env.optional("AGENT_TLS_KEY_FILE"),
+            ) {
+                (Some(cert), Some(key)) => Some((cert.into(), key.into())),
+                (None, None) => None,
+                _ => {
+                    return Err(SettingsError {
+                        variable: "AGENT_TLS_CERT_FILE",
+                        reason: "set both AGENT_TLS_CERT_FILE and AGENT_TLS_KEY_FILE, or neither"
+                            .to_owned(),
+                    });
+                }
+            },
+            refresh_public_keys: TrustedKeys::parse(&env.required("REFRESH_PUBLIC_KEYS")?)
+                .map_err(|e| SettingsError {
+                    variable: "REFRESH_PUBLIC_KEYS",
+                    reason: e.to_string(),
+                })?,
+            registration,
+            shutdown_grace: Duration::from_secs(env.number("AGENT_SHUTDOWN_GRACE_SECS", 10)?),
+            health_report_interval: Duration::from_secs(
+                env.number::<u64>("AGENT_HEALTH_REPORT_SECS", 30)?.max(1),
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::env::lookup;
+    use super::*;
+
+    const PUBLIC_KEYS: &str = "k1:d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c9778737";
+
+    #[test]
+    fn agents_take_public_keys_only_and_refuse_malformed_ones() {
+        let parsed = AgentSettings::from_lookup(&lookup(&[
+            ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),
+            ("CLOUD_MAP_REGISTER", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.refresh_public_keys.ids(), vec!["k1"]);
+        for bad in ["", "k1:abcd", "ed25519:k1:00"] {
+            let err = AgentSettings::from_lookup(&lookup(&[
+                ("REFRESH_PUBLIC_KEYS", bad),
+                ("CLOUD_MAP_REGISTER", "false"),
+            ]))
+            .unwrap_err();
+            assert_eq!(err.variable, "REFRESH_PUBLIC_KEYS", "{bad}");
+        }
+    }
+
+    #[test]
+    fn agent_registration_needs_an_address_others_can_reach() {
+        let base = [
+            ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),
+            ("CLOUD_MAP_SERVICE_ID", "srv-123"),
+        ];
+        let err = AgentSettings::from_lookup(&lookup(&base)).unwrap_err();
+        assert_eq!(err.variable, "AGENT_ADVERTISE_IP");
+
+        let mut vars = base.to_vec();
+        vars.push(("AGENT_ADVERTISE_IP", "10.0.3.7"));
+        let s = AgentSettings::from_lookup(&lookup(&vars)).unwrap();
+        let registration = s.registration.unwrap();
+        // Readers on loopback; the Refresh port is what is registered.
+        assert_eq!(s.listen, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!(registration.address, "10.0.3.7:50052".parse().unwrap());
+        assert_eq!(registration.instance_id, "agent-10-0-3-7-50052");
+
+        let off = AgentSettings::from_lookup(&lookup(&[
+            ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),
+            ("CLOUD_MAP_REGISTER", "false"),
+        ]))
+        .unwrap();
+        assert!(off.registration.is_none());
+    }
+}

@@ -1,0 +1,137 @@
+//! Reading variables: what every process's settings read alike. A variable
+//! that is unset or blank takes its default; a value that is set is used as
+//! given or refused with a [`SettingsError`] naming it, never adjusted.
+
+use std::str::FromStr;
+
+use thiserror::Error;
+
+use crate::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
+use crate::store::ssm::{DEFAULT_PARAMETER_ROOT, validate_root};
+
+/// Why a process refused to start: the variable and what is wrong with it.
+#[derive(Debug, Error)]
+#[error("{variable}: {reason}")]
+pub struct SettingsError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+/// The variables a process sees (the environment, or a map in tests).
+pub(super) struct Env<'a> {
+    pub(super) lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    /// The trimmed value; blank counts as unset.
+    pub(super) fn optional(&self, variable: &'static str) -> Option<String> {
+        (self.lookup)(variable)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub(super) fn required(&self, variable: &'static str) -> Result<String, SettingsError> {
+        self.optional(variable).ok_or_else(|| SettingsError {
+            variable,
+            reason: "must be set".to_owned(),
+        })
+    }
+
+    pub(super) fn or(&self, variable: &'static str, default: &str) -> String {
+        self.optional(variable)
+            .unwrap_or_else(|| default.to_owned())
+    }
+
+    pub(super) fn number<T: FromStr>(
+        &self,
+        variable: &'static str,
+        default: T,
+    ) -> Result<T, SettingsError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.optional(variable) {
+            None => Ok(default),
+            Some(raw) => raw.parse().map_err(|e| SettingsError {
+                variable,
+                reason: format!("'{raw}' is not a valid number: {e}"),
+            }),
+        }
+    }
+
+    /// A number of at least 1 (0 would switch off what it bounds).
+    pub(super) fn positive<T>(&self, variable: &'static str, default: T) -> Result<T, SettingsError>
+    where
+        T: FromStr + PartialOrd + From<u8>,
+        T::Err: std::fmt::Display,
+    {
+        let value = self.number(variable, default)?;
+        if value < T::from(1) {
+            return Err(SettingsError {
+                variable,
+                reason: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(value)
+    }
+
+    pub(super) fn flag(
+        &self,
+        variable: &'static str,
+        default: bool,
+    ) -> Result<bool, SettingsError> {
+        match self.optional(variable).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) if v == "true" || v == "1" => Ok(true),
+            Some(v) if v == "false" || v == "0" => Ok(false),
+            Some(v) => Err(SettingsError {
+                variable,
+                reason: format!("'{v}' is not true/false"),
+            }),
+        }
+    }
+
+    pub(super) fn parsed<T: FromStr>(
+        &self,
+        variable: &'static str,
+        default: &str,
+    ) -> Result<T, SettingsError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let raw = self.or(variable, default);
+        raw.parse().map_err(|e| SettingsError {
+            variable,
+            reason: format!("'{raw}': {e}"),
+        })
+    }
+
+    /// Where configuration lives: the parameter root and the key prefixes
+    /// that route keys to their store (readers and config-refresh alike).
+    pub(super) fn root_and_router(&self) -> Result<(String, KeyRouter), SettingsError> {
+        let parameter_root = self.or("PARAMETER_ROOT", DEFAULT_PARAMETER_ROOT);
+        validate_root(&parameter_root).map_err(|reason| SettingsError {
+            variable: "PARAMETER_ROOT",
+            reason: reason.to_string(),
+        })?;
+        let router = KeyRouter::new(
+            &self.or("DYNAMODB_KEY_PREFIX", DEFAULT_DYNAMODB_PREFIX),
+            &self.or("PARAMETER_KEY_PREFIX", DEFAULT_PARAMETER_PREFIX),
+        )
+        .map_err(|reason| SettingsError {
+            variable: "DYNAMODB_KEY_PREFIX/PARAMETER_KEY_PREFIX",
+            reason: reason.to_string(),
+        })?;
+        Ok((parameter_root, router))
+    }
+}
+
+/// A lookup over `vars`, for tests.
+#[cfg(test)]
+pub(super) fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: std::collections::HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}

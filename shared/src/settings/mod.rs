@@ -1,0 +1,25 @@
+//! Settings from environment variables, checked once at start-up.
+//!
+//! Every variable, its default and its meaning is listed in the README. A bad
+//! value stops the process at init with a message naming the variable, rather
+//! than failing requests later.
+//!
+//! One file per reader of the environment: [`reader`] (config-api and the
+//! agent's caches), [`agent`] (the agent's listeners and registration),
+//! [`refresh`] (config-refresh), [`aws`] (every SDK call); [`env`] reads
+//! variables for all of them.
+
+mod agent;
+mod aws;
+mod env;
+mod reader;
+mod refresh;
+
+pub use agent::{AgentSettings, RegistrationSettings};
+pub use aws::AwsCallSettings;
+pub use env::SettingsError;
+pub use reader::{
+    AGENT_CACHE_DEFAULTS, CacheDefaults, DegradedFlushSettings, LAMBDA_CACHE_DEFAULTS, Settings,
+    TenantRoleSettings,
+};
+pub use refresh::{DEFAULT_AGENT_TLS_DOMAIN, RefreshSettings, StageCacheSettings};

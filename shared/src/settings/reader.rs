@@ -1,0 +1,279 @@
+//! Settings of the readers, config-api and the agent: where configuration is,
+//! whose tokens are accepted, how long answers are cached and how caches
+//! converge.
+
+use std::time::Duration;
+
+use super::env::{Env, SettingsError};
+use crate::auth::AuthSettings;
+use crate::cache::{CacheSettings, StaleIfError};
+use crate::catch_up::CatchUpSettings;
+use crate::routing::KeyRouter;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub table_name: String,
+    pub parameter_root: String,
+    pub router: KeyRouter,
+    pub auth: AuthSettings,
+    pub dynamodb_cache: CacheSettings,
+    pub parameter_cache: CacheSettings,
+    /// The change journal readers catch up from (`JOURNAL_TABLE_NAME`);
+    /// without one a reader converges by TTL and pushes only.
+    pub journal_table: Option<String>,
+    pub catch_up: CatchUpSettings,
+    /// config-api only: the stage cache flush queue (`FLUSH_QUEUE_URL`), so
+    /// a degraded answer (stale or 5xx) the stage cache may have stored is
+    /// flushed soon instead of replayed for its whole TTL.
+    pub degraded_flush: Option<DegradedFlushSettings>,
+    /// config-api only: the user pool group whose members may write their
+    /// tenant's configuration (`ADMIN_GROUP`); unset, the write routes are off.
+    pub admin_group: Option<String>,
+    /// Tenant-scoped credentials for every store call (`TENANT_ROLE_ARN`);
+    /// `None`: the process's own role reads every tenant.
+    pub tenant_role: Option<TenantRoleSettings>,
+}
+
+/// The role assumed per tenant (see [`crate::credentials`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRoleSettings {
+    pub role_arn: String,
+    /// Session length asked of STS (`TENANT_SESSION_SECS`, 900..=43200).
+    pub session: Duration,
+    /// Tenants whose credentials a process keeps (`TENANT_CREDENTIALS_MAX_TENANTS`).
+    pub max_tenants: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DegradedFlushSettings {
+    pub flush_queue_url: String,
+    /// At most one flush request per this interval per container
+    /// (`DEGRADED_FLUSH_INTERVAL_SECS`).
+    pub min_interval: Duration,
+}
+
+/// Defaults that differ between the request/response Lambda and the
+/// push-invalidated agent.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheDefaults {
+    pub dynamodb_ttl_secs: u64,
+    pub parameter_ttl_secs: u64,
+    pub not_found_ttl_secs: u64,
+    pub max_entries: u64,
+    pub catch_up: CatchUpSettings,
+}
+
+/// Defaults for config-api: nothing can push to it; it catches up from the
+/// change journal every second, and its TTLs bound what the journal misses.
+pub const LAMBDA_CACHE_DEFAULTS: CacheDefaults = CacheDefaults {
+    dynamodb_ttl_secs: 60,
+    parameter_ttl_secs: 60,
+    not_found_ttl_secs: 5,
+    max_entries: 10_000,
+    catch_up: CatchUpSettings::LAMBDA,
+};
+
+/// Defaults for the agent: changes to either store are pushed (Refresh) and
+/// journaled (catch-up every 2 s), so entries (and their absence) live an hour;
+/// the TTL only bounds what neither reaches.
+pub const AGENT_CACHE_DEFAULTS: CacheDefaults = CacheDefaults {
+    dynamodb_ttl_secs: 3600,
+    parameter_ttl_secs: 3600,
+    not_found_ttl_secs: 3600,
+    max_entries: 100_000,
+    catch_up: CatchUpSettings::AGENT,
+};
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env(defaults: CacheDefaults) -> Result<Self, SettingsError> {
+        Self::from_lookup(&|name| std::env::var(name).ok(), defaults)
+    }
+
+    /// Reads settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        defaults: CacheDefaults,
+    ) -> Result<Self, SettingsError> {
+        let env = Env { lookup };
+        let (parameter_root, router) = env.root_and_router()?;
+        let issuer = env
+            .required("COGNITO_ISSUER")?
+            .trim_end_matches('/')
+            .to_owned();
+        let jwks_url = env.or(
+            "COGNITO_JWKS_URL",
+            &format!("{issuer}/.well-known/jwks.json"),
+        );
+        let client_ids: Vec<String> = env
+            .required("COGNITO_CLIENT_IDS")?
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if client_ids.is_empty() {
+            return Err(SettingsError {
+                variable: "COGNITO_CLIENT_IDS",
+                reason: "must name at least one app client id".to_owned(),
+            });
+        }
+        Ok(Self {
+            table_name: env.required("CONFIG_TABLE_NAME")?,
+            parameter_root,
+            router,
+            auth: AuthSettings {
+                issuer,
+                jwks_url,
+                client_ids,
+                leeway: Duration::from_secs(env.number("TOKEN_LEEWAY_SECS", 10)?),
+                token_cache_max_entries: env.number("TOKEN_CACHE_MAX_ENTRIES", 10_000)?,
+                jwks_refresh_interval: Duration::from_secs(
+                    env.number("JWKS_REFRESH_INTERVAL_SECS", 60)?,
+                ),
+                jwks_max_age: Duration::from_secs(env.number("JWKS_MAX_AGE_SECS", 3600)?.max(1)),
+            },
+            dynamodb_cache: cache(
+                &env,
+                "DYNAMODB_CACHE_TTL_SECS",
+                defaults.dynamodb_ttl_secs,
+                "DYNAMODB_CACHE_MAX_ENTRIES",
+                defaults,
+            )?,
+            parameter_cache: cache(
+                &env,
+                "PARAMETER_CACHE_TTL_SECS",
+                defaults.parameter_ttl_secs,
+                "PARAMETER_CACHE_MAX_ENTRIES",
+                defaults,
+            )?,
+            journal_table: env.optional("JOURNAL_TABLE_NAME"),
+            admin_group: env.optional("ADMIN_GROUP").filter(|g| !g.trim().is_empty()),
+            tenant_role: match env
+                .optional("TENANT_ROLE_ARN")
+                .filter(|r| !r.trim().is_empty())
+            {
+                None => None,
+                Some(role_arn) => Some(TenantRoleSettings {
+                    role_arn,
+                    session: Duration::from_secs(
+                        env.number::<u64>("TENANT_SESSION_SECS", 900)?
+                            .clamp(900, 43_200),
+                    ),
+                    max_tenants: env.number("TENANT_CREDENTIALS_MAX_TENANTS", 1000)?,
+                }),
+            },
+            degraded_flush: match env.optional("FLUSH_QUEUE_URL") {
+                None => None,
+                Some(flush_queue_url) => Some(DegradedFlushSettings {
+                    flush_queue_url,
+                    min_interval: Duration::from_secs(
+                        env.number("DEGRADED_FLUSH_INTERVAL_SECS", 5)?,
+                    ),
+                }),
+            },
+            catch_up: CatchUpSettings {
+                interval: Duration::from_millis(env.positive(
+                    "CATCH_UP_INTERVAL_MS",
+                    defaults.catch_up.interval.as_millis() as u64,
+                )?),
+                ..defaults.catch_up
+            },
+        })
+    }
+}
+
+/// One store's cache: its TTL and bound, with the settings both stores share.
+fn cache(
+    env: &Env<'_>,
+    ttl_var: &'static str,
+    default_ttl_secs: u64,
+    max_var: &'static str,
+    defaults: CacheDefaults,
+) -> Result<CacheSettings, SettingsError> {
+    Ok(CacheSettings {
+        ttl: Duration::from_secs(env.number(ttl_var, default_ttl_secs)?),
+        not_found_ttl: Duration::from_secs(
+            env.number("NOT_FOUND_CACHE_TTL_SECS", defaults.not_found_ttl_secs)?,
+        ),
+        max_entries: env.number(max_var, defaults.max_entries)?,
+        stale: stale_if_error(env)?,
+    })
+}
+
+/// What a cache serves while its store fails.
+fn stale_if_error(env: &Env<'_>) -> Result<StaleIfError, SettingsError> {
+    let defaults = StaleIfError::DEFAULT;
+    let retry_ms: u64 = env.positive(
+        "STORE_RETRY_INTERVAL_MS",
+        defaults.retry_interval.as_millis() as u64,
+    )?;
+    let probe_ms: u64 = env.positive(
+        "STALE_PROBE_TIMEOUT_MS",
+        defaults.probe_timeout.as_millis() as u64,
+    )?;
+    Ok(StaleIfError {
+        max_stale: Duration::from_secs(env.number("MAX_STALE_SECS", defaults.max_stale.as_secs())?),
+        retry_interval: Duration::from_millis(retry_ms),
+        probe_timeout: Duration::from_millis(probe_ms),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::env::lookup;
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::from_lookup(&lookup(vars), LAMBDA_CACHE_DEFAULTS)
+    }
+
+    const REQUIRED: [(&str, &str); 3] = [
+        ("CONFIG_TABLE_NAME", "tenant-config"),
+        (
+            "COGNITO_ISSUER",
+            "https://cognito-idp.us-east-1.amazonaws.com/pool/",
+        ),
+        ("COGNITO_CLIENT_IDS", "a, b ,"),
+    ];
+
+    #[test]
+    fn defaults_apply_when_only_required_variables_are_set() {
+        let s = settings(&REQUIRED).unwrap();
+        assert_eq!(s.parameter_root, "/config-service");
+        assert_eq!(
+            s.auth.issuer,
+            "https://cognito-idp.us-east-1.amazonaws.com/pool"
+        );
+        assert_eq!(
+            s.auth.jwks_url,
+            "https://cognito-idp.us-east-1.amazonaws.com/pool/.well-known/jwks.json"
+        );
+        assert_eq!(s.auth.client_ids, vec!["a", "b"]);
+        assert_eq!(s.dynamodb_cache.ttl, Duration::from_secs(60));
+        assert_eq!(s.parameter_cache.not_found_ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn agent_caches_both_stores_for_an_hour_and_catches_up_every_two_seconds() {
+        let s = Settings::from_lookup(&lookup(&REQUIRED), AGENT_CACHE_DEFAULTS).unwrap();
+        assert_eq!(s.parameter_cache.ttl, Duration::from_secs(3600));
+        assert_eq!(s.dynamodb_cache.ttl, Duration::from_secs(3600));
+        assert_eq!(s.catch_up.interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn missing_or_malformed_variables_name_the_variable() {
+        let err = settings(&REQUIRED[1..]).unwrap_err();
+        assert_eq!(err.variable, "CONFIG_TABLE_NAME");
+        let mut vars = REQUIRED.to_vec();
+        vars.push(("DYNAMODB_CACHE_TTL_SECS", "soon"));
+        assert_eq!(
+            settings(&vars).unwrap_err().variable,
+            "DYNAMODB_CACHE_TTL_SECS"
+        );
+        let mut vars = REQUIRED.to_vec();
+        vars.push(("PARAMETER_ROOT", "/config-service/"));
+        assert_eq!(settings(&vars).unwrap_err().variable, "PARAMETER_ROOT");
+    }
+}
