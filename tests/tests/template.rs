@@ -813,3 +813,284 @@ fn writes_are_for_the_admin_group_uncached_and_only_config_api_may_make_them() {
         }
     }
 }
+
+/// A YAML fragment as the template would spell it (short-form tags included).
+fn yaml(text: &str) -> Value {
+    serde_norway::from_str(text).expect("a YAML fragment")
+}
+
+/// The topic every alarm notifies: the one given, else the stack's own.
+const EFFECTIVE_ALARM_TOPIC: &str = "!If [HasAlarmTopic, !Ref AlarmTopicArn, !Ref AlarmTopic]";
+
+/// Logical id and properties of every resource of `kind`.
+fn resources_of<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .map(|(name, r)| (name.as_str().unwrap(), &r["Properties"]))
+        .collect()
+}
+
+#[test]
+fn every_alarm_notifies_the_effective_topic_in_alarm_and_back_to_ok_under_the_stacks_name() {
+    // GIVEN the template's alarms
+    let template = template();
+    let alarms = resources_of(&template, "AWS::CloudWatch::Alarm");
+    assert!(alarms.len() >= 8, "alarms were found: {}", alarms.len());
+    let topic = vec![yaml(EFFECTIVE_ALARM_TOPIC)];
+    let mut names = std::collections::BTreeSet::new();
+    for (id, alarm) in alarms {
+        // THEN each names the effective topic whatever AlarmTopicArn is
+        // (never "no action when the parameter is empty")
+        for actions in ["AlarmActions", "OKActions"] {
+            assert_eq!(alarm[actions].as_sequence(), Some(&topic), "{id}.{actions}");
+        }
+        // AND is named "{stack}-{logical id without Alarm}", which is how
+        // `tenant-config-admin verify` finds the stack's alarms
+        let name = id.strip_suffix("Alarm").expect("alarm ids end in Alarm");
+        assert_eq!(
+            alarm["AlarmName"],
+            yaml(&format!("!Sub \"${{AWS::StackName}}-{name}\"")),
+            "{id}"
+        );
+        assert!(names.insert(name), "two alarms named {name}");
+    }
+    // AND the topic output is that same effective topic
+    assert_eq!(
+        template["Outputs"]["AlarmTopicArn"]["Value"],
+        yaml(EFFECTIVE_ALARM_TOPIC)
+    );
+}
+
+#[test]
+fn the_stack_creates_its_alarm_topic_unless_given_one_with_a_key_cloudwatch_may_use() {
+    let template = template();
+    // GIVEN the conditions: the topic is created exactly when none is given
+    assert_eq!(
+        template["Conditions"]["CreatesAlarmTopic"],
+        yaml("!Equals [!Ref AlarmTopicArn, \"\"]")
+    );
+    assert_eq!(
+        template["Conditions"]["HasAlarmTopic"],
+        yaml("!Not [!Equals [!Ref AlarmTopicArn, \"\"]]")
+    );
+    assert_eq!(
+        template["Parameters"]["AlarmTopicArn"]["Default"].as_str(),
+        Some("")
+    );
+    for resource in ["AlarmTopic", "AlarmTopicKey"] {
+        assert_eq!(
+            template["Resources"][resource]["Condition"].as_str(),
+            Some("CreatesAlarmTopic"),
+            "{resource}"
+        );
+    }
+    // THEN the created topic is encrypted with the stack's own key, not
+    // alias/aws/sns: CloudWatch cannot use the AWS managed key (its policy
+    // cannot be changed), and alarms would publish nothing
+    let topic = resource(&template, "AlarmTopic");
+    assert_eq!(topic["KmsMasterKeyId"], yaml("!Ref AlarmTopicKey"));
+    let key = resource(&template, "AlarmTopicKey");
+    assert_eq!(key["EnableKeyRotation"].as_bool(), Some(true));
+    let cloudwatch = key["KeyPolicy"]["Statement"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| strings(&s["Principal"]) == vec!["cloudwatch.amazonaws.com"])
+        .expect("a key policy statement for CloudWatch");
+    let mut actions = strings(&cloudwatch["Action"]);
+    actions.sort();
+    assert_eq!(actions, vec!["kms:Decrypt", "kms:GenerateDataKey*"]);
+    // AND an address given as AlarmEmail is subscribed to the effective topic
+    let subscription = &template["Resources"]["AlarmEmailSubscription"];
+    assert_eq!(subscription["Condition"].as_str(), Some("HasAlarmEmail"));
+    let subscription = &subscription["Properties"];
+    assert_eq!(subscription["TopicArn"], yaml(EFFECTIVE_ALARM_TOPIC));
+    assert_eq!(subscription["Protocol"].as_str(), Some("email"));
+    assert_eq!(subscription["Endpoint"], yaml("!Ref AlarmEmail"));
+    assert_eq!(
+        template["Parameters"]["AlarmEmail"]["Default"].as_str(),
+        Some("")
+    );
+}
+
+#[test]
+fn every_output_is_exported_as_stack_dash_output_and_the_deploy_tools_find_theirs() {
+    let template = template();
+    let outputs = template["Outputs"].as_mapping().unwrap();
+    // THEN each output is exported under "{stack}-{output}" (what
+    // agent-service.yaml imports)
+    for (name, output) in outputs {
+        let name = name.as_str().unwrap();
+        assert_eq!(
+            output["Export"]["Name"],
+            yaml(&format!("!Sub \"${{AWS::StackName}}-{name}\"")),
+            "{name}"
+        );
+    }
+    // AND the outputs the runbook, tenant-config-admin --stack and the ECS
+    // example read are all there
+    for name in [
+        "ApiUrl",
+        "ApiId",
+        "StageName",
+        "UserPoolId",
+        "UserPoolClientId",
+        "Issuer",
+        "AdminGroupName",
+        "TableName",
+        "ChangeJournalTableName",
+        "ParameterRoot",
+        "RefreshKeyParameterName",
+        "DlqUrl",
+        "AgentNamespaceName",
+        "AgentServiceName",
+        "AgentServiceId",
+        "AgentServiceArn",
+        "TenantAccessRoleArn",
+        "AgentTaskPolicyArn",
+        "AlarmTopicArn",
+    ] {
+        assert!(!template["Outputs"][name].is_null(), "output {name}");
+    }
+    // AND the Cloud Map service ARN exists with an existing service too
+    // (an ECS service's serviceRegistries needs it either way)
+    assert!(template["Outputs"]["AgentServiceArn"]["Condition"].is_null());
+}
+
+#[test]
+fn every_dead_letter_queue_has_an_output_that_verify_checks() {
+    // GIVEN every queue something sends its failures to
+    let template = template();
+    let mut dead_letter_queues = std::collections::BTreeSet::new();
+    for (_, properties) in template["Resources"].as_mapping().unwrap() {
+        let properties = &properties["Properties"];
+        for target in [
+            &properties["RedrivePolicy"]["deadLetterTargetArn"],
+            &properties["DestinationConfig"]["OnFailure"]["Destination"],
+            &properties["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Destination"],
+        ] {
+            dead_letter_queues.extend(strings(target));
+        }
+        for target in properties["Targets"].as_sequence().into_iter().flatten() {
+            dead_letter_queues.extend(strings(&target["DeadLetterConfig"]["Arn"]));
+        }
+    }
+    let dead_letter_queues: std::collections::BTreeSet<String> = dead_letter_queues
+        .into_iter()
+        .map(|arn| arn.trim_end_matches(".Arn").to_owned())
+        .collect();
+    assert!(
+        dead_letter_queues.contains("RefreshDlq"),
+        "{dead_letter_queues:?}"
+    );
+    // THEN each is the value of an output ending in DlqUrl (verify checks
+    // every such output's queue is empty)
+    let dlq_outputs: std::collections::BTreeSet<String> = template["Outputs"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name.as_str().unwrap().ends_with("DlqUrl"))
+        .flat_map(|(_, output)| strings(&output["Value"]))
+        .collect();
+    assert_eq!(dead_letter_queues, dlq_outputs);
+}
+
+#[test]
+fn operators_sign_in_with_admin_password_auth_and_apps_with_srp_only() {
+    let template = template();
+    let mut flows = strings(&resource(&template, "UserPoolClient")["ExplicitAuthFlows"]);
+    flows.sort();
+    // AdminInitiateAuth needs IAM credentials; no flow takes a password from
+    // anyone who merely knows the public client id (no ALLOW_USER_PASSWORD_AUTH).
+    assert_eq!(
+        flows,
+        vec![
+            "ALLOW_ADMIN_USER_PASSWORD_AUTH",
+            "ALLOW_REFRESH_TOKEN_AUTH",
+            "ALLOW_USER_SRP_AUTH"
+        ]
+    );
+}
+
+/// The `tenant-config-admin` commands a text names: the words after each
+/// mention, up to a parenthesis or the end of the sentence or clause.
+fn admin_commands(text: &str) -> Vec<Vec<String>> {
+    text.split("tenant-config-admin ")
+        .skip(1)
+        .map(|rest| {
+            let mut words = Vec::new();
+            for word in rest.split_whitespace() {
+                if word.starts_with('(') {
+                    break;
+                }
+                let end = word.ends_with(';') || word.ends_with('.');
+                words.push(word.trim_end_matches([';', '.']).to_owned());
+                if end {
+                    break;
+                }
+            }
+            words
+        })
+        .collect()
+}
+
+#[test]
+fn the_description_gives_the_key_command_and_the_post_deploy_steps_the_cli_knows() {
+    // GIVEN the template's description, as the console and `sam deploy` show it
+    let template = template();
+    let description = template["Description"].as_str().unwrap();
+    assert!(
+        description.len() <= 1024,
+        "CloudFormation's limit: {}",
+        description.len()
+    );
+    // THEN it points to the runbook, creates the key with the CLI (config-refresh
+    // refuses a hex string from openssl) under the parameter the stack reads
+    assert!(description.contains("docs/deploy.md"), "{description}");
+    let commands = admin_commands(description);
+    let key_parameter = template["Parameters"]["RefreshKeyParameterName"]["Default"]
+        .as_str()
+        .unwrap();
+    assert!(
+        commands.iter().any(|c| c[0] == "refresh-key"
+            && c.windows(2)
+                .any(|w| w[0] == "--parameter" && w[1] == key_parameter)),
+        "{commands:?}"
+    );
+    // AND after the deploy: stage settings, then verify, in that order
+    let steps: Vec<&str> = commands
+        .iter()
+        .filter_map(|c| c.iter().find(|w| !w.starts_with('-') && *w != "STACK"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(steps, vec!["refresh-key", "stage-settings", "verify"]);
+    // AND nothing in the template still says to make the key with openssl
+    for (name, parameter) in template["Parameters"].as_mapping().unwrap() {
+        let text = parameter["Description"].as_str().unwrap_or_default();
+        assert!(!text.contains("openssl"), "{name:?}: {text}");
+    }
+    assert!(!description.contains("openssl"), "{description}");
+    // AND the CLI accepts each command as written (clap refuses an unknown
+    // command or flag before it prints the help)
+    let admin =
+        tenant_config_local_stack::agent::agent_binary().with_file_name("tenant-config-admin");
+    for command in &commands {
+        let output = std::process::Command::new(&admin)
+            .args(
+                command
+                    .iter()
+                    .map(|w| if w == "STACK" { "tenant-config" } else { w }),
+            )
+            .arg("--help")
+            .output()
+            .unwrap_or_else(|e| panic!("{} runs (built by tests/run.sh): {e}", admin.display()));
+        assert!(
+            output.status.success(),
+            "tenant-config-admin {command:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
