@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 
-use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue};
 use crate::error::StoreError;
+use crate::kinds::StoreKind;
 use crate::metrics::{StoreCounter, metrics};
 use crate::store::{ConfigStore, Listing};
 use crate::validate::{ConfigKey, ServiceName, TenantId};

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::reads::ConfigReads;
+use crate::domain::ItemKey;
+use crate::error::ConfigError;
 use crate::refresh::journal::{ChangeJournal, RETENTION};
 use crate::refresh::proto::Operation;
 use crate::refresh::signing::unix_ms_now;
@@ -47,6 +48,20 @@ impl CatchUpSettings {
         interval: Duration::from_secs(2),
         ..Self::LAMBDA
     };
+}
+
+/// What catch-up drops entries from: a reader's caches ([`crate::reads::ConfigReads`]).
+pub trait Invalidate: Sync {
+    /// Drops one cached entry; its last good value survives unless the
+    /// change was a delete.
+    fn invalidate(
+        &self,
+        item: &ItemKey,
+        deleted: bool,
+    ) -> impl Future<Output = Result<(), ConfigError>> + Send;
+
+    /// Drops every cached entry.
+    fn invalidate_all(&self);
 }
 
 /// What one catch-up did.
@@ -125,7 +140,7 @@ impl CatchUp {
     }
 
     /// Called before every cached read: catches up if the interval has passed.
-    pub async fn maybe_catch_up(&self, reads: &ConfigReads) -> Applied {
+    pub async fn maybe_catch_up(&self, reads: &impl Invalidate) -> Applied {
         if unix_ms_now() < self.due_ms.load(Ordering::Acquire) {
             return Applied::NotDue;
         }

@@ -5,6 +5,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::error::ConfigError;
+pub use crate::kinds::StoreKind;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 /// One configuration entry of one tenant: the unit that is stored, cached and
@@ -38,29 +39,6 @@ impl ItemKey {
     /// in any validated part.
     pub fn cache_key(&self) -> String {
         format!("{}:{}:{}", self.tenant, self.service, self.key)
-    }
-}
-
-/// Which backing store an error or value came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StoreKind {
-    DynamoDb,
-    ParameterStore,
-}
-
-impl StoreKind {
-    /// The `source` value reported to callers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StoreKind::DynamoDb => "dynamodb",
-            StoreKind::ParameterStore => "parameter-store",
-        }
-    }
-}
-
-impl std::fmt::Display for StoreKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

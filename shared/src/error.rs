@@ -6,8 +6,7 @@
 
 use thiserror::Error;
 
-use crate::domain::StoreKind;
-use crate::validate::Field;
+use crate::kinds::{Field, StoreKind};
 
 /// Why a bearer token was refused. Shown to callers only as a short reason:
 /// nothing here echoes token content.
@@ -93,24 +92,6 @@ pub enum ConfigError {
     InvalidSchema(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<crate::write::WriteError> for ConfigError {
-    fn from(err: crate::write::WriteError) -> Self {
-        use crate::write::WriteError;
-        match err {
-            WriteError::Conflict { current } => ConfigError::VersionConflict { current },
-            WriteError::Invalid(reason) => ConfigError::InvalidInput {
-                field: Field::Value,
-                reason,
-            },
-            WriteError::NotFound => ConfigError::NoSuchVersion("no such entry".to_owned()),
-            WriteError::UnknownVersion(v) => {
-                ConfigError::NoSuchVersion(format!("no version {v} in the entry's history"))
-            }
-            WriteError::Store(err) => ConfigError::Store(err),
-        }
-    }
 }
 
 impl ConfigError {

@@ -2,9 +2,10 @@
 //! tools share. Layers, from the inside out; each only uses the ones above it.
 //!
 //! **Domain**: what configuration is, with no I/O.
-//! - [`validate`]: strict identifiers ([`TenantId`], [`ServiceName`], [`ConfigKey`])
-//! - [`domain`]: [`ItemKey`], values, [`StoreKind`]
+//! - [`kinds`]: [`StoreKind`] and [`kinds::Field`], the labels the others share
 //! - [`error`]: the one error type and its status mapping
+//! - [`validate`]: strict identifiers ([`TenantId`], [`ServiceName`], [`ConfigKey`])
+//! - [`domain`]: [`ItemKey`], values
 //! - [`routing`]: key prefix → store
 //!
 //! **Ports**: traits the use cases call, so they run without AWS in tests.
@@ -16,13 +17,14 @@
 //!
 //! **Adapters**: the ports over AWS (and in memory, for tests and benchmarks).
 //! - [`store`]: DynamoDB, Parameter Store, memory
-//! - [`write`]: the writer port over DynamoDB (transactions, history items) and Parameter Store
+//! - [`write`](mod@write): the writer port over DynamoDB (transactions, history items) and Parameter Store
 //! - [`auth::HttpJwksSource`], [`refresh::discovery::CloudMapInstances`], [`refresh::key`],
 //!   [`refresh::journal_table`]
 //! - [`aws`]: the one place SDK clients are built and adapters wired
 //!
 //! **Use cases**: what the service does.
 //! - [`reads`]: one key, a batch, a secret, behind [`cache`], converged by [`catch_up`]
+//!   (which drops entries through its [`catch_up::Invalidate`] port, so it never uses `reads`)
 //! - [`auth`]: Cognito ID token verification, tenant extraction
 //! - [`refresh`]: change events, signed Refresh fan-out ([`refresh::signing`], [`refresh::fanout`])
 //!
@@ -42,6 +44,7 @@ pub mod catch_up;
 pub mod credentials;
 pub mod domain;
 pub mod error;
+pub mod kinds;
 pub mod metrics;
 pub mod reads;
 pub mod refresh;

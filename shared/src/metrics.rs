@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
-use crate::domain::StoreKind;
+use crate::kinds::StoreKind;
 
 /// The namespace every metric goes to unless `METRICS_NAMESPACE` says otherwise.
 pub const DEFAULT_NAMESPACE: &str = "TenantConfig";

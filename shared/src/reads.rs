@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{CachedStore, Lookup};
-use crate::catch_up::CatchUp;
-use crate::domain::StoreKind;
+use crate::catch_up::{CatchUp, Invalidate};
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue};
 use crate::error::ConfigError;
+use crate::kinds::StoreKind;
 use crate::routing::KeyRouter;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
@@ -276,6 +276,20 @@ impl ConfigReads {
     pub fn invalidate_all(&self) {
         self.dynamodb.invalidate_all();
         self.parameters.invalidate_all();
+    }
+}
+
+impl Invalidate for ConfigReads {
+    fn invalidate(
+        &self,
+        item: &ItemKey,
+        deleted: bool,
+    ) -> impl Future<Output = Result<(), ConfigError>> + Send {
+        ConfigReads::invalidate(self, item, deleted)
+    }
+
+    fn invalidate_all(&self) {
+        ConfigReads::invalidate_all(self)
     }
 }
 

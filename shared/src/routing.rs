@@ -1,8 +1,8 @@
 //! Prefix routing: a key's prefix decides which store holds it.
 
-use crate::domain::StoreKind;
 use crate::error::ConfigError;
-use crate::validate::{ConfigKey, Field};
+use crate::kinds::{Field, StoreKind};
+use crate::validate::ConfigKey;
 
 /// Default prefix of keys kept in DynamoDB.
 pub const DEFAULT_DYNAMODB_PREFIX: &str = "tenant_config_";

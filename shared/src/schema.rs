@@ -19,8 +19,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use moka::future::Cache;
 use serde_json::Value;
 
-use crate::domain::StoreKind;
 use crate::error::{ConfigError, StoreError};
+use crate::kinds::StoreKind;
 use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, sdk_error};
 use crate::validate::{ConfigKey, ServiceName};
 

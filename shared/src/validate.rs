@@ -10,6 +10,7 @@
 use std::fmt;
 
 use crate::error::ConfigError;
+pub use crate::kinds::Field;
 
 /// Longest accepted tenant id.
 pub const MAX_TENANT_LEN: usize = 64;
@@ -17,27 +18,6 @@ pub const MAX_TENANT_LEN: usize = 64;
 pub const MAX_SERVICE_LEN: usize = 64;
 /// Longest accepted key (prefix included).
 pub const MAX_KEY_LEN: usize = 128;
-
-/// Which identifier a validation failure is about; used in error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    Tenant,
-    Service,
-    Key,
-    /// A value to write.
-    Value,
-}
-
-impl fmt::Display for Field {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Field::Tenant => "tenant",
-            Field::Service => "service",
-            Field::Key => "key",
-            Field::Value => "value",
-        })
-    }
-}
 
 fn check(field: Field, raw: &str, max_len: usize) -> Result<(), ConfigError> {
     let invalid = |reason: &str| ConfigError::InvalidInput {

@@ -7,7 +7,7 @@ use thiserror::Error;
 use super::change::{ChangeAudit, ChangeRecord, Classified, valid_change_id};
 use super::proto::Operation;
 use crate::domain::ItemKey;
-use crate::domain::StoreKind;
+use crate::kinds::StoreKind;
 use crate::routing::KeyRouter;
 use crate::write::ssm::WriterDescription;
 

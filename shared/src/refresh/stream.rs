@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::change::{ChangeAudit, ChangeRecord, Classified, valid_change_id};
 use super::proto::Operation;
-use crate::domain::StoreKind;
+use crate::kinds::StoreKind;
 use crate::routing::KeyRouter;
 use crate::store::dynamodb::{
     PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, parse_key, partition_key,

@@ -4,10 +4,10 @@
 //! value stops the process at init with a message naming the variable, rather
 //! than failing requests later.
 //!
-//! One file per reader of the environment: [`reader`] (config-api and the
-//! agent's caches), [`agent`] (the agent's listeners and registration),
-//! [`refresh`] (config-refresh), [`aws`] (every SDK call); [`env`] reads
-//! variables for all of them.
+//! One file per reader of the environment: `reader` (config-api and the
+//! agent's caches: [`Settings`]), `agent` ([`AgentSettings`]), `refresh`
+//! (config-refresh: [`RefreshSettings`]), `aws` (every SDK call:
+//! [`AwsCallSettings`]); `env` reads variables for all of them.
 
 mod agent;
 mod aws;

@@ -10,9 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES};
-use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, ReadMode};
 use crate::error::StoreError;
+use crate::kinds::StoreKind;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 pub struct MemoryStore {

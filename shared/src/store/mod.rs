@@ -4,9 +4,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
-use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, ReadMode};
 use crate::error::StoreError;
+use crate::kinds::StoreKind;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 pub mod dynamodb;

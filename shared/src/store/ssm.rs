@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES, classify_sdk_error};
 use crate::credentials::TenantClient;
-use crate::domain::StoreKind;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue, decode_text};
 use crate::error::StoreError;
+use crate::kinds::StoreKind;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 /// Default root of all tenant parameters.

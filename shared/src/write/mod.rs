@@ -21,7 +21,8 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::domain::{ItemKey, StoreKind};
-use crate::error::StoreError;
+use crate::error::{ConfigError, StoreError};
+use crate::kinds::Field;
 
 pub mod dynamodb;
 pub mod memory;
@@ -190,6 +191,24 @@ pub enum WriteError {
     UnknownVersion(i64),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How a refused write reaches callers (the API's status codes).
+impl From<WriteError> for ConfigError {
+    fn from(err: WriteError) -> Self {
+        match err {
+            WriteError::Conflict { current } => ConfigError::VersionConflict { current },
+            WriteError::Invalid(reason) => ConfigError::InvalidInput {
+                field: Field::Value,
+                reason,
+            },
+            WriteError::NotFound => ConfigError::NoSuchVersion("no such entry".to_owned()),
+            WriteError::UnknownVersion(v) => {
+                ConfigError::NoSuchVersion(format!("no version {v} in the entry's history"))
+            }
+            WriteError::Store(err) => ConfigError::Store(err),
+        }
+    }
 }
 
 /// Writes one store's configuration.
