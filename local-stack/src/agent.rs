@@ -150,3 +150,24 @@ impl AgentProcess {
         tenant_config_admin::agent_client::get_config(&self.endpoint(), token, service, key).await
     }
 }
+
+impl AgentProcess {
+    /// The environment this agent process runs with, as the kernel holds it
+    /// (`/proc/{pid}/environ`): the stack's settings, the per-process ones
+    /// [`AgentProcess::start`] adds, and whatever the harness inherited. The
+    /// ECS example's test compares its settings with what local agents get.
+    pub fn environment(&self) -> Result<Vec<(String, String)>, String> {
+        let process = self.process.as_ref().ok_or("the agent is not running")?;
+        let path = format!("/proc/{}/environ", process.pid());
+        let raw = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+        Ok(raw
+            .split(|byte| *byte == 0)
+            .filter_map(|entry| {
+                let entry = String::from_utf8_lossy(entry);
+                entry
+                    .split_once('=')
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            })
+            .collect())
+    }
+}
