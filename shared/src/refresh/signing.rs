@@ -16,7 +16,7 @@
 //! - trusted keys: `{key id}:{32-byte public key}[,{key id}:{public key}…]`;
 //! - signature metadata: `{key id}:{64-byte signature}`.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
@@ -121,7 +121,7 @@ impl RefreshKey {
 
     /// Trusted keys holding only this key's public half.
     pub fn trusted(&self) -> TrustedKeys {
-        TrustedKeys(HashMap::from([(
+        TrustedKeys(BTreeMap::from([(
             self.id.clone(),
             self.pair.public_key().as_ref().to_vec(),
         )]))
@@ -134,14 +134,25 @@ impl std::fmt::Debug for RefreshKey {
     }
 }
 
-/// The public keys an agent accepts Refresh signatures from, by key id.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedKeys(HashMap<String, Vec<u8>>);
+/// The public keys an agent accepts Refresh signatures from, by key id
+/// (ordered, so the agent's settings print the same way every time).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TrustedKeys(BTreeMap<String, Vec<u8>>);
+
+/// Each key id with its public key in hex, as `REFRESH_PUBLIC_KEYS` gives it.
+impl std::fmt::Debug for TrustedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TrustedKeys")?;
+        f.debug_map()
+            .entries(self.0.iter().map(|(id, key)| (id, to_hex(key))))
+            .finish()
+    }
+}
 
 impl TrustedKeys {
     /// Parses `{key id}:{hex public key}[,…]` (at least one key).
     pub fn parse(text: &str) -> Result<Self, SignatureError> {
-        let mut keys = HashMap::new();
+        let mut keys = BTreeMap::new();
         for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let bad = |why: &str| SignatureError::BadTrustedKeys(format!("'{entry}': {why}"));
             let (id, key) = entry.split_once(':').ok_or_else(|| bad("no key id"))?;
@@ -163,9 +174,7 @@ impl TrustedKeys {
 
     /// Key ids, sorted (for logs: ids are not secrets, neither are keys).
     pub fn ids(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = self.0.keys().map(String::as_str).collect();
-        ids.sort_unstable();
-        ids
+        self.0.keys().map(String::as_str).collect()
     }
 }
 

@@ -37,7 +37,8 @@ pub struct AgentSettings {
     pub registration: Option<RegistrationSettings>,
     /// How long in-flight calls may finish after a stop signal.
     pub shutdown_grace: Duration,
-    /// How often a registered agent re-reports HEALTHY.
+    /// How often a registered agent re-reports HEALTHY
+    /// (`AGENT_HEALTH_REPORT_SECS`, 30; at least 1).
     pub health_report_interval: Duration,
 }
 
@@ -113,7 +114,7 @@ impl AgentSettings {
             registration,
             shutdown_grace: Duration::from_secs(env.number("AGENT_SHUTDOWN_GRACE_SECS", 10)?),
             health_report_interval: Duration::from_secs(
-                env.number::<u64>("AGENT_HEALTH_REPORT_SECS", 30)?.max(1),
+                env.positive("AGENT_HEALTH_REPORT_SECS", 30)?,
             ),
         })
     }
@@ -168,5 +169,32 @@ mod tests {
         ]))
         .unwrap();
         assert!(off.registration.is_none());
+    }
+
+    #[test]
+    fn health_reports_every_zero_seconds_are_refused() {
+        let err = AgentSettings::from_lookup(&lookup(&[
+            ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),
+            ("CLOUD_MAP_REGISTER", "false"),
+            ("AGENT_HEALTH_REPORT_SECS", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.variable, "AGENT_HEALTH_REPORT_SECS");
+    }
+
+    #[test]
+    fn the_settings_print_the_same_whatever_order_the_keys_come_in() {
+        const OTHER: &str = "k2:3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+        let parse = |keys: String| {
+            AgentSettings::from_lookup(&lookup(&[
+                ("REFRESH_PUBLIC_KEYS", &keys),
+                ("CLOUD_MAP_REGISTER", "false"),
+            ]))
+            .unwrap()
+        };
+        let one = format!("{:?}", parse(format!("{PUBLIC_KEYS},{OTHER}")));
+        let other = format!("{:?}", parse(format!("{OTHER},{PUBLIC_KEYS}")));
+        assert_eq!(one, other);
+        assert!(one.contains(r#""k1": "d04ab232"#), "{one}");
     }
 }

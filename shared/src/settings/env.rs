@@ -2,6 +2,7 @@
 //! that is unset or blank takes its default; a value that is set is used as
 //! given or refused with a [`SettingsError`] naming it, never adjusted.
 
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use thiserror::Error;
@@ -70,6 +71,32 @@ impl Env<'_> {
             return Err(SettingsError {
                 variable,
                 reason: "must be at least 1".to_owned(),
+            });
+        }
+        Ok(value)
+    }
+
+    /// A number inside `range`; `why` says where the bounds come from.
+    pub(super) fn within<T>(
+        &self,
+        variable: &'static str,
+        default: T,
+        range: RangeInclusive<T>,
+        why: &str,
+    ) -> Result<T, SettingsError>
+    where
+        T: FromStr + PartialOrd + std::fmt::Display,
+        T::Err: std::fmt::Display,
+    {
+        let value = self.number(variable, default)?;
+        if !range.contains(&value) {
+            return Err(SettingsError {
+                variable,
+                reason: format!(
+                    "{value} is outside {}..={} ({why})",
+                    range.start(),
+                    range.end()
+                ),
             });
         }
         Ok(value)

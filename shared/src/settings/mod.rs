@@ -20,6 +20,6 @@ pub use aws::AwsCallSettings;
 pub use env::SettingsError;
 pub use reader::{
     AGENT_CACHE_DEFAULTS, CacheDefaults, DegradedFlushSettings, LAMBDA_CACHE_DEFAULTS, Settings,
-    TenantRoleSettings,
+    TENANT_SESSION_SECS_RANGE, TenantRoleSettings,
 };
 pub use refresh::{DEFAULT_AGENT_TLS_DOMAIN, RefreshSettings, StageCacheSettings};

@@ -38,11 +38,16 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRoleSettings {
     pub role_arn: String,
-    /// Session length asked of STS (`TENANT_SESSION_SECS`, 900..=43200).
+    /// Session length asked of STS (`TENANT_SESSION_SECS`, 900..=3600).
     pub session: Duration,
     /// Tenants whose credentials a process keeps (`TENANT_CREDENTIALS_MAX_TENANTS`).
     pub max_tenants: u64,
 }
+
+/// What `TENANT_SESSION_SECS` may be: AssumeRole refuses less than 900 s, and
+/// the template's TenantAccessRole has a MaxSessionDuration of 3600 s, above
+/// which every AssumeRole, so every read and write of a tenant, fails.
+pub const TENANT_SESSION_SECS_RANGE: std::ops::RangeInclusive<u64> = 900..=3600;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DegradedFlushSettings {
@@ -131,7 +136,7 @@ impl Settings {
                 jwks_refresh_interval: Duration::from_secs(
                     env.number("JWKS_REFRESH_INTERVAL_SECS", 60)?,
                 ),
-                jwks_max_age: Duration::from_secs(env.number("JWKS_MAX_AGE_SECS", 3600)?.max(1)),
+                jwks_max_age: Duration::from_secs(env.positive("JWKS_MAX_AGE_SECS", 3600)?),
             },
             dynamodb_cache: cache(
                 &env,
@@ -148,19 +153,18 @@ impl Settings {
                 defaults,
             )?,
             journal_table: env.optional("JOURNAL_TABLE_NAME"),
-            admin_group: env.optional("ADMIN_GROUP").filter(|g| !g.trim().is_empty()),
-            tenant_role: match env
-                .optional("TENANT_ROLE_ARN")
-                .filter(|r| !r.trim().is_empty())
-            {
+            admin_group: env.optional("ADMIN_GROUP"),
+            tenant_role: match env.optional("TENANT_ROLE_ARN") {
                 None => None,
                 Some(role_arn) => Some(TenantRoleSettings {
                     role_arn,
-                    session: Duration::from_secs(
-                        env.number::<u64>("TENANT_SESSION_SECS", 900)?
-                            .clamp(900, 43_200),
-                    ),
-                    max_tenants: env.number("TENANT_CREDENTIALS_MAX_TENANTS", 1000)?,
+                    session: Duration::from_secs(env.within(
+                        "TENANT_SESSION_SECS",
+                        900,
+                        TENANT_SESSION_SECS_RANGE,
+                        "AssumeRole's minimum, and the TenantAccessRole's MaxSessionDuration",
+                    )?),
+                    max_tenants: env.positive("TENANT_CREDENTIALS_MAX_TENANTS", 1000)?,
                 }),
             },
             degraded_flush: match env.optional("FLUSH_QUEUE_URL") {
@@ -275,5 +279,59 @@ mod tests {
         let mut vars = REQUIRED.to_vec();
         vars.push(("PARAMETER_ROOT", "/config-service/"));
         assert_eq!(settings(&vars).unwrap_err().variable, "PARAMETER_ROOT");
+    }
+
+    #[test]
+    fn tenant_sessions_are_refused_outside_what_assume_role_and_the_role_allow() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = REQUIRED.to_vec();
+            vars.push(("TENANT_ROLE_ARN", "arn:aws:iam::123456789012:role/tenant"));
+            vars.extend_from_slice(extra);
+            settings(&vars)
+        };
+        let session = |s: Settings| s.tenant_role.unwrap().session;
+        assert_eq!(session(with(&[]).unwrap()), Duration::from_secs(900));
+        for ok in ["900", "3600"] {
+            let parsed = with(&[("TENANT_SESSION_SECS", ok)]).unwrap();
+            assert_eq!(session(parsed).as_secs().to_string(), ok);
+        }
+        // Below AssumeRole's minimum, or above the role's MaxSessionDuration
+        // (every AssumeRole would fail): refused, never adjusted.
+        for bad in ["0", "899", "3601", "43200"] {
+            let err = with(&[("TENANT_SESSION_SECS", bad)]).unwrap_err();
+            assert_eq!(err.variable, "TENANT_SESSION_SECS", "{bad}");
+            assert!(err.reason.contains("900..=3600"), "{err}");
+        }
+        let err = with(&[("TENANT_CREDENTIALS_MAX_TENANTS", "0")]).unwrap_err();
+        assert_eq!(err.variable, "TENANT_CREDENTIALS_MAX_TENANTS");
+    }
+
+    #[test]
+    fn zero_is_refused_where_it_would_switch_something_off() {
+        for variable in [
+            "JWKS_MAX_AGE_SECS",
+            "CATCH_UP_INTERVAL_MS",
+            "STORE_RETRY_INTERVAL_MS",
+            "STALE_PROBE_TIMEOUT_MS",
+        ] {
+            let mut vars = REQUIRED.to_vec();
+            vars.push((variable, "0"));
+            let err = settings(&vars).unwrap_err();
+            assert_eq!(err.variable, variable);
+            assert_eq!(err.reason, "must be at least 1");
+        }
+    }
+
+    #[test]
+    fn documented_defaults_given_explicitly_print_the_same() {
+        let implicit = settings(&REQUIRED).unwrap();
+        let mut vars = REQUIRED.to_vec();
+        vars.extend([
+            ("JWKS_MAX_AGE_SECS", "3600"),
+            ("DYNAMODB_CACHE_TTL_SECS", "60"),
+            ("PARAMETER_ROOT", "/config-service"),
+        ]);
+        let explicit = settings(&vars).unwrap();
+        assert_eq!(format!("{implicit:?}"), format!("{explicit:?}"));
     }
 }

@@ -69,13 +69,10 @@ impl RefreshSettings {
             journal_table: env.required("JOURNAL_TABLE_NAME")?,
             stage_cache: stage_cache(&env)?,
             cloud_map_service_id: env.optional("CLOUD_MAP_SERVICE_ID"),
-            tls: env
-                .optional("REFRESH_TLS_CA_PEM")
-                .filter(|pem| !pem.trim().is_empty())
-                .map(|ca_pem| RefreshTls {
-                    ca_pem,
-                    domain: env.or("REFRESH_TLS_DOMAIN", DEFAULT_AGENT_TLS_DOMAIN),
-                }),
+            tls: env.optional("REFRESH_TLS_CA_PEM").map(|ca_pem| RefreshTls {
+                ca_pem,
+                domain: env.or("REFRESH_TLS_DOMAIN", DEFAULT_AGENT_TLS_DOMAIN),
+            }),
             agent_networks: match env.optional("AGENT_NETWORKS") {
                 Some(list) => AgentNetworks::parse(&list).map_err(|reason| SettingsError {
                     variable: "AGENT_NETWORKS",
