@@ -55,7 +55,12 @@ impl Report {
             if self.sizes.smoke { " --smoke (tiny sizes: figures are not meaningful)" } else { "" },
             took.as_secs_f64()
         ));
-        for (title, rows, notes) in &self.sections {
+        // Sections are measured in the order the stack allows (the token
+        // vending figure needs the shared stack, the store-failure figures
+        // their own) and shown in figure order.
+        let mut sections: Vec<_> = self.sections.iter().collect();
+        sections.sort_by_key(|(title, _, _)| figure_number(title));
+        for (title, rows, notes) in sections {
             out.push_str(&format!("## {title}\n\n| figure | ours | baseline | target | |\n| --- | --- | --- | --- | --- |\n"));
             for row in rows {
                 let verdict = match row.met {
@@ -76,6 +81,15 @@ impl Report {
         }
         out
     }
+}
+
+/// The number a section's title starts with (`"10. Token vending"` → 10);
+/// a title without one goes last.
+fn figure_number(title: &str) -> u32 {
+    title
+        .split_once(". ")
+        .and_then(|(number, _)| number.parse().ok())
+        .unwrap_or(u32::MAX)
 }
 
 fn machine() -> String {
@@ -110,4 +124,24 @@ fn machine() -> String {
         "{cpu}, {cores} cores, {memory}, {} ({rustc})",
         std::env::consts::ARCH
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sizes::SMOKE;
+
+    #[test]
+    fn sections_are_shown_in_figure_order_whatever_order_they_were_measured_in() {
+        let mut report = Report::new(SMOKE);
+        for title in ["2. Two", "10. Ten", "1. One", "9. Nine"] {
+            report.section(title, Vec::new(), Vec::new());
+        }
+        let text = report.render(Duration::from_secs(1), "chart.svg");
+        let order: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("## "))
+            .collect();
+        assert_eq!(order, ["1. One", "2. Two", "9. Nine", "10. Ten"]);
+    }
 }
