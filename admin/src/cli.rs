@@ -187,6 +187,9 @@ enum Command {
         /// No agents run yet: zero registered agents is not a failure.
         #[arg(long)]
         no_agents: bool,
+        /// Seconds the read through the API may take.
+        #[arg(long, default_value_t = 10)]
+        http_timeout_secs: u64,
     },
     /// Read a value through a config agent (gRPC GetConfig) with a token.
     AgentGet {
@@ -417,12 +420,13 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             journal_timeout_secs,
             agent_timeout_secs,
             no_agents,
+            http_timeout_secs,
         } => {
             let options = VerifyOptions {
                 journal_timeout: Duration::from_secs(journal_timeout_secs),
                 agent_deadline: Duration::from_secs(agent_timeout_secs),
                 no_agents,
-                ..VerifyOptions::default()
+                http_timeout: Duration::from_secs(http_timeout_secs),
             };
             run_verify(stack, &target, &options).await?
         }

@@ -14,6 +14,10 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
         "TENANT_CONFIG_INVOKE_URL".into(),
         stack.watch.base_url.clone(),
     ));
+    env.push((
+        "TENANT_CONFIG_STACK".into(),
+        crate::published::STACK_NAME.to_owned(),
+    ));
     env.push(("TOKEN_A".into(), alice.clone()));
     env.push(("TOKEN_B".into(), bob.clone()));
     if let Some(agent) = stack.agents.first() {
@@ -94,6 +98,9 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
     );
     println!();
     println!("A fresh token (they expire after an hour): tenant-config-admin token alice");
+    println!(
+        "Check the stack as after a deploy: tenant-config-admin stage-settings && tenant-config-admin verify"
+    );
     println!("Press Ctrl-C to stop everything.");
     Ok(())
 }

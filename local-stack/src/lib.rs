@@ -14,6 +14,8 @@
 //! - [`stage_cache`]: a stand-in for API Gateway's FlushStageCache, counting flushes
 //! - [`queue`]: the flush queue delivered to config-refresh in batches, as the
 //!   SQS event source mapping does in AWS
+//! - [`published`]: the stack as an operator sees it: a CloudFormation stack
+//!   with the template's outputs, its alarms, alarm topic and DLQ
 //! - [`stack`]: all of the above, seeded with the demo's tenants and values
 //! - [`walkthrough`]: the demo's story, checked step by step
 //! - [`guide`]: what the demo prints for a person to try
@@ -23,6 +25,7 @@ pub mod fault_proxy;
 pub mod guide;
 pub mod moto;
 pub mod process;
+pub mod published;
 pub mod queue;
 pub mod seed;
 pub mod stack;

@@ -153,6 +153,8 @@ pub async fn create_app_client(
         .client_name(name)
         .generate_secret(false)
         .explicit_auth_flows(ExplicitAuthFlowsType::AllowUserPasswordAuth)
+        // As the template's client: operators sign in with AdminInitiateAuth.
+        .explicit_auth_flows(ExplicitAuthFlowsType::AllowAdminUserPasswordAuth)
         .explicit_auth_flows(ExplicitAuthFlowsType::AllowRefreshTokenAuth)
         .read_attributes("email")
         .read_attributes(TENANT_CLAIM)

@@ -2,6 +2,7 @@
 //! `cargo lambda watch`. One implementation serves the demo (`local-stack`)
 //! and the end-to-end tests.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
@@ -13,6 +14,7 @@ use tenant_config_shared::ItemKey;
 use crate::agent::AgentProcess;
 use crate::fault_proxy::FaultProxy;
 use crate::moto::MotoServer;
+use crate::published::{self, Published};
 use crate::queue::QueueMapping;
 use crate::seed::{self, CloudMap, UserPool};
 use crate::stage_cache::StageCacheStub;
@@ -37,6 +39,9 @@ pub const CLOUD_MAP_SERVICE: &str = "config-agent";
 /// config-refresh's per-agent deadline in the local stack.
 pub const REFRESH_DEADLINE_MS: u64 = 2000;
 pub const SERVICE: &str = "billing";
+/// The local agents listen on loopback, outside the private ranges
+/// config-refresh otherwise pushes to.
+pub const LOCAL_AGENT_NETWORKS: &str = "127.0.0.0/8";
 pub const PASSWORD: &str = tenant_config_admin::tokens::LOCAL_DEMO_PASSWORD;
 
 /// A user of the seeded pool.
@@ -174,6 +179,8 @@ pub struct LocalStack {
     pub env: Vec<(String, String)>,
     /// In front of Parameter Store, Cloud Map and the JWKS, if asked for.
     pub faults: Option<FaultProxy>,
+    /// The stack as an operator sees it (`--stack tenant-config-local`).
+    pub published: Published,
 }
 
 /// Receives progress: a step's name and how long it took.
@@ -313,7 +320,14 @@ impl LocalStack {
             StreamMapping::start(&aws, TABLE, watch.base_url.clone(), "config-refresh"),
         )
         .await?;
+        let published = step(
+            progress,
+            "published as CloudFormation stack tenant-config-local (outputs, alarms, DLQ)",
+            publish_stack(&aws, &pool, &cloud_map, &watch),
+        )
+        .await?;
         Ok(Self {
+            published,
             moto,
             aws,
             pool,
@@ -481,6 +495,48 @@ impl LocalStack {
     }
 }
 
+/// Publishes the stack's names as the template's outputs, with the alarms,
+/// alarm topic and dead-letter queue the template creates.
+async fn publish_stack(
+    aws: &SdkConfig,
+    pool: &UserPool,
+    cloud_map: &CloudMap,
+    watch: &LambdaWatch,
+) -> Result<Published, String> {
+    use tenant_config_admin::stack::{output, parameter};
+    let published = published::create_operations(aws).await?;
+    let outputs: BTreeMap<&str, String> = [
+        (output::API_URL, watch.function_url("config-api", "")),
+        (output::API_ID, REST_API_ID.to_owned()),
+        (output::STAGE_NAME, STAGE.to_owned()),
+        (output::USER_POOL_ID, pool.pool_id.clone()),
+        (output::USER_POOL_CLIENT_ID, pool.client_id.clone()),
+        ("Issuer", pool.issuer.clone()),
+        (output::ADMIN_GROUP_NAME, ADMIN_GROUP.to_owned()),
+        (output::TABLE_NAME, TABLE.to_owned()),
+        (output::CHANGE_JOURNAL_TABLE_NAME, JOURNAL_TABLE.to_owned()),
+        (output::PARAMETER_ROOT, PARAMETER_ROOT.to_owned()),
+        (
+            output::REFRESH_KEY_PARAMETER_NAME,
+            REFRESH_KEY_PARAMETER.to_owned(),
+        ),
+        (output::AGENT_NAMESPACE_NAME, cloud_map.namespace.clone()),
+        (output::AGENT_SERVICE_NAME, cloud_map.service.clone()),
+        ("AgentServiceId", cloud_map.service_id.clone()),
+        ("TenantAccessRoleArn", TENANT_ROLE_ARN.to_owned()),
+        (output::ALARM_TOPIC_ARN, published.alarm_topic_arn.clone()),
+        ("DlqUrl", published.dlq_url.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let parameters: BTreeMap<&str, String> =
+        [(parameter::AGENT_NETWORKS, LOCAL_AGENT_NETWORKS.to_owned())]
+            .into_iter()
+            .collect();
+    published::publish(aws, &outputs, &parameters).await?;
+    Ok(published)
+}
+
 /// An entry of the demo service.
 pub fn demo_item(tenant: &str, key: &str) -> Result<ItemKey, String> {
     ItemKey::parse(tenant, SERVICE, key).map_err(|e| e.to_string())
@@ -507,9 +563,7 @@ pub fn function_env(
     env.extend([
         ("CONFIG_TABLE_NAME".into(), TABLE.into()),
         ("JOURNAL_TABLE_NAME".into(), JOURNAL_TABLE.into()),
-        // The local agents listen on loopback, outside the private ranges
-        // config-refresh otherwise pushes to.
-        ("AGENT_NETWORKS".into(), "127.0.0.0/8".into()),
+        ("AGENT_NETWORKS".into(), LOCAL_AGENT_NETWORKS.into()),
         // Token vending as deployed: every store call for a tenant is signed
         // with credentials from moto's STS AssumeRole tagged with the tenant
         // (moto enforces no IAM; the template test checks the policies).

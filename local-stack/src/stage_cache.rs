@@ -4,7 +4,9 @@
 //! (202, empty body) and records when each flush arrived, so tests and the
 //! benchmark can count flushes made by the real SDK adapter in config-refresh.
 //! It also answers UpdateStage (`PATCH /restapis/{id}/stages/{stage}`) and
-//! records its patch operations, for `tenant-config-admin stage-settings`.
+//! records its patch operations, for `tenant-config-admin stage-settings`, and
+//! GetStage (`GET /restapis/{id}/stages/{stage}`) with the method settings
+//! those patches produced, for `tenant-config-admin verify`.
 //! Anything else is a 404.
 
 use std::net::SocketAddr;
@@ -82,6 +84,49 @@ impl Drop for StageCacheStub {
     }
 }
 
+/// A stage's method settings as GetStage answers them: the template's cached
+/// methods (caching on, as CloudFormation leaves them) and the stage-wide
+/// `*/*`, with every recorded `replace` patch of this stage applied.
+fn method_settings(
+    stage: &str,
+    patches: &[(String, String, String, String)],
+) -> serde_json::Map<String, serde_json::Value> {
+    use tenant_config_shared::stage_settings::{ALL_METHODS, CACHED_METHODS, method_settings_path};
+    let key = |path: &str| path.trim_start_matches('/').to_owned();
+    let mut settings = serde_json::Map::new();
+    settings.insert(
+        key(ALL_METHODS),
+        serde_json::json!({"cachingEnabled": false}),
+    );
+    for (resource, method) in CACHED_METHODS {
+        settings.insert(
+            key(&method_settings_path(resource, method)),
+            serde_json::json!({"cachingEnabled": true, "cacheTtlInSeconds": 300}),
+        );
+    }
+    for (patched_stage, op, path, value) in patches {
+        let Some((methods, field)) = path.split_once("/caching/") else {
+            continue;
+        };
+        if patched_stage != stage || op != "replace" {
+            continue;
+        }
+        let value = match value.as_str() {
+            "true" => serde_json::Value::Bool(true),
+            "false" => serde_json::Value::Bool(false),
+            text => serde_json::Value::String(text.to_owned()),
+        };
+        if let Some(entry) = settings
+            .entry(key(methods))
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+        {
+            entry.insert(field.to_owned(), value);
+        }
+    }
+    settings
+}
+
 /// Reads one request (headers, then the body its Content-Length announces),
 /// answers it and closes the connection.
 async fn answer(mut socket: TcpStream, recorded: Recorded) {
@@ -133,6 +178,23 @@ async fn answer(mut socket: TcpStream, recorded: Recorded) {
                 }
             }
             let body = serde_json::json!({"stageName": stage}).to_string();
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+        ("GET", ["", "restapis", _api, "stages", stage]) => {
+            let patches = recorded
+                .patches
+                .lock()
+                .map(|p| p.clone())
+                .unwrap_or_default();
+            let body = serde_json::json!({
+                "stageName": stage,
+                "cacheClusterEnabled": true,
+                "methodSettings": method_settings(stage, &patches),
+            })
+            .to_string();
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()

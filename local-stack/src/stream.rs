@@ -96,6 +96,12 @@ impl StreamMapping {
         Ok(Self { task, invocations })
     }
 
+    /// Stops delivering, as a disabled event source mapping does (a fault
+    /// for the tests: changes then reach no journal and no agent).
+    pub fn disable(&self) {
+        self.task.abort();
+    }
+
     /// Invocations of the function so far (retries included).
     pub fn invocations(&self) -> usize {
         self.invocations.load(Ordering::SeqCst)

@@ -85,6 +85,12 @@ impl LambdaWatch {
     }
 
     /// URL of an HTTP function's path.
+    /// Freezes or thaws both functions: an API that accepts connections
+    /// and answers nothing (a fault for the tests).
+    pub fn set_paused(&self, paused: bool) {
+        self.process.set_paused(paused);
+    }
+
     pub fn function_url(&self, function: &str, path: &str) -> String {
         format!("{}/lambda-url/{function}{path}", self.base_url)
     }

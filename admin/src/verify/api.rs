@@ -30,12 +30,14 @@ pub const PROBE_TENANT: &str = "tenant-config-verify";
 pub const PROBE_SERVICE: &str = "verify";
 
 /// The entry verify writes and reads (DynamoDB, so that the write also
-/// travels the stream → config-refresh → journal path).
-pub fn probe_item() -> Result<ItemKey, String> {
+/// travels the stream → config-refresh → journal path). A new key each run:
+/// a reader that still caches an earlier run's value (its invalidation on
+/// the way) cannot make this run's read look stale.
+pub fn probe_item(nonce: &str) -> Result<ItemKey, String> {
     ItemKey::parse(
         PROBE_TENANT,
         PROBE_SERVICE,
-        &format!("{DEFAULT_DYNAMODB_PREFIX}probe"),
+        &format!("{DEFAULT_DYNAMODB_PREFIX}probe_{nonce}"),
     )
     .map_err(|e| e.to_string())
 }
@@ -205,7 +207,7 @@ impl Probe {
         aws_lc_rs::rand::fill(&mut random).map_err(|_| "no randomness available")?;
         let nonce: String = random.iter().map(|b| format!("{b:02x}")).collect();
         Ok(Self {
-            item: probe_item()?,
+            item: probe_item(&nonce)?,
             value: serde_json::json!({ "verify": nonce }).to_string(),
             nonce,
         })

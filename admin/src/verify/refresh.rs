@@ -211,7 +211,7 @@ pub async fn agents_registered(
 /// agent that accepts it drops nothing anyone reads.
 pub fn probe_change(nonce: &str) -> Result<ChangeRecord, String> {
     Ok(ChangeRecord {
-        item: super::api::probe_item()?,
+        item: super::api::probe_item(nonce)?,
         store: StoreKind::DynamoDb,
         operation: Operation::Update,
         change_id: format!("verify-{nonce}"),
