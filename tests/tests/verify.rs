@@ -39,6 +39,13 @@ async fn admin(stack: &LocalStack, args: &[&str]) -> Output {
         .expect("tenant-config-admin runs")
 }
 
+/// `token` as the runbook runs it: an operator's sign-in, by stack name.
+async fn sign_in(stack: &LocalStack, username: &str, password: &str) -> String {
+    let token = admin(stack, &["token", username, "--password", password]).await;
+    assert!(token.status.success(), "{token:?}");
+    String::from_utf8_lossy(&token.stdout).trim().to_owned()
+}
+
 /// Each check's printed line, by name: (status, the whole line and its fix).
 fn checks(output: &Output) -> Vec<(String, String, String)> {
     let text = String::from_utf8_lossy(&output.stdout).to_string();
@@ -132,6 +139,76 @@ async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_i
     let applied = admin(&stack, &["stage-settings"]).await;
     assert!(applied.status.success(), "{applied:?}");
     verify_fails_only(&stack, None).await;
+
+    // The runbook's users, by stack name only: a reader of tenant-a with a
+    // generated password, and an administrator
+    let created = admin(
+        &stack,
+        &["user", "create", "erin@example.com", "--tenant", "tenant-a"],
+    )
+    .await;
+    assert!(created.status.success(), "{created:?}");
+    let password = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    assert_eq!(password.len(), 24, "the generated password is printed once");
+    let reader = sign_in(&stack, "erin@example.com", &password).await;
+    let limits = stack
+        .get("/v1/config/billing/tenant_config_limits", Some(&reader))
+        .await
+        .unwrap();
+    assert_eq!(limits.status, 200, "{}", limits.text);
+    assert_eq!(limits.body["value"]["max_users"], 50, "tenant-a's value");
+    let write = |token: String| {
+        let stack = &stack;
+        async move {
+            let path = "/v1/config/billing/tenant_config_theme";
+            let read = stack.get(path, Some(&token)).await.unwrap();
+            let version = read.header("etag").unwrap_or_default().to_owned();
+            let answer = stack
+                .send(
+                    reqwest::Method::PUT,
+                    path,
+                    Some(&token),
+                    &[("if-match", &version)],
+                    Some(&serde_json::json!({"value": "light"})),
+                )
+                .await
+                .unwrap();
+            (answer.status, answer.text)
+        }
+    };
+    let (status, text) = write(reader.clone()).await;
+    assert_eq!(status, 403, "a reader may not write: {text}");
+    let created = admin(
+        &stack,
+        &[
+            "user",
+            "create",
+            "frank@example.com",
+            "--tenant",
+            "tenant-a",
+            "--admin",
+            "--password",
+            "Adm1n-Passw0rd!x",
+        ],
+    )
+    .await;
+    assert!(created.status.success(), "{created:?}");
+    assert!(
+        created.stdout.is_empty(),
+        "a given password is never printed"
+    );
+    let administrator = sign_in(&stack, "frank@example.com", "Adm1n-Passw0rd!x").await;
+    let (status, text) = write(administrator).await;
+    assert_eq!(status, 200, "an administrator writes: {text}");
+    // A deleted user can no longer sign in
+    let deleted = admin(&stack, &["user", "delete", "erin@example.com"]).await;
+    assert!(deleted.status.success(), "{deleted:?}");
+    let refused = admin(
+        &stack,
+        &["token", "erin@example.com", "--password", &password],
+    )
+    .await;
+    assert!(!refused.status.success(), "{refused:?}");
 
     let ssm = aws_sdk_ssm::Client::new(&stack.aws);
     let original_key = ssm
