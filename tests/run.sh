@@ -3,29 +3,108 @@
 # test: unit and in-process tests, adapter tests against moto server, end-to-end
 # tests (functions under cargo lambda watch, config-agent processes, the admin
 # CLI, the template), a smoke run of the benchmark, and the walk-through.
+#
+# The suites run side by side (TEST_JOBS at a time, default 4): each
+# end-to-end suite starts its own stack on free loopback ports and spends most
+# of its time waiting on moto and the processes it started, so on two cores
+# four at once finish in well under half the time of one after another.
+# Arguments are passed to every test binary (a test name filter, --nocapture).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash tests/setup.sh
 export PATH="$root/.venv/bin:$PATH"
+logs="$root/target/test-logs"
+rm -rf "$logs"
+mkdir -p "$logs"
 
-# Every package and test, built once.
-cargo test --locked --workspace --no-run
+# Every package and test, built once; the test binaries it wrote are listed
+# (package, target, the directory cargo test runs it from, executable).
+cargo test --locked --workspace --no-run --message-format=json-render-diagnostics \
+  >"$logs/build.json"
+python3 - "$logs/build.json" >"$logs/binaries.tsv" <<'EOF'
+import json, os, sys
+for line in open(sys.argv[1]):
+    message = json.loads(line)
+    if message.get("reason") != "compiler-artifact" or not message.get("executable"):
+        continue
+    if not message["profile"]["test"]:
+        continue
+    url, _, fragment = message["package_id"].partition("#")
+    package = fragment.split("@")[0] if "@" in fragment else url.rstrip("/").rsplit("/", 1)[-1]
+    target = message["target"]["name"]
+    directory = os.path.dirname(message["manifest_path"])
+    print(f"{package}:{target}\t{directory}\t{message['executable']}")
+EOF
 
 # The binaries the stack runs, one package per command as cargo lambda watch
 # builds them. Thanks to workspace-hack/ they reuse every dependency built
 # above; a third-party crate compiled here means two packages resolve its
 # features differently, which doubles every cold build.
-mkdir -p target
-bash tests/build.sh tenant-config-bench 2>&1 | tee target/build-per-package.log
-if grep -E '^ +Compiling [^ ]+ v[^ ]+$' target/build-per-package.log; then
+bash tests/build.sh tenant-config-bench 2>&1 | tee "$logs/build-per-package.log"
+if grep -E '^ +Compiling [^ ]+ v[^ ]+$' "$logs/build-per-package.log"; then
   echo "error: the crates above were compiled again for a single package:" >&2
-  echo "       run 'cargo hakari generate && cargo hakari manage-deps' (see README, Build)" >&2
+  echo "       run 'cargo hakari generate && cargo hakari manage-deps' (see docs/development.md#build)" >&2
   exit 1
 fi
 
-cargo test --locked --workspace --no-fail-fast "$@"
-# A smoke run of the benchmark (tiny sizes): every measurement and baseline runs.
-"$root/target/debug/tenant-config-bench" --smoke
+jobs_at_once="${TEST_JOBS:-4}"
+started_all=$SECONDS
+
+# Runs one suite into its log and records "status seconds name".
+run_suite() {
+  local name="$1" directory="$2"
+  shift 2
+  local started=$SECONDS status=0
+  (cd "$directory" && "$@") >"$logs/${name//[:\/]/-}.log" 2>&1 || status=$?
+  echo "$status $((SECONDS - started)) $name" >>"$logs/summary"
+}
+
+# The longest suites first, so that none starts last and runs alone.
+longest_first=(
+  tenant-config-e2e:refresh_path tenant-config-e2e:faults tenant-config-e2e:soak
+  tenant-config-e2e:convergence tenant-config-e2e:verify tenant-config-e2e:read_path
+  tenant-config-e2e:agent_service tenant-config-e2e:admin_cli tenant-config-e2e:write_api
+  tenant-config-e2e:secrets_in_logs tenant-config-e2e:adapters
+)
+order() {
+  local name
+  for name in "${longest_first[@]}"; do grep -P "^\Q$name\E\t" "$logs/binaries.tsv" || true; done
+  grep -v -P "^($(IFS='|'; echo "${longest_first[*]}"))\t" "$logs/binaries.tsv"
+}
+
+# Waits until fewer than TEST_JOBS suites run.
+wait_for_a_slot() {
+  while (($(jobs -rp | wc -l) >= jobs_at_once)); do wait -n || true; done
+}
+
+# A smoke run of the benchmark (tiny sizes): every measurement and baseline
+# runs. The longest of all, so it starts first.
+run_suite bench-smoke "$root" "$root/target/debug/tenant-config-bench" --smoke &
+while IFS=$'\t' read -r name directory executable; do
+  wait_for_a_slot
+  run_suite "$name" "$directory" "$executable" "$@" &
+done < <(order)
 # The local stack's walk-through: the demo's story, checked step by step.
-"$root/target/debug/local-stack" --walkthrough
+wait_for_a_slot
+run_suite walkthrough "$root" "$root/target/debug/local-stack" --walkthrough &
+wait
+
+expected=$(($(wc -l <"$logs/binaries.tsv") + 2))
+failed=0
+while read -r status seconds name; do
+  if [[ "$status" != 0 ]]; then
+    failed=$((failed + 1))
+    echo "==== FAILED: $name (exit $status, ${seconds} s); its log:" >&2
+    tail -n 80 "$logs/${name//[:\/]/-}.log" >&2
+  fi
+done <"$logs/summary"
+echo "suites (seconds, slowest first):"
+sort -k2 -n -r "$logs/summary" | awk '{printf "  %4d s  %s%s\n", $2, $3, ($1 == 0 ? "" : "  FAILED")}'
+ran=$(wc -l <"$logs/summary")
+echo "$ran suites in $((SECONDS - started_all)) s, $failed failed; logs in target/test-logs/"
+if ((ran != expected)); then
+  echo "error: $expected suites should have run, $ran did" >&2
+  exit 1
+fi
+((failed == 0))
