@@ -228,6 +228,10 @@ enum Command {
         /// Print the public entry of the key already stored; change nothing.
         #[arg(long)]
         public_only: bool,
+        /// Replace a key the parameter already holds (agents refuse pushes
+        /// until they trust the new key).
+        #[arg(long, conflicts_with = "public_only")]
+        overwrite: bool,
     },
     /// Apply the stage settings CloudFormation cannot set: refuse
     /// `Cache-Control: max-age=0` from callers (403) on the whole stage and on
@@ -470,6 +474,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             id,
             parameter,
             public_only,
+            overwrite,
         } => {
             let parameter = resolve(
                 parameter.as_deref(),
@@ -489,8 +494,14 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
                 .public_entry()
             } else {
-                crate::values::put_refresh_key(&ssm, &parameter, &target.parameter_root, &id)
-                    .await?
+                crate::values::put_refresh_key(
+                    &ssm,
+                    &parameter,
+                    &target.parameter_root,
+                    &id,
+                    overwrite,
+                )
+                .await?
             };
             println!("{public}");
         }

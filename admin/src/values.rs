@@ -284,12 +284,16 @@ pub async fn put_parameter(
 }
 
 /// Generates an Ed25519 signing key, stores it as the SecureString
-/// `parameter` (outside the watched root), returns its public entry.
+/// `parameter` (outside the watched root), returns its public entry. An
+/// existing key is replaced only with `overwrite`: replacing the key
+/// config-refresh signs with makes every agent refuse its pushes until they
+/// trust the new one (rotation uses a new parameter).
 pub async fn put_refresh_key(
     ssm: &aws_sdk_ssm::Client,
     parameter: &str,
     watched_root: &str,
     key_id: &str,
+    overwrite: bool,
 ) -> Result<String, String> {
     tenant_config_shared::refresh::key::outside_watched_root(parameter, watched_root)
         .map_err(|e| e.to_string())?;
@@ -299,9 +303,16 @@ pub async fn put_refresh_key(
         .name(parameter)
         .value(text)
         .r#type(ParameterType::SecureString)
-        .overwrite(true)
+        .overwrite(overwrite)
         .send()
         .await
-        .map_err(|e| aws_sdk_ssm::error::DisplayErrorContext(e).to_string())?;
+        .map_err(|e| match e.as_service_error() {
+            Some(existing) if existing.is_parameter_already_exists() => format!(
+                "{parameter} already holds a key: agents trust it, and replacing it makes them \
+                 refuse every push. Rotate into a new parameter (docs/operations.md, rotating the \
+                 refresh key), or pass --overwrite to replace it anyway"
+            ),
+            _ => aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
+        })?;
     Ok(key.public_entry())
 }

@@ -35,6 +35,12 @@ impl Report {
         self.sections.push((title.to_owned(), rows, notes));
     }
 
+    /// Takes the sections and chart entries of a report measured apart.
+    pub fn merge(&mut self, other: Report) {
+        self.sections.extend(other.sections);
+        self.comparisons.extend(other.comparisons);
+    }
+
     /// Adds a figure to the chart (ours beside its baseline).
     pub fn compare(&mut self, comparison: Comparison) {
         self.comparisons.push(comparison);

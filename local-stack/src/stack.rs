@@ -224,6 +224,7 @@ impl LocalStack {
                     REFRESH_KEY_PARAMETER,
                     PARAMETER_ROOT,
                     REFRESH_KEY_ID,
+                    false,
                 )
                 .await?;
                 let cloud_map =

@@ -247,7 +247,15 @@ async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_i
     restore_key().await;
 
     // Fault: a re-generated key the agents do not trust
-    let regenerated = admin(&stack, &["refresh-key", "--id", "regenerated"]).await;
+    // (the CLI refuses to replace a stored key unless told to)
+    let refused = admin(&stack, &["refresh-key", "--id", "regenerated"]).await;
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--overwrite"));
+    let regenerated = admin(
+        &stack,
+        &["refresh-key", "--id", "regenerated", "--overwrite"],
+    )
+    .await;
     assert!(regenerated.status.success(), "{regenerated:?}");
     let new_entry = String::from_utf8_lossy(&regenerated.stdout)
         .trim()

@@ -21,10 +21,49 @@ mod resources;
 mod vending;
 mod warm_read;
 
-/// Starts the local stack, takes every measurement in order, and writes the
-/// report to `out` and its chart beside it (same name, `.svg`).
+/// Takes every measurement and writes the report to `out` and its chart
+/// beside it (same name, `.svg`). A full run takes them one after another,
+/// so that no figure shares the machine with another; the smoke run (the
+/// test command's, whose figures are not meaningful) checks that each runs,
+/// so its three stacks run at once.
 pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
     let started = Instant::now();
+    let (mut report, resilience, lifecycle) = if sizes.smoke {
+        let (shared, resilience, lifecycle) = tokio::join!(
+            shared_stack_figures(sizes),
+            resilience_figures(sizes),
+            lifecycle_figures(sizes)
+        );
+        (shared?, resilience?, lifecycle?)
+    } else {
+        let shared = shared_stack_figures(sizes).await?;
+        let resilience = resilience_figures(sizes).await?;
+        (shared, resilience, lifecycle_figures(sizes).await?)
+    };
+    report.merge(resilience);
+    report.merge(lifecycle);
+    let chart = out.with_extension("svg");
+    let chart_file = chart
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let text = report.render(started.elapsed(), chart_file);
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    for (path, content) in [
+        (out, text.as_str()),
+        (chart.as_path(), report.chart().as_str()),
+    ] {
+        std::fs::write(path, content)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    println!("{text}");
+    Ok(())
+}
+
+/// Figures 1 to 7 and 10, on one local stack (stopped when they are taken).
+async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     let progress =
         |name: &str, took: Duration| eprintln!("  ✓ {name:<58} {:>6} ms", took.as_millis());
     let stack = LocalStack::start(
@@ -47,25 +86,19 @@ pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
     report.resources(&stack).await?;
     report.convergence(&stack).await?;
     report.vending(&stack).await?;
-    drop(stack);
+    Ok(report)
+}
+
+/// Figure 8, on its own stack with a fault proxy.
+async fn resilience_figures(sizes: Sizes) -> Result<Report, String> {
+    let mut report = Report::new(sizes);
     report.resilience().await?;
+    Ok(report)
+}
+
+/// Figure 9, on its own stack with agents.
+async fn lifecycle_figures(sizes: Sizes) -> Result<Report, String> {
+    let mut report = Report::new(sizes);
     report.lifecycle().await?;
-    let chart = out.with_extension("svg");
-    let chart_file = chart
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let text = report.render(started.elapsed(), chart_file);
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    for (path, content) in [
-        (out, text.as_str()),
-        (chart.as_path(), report.chart().as_str()),
-    ] {
-        std::fs::write(path, content)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
-    println!("{text}");
-    Ok(())
+    Ok(report)
 }
