@@ -54,6 +54,16 @@ if grep -E '^ +Compiling [^ ]+ v[^ ]+$' "$logs/build-per-package.log"; then
 fi
 
 jobs_at_once="${TEST_JOBS:-4}"
+if ! [[ "$jobs_at_once" =~ ^[1-9][0-9]*$ ]]; then
+  echo "error: TEST_JOBS must be a whole number of at least 1, not '$jobs_at_once'" >&2
+  exit 2
+fi
+# No suite should come near this; one that hangs fails instead of holding
+# the command (and CI) forever.
+suite_limit_secs="${TEST_SUITE_LIMIT_SECS:-900}"
+# Ctrl-C or a stop ends the suites still running, with what they started
+# (each stack stops with its test process).
+trap 'kill $(jobs -p) 2>/dev/null; wait' INT TERM
 started_all=$SECONDS
 
 # Runs one suite into its log and records "status seconds name".
@@ -61,7 +71,8 @@ run_suite() {
   local name="$1" directory="$2"
   shift 2
   local started=$SECONDS status=0
-  (cd "$directory" && "$@") >"$logs/${name//[:\/]/-}.log" 2>&1 || status=$?
+  (cd "$directory" && timeout --kill-after=30 "$suite_limit_secs" "$@") \
+    >"$logs/${name//[:\/]/-}.log" 2>&1 || status=$?
   echo "$status $((SECONDS - started)) $name" >>"$logs/summary"
 }
 
@@ -85,6 +96,7 @@ wait_for_a_slot() {
 
 # A smoke run of the benchmark (tiny sizes): every measurement and baseline
 # runs. The longest of all, so it starts first.
+wait_for_a_slot
 run_suite bench-smoke "$root" "$root/target/debug/tenant-config-bench" --smoke &
 while IFS=$'\t' read -r name directory executable; do
   wait_for_a_slot

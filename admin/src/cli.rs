@@ -153,7 +153,6 @@ enum Command {
         #[command(flatten)]
         actor: ActorArg,
     },
-    /// Sign a user in (USER_PASSWORD_AUTH) and print the ID token.
     /// Sign a user in and print the ID token: as an operator
     /// (AdminInitiateAuth) when the pool is known (stack output `UserPoolId`,
     /// or the pool in COGNITO_ISSUER), else as an app (USER_PASSWORD_AUTH).
@@ -432,7 +431,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 no_agents,
                 http_timeout: Duration::from_secs(http_timeout_secs),
             };
-            run_verify(stack, &target, &options).await?
+            run_verify(stack, &options).await?
         }
         Command::AgentGet {
             agent,

@@ -11,6 +11,8 @@ use aws_sdk_cloudformation::error::DisplayErrorContext;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StackOutputs {
     pub name: String,
+    /// CloudFormation's stack status, e.g. `UPDATE_COMPLETE`.
+    pub status: String,
     pub outputs: BTreeMap<String, String>,
     pub parameters: BTreeMap<String, String>,
 }
@@ -91,6 +93,10 @@ impl StackOutputs {
             .collect();
         Ok(Self {
             name: name.to_owned(),
+            status: stack
+                .stack_status()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
             outputs,
             parameters,
         })
@@ -150,6 +156,7 @@ mod tests {
     fn stack() -> StackOutputs {
         StackOutputs {
             name: "tenant-config".into(),
+            status: "UPDATE_COMPLETE".into(),
             outputs: [
                 ("TableName", "tc-ConfigTable-1"),
                 ("DlqUrl", "https://sqs/1/dlq"),

@@ -5,6 +5,7 @@ use aws_config::SdkConfig;
 use clap::Subcommand;
 use tenant_config_shared::TenantId;
 use tenant_config_shared::aws::Aws;
+use tenant_config_shared::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
 
 use crate::stack::{StackOutputs, output, resolve};
 use crate::tokens;
@@ -27,7 +28,10 @@ pub enum UserCommand {
         /// `AdminGroupName`): may write the tenant's configuration.
         #[arg(long)]
         admin: bool,
-        #[arg(long, env = "TENANT_CONFIG_PASSWORD", hide_env_values = true)]
+        /// The password to set (else one is generated and printed once).
+        /// No environment fallback: a TENANT_CONFIG_PASSWORD exported for
+        /// `token` must not silently become every new user's password.
+        #[arg(long)]
         password: Option<String>,
     },
     /// Delete a user (tokens already issued stay valid until they expire).
@@ -92,10 +96,18 @@ pub async fn run_user(
 /// Runs every check and prints each outcome; an error when any failed.
 pub async fn run_verify(
     stack: Option<&StackOutputs>,
-    target: &Target,
     options: &VerifyOptions,
 ) -> Result<(), String> {
     let stack = stack.ok_or("name the stack to verify with --stack (or TENANT_CONFIG_STACK)")?;
+    // The stack's own names only: a table or root left in the environment
+    // must not send verify's probe into another stack. The deployed
+    // functions route by the default prefixes (the template sets none).
+    let target = &Target {
+        table: stack.output(output::TABLE_NAME)?.to_owned(),
+        parameter_root: stack.output(output::PARAMETER_ROOT)?.to_owned(),
+        router: KeyRouter::new(DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX)
+            .map_err(|e| e.to_string())?,
+    };
     let aws = Aws::from_env().await.map_err(|e| e.to_string())?;
     let report = verify(&aws, stack, target, options).await;
     for outcome in &report.outcomes {

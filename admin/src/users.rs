@@ -54,6 +54,24 @@ pub async fn create_user(aws: &SdkConfig, pool_id: &str, user: &NewUser<'_>) -> 
         .send()
         .await
         .map_err(|e| format!("AdminCreateUser: {}", DisplayErrorContext(e)))?;
+    // A user left half made (no known password, or not in its group) is
+    // worse than none: on any later failure, remove it again.
+    if let Err(error) = finish_user(&client, pool_id, user).await {
+        let removed = delete_user(aws, pool_id, user.username).await;
+        return Err(match removed {
+            Ok(()) => format!("{error} (the user was removed again)"),
+            Err(e) => format!("{error}; removing the half-made user failed too: {e}"),
+        });
+    }
+    Ok(())
+}
+
+/// The permanent password and the groups of a user just created.
+async fn finish_user(
+    client: &cognito::Client,
+    pool_id: &str,
+    user: &NewUser<'_>,
+) -> Result<(), String> {
     client
         .admin_set_user_password()
         .user_pool_id(pool_id)

@@ -284,10 +284,11 @@ pub async fn put_parameter(
 }
 
 /// Generates an Ed25519 signing key, stores it as the SecureString
-/// `parameter` (outside the watched root), returns its public entry. An
-/// existing key is replaced only with `overwrite`: replacing the key
-/// config-refresh signs with makes every agent refuse its pushes until they
-/// trust the new one (rotation uses a new parameter).
+/// `parameter` (outside the watched root), returns its public entry. A
+/// usable key already there is replaced only with `overwrite`: replacing the
+/// key config-refresh signs with makes every agent refuse its pushes until
+/// they trust the new one (rotation uses a new parameter). Anything else
+/// there (a hex string, a hand-written value) is no key: it is replaced.
 pub async fn put_refresh_key(
     ssm: &aws_sdk_ssm::Client,
     parameter: &str,
@@ -297,22 +298,41 @@ pub async fn put_refresh_key(
 ) -> Result<String, String> {
     tenant_config_shared::refresh::key::outside_watched_root(parameter, watched_root)
         .map_err(|e| e.to_string())?;
-    let (key, text) = tenant_config_shared::refresh::signing::RefreshKey::generate(key_id)
-        .map_err(|e| e.to_string())?;
+    use tenant_config_shared::refresh::signing::RefreshKey;
+    let stored = ssm
+        .get_parameter()
+        .name(parameter)
+        .with_decryption(true)
+        .send()
+        .await;
+    let holds_a_key = match stored {
+        Ok(found) => found
+            .parameter()
+            .and_then(|p| p.value())
+            .is_some_and(|value| RefreshKey::parse(value).is_ok()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_parameter_not_found()) =>
+        {
+            false
+        }
+        Err(e) => return Err(aws_sdk_ssm::error::DisplayErrorContext(e).to_string()),
+    };
+    if holds_a_key && !overwrite {
+        return Err(format!(
+            "{parameter} already holds a key: agents trust it, and replacing it makes them \
+             refuse every push. Rotate into a new parameter (docs/operations.md, rotating the \
+             refresh key), or pass --overwrite to replace it anyway"
+        ));
+    }
+    let (key, text) = RefreshKey::generate(key_id).map_err(|e| e.to_string())?;
     ssm.put_parameter()
         .name(parameter)
         .value(text)
         .r#type(ParameterType::SecureString)
-        .overwrite(overwrite)
+        .overwrite(true)
         .send()
         .await
-        .map_err(|e| match e.as_service_error() {
-            Some(existing) if existing.is_parameter_already_exists() => format!(
-                "{parameter} already holds a key: agents trust it, and replacing it makes them \
-                 refuse every push. Rotate into a new parameter (docs/operations.md, rotating the \
-                 refresh key), or pass --overwrite to replace it anyway"
-            ),
-            _ => aws_sdk_ssm::error::DisplayErrorContext(e).to_string(),
-        })?;
+        .map_err(|e| aws_sdk_ssm::error::DisplayErrorContext(e).to_string())?;
     Ok(key.public_entry())
 }

@@ -14,10 +14,6 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
         "TENANT_CONFIG_INVOKE_URL".into(),
         stack.watch.base_url.clone(),
     ));
-    env.push((
-        "TENANT_CONFIG_STACK".into(),
-        crate::published::STACK_NAME.to_owned(),
-    ));
     env.push(("TOKEN_A".into(), alice.clone()));
     env.push(("TOKEN_B".into(), bob.clone()));
     if let Some(agent) = stack.agents.first() {
@@ -99,7 +95,8 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
     println!();
     println!("A fresh token (they expire after an hour): tenant-config-admin token alice");
     println!(
-        "Check the stack as after a deploy: tenant-config-admin stage-settings && tenant-config-admin verify"
+        "Check the stack as after a deploy (by its name alone, as in the runbook):\n  tenant-config-admin --stack {0} stage-settings && tenant-config-admin --stack {0} verify",
+        crate::published::STACK_NAME
     );
     println!("Press Ctrl-C to stop everything.");
     Ok(())

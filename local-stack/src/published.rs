@@ -104,7 +104,8 @@ pub async fn create_operations(aws: &SdkConfig) -> Result<Published, String> {
     let cloudwatch = aws_sdk_cloudwatch::Client::new(aws);
     let mut alarm_names = Vec::new();
     for id in template_alarm_ids()? {
-        let name = format!("{STACK_NAME}-{id}");
+        // As the template names them: the logical id without "Alarm".
+        let name = format!("{STACK_NAME}-{}", id.trim_end_matches("Alarm"));
         cloudwatch
             .put_metric_alarm()
             .alarm_name(&name)

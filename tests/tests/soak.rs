@@ -110,7 +110,18 @@ async fn every_reader_converges_while_agents_are_paused_at_random() {
             .unwrap()
             .insert(key, vec![(i, Instant::now())]);
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (i, key) in KEYS.iter().enumerate() {
+        stack
+            .until_served_everywhere(
+                &token,
+                key,
+                &serde_json::json!(format!("v{i}")),
+                BOUND,
+                Duration::from_millis(20),
+            )
+            .await
+            .expect("every reader serves the starting values");
+    }
 
     // Readers: pick a reader and a key at random, all along.
     let reader = {

@@ -67,6 +67,7 @@ fn checks(output: &Output) -> Vec<(String, String, String)> {
 }
 
 const ALL_CHECKS: &[&str] = &[
+    "stack-status",
     "signing-key",
     "agents-registered",
     "agents-trust-key",
@@ -139,6 +140,20 @@ async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_i
     let applied = admin(&stack, &["stage-settings"]).await;
     assert!(applied.status.success(), "{applied:?}");
     verify_fails_only(&stack, None).await;
+    // AND verify left no user behind (its probe user is removed each run)
+    let users = aws_sdk_cognitoidentityprovider::Client::new(&stack.aws)
+        .list_users()
+        .user_pool_id(&stack.pool.pool_id)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        users
+            .users()
+            .iter()
+            .all(|u| !u.username().unwrap_or_default().starts_with("verify-")),
+        "{users:?}"
+    );
 
     // The runbook's users, by stack name only: a reader of tenant-a with a
     // generated password, and an administrator
@@ -243,7 +258,13 @@ async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_i
         .await
         .unwrap();
     let failure = verify_fails_only(&stack, Some("signing-key")).await;
-    assert!(failure.contains("refresh-key"), "{failure}");
+    assert!(failure.contains("refresh-key --id k1"), "{failure}");
+    // AND the fix it prints works: the unusable value is replaced by a key
+    // (which the agents do not trust yet: the next check says so)
+    let fixed = admin(&stack, &["refresh-key", "--id", "k1"]).await;
+    assert!(fixed.status.success(), "{fixed:?}");
+    let failure = verify_fails_only(&stack, Some("agents-trust-key")).await;
+    assert!(failure.contains("k1:"), "{failure}");
     restore_key().await;
 
     // Fault: a re-generated key the agents do not trust
@@ -299,6 +320,30 @@ async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_i
         1,
         "only the real agent is left"
     );
+
+    // Fault: an instance registered on a port no Refresh listener answers
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = nobody.local_addr().unwrap().port().to_string();
+    drop(nobody);
+    cloud_map
+        .register_instance()
+        .service_id(&stack.cloud_map.service_id)
+        .instance_id("task-wrong-port")
+        .attributes("AWS_INSTANCE_IPV4", "127.0.0.1")
+        .attributes("AWS_INSTANCE_PORT", &closed_port)
+        .send()
+        .await
+        .unwrap();
+    let failure = verify_fails_only(&stack, Some("agents-trust-key")).await;
+    assert!(failure.contains("task-wrong-port"), "{failure}");
+    assert!(failure.contains("answer no Refresh"), "{failure}");
+    cloud_map
+        .deregister_instance()
+        .service_id(&stack.cloud_map.service_id)
+        .instance_id("task-wrong-port")
+        .send()
+        .await
+        .unwrap();
 
     // Fault: a change that never reached config-refresh waits in the DLQ
     let sqs = aws_sdk_sqs::Client::new(&stack.aws);
@@ -386,6 +431,20 @@ fn the_names_verify_and_the_local_stack_read_are_outputs_and_parameters_of_the_t
     }
     // AND so does every DLQ output the local stack plays
     assert!(outputs.contains_key("DlqUrl"));
+    // AND verify looks up exactly the template's alarms, by name
+    let named: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("AlarmName: !Sub \"${AWS::StackName}-")
+        })
+        .map(|rest| rest.trim_end_matches('"'))
+        .collect();
+    let looked_up: std::collections::BTreeSet<&str> = tenant_config_admin::verify::TEMPLATE_ALARMS
+        .iter()
+        .copied()
+        .collect();
+    assert_eq!(named, looked_up);
     for key in tenant_config_local_stack::published::PUBLISHED_PARAMETERS
         .iter()
         .chain([

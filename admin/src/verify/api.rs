@@ -151,6 +151,7 @@ pub async fn read_and_journal(
             &Actor("tenant-config-admin verify".to_owned()),
         )
         .await;
+    let wrote = written.is_ok();
     let mut outcomes = match written {
         Ok((_, written)) => {
             let read = probe.read(aws, stack, options).await;
@@ -171,15 +172,17 @@ pub async fn read_and_journal(
             Outcome::skip(CHANGE_JOURNALED, "no probe write"),
         ],
     };
-    // Leave nothing behind; a failed clean-up is reported, never hidden.
-    if let Err(e) = target
-        .delete(
-            sdk,
-            &probe.item,
-            Expected::Any,
-            &Actor("tenant-config-admin verify".to_owned()),
-        )
-        .await
+    // Delete the probe value (its history items stay, as every write's do,
+    // until their TTL); a failed clean-up is reported, never hidden.
+    if wrote
+        && let Err(e) = target
+            .delete(
+                sdk,
+                &probe.item,
+                Expected::Any,
+                &Actor("tenant-config-admin verify".to_owned()),
+            )
+            .await
     {
         outcomes[0]
             .detail
@@ -211,6 +214,13 @@ impl Probe {
             value: serde_json::json!({ "verify": nonce }).to_string(),
             nonce,
         })
+    }
+
+    /// Whether an answer's value is the one this run wrote (the key's name
+    /// holds the nonce too, so the body as text would always match).
+    fn served_in(&self, body: &str) -> bool {
+        serde_json::from_str::<serde_json::Value>(body)
+            .is_ok_and(|answer| answer["value"]["verify"] == self.nonce.as_str())
     }
 
     /// A temporary user of the probe tenant reads the value through the API.
@@ -267,7 +277,7 @@ impl Probe {
         .await;
         let cleanup = delete_user(aws.sdk_config(), pool, &username).await.err();
         let mut outcome = match result {
-            Ok((status, body, took)) if status.is_success() && body.contains(&self.nonce) => {
+            Ok((status, body, took)) if status.is_success() && self.served_in(&body) => {
                 Outcome::ok(
                     READ_THROUGH_API,
                     format!(
@@ -322,10 +332,19 @@ impl Probe {
         let journal = aws.change_journal(table);
         let started = Instant::now();
         let mut last_error = None;
+        // Well before the write: config-refresh's clock may lag ours. Each
+        // full page moves the start on, so a busy journal (more than a page
+        // of changes since) cannot hide the probe's entry.
+        const PAGE: usize = 1_000;
+        let mut from_ms = written_at_ms - 60_000;
         while started.elapsed() < options.journal_timeout {
-            // A little before the write: config-refresh's clock may lag ours.
-            match journal.since(written_at_ms - 5_000, 1_000).await {
+            match journal.since(from_ms, PAGE).await {
                 Ok(entries) => {
+                    if entries.len() == PAGE
+                        && let Some(last) = entries.last()
+                    {
+                        from_ms = from_ms.max(last.journaled_at_ms);
+                    }
                     if entries.iter().any(|e| {
                         e.change.item == self.item && e.change.audit.to_version == Some(version)
                     }) {
@@ -342,6 +361,14 @@ impl Probe {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        let fix = if last_error.is_some() {
+            "the credentials running verify need dynamodb:Query on the change journal table"
+        } else {
+            "check that the stream's event source mapping is enabled and config-refresh succeeds \
+             (its errors alarm, its logs, the DLQ); without it agents and config-api wait for their \
+             TTL. A stack created a minute ago may miss one change (its mapping starts at the \
+             latest record): run verify again"
+        };
         Outcome::fail(
             CHANGE_JOURNALED,
             format!(
@@ -349,8 +376,7 @@ impl Probe {
                 options.journal_timeout.as_secs(),
                 last_error.map(|e| format!(" ({e})")).unwrap_or_default()
             ),
-            "check that the stream's event source mapping is enabled and config-refresh succeeds \
-             (its errors alarm, its logs, the DLQ); without it agents and config-api wait for their TTL",
+            fix,
         )
     }
 }

@@ -5,12 +5,15 @@
 //! instead of hanging the command.
 //!
 //! The checks (names are stable; `docs/operations.md` describes each):
-//! `signing-key`, `agents-registered`, `agents-trust-key`, `stage-settings`,
-//! `read-through-api`, `change-journaled`, `dlq-empty`, `alarms-notify`.
+//! `stack-status`, `signing-key`, `agents-registered`, `agents-trust-key`,
+//! `stage-settings`, `read-through-api`, `change-journaled`, `dlq-empty`,
+//! `alarms-notify`.
 
 mod api;
 mod operations;
 mod refresh;
+
+pub use operations::TEMPLATE_ALARMS;
 
 use std::fmt;
 use std::time::Duration;
@@ -133,6 +136,7 @@ pub async fn verify(
     options: &VerifyOptions,
 ) -> Report {
     let mut report = Report::default();
+    report.outcomes.push(stack_status(stack));
     let (key_outcome, key) = refresh::signing_key(aws, stack, &target.parameter_root).await;
     report.outcomes.push(key_outcome);
     let (registered, instances) = refresh::agents_registered(aws, stack, options).await;
@@ -153,9 +157,50 @@ pub async fn verify(
     report
 }
 
+pub const STACK_STATUS: &str = "stack-status";
+
+/// The stack's last deploy completed: after a failed update CloudFormation
+/// rolls back, and everything else would be checked against the old version.
+pub fn stack_status(stack: &StackOutputs) -> Outcome {
+    let status = stack.status.as_str();
+    let settled = status == "CREATE_COMPLETE" || status == "UPDATE_COMPLETE";
+    if settled {
+        Outcome::ok(STACK_STATUS, format!("{} is {status}", stack.name))
+    } else {
+        Outcome::fail(
+            STACK_STATUS,
+            format!("{} is {status}", stack.name),
+            "wait for a deploy in progress, or read the stack's events for why the last one failed \
+             (aws cloudformation describe-stack-events), fix it and deploy again",
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rolled_back_or_unfinished_deploy_fails_the_stack_status() {
+        let stack = |status: &str| StackOutputs {
+            name: "tenant-config".into(),
+            status: status.into(),
+            ..StackOutputs::default()
+        };
+        assert_eq!(stack_status(&stack("UPDATE_COMPLETE")).status, Status::Ok);
+        assert_eq!(stack_status(&stack("CREATE_COMPLETE")).status, Status::Ok);
+        for status in [
+            "UPDATE_ROLLBACK_COMPLETE",
+            "UPDATE_IN_PROGRESS",
+            "ROLLBACK_COMPLETE",
+        ] {
+            assert_eq!(
+                stack_status(&stack(status)).status,
+                Status::Fail,
+                "{status}"
+            );
+        }
+    }
 
     #[test]
     fn a_failure_prints_its_fix_and_fails_the_report_while_a_skip_does_not() {

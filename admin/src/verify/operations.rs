@@ -12,6 +12,21 @@ use crate::stack::{StackOutputs, output};
 pub const DLQ_EMPTY: &str = "dlq-empty";
 pub const ALARMS_NOTIFY: &str = "alarms-notify";
 
+/// The template's alarms, each named `{stack}-{name}` (the template test
+/// keeps this list equal to the template's `AlarmName`s). Looked up by exact
+/// name: a prefix would also match another stack whose name starts with
+/// this one's (`tenant-config-staging-...`).
+pub const TEMPLATE_ALARMS: &[&str] = &[
+    "RefreshDlqNotEmpty",
+    "ConfigApiErrors",
+    "ConfigStreamIteratorAge",
+    "ConfigRefreshErrors",
+    "ConfigApiStaleAnswers",
+    "RefreshIgnoredAgents",
+    "RefreshAgentCountJump",
+    "ConfigApiStoreErrors",
+];
+
 /// Every dead-letter queue the stack outputs holds no message.
 pub async fn dlq_empty(aws: &Aws, stack: &StackOutputs) -> Outcome {
     let queues = stack.dead_letter_queues();
@@ -78,15 +93,24 @@ pub struct AlarmTargets {
     pub actions: Vec<String>,
 }
 
-/// Judges the stack's alarms and their topics' subscriber counts: every alarm
-/// must have an enabled action, and every SNS topic it notifies must have a
-/// confirmed subscriber.
-pub fn judge_alarms(alarms: &[AlarmTargets], subscribers: &[(String, usize)]) -> Outcome {
-    if alarms.is_empty() {
+/// Judges the stack's alarms and their topics' subscriber counts: every
+/// alarm of the template must exist and have an enabled action, and every
+/// SNS topic it notifies must have a confirmed subscriber.
+pub fn judge_alarms(
+    expected: &[String],
+    alarms: &[AlarmTargets],
+    subscribers: &[(String, usize)],
+) -> Outcome {
+    let missing: Vec<&str> = expected
+        .iter()
+        .filter(|name| !alarms.iter().any(|a| &a.name == *name))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
         return Outcome::fail(
             ALARMS_NOTIFY,
-            "the stack has no alarm named with its prefix",
-            "deploy the current template.yaml (its alarms are named {stack}-...)",
+            format!("missing alarms: {}", missing.join(", ")),
+            "deploy the current template.yaml (it creates every alarm, named {stack}-...)",
         );
     }
     let silent: Vec<&str> = alarms
@@ -127,16 +151,20 @@ pub fn judge_alarms(alarms: &[AlarmTargets], subscribers: &[(String, usize)]) ->
     )
 }
 
-/// DescribeAlarms by the stack's name prefix, then each SNS topic's
+/// DescribeAlarms of the template's alarms by name, then each SNS topic's
 /// subscriptions.
 pub async fn alarms_notify(aws: &Aws, stack: &StackOutputs) -> Outcome {
     let cloudwatch = aws_sdk_cloudwatch::Client::new(aws.sdk_config());
+    let expected: Vec<String> = TEMPLATE_ALARMS
+        .iter()
+        .map(|name| format!("{}-{name}", stack.name))
+        .collect();
     let mut alarms = Vec::new();
     let mut next = None;
     loop {
         let answer = cloudwatch
             .describe_alarms()
-            .alarm_name_prefix(format!("{}-", stack.name))
+            .set_alarm_names(Some(expected.clone()))
             .set_next_token(next)
             .send()
             .await;
@@ -175,36 +203,48 @@ pub async fn alarms_notify(aws: &Aws, stack: &StackOutputs) -> Outcome {
     let sns = aws_sdk_sns::Client::new(aws.sdk_config());
     let mut subscribers = Vec::new();
     for topic in topics {
-        let answer = sns
-            .list_subscriptions_by_topic()
-            .topic_arn(&topic)
-            .send()
-            .await;
-        match answer {
-            Ok(answer) => {
-                let confirmed = answer
-                    .subscriptions()
-                    .iter()
-                    .filter(|s| {
-                        s.subscription_arn()
-                            .is_some_and(|arn| arn.starts_with("arn:"))
-                    })
-                    .count();
-                subscribers.push((topic, confirmed));
+        let mut confirmed = 0;
+        let mut next = None;
+        loop {
+            let answer = sns
+                .list_subscriptions_by_topic()
+                .topic_arn(&topic)
+                .set_next_token(next)
+                .send()
+                .await;
+            match answer {
+                Ok(answer) => {
+                    confirmed += answer
+                        .subscriptions()
+                        .iter()
+                        .filter(|s| s.subscription_arn().is_some_and(is_confirmed))
+                        .count();
+                    next = answer.next_token().map(str::to_owned);
+                }
+                Err(e) => {
+                    return Outcome::fail(
+                        ALARMS_NOTIFY,
+                        format!(
+                            "ListSubscriptionsByTopic {topic}: {}",
+                            aws_sdk_sns::error::DisplayErrorContext(e)
+                        ),
+                        "the credentials running verify need sns:ListSubscriptionsByTopic on the alarm topic",
+                    );
+                }
             }
-            Err(e) => {
-                return Outcome::fail(
-                    ALARMS_NOTIFY,
-                    format!(
-                        "ListSubscriptionsByTopic {topic}: {}",
-                        aws_sdk_sns::error::DisplayErrorContext(e)
-                    ),
-                    "the credentials running verify need sns:ListSubscriptionsByTopic on the alarm topic",
-                );
+            if next.is_none() {
+                break;
             }
         }
+        subscribers.push((topic, confirmed));
     }
-    judge_alarms(&alarms, &subscribers)
+    judge_alarms(&expected, &alarms, &subscribers)
+}
+
+/// A subscription notifies only once confirmed: until then SNS lists it with
+/// `PendingConfirmation` (or `Deleted`) instead of its ARN.
+fn is_confirmed(subscription_arn: &str) -> bool {
+    subscription_arn.starts_with("arn:")
 }
 
 #[cfg(test)]
@@ -222,15 +262,25 @@ mod tests {
 
     const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:tenant-config-alarms";
 
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
     #[test]
     fn alarms_wired_to_a_subscribed_topic_pass() {
-        let outcome = judge_alarms(&[alarm("s-DlqNotEmpty", &[TOPIC])], &[(TOPIC.into(), 1)]);
+        let outcome = judge_alarms(
+            &names(&["s-DlqNotEmpty"]),
+            &[alarm("s-DlqNotEmpty", &[TOPIC])],
+            &[(TOPIC.into(), 1)],
+        );
         assert_eq!(outcome.status, Status::Ok, "{outcome}");
     }
 
     #[test]
     fn an_alarm_without_an_action_or_a_topic_without_subscribers_fails() {
+        let expected = names(&["s-A", "s-B"]);
         let silent = judge_alarms(
+            &expected,
             &[alarm("s-A", &[TOPIC]), alarm("s-B", &[])],
             &[(TOPIC.into(), 1)],
         );
@@ -239,9 +289,24 @@ mod tests {
             silent.detail.contains("s-B") && !silent.detail.contains("s-A"),
             "{silent}"
         );
-        let unsubscribed = judge_alarms(&[alarm("s-A", &[TOPIC])], &[(TOPIC.into(), 0)]);
+        let unsubscribed = judge_alarms(
+            &names(&["s-A"]),
+            &[alarm("s-A", &[TOPIC])],
+            &[(TOPIC.into(), 0)],
+        );
         assert_eq!(unsubscribed.status, Status::Fail);
         assert!(unsubscribed.fix.unwrap().contains("AlarmEmail"));
-        assert_eq!(judge_alarms(&[], &[]).status, Status::Fail);
+        let missing = judge_alarms(&expected, &[alarm("s-A", &[TOPIC])], &[(TOPIC.into(), 1)]);
+        assert_eq!(missing.status, Status::Fail);
+        assert!(missing.detail.contains("s-B"), "{missing}");
+    }
+
+    #[test]
+    fn a_subscription_waiting_for_confirmation_notifies_nobody() {
+        assert!(!is_confirmed("PendingConfirmation"));
+        assert!(!is_confirmed("Deleted"));
+        assert!(is_confirmed(
+            "arn:aws:sns:us-east-1:123456789012:alarms:2caf6579-a111-4d0a-857b-959104336b67"
+        ));
     }
 }

@@ -200,7 +200,8 @@ pub async fn agents_registered(
         .iter()
         .map(|i| Registered {
             id: i.instance_id().unwrap_or_default().to_owned(),
-            healthy: !matches!(i.health_status(), Some(HealthStatus::Unhealthy)),
+            // As config-refresh discovers them: HEALTHY only (UNKNOWN is not).
+            healthy: matches!(i.health_status(), Some(HealthStatus::Healthy)),
             attributes: i.attributes().cloned().unwrap_or_default(),
         })
         .collect();
@@ -223,12 +224,33 @@ pub fn probe_change(nonce: &str) -> Result<ChangeRecord, String> {
     })
 }
 
-/// Judges a probe fan-out: a refused signature fails; agents that cannot be
-/// reached from here are not judged.
+/// Silence (a deadline, no route) is all that says "not reachable from
+/// here". A refused connection or a failed TLS handshake means the host
+/// answered but no Refresh listener config-refresh can use did: a wrong
+/// registered port, or TLS settings that do not match the agent's.
+fn silent(reason: &str) -> bool {
+    let reason = reason.to_lowercase();
+    [
+        "deadline",
+        "timed out",
+        "timeout",
+        "no route",
+        "unreachable",
+    ]
+    .iter()
+    .any(|word| reason.contains(word))
+        && !reason.contains("refused")
+}
+
+/// Judges a probe fan-out: a refused signature, or a registered address that
+/// answers no Refresh, fails; agents that cannot be reached from here are
+/// not judged.
 pub fn judge_probe(report: &FanoutReport, key: &RefreshKey) -> Outcome {
-    let (refused, unreachable): (Vec<_>, Vec<_>) = report.failed.iter().partition(|(_, reason)| {
+    let (refused, others): (Vec<_>, Vec<_>) = report.failed.iter().partition(|(_, reason)| {
         reason.starts_with("Unauthenticated") || reason.starts_with("PermissionDenied")
     });
+    let (unreachable, broken): (Vec<_>, Vec<_>) =
+        others.into_iter().partition(|(_, reason)| silent(reason));
     let names = |list: &[&(String, String)]| {
         list.iter()
             .map(|(id, reason)| format!("{id} ({reason})"))
@@ -250,6 +272,20 @@ pub fn judge_probe(report: &FanoutReport, key: &RefreshKey) -> Outcome {
                  until then every push to them fails and they converge only by catching up",
                 key.public_entry()
             ),
+        );
+    }
+    if !broken.is_empty() {
+        return Outcome::fail(
+            AGENTS_TRUST_KEY,
+            format!(
+                "{} of {} registered addresses answer no Refresh: {}",
+                broken.len(),
+                report.instances,
+                names(&broken)
+            ),
+            "register the agents' Refresh port (AGENT_REFRESH_LISTEN_ADDR, 50052; in ECS the port \
+             serviceRegistries names), and make AgentTlsCaPem / AgentTlsDomain match the agents' \
+             certificates (or both sides plaintext)",
         );
     }
     if report.ok == 0 {
@@ -406,10 +442,26 @@ mod tests {
         );
         assert_eq!(refused.status, Status::Fail, "{refused}");
         assert!(refused.fix.unwrap().contains(&key.public_entry()));
-        let unreachable = judge_probe(&report(vec![("a", "Unavailable: tcp connect")], 0), &key);
+        let unreachable = judge_probe(
+            &report(vec![("a", "Unavailable: tcp connect error: timed out")], 0),
+            &key,
+        );
         assert_eq!(unreachable.status, Status::Skip, "{unreachable}");
         let some = judge_probe(&report(vec![("a", "deadline of 3s exceeded")], 2), &key);
         assert_eq!(some.status, Status::Ok, "{some}");
         assert!(some.detail.contains("not reachable from here: a"), "{some}");
+        // A host that answers, but not with a Refresh listener, is broken
+        let wrong_port = judge_probe(
+            &report(
+                vec![(
+                    "b",
+                    "Unavailable: tcp connect error: Connection refused (os error 111)",
+                )],
+                1,
+            ),
+            &key,
+        );
+        assert_eq!(wrong_port.status, Status::Fail, "{wrong_port}");
+        assert!(wrong_port.fix.unwrap().contains("50052"));
     }
 }

@@ -107,7 +107,8 @@ impl ConfigApi {
                 let mut response = error_response(&ConfigError::MethodNotAllowed);
                 if let Some(route) = route(request.path) {
                     response.headers.retain(|(name, _)| *name != "allow");
-                    response.headers.push(("allow", route.methods().to_owned()));
+                    let methods = route.methods(self.writes.is_some());
+                    response.headers.push(("allow", methods.to_owned()));
                 }
                 response
             }

@@ -10,12 +10,17 @@ pub(super) enum Route<'a> {
 }
 
 impl Route<'_> {
-    /// The methods the route answers (the `Allow` header of a 405).
-    pub(super) fn methods(&self) -> &'static str {
-        match self {
-            Route::One { .. } => "GET, PUT, DELETE",
-            Route::Batch { .. } | Route::Secure { .. } | Route::History { .. } => "GET",
-            Route::Rollback { .. } => "POST",
+    /// The methods the route answers (the `Allow` header of a 405): the
+    /// write routes' only while writes are on (`ADMIN_GROUP` set). Empty for
+    /// a route that answers nothing then, as RFC 9110 allows for a resource
+    /// disabled by configuration.
+    pub(super) fn methods(&self, writes: bool) -> &'static str {
+        match (self, writes) {
+            (Route::One { .. }, true) => "GET, PUT, DELETE",
+            (Route::One { .. } | Route::Batch { .. } | Route::Secure { .. }, _) => "GET",
+            (Route::History { .. }, true) => "GET",
+            (Route::Rollback { .. }, true) => "POST",
+            (Route::History { .. } | Route::Rollback { .. }, false) => "",
         }
     }
 }
@@ -40,6 +45,19 @@ pub(super) fn route(path: &str) -> Option<Route<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_405_allows_the_write_methods_only_while_writes_are_on() {
+        let one = route("/v1/config/billing/tenant_config_x").unwrap();
+        assert_eq!(one.methods(true), "GET, PUT, DELETE");
+        assert_eq!(one.methods(false), "GET");
+        let history = route("/v1/config/billing/tenant_config_x/history").unwrap();
+        assert_eq!(history.methods(true), "GET");
+        assert_eq!(history.methods(false), "");
+        let rollback = route("/v1/config/billing/tenant_config_x/rollback").unwrap();
+        assert_eq!(rollback.methods(false), "");
+        assert_eq!(route("/v1/config/billing").unwrap().methods(false), "GET");
+    }
 
     #[test]
     fn routes_match_the_documented_paths() {
