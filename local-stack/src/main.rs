@@ -14,7 +14,13 @@ async fn main() {
     let progress =
         |name: &str, took: Duration| eprintln!("  ✓ {name:<58} {:>6} ms", took.as_millis());
     eprintln!("Starting tenant-config locally…");
-    let mut stack = match LocalStack::start(StackOptions::with_agents(2), &progress).await {
+    // The demo is published as a deployed stack (`--stack tenant-config-local`);
+    // the walk-through does not use it.
+    let options = StackOptions {
+        publish: !walkthrough,
+        ..StackOptions::with_agents(2)
+    };
+    let mut stack = match LocalStack::start(options, &progress).await {
         Ok(stack) => stack,
         Err(e) => {
             eprintln!("local stack failed: {e}");

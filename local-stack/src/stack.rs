@@ -146,6 +146,9 @@ pub struct StackOptions {
     /// With `fault_proxy`: DynamoDB through it too, so that every store call
     /// of the functions and agents is counted (the benchmark's figure 9).
     pub dynamodb_through_proxy: bool,
+    /// Publish the stack as a deployed one looks (see [`crate::published`]):
+    /// the demo and the tests of `--stack` and `verify`; the others skip it.
+    pub publish: bool,
 }
 
 impl StackOptions {
@@ -157,6 +160,7 @@ impl StackOptions {
             settings: &[],
             fault_proxy: false,
             dynamodb_through_proxy: false,
+            publish: false,
         }
     }
 }
@@ -179,8 +183,9 @@ pub struct LocalStack {
     pub env: Vec<(String, String)>,
     /// In front of Parameter Store, Cloud Map and the JWKS, if asked for.
     pub faults: Option<FaultProxy>,
-    /// The stack as an operator sees it (`--stack tenant-config-local`).
-    pub published: Published,
+    /// The stack as an operator sees it (`--stack tenant-config-local`),
+    /// when published.
+    pub published: Option<Published>,
 }
 
 /// Receives progress: a step's name and how long it took.
@@ -321,12 +326,18 @@ impl LocalStack {
             StreamMapping::start(&aws, TABLE, watch.base_url.clone(), "config-refresh"),
         )
         .await?;
-        let published = step(
-            progress,
-            "published as CloudFormation stack tenant-config-local (outputs, alarms, DLQ)",
-            publish_stack(&aws, &pool, &cloud_map, &watch),
-        )
-        .await?;
+        let published = if options.publish {
+            Some(
+                step(
+                    progress,
+                    "published as CloudFormation stack tenant-config-local (outputs, alarms, DLQ)",
+                    publish_stack(&aws, &pool, &cloud_map, &watch),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             published,
             moto,

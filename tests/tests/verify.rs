@@ -129,9 +129,16 @@ async fn verify_fails_only(stack: &LocalStack, failing: Option<&str>) -> String 
 #[tokio::test]
 async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_its_fix() {
     // GIVEN the local stack with one agent, published as a CloudFormation stack
-    let stack = LocalStack::start(StackOptions::with_agents(1), &|_, _| {})
-        .await
-        .expect("local stack starts");
+    let stack = LocalStack::start(
+        StackOptions {
+            publish: true,
+            ..StackOptions::with_agents(1)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("local stack starts");
+    let published = stack.published.as_ref().expect("published");
 
     // WHEN the post-deploy step is skipped THEN callers can bypass the cache
     let failure = verify_fails_only(&stack, Some("stage-settings")).await;
@@ -348,7 +355,7 @@ async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_i
     // Fault: a change that never reached config-refresh waits in the DLQ
     let sqs = aws_sdk_sqs::Client::new(&stack.aws);
     sqs.send_message()
-        .queue_url(&stack.published.dlq_url)
+        .queue_url(&published.dlq_url)
         .message_body(r#"{"detail-type":"Parameter Store Change"}"#)
         .send()
         .await
@@ -356,7 +363,7 @@ async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_i
     let failure = verify_fails_only(&stack, Some("dlq-empty")).await;
     assert!(failure.contains("DlqUrl: 1 message"), "{failure}");
     sqs.purge_queue()
-        .queue_url(&stack.published.dlq_url)
+        .queue_url(&published.dlq_url)
         .send()
         .await
         .unwrap();
@@ -365,7 +372,7 @@ async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_i
     let sns = aws_sdk_sns::Client::new(&stack.aws);
     let subscriptions = sns
         .list_subscriptions_by_topic()
-        .topic_arn(&stack.published.alarm_topic_arn)
+        .topic_arn(&published.alarm_topic_arn)
         .send()
         .await
         .unwrap();
@@ -379,7 +386,7 @@ async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_i
     let failure = verify_fails_only(&stack, Some("alarms-notify")).await;
     assert!(failure.contains("AlarmEmail"), "{failure}");
     sns.subscribe()
-        .topic_arn(&stack.published.alarm_topic_arn)
+        .topic_arn(&published.alarm_topic_arn)
         .protocol("email")
         .endpoint("on-call@tenant-config.invalid")
         .send()

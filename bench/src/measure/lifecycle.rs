@@ -71,6 +71,7 @@ impl Report {
                 settings: &[],
                 fault_proxy: true,
                 dynamodb_through_proxy: true,
+                publish: false,
             },
             &|_, _| {},
         )

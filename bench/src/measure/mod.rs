@@ -73,6 +73,7 @@ async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
             settings: &[],
             fault_proxy: false,
             dynamodb_through_proxy: false,
+            publish: false,
         },
         &progress,
     )

@@ -143,6 +143,7 @@ async fn run(
             settings,
             fault_proxy: true,
             dynamodb_through_proxy: false,
+            publish: false,
         },
         &|_, _| {},
     )
