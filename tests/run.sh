@@ -5,14 +5,13 @@
 # CLI, the template), a smoke run of the benchmark, and the walk-through.
 #
 # The suites run side by side (TEST_JOBS at a time, default 4): each
-# end-to-end suite starts its own stack on free loopback ports and spends most
-# of its time waiting on moto and the processes it started, so on two cores
-# four at once finish in well under half the time of one after another.
+# end-to-end suite starts its own stack on free loopback ports and spends much
+# of its time waiting on moto and the processes it started, so several at once
+# keep both cores busy where one after another left them idle.
 # Arguments are passed to every test binary (a test name filter, --nocapture).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-bash tests/setup.sh
 export PATH="$root/.venv/bin:$PATH"
 # A fresh CI clone builds everything once: incremental compilation only
 # writes caches no later build there will read (and slows the cold build).
@@ -22,6 +21,11 @@ fi
 logs="$root/target/test-logs"
 rm -rf "$logs"
 mkdir -p "$logs"
+
+# The Python tools install while cargo compiles: neither needs the other
+# until the suites start, and pip works on one core.
+bash tests/setup.sh >"$logs/setup.log" 2>&1 &
+setup=$!
 
 # Every package and test, built once; the test binaries it wrote are listed
 # (package, target, the directory cargo test runs it from, executable).
@@ -50,6 +54,12 @@ bash tests/build.sh tenant-config-bench 2>&1 | tee "$logs/build-per-package.log"
 if grep -E '^ +Compiling [^ ]+ v[^ ]+$' "$logs/build-per-package.log"; then
   echo "error: the crates above were compiled again for a single package:" >&2
   echo "       run 'cargo hakari generate && cargo hakari manage-deps' (see docs/development.md#build)" >&2
+  exit 1
+fi
+
+if ! wait "$setup"; then
+  cat "$logs/setup.log" >&2
+  echo "error: tests/setup.sh failed" >&2
   exit 1
 fi
 

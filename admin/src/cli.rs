@@ -39,6 +39,10 @@ pub struct Cli {
     /// stack, `/config-service`).
     #[arg(long, env = "PARAMETER_ROOT", global = true)]
     parameter_root: Option<String>,
+    /// KMS key SecureStrings are written with (stack output
+    /// `SecureStringKmsKeyArn` when the stack has one; else `aws/ssm`).
+    #[arg(long, env = "SECURESTRING_KMS_KEY_ID", global = true)]
+    secure_string_key: Option<String>,
     #[arg(long, env = "DYNAMODB_KEY_PREFIX", default_value = DEFAULT_DYNAMODB_PREFIX, global = true)]
     dynamodb_prefix: String,
     #[arg(long, env = "PARAMETER_KEY_PREFIX", default_value = DEFAULT_PARAMETER_PREFIX, global = true)]
@@ -49,7 +53,7 @@ pub struct Cli {
 #[derive(Args)]
 struct Expect {
     /// Fail with the current version unless the key is at this version.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..i64::MAX))]
     expect_version: Option<i64>,
 }
 
@@ -267,6 +271,11 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     };
     let stack = stack.as_ref();
     let target = Target {
+        secure_string_key: cli.secure_string_key.clone().or_else(|| {
+            stack
+                .and_then(|s| s.outputs.get(output::SECURE_STRING_KMS_KEY_ARN))
+                .cloned()
+        }),
         table: resolve(
             cli.table.as_deref(),
             stack,

@@ -34,6 +34,8 @@ pub mod output {
     pub const AGENT_NAMESPACE_NAME: &str = "AgentNamespaceName";
     pub const AGENT_SERVICE_NAME: &str = "AgentServiceName";
     pub const ALARM_TOPIC_ARN: &str = "AlarmTopicArn";
+    /// Only when the stack encrypts SecureStrings with a key of its own.
+    pub const SECURE_STRING_KMS_KEY_ARN: &str = "SecureStringKmsKeyArn";
     /// Every output whose key ends with this is a dead-letter queue's URL.
     pub const DLQ_URL_SUFFIX: &str = "DlqUrl";
 

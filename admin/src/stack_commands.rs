@@ -103,6 +103,10 @@ pub async fn run_verify(
     // must not send verify's probe into another stack. The deployed
     // functions route by the default prefixes (the template sets none).
     let target = &Target {
+        secure_string_key: stack
+            .outputs
+            .get(output::SECURE_STRING_KMS_KEY_ARN)
+            .cloned(),
         table: stack.output(output::TABLE_NAME)?.to_owned(),
         parameter_root: stack.output(output::PARAMETER_ROOT)?.to_owned(),
         router: KeyRouter::new(DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX)

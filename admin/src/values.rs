@@ -26,6 +26,9 @@ pub struct Target {
     pub table: String,
     pub parameter_root: String,
     pub router: KeyRouter,
+    /// The KMS key SecureStrings are written with (config-api's
+    /// `SECURESTRING_KMS_KEY_ID`); `None`: `aws/ssm`.
+    pub secure_string_key: Option<String>,
 }
 
 /// How a Parameter Store value is stored.
@@ -82,10 +85,10 @@ impl Target {
                 aws_sdk_dynamodb::Client::new(aws),
                 self.table.as_str(),
             )),
-            StoreKind::ParameterStore => Box::new(ParameterWriter::new(
-                aws_sdk_ssm::Client::new(aws),
-                self.parameter_root.as_str(),
-            )),
+            StoreKind::ParameterStore => Box::new(
+                ParameterWriter::new(aws_sdk_ssm::Client::new(aws), self.parameter_root.as_str())
+                    .with_secure_string_key(self.secure_string_key.clone()),
+            ),
         })
     }
 

@@ -32,6 +32,11 @@ pub const PARAMETER_ROOT: &str = "/config-service";
 pub const REFRESH_KEY_PARAMETER: &str = "/tenant-config/refresh-key";
 /// The role config-api and the agents assume per tenant (moto's STS).
 pub const TENANT_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/tenant-config-tenant-access";
+/// The key SecureStrings are written with, as when the template's
+/// `SecureStringKmsKeyArn` is set (moto records it on each version and does
+/// not check that the key exists).
+pub const SECURESTRING_KMS_KEY_ARN: &str =
+    "arn:aws:kms:us-east-1:123456789012:key/7e1c0a52-tenant-config-local";
 /// Key id of the local stack's refresh signing key.
 pub const REFRESH_KEY_ID: &str = "local-1";
 pub const CLOUD_MAP_NAMESPACE: &str = "tenant-config.local";
@@ -593,6 +598,10 @@ pub fn function_env(
             REFRESH_DEADLINE_MS.to_string(),
         ),
         ("ADMIN_GROUP".into(), ADMIN_GROUP.into()),
+        (
+            "SECURESTRING_KMS_KEY_ID".into(),
+            SECURESTRING_KMS_KEY_ARN.into(),
+        ),
         ("RUST_LOG".into(), "info".into()),
     ]);
     env

@@ -57,6 +57,7 @@ async fn steps(stack: &mut LocalStack, passed: &mut usize) -> Result<(), String>
     let alice = stack.token(ALICE).await?;
     let bob = stack.token(BOB).await?;
     let target = Target {
+        secure_string_key: None,
         table: TABLE.to_owned(),
         parameter_root: PARAMETER_ROOT.to_owned(),
         router: Default::default(),

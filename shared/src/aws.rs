@@ -182,7 +182,10 @@ impl Aws {
                 ConfigWrites::new(
                     settings.router.clone(),
                     Arc::new(DynamoDbWriter::new(dynamodb, settings.table_name.as_str())),
-                    Arc::new(ParameterWriter::new(ssm, settings.parameter_root.as_str())),
+                    Arc::new(
+                        ParameterWriter::new(ssm, settings.parameter_root.as_str())
+                            .with_secure_string_key(settings.secure_string_key.clone()),
+                    ),
                     group.as_str(),
                 )
                 .with_schemas(Arc::new(Schemas::new(Arc::new(

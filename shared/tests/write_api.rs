@@ -192,6 +192,23 @@ async fn only_administrators_write_and_every_write_states_its_precondition() {
             },
             400,
         ),
+        // versions whose successor would overflow, and versions below 1
+        (
+            Call {
+                body: Some(r#"{"value": "x"}"#),
+                if_match: Some("9223372036854775807"),
+                ..Call::new("PUT", LIMITS, &admin)
+            },
+            400,
+        ),
+        (
+            Call {
+                body: Some(r#"{"value": "x"}"#),
+                if_match: Some("-1"),
+                ..Call::new("PUT", LIMITS, &admin)
+            },
+            400,
+        ),
         (
             Call {
                 body: Some("not json"),

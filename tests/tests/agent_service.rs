@@ -497,7 +497,7 @@ const SELF_REGISTRATION_ONLY: [&str; 2] = ["CLOUD_MAP_SERVICE_ID", "AGENT_INSTAN
 /// Parsed by the reader settings the agent shares with config-api, used by
 /// config-api only (the local stack gives functions and agents one
 /// environment).
-const CONFIG_API_ONLY: [&str; 2] = ["FLUSH_QUEUE_URL", "ADMIN_GROUP"];
+const CONFIG_API_ONLY: [&str; 3] = ["FLUSH_QUEUE_URL", "ADMIN_GROUP", "SECURESTRING_KMS_KEY_ID"];
 /// Only the example sets: platform registration, and the main stack's metrics
 /// namespace (the local stack leaves the default).
 const ECS_ONLY: [&str; 2] = ["CLOUD_MAP_REGISTER", "METRICS_NAMESPACE"];

@@ -20,6 +20,7 @@ async fn stack(agents: usize) -> LocalStack {
 
 fn target() -> Target {
     Target {
+        secure_string_key: None,
         table: TABLE.to_owned(),
         parameter_root: PARAMETER_ROOT.to_owned(),
         router: Default::default(),

@@ -242,6 +242,7 @@ async fn a_dynamodb_write_reaches_every_agent_through_the_stream_with_no_event_s
     // WHEN an operator writes a new value the way tenant-config-admin does
     // (one PutItem), and nothing else
     let target = Target {
+        secure_string_key: None,
         table: TABLE.to_owned(),
         parameter_root: PARAMETER_ROOT.to_owned(),
         router: Default::default(),
@@ -442,6 +443,7 @@ async fn agents_verify_refreshes_with_public_keys_and_a_signing_key_rotates_with
         .await
         .unwrap();
     let target = Target {
+        secure_string_key: None,
         table: TABLE.to_owned(),
         parameter_root: PARAMETER_ROOT.to_owned(),
         router: Default::default(),

@@ -1094,3 +1094,20 @@ fn the_description_gives_the_key_command_and_the_post_deploy_steps_the_cli_knows
         );
     }
 }
+
+#[test]
+fn secure_string_writes_pass_the_stacks_kms_key_when_one_is_given() {
+    // GIVEN the template
+    let template = template();
+    // THEN config-api writes SecureStrings with SecureStringKmsKeyArn when it
+    // is set (else Parameter Store's aws/ssm), and the CLI can read it
+    let key = &resource(&template, "ConfigApiFunction")["Environment"]["Variables"]["SECURESTRING_KMS_KEY_ID"];
+    assert_eq!(
+        strings(key),
+        ["HasKmsKey", "SecureStringKmsKeyArn", "AWS::NoValue"],
+        "{key:?}"
+    );
+    let output = &template["Outputs"]["SecureStringKmsKeyArn"];
+    assert_eq!(output["Condition"].as_str(), Some("HasKmsKey"));
+    assert_eq!(strings(&output["Value"]), ["SecureStringKmsKeyArn"]);
+}

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
-use tenant_config_local_stack::stack::{ALICE, Answer, DANA, LocalStack, SERVICE, StackOptions};
+use tenant_config_local_stack::stack::{
+    ALICE, Answer, DANA, LocalStack, PARAMETER_ROOT, SECURESTRING_KMS_KEY_ARN, SERVICE,
+    StackOptions,
+};
 
 const LIMITS: &str = "tenant_config_limits";
 
@@ -204,6 +207,17 @@ async fn a_tenant_administrator_writes_conflicts_rolls_back_and_every_reader_fol
     .await;
     assert_eq!(created.status, 201, "{}", created.text);
     assert!(!created.text.contains("s3cr3t-value"));
+    // (encrypted with the stack's key, not aws/ssm)
+    let stored = aws_sdk_ssm::Client::new(&stack.aws)
+        .get_parameter_history()
+        .name(format!("{PARAMETER_ROOT}/tenant-a/{SERVICE}/{secret}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.parameters()[0].key_id(),
+        Some(SECURESTRING_KMS_KEY_ARN)
+    );
     let secure = stack
         .get(&format!("/v1/secure/{SERVICE}/{secret}"), Some(&alice))
         .await

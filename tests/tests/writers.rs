@@ -304,3 +304,72 @@ async fn parameter_store_writes_use_native_versions_and_restore_secrets_unseen()
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn a_configured_kms_key_encrypts_every_secure_string_version_and_nothing_else() {
+    // GIVEN a writer configured with the stack's own key, as config-api and
+    // the CLI are when SecureStringKmsKeyArn is set
+    const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/0f3c1a4e-7f1e-4f7e-9c63-1a2b3c4d5e6f";
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    let ssm = aws_sdk_ssm::Client::new(&aws);
+    let writer = ParameterWriter::new(ssm.clone(), ROOT).with_secure_string_key(Some(KEY.into()));
+    let secret = item("t1", "billing", "param_config_db_password");
+    let endpoint = item("t1", "billing", "param_config_endpoint");
+    let secret_text = |t: &str| NewValue::text(t, ValueKind::Secret);
+
+    // WHEN a secret is created, updated and rolled back, and a plain value written
+    writer
+        .put(&secret, &secret_text("s1"), Expected::Absent, &alice())
+        .await
+        .unwrap();
+    writer
+        .put(&secret, &secret_text("s2"), Expected::Version(1), &alice())
+        .await
+        .unwrap();
+    writer
+        .rollback(&secret, 1, Expected::Version(2), &alice())
+        .await
+        .unwrap();
+    writer
+        .put(
+            &endpoint,
+            &NewValue::text("https://v1", ValueKind::Plain),
+            Expected::Absent,
+            &alice(),
+        )
+        .await
+        .unwrap();
+
+    // THEN every version of the secret, the restored one too, is under the key
+    let history = ssm
+        .get_parameter_history()
+        .name(format!("{ROOT}/t1/billing/param_config_db_password"))
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<Option<&str>> = history.parameters().iter().map(|p| p.key_id()).collect();
+    assert_eq!(keys, [Some(KEY); 3]);
+    // AND the plain value names no key (Parameter Store refuses one there)
+    let plain = ssm
+        .get_parameter_history()
+        .name(format!("{ROOT}/t1/billing/param_config_endpoint"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.parameters()[0].key_id(), None);
+
+    // AND a writer without a key leaves Parameter Store's default
+    let unkeyed = item("t1", "billing", "param_config_api_token");
+    ParameterWriter::new(ssm.clone(), ROOT)
+        .put(&unkeyed, &secret_text("t"), Expected::Absent, &alice())
+        .await
+        .unwrap();
+    let default = ssm
+        .get_parameter_history()
+        .name(format!("{ROOT}/t1/billing/param_config_api_token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(default.parameters()[0].key_id(), Some("alias/aws/ssm"));
+}

@@ -141,6 +141,7 @@ impl Report {
 
         // DynamoDB: one PutItem; the stream does the rest.
         let target = Target {
+            secure_string_key: None,
             table: TABLE.to_owned(),
             parameter_root: PARAMETER_ROOT.to_owned(),
             router: KeyRouter::default(),

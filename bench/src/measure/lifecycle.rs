@@ -151,6 +151,7 @@ impl Report {
         // A service of 40 keys (20 per store), twice: one copy read whole,
         // the other key by key, both cold.
         let target = Target {
+            secure_string_key: None,
             table: TABLE.to_owned(),
             parameter_root: PARAMETER_ROOT.to_owned(),
             router: Default::default(),

@@ -98,9 +98,13 @@ fn expected(request: &ApiRequest<'_>, may_create: bool) -> Result<Expected, Conf
     match (request.if_match, request.if_none_match) {
         (Some(tag), _) => {
             let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
-            tag.parse::<i64>().map(Expected::Version).map_err(|_| {
-                ConfigError::BadRequest("If-Match must be a version (the ETag of a GET)".to_owned())
-            })
+            // A version is at least 1, and the next one must fit too.
+            match tag.parse::<i64>() {
+                Ok(version) if (1..i64::MAX).contains(&version) => Ok(Expected::Version(version)),
+                _ => Err(ConfigError::BadRequest(
+                    "If-Match must be a version (the ETag of a GET)".to_owned(),
+                )),
+            }
         }
         (None, Some("*")) if may_create => Ok(Expected::Absent),
         _ => Err(ConfigError::BadRequest(if may_create {

@@ -29,6 +29,10 @@ pub struct Settings {
     /// config-api only: the user pool group whose members may write their
     /// tenant's configuration (`ADMIN_GROUP`); unset, the write routes are off.
     pub admin_group: Option<String>,
+    /// config-api only: the KMS key every SecureString write is encrypted
+    /// with (`SECURESTRING_KMS_KEY_ID`: key id, ARN or alias); unset,
+    /// Parameter Store's default key for the account (`aws/ssm`).
+    pub secure_string_key: Option<String>,
     /// Tenant-scoped credentials for every store call (`TENANT_ROLE_ARN`);
     /// `None`: the process's own role reads every tenant.
     pub tenant_role: Option<TenantRoleSettings>,
@@ -154,6 +158,7 @@ impl Settings {
             )?,
             journal_table: env.optional("JOURNAL_TABLE_NAME"),
             admin_group: env.optional("ADMIN_GROUP"),
+            secure_string_key: env.optional("SECURESTRING_KMS_KEY_ID"),
             tenant_role: match env.optional("TENANT_ROLE_ARN") {
                 None => None,
                 Some(role_arn) => Some(TenantRoleSettings {

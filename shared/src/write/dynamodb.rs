@@ -244,15 +244,13 @@ impl DynamoDbWriter {
             Expected::Version(v) => Some(v),
         };
         let version = match current {
-            Some(v) => v + 1,
+            Some(v) => next_version(v)?,
             // Created (again): continue after the last version in the history.
-            None => {
-                self.history_entries(item, 1)
-                    .await?
-                    .first()
-                    .map_or(0, |h| h.version)
-                    + 1
-            }
+            None => self
+                .history_entries(item, 1)
+                .await?
+                .first()
+                .map_or(Ok(1), |h| next_version(h.version))?,
         };
         let now = now_ms();
         let mut entry = key_attributes(&item.tenant, &item.service, &item.key);
@@ -357,7 +355,7 @@ impl ConfigWriter for DynamoDbWriter {
             .table_name(&self.table)
             .set_item(Some(self.history_item(
                 item,
-                version + 1,
+                next_version(version)?,
                 None,
                 actor,
                 now_ms(),
@@ -432,4 +430,10 @@ impl ConfigWriter for DynamoDbWriter {
         )
         .await
     }
+}
+/// The version after `v`; a version so large that none can follow is
+/// refused rather than wrapped (an expected version comes from a caller).
+fn next_version(v: i64) -> Result<i64, WriteError> {
+    v.checked_add(1)
+        .ok_or_else(|| WriteError::Invalid(format!("version {v} has no successor")))
 }

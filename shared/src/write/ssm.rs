@@ -29,6 +29,8 @@ pub struct ParameterWriter {
     /// The process's client, or one per tenant with vended credentials.
     clients: TenantClient<Client>,
     root: String,
+    /// The KMS key SecureStrings are written with; `None`: `aws/ssm`.
+    secure_string_key: Option<String>,
 }
 
 fn parameter_type(kind: ValueKind) -> ParameterType {
@@ -101,7 +103,17 @@ impl ParameterWriter {
         Self {
             clients: client.into(),
             root: root.into(),
+            secure_string_key: None,
         }
+    }
+
+    /// Encrypts every SecureString it writes with `key` (id, ARN or alias):
+    /// without it Parameter Store uses the account's `aws/ssm` key, and a
+    /// key policy or an encryption-context condition on a key of one's own
+    /// restricts nothing.
+    pub fn with_secure_string_key(mut self, key: Option<String>) -> Self {
+        self.secure_string_key = key;
+        self
     }
 
     fn name(&self, item: &ItemKey) -> String {
@@ -193,6 +205,12 @@ impl ParameterWriter {
             .name(&name)
             .value(value.stored_text())
             .r#type(parameter_type(value.kind))
+            // Only a SecureString takes a key (Parameter Store refuses one
+            // for the other types).
+            .set_key_id(match value.kind {
+                ValueKind::Secret => self.secure_string_key.clone(),
+                _ => None,
+            })
             .description(
                 WriterDescription {
                     actor: actor.0.clone(),
@@ -219,7 +237,7 @@ impl ParameterWriter {
         // No conditional write in Parameter Store: a write that raced in
         // between the check and ours shows as a skipped version.
         if let Expected::Version(v) = expected
-            && version != v + 1
+            && v.checked_add(1) != Some(version)
         {
             return Err(WriteError::Conflict {
                 current: Some(version),
