@@ -181,7 +181,13 @@ pub async fn publish(
 /// equal to names the template outputs.
 pub fn published_output_keys() -> Vec<&'static str> {
     let mut keys: Vec<&str> = output::ALL.to_vec();
-    keys.extend(["Issuer", "DlqUrl", "AgentServiceId", "TenantAccessRoleArn"]);
+    keys.extend([
+        "Issuer",
+        "DlqUrl",
+        "AgentServiceId",
+        "TenantAccessRoleArn",
+        output::SECURE_STRING_KMS_KEY_ARN,
+    ]);
     keys
 }
 

@@ -543,6 +543,10 @@ async fn publish_stack(
         ("TenantAccessRoleArn", TENANT_ROLE_ARN.to_owned()),
         (output::ALARM_TOPIC_ARN, published.alarm_topic_arn.clone()),
         ("DlqUrl", published.dlq_url.clone()),
+        (
+            output::SECURE_STRING_KMS_KEY_ARN,
+            SECURESTRING_KMS_KEY_ARN.to_owned(),
+        ),
     ]
     .into_iter()
     .collect();
