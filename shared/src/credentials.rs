@@ -65,6 +65,7 @@ impl RoleAssumer for StsTenantRole {
             .value(tenant.as_str())
             .build()
             .map_err(CredentialsError::invalid_configuration)?;
+        crate::metrics::metrics().add(crate::metrics::Counter::AssumeRoles, 1);
         let output = self
             .sts
             .assume_role()
@@ -111,6 +112,17 @@ impl ProvideCredentials for TenantProvider {
     }
 }
 
+/// A bounded cache that keeps the tenants used last. moka's default policy
+/// (TinyLFU) does not admit a key it has seen rarely while the cache is full
+/// of busier ones: a new tenant would then get a new configuration, and so a
+/// new AssumeRole, on every call.
+fn lru_cache<V: Clone + Send + Sync + 'static>(capacity: u64) -> moka::sync::Cache<TenantId, V> {
+    moka::sync::Cache::builder()
+        .max_capacity(capacity.max(1))
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
+        .build()
+}
+
 /// Per-tenant SDK configurations: the process's configuration with the
 /// tenant's credentials provider.
 pub struct TenantCredentials {
@@ -124,9 +136,7 @@ impl TenantCredentials {
         Self {
             base,
             assumer,
-            configs: moka::sync::Cache::builder()
-                .max_capacity(max_tenants.max(1))
-                .build(),
+            configs: lru_cache(max_tenants),
         }
     }
 
@@ -168,7 +178,7 @@ impl<C: Clone + Send + Sync + 'static> TenantClient<C> {
         let capacity = credentials.configs.policy().max_capacity().unwrap_or(1000);
         Self::Vended {
             credentials,
-            clients: moka::sync::Cache::builder().max_capacity(capacity).build(),
+            clients: lru_cache(capacity),
             build,
         }
     }
@@ -188,5 +198,55 @@ impl<C: Clone + Send + Sync + 'static> TenantClient<C> {
 impl<C> From<C> for TenantClient<C> {
     fn from(client: C) -> Self {
         Self::Shared(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Never called: these tests only build configurations.
+    #[derive(Debug)]
+    struct Unused;
+
+    #[async_trait]
+    impl RoleAssumer for Unused {
+        async fn assume(&self, _: &TenantId) -> Result<Credentials, CredentialsError> {
+            Err(CredentialsError::not_loaded("not in this test"))
+        }
+    }
+
+    fn tenant(id: &str) -> TenantId {
+        TenantId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn a_new_tenant_is_kept_even_when_the_cache_is_full_of_busy_ones() {
+        // GIVEN room for two tenants, both busy
+        let base = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let credentials = TenantCredentials::new(base, Arc::new(Unused), 2);
+        let (a, b, c) = (tenant("tenant-a"), tenant("tenant-b"), tenant("tenant-c"));
+        for _ in 0..50 {
+            credentials.config(&a);
+            credentials.config(&b);
+        }
+        credentials.config(&a);
+        credentials.configs.run_pending_tasks();
+        // WHEN a third tenant calls
+        credentials.config(&c);
+        credentials.configs.run_pending_tasks();
+        // THEN it is kept (its next call reuses its credentials) and the
+        // tenant used longest ago makes room
+        assert!(
+            credentials.configs.contains_key(&c),
+            "the new tenant is kept"
+        );
+        assert!(
+            !credentials.configs.contains_key(&b),
+            "the least recently used goes"
+        );
+        assert!(credentials.configs.contains_key(&a));
     }
 }

@@ -75,10 +75,12 @@ pub enum Counter {
     IgnoredInstances,
     /// Refresh calls an agent refused (unsigned, foreign key, stale, forged).
     RefusedRefreshes,
+    /// STS AssumeRole calls for tenant credentials (token vending).
+    AssumeRoles,
 }
 
 impl Counter {
-    const ALL: [Counter; 8] = [
+    const ALL: [Counter; 9] = [
         Counter::TokenCacheHits,
         Counter::TokenCacheMisses,
         Counter::RefreshDeliveries,
@@ -87,6 +89,7 @@ impl Counter {
         Counter::DiscoveredInstances,
         Counter::IgnoredInstances,
         Counter::RefusedRefreshes,
+        Counter::AssumeRoles,
     ];
 
     fn name(self) -> &'static str {
@@ -99,6 +102,7 @@ impl Counter {
             Counter::DiscoveredInstances => "DiscoveredInstances",
             Counter::IgnoredInstances => "IgnoredInstances",
             Counter::RefusedRefreshes => "RefusedRefreshes",
+            Counter::AssumeRoles => "AssumeRoles",
         }
     }
 }
