@@ -76,6 +76,35 @@ suite_limit_secs="${TEST_SUITE_LIMIT_SECS:-900}"
 trap 'kill $(jobs -p) 2>/dev/null; wait' INT TERM
 started_all=$SECONDS
 
+# The suites: every test binary, except that the end-to-end binary (one
+# module per suite, built as one binary to compile and link once) gives one
+# suite per module, run with its tests' exact names. With a name filter among
+# the arguments, each binary runs whole with it (splitting would run the
+# filter's matches once per module).
+split_by_module=(tenant-config-e2e:e2e)
+has_filter=false
+for argument in "$@"; do [[ "$argument" == -* ]] || has_filter=true; done
+mkdir -p "$logs/suites"
+: >"$logs/suites.tsv"
+while IFS=$'\t' read -r name directory executable; do
+  if [[ "$has_filter" == true || ! " ${split_by_module[*]} " =~ " $name " ]]; then
+    printf '%s\t%s\t%s\t\n' "$name" "$directory" "$executable" >>"$logs/suites.tsv"
+    continue
+  fi
+  "$executable" --list --format terse | sed -n 's/: test$//p' >"$logs/suites/$name.all"
+  if grep -qv '::' "$logs/suites/$name.all"; then
+    echo "error: $name has tests outside a module, which no suite would run:" >&2
+    grep -v '::' "$logs/suites/$name.all" >&2
+    exit 1
+  fi
+  for module in $(cut -d: -f1 "$logs/suites/$name.all" | sort -u); do
+    suite="${name%%:*}:$module"
+    grep "^$module::" "$logs/suites/$name.all" >"$logs/suites/${suite//[:\/]/-}.tests"
+    printf '%s\t%s\t%s\t%s\n' "$suite" "$directory" "$executable" \
+      "$logs/suites/${suite//[:\/]/-}.tests" >>"$logs/suites.tsv"
+  done
+done <"$logs/binaries.tsv"
+
 # Runs one suite into its log and records "status seconds name".
 run_suite() {
   local name="$1" directory="$2"
@@ -95,8 +124,8 @@ longest_first=(
 )
 order() {
   local name
-  for name in "${longest_first[@]}"; do grep -P "^\Q$name\E\t" "$logs/binaries.tsv" || true; done
-  grep -v -P "^($(IFS='|'; echo "${longest_first[*]}"))\t" "$logs/binaries.tsv"
+  for name in "${longest_first[@]}"; do grep -P "^\Q$name\E\t" "$logs/suites.tsv" || true; done
+  grep -v -P "^($(IFS='|'; echo "${longest_first[*]}"))\t" "$logs/suites.tsv"
 }
 
 # Waits until fewer than TEST_JOBS suites run.
@@ -108,16 +137,21 @@ wait_for_a_slot() {
 # runs. The longest of all, so it starts first.
 wait_for_a_slot
 run_suite bench-smoke "$root" "$root/target/debug/tenant-config-bench" --smoke &
-while IFS=$'\t' read -r name directory executable; do
+while IFS=$'\t' read -r name directory executable tests; do
   wait_for_a_slot
-  run_suite "$name" "$directory" "$executable" "$@" &
+  if [[ -n "$tests" ]]; then
+    mapfile -t names <"$tests"
+    run_suite "$name" "$directory" "$executable" --exact "${names[@]}" "$@" &
+  else
+    run_suite "$name" "$directory" "$executable" "$@" &
+  fi
 done < <(order)
 # The local stack's walk-through: the demo's story, checked step by step.
 wait_for_a_slot
 run_suite walkthrough "$root" "$root/target/debug/local-stack" --walkthrough &
 wait
 
-expected=$(($(wc -l <"$logs/binaries.tsv") + 2))
+expected=$(($(wc -l <"$logs/suites.tsv") + 2))
 failed=0
 while read -r status seconds name; do
   if [[ "$status" != 0 ]]; then

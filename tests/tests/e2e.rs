@@ -1,0 +1,18 @@
+//! The end-to-end suites, one module each, built as one test binary.
+//! `tests/run.sh` runs each module as a suite of its own, side by side;
+//! `cargo test -p tenant-config-e2e --test e2e verify::` runs one by hand.
+
+mod adapters;
+mod admin_cli;
+mod agent_service;
+mod convergence;
+mod docs;
+mod faults;
+mod read_path;
+mod refresh_path;
+mod secrets_in_logs;
+mod soak;
+mod template;
+mod verify;
+mod write_api;
+mod writers;
