@@ -39,18 +39,21 @@ pub const FULL: Sizes = Sizes {
     smoke: false,
 };
 
+/// The test command's: enough of each to run every measurement and its
+/// baseline once (figures not meaningful), as little as that; it shares two
+/// cores with the other suites.
 pub const SMOKE: Sizes = Sizes {
     warm_iterations: 2_000,
     baseline_iterations: 200,
-    contention_readers: 200,
-    http_requests: 20,
+    contention_readers: 50,
+    http_requests: 10,
     http_load: Duration::from_secs(1),
-    fanout_sizes: &[10],
+    fanout_sizes: &[4],
     fanout_repeats: 1,
-    propagation_agents: 10,
-    lifecycle_writes: 10,
-    lifecycle_converge: 3,
+    propagation_agents: 3,
+    lifecycle_writes: 5,
+    lifecycle_converge: 2,
     lifecycle_service_rounds: 1,
-    vending_tenants: 5,
+    vending_tenants: 3,
     smoke: true,
 };
