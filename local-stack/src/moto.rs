@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 
-use crate::process::{ProcessGroup, free_port, tool};
+use crate::process::{ProcessGroup, tool};
 
 pub const REGION: &str = "us-east-1";
 
@@ -19,8 +19,15 @@ pub struct MotoServer {
 impl MotoServer {
     /// Starts `moto_server` and waits until `/moto-api/` answers.
     pub async fn start() -> Result<Self, String> {
-        let port = free_port().map_err(|e| e.to_string())?;
-        let (endpoint, process) = Self::spawn_on(port).await?;
+        // moto picks its own free port and prints it: a port picked here and
+        // handed over could be taken by another suite's stack before moto
+        // binds it, and the health check would then reach that stack's moto.
+        let (endpoint, process) = Self::spawn_on(0).await?;
+        let port = endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| format!("no port in {endpoint}"))?;
         Ok(Self {
             endpoint,
             port,
@@ -41,10 +48,40 @@ impl MotoServer {
         Ok(())
     }
 
+    /// Starts moto on `port`, or on a port of its choosing with 0.
     async fn spawn_on(port: u16) -> Result<(String, ProcessGroup), String> {
         let mut command = Command::new(tool("moto_server"));
         command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         let mut process = ProcessGroup::spawn("moto", command).map_err(|e| e.to_string())?;
+        let port = if port == 0 {
+            let log = process.log.clone();
+            let announced = move || {
+                // Werkzeug prints " * Running on http://127.0.0.1:{port}".
+                std::fs::read_to_string(&log).ok().and_then(|text| {
+                    text.split("Running on http://127.0.0.1:")
+                        .nth(1)?
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse::<u16>()
+                        .ok()
+                })
+            };
+            let probe = announced.clone();
+            process
+                .wait_until(
+                    "print its port",
+                    Duration::from_secs(60),
+                    Duration::from_millis(50),
+                    move || {
+                        let found = probe().is_some();
+                        async move { found }
+                    },
+                )
+                .await?;
+            announced().ok_or("moto printed no port")?
+        } else {
+            port
+        };
         let endpoint = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         let (client, health) = (&client, format!("{endpoint}/moto-api/"));

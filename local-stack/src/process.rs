@@ -87,7 +87,12 @@ impl ProcessGroup {
     pub fn spawn(name: &str, mut command: Command) -> std::io::Result<Self> {
         let dir = workspace_root().join("target/local-stack-logs");
         std::fs::create_dir_all(&dir)?;
-        let log = dir.join(format!("{name}-{}.log", std::process::id()));
+        // One file per process started (a test process may start several
+        // stacks at once); the harness's pid last, which is how a test finds
+        // the logs of the processes it started.
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = dir.join(format!("{name}-{seq}-{}.log", std::process::id()));
         let out = std::fs::File::create(&log)?;
         command
             .stdin(Stdio::null())

@@ -32,8 +32,10 @@ const KEYS: [&str; 10] = [
 ];
 
 /// A read sent this long after a change completed must see it (or newer):
-/// the agents' catch-up interval (2 s) plus slack for a loaded 2-core machine.
-const BOUND: Duration = Duration::from_secs(5);
+/// the agents' catch-up interval (2 s) plus slack for a loaded 2-core machine
+/// (the test command runs four suites at once; 5 s was once exceeded there).
+/// The convergence figures themselves are the benchmark's (figure 7).
+const BOUND: Duration = Duration::from_secs(8);
 
 /// xorshift64*: enough randomness for a schedule, replayable from its seed.
 struct Rng(u64);
