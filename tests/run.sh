@@ -22,10 +22,9 @@ logs="$root/target/test-logs"
 rm -rf "$logs"
 mkdir -p "$logs"
 
-# The Python tools install while cargo compiles: neither needs the other
-# until the suites start, and pip works on one core.
-bash tests/setup.sh >"$logs/setup.log" 2>&1 &
-setup=$!
+# The Python tools first: uv installs them in seconds, and beside the build
+# its parallel bytecode compilation slowed the build by more than that.
+bash tests/setup.sh
 
 # Every package and test, built once; the test binaries it wrote are listed
 # (package, target, the directory cargo test runs it from, executable).
@@ -54,12 +53,6 @@ bash tests/build.sh tenant-config-bench 2>&1 | tee "$logs/build-per-package.log"
 if grep -E '^ +Compiling [^ ]+ v[^ ]+$' "$logs/build-per-package.log"; then
   echo "error: the crates above were compiled again for a single package:" >&2
   echo "       run 'cargo hakari generate && cargo hakari manage-deps' (see docs/development.md#build)" >&2
-  exit 1
-fi
-
-if ! wait "$setup"; then
-  cat "$logs/setup.log" >&2
-  echo "error: tests/setup.sh failed" >&2
   exit 1
 fi
 
