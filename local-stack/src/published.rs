@@ -13,8 +13,7 @@ use std::collections::BTreeMap;
 
 use aws_config::SdkConfig;
 use tenant_config_admin::stack::{output, parameter};
-
-use crate::process::workspace_root;
+use tenant_config_admin::verify::TEMPLATE_ALARMS;
 
 /// The name the local stack is published under.
 pub const STACK_NAME: &str = "tenant-config-local";
@@ -31,34 +30,6 @@ pub struct Published {
     pub dlq_url: String,
     pub alarm_topic_arn: String,
     pub alarm_names: Vec<String>,
-}
-
-/// Logical ids of the template's CloudWatch alarms, in template order (read
-/// from `template.yaml`, so the local stack has the alarms the template has).
-pub fn template_alarm_ids() -> Result<Vec<String>, String> {
-    let path = workspace_root().join("template.yaml");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut ids = Vec::new();
-    let mut resource: Option<&str> = None;
-    for line in text.lines() {
-        // A resource's logical id sits two spaces in; its Type four.
-        if let Some(id) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':'))
-            && !id.starts_with(' ')
-            && !id.is_empty()
-        {
-            resource = Some(id);
-        } else if line.trim() == "Type: AWS::CloudWatch::Alarm"
-            && line.starts_with("    Type:")
-            && let Some(id) = resource
-        {
-            ids.push(id.to_owned());
-        }
-    }
-    if ids.is_empty() {
-        return Err("template.yaml declares no alarm".to_owned());
-    }
-    Ok(ids)
 }
 
 /// Creates the dead-letter queue, the alarm topic and its subscriber, and
@@ -103,14 +74,15 @@ pub async fn create_operations(aws: &SdkConfig) -> Result<Published, String> {
         .map_err(|e| format!("Subscribe: {}", aws_sdk_sns::error::DisplayErrorContext(e)))?;
     let cloudwatch = aws_sdk_cloudwatch::Client::new(aws);
     let mut alarm_names = Vec::new();
-    for id in template_alarm_ids()? {
-        // As the template names them: the logical id without "Alarm".
-        let name = format!("{STACK_NAME}-{}", id.trim_end_matches("Alarm"));
+    // The template's alarms by name (`verify` looks them up by these names;
+    // its test keeps the list equal to the template's AlarmNames).
+    for id in TEMPLATE_ALARMS {
+        let name = format!("{STACK_NAME}-{id}");
         cloudwatch
             .put_metric_alarm()
             .alarm_name(&name)
             .namespace(STACK_NAME)
-            .metric_name(&id)
+            .metric_name(*id)
             .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
             .period(60)
             .evaluation_periods(1)

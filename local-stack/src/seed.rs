@@ -8,9 +8,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
-use cognito::types::{
-    AttributeDataType, AttributeType, ExplicitAuthFlowsType, SchemaAttributeType,
-};
+use cognito::types::{AttributeDataType, ExplicitAuthFlowsType, SchemaAttributeType};
+use tenant_config_admin::users;
+use tenant_config_shared::TenantId;
 use tenant_config_shared::auth::TENANT_CLAIM;
 use tenant_config_shared::store::dynamodb::{PARTITION_KEY, SORT_KEY};
 
@@ -168,7 +168,8 @@ pub async fn create_app_client(
         .ok_or_else(|| "CreateUserPoolClient returned no id".to_owned())
 }
 
-/// Creates a confirmed user with a permanent password, optionally in a tenant.
+/// Creates a confirmed user with a permanent password, optionally in a
+/// tenant: the operator's `user create` ([`tenant_config_admin::users`]).
 pub async fn create_user(
     aws: &SdkConfig,
     pool: &UserPool,
@@ -176,35 +177,21 @@ pub async fn create_user(
     password: &str,
     tenant: Option<&str>,
 ) -> Result<(), String> {
-    let client = cognito::Client::new(aws);
-    let mut create = client
-        .admin_create_user()
-        .user_pool_id(&pool.pool_id)
-        .username(username)
-        .message_action(cognito::types::MessageActionType::Suppress);
-    if let Some(tenant) = tenant {
-        create = create.user_attributes(
-            AttributeType::builder()
-                .name(TENANT_CLAIM)
-                .value(tenant)
-                .build()
-                .map_err(|e| e.to_string())?,
-        );
-    }
-    create
-        .send()
-        .await
-        .map_err(|e| err("AdminCreateUser")(&cognito::error::DisplayErrorContext(e)))?;
-    client
-        .admin_set_user_password()
-        .user_pool_id(&pool.pool_id)
-        .username(username)
-        .password(password)
-        .permanent(true)
-        .send()
-        .await
-        .map_err(|e| err("AdminSetUserPassword")(&cognito::error::DisplayErrorContext(e)))?;
-    Ok(())
+    let tenant = tenant
+        .map(TenantId::parse)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    users::create_user(
+        aws,
+        &pool.pool_id,
+        &users::NewUser {
+            username,
+            tenant: tenant.as_ref(),
+            password,
+            groups: &[],
+        },
+    )
+    .await
 }
 
 /// Creates `group` in the pool (as the template does) and puts `username` in it.
