@@ -64,9 +64,27 @@ fi
 # No suite should come near this; one that hangs fails instead of holding
 # the command (and CI) forever.
 suite_limit_secs="${TEST_SUITE_LIMIT_SECS:-900}"
+# One moto imported once, from which every stack's moto server is forked
+# (local-stack/moto_fork_server.py): a fresh moto_server spends ~5 s of CPU
+# importing its backends, and the suites start about forty.
+moto_socket="${TMPDIR:-/tmp}/tenant-config-moto-$$.sock"
+python local-stack/moto_fork_server.py serve "$moto_socket" >"$logs/moto-fork-server.log" 2>&1 &
+moto_fork_server=$!
+disown "$moto_fork_server"  # not a suite: neither waited for nor counted
+until grep -q "listening" "$logs/moto-fork-server.log"; do
+  if ! kill -0 "$moto_fork_server" 2>/dev/null; then
+    echo "error: the moto fork server did not start:" >&2
+    cat "$logs/moto-fork-server.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+export MOTO_FORK_SERVER_SOCKET="$moto_socket"
+stop_moto_fork_server() { kill "$moto_fork_server" 2>/dev/null || true; rm -f "$moto_socket"; }
+trap stop_moto_fork_server EXIT
 # Ctrl-C or a stop ends the suites still running, with what they started
 # (each stack stops with its test process).
-trap 'kill $(jobs -p) 2>/dev/null; wait' INT TERM
+trap 'kill $(jobs -p) 2>/dev/null; wait; stop_moto_fork_server' INT TERM
 started_all=$SECONDS
 
 # The suites: every test binary, except that the end-to-end binary (one

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::process::{ProcessGroup, free_port, workspace_root};
+use crate::process::{ProcessGroup, free_port};
 
 /// The built `config-agent` binary (debug profile, workspace target dir).
 pub fn agent_binary() -> std::path::PathBuf {
@@ -15,10 +15,7 @@ pub fn agent_binary() -> std::path::PathBuf {
 
 /// The `config-agent` binary of a build profile (`debug`, `release`).
 pub fn agent_binary_of(profile: &str) -> std::path::PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    target.join(profile).join("config-agent")
+    crate::process::binary_of("config-agent", profile)
 }
 
 pub struct AgentProcess {

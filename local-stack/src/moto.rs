@@ -6,9 +6,15 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 
-use crate::process::{ProcessGroup, tool};
+use crate::process::{ProcessGroup, tool, workspace_root};
 
 pub const REGION: &str = "us-east-1";
+
+/// Names the Unix socket of a running `moto_fork_server.py serve` (the test
+/// command starts one): each moto is then forked from it instead of started
+/// as a new `moto_server`, which saves the ~5 s of CPU moto spends importing
+/// its backends, per stack.
+pub const FORK_SERVER_SOCKET: &str = "MOTO_FORK_SERVER_SOCKET";
 
 pub struct MotoServer {
     pub endpoint: String,
@@ -50,8 +56,24 @@ impl MotoServer {
 
     /// Starts moto on `port`, or on a port of its choosing with 0.
     async fn spawn_on(port: u16) -> Result<(String, ProcessGroup), String> {
-        let mut command = Command::new(tool("moto_server"));
-        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let command = match std::env::var_os(FORK_SERVER_SOCKET) {
+            // The test command's fork server (local-stack/moto_fork_server.py):
+            // the same moto, started with every backend already imported.
+            Some(socket) => {
+                let mut command = Command::new(tool("python"));
+                command
+                    .arg(workspace_root().join("local-stack/moto_fork_server.py"))
+                    .arg("start")
+                    .arg(socket)
+                    .arg(port.to_string());
+                command
+            }
+            None => {
+                let mut command = Command::new(tool("moto_server"));
+                command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+                command
+            }
+        };
         let mut process = ProcessGroup::spawn("moto", command).map_err(|e| e.to_string())?;
         let port = if port == 0 {
             let log = process.log.clone();

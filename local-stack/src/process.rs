@@ -1,6 +1,6 @@
 //! Child processes owned by the harness: started in their own process group so
 //! that dropping the handle stops them and everything they spawned
-//! (`cargo lambda watch` → `cargo run` → the function binary).
+//! (a `moto_fork_server.py start` and the moto server it joins to its group).
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -28,6 +28,14 @@ pub fn tool(name: &str) -> PathBuf {
     } else {
         PathBuf::from(name)
     }
+}
+
+/// A binary of the workspace built with `profile` ("debug" or "release").
+pub fn binary_of(name: &str, profile: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join(profile).join(name)
 }
 
 /// A PATH with the project's tool directory first, so `cargo lambda` finds
