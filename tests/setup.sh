@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs tools into ./.venv (git-ignored). Needs only Python 3 and Rust.
+# Installs tools into ./.venv (git-ignored), and the IAM policy simulator into
+# tests/iam/node_modules (git-ignored). Needs only Python 3, Rust and Node.js
+# with npm (on the machine).
 #   bash tests/setup.sh          what the local stack and the tests run: moto
 #                                server, cargo-lambda, the benchmark's baselines
 #   bash tests/setup.sh deploy   also the SAM CLI and cfn-lint (deploying, and
@@ -31,6 +33,23 @@ satisfied=true
 for line in "${wanted[@]}"; do
   grep -qxF "$line" "$stamp" 2>/dev/null || satisfied=false
 done
+# The IAM policy simulator the template's IAM matrix runs
+# (tests/tests/iam_matrix.rs): npm packages of tests/iam/, pinned by its
+# package-lock.json, installed with the machine's Node.js into
+# tests/iam/node_modules (git-ignored), again only when the lock changes.
+install_iam_simulator() {
+  local lock="$root/tests/iam/package-lock.json"
+  local stamp="$root/tests/iam/node_modules/.installed.sha256"
+  local wanted
+  wanted="$(sha256sum "$lock" | cut -d' ' -f1)"
+  if [[ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
+    echo "setup: installing the IAM policy simulator into tests/iam/node_modules" >&2
+    (cd "$root/tests/iam" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$wanted" >"$stamp"
+  fi
+}
+install_iam_simulator
+
 if [[ "$satisfied" == true && -x "$venv/bin/moto_server" && -x "$venv/bin/cargo-lambda" ]]; then
   exit 0
 fi

@@ -1,7 +1,7 @@
 //! A fault-injecting HTTP proxy in front of moto, for what moto cannot do:
 //! throttle, refuse or stall one AWS service (or Cognito's JWKS endpoint)
 //! while the others keep working. The functions reach Parameter Store, Cloud
-//! Map and the JWKS through it when the stack is started with
+//! Map, STS and the JWKS through it when the stack is started with
 //! `StackOptions::fault_proxy`; every request is forwarded unchanged unless a
 //! fault is set for its route, and each one is recorded (route, operation,
 //! parameter name, time) so tests can count store calls.
@@ -24,6 +24,8 @@ pub enum Route {
     DynamoDb,
     CloudMap,
     Jwks,
+    /// STS (AssumeRole for tenant credentials).
+    Sts,
     Other,
 }
 
@@ -47,7 +49,7 @@ pub struct Call {
     /// `X-Amz-Target` operation (e.g. `AmazonSSM.GetParameter`), or the path.
     pub operation: String,
     /// The `Name` member of the JSON body (a parameter's name), else its
-    /// `TableName` (a DynamoDB call's table), if any.
+    /// `TableName` (a DynamoDB call's table), else an STS call's `RoleArn`.
     pub name: Option<String>,
     pub at: Instant,
     pub fault: Fault,
@@ -129,14 +131,48 @@ fn fault_for(state: &Mutex<State>, route: Route) -> Fault {
         .unwrap_or(Fault::Pass)
 }
 
-fn classify(path: &str, target: Option<&str>) -> Route {
+fn classify(path: &str, target: Option<&str>, body: &[u8]) -> Route {
     match target {
+        None if form_value(body, "Action").is_some_and(|a| a.starts_with("AssumeRole")) => {
+            Route::Sts
+        }
         Some(t) if t.starts_with("AmazonSSM.") => Route::ParameterStore,
         Some(t) if t.starts_with("DynamoDB_") => Route::DynamoDb,
         Some(t) if t.starts_with("Route53AutoNaming") => Route::CloudMap,
         _ if path.ends_with("/.well-known/jwks.json") => Route::Jwks,
         _ => Route::Other,
     }
+}
+
+/// A member of a form-encoded (AWS query protocol) body, decoded.
+fn form_value(body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                Ok(byte) => {
+                    out.push(byte);
+                    i += 3;
+                    continue;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 struct Request {
@@ -211,7 +247,7 @@ async fn serve(
     let Some(request) = read_request(&mut socket).await else {
         return;
     };
-    let route = classify(&request.path, request.header("x-amz-target"));
+    let route = classify(&request.path, request.header("x-amz-target"), &request.body);
     let fault = fault_for(&state, route);
     let name = serde_json::from_slice::<serde_json::Value>(&request.body)
         .ok()
@@ -220,7 +256,8 @@ async fn serve(
                 .as_str()
                 .or_else(|| body["TableName"].as_str())
                 .map(str::to_owned)
-        });
+        })
+        .or_else(|| form_value(&request.body, "RoleArn"));
     if let Ok(mut state) = state.lock() {
         state.calls.push(Call {
             route,

@@ -157,7 +157,7 @@ pub fn published_output_keys() -> Vec<&'static str> {
         "Issuer",
         "DlqUrl",
         "AgentServiceId",
-        "TenantAccessRoleArn",
+        "TenantReadRoleArn",
         output::SECURE_STRING_KMS_KEY_ARN,
     ]);
     keys

@@ -30,8 +30,10 @@ pub const STAGE: &str = "prod";
 pub const PARAMETER_ROOT: &str = "/config-service";
 /// Outside the watched root, so changing it triggers no refresh.
 pub const REFRESH_KEY_PARAMETER: &str = "/tenant-config/refresh-key";
-/// The role config-api and the agents assume per tenant (moto's STS).
-pub const TENANT_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/tenant-config-tenant-access";
+/// The role config-api's reads and the agents assume per tenant (moto's STS).
+pub const TENANT_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/tenant-config-tenant-read";
+/// The role config-api's write routes assume per tenant.
+pub const TENANT_WRITE_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/tenant-config-tenant-write";
 /// The key SecureStrings are written with, as when the template's
 /// `SecureStringKmsKeyArn` is set (moto records it on each version and does
 /// not check that the key exists).
@@ -145,7 +147,7 @@ pub struct StackOptions {
     /// Settings added to (or replacing) the stack's for the functions and
     /// agents, e.g. a shorter threshold a test wants to reach.
     pub settings: &'static [(&'static str, &'static str)],
-    /// Route Parameter Store, Cloud Map and the JWKS through a
+    /// Route Parameter Store, Cloud Map, STS and the JWKS through a
     /// [`FaultProxy`] the test can make throttle, refuse or stall.
     pub fault_proxy: bool,
     /// With `fault_proxy`: DynamoDB through it too, so that every store call
@@ -273,6 +275,8 @@ impl LocalStack {
                     "AWS_ENDPOINT_URL_SERVICEDISCOVERY".to_owned(),
                     through_proxy.clone(),
                 ),
+                // Recorded, to show which tenant role each call assumes.
+                ("AWS_ENDPOINT_URL_STS".to_owned(), through_proxy.clone()),
                 (
                     "COGNITO_JWKS_URL".to_owned(),
                     pool.jwks_url.replace(&moto.endpoint, &through_proxy),
@@ -292,6 +296,12 @@ impl LocalStack {
             env.retain(|(existing, _)| existing != name);
             env.push(((*name).to_owned(), (*value).to_owned()));
         }
+        // Agents never write: they get neither the write role nor the group.
+        let agent_env: Vec<(String, String)> = env
+            .iter()
+            .filter(|(name, _)| !["TENANT_WRITE_ROLE_ARN", "ADMIN_GROUP"].contains(&name.as_str()))
+            .cloned()
+            .collect();
         let mut agents = Vec::with_capacity(options.agents);
         for i in 1..=options.agents {
             let name = format!("agent-{i}");
@@ -301,7 +311,7 @@ impl LocalStack {
                 // The functions' profile: the benchmark runs release builds.
                 AgentProcess::start_binary(
                     &name,
-                    &env,
+                    &agent_env,
                     &crate::agent::agent_binary_of(if options.release {
                         "release"
                     } else {
@@ -540,7 +550,7 @@ async fn publish_stack(
         (output::AGENT_NAMESPACE_NAME, cloud_map.namespace.clone()),
         (output::AGENT_SERVICE_NAME, cloud_map.service.clone()),
         ("AgentServiceId", cloud_map.service_id.clone()),
-        ("TenantAccessRoleArn", TENANT_ROLE_ARN.to_owned()),
+        ("TenantReadRoleArn", TENANT_ROLE_ARN.to_owned()),
         (output::ALARM_TOPIC_ARN, published.alarm_topic_arn.clone()),
         ("DlqUrl", published.dlq_url.clone()),
         (
@@ -589,6 +599,7 @@ pub fn function_env(
         // with credentials from moto's STS AssumeRole tagged with the tenant
         // (moto enforces no IAM; the template test checks the policies).
         ("TENANT_ROLE_ARN".into(), TENANT_ROLE_ARN.into()),
+        ("TENANT_WRITE_ROLE_ARN".into(), TENANT_WRITE_ROLE_ARN.into()),
         ("PARAMETER_ROOT".into(), PARAMETER_ROOT.into()),
         ("COGNITO_ISSUER".into(), pool.issuer.clone()),
         ("COGNITO_JWKS_URL".into(), pool.jwks_url.clone()),

@@ -30,10 +30,17 @@ use crate::refresh::stage_cache::{ApiGatewayStageCache, SqsFlushRequests};
 use crate::schema::{DynamoDbSchemas, Schemas};
 use crate::settings::{
     AgentSettings, AwsCallSettings, RefreshSettings, RegistrationSettings, Settings, SettingsError,
+    TenantRoleSettings,
 };
 use crate::store::{DynamoDbStore, ParameterStore};
 use crate::write::{DynamoDbWriter, ParameterWriter};
 use crate::writes::ConfigWrites;
+
+/// DynamoDB and Parameter Store clients for tenants' data.
+type TenantClients = (
+    TenantClient<aws_sdk_dynamodb::Client>,
+    TenantClient<aws_sdk_ssm::Client>,
+);
 
 /// Shared AWS configuration (region, credentials, endpoint) from which every
 /// client of a process is built, once, at init.
@@ -90,31 +97,49 @@ impl Aws {
         aws_sdk_servicediscovery::Client::from_conf(config.build())
     }
 
-    /// Per-tenant credentials when a tenant role is configured.
-    fn tenant_credentials(&self, settings: &Settings) -> Option<Arc<TenantCredentials>> {
-        settings.tenant_role.as_ref().map(|role| {
-            Arc::new(TenantCredentials::new(
-                self.config.clone(),
-                Arc::new(StsTenantRole::new(
-                    aws_sdk_sts::Client::new(&self.config),
-                    &role.role_arn,
-                    role.session,
-                )),
-                role.max_tenants,
-            ))
-        })
+    /// Per-tenant credentials of `role_arn` (the read or the write role).
+    fn tenant_credentials(
+        &self,
+        role: &TenantRoleSettings,
+        role_arn: &str,
+    ) -> Arc<TenantCredentials> {
+        Arc::new(TenantCredentials::new(
+            self.config.clone(),
+            Arc::new(StsTenantRole::new(
+                aws_sdk_sts::Client::new(&self.config),
+                role_arn,
+                role.session,
+            )),
+            role.max_tenants,
+        ))
     }
 
-    /// DynamoDB and Parameter Store clients for tenants' items: the
-    /// process's own, or per tenant with vended credentials.
-    fn tenant_clients(
-        &self,
-        settings: &Settings,
-    ) -> (
-        TenantClient<aws_sdk_dynamodb::Client>,
-        TenantClient<aws_sdk_ssm::Client>,
-    ) {
-        match self.tenant_credentials(settings) {
+    /// DynamoDB and Parameter Store clients for reading tenants' items: the
+    /// process's own, or per tenant with the read role's credentials.
+    fn tenant_clients(&self, settings: &Settings) -> TenantClients {
+        self.tenant_clients_of(
+            settings
+                .tenant_role
+                .as_ref()
+                .map(|role| self.tenant_credentials(role, &role.role_arn)),
+        )
+    }
+
+    /// The same for writing: the process's own, or per tenant with the write
+    /// role's credentials (assumed only when a write is made, so after the
+    /// administrator check). Without a write role (settings refuse that when
+    /// writes are on) there is nothing a write could use.
+    fn tenant_write_clients(&self, settings: &Settings) -> Option<TenantClients> {
+        match &settings.tenant_role {
+            None => Some(self.tenant_clients_of(None)),
+            Some(role) => role.write_role_arn.as_ref().map(|write_role| {
+                self.tenant_clients_of(Some(self.tenant_credentials(role, write_role)))
+            }),
+        }
+    }
+
+    fn tenant_clients_of(&self, credentials: Option<Arc<TenantCredentials>>) -> TenantClients {
+        match credentials {
             None => (self.dynamodb().into(), self.ssm().into()),
             Some(credentials) => (
                 TenantClient::vended(credentials.clone(), aws_sdk_dynamodb::Client::new),
@@ -132,10 +157,7 @@ impl Aws {
     fn config_reads_over(
         &self,
         settings: &Settings,
-        (dynamodb, ssm): (
-            TenantClient<aws_sdk_dynamodb::Client>,
-            TenantClient<aws_sdk_ssm::Client>,
-        ),
+        (dynamodb, ssm): TenantClients,
     ) -> ConfigReads {
         let dynamodb = DynamoDbStore::new(dynamodb, settings.table_name.as_str());
         let parameters = ParameterStore::new(ssm, settings.parameter_root.as_str());
@@ -170,14 +192,15 @@ impl Aws {
 
     /// config-api's handler: AWS-backed reads and the pool's JWKS over HTTP.
     pub fn config_api(&self, settings: &Settings) -> Result<ConfigApi, JwksError> {
-        // One set of tenant clients (one AssumeRole per tenant) for reads and writes.
-        let clients = self.tenant_clients(settings);
         let mut api = ConfigApi::new(
             token_verifier(settings)?,
-            self.config_reads_over(settings, clients.clone()),
+            self.config_reads_over(settings, self.tenant_clients(settings)),
         );
-        if let Some(group) = &settings.admin_group {
-            let (dynamodb, ssm) = clients;
+        // Settings refuse writes with a read role and no write role, so both
+        // are here or the write routes stay off.
+        if let (Some(group), Some((dynamodb, ssm))) =
+            (&settings.admin_group, self.tenant_write_clients(settings))
+        {
             api = api.with_writes(
                 ConfigWrites::new(
                     settings.router.clone(),

@@ -421,16 +421,19 @@ fn the_refresh_port_is_the_same_in_the_agent_the_image_the_registry_and_the_fire
     );
     assert!(rule["CidrIp"].is_null() && rule["CidrIpv6"].is_null());
     // AND the service's tasks run where ECS places them in the VPC, with the
-    // agent's policy from the main stack
+    // main stack's agent
+    // role (AgentTaskRole: it reads through TenantReadRole, writes nothing)
+    let task_definition = ecs["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .find(|r| r["Type"].as_str() == Some("AWS::ECS::TaskDefinition"))
+        .unwrap();
     assert_eq!(
-        ecs["Resources"]["TaskRole"]["Properties"]["ManagedPolicyArns"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .filter_map(import)
-            .collect::<Vec<_>>(),
-        vec!["AgentTaskPolicyArn"]
+        import(&task_definition["Properties"]["TaskRoleArn"]).as_deref(),
+        Some("AgentTaskRoleArn")
     );
+    assert!(ecs["Resources"]["TaskRole"].is_null(), "no role of its own");
 
     // AND the image exposes that port and nothing else
     let dockerfile = text_file("agent/Dockerfile");

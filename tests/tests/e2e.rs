@@ -5,9 +5,11 @@
 mod adapters;
 mod admin_cli;
 mod agent_service;
+mod cfn;
 mod convergence;
 mod docs;
 mod faults;
+mod iam_matrix;
 mod read_path;
 mod refresh_path;
 mod secrets_in_logs;

@@ -5,11 +5,7 @@
 
 use serde_norway::Value;
 
-fn template() -> Value {
-    let path = tenant_config_local_stack::process::workspace_root().join("template.yaml");
-    let text = std::fs::read_to_string(&path).expect("template.yaml exists");
-    serde_norway::from_str(&text).expect("template.yaml is YAML")
-}
+use crate::cfn::{Resolved, template};
 
 fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
     let resource = &template["Resources"][name];
@@ -271,90 +267,47 @@ fn only_config_refresh_can_read_the_signing_key_and_every_decrypt_is_scoped_by_p
 }
 
 #[test]
-fn vended_tenant_credentials_reach_only_their_tenant_and_config_api_keeps_no_tenant_data_access() {
+fn reads_and_writes_assume_separate_tenant_roles_and_config_api_keeps_no_tenant_data_access() {
+    // (What each role can then do is the IAM matrix's: iam_matrix.rs.)
     let template = template();
     assert_eq!(
         template["Parameters"]["VendTenantCredentials"]["Default"].as_str(),
         Some("true")
     );
-    // The tenant role: items by leading key, parameters and SecureStrings by
-    // path, each from the session tag.
-    let role = resource(&template, "TenantAccessRole");
-    let trust = &role["AssumeRolePolicyDocument"]["Statement"][0];
-    assert!(strings(&trust["Action"]).contains(&"sts:TagSession".to_owned()));
-    let statements = role["Policies"][0]["PolicyDocument"]["Statement"]
-        .as_sequence()
-        .unwrap();
-    let by_sid = |sid: &str| {
-        statements
-            .iter()
-            .find(|s| s["Sid"].as_str() == Some(sid))
-            .unwrap_or_else(|| panic!("no {sid}"))
+    // GIVEN the defaults THEN config-api reads with the read role and writes
+    // with the write role
+    let stack = Resolved::new(template.clone(), &[]);
+    let variables = |stack: &Resolved| {
+        stack
+            .resolve(&resource(&stack.template, "ConfigApiFunction")["Environment"]["Variables"])
+            .unwrap()
     };
-    assert_eq!(
-        strings(
-            &by_sid("OneTenantsItems")["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]
-        ),
-        vec!["TENANT#${aws:PrincipalTag/TenantId}"]
+    let env = variables(&stack);
+    assert_eq!(env["TENANT_ROLE_ARN"], stack.arn("TenantReadRole"));
+    assert_eq!(env["TENANT_WRITE_ROLE_ARN"], stack.arn("TenantWriteRole"));
+    // AND without tenant credentials there is neither (its own role reads)
+    let own = Resolved::new(
+        template.clone(),
+        &[("VendTenantCredentials", "false".into())],
     );
-    let tagged_path = "${ParameterRoot}/${!aws:PrincipalTag/TenantId}/*";
-    assert!(strings(&by_sid("OneTenantsParameters")["Resource"])[0].ends_with(tagged_path));
-    assert!(
-        strings(&by_sid("OneTenantsSecureStrings")["Condition"])
-            .iter()
-            .any(|c| c.ends_with(tagged_path))
-    );
-    for statement in statements {
-        assert!(
-            !strings(&statement["Resource"])
-                .iter()
-                .any(|r| r.ends_with("${ParameterRoot}/*")),
-            "a tenant role statement reaches the whole root: {statement:?}"
-        );
-    }
-    // config-api: with vending, only schemas (leading key SCHEMA), the journal
-    // and the AssumeRole; every tenant-data statement exists only without it.
-    let policy = resource(&template, "ConfigApiFunction")["Policies"][0]["Statement"]
-        .as_sequence()
-        .unwrap();
-    for statement in policy {
-        let Value::Tagged(tagged) = statement else {
+    let env = variables(&own);
+    assert!(env.get("TENANT_ROLE_ARN").is_none() && env.get("TENANT_WRITE_ROLE_ARN").is_none());
+    // AND with them, config-api's own policies reach only the schemas and the journal
+    for policy in stack.identity_policies("ConfigApiFunctionRole") {
+        for statement in policy["Statement"].as_array().unwrap() {
             let sid = statement["Sid"].as_str().unwrap_or_default();
             assert!(
-                ["ReadSchemas", "CatchUpFromTheJournal"].contains(&sid),
-                "unconditional config-api statement {sid}"
+                [
+                    "ReadSchemas",
+                    "CatchUpFromTheJournal",
+                    "AskForAStageCacheFlushAfterDegradedAnswers",
+                    "AssumeTheTenantRolesTaggedWithTheCallersTenant"
+                ]
+                .contains(&sid),
+                "config-api statement {sid} with tenant credentials"
             );
-            if sid == "ReadSchemas" {
-                assert_eq!(
-                    strings(
-                        &statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]
-                    ),
-                    vec!["SCHEMA"]
-                );
-            }
-            continue;
-        };
-        let condition = tagged.value[0].as_str().unwrap_or_default();
-        if condition != "VendsTenantCredentials" {
-            continue;
         }
-        let enabled = &tagged.value[1];
-        if strings(enabled).contains(&"AWS::NoValue".to_owned()) {
-            continue; // a statement only for deployments without vending
-        }
-        assert_eq!(
-            strings(&enabled["Action"]),
-            vec!["sts:AssumeRole", "sts:TagSession"],
-            "{enabled:?}"
-        );
-        assert_eq!(strings(&enabled["Resource"]), vec!["TenantAccessRole.Arn"]);
     }
-    assert_eq!(
-        strings(
-            &resource(&template, "ConfigApiFunction")["Environment"]["Variables"]["TENANT_ROLE_ARN"]
-        ),
-        vec!["VendsTenantCredentials", "TenantAccessRole.Arn", ""]
-    );
 }
 
 #[test]
@@ -949,7 +902,8 @@ fn every_output_is_exported_as_stack_dash_output_and_the_deploy_tools_find_their
         "AgentServiceName",
         "AgentServiceId",
         "AgentServiceArn",
-        "TenantAccessRoleArn",
+        "TenantReadRoleArn",
+        "AgentTaskRoleArn",
         "AgentTaskPolicyArn",
         "AlarmTopicArn",
     ] {
@@ -1096,18 +1050,41 @@ fn the_description_gives_the_key_command_and_the_post_deploy_steps_the_cli_knows
 }
 
 #[test]
-fn secure_string_writes_pass_the_stacks_kms_key_when_one_is_given() {
-    // GIVEN the template
-    let template = template();
-    // THEN config-api writes SecureStrings with SecureStringKmsKeyArn when it
-    // is set (else Parameter Store's aws/ssm), and the CLI can read it
-    let key = &resource(&template, "ConfigApiFunction")["Environment"]["Variables"]["SECURESTRING_KMS_KEY_ID"];
-    assert_eq!(
-        strings(key),
-        ["HasKmsKey", "SecureStringKmsKeyArn", "AWS::NoValue"],
-        "{key:?}"
-    );
-    let output = &template["Outputs"]["SecureStringKmsKeyArn"];
-    assert_eq!(output["Condition"].as_str(), Some("HasKmsKey"));
-    assert_eq!(strings(&output["Value"]), ["SecureStringKmsKeyArn"]);
+fn secure_string_writes_pass_the_stacks_kms_key_which_it_creates_unless_given_one() {
+    let key_of = |overrides: &[(&str, serde_json::Value)]| {
+        let stack = Resolved::new(template(), overrides);
+        let env = stack
+            .resolve(&resource(&stack.template, "ConfigApiFunction")["Environment"]["Variables"])
+            .unwrap();
+        let output = stack
+            .condition(
+                stack.template["Outputs"]["SecureStringKmsKeyArn"]["Condition"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .then(|| {
+                stack
+                    .resolve(&stack.template["Outputs"]["SecureStringKmsKeyArn"]["Value"])
+                    .unwrap()
+            });
+        (env.get("SECURESTRING_KMS_KEY_ID").cloned(), output, stack)
+    };
+    // GIVEN the defaults THEN the stack's own key encrypts every SecureString
+    // write, and the CLI reads it from the output
+    let (env, output, stack) = key_of(&[]);
+    assert_eq!(env, Some(stack.arn("SecureStringKey").into()));
+    assert_eq!(output, env);
+    // AND a given key is used instead, and none is created
+    let given = "arn:aws:kms:us-east-1:123456789012:key/given";
+    let (env, output, stack) = key_of(&[("SecureStringKmsKeyArn", given.into())]);
+    assert_eq!(env, Some(given.into()));
+    assert_eq!(output, env);
+    assert!(!stack.condition("CreatesKmsKey"));
+    // AND with neither, Parameter Store's aws/ssm (no KeyId, no output)
+    let (env, output, _) = key_of(&[("CreateSecureStringKey", "false".into())]);
+    assert_eq!((env, output), (None, None));
+    // AND the created key survives the stack (SecureStrings outlive it)
+    let key = &template()["Resources"]["SecureStringKey"];
+    assert_eq!(key["DeletionPolicy"].as_str(), Some("Retain"));
+    assert_eq!(key["Properties"]["EnableKeyRotation"].as_bool(), Some(true));
 }

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::json;
+use tenant_config_local_stack::fault_proxy::Route;
 use tenant_config_local_stack::stack::{
     ALICE, Answer, DANA, LocalStack, PARAMETER_ROOT, SECURESTRING_KMS_KEY_ARN, SERVICE,
-    StackOptions,
+    StackOptions, TENANT_ROLE_ARN, TENANT_WRITE_ROLE_ARN,
 };
 
 const LIMITS: &str = "tenant_config_limits";
@@ -290,5 +291,76 @@ async fn a_tenant_administrator_writes_conflicts_rolls_back_and_every_reader_fol
         write_took.as_millis(),
         api_took.as_millis(),
         agent_took.as_millis()
+    );
+}
+
+#[tokio::test]
+async fn reads_assume_the_read_role_and_only_an_administrators_write_assumes_the_write_role() {
+    // GIVEN config-api with tenant credentials, its STS calls recorded
+    let stack = LocalStack::start(
+        StackOptions {
+            fault_proxy: true,
+            ..StackOptions::with_agents(0)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("local stack starts");
+    let proxy = stack.faults.as_ref().expect("the fault proxy runs");
+    let assumed = || -> Vec<String> {
+        proxy
+            .calls()
+            .into_iter()
+            .filter(|call| call.route == Route::Sts)
+            .filter_map(|call| call.name)
+            .collect()
+    };
+    let (alice, dana) = (
+        stack.token(ALICE).await.unwrap(),
+        stack.token(DANA).await.unwrap(),
+    );
+    // WHEN a reader reads from both stores
+    for key in [LIMITS, "param_config_endpoint"] {
+        let read = stack.get(&path(key), Some(&alice)).await.unwrap();
+        assert_eq!(read.status, 200, "{}", read.text);
+    }
+    // THEN only the read role was assumed
+    assert!(!assumed().is_empty(), "reads use tenant credentials");
+    assert!(
+        assumed().iter().all(|role| role == TENANT_ROLE_ARN),
+        "{:?}",
+        assumed()
+    );
+    // WHEN the reader tries to write
+    let refused = put(
+        &stack,
+        &alice,
+        "tenant_config_banner",
+        ("if-none-match", "*"),
+        json!({"value": "x"}),
+    )
+    .await;
+    // THEN it is refused before any store call: the write role is never assumed
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(
+        !assumed().iter().any(|role| role == TENANT_WRITE_ROLE_ARN),
+        "{:?}",
+        assumed()
+    );
+    // WHEN an administrator of the tenant writes
+    let written = put(
+        &stack,
+        &dana,
+        "tenant_config_banner",
+        ("if-none-match", "*"),
+        json!({"value": "dark"}),
+    )
+    .await;
+    assert_eq!(written.status, 201, "{}", written.text);
+    // THEN that write assumed the write role
+    assert!(
+        assumed().iter().any(|role| role == TENANT_WRITE_ROLE_ARN),
+        "{:?}",
+        assumed()
     );
 }

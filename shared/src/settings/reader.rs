@@ -33,15 +33,21 @@ pub struct Settings {
     /// with (`SECURESTRING_KMS_KEY_ID`: key id, ARN or alias); unset,
     /// Parameter Store's default key for the account (`aws/ssm`).
     pub secure_string_key: Option<String>,
-    /// Tenant-scoped credentials for every store call (`TENANT_ROLE_ARN`);
-    /// `None`: the process's own role reads every tenant.
+    /// Tenant-scoped credentials for every store call (`TENANT_ROLE_ARN`,
+    /// and `TENANT_WRITE_ROLE_ARN` for writes); `None`: the process's own
+    /// role reads (and writes) every tenant.
     pub tenant_role: Option<TenantRoleSettings>,
 }
 
 /// The role assumed per tenant (see [`crate::credentials`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantRoleSettings {
+    /// The role reads assume (`TENANT_ROLE_ARN`): it can only read.
     pub role_arn: String,
+    /// config-api only: the role the write routes assume, after the
+    /// administrator check (`TENANT_WRITE_ROLE_ARN`). Required when writes
+    /// are on (`ADMIN_GROUP`): the read role cannot write.
+    pub write_role_arn: Option<String>,
     /// Session length asked of STS (`TENANT_SESSION_SECS`, 900..=3600).
     pub session: Duration,
     /// Tenants whose credentials a process keeps (`TENANT_CREDENTIALS_MAX_TENANTS`).
@@ -127,6 +133,25 @@ impl Settings {
                 reason: "must name at least one app client id".to_owned(),
             });
         }
+        match (
+            env.optional("TENANT_ROLE_ARN"),
+            env.optional("TENANT_WRITE_ROLE_ARN"),
+            env.optional("ADMIN_GROUP"),
+        ) {
+            (None, Some(_), _) => {
+                return Err(SettingsError {
+                    variable: "TENANT_WRITE_ROLE_ARN",
+                    reason: "is used only with TENANT_ROLE_ARN (tenant credentials); without it the process's own role writes".to_owned(),
+                });
+            }
+            (Some(_), None, Some(_)) => {
+                return Err(SettingsError {
+                    variable: "TENANT_WRITE_ROLE_ARN",
+                    reason: "must be set when TENANT_ROLE_ARN and ADMIN_GROUP are: writes assume the write role, and the read role cannot write".to_owned(),
+                });
+            }
+            _ => {}
+        }
         Ok(Self {
             table_name: env.required("CONFIG_TABLE_NAME")?,
             parameter_root,
@@ -163,6 +188,7 @@ impl Settings {
                 None => None,
                 Some(role_arn) => Some(TenantRoleSettings {
                     role_arn,
+                    write_role_arn: env.optional("TENANT_WRITE_ROLE_ARN"),
                     session: Duration::from_secs(env.within(
                         "TENANT_SESSION_SECS",
                         900,
@@ -284,6 +310,35 @@ mod tests {
         let mut vars = REQUIRED.to_vec();
         vars.push(("PARAMETER_ROOT", "/config-service/"));
         assert_eq!(settings(&vars).unwrap_err().variable, "PARAMETER_ROOT");
+    }
+
+    #[test]
+    fn writes_with_tenant_credentials_need_the_write_role_and_reads_never_get_it() {
+        const READ: (&str, &str) = ("TENANT_ROLE_ARN", "arn:aws:iam::123456789012:role/read");
+        const WRITE: (&str, &str) = (
+            "TENANT_WRITE_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/write",
+        );
+        const ADMINS: (&str, &str) = ("ADMIN_GROUP", "config-admins");
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = REQUIRED.to_vec();
+            vars.extend_from_slice(extra);
+            settings(&vars)
+        };
+        // GIVEN writes on with tenant credentials WHEN no write role is named
+        // THEN the process refuses to start (the read role cannot write)
+        let err = with(&[READ, ADMINS]).unwrap_err();
+        assert_eq!(err.variable, "TENANT_WRITE_ROLE_ARN");
+        // AND a write role without tenant credentials is a mistake, not ignored
+        let err = with(&[WRITE, ADMINS]).unwrap_err();
+        assert_eq!(err.variable, "TENANT_WRITE_ROLE_ARN");
+        // AND with both, reads keep the read role and writes get the write role
+        let role = with(&[READ, WRITE, ADMINS]).unwrap().tenant_role.unwrap();
+        assert_eq!(role.role_arn, READ.1);
+        assert_eq!(role.write_role_arn.as_deref(), Some(WRITE.1));
+        // AND a reader without writes (an agent) needs no write role
+        let role = with(&[READ]).unwrap().tenant_role.unwrap();
+        assert_eq!(role.write_role_arn, None);
     }
 
     #[test]
