@@ -14,8 +14,8 @@ use tenant_config_shared::schema::{DynamoDbSchemas, Schemas};
 use tenant_config_shared::store::ssm::parameter_name;
 use tenant_config_shared::store::{ConfigStore, DynamoDbStore, ParameterStore};
 use tenant_config_shared::write::{
-    Actor, ConfigWriter, DynamoDbWriter, Expected, NewValue, ParameterWriter, ValueKind,
-    VersionRecord, WriteError, Written,
+    Actor, ConfigWriter, DynamoDbVersionLocks, DynamoDbWriter, Expected, NewValue, ParameterWriter,
+    ValueKind, VersionRecord, WriteError, Written,
 };
 use tenant_config_shared::writes::{checked_put, checked_rollback};
 use tenant_config_shared::{ConfigKey, ItemKey, ServiceName, StoreKind};
@@ -85,9 +85,15 @@ impl Target {
                 aws_sdk_dynamodb::Client::new(aws),
                 self.table.as_str(),
             )),
+            // The same version locks as config-api's writes, so that the
+            // CLI's --expect-version and the API's If-Match exclude each other.
             StoreKind::ParameterStore => Box::new(
                 ParameterWriter::new(aws_sdk_ssm::Client::new(aws), self.parameter_root.as_str())
-                    .with_secure_string_key(self.secure_string_key.clone()),
+                    .with_secure_string_key(self.secure_string_key.clone())
+                    .with_version_locks(std::sync::Arc::new(DynamoDbVersionLocks::new(
+                        aws_sdk_dynamodb::Client::new(aws),
+                        self.table.as_str(),
+                    ))),
             ),
         })
     }

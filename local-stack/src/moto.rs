@@ -56,7 +56,7 @@ impl MotoServer {
 
     /// Starts moto on `port`, or on a port of its choosing with 0.
     async fn spawn_on(port: u16) -> Result<(String, ProcessGroup), String> {
-        let command = match std::env::var_os(FORK_SERVER_SOCKET) {
+        let command = match std::env::var_os(FORK_SERVER_SOCKET).filter(|s| !s.is_empty()) {
             // The test command's fork server (local-stack/moto_fork_server.py):
             // the same moto, started with every backend already imported.
             Some(socket) => {

@@ -33,7 +33,7 @@ use crate::settings::{
     TenantRoleSettings,
 };
 use crate::store::{DynamoDbStore, ParameterStore};
-use crate::write::{DynamoDbWriter, ParameterWriter};
+use crate::write::{DynamoDbVersionLocks, DynamoDbWriter, ParameterWriter};
 use crate::writes::ConfigWrites;
 
 /// DynamoDB and Parameter Store clients for tenants' data.
@@ -204,10 +204,17 @@ impl Aws {
             api = api.with_writes(
                 ConfigWrites::new(
                     settings.router.clone(),
-                    Arc::new(DynamoDbWriter::new(dynamodb, settings.table_name.as_str())),
+                    Arc::new(DynamoDbWriter::new(
+                        dynamodb.clone(),
+                        settings.table_name.as_str(),
+                    )),
                     Arc::new(
                         ParameterWriter::new(ssm, settings.parameter_root.as_str())
-                            .with_secure_string_key(settings.secure_string_key.clone()),
+                            .with_secure_string_key(settings.secure_string_key.clone())
+                            .with_version_locks(Arc::new(DynamoDbVersionLocks::new(
+                                dynamodb,
+                                settings.table_name.as_str(),
+                            ))),
                     ),
                     group.as_str(),
                 )

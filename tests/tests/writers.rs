@@ -8,7 +8,8 @@ use tenant_config_local_stack::seed;
 use tenant_config_shared::domain::{Found, ReadMode};
 use tenant_config_shared::store::{ConfigStore, DynamoDbStore, ParameterStore};
 use tenant_config_shared::write::{
-    Actor, ConfigWriter, DynamoDbWriter, Expected, NewValue, ParameterWriter, ValueKind, WriteError,
+    Actor, ConfigWriter, DynamoDbVersionLocks, DynamoDbWriter, Expected, NewValue, ParameterWriter,
+    ValueKind, WriteError,
 };
 use tenant_config_shared::{ServiceName, TenantId};
 use tenant_config_testkit::values::item;
@@ -372,4 +373,130 @@ async fn a_configured_kms_key_encrypts_every_secure_string_version_and_nothing_e
         .await
         .unwrap();
     assert_eq!(default.parameters()[0].key_id(), Some("alias/aws/ssm"));
+}
+
+/// A Parameter Store writer whose `If-Match` is a compare-and-swap: each key's
+/// version lock in the table (as config-api and the CLI write).
+macro_rules! locked_writer {
+    ($aws:expr) => {
+        ParameterWriter::new(aws_sdk_ssm::Client::new($aws), ROOT).with_version_locks(
+            std::sync::Arc::new(DynamoDbVersionLocks::new(
+                aws_sdk_dynamodb::Client::new($aws),
+                TABLE,
+            )),
+        )
+    };
+}
+
+#[tokio::test]
+async fn of_twenty_parameter_store_writers_from_one_version_exactly_one_lands() {
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    seed::create_table(&aws, TABLE).await.unwrap();
+    let endpoint = item("t1", "billing", "param_config_endpoint");
+    let reader = ParameterStore::new(aws_sdk_ssm::Client::new(&aws), ROOT);
+    let text = |t: &str| NewValue::text(t, ValueKind::Plain);
+    locked_writer!(&aws)
+        .put(&endpoint, &text("https://v1"), Expected::Absent, &alice())
+        .await
+        .unwrap();
+
+    for round in 1..=3_i64 {
+        // GIVEN twenty writers (each its own clients, as separate config-api
+        // containers) that all read version `round`
+        let writers: Vec<ParameterWriter> = (0..20).map(|_| locked_writer!(&aws)).collect();
+        // WHEN they all write from it at once
+        let results = futures::future::join_all(writers.iter().enumerate().map(|(i, writer)| {
+            let (endpoint, value) = (
+                &endpoint,
+                text(&format!("https://round-{round}-writer-{i}")),
+            );
+            async move {
+                writer
+                    .put(endpoint, &value, Expected::Version(round), &alice())
+                    .await
+            }
+        }))
+        .await;
+        // THEN exactly one lands, at the next version, and the other 19 get a conflict
+        let landed: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(landed.len(), 1, "round {round}: {results:?}");
+        let winner = landed[0];
+        assert_eq!(results[winner].as_ref().unwrap().version, round + 1);
+        for (i, result) in results.iter().enumerate() {
+            if i != winner {
+                assert!(
+                    matches!(result, Err(WriteError::Conflict { .. })),
+                    "round {round}, writer {i}: {result:?}"
+                );
+            }
+        }
+        // AND the stored value is the winner's
+        let stored = reader.get(&endpoint, ReadMode::Plain).await.unwrap();
+        assert_eq!(
+            plain(stored),
+            (
+                json!(format!("https://round-{round}-writer-{winner}")),
+                Some(round + 1)
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_parameter_store_delete_never_removes_a_version_written_after_its_check() {
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    seed::create_table(&aws, TABLE).await.unwrap();
+    let text = |t: &str| NewValue::text(t, ValueKind::Plain);
+    for round in 0..10 {
+        let key = item("t1", "billing", &format!("param_config_race_{round}"));
+        let (deleter, putters) = (
+            locked_writer!(&aws),
+            [locked_writer!(&aws), locked_writer!(&aws)],
+        );
+        deleter
+            .put(&key, &text("v1"), Expected::Absent, &alice())
+            .await
+            .unwrap();
+        // GIVEN a DELETE and two updates, all from version 1, at once
+        let actor = alice();
+        let (deleted, updated) = tokio::join!(
+            deleter.delete(&key, Expected::Version(1), &actor),
+            futures::future::join_all(putters.iter().map(|writer| {
+                let key = &key;
+                async move {
+                    writer
+                        .put(key, &text("v2"), Expected::Version(1), &alice())
+                        .await
+                }
+            }))
+        );
+        let current = aws_sdk_ssm::Client::new(&aws)
+            .get_parameter()
+            .name(format!("{ROOT}/t1/billing/param_config_race_{round}"))
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.parameter)
+            .map(|p| p.version);
+        let landed = updated.iter().filter(|r| r.is_ok()).count();
+        // THEN exactly one of the three lands, and what it did is what stays:
+        // a delete leaves nothing, an update its version (never deleted after)
+        assert_eq!(
+            usize::from(deleted.is_ok()) + landed,
+            1,
+            "round {round}: {deleted:?} {updated:?}"
+        );
+        if deleted.is_ok() {
+            assert_eq!(current, None, "round {round}");
+        } else {
+            assert_eq!(current, Some(2), "round {round}: {deleted:?}");
+        }
+    }
 }

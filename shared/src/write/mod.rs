@@ -10,9 +10,11 @@
 //!   [`HISTORY_RETENTION`].
 //! - Parameter Store ([`ssm`]): versions and history are native (the last 100
 //!   versions); the writer is kept in the version's description. Parameter
-//!   Store has no conditional write: the expected version is checked just
-//!   before the write, and a write that raced into that window is reported as
-//!   a conflict afterwards (both versions stay in the history).
+//!   Store has no conditional write: the writer claims the key's version lock
+//!   in DynamoDB first ([`lock`], [`lock_table`]), so the expected version is
+//!   checked and written while no other writer can change it. Without locks
+//!   the version is checked just before the write, and a write that raced
+//!   into that window is reported as a conflict afterwards (both land).
 
 use std::time::Duration;
 
@@ -25,10 +27,14 @@ use crate::error::{ConfigError, StoreError};
 use crate::kinds::Field;
 
 pub mod dynamodb;
+pub mod lock;
+pub mod lock_table;
 pub mod memory;
 pub mod ssm;
 
 pub use dynamodb::DynamoDbWriter;
+pub use lock::{MemoryVersionLocks, VersionLocks};
+pub use lock_table::DynamoDbVersionLocks;
 pub use ssm::ParameterWriter;
 
 /// How long DynamoDB keeps an entry's previous versions.

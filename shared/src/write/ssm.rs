@@ -3,13 +3,16 @@
 //! description. Deleting a parameter deletes its history too (Parameter
 //! Store's behaviour), so a key created again starts over at version 1.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use aws_sdk_ssm::Client;
 use aws_sdk_ssm::types::{ParameterHistory, ParameterType};
 
+use super::lock::{Claim, LockState, VersionLocks};
 use super::{
     Actor, ConfigWriter, Expected, NewValue, ValueKind, VersionRecord, WriteError, Written,
-    deletable,
+    deletable, now_ms,
 };
 use crate::credentials::TenantClient;
 use crate::domain::{ItemKey, StoreKind, decode_text};
@@ -31,6 +34,17 @@ pub struct ParameterWriter {
     root: String,
     /// The KMS key SecureStrings are written with; `None`: `aws/ssm`.
     secure_string_key: Option<String>,
+    /// Where each key's version lock is claimed before a write
+    /// ([`super::lock`]); `None`: check-then-write, where a write racing into
+    /// the window between the check and the write also lands.
+    locks: Option<Arc<dyn VersionLocks>>,
+}
+
+/// A key claimed for one write: its lock as claimed, and Parameter Store's
+/// version when it was claimed.
+struct Held {
+    claimed: LockState,
+    current: Option<i64>,
 }
 
 fn parameter_type(kind: ValueKind) -> ParameterType {
@@ -104,6 +118,68 @@ impl ParameterWriter {
             clients: client.into(),
             root: root.into(),
             secure_string_key: None,
+            locks: None,
+        }
+    }
+
+    /// Claims each key's version lock in `locks` before writing it, so that
+    /// `If-Match` is a compare-and-swap: of concurrent writers from one
+    /// version exactly one lands.
+    pub fn with_version_locks(mut self, locks: Arc<dyn VersionLocks>) -> Self {
+        self.locks = Some(locks);
+        self
+    }
+
+    /// Claims the key: reads its lock, reads Parameter Store's version, and
+    /// swaps the lock to "claimed at that version" if no other writer
+    /// changed it meanwhile. A live claim of another writer is a conflict; an
+    /// abandoned one is taken over.
+    async fn claim(&self, locks: &dyn VersionLocks, item: &ItemKey) -> Result<Held, WriteError> {
+        // A lost swap means another writer moved first; one retry sees its
+        // claim (a conflict) or its finished write.
+        for _ in 0..3 {
+            let observed = locks.read(item).await?;
+            if let Some(LockState {
+                version,
+                claim: Some(claim),
+            }) = &observed
+                && !claim.abandoned(now_ms())
+            {
+                return Err(WriteError::Conflict {
+                    current: (*version > 0).then_some(*version),
+                });
+            }
+            let current = self.current_version(item).await?;
+            let claimed = LockState {
+                version: current.unwrap_or(0),
+                claim: Some(Claim::new(now_ms())),
+            };
+            if locks.swap(item, observed.as_ref(), &claimed).await? {
+                return Ok(Held { claimed, current });
+            }
+        }
+        let current = self.current_version(item).await?;
+        Err(WriteError::Conflict { current })
+    }
+
+    /// Hands the key back at `version` (0: absent). A failure leaves the
+    /// claim to expire ([`super::lock::CLAIM_TIMEOUT`]); the write itself
+    /// stands.
+    async fn release(&self, locks: &dyn VersionLocks, item: &ItemKey, held: &Held, version: i64) {
+        let free = LockState {
+            version,
+            claim: None,
+        };
+        match locks.swap(item, Some(&held.claimed), &free).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                tenant = %item.tenant, service = %item.service, key = %item.key,
+                "a parameter's version lock was taken over before this write released it"
+            ),
+            Err(error) => tracing::warn!(
+                tenant = %item.tenant, service = %item.service, key = %item.key, %error,
+                "a parameter's version lock could not be released; it expires by itself"
+            ),
         }
     }
 
@@ -185,7 +261,61 @@ impl ParameterWriter {
         rollback_of: Option<i64>,
     ) -> Result<Written, WriteError> {
         value.check(StoreKind::ParameterStore)?;
-        let name = self.name(item);
+        let Some(locks) = self.locks.as_deref() else {
+            return self
+                .check_then_write(item, value, expected, actor, rollback_of)
+                .await;
+        };
+        let held = self.claim(locks, item).await?;
+        let result = match (expected, held.current) {
+            (Expected::Version(v), current) if current != Some(v) => {
+                Err(WriteError::Conflict { current })
+            }
+            (Expected::Absent, Some(current)) => Err(WriteError::Conflict {
+                current: Some(current),
+            }),
+            (_, previous) => self
+                .put_parameter(item, value, expected, actor, previous, rollback_of)
+                .await
+                .map(|version| Written { version, previous }),
+        };
+        let left = match &result {
+            Ok(written) => written.version,
+            Err(_) => held.current.unwrap_or(0),
+        };
+        self.release(locks, item, &held, left).await;
+        result
+    }
+
+    async fn delete_parameter(&self, item: &ItemKey) -> Result<(), WriteError> {
+        match self
+            .client(item)
+            .delete_parameter()
+            .name(self.name(item))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_parameter_not_found()) =>
+            {
+                Err(WriteError::NotFound)
+            }
+            Err(err) => Err(sdk_error(err).into()),
+        }
+    }
+
+    /// Without locks: the expected version checked just before the write.
+    async fn check_then_write(
+        &self,
+        item: &ItemKey,
+        value: &NewValue,
+        expected: Expected,
+        actor: &Actor,
+        rollback_of: Option<i64>,
+    ) -> Result<Written, WriteError> {
         let previous = match expected {
             Expected::Any | Expected::Absent => self.current_version(item).await?,
             Expected::Version(v) => {
@@ -199,6 +329,32 @@ impl ParameterWriter {
         if expected == Expected::Absent && previous.is_some() {
             return Err(WriteError::Conflict { current: previous });
         }
+        let version = self
+            .put_parameter(item, value, expected, actor, previous, rollback_of)
+            .await?;
+        // No conditional write in Parameter Store: a write that raced in
+        // between the check and ours shows as a skipped version.
+        if let Expected::Version(v) = expected
+            && v.checked_add(1) != Some(version)
+        {
+            return Err(WriteError::Conflict {
+                current: Some(version),
+            });
+        }
+        Ok(Written { version, previous })
+    }
+
+    /// PutParameter (creating only when `expected` is `Absent`); the new version.
+    async fn put_parameter(
+        &self,
+        item: &ItemKey,
+        value: &NewValue,
+        expected: Expected,
+        actor: &Actor,
+        previous: Option<i64>,
+        rollback_of: Option<i64>,
+    ) -> Result<i64, WriteError> {
+        let name = self.name(item);
         let result = self
             .client(item)
             .put_parameter()
@@ -222,28 +378,18 @@ impl ParameterWriter {
             .overwrite(expected != Expected::Absent)
             .send()
             .await;
-        let version = match result {
-            Ok(output) => output.version,
+        match result {
+            Ok(output) => Ok(output.version),
             Err(err)
                 if err
                     .as_service_error()
                     .is_some_and(|e| e.is_parameter_already_exists()) =>
             {
                 let current = self.current_version(item).await?;
-                return Err(WriteError::Conflict { current });
+                Err(WriteError::Conflict { current })
             }
-            Err(err) => return Err(sdk_error(err).into()),
-        };
-        // No conditional write in Parameter Store: a write that raced in
-        // between the check and ours shows as a skipped version.
-        if let Expected::Version(v) = expected
-            && v.checked_add(1) != Some(version)
-        {
-            return Err(WriteError::Conflict {
-                current: Some(version),
-            });
+            Err(err) => Err(sdk_error(err).into()),
         }
-        Ok(Written { version, previous })
     }
 }
 
@@ -269,26 +415,24 @@ impl ConfigWriter for ParameterWriter {
         expected: Expected,
         _actor: &Actor,
     ) -> Result<i64, WriteError> {
-        let name = self.name(item);
-        let current = self.current_version(item).await?;
-        let version = deletable(current, expected)?;
-        match self
-            .client(item)
-            .delete_parameter()
-            .name(&name)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(version),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_parameter_not_found()) =>
-            {
-                Err(WriteError::NotFound)
-            }
-            Err(err) => Err(sdk_error(err).into()),
-        }
+        let Some(locks) = self.locks.as_deref() else {
+            let current = self.current_version(item).await?;
+            let version = deletable(current, expected)?;
+            return self.delete_parameter(item).await.map(|()| version);
+        };
+        // Claimed, so no write lands between the check and the delete (a
+        // DELETE never removes a version written after its check).
+        let held = self.claim(locks, item).await?;
+        let result = match deletable(held.current, expected) {
+            Ok(version) => self.delete_parameter(item).await.map(|()| version),
+            Err(err) => Err(err),
+        };
+        let left = match &result {
+            Ok(_) => 0,
+            Err(_) => held.current.unwrap_or(0),
+        };
+        self.release(locks, item, &held, left).await;
+        result
     }
 
     async fn history(
