@@ -20,10 +20,11 @@ use crate::catch_up::CatchUp;
 use crate::credentials::{StsTenantRole, TenantClient, TenantCredentials};
 use crate::reads::ConfigReads;
 use crate::refresh::discovery::{CloudMapHealth, CloudMapInstances, DiscoveryError, Registration};
-use crate::refresh::fanout::Fanout;
 use crate::refresh::handler::Refresher;
 use crate::refresh::journal_table::JournalTable;
-use crate::refresh::key::{RefreshKeyError, load_refresh_key};
+use crate::refresh::key::{
+    KeyLoadingFanout, RefreshKeyError, load_refresh_key, outside_watched_root,
+};
 use crate::refresh::networks::InAgentNetworks;
 use crate::refresh::signing::{RefreshAuthenticator, RefreshKey};
 use crate::refresh::stage_cache::{ApiGatewayStageCache, SqsFlushRequests};
@@ -247,14 +248,23 @@ impl Aws {
     }
 
     /// config-refresh's handler: the refresh key, Cloud Map discovery and the
-    /// fan-out.
+    /// fan-out. A signing key that cannot be used yet stops pushes only (see
+    /// [`crate::refresh::key`]); a key parameter under the watched root is a
+    /// configuration error.
     pub async fn refresher(
         &self,
         settings: &RefreshSettings,
     ) -> Result<Refresher, RefreshKeyError> {
-        let key = self
-            .refresh_key(&settings.refresh_key_parameter, &settings.parameter_root)
-            .await?;
+        outside_watched_root(&settings.refresh_key_parameter, &settings.parameter_root)?;
+        let fanout = KeyLoadingFanout::new(
+            self.ssm(),
+            &settings.refresh_key_parameter,
+            &settings.parameter_root,
+            settings.fanout,
+            settings.tls.clone(),
+        );
+        // Read now, so a bad key is in the log from the first start.
+        let _ = fanout.load().await;
         let instances = CloudMapInstances::new(
             self.cloud_map(),
             &settings.cloud_map_namespace,
@@ -267,10 +277,7 @@ impl Aws {
                 Arc::new(instances),
                 settings.agent_networks.clone(),
             )),
-            match &settings.tls {
-                Some(tls) => Fanout::new(key, settings.fanout).with_tls(tls),
-                None => Fanout::new(key, settings.fanout),
-            },
+            Arc::new(fanout),
             Arc::new(self.change_journal(&settings.journal_table)),
         );
         let refresher = match &settings.cloud_map_service_id {

@@ -77,10 +77,13 @@ pub enum Counter {
     RefusedRefreshes,
     /// STS AssumeRole calls for tenant credentials (token vending).
     AssumeRoles,
+    /// Changes config-refresh journaled (and flushed) but pushed to no agent,
+    /// because its signing key is missing or unusable.
+    UnpushedChanges,
 }
 
 impl Counter {
-    const ALL: [Counter; 9] = [
+    const ALL: [Counter; 10] = [
         Counter::TokenCacheHits,
         Counter::TokenCacheMisses,
         Counter::RefreshDeliveries,
@@ -90,6 +93,7 @@ impl Counter {
         Counter::IgnoredInstances,
         Counter::RefusedRefreshes,
         Counter::AssumeRoles,
+        Counter::UnpushedChanges,
     ];
 
     fn name(self) -> &'static str {
@@ -103,6 +107,7 @@ impl Counter {
             Counter::IgnoredInstances => "IgnoredInstances",
             Counter::RefusedRefreshes => "RefusedRefreshes",
             Counter::AssumeRoles => "AssumeRoles",
+            Counter::UnpushedChanges => "UnpushedChanges",
         }
     }
 }
@@ -155,6 +160,15 @@ impl Metrics {
             .position(|c| *c == counter)
             .unwrap_or_default();
         self.counts[index].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// What `counter` has counted since the last [`Self::take_lines`].
+    pub fn pending(&self, counter: Counter) -> u64 {
+        let index = Counter::ALL
+            .iter()
+            .position(|c| *c == counter)
+            .unwrap_or_default();
+        self.counts[index].load(Ordering::Relaxed)
     }
 
     /// One store call took `elapsed` (successful or not).

@@ -174,7 +174,7 @@ proptest! {
             ROOT,
             KeyRouter::default(),
             Arc::new(StaticInstances(Vec::new())),
-            Fanout::new(refresh_key(), FanoutSettings::default()),
+            Arc::new(Fanout::new(refresh_key(), FanoutSettings::default())),
             Arc::new(MemoryJournal::new()),
         );
         // Whatever arrives, the answer is an outcome or an error, never a panic.

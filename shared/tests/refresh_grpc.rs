@@ -11,7 +11,7 @@ use tenant_config_shared::StoreKind;
 use tenant_config_shared::domain::{Found, SecretValue};
 use tenant_config_shared::refresh::change::ChangeRecord;
 use tenant_config_shared::refresh::discovery::{DiscoveryError, InstanceHealth};
-use tenant_config_shared::refresh::fanout::{Fanout, FanoutSettings};
+use tenant_config_shared::refresh::fanout::{Fanout, FanoutSettings, FanoutSource};
 use tenant_config_shared::refresh::handler::{RefreshError, RefreshOutcome, Refresher};
 use tenant_config_shared::refresh::journal::MemoryJournal;
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
@@ -435,7 +435,7 @@ fn refresher(addresses: &[SocketAddr]) -> Refresher {
         "/config-service",
         KeyRouter::default(),
         Arc::new(StaticInstances(instances(addresses))),
-        Fanout::new(refresh_key(), FanoutSettings::default()),
+        Arc::new(Fanout::new(refresh_key(), FanoutSettings::default())),
         Arc::new(MemoryJournal::new()),
     )
 }
@@ -759,4 +759,87 @@ async fn every_change_requests_a_flush_and_a_batch_of_requests_flushes_once() {
         matches!(&failed, Err(e) if e.kind() == "StageCacheFailed"),
         "{failed:?}"
     );
+}
+
+/// A fan-out that cannot be built: the signing key is missing or malformed.
+struct NoSigningKey;
+
+#[async_trait::async_trait]
+impl FanoutSource for NoSigningKey {
+    async fn fanout(&self) -> Result<&Fanout, String> {
+        Err("refresh key '/tenant-config/refresh-key' is malformed".to_owned())
+    }
+}
+
+#[tokio::test]
+async fn without_a_usable_signing_key_changes_are_journaled_and_flushed_and_only_pushes_stop() {
+    // GIVEN config-refresh whose signing key cannot be used, an agent that
+    // cached the endpoint, and a stage cache
+    let store = parameter_store();
+    let agent = start_agent(store.clone()).await;
+    assert_serves(
+        agent.address,
+        "tenant-a",
+        "param_config_endpoint",
+        "\"https://a/v1\"",
+    )
+    .await;
+    store.put(
+        &item("tenant-a", "param_config_endpoint"),
+        plain(json!("https://a/v2")),
+    );
+    let journal = Arc::new(MemoryJournal::new());
+    let cache = Arc::new(RecordingStageCache::default());
+    let refresher = Refresher::new(
+        "/config-service",
+        KeyRouter::default(),
+        Arc::new(StaticInstances(instances(&[agent.address]))),
+        Arc::new(NoSigningKey),
+        journal.clone(),
+    )
+    .with_stage_cache(cache.clone(), cache.clone());
+    let unpushed_before = tenant_config_shared::metrics::metrics()
+        .pending(tenant_config_shared::metrics::Counter::UnpushedChanges);
+    // WHEN a parameter change and a stream batch of two changes come in
+    let event: serde_json::Value = serde_json::from_str(include_str!(
+        "../../events/parameter-store-change-update.json"
+    ))
+    .unwrap();
+    let single = refresher.handle(event).await.unwrap();
+    let batch = refresher
+        .handle(json!({"Records": [
+            stream_record("MODIFY", "tenant-a", "tenant_config_limits", "100"),
+            stream_record("INSERT", "tenant-a", "tenant_config_theme", "101"),
+        ]}))
+        .await
+        .unwrap();
+    // THEN both succeed (a retry cannot help) and say they pushed nothing
+    assert_eq!(single.to_json()["status"], "journaled_not_pushed");
+    assert!(
+        single.to_json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("malformed")
+    );
+    assert_eq!(batch.to_json(), json!({"batchItemFailures": []}));
+    // AND all three changes are journaled, their flushes asked for, and counted
+    let journaled = tenant_config_shared::refresh::journal::ChangeJournal::since(&*journal, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(journaled.len(), 3);
+    assert_eq!(cache.requests.lock().unwrap().len(), 2);
+    let unpushed = tenant_config_shared::metrics::metrics()
+        .pending(tenant_config_shared::metrics::Counter::UnpushedChanges);
+    assert!(
+        unpushed - unpushed_before >= 3,
+        "{unpushed_before} → {unpushed}"
+    );
+    // AND the agent was told nothing: it still serves what it cached
+    assert_serves(
+        agent.address,
+        "tenant-a",
+        "param_config_endpoint",
+        "\"https://a/v1\"",
+    )
+    .await;
 }

@@ -652,3 +652,67 @@ async fn refresh_calls_travel_over_tls_and_plaintext_or_untrusted_clients_get_no
     .await;
     assert!(untrusted.is_err(), "a client trusting another CA connected");
 }
+
+#[tokio::test]
+async fn without_its_signing_key_config_refresh_still_journals_and_every_reader_catches_up() {
+    // GIVEN config-refresh whose signing key parameter does not exist (the
+    // runbook's first step skipped), and an agent and config-api that cached
+    // tenant A's endpoint
+    let stack = LocalStack::start(
+        StackOptions {
+            settings: &[("REFRESH_KEY_PARAMETER", "/tenant-config/no-such-key")],
+            ..StackOptions::with_agents(1)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("config-refresh starts without its key");
+    let alice = stack.token(ALICE).await.unwrap();
+    let agent = &stack.agents[0];
+    let old = "\"https://billing.tenant-a.example\"";
+    assert_eq!(agent.get_config(&alice, SERVICE, KEY).await.unwrap(), old);
+    let api_path = format!("/v1/config/{SERVICE}/{KEY}");
+    let cached = stack.get(&api_path, Some(&alice)).await.unwrap();
+    assert_eq!(cached.body["value"], "https://billing.tenant-a.example");
+
+    // WHEN the parameter changes and EventBridge delivers the change
+    stack
+        .put_parameter("tenant-a", KEY, "https://keyless.tenant-a.example")
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    let answer = stack
+        .send_change_event("Update", &parameter_name("tenant-a"))
+        .await
+        .unwrap()
+        .expect("a change without a push is not a failure to retry");
+
+    // THEN config-refresh says it journaled the change and pushed nothing, and why
+    assert_eq!(answer["status"], "journaled_not_pushed", "{answer}");
+    assert!(
+        answer["reason"].as_str().unwrap().contains("no-such-key"),
+        "{answer}"
+    );
+    // AND the agent (no push reached it) and config-api catch up from the
+    // journal within their catch-up intervals (2 s and 1 s, plus slack)
+    let new = "\"https://keyless.tenant-a.example\"";
+    loop {
+        let agent_value = agent.get_config(&alice, SERVICE, KEY).await.unwrap();
+        let api_value = stack.get(&api_path, Some(&alice)).await.unwrap().body["value"].clone();
+        if agent_value == new && api_value == "https://keyless.tenant-a.example" {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(8),
+            "agent {agent_value}, config-api {api_value} after {:?}",
+            changed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // AND config-refresh counted the unpushed change for its alarm
+    let logs = stack.watch.log_tail();
+    assert!(
+        logs.contains("\"UnpushedChanges\":1"),
+        "no UnpushedChanges metric in config-refresh's output:\n{logs}"
+    );
+}

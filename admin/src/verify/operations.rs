@@ -23,6 +23,7 @@ pub const TEMPLATE_ALARMS: &[&str] = &[
     "ConfigRefreshErrors",
     "ConfigApiStaleAnswers",
     "RefreshIgnoredAgents",
+    "RefreshUnpushedChanges",
     "RefreshAgentCountJump",
     "ConfigApiStoreErrors",
 ];

@@ -80,7 +80,7 @@ impl Report {
                 PARAMETER_ROOT,
                 KeyRouter::default(),
                 Arc::new(StaticInstances(instances.clone())),
-                Fanout::new(key.clone(), settings),
+                Arc::new(Fanout::new(key.clone(), settings)),
                 Arc::new(MemoryJournal::new()),
             );
             let event = || {

@@ -45,6 +45,22 @@ pub struct FanoutReport {
     pub elapsed: Duration,
 }
 
+/// Where config-refresh's fan-out comes from: a [`Fanout`] is one, always
+/// ready; [`super::key::KeyLoadingFanout`] builds one once the signing key can
+/// be read, so that a missing or malformed key stops pushes only.
+#[async_trait::async_trait]
+pub trait FanoutSource: Send + Sync {
+    /// The fan-out to push with, or why there is none.
+    async fn fanout(&self) -> Result<&Fanout, String>;
+}
+
+#[async_trait::async_trait]
+impl FanoutSource for Fanout {
+    async fn fanout(&self) -> Result<&Fanout, String> {
+        Ok(self)
+    }
+}
+
 /// Pause before the single retry of a transient failure.
 const RETRY_PAUSE: Duration = Duration::from_millis(25);
 

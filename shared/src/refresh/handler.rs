@@ -8,6 +8,10 @@
 //! failure (ReportBatchItemFailures), so the mapping retries from there and
 //! its on-failure destination keeps what never succeeds, without replaying the
 //! records that were delivered.
+//!
+//! Without a usable signing key ([`super::key`]) a change is still journaled
+//! and its stage cache flush asked for, and counts as handled (not retried):
+//! readers catch up from the journal, and `UnpushedChanges` alarms.
 
 use std::sync::Arc;
 
@@ -16,11 +20,12 @@ use thiserror::Error;
 use super::change::{ChangeRecord, Classified};
 use super::discovery::{DiscoveryError, InstanceHealth, InstanceSource};
 use super::event::{EventError, ParameterChangeEvent, classify};
-use super::fanout::{Fanout, FanoutReport};
+use super::fanout::{FanoutReport, FanoutSource};
 use super::journal::{ChangeJournal, JournalError};
 use super::stage_cache::{FlushRequests, StageCache, StageCacheError};
 use super::stale::{StaleSettings, StaleTracker};
 use super::stream::{StreamBatch, classify_batch};
+use crate::metrics::{Counter, metrics};
 use crate::routing::KeyRouter;
 
 #[derive(Debug, Error)]
@@ -66,6 +71,12 @@ pub enum RefreshOutcome {
     StageCacheFlushed {
         requests: usize,
     },
+    /// Journaled (and the stage cache flush asked for), pushed to no agent:
+    /// the signing key is missing or unusable. Readers catch up from the
+    /// journal; retrying would not help until the key is fixed.
+    Unpushed {
+        reason: String,
+    },
 }
 
 /// What became of a batch of stream records.
@@ -74,6 +85,8 @@ pub struct BatchReport {
     pub records: usize,
     pub delivered: usize,
     pub ignored: usize,
+    /// Journaled, pushed to no agent (no usable signing key).
+    pub unpushed: usize,
     /// Sequence numbers of the records to retry, in batch order.
     pub failures: Vec<String>,
 }
@@ -94,6 +107,10 @@ impl RefreshOutcome {
                 "status": "flushed",
                 "requests": requests,
             }),
+            RefreshOutcome::Unpushed { reason } => serde_json::json!({
+                "status": "journaled_not_pushed",
+                "reason": reason,
+            }),
             // Exactly the partial-batch response shape the event source
             // mapping reads.
             RefreshOutcome::Batch(report) => serde_json::json!({
@@ -111,7 +128,7 @@ pub struct Refresher {
     root: String,
     router: KeyRouter,
     instances: Arc<dyn InstanceSource>,
-    fanout: Fanout,
+    fanout: Arc<dyn FanoutSource>,
     journal: Arc<dyn ChangeJournal>,
     stale: Option<(StaleTracker, Arc<dyn InstanceHealth>)>,
     stage_cache: Option<(Arc<dyn FlushRequests>, Arc<dyn StageCache>)>,
@@ -122,7 +139,7 @@ impl Refresher {
         root: impl Into<String>,
         router: KeyRouter,
         instances: Arc<dyn InstanceSource>,
-        fanout: Fanout,
+        fanout: Arc<dyn FanoutSource>,
         journal: Arc<dyn ChangeJournal>,
     ) -> Self {
         Self {
@@ -208,6 +225,9 @@ impl Refresher {
         let result = self.handle_inner(raw).await;
         match &result {
             Ok(RefreshOutcome::Ignored(reason)) => tracing::info!(%reason, "ignored event"),
+            Ok(RefreshOutcome::Unpushed { reason }) => {
+                tracing::error!(%reason, "change journaled, pushed to no agent")
+            }
             Ok(_) => {}
             Err(err) => tracing::error!(error = %err, "refresh failed"),
         }
@@ -234,8 +254,15 @@ impl Refresher {
         // Journaled before anyone is told: a reader the push misses still
         // finds it there.
         self.journal(std::slice::from_ref(&change)).await?;
+        let fanout = match self.fanout.fanout().await {
+            Ok(fanout) => fanout,
+            Err(reason) => {
+                unpushed(1);
+                return Ok(RefreshOutcome::Unpushed { reason });
+            }
+        };
         let instances = self.instances.healthy_instances().await?;
-        let report = self.fanout.send(&instances, &change).await;
+        let report = fanout.send(&instances, &change).await;
         log_fanout(&change, &report);
         let report = self.retire_stale(report).await;
         if report.failed.is_empty() {
@@ -296,10 +323,17 @@ impl Refresher {
         }
         if !changes.is_empty() {
             self.journal(&changes).await?;
+            let fanout = match self.fanout.fanout().await {
+                Ok(fanout) => fanout,
+                Err(reason) => {
+                    unpushed(changes.len());
+                    report.unpushed = changes.len();
+                    tracing::error!(%reason, records = report.records, unpushed = report.unpushed, "stream batch journaled, pushed to no agent");
+                    return Ok(RefreshOutcome::Batch(report));
+                }
+            };
             let instances = self.instances.healthy_instances().await?;
-            let fanouts = changes
-                .iter()
-                .map(|change| self.fanout.send(&instances, change));
+            let fanouts = changes.iter().map(|change| fanout.send(&instances, change));
             let reports = futures::future::join_all(fanouts).await;
             for ((sequence, change), fanout) in sequences.into_iter().zip(&changes).zip(reports) {
                 log_fanout(change, &fanout);
@@ -320,6 +354,11 @@ impl Refresher {
         );
         Ok(RefreshOutcome::Batch(report))
     }
+}
+
+/// Counts changes journaled without a push (the `UnpushedChanges` alarm).
+fn unpushed(changes: usize) {
+    metrics().add(Counter::UnpushedChanges, changes as u64);
 }
 
 /// One summary line per change, and one per agent that did not acknowledge.

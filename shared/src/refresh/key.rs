@@ -1,12 +1,27 @@
 //! Where config-refresh's private signing key comes from: one SecureString
-//! parameter only config-refresh's role may read, read once at start-up.
+//! parameter only config-refresh's role may read, read once it can be.
 //! Agents never read it: they are given the public keys (`REFRESH_PUBLIC_KEYS`).
+//!
+//! A key that is missing or unusable stops the pushes only: config-refresh
+//! still journals every change and flushes the stage cache, so readers catch
+//! up within their catch-up interval, and it counts each unpushed change
+//! (`UnpushedChanges`, which alarms). It reads the parameter again at most
+//! once per [`KEY_RETRY_INTERVAL`], so a key created or fixed later is used
+//! without a restart.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::error::DisplayErrorContext;
 use aws_sdk_ssm::types::ParameterType;
 use thiserror::Error;
+use tokio::sync::OnceCell;
 
+use super::fanout::{Fanout, FanoutSettings, FanoutSource, RefreshTls};
 use super::signing::{RefreshKey, SignatureError};
+
+/// Least time between two reads of a key that could not be used.
+pub const KEY_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why the refresh key cannot be used. Never carries the key itself.
 #[derive(Debug, Error)]
@@ -71,4 +86,86 @@ pub async fn load_refresh_key(
             source,
         }
     })
+}
+
+/// The fan-out, built once the signing key parameter yields a usable key.
+pub struct KeyLoadingFanout {
+    ssm: aws_sdk_ssm::Client,
+    parameter: String,
+    watched_root: String,
+    settings: FanoutSettings,
+    tls: Option<RefreshTls>,
+    ready: OnceCell<Fanout>,
+    /// The last failed read: when, and why (never the key).
+    failed: Mutex<Option<(Instant, String)>>,
+}
+
+impl KeyLoadingFanout {
+    pub fn new(
+        ssm: aws_sdk_ssm::Client,
+        parameter: impl Into<String>,
+        watched_root: impl Into<String>,
+        settings: FanoutSettings,
+        tls: Option<RefreshTls>,
+    ) -> Self {
+        Self {
+            ssm,
+            parameter: parameter.into(),
+            watched_root: watched_root.into(),
+            settings,
+            tls,
+            ready: OnceCell::new(),
+            failed: Mutex::new(None),
+        }
+    }
+
+    /// Reads the key now (at start-up), so a bad key is logged at once.
+    pub async fn load(&self) -> Result<(), String> {
+        self.fanout().await.map(|_| ())
+    }
+}
+
+#[async_trait::async_trait]
+impl FanoutSource for KeyLoadingFanout {
+    async fn fanout(&self) -> Result<&Fanout, String> {
+        if let Some(fanout) = self.ready.get() {
+            return Ok(fanout);
+        }
+        if let Some((at, reason)) = self.failed.lock().map(|f| f.clone()).unwrap_or(None)
+            && at.elapsed() < KEY_RETRY_INTERVAL
+        {
+            return Err(reason);
+        }
+        let loaded = self
+            .ready
+            .get_or_try_init(|| async {
+                let key = load_refresh_key(&self.ssm, &self.parameter, &self.watched_root).await?;
+                let fanout = Fanout::new(key, self.settings);
+                Ok::<_, RefreshKeyError>(match &self.tls {
+                    Some(tls) => fanout.with_tls(tls),
+                    None => fanout,
+                })
+            })
+            .await;
+        match loaded {
+            Ok(fanout) => {
+                if let Ok(mut failed) = self.failed.lock() {
+                    *failed = None;
+                }
+                Ok(fanout)
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::error!(
+                    error = %reason,
+                    retry_in_secs = KEY_RETRY_INTERVAL.as_secs(),
+                    "refresh signing key unusable: changes are journaled and flushed but pushed to no agent"
+                );
+                if let Ok(mut failed) = self.failed.lock() {
+                    *failed = Some((Instant::now(), reason.clone()));
+                }
+                Err(reason)
+            }
+        }
+    }
 }
