@@ -93,6 +93,9 @@ type Parse = fn(&dyn Fn(&str) -> Option<String>) -> Result<String, String>;
 fn config_api(lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let reader =
         Settings::from_lookup(lookup, LAMBDA_CACHE_DEFAULTS).map_err(|e| e.variable.to_owned())?;
+    reader
+        .check_write_credentials()
+        .map_err(|e| e.variable.to_owned())?;
     let calls = AwsCallSettings::from_lookup(lookup).map_err(|e| e.variable.to_owned())?;
     Ok(format!("{reader:?} {calls:?}"))
 }

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use serde_json::{Value as Json, json};
 use serde_norway::Value;
 
-use crate::cfn::{ACCOUNT, REGION, Resolved, template};
+use crate::cfn::{ACCOUNT, REGION, Resolved, STACK, template};
 
 const OWN: &str = "tenant-a";
 const OTHER: &str = "tenant-b";
@@ -34,18 +34,30 @@ enum Who {
     Writer,
     /// Any other role of the account, whose own policy allows everything.
     SomeoneElse,
+    /// An agent outside ECS: a role of its own named in `AgentRoleArns`,
+    /// with `AgentTaskPolicy` attached.
+    AgentHost,
+    /// The same, under a role not named in `AgentRoleArns`.
+    UnlistedHost,
 }
 
 /// What is asked for.
 #[derive(Debug, Clone, Copy)]
 enum What {
     Item(&'static str),
+    /// A BatchGetItem naming the tenant's key and another tenant's.
+    Items(&'static str, &'static str),
     Schemas,
     Journal,
     Parameter(&'static str),
+    /// A tenant's service path (`GetParametersByPath`'s resource).
+    ParameterPath(&'static str),
     SigningKey,
     /// A SecureString of the tenant, through SSM, with the stack's key.
     Secret(&'static str),
+    /// The same under Parameter Store's `aws/ssm` key, whose key policy lets
+    /// every principal of the account use it through SSM.
+    AwsManagedKeySecret(&'static str),
     ReadRole(&'static str),
     WriteRole(&'static str),
 }
@@ -74,6 +86,8 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
         Who::Reader => "TenantReadRole",
         Who::Writer => "TenantWriteRole",
         Who::SomeoneElse => "SomeoneElsesRole",
+        Who::AgentHost => "AgentHostRole",
+        Who::UnlistedHost => "UnlistedHostRole",
     };
     let mut context = serde_json::Map::new();
     let session = match case.who {
@@ -84,10 +98,18 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
         _ => "session",
     };
     let principal = format!("arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{session}");
+    // What AWS sets for a role session (the simulator does not derive it).
+    context.insert(
+        "aws:PrincipalArn".into(),
+        json!(format!("arn:aws:iam::{ACCOUNT}:role/{role}")),
+    );
     let identity_policies = match case.who {
         Who::SomeoneElse => vec![json!({"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Action": "*", "Resource": "*"}
         ]})],
+        Who::AgentHost | Who::UnlistedHost => {
+            vec![stack.resolve(&stack.template["Resources"]["AgentTaskPolicy"]["Properties"]["PolicyDocument"]).unwrap()]
+        }
         _ => stack.identity_policies(role),
     };
     let root = stack.parameters["ParameterRoot"]
@@ -108,12 +130,22 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
             );
             stack.arn("ConfigTable")
         }
+        What::Items(own, other) => {
+            context.insert(
+                "dynamodb:LeadingKeys".into(),
+                json!([format!("TENANT#{own}"), format!("TENANT#{other}")]),
+            );
+            stack.arn("ConfigTable")
+        }
         What::Schemas => {
             context.insert("dynamodb:LeadingKeys".into(), json!(["SCHEMA"]));
             stack.arn("ConfigTable")
         }
         What::Journal => stack.arn("ChangeJournalTable"),
         What::Parameter(tenant) => parameter(tenant),
+        What::ParameterPath(tenant) => {
+            format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{root}/{tenant}/billing")
+        }
         What::SigningKey => format!(
             "arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{}",
             stack.parameters["RefreshKeyParameterName"]
@@ -129,8 +161,31 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
                 "kms:EncryptionContext:PARAMETER_ARN".into(),
                 json!(parameter(tenant)),
             );
-            resource_policy = Some(stack.key_policy("SecureStringKey"));
-            stack.arn("SecureStringKey")
+            context.insert(
+                "kms:ResourceAliases".into(),
+                json!([format!("alias/{STACK}-secure-strings")]),
+            );
+            resource_policy = Some(match stack.given_key() {
+                Some(_) => default_key_policy(),
+                None => stack.key_policy("SecureStringKey"),
+            });
+            stack
+                .given_key()
+                .unwrap_or_else(|| stack.arn("SecureStringKey"))
+        }
+        What::AwsManagedKeySecret(tenant) => {
+            context.insert(
+                "kms:ViaService".into(),
+                json!(format!("ssm.{REGION}.amazonaws.com")),
+            );
+            context.insert(
+                "kms:EncryptionContext:PARAMETER_ARN".into(),
+                json!(parameter(tenant)),
+            );
+            context.insert("kms:ResourceAliases".into(), json!(["alias/aws/ssm"]));
+            context.insert("kms:CallerAccount".into(), json!(ACCOUNT));
+            resource_policy = Some(aws_ssm_key_policy());
+            format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/aws-ssm")
         }
         What::ReadRole(tenant) | What::WriteRole(tenant) => {
             let target = match case.what {
@@ -160,6 +215,32 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
         simulation["resourcePolicy"] = policy;
     }
     simulation
+}
+
+/// The policy of a key made with KMS's default policy (the account's IAM
+/// policies decide), standing in for a key given as `SecureStringKmsKeyArn`.
+fn default_key_policy() -> Json {
+    json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")},
+        "Action": "kms:*",
+        "Resource": "*"
+    }]})
+}
+
+/// The policy of Parameter Store's AWS managed key `aws/ssm`, as AWS sets it:
+/// any principal of the account, through SSM, no IAM policy needed.
+fn aws_ssm_key_policy() -> Json {
+    json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow",
+        "Principal": {"AWS": "*"},
+        "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:CreateGrant", "kms:DescribeKey"],
+        "Resource": "*",
+        "Condition": {"StringEquals": {
+            "kms:ViaService": format!("ssm.{REGION}.amazonaws.com"),
+            "kms:CallerAccount": ACCOUNT
+        }}
+    }]})
 }
 
 /// Runs every case through the simulator; the cases whose decision differs
@@ -224,6 +305,8 @@ const MATRIX: &[Case] = &[
     // config-api: no tenant data of its own; assumes either tenant role.
     case(ConfigApi, "sts:AssumeRole", ReadRole(OWN), true),
     case(ConfigApi, "sts:AssumeRole", WriteRole(OWN), true),
+    case(ConfigApi, "sts:TagSession", ReadRole(OWN), true),
+    case(ConfigApi, "sts:TagSession", WriteRole(OWN), true),
     case(ConfigApi, "dynamodb:GetItem", Item(OWN), false),
     case(ConfigApi, "dynamodb:PutItem", Item(OWN), false),
     case(ConfigApi, "dynamodb:GetItem", Schemas, true),
@@ -246,6 +329,7 @@ const MATRIX: &[Case] = &[
     // role, the journal; nothing else.
     case(Agent, "sts:AssumeRole", ReadRole(OWN), true),
     case(Agent, "sts:AssumeRole", WriteRole(OWN), false),
+    case(Agent, "sts:TagSession", WriteRole(OWN), false),
     case(Agent, "dynamodb:Query", Journal, true),
     case(Agent, "dynamodb:BatchWriteItem", Journal, false),
     case(Agent, "dynamodb:GetItem", Item(OWN), false),
@@ -260,13 +344,22 @@ const MATRIX: &[Case] = &[
     case(Reader, "dynamodb:GetItem", Item(OWN), true),
     case(Reader, "dynamodb:Query", Item(OWN), true),
     case(Reader, "dynamodb:GetItem", Item(OTHER), false),
+    case(Reader, "dynamodb:BatchGetItem", Items(OWN, OWN), true),
+    case(Reader, "dynamodb:BatchGetItem", Items(OWN, OTHER), false),
     case(Reader, "dynamodb:PutItem", Item(OWN), false),
     case(Reader, "dynamodb:DeleteItem", Item(OWN), false),
     case(Reader, "dynamodb:GetItem", Schemas, false),
     case(Reader, "dynamodb:Query", Journal, false),
     case(Reader, "ssm:GetParameter", Parameter(OWN), true),
-    case(Reader, "ssm:GetParametersByPath", Parameter(OWN), true),
+    case(Reader, "ssm:GetParametersByPath", ParameterPath(OWN), true),
+    case(
+        Reader,
+        "ssm:GetParametersByPath",
+        ParameterPath(OTHER),
+        false,
+    ),
     case(Reader, "ssm:GetParameter", Parameter(OTHER), false),
+    case(Reader, "ssm:GetParameters", Parameter(OTHER), false),
     case(Reader, "ssm:PutParameter", Parameter(OWN), false),
     case(Reader, "ssm:DeleteParameter", Parameter(OWN), false),
     case(Reader, "ssm:GetParameterHistory", Parameter(OWN), false),
@@ -275,12 +368,15 @@ const MATRIX: &[Case] = &[
     case(Reader, "kms:Decrypt", Secret(OTHER), false),
     case(Reader, "kms:Encrypt", Secret(OWN), false),
     case(Reader, "kms:GenerateDataKey", Secret(OWN), false),
+    case(Reader, "kms:CreateGrant", Secret(OWN), false),
+    case(Reader, "kms:Encrypt", AwsManagedKeySecret(OWN), false),
     case(Reader, "sts:AssumeRole", WriteRole(OWN), false),
     // The write role's session for tenant-a: writes tenant-a, nothing else.
     case(Writer, "dynamodb:PutItem", Item(OWN), true),
     case(Writer, "dynamodb:DeleteItem", Item(OWN), true),
     case(Writer, "dynamodb:PutItem", Item(OTHER), false),
     case(Writer, "dynamodb:GetItem", Item(OTHER), false),
+    case(Writer, "dynamodb:ConditionCheckItem", Item(OTHER), false),
     case(Writer, "dynamodb:PutItem", Schemas, false),
     case(Writer, "dynamodb:BatchWriteItem", Journal, false),
     case(Writer, "ssm:PutParameter", Parameter(OWN), true),
@@ -292,10 +388,25 @@ const MATRIX: &[Case] = &[
     case(Writer, "kms:GenerateDataKey", Secret(OWN), true),
     case(Writer, "kms:Encrypt", Secret(OTHER), false),
     case(Writer, "kms:Decrypt", Secret(OTHER), false),
+    // never under another key: aws/ssm would let the whole account decrypt
+    case(Writer, "kms:Encrypt", AwsManagedKeySecret(OWN), false),
+    case(
+        Writer,
+        "kms:GenerateDataKey",
+        AwsManagedKeySecret(OWN),
+        false,
+    ),
+    // secrets written before the stack's key existed stay readable
+    case(Writer, "kms:Decrypt", AwsManagedKeySecret(OWN), true),
+    case(Writer, "kms:CreateGrant", Secret(OWN), false),
     // Any other role of the account, however broad its own policy: the
     // tenant roles' trust names who may assume them.
     case(SomeoneElse, "sts:AssumeRole", ReadRole(OWN), false),
     case(SomeoneElse, "sts:AssumeRole", WriteRole(OWN), false),
+    // an administrator of the account may use the key through SSM (to seed
+    // secrets), and cannot grant it to anyone
+    case(SomeoneElse, "kms:Decrypt", Secret(OWN), true),
+    case(SomeoneElse, "kms:CreateGrant", Secret(OWN), false),
 ];
 
 #[test]
@@ -388,10 +499,12 @@ fn the_matrix_notices_a_write_given_to_a_reader_or_a_tenant_condition_dropped() 
         "{wrong:?}"
     );
 
-    // WHEN the read role's trust names the whole account again
+    // WHEN the read role's trust no longer names the agents' roles
     let mut changed = template();
-    statement(&mut changed, "TenantReadRole", "AgentsReadTheirTenants")["Principal"]["AWS"] =
-        serde_norway::from_str("'arn:aws:iam::123456789012:root'").unwrap();
+    statement(&mut changed, "TenantReadRole", "AgentsReadTheirTenants")["Condition"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("ArnEquals");
     let wrong = mismatches(&Resolved::new(changed, &[]), MATRIX);
     assert!(
         wrong
@@ -400,22 +513,27 @@ fn the_matrix_notices_a_write_given_to_a_reader_or_a_tenant_condition_dropped() 
         "{wrong:?}"
     );
 
-    // WHEN the key policy no longer keeps the tenant roles to their tenant,
-    // and the read role's own policy loses its condition too
+    // WHEN the read role's own policy loses its tenant condition on Decrypt
     let mut changed = template();
-    let deny = statement(
-        &mut changed,
-        "SecureStringKey",
-        "TenantRolesOnlyForTheirOwnTenant",
-    );
-    deny.as_mapping_mut().unwrap().remove("Condition");
-    deny["Action"] = Value::String("kms:CreateGrant".into());
     let decrypt = statement(
         &mut changed,
         "TenantReadRole",
         "DecryptOneTenantsSecureStrings",
     );
     decrypt.as_mapping_mut().unwrap().remove("Condition");
+    let wrong = mismatches(&Resolved::new(changed.clone(), &[]), MATRIX);
+    // THEN the key's policy still keeps it to its tenant (it holds on its own)
+    assert!(
+        !wrong.iter().any(|w| w.starts_with("Reader kms:Decrypt")),
+        "{wrong:?}"
+    );
+    // WHEN the key policy's tenant deny goes too THEN the matrix notices
+    let deny = statement(
+        &mut changed,
+        "SecureStringKey",
+        "TenantRolesOnlyForTheirOwnTenant",
+    );
+    deny["Action"] = Value::String("kms:ScheduleKeyDeletion".into());
     let wrong = mismatches(&Resolved::new(changed, &[]), MATRIX);
     assert!(
         wrong
@@ -423,4 +541,67 @@ fn the_matrix_notices_a_write_given_to_a_reader_or_a_tenant_condition_dropped() 
             .any(|w| w.starts_with("Reader kms:Decrypt Secret(\"tenant-b\")")),
         "{wrong:?}"
     );
+}
+
+#[test]
+fn agents_outside_ecs_read_only_under_a_role_named_in_agent_role_arns() {
+    // GIVEN a host role named in AgentRoleArns (with AgentTaskPolicy attached)
+    let host = format!("arn:aws:iam::{ACCOUNT}:role/AgentHostRole");
+    let stack = Resolved::new(template(), &[("AgentRoleArns", json!([host]))]);
+    // THEN it reads through the read role like the ECS tasks, and a role with
+    // the same policy that is not named cannot
+    let wrong = mismatches(
+        &stack,
+        &[
+            case(AgentHost, "sts:AssumeRole", ReadRole(OWN), true),
+            case(AgentHost, "sts:AssumeRole", WriteRole(OWN), false),
+            case(Agent, "sts:AssumeRole", ReadRole(OWN), true),
+            case(UnlistedHost, "sts:AssumeRole", ReadRole(OWN), false),
+        ],
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn a_given_key_is_the_only_key_secure_strings_are_written_with() {
+    // GIVEN a key of the operator's own instead of the stack's
+    let given = format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/given");
+    let stack = Resolved::new(template(), &[("SecureStringKmsKeyArn", json!(given))]);
+    assert!(!stack.condition("CreatesKmsKey"));
+    // THEN the write role encrypts its tenant's secrets with it, and with no other
+    let wrong = mismatches(
+        &stack,
+        &[
+            case(Writer, "kms:Encrypt", Secret(OWN), true),
+            case(Writer, "kms:Encrypt", Secret(OTHER), false),
+            case(Writer, "kms:Encrypt", AwsManagedKeySecret(OWN), false),
+            case(Reader, "kms:Decrypt", Secret(OWN), true),
+            case(Reader, "kms:Decrypt", Secret(OTHER), false),
+        ],
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn without_tenant_credentials_config_api_reads_and_writes_every_tenant_and_agents_only_read() {
+    // GIVEN VendTenantCredentials=false (no tenant roles)
+    let stack = Resolved::new(template(), &[("VendTenantCredentials", json!("false"))]);
+    // THEN config-api's own role reads and writes every tenant, agents read
+    // every tenant and write nothing, and nobody reads the signing key
+    let wrong = mismatches(
+        &stack,
+        &[
+            case(ConfigApi, "dynamodb:GetItem", Item(OTHER), true),
+            case(ConfigApi, "dynamodb:PutItem", Item(OWN), true),
+            case(ConfigApi, "ssm:PutParameter", Parameter(OWN), true),
+            case(ConfigApi, "ssm:GetParameter", SigningKey, false),
+            case(Agent, "dynamodb:GetItem", Item(OTHER), true),
+            case(Agent, "dynamodb:PutItem", Item(OWN), false),
+            case(Agent, "ssm:GetParameter", Parameter(OWN), true),
+            case(Agent, "ssm:PutParameter", Parameter(OWN), false),
+            case(Agent, "ssm:GetParameter", SigningKey, false),
+            case(ConfigRefresh, "ssm:GetParameter", SigningKey, true),
+        ],
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -16,6 +16,7 @@ use tenant_config_shared::telemetry;
 async fn main() -> Result<(), Error> {
     telemetry::init();
     let settings = Settings::from_env(LAMBDA_CACHE_DEFAULTS)?;
+    settings.check_write_credentials()?;
     let api = Aws::from_env().await?.config_api(&settings)?;
     tracing::info!(table = %settings.table_name, parameter_root = %settings.parameter_root, "config-api ready");
     let metrics = MetricsSettings::from_env("config-api");

@@ -37,6 +37,29 @@ pub struct Settings {
     /// and `TENANT_WRITE_ROLE_ARN` for writes); `None`: the process's own
     /// role reads (and writes) every tenant.
     pub tenant_role: Option<TenantRoleSettings>,
+    /// `TENANT_WRITE_ROLE_ARN` was set without `TENANT_ROLE_ARN` (see
+    /// [`Settings::check_write_credentials`]).
+    pub stray_write_role: bool,
+}
+
+impl Settings {
+    /// config-api's own check, after parsing: writes with tenant credentials
+    /// need the write role (the read role cannot write), and a write role
+    /// without tenant credentials is a mistake, not ignored. (The agent
+    /// parses the same variables and writes nothing, so it does not check.)
+    pub fn check_write_credentials(&self) -> Result<(), SettingsError> {
+        match (&self.tenant_role, &self.admin_group) {
+            (Some(role), Some(_)) if role.write_role_arn.is_none() => Err(SettingsError {
+                variable: "TENANT_WRITE_ROLE_ARN",
+                reason: "must be set when TENANT_ROLE_ARN and ADMIN_GROUP are: writes assume the write role, and the read role cannot write".to_owned(),
+            }),
+            _ if self.tenant_role.is_none() && self.stray_write_role => Err(SettingsError {
+                variable: "TENANT_WRITE_ROLE_ARN",
+                reason: "is used only with TENANT_ROLE_ARN (tenant credentials); without it the process's own role writes".to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The role assumed per tenant (see [`crate::credentials`]).
@@ -55,7 +78,7 @@ pub struct TenantRoleSettings {
 }
 
 /// What `TENANT_SESSION_SECS` may be: AssumeRole refuses less than 900 s, and
-/// the template's TenantAccessRole has a MaxSessionDuration of 3600 s, above
+/// the template's tenant roles have a MaxSessionDuration of 3600 s, above
 /// which every AssumeRole, so every read and write of a tenant, fails.
 pub const TENANT_SESSION_SECS_RANGE: std::ops::RangeInclusive<u64> = 900..=3600;
 
@@ -133,25 +156,6 @@ impl Settings {
                 reason: "must name at least one app client id".to_owned(),
             });
         }
-        match (
-            env.optional("TENANT_ROLE_ARN"),
-            env.optional("TENANT_WRITE_ROLE_ARN"),
-            env.optional("ADMIN_GROUP"),
-        ) {
-            (None, Some(_), _) => {
-                return Err(SettingsError {
-                    variable: "TENANT_WRITE_ROLE_ARN",
-                    reason: "is used only with TENANT_ROLE_ARN (tenant credentials); without it the process's own role writes".to_owned(),
-                });
-            }
-            (Some(_), None, Some(_)) => {
-                return Err(SettingsError {
-                    variable: "TENANT_WRITE_ROLE_ARN",
-                    reason: "must be set when TENANT_ROLE_ARN and ADMIN_GROUP are: writes assume the write role, and the read role cannot write".to_owned(),
-                });
-            }
-            _ => {}
-        }
         Ok(Self {
             table_name: env.required("CONFIG_TABLE_NAME")?,
             parameter_root,
@@ -184,6 +188,8 @@ impl Settings {
             journal_table: env.optional("JOURNAL_TABLE_NAME"),
             admin_group: env.optional("ADMIN_GROUP"),
             secure_string_key: env.optional("SECURESTRING_KMS_KEY_ID"),
+            stray_write_role: env.optional("TENANT_ROLE_ARN").is_none()
+                && env.optional("TENANT_WRITE_ROLE_ARN").is_some(),
             tenant_role: match env.optional("TENANT_ROLE_ARN") {
                 None => None,
                 Some(role_arn) => Some(TenantRoleSettings {
@@ -193,7 +199,7 @@ impl Settings {
                         "TENANT_SESSION_SECS",
                         900,
                         TENANT_SESSION_SECS_RANGE,
-                        "AssumeRole's minimum, and the TenantAccessRole's MaxSessionDuration",
+                        "AssumeRole's minimum, and the tenant roles' MaxSessionDuration",
                     )?),
                     max_tenants: env.positive("TENANT_CREDENTIALS_MAX_TENANTS", 1000)?,
                 }),
@@ -326,16 +332,22 @@ mod tests {
             settings(&vars)
         };
         // GIVEN writes on with tenant credentials WHEN no write role is named
-        // THEN the process refuses to start (the read role cannot write)
-        let err = with(&[READ, ADMINS]).unwrap_err();
+        // THEN config-api refuses to start (the read role cannot write)
+        let checked =
+            |vars: &[(&'static str, &'static str)]| with(vars).unwrap().check_write_credentials();
+        let err = checked(&[READ, ADMINS]).unwrap_err();
         assert_eq!(err.variable, "TENANT_WRITE_ROLE_ARN");
         // AND a write role without tenant credentials is a mistake, not ignored
-        let err = with(&[WRITE, ADMINS]).unwrap_err();
+        let err = checked(&[WRITE, ADMINS]).unwrap_err();
         assert_eq!(err.variable, "TENANT_WRITE_ROLE_ARN");
+        // AND an agent given config-api's environment still starts (it does
+        // not check: it writes nothing)
+        assert!(with(&[READ, ADMINS]).is_ok());
         // AND with both, reads keep the read role and writes get the write role
         let role = with(&[READ, WRITE, ADMINS]).unwrap().tenant_role.unwrap();
         assert_eq!(role.role_arn, READ.1);
         assert_eq!(role.write_role_arn.as_deref(), Some(WRITE.1));
+        assert!(checked(&[READ, WRITE, ADMINS]).is_ok());
         // AND a reader without writes (an agent) needs no write role
         let role = with(&[READ]).unwrap().tenant_role.unwrap();
         assert_eq!(role.write_role_arn, None);
