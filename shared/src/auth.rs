@@ -110,8 +110,12 @@ pub struct Identity {
     pub tenant: Option<TenantId>,
     /// `exp`, seconds since the epoch.
     pub expires_at: u64,
-    /// The user pool groups the user is in (`cognito:groups`).
+    /// The user pool groups the user was in when the token was issued
+    /// (`cognito:groups`).
     pub groups: Vec<String>,
+    /// The user's name in the pool (`cognito:username`; the `sub` when the
+    /// token has none), for asking the pool about the user now.
+    pub username: String,
 }
 
 impl Identity {
@@ -137,6 +141,8 @@ struct IdTokenClaims {
     tenant: Option<String>,
     #[serde(rename = "cognito:groups", default)]
     groups: Vec<String>,
+    #[serde(rename = "cognito:username", default)]
+    username: Option<String>,
 }
 
 struct KeyRing {
@@ -268,6 +274,7 @@ impl TokenVerifier {
             return Err(AuthError::WrongTokenUse);
         }
         Ok(Identity {
+            username: claims.username.unwrap_or_else(|| claims.sub.clone()),
             subject: claims.sub,
             tenant: claims
                 .tenant

@@ -18,6 +18,9 @@ use crate::auth::{JwksError, TokenVerifier};
 use crate::cache::CachedStore;
 use crate::catch_up::CatchUp;
 use crate::credentials::{StsTenantRole, TenantClient, TenantCredentials};
+use crate::membership::{
+    CachedMembership, CognitoGroupMembership, GroupMembership, pool_id_of_issuer,
+};
 use crate::reads::ConfigReads;
 use crate::refresh::discovery::{CloudMapHealth, CloudMapInstances, DiscoveryError, Registration};
 use crate::refresh::handler::Refresher;
@@ -186,6 +189,19 @@ impl Aws {
         DynamoDbSchemas::new(self.dynamodb(), table)
     }
 
+    /// Whether a token's administrator still is one, asked of the user pool
+    /// of the tokens' issuer and remembered for `ADMIN_MEMBERSHIP_TTL_SECS`.
+    fn group_membership(&self, settings: &Settings) -> Arc<dyn GroupMembership> {
+        let pool_id = pool_id_of_issuer(&settings.auth.issuer).unwrap_or_default();
+        Arc::new(CachedMembership::new(
+            Arc::new(CognitoGroupMembership::new(
+                aws_sdk_cognitoidentityprovider::Client::new(&self.config),
+                pool_id,
+            )),
+            settings.admin_membership_ttl,
+        ))
+    }
+
     /// The change journal in its DynamoDB table.
     pub fn change_journal(&self, table: &str) -> JournalTable {
         JournalTable::new(self.dynamodb(), table)
@@ -221,7 +237,8 @@ impl Aws {
                 )
                 .with_schemas(Arc::new(Schemas::new(Arc::new(
                     self.schemas(&settings.table_name),
-                )))),
+                ))))
+                .with_membership(self.group_membership(settings)),
             );
         }
         Ok(match &settings.degraded_flush {

@@ -82,6 +82,9 @@ pub enum ConfigError {
     SensitiveValue { keys: Vec<String> },
     #[error("writing configuration needs membership of the '{group}' group")]
     NotAnAdministrator { group: String },
+    /// The user pool could not confirm an administrator's membership now.
+    #[error("cannot check group membership: {0}")]
+    MembershipUnavailable(String),
     #[error("version conflict: the entry is at version {}", current.map_or("none (it does not exist)".to_owned(), |v| v.to_string()))]
     VersionConflict { current: Option<i64> },
     #[error("{0}")]
@@ -99,7 +102,8 @@ impl ConfigError {
     pub fn status(&self) -> u16 {
         match self {
             ConfigError::InvalidInput { .. } | ConfigError::BadRequest(_) => 400,
-            ConfigError::Unauthenticated(AuthError::KeysUnavailable(_)) => 503,
+            ConfigError::Unauthenticated(AuthError::KeysUnavailable(_))
+            | ConfigError::MembershipUnavailable(_) => 503,
             ConfigError::Unauthenticated(_) => 401,
             ConfigError::NoTenant | ConfigError::NotAnAdministrator { .. } => 403,
             ConfigError::NotFound { .. }
@@ -119,7 +123,8 @@ impl ConfigError {
         match self {
             ConfigError::InvalidInput { .. } => "invalid_input",
             ConfigError::BadRequest(_) => "bad_request",
-            ConfigError::Unauthenticated(AuthError::KeysUnavailable(_)) => "auth_unavailable",
+            ConfigError::Unauthenticated(AuthError::KeysUnavailable(_))
+            | ConfigError::MembershipUnavailable(_) => "auth_unavailable",
             ConfigError::Unauthenticated(_) => "unauthorized",
             ConfigError::NoTenant | ConfigError::NotAnAdministrator { .. } => "forbidden",
             ConfigError::NotFound { .. } | ConfigError::NoSuchVersion(_) => "not_found",
@@ -149,6 +154,9 @@ impl ConfigError {
             ConfigError::InvalidSchema(_) => {
                 "the schema for this key does not compile; an operator must fix it".to_owned()
             }
+            ConfigError::MembershipUnavailable(_) => {
+                "group membership cannot be checked now; retry later".to_owned()
+            }
             other => other.to_string(),
         }
     }
@@ -163,6 +171,7 @@ mod tests {
         let store = StoreKind::DynamoDb;
         let cases = [
             (ConfigError::BadRequest("x".into()), 400),
+            (ConfigError::MembershipUnavailable("x".into()), 503),
             (AuthError::BadSignature.into(), 401),
             (ConfigError::NoTenant, 403),
             (

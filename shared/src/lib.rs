@@ -45,6 +45,7 @@ pub mod credentials;
 pub mod domain;
 pub mod error;
 pub mod kinds;
+pub mod membership;
 pub mod metrics;
 pub mod reads;
 pub mod refresh;

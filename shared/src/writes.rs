@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::auth::Identity;
 use crate::domain::{ItemKey, StoreKind};
 use crate::error::ConfigError;
+use crate::membership::GroupMembership;
 use crate::routing::KeyRouter;
 use crate::schema::Schemas;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
@@ -29,6 +30,9 @@ pub struct ConfigWrites {
     admin_group: String,
     /// Checked before anything is stored (absent: no validation).
     schemas: Option<Arc<Schemas>>,
+    /// Asked whether an administrator still is one (absent: the token's
+    /// groups alone decide).
+    membership: Option<Arc<dyn GroupMembership>>,
 }
 
 /// What a write did and where.
@@ -51,7 +55,15 @@ impl ConfigWrites {
             parameters,
             admin_group: admin_group.into(),
             schemas: None,
+            membership: None,
         }
+    }
+
+    /// Confirms every write's group membership with the user pool (see
+    /// [`crate::membership`]), beside the token's groups.
+    pub fn with_membership(mut self, membership: Arc<dyn GroupMembership>) -> Self {
+        self.membership = Some(membership);
+        self
     }
 
     /// Checks every value against its JSON Schema before it is stored.
@@ -60,13 +72,32 @@ impl ConfigWrites {
         self
     }
 
-    /// The caller's tenant, if the caller may administer it (403 otherwise).
-    pub fn authorize<'a>(&self, identity: &'a Identity) -> Result<&'a TenantId, ConfigError> {
+    /// The caller's tenant, if the caller may administer it: the token says
+    /// so, and the user pool still does (403 otherwise; 503 when the pool
+    /// cannot say).
+    pub async fn authorize<'a>(&self, identity: &'a Identity) -> Result<&'a TenantId, ConfigError> {
         let tenant = identity.require_tenant()?;
+        let not_an_administrator = || ConfigError::NotAnAdministrator {
+            group: self.admin_group.clone(),
+        };
         if !identity.in_group(&self.admin_group) {
-            return Err(ConfigError::NotAnAdministrator {
-                group: self.admin_group.clone(),
-            });
+            return Err(not_an_administrator());
+        }
+        if let Some(membership) = &self.membership {
+            match membership
+                .is_member(&identity.username, &self.admin_group)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(subject = %identity.subject, group = %self.admin_group, "write refused: no longer in the administrators' group");
+                    return Err(not_an_administrator());
+                }
+                Err(detail) => {
+                    tracing::error!(%detail, "write refused: group membership cannot be checked");
+                    return Err(ConfigError::MembershipUnavailable(detail));
+                }
+            }
         }
         Ok(tenant)
     }
@@ -94,7 +125,7 @@ impl ConfigWrites {
         value: &NewValue,
         expected: Expected,
     ) -> Result<WriteOutcome, ConfigError> {
-        let tenant = self.authorize(identity)?;
+        let tenant = self.authorize(identity).await?;
         let (item, source, writer) = self.target(tenant, service, key)?;
         let written = checked_put(
             writer,
@@ -122,7 +153,7 @@ impl ConfigWrites {
         key: &ConfigKey,
         expected: Expected,
     ) -> Result<i64, ConfigError> {
-        let tenant = self.authorize(identity)?;
+        let tenant = self.authorize(identity).await?;
         let (item, _, writer) = self.target(tenant, service, key)?;
         let version = writer.delete(&item, expected, &actor(identity)).await?;
         tracing::info!(entry = %item.cache_key(), version, actor = %identity.subject, "configuration deleted");
@@ -135,7 +166,7 @@ impl ConfigWrites {
         service: &ServiceName,
         key: &ConfigKey,
     ) -> Result<Vec<VersionRecord>, ConfigError> {
-        let tenant = self.authorize(identity)?;
+        let tenant = self.authorize(identity).await?;
         let (item, _, writer) = self.target(tenant, service, key)?;
         Ok(writer.history(&item, MAX_HISTORY).await?)
     }
@@ -148,7 +179,7 @@ impl ConfigWrites {
         to: i64,
         expected: Expected,
     ) -> Result<WriteOutcome, ConfigError> {
-        let tenant = self.authorize(identity)?;
+        let tenant = self.authorize(identity).await?;
         let (item, source, writer) = self.target(tenant, service, key)?;
         let written = checked_rollback(
             writer,

@@ -451,3 +451,44 @@ async fn a_rollback_to_a_value_todays_schema_refuses_is_refused() {
     .await;
     assert_eq!(unknown.status, 404, "{body}");
 }
+
+/// A user pool that cannot answer (throttling, an outage).
+struct UnreachablePool;
+
+#[async_trait::async_trait]
+impl tenant_config_shared::membership::GroupMembership for UnreachablePool {
+    async fn is_member(&self, _: &str, _: &str) -> Result<bool, String> {
+        Err("ThrottlingException: Rate exceeded".to_owned())
+    }
+}
+
+#[tokio::test]
+async fn a_write_whose_administrator_the_pool_cannot_confirm_is_refused_with_503() {
+    // GIVEN config-api confirming administrators with a pool that cannot answer
+    let dynamodb = Arc::new(MemoryStore::new(StoreKind::DynamoDb));
+    let parameters = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+    let reads = ConfigReads::new(
+        KeyRouter::default(),
+        CachedStore::new(dynamodb.clone(), HOUR_LONG_CACHE),
+        CachedStore::new(parameters.clone(), HOUR_LONG_CACHE),
+    );
+    let writes = ConfigWrites::new(KeyRouter::default(), dynamodb.clone(), parameters, ADMINS)
+        .with_membership(Arc::new(UnreachablePool));
+    let api = ConfigApi::new(verifier(), reads).with_writes(writes);
+    // WHEN an administrator (by the token) writes
+    let admin = token_in_groups("tenant-a", "sub-dana", &[ADMINS]);
+    let mut call = Call::new("PUT", LIMITS, &admin);
+    call.body = Some(r#"{"value": {"max": 5}}"#);
+    call.if_none_match = Some("*");
+    let (response, body) = send(&api, call).await;
+    // THEN it is refused, not made on an unconfirmed membership, and says why
+    assert_eq!(response.status, 503, "{body}");
+    assert_eq!(body["error"], "auth_unavailable");
+    assert!(
+        !response.body.contains("Throttling"),
+        "no pool detail leaks: {}",
+        response.body
+    );
+    let (read, _) = send(&api, Call::new("GET", LIMITS, &admin)).await;
+    assert_eq!(read.status, 404, "nothing stored");
+}

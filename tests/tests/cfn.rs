@@ -185,6 +185,9 @@ impl Resolved {
             "AWS::ServiceDiscovery::Service" => {
                 format!("arn:aws:servicediscovery:{REGION}:{ACCOUNT}:service/srv-{logical}")
             }
+            "AWS::Cognito::UserPool" => {
+                format!("arn:aws:cognito-idp:{REGION}:{ACCOUNT}:userpool/{REGION}_{logical}")
+            }
             "AWS::Serverless::Function" => {
                 format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:{logical}")
             }

@@ -58,6 +58,8 @@ enum What {
     /// The same under Parameter Store's `aws/ssm` key, whose key policy lets
     /// every principal of the account use it through SSM.
     AwsManagedKeySecret(&'static str),
+    /// The user pool (group membership).
+    UserPool,
     ReadRole(&'static str),
     WriteRole(&'static str),
 }
@@ -186,6 +188,9 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
             context.insert("kms:CallerAccount".into(), json!(ACCOUNT));
             resource_policy = Some(aws_ssm_key_policy());
             format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/aws-ssm")
+        }
+        What::UserPool => {
+            format!("arn:aws:cognito-idp:{REGION}:{ACCOUNT}:userpool/{REGION}_UserPool")
         }
         What::ReadRole(tenant) | What::WriteRole(tenant) => {
             let target = match case.what {
@@ -317,6 +322,18 @@ const MATRIX: &[Case] = &[
     case(ConfigApi, "ssm:PutParameter", Parameter(OWN), false),
     case(ConfigApi, "ssm:GetParameter", SigningKey, false),
     case(ConfigApi, "kms:Decrypt", Secret(OWN), false),
+    case(
+        ConfigApi,
+        "cognito-idp:AdminListGroupsForUser",
+        UserPool,
+        true,
+    ),
+    case(
+        ConfigApi,
+        "cognito-idp:AdminAddUserToGroup",
+        UserPool,
+        false,
+    ),
     // config-refresh: the signing key and the journal; no tenant data.
     case(ConfigRefresh, "ssm:GetParameter", SigningKey, true),
     case(ConfigRefresh, "dynamodb:BatchWriteItem", Journal, true),
@@ -340,6 +357,7 @@ const MATRIX: &[Case] = &[
     case(Agent, "ssm:GetParameter", SigningKey, false),
     case(Agent, "kms:Decrypt", Secret(OWN), false),
     case(Agent, "kms:Encrypt", Secret(OWN), false),
+    case(Agent, "cognito-idp:AdminListGroupsForUser", UserPool, false),
     // The read role's session for tenant-a: reads tenant-a, nothing else.
     case(Reader, "dynamodb:GetItem", Item(OWN), true),
     case(Reader, "dynamodb:Query", Item(OWN), true),

@@ -300,6 +300,7 @@ fn reads_and_writes_assume_separate_tenant_roles_and_config_api_keeps_no_tenant_
                 [
                     "ReadSchemas",
                     "CatchUpFromTheJournal",
+                    "ConfirmAdministratorsWithThePool",
                     "AskForAStageCacheFlushAfterDegradedAnswers",
                     "AssumeTheTenantRolesTaggedWithTheCallersTenant"
                 ]

@@ -364,3 +364,57 @@ async fn reads_assume_the_read_role_and_only_an_administrators_write_assumes_the
         assumed()
     );
 }
+
+#[tokio::test]
+async fn an_administrator_removed_from_the_group_cannot_write_with_the_token_they_still_hold() {
+    // GIVEN config-api remembering the pool's membership answers for 1 s, and
+    // dana, an administrator of tenant A, who writes
+    let stack = LocalStack::start(
+        StackOptions {
+            settings: &[("ADMIN_MEMBERSHIP_TTL_SECS", "1")],
+            ..StackOptions::with_agents(0)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("local stack starts");
+    let dana = stack.token(DANA).await.unwrap();
+    let written = put(
+        &stack,
+        &dana,
+        "tenant_config_banner",
+        ("if-none-match", "*"),
+        json!({"value": "before"}),
+    )
+    .await;
+    assert_eq!(written.status, 201, "{}", written.text);
+
+    // WHEN an operator removes her from the administrators' group (her ID
+    // token still says she is in it, for up to an hour)
+    aws_sdk_cognitoidentityprovider::Client::new(&stack.aws)
+        .admin_remove_user_from_group()
+        .user_pool_id(&stack.pool.pool_id)
+        .username(DANA.username)
+        .group_name(tenant_config_local_stack::stack::ADMIN_GROUP)
+        .send()
+        .await
+        .unwrap();
+    // THEN once the pool's remembered answer (1 s here, 30 s by default, 60
+    // at most) has expired, her writes are refused with 403 and change nothing
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let refused = put(
+        &stack,
+        &dana,
+        "tenant_config_banner",
+        ("if-match", "1"),
+        json!({"value": "after"}),
+    )
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert_eq!(refused.body["error"], "forbidden", "{}", refused.text);
+    let read = stack
+        .get(&path("tenant_config_banner"), Some(&dana))
+        .await
+        .unwrap();
+    assert_eq!(read.body["value"], "before", "{}", read.text);
+}

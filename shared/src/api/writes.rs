@@ -132,7 +132,7 @@ impl ConfigApi {
             _ => return Err(ConfigError::RouteNotFound),
         };
         let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
-        let tenant = writes.authorize(&identity)?.clone();
+        let tenant = writes.authorize(&identity).await?.clone();
         let item = ItemKey::new(tenant, service.clone(), key.clone());
         let written = |outcome: WriteOutcome, status: u16, rollback_of: Option<i64>| {
             let mut response = json_response(

@@ -29,6 +29,10 @@ pub struct Settings {
     /// config-api only: the user pool group whose members may write their
     /// tenant's configuration (`ADMIN_GROUP`); unset, the write routes are off.
     pub admin_group: Option<String>,
+    /// config-api only: how long the user pool's answer to "is this user
+    /// still an administrator" is remembered (`ADMIN_MEMBERSHIP_TTL_SECS`,
+    /// 0..=60; 0 asks at every write).
+    pub admin_membership_ttl: Duration,
     /// config-api only: the KMS key every SecureString write is encrypted
     /// with (`SECURESTRING_KMS_KEY_ID`: key id, ARN or alias); unset,
     /// Parameter Store's default key for the account (`aws/ssm`).
@@ -187,6 +191,12 @@ impl Settings {
             )?,
             journal_table: env.optional("JOURNAL_TABLE_NAME"),
             admin_group: env.optional("ADMIN_GROUP"),
+            admin_membership_ttl: Duration::from_secs(env.within(
+                "ADMIN_MEMBERSHIP_TTL_SECS",
+                30,
+                0..=60,
+                "a user removed from the administrators' group may write for at most this long",
+            )?),
             secure_string_key: env.optional("SECURESTRING_KMS_KEY_ID"),
             stray_write_role: env.optional("TENANT_ROLE_ARN").is_none()
                 && env.optional("TENANT_WRITE_ROLE_ARN").is_some(),
