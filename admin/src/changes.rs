@@ -123,6 +123,7 @@ mod tests {
                 change_id: "c4ca4238".into(),
                 time_unix_ms: 0,
                 audit: Default::default(),
+                value_type: None,
             },
             1_795_424_400_000,
         );

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 
 use crate::agent_client;
-use crate::events::{change_event, invoke, parameter_description};
+use crate::events::{change_event, invoke, parameter_facts};
 use crate::stack::{StackOutputs, output, resolve};
 use crate::stack_commands::{SignIn, UserCommand, password_or_demo, run_user, run_verify};
 use crate::values::{ParameterKind, Target, default_actor};
@@ -535,7 +535,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
             let name = target.parameter_name(&item);
             if print {
-                let event = change_event(&operation, &name, "");
+                let event = change_event(&operation, &name, "", None);
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&event).map_err(|e| e.to_string())?
@@ -545,9 +545,13 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let url = invoke_url.ok_or(
                 "name config-refresh's invoke API with --invoke-url or TENANT_CONFIG_INVOKE_URL",
             )?;
-            let description =
-                parameter_description(&aws_sdk_ssm::Client::new(&aws().await?), &name).await;
-            let event = change_event(&operation, &name, &description);
+            let facts = parameter_facts(&aws_sdk_ssm::Client::new(&aws().await?), &name).await;
+            let event = change_event(
+                &operation,
+                &name,
+                &facts.description,
+                facts.parameter_type.as_deref(),
+            );
             match invoke(&url, "config-refresh", &event).await? {
                 Ok(answer) => println!("{answer}"),
                 Err(error) => return Err(format!("config-refresh failed: {error}")),

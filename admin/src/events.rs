@@ -6,11 +6,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-/// A "Parameter Store Change" event as EventBridge delivers it, with a new id
-/// and the parameter's description (where tenant-config's writer records who
-/// wrote it and from which version). Its region is `AWS_REGION` (default
-/// `us-east-1`).
-pub fn change_event(operation: &str, parameter_name: &str, description: &str) -> Value {
+/// A "Parameter Store Change" event as EventBridge delivers it, with a new id,
+/// the parameter's description (where tenant-config's writer records who
+/// wrote it and from which version) and its type (`String`, `StringList`,
+/// `SecureString`; left out when unknown). Its region is `AWS_REGION`
+/// (default `us-east-1`).
+pub fn change_event(
+    operation: &str,
+    parameter_name: &str,
+    description: &str,
+    parameter_type: Option<&str>,
+) -> Value {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -31,7 +37,10 @@ pub fn change_event(operation: &str, parameter_name: &str, description: &str) ->
         "time": time_now_rfc3339(),
         "region": region,
         "resources": [format!("arn:aws:ssm:{region}:123456789012:parameter{parameter_name}")],
-        "detail": {"operation": operation, "name": parameter_name, "type": "String", "description": description}
+        "detail": match parameter_type {
+            Some(kind) => json!({"operation": operation, "name": parameter_name, "type": kind, "description": description}),
+            None => json!({"operation": operation, "name": parameter_name, "description": description}),
+        }
     })
 }
 
@@ -81,20 +90,37 @@ pub async fn invoke(
 
 /// The parameter's description as EventBridge would carry it ("" when the
 /// parameter is gone or has none): DescribeParameters, name equals.
-pub async fn parameter_description(ssm: &aws_sdk_ssm::Client, parameter_name: &str) -> String {
+/// What EventBridge's event says about a parameter besides its name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParameterFacts {
+    pub description: String,
+    /// `String`, `StringList` or `SecureString`; `None` for a parameter that
+    /// does not exist (any more).
+    pub parameter_type: Option<String>,
+}
+
+/// The parameter's description and type, as its change event carries them.
+pub async fn parameter_facts(ssm: &aws_sdk_ssm::Client, parameter_name: &str) -> ParameterFacts {
     let filter = aws_sdk_ssm::types::ParameterStringFilter::builder()
         .key("Name")
         .option("Equals")
         .values(parameter_name)
         .build();
     let Ok(filter) = filter else {
-        return String::new();
+        return ParameterFacts::default();
     };
-    ssm.describe_parameters()
+    let Some(parameter) = ssm
+        .describe_parameters()
         .parameter_filters(filter)
         .send()
         .await
         .ok()
-        .and_then(|output| output.parameters?.into_iter().next()?.description)
-        .unwrap_or_default()
+        .and_then(|output| output.parameters?.into_iter().next())
+    else {
+        return ParameterFacts::default();
+    };
+    ParameterFacts {
+        description: parameter.description.unwrap_or_default(),
+        parameter_type: parameter.r#type.map(|t| t.as_str().to_owned()),
+    }
 }

@@ -413,10 +413,22 @@ impl LocalStack {
         operation: &str,
         parameter_name: &str,
     ) -> Result<Result<serde_json::Value, String>, String> {
+        // The type EventBridge would carry (the parameter's own); the
+        // description is left out, as a write outside tenant-config's writers.
+        let facts = tenant_config_admin::events::parameter_facts(
+            &aws_sdk_ssm::Client::new(&self.aws),
+            parameter_name,
+        )
+        .await;
         self.watch
             .invoke(
                 "config-refresh",
-                &change_event(operation, parameter_name, ""),
+                &change_event(
+                    operation,
+                    parameter_name,
+                    "",
+                    facts.parameter_type.as_deref(),
+                ),
             )
             .await
     }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::future::Cache;
 
-use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue};
+use crate::domain::{Changed, Found, ItemKey, PlainValue, ReadMode, SecretValue};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
 use crate::metrics::{StoreCounter, metrics};
@@ -555,8 +555,10 @@ impl CachedStore {
 
     /// Drops one entry so the next read goes to the store. Loads already in
     /// flight finish but do not insert what they read. The last good value is
-    /// kept (served if the refetch fails) unless the change was a delete.
-    pub async fn invalidate(&self, item: &ItemKey, deleted: bool) {
+    /// kept (served if the refetch fails) unless the change was a delete or
+    /// the entry's type changed (a String that became a SecureString must
+    /// never be served again, stale or not).
+    pub async fn invalidate(&self, item: &ItemKey, change: Changed) {
         self.invalidations.fetch_add(1, Ordering::AcqRel);
         let cache_key = item.cache_key();
         self.cache.invalidate(&cache_key).await;
@@ -564,8 +566,18 @@ impl CachedStore {
         self.listings
             .invalidate(&format!("{}:{}", item.tenant, item.service))
             .await;
-        if deleted && let Some(last_good) = &self.last_good {
-            last_good.invalidate(&cache_key).await;
+        if let Some(last_good) = &self.last_good {
+            let drop = match change {
+                Changed::Deleted => true,
+                Changed::Updated(None) => false,
+                Changed::Updated(Some(kind)) => last_good
+                    .get(&cache_key)
+                    .await
+                    .is_some_and(|last| last.value.kind != kind),
+            };
+            if drop {
+                last_good.invalidate(&cache_key).await;
+            }
         }
     }
 
@@ -583,6 +595,7 @@ impl CachedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ValueKind;
     use crate::store::MemoryStore;
     use serde_json::json;
 
@@ -590,6 +603,7 @@ mod tests {
         Found::Plain(Arc::new(PlainValue {
             value,
             version: None,
+            kind: ValueKind::Plain,
         }))
     }
 
@@ -758,7 +772,7 @@ mod tests {
         let invalidate = async {
             tokio::time::sleep(Duration::from_millis(10)).await;
             store.put(&item("k"), plain(json!("new")));
-            cached.invalidate(&key, false).await;
+            cached.invalidate(&key, Changed::Updated(None)).await;
         };
         let (old, ()) = tokio::join!(slow_read, invalidate);
         assert!(matches!(old.unwrap(), Lookup::Plain(v) if v.value == json!("old")));
@@ -777,7 +791,7 @@ mod tests {
         cached.get(&item("b"), ReadMode::Plain).await.unwrap();
         store.put(&item("a"), plain(json!(2)));
         store.put(&item("b"), plain(json!(2)));
-        cached.invalidate(&item("a"), false).await;
+        cached.invalidate(&item("a"), Changed::Updated(None)).await;
         assert!(
             matches!(cached.get(&item("a"), ReadMode::Plain).await.unwrap(), Lookup::Plain(v) if v.value == json!(2))
         );
@@ -901,8 +915,10 @@ mod tests {
         }
         // WHEN both change while the store is failing
         store.set_failure(failing());
-        cached.invalidate(&item("updated"), false).await;
-        cached.invalidate(&item("deleted"), true).await;
+        cached
+            .invalidate(&item("updated"), Changed::Updated(None))
+            .await;
+        cached.invalidate(&item("deleted"), Changed::Deleted).await;
         // THEN the updated entry is refetched, fails, and is served stale
         let updated = cached.get(&item("updated"), ReadMode::Plain).await.unwrap();
         assert!(is_stale(&updated, json!("v1")));
@@ -941,6 +957,43 @@ mod tests {
                 !matches!(answer, Ok(Lookup::Stale { .. })),
                 "{key}: {answer:?}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_of_type_drops_the_last_good_value_and_a_change_of_value_keeps_it() {
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(60_000, 60_000));
+        for key in ["same", "now-secret", "now-list"] {
+            store.put(&item(key), plain(json!("v1")));
+            cached.get(&item(key), ReadMode::Plain).await.unwrap();
+        }
+        // WHEN each changes, the notification naming its new type, and the
+        // store then fails
+        store.set_failure(failing());
+        cached
+            .invalidate(&item("same"), Changed::Updated(Some(ValueKind::Plain)))
+            .await;
+        cached
+            .invalidate(
+                &item("now-secret"),
+                Changed::Updated(Some(ValueKind::Secret)),
+            )
+            .await;
+        cached
+            .invalidate(
+                &item("now-list"),
+                Changed::Updated(Some(ValueKind::StringList)),
+            )
+            .await;
+        // THEN a value of the same type is served stale
+        let same = cached.get(&item("same"), ReadMode::Plain).await.unwrap();
+        assert!(is_stale(&same, json!("v1")));
+        // AND a value whose type changed is never served again, stale or not:
+        // the String that became a SecureString least of all
+        for key in ["now-secret", "now-list"] {
+            let answer = cached.get(&item(key), ReadMode::Plain).await;
+            assert!(answer.is_err(), "{key}: {answer:?}");
         }
     }
 

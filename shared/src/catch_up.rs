@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::domain::ItemKey;
+use crate::domain::{Changed, ItemKey};
 use crate::error::ConfigError;
 use crate::refresh::journal::{ChangeJournal, RETENTION};
-use crate::refresh::proto::Operation;
 use crate::refresh::signing::unix_ms_now;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +52,11 @@ impl CatchUpSettings {
 /// What catch-up drops entries from: a reader's caches ([`crate::reads::ConfigReads`]).
 pub trait Invalidate: Sync {
     /// Drops one cached entry; its last good value survives unless the
-    /// change was a delete.
+    /// change was a delete or of type.
     fn invalidate(
         &self,
         item: &ItemKey,
-        deleted: bool,
+        change: Changed,
     ) -> impl Future<Output = Result<(), ConfigError>> + Send;
 
     /// Drops every cached entry.
@@ -192,8 +191,11 @@ impl CatchUp {
                 if cursor.seen.contains_key(&entry.position) {
                     continue;
                 }
-                let deleted = entry.change.operation == Operation::Delete;
-                if reads.invalidate(&entry.change.item, deleted).await.is_ok() {
+                if reads
+                    .invalidate(&entry.change.item, entry.change.changed())
+                    .await
+                    .is_ok()
+                {
                     dropped += 1;
                 }
                 cursor.seen.insert(entry.position, entry.journaled_at_ms);

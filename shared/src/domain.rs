@@ -50,11 +50,54 @@ pub enum ReadMode {
     Decrypt,
 }
 
+/// How a value is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Text or a JSON document.
+    Plain,
+    /// A list of strings (Parameter Store StringList).
+    StringList,
+    /// A SecureString (Parameter Store only); never echoed back.
+    Secret,
+}
+
+impl ValueKind {
+    /// Parameter Store's name of the type (`detail.type` of its change events).
+    pub fn parameter_type(self) -> &'static str {
+        match self {
+            ValueKind::Plain => "String",
+            ValueKind::StringList => "StringList",
+            ValueKind::Secret => "SecureString",
+        }
+    }
+
+    pub fn from_parameter_type(name: &str) -> Option<Self> {
+        match name {
+            "String" => Some(ValueKind::Plain),
+            "StringList" => Some(ValueKind::StringList),
+            "SecureString" => Some(ValueKind::Secret),
+            _ => None,
+        }
+    }
+}
+
+/// What a change notification says about an entry, for the caches that drop it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// Created or updated; with the type it has now, when the source says
+    /// (Parameter Store's change events do; DynamoDB holds plain values only).
+    Updated(Option<ValueKind>),
+    Deleted,
+}
+
 /// A non-secret value: safe to cache and to put in the API Gateway cache.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlainValue {
     pub value: Value,
     pub version: Option<i64>,
+    /// How it is stored (`Plain` or `StringList`): a change of type drops a
+    /// last good value (see [`crate::cache`]).
+    pub kind: ValueKind,
 }
 
 /// A decrypted SecureString. Its `Debug` is redacted so it cannot leak into logs.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::cache::{CachedStore, Lookup};
 use crate::catch_up::{CatchUp, Invalidate};
-use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue};
+use crate::domain::{Changed, Found, ItemKey, PlainValue, ReadMode, SecretValue};
 use crate::error::ConfigError;
 use crate::kinds::StoreKind;
 use crate::routing::KeyRouter;
@@ -265,10 +265,10 @@ impl ConfigReads {
     }
 
     /// Drops one cached entry (used by push invalidation and catch-up). The
-    /// last good value survives unless the change was a delete.
-    pub async fn invalidate(&self, item: &ItemKey, deleted: bool) -> Result<(), ConfigError> {
+    /// last good value survives unless the change was a delete or of type.
+    pub async fn invalidate(&self, item: &ItemKey, change: Changed) -> Result<(), ConfigError> {
         let kind = self.router.route(&item.key)?;
-        self.store(kind).invalidate(item, deleted).await;
+        self.store(kind).invalidate(item, change).await;
         Ok(())
     }
 
@@ -283,9 +283,9 @@ impl Invalidate for ConfigReads {
     fn invalidate(
         &self,
         item: &ItemKey,
-        deleted: bool,
+        change: Changed,
     ) -> impl Future<Output = Result<(), ConfigError>> + Send {
-        ConfigReads::invalidate(self, item, deleted)
+        ConfigReads::invalidate(self, item, change)
     }
 
     fn invalidate_all(&self) {

@@ -62,6 +62,7 @@ fn change(key: &str, operation: Operation, id: &str) -> ChangeRecord {
         change_id: id.into(),
         time_unix_ms: unix_ms_now(),
         audit: Default::default(),
+        value_type: None,
     }
 }
 

@@ -103,6 +103,7 @@ fn target(tenant: &str, key: &str, change_id: &str) -> ChangeRecord {
         change_id: change_id.into(),
         time_unix_ms: unix_ms_now(),
         audit: Default::default(),
+        value_type: None,
     }
 }
 
@@ -274,6 +275,7 @@ fn refresh_request(event_id: &str) -> RefreshRequest {
         operation: Operation::Update as i32,
         event_id: event_id.into(),
         event_time_unix_ms: unix_ms_now(),
+        value_type: String::new(),
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tenant_config_shared::StoreKind;
 use tenant_config_shared::api::{ApiRequest, ConfigApi};
 use tenant_config_shared::cache::CachedStore;
-use tenant_config_shared::domain::{Found, SecretValue};
+use tenant_config_shared::domain::{Changed, Found, SecretValue};
 use tenant_config_shared::reads::ConfigReads;
 use tenant_config_shared::refresh::proto::GetServiceRequest;
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
@@ -123,7 +123,11 @@ async fn a_change_to_any_key_of_the_service_drops_its_cached_listing() {
     // WHEN a new key is added and the change feed names it
     let added = item("tenant-a", "billing", "tenant_config_new");
     stores.dynamodb.put(&added, plain(json!("fresh")));
-    stores.reads.invalidate(&added, false).await.unwrap();
+    stores
+        .reads
+        .invalidate(&added, Changed::Updated(None))
+        .await
+        .unwrap();
     // THEN the next whole-service read lists it
     let (_, body) = read_service(&api, "tenant-a", "billing").await;
     assert_eq!(body["values"]["tenant_config_new"], "fresh");
@@ -131,7 +135,10 @@ async fn a_change_to_any_key_of_the_service_drops_its_cached_listing() {
     let before = stores.dynamodb.listings();
     stores
         .reads
-        .invalidate(&item("tenant-a", "shipping", "tenant_config_zone"), false)
+        .invalidate(
+            &item("tenant-a", "shipping", "tenant_config_zone"),
+            Changed::Updated(None),
+        )
         .await
         .unwrap();
     read_service(&api, "tenant-a", "billing").await;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use tenant_config_shared::domain::{Found, PlainValue};
+use tenant_config_shared::domain::{Found, PlainValue, ValueKind};
 use tenant_config_shared::{ConfigKey, ItemKey, ServiceName, TenantId};
 
 /// A validated entry; panics on an invalid part (a fixture bug).
@@ -20,5 +20,6 @@ pub fn plain(value: Value) -> Found {
     Found::Plain(Arc::new(PlainValue {
         value,
         version: None,
+        kind: ValueKind::Plain,
     }))
 }

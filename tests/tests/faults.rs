@@ -458,3 +458,65 @@ async fn malformed_records_and_events_are_refused_alone_and_the_rest_are_process
     let next = stack.send_change_event("Update", &parameter).await.unwrap();
     assert!(next.is_ok(), "{next:?}");
 }
+
+#[tokio::test]
+async fn a_string_that_becomes_a_secure_string_is_never_served_stale_while_parameter_store_fails() {
+    // GIVEN an agent and config-api (hour-long caches: the default agent
+    // TTL, and config-api's own) that read tenant A's endpoint, a String
+    let stack = stack_with(&[], true, 1).await;
+    let faults = stack.faults.as_ref().unwrap();
+    let alice = stack.token(ALICE).await.unwrap();
+    let agent = &stack.agents[0];
+    let key = "param_config_endpoint";
+    let plaintext = "https://billing.tenant-a.example";
+    assert_eq!(
+        agent.get_config(&alice, SERVICE, key).await.unwrap(),
+        format!("\"{plaintext}\"")
+    );
+    let api_path = path(key);
+    assert_eq!(
+        stack.get(&api_path, Some(&alice)).await.unwrap().body["value"],
+        plaintext
+    );
+
+    // WHEN an operator makes it a SecureString, the change event (type
+    // SecureString) reaches every reader, and Parameter Store then fails
+    let item = tenant_config_shared::ItemKey::parse("tenant-a", SERVICE, key).unwrap();
+    tenant_config_admin::values::put_parameter(
+        &stack.aws,
+        PARAMETER_ROOT,
+        &item,
+        "now-a-secret",
+        tenant_config_admin::values::ParameterKind::SecureString,
+    )
+    .await
+    .unwrap();
+    let name = format!("{PARAMETER_ROOT}/tenant-a/{SERVICE}/{key}");
+    let pushed = stack.send_change_event("Update", &name).await.unwrap();
+    assert!(pushed.is_ok(), "{pushed:?}");
+    faults.set_fault(Route::ParameterStore, Fault::Throttle);
+
+    // THEN neither reader serves the old plaintext as a stale value: the
+    // agent answers an error, config-api no value (and never the secret)
+    let from_agent = agent.get_config(&alice, SERVICE, key).await;
+    assert!(
+        from_agent.as_deref().is_err(),
+        "the agent served {from_agent:?} after the key became a SecureString"
+    );
+    // (config-api learns the change from the journal within its 1 s catch-up)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = stack.get(&api_path, Some(&alice)).await.unwrap();
+        assert_ne!(answer.body["value"], "now-a-secret", "{}", answer.text);
+        if answer.body["value"] != plaintext {
+            assert!(answer.status >= 400, "{} {}", answer.status, answer.text);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "config-api still serves the old plaintext: {}",
+            answer.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -402,6 +402,7 @@ async fn signed_refresh(
         operation: Operation::Update as i32,
         event_id: event_id.into(),
         event_time_unix_ms: unix_ms_now(),
+        value_type: String::new(),
     };
     let mut call = tonic::Request::new(request.clone());
     if let Some(key) = key {

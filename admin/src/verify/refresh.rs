@@ -221,6 +221,7 @@ pub fn probe_change(nonce: &str) -> Result<ChangeRecord, String> {
             actor: Some("tenant-config-admin verify".to_owned()),
             ..ChangeAudit::default()
         },
+        value_type: None,
     })
 }
 

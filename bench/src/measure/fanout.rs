@@ -88,6 +88,7 @@ impl Report {
                     "Update",
                     "/config-service/tenant-a/billing/param_config_endpoint",
                     "",
+                    Some("String"),
                 )
             };
             let _ = refresher.handle(event()).await; // connect channels
@@ -195,6 +196,7 @@ async fn serial_refresh(key: &RefreshKey, instances: &[Instance]) -> Duration {
             operation: Operation::Update as i32,
             event_id: format!("serial-{}-{i}", unix_ms_now()),
             event_time_unix_ms: unix_ms_now(),
+            value_type: String::new(),
         };
         let call = async {
             let channel =

@@ -8,7 +8,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
 use crate::auth::TokenVerifier;
-use crate::domain::ItemKey;
+use crate::domain::{Changed, ItemKey, ValueKind};
 use crate::error::ConfigError;
 use crate::reads::{ConfigReads, Entry};
 use crate::refresh::proto::config_reader_server::ConfigReader;
@@ -240,9 +240,13 @@ impl ConfigRefresh for RefreshService {
         }
         let item =
             ItemKey::parse(&body.tenant_id, &body.service, &body.key).map_err(|e| status(&e))?;
-        let deleted = body.operation() == Operation::Delete;
+        let change = if body.operation() == Operation::Delete {
+            Changed::Deleted
+        } else {
+            Changed::Updated(ValueKind::from_parameter_type(&body.value_type))
+        };
         self.reads
-            .invalidate(&item, deleted)
+            .invalidate(&item, change)
             .await
             .map_err(|e| status(&e))?;
         tracing::info!(

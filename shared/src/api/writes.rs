@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::responses::{etag, json_response};
 use super::route::Route;
 use super::{ApiRequest, ApiResponse, ConfigApi, MAX_BODY_BYTES};
-use crate::domain::ItemKey;
+use crate::domain::{Changed, ItemKey};
 use crate::error::ConfigError;
 use crate::validate::{ConfigKey, ServiceName};
 use crate::write::{Expected, NewValue, ValueKind};
@@ -174,7 +174,10 @@ impl ConfigApi {
                     .put(&identity, &service, &key, &value, expected)
                     .await?;
                 // This container serves its own write at once; others by the change feed.
-                let _ = self.reads.invalidate(&item, false).await;
+                let _ = self
+                    .reads
+                    .invalidate(&item, Changed::Updated(Some(value.kind)))
+                    .await;
                 let status = if expected == Expected::Absent {
                     201
                 } else {
@@ -185,7 +188,7 @@ impl ConfigApi {
             ("DELETE", _) => {
                 let expected = expected(request, false)?;
                 let deleted = writes.delete(&identity, &service, &key, expected).await?;
-                let _ = self.reads.invalidate(&item, true).await;
+                let _ = self.reads.invalidate(&item, Changed::Deleted).await;
                 Ok(json_response(
                     200,
                     "no-store",
@@ -202,7 +205,7 @@ impl ConfigApi {
                 let outcome = writes
                     .rollback(&identity, &service, &key, body.version, expected)
                     .await?;
-                let _ = self.reads.invalidate(&item, false).await;
+                let _ = self.reads.invalidate(&item, Changed::Updated(None)).await;
                 Ok(written(outcome, 200, Some(body.version)))
             }
             ("GET", Route::History { .. }) => {

@@ -4,7 +4,7 @@
 //! never its value.
 
 use super::proto::Operation;
-use crate::domain::{ItemKey, StoreKind};
+use crate::domain::{Changed, ItemKey, StoreKind, ValueKind};
 
 /// One change to one entry of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,19 @@ pub struct ChangeRecord {
     pub time_unix_ms: i64,
     /// Who made it and between which versions, when the source says.
     pub audit: ChangeAudit,
+    /// The entry's type after the change, when the source says (Parameter
+    /// Store's events do): readers drop a last good value of another type.
+    pub value_type: Option<ValueKind>,
+}
+
+impl ChangeRecord {
+    /// What the change means for a cache.
+    pub fn changed(&self) -> Changed {
+        match self.operation {
+            Operation::Delete => Changed::Deleted,
+            _ => Changed::Updated(self.value_type),
+        }
+    }
 }
 
 /// Who made a change and from which version to which: what the change

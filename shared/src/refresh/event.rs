@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use super::change::{ChangeAudit, ChangeRecord, Classified, valid_change_id};
 use super::proto::Operation;
-use crate::domain::ItemKey;
+use crate::domain::{ItemKey, ValueKind};
 use crate::kinds::StoreKind;
 use crate::routing::KeyRouter;
 use crate::write::ssm::WriterDescription;
@@ -118,6 +118,11 @@ pub fn classify(
         change_id: event_id.to_owned(),
         time_unix_ms: event.time.map(|t| t.timestamp_millis()).unwrap_or(0),
         audit: audit(operation, event.detail.description.as_deref()),
+        value_type: event
+            .detail
+            .parameter_type
+            .as_deref()
+            .and_then(ValueKind::from_parameter_type),
     }))
 }
 

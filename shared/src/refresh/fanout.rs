@@ -151,6 +151,10 @@ impl Fanout {
             operation: change.operation as i32,
             event_id: change.change_id.clone(),
             event_time_unix_ms: change.time_unix_ms,
+            value_type: change
+                .value_type
+                .map(|kind| kind.parameter_type().to_owned())
+                .unwrap_or_default(),
         };
         let results: Vec<(&Instance, Result<(), String>)> = futures::stream::iter(instances)
             .map(|instance| {

@@ -165,6 +165,7 @@ mod tests {
             change_id: id.into(),
             time_unix_ms: 0,
             audit: Default::default(),
+            value_type: None,
         }
     }
 

@@ -20,7 +20,7 @@ use super::change::{ChangeAudit, ChangeRecord};
 use super::journal::{ChangeJournal, JournalEntry, JournalError, RETENTION, position_at};
 use super::proto::Operation;
 use super::signing::unix_ms_now;
-use crate::domain::{ItemKey, StoreKind};
+use crate::domain::{ItemKey, StoreKind, ValueKind};
 
 const PARTITION: &str = "changes";
 /// BatchWriteItem takes at most 25 items.
@@ -58,6 +58,10 @@ fn item(entry: &JournalEntry) -> HashMap<String, AttributeValue> {
         ("from_version", audit.from_version.map(n)),
         ("to_version", audit.to_version.map(n)),
         ("rollback_of", audit.rollback_of.map(n)),
+        (
+            "value_type",
+            change.value_type.map(|kind| s(kind.parameter_type())),
+        ),
     ]
     .into_iter()
     .filter_map(|(name, value)| Some((name.to_owned(), value?)));
@@ -122,6 +126,9 @@ fn entry(item: &HashMap<String, AttributeValue>) -> Result<JournalEntry, Journal
             to_version: number("to_version").ok(),
             rollback_of: number("rollback_of").ok(),
         },
+        value_type: text("value_type")
+            .ok()
+            .and_then(ValueKind::from_parameter_type),
     };
     Ok(JournalEntry {
         position: position.clone(),
@@ -232,6 +239,7 @@ mod tests {
                 to_version: Some(4),
                 rollback_of: Some(2),
             },
+            value_type: Some(ValueKind::Secret),
         };
         let journaled = JournalEntry::new(change, 1_795_424_400_123);
         let item = item(&journaled);
@@ -253,6 +261,7 @@ mod tests {
                 change_id: "x".into(),
                 time_unix_ms: 0,
                 audit: ChangeAudit::default(),
+                value_type: None,
             },
             1,
         ));

@@ -178,9 +178,10 @@ impl TrustedKeys {
     }
 }
 
-/// The bytes that are signed.
+/// The bytes that are signed: every field. (`value_type`, added later, only
+/// when set, so a request without one signs as before.)
 pub fn canonical(request: &RefreshRequest, timestamp_ms: i64) -> String {
-    format!(
+    let mut text = format!(
         "tenantconfig.v1.Refresh\n{timestamp_ms}\n{}\n{}\n{}\n{}\n{}\n{}",
         request.event_id,
         request.event_time_unix_ms,
@@ -188,7 +189,11 @@ pub fn canonical(request: &RefreshRequest, timestamp_ms: i64) -> String {
         request.tenant_id,
         request.service,
         request.key
-    )
+    );
+    if !request.value_type.is_empty() {
+        text.push_str(&format!("\n{}", request.value_type));
+    }
+    text
 }
 
 pub fn unix_ms_now() -> i64 {
@@ -308,6 +313,7 @@ mod tests {
             operation: 2,
             event_id: "0b7e2f3c-1111-2222-3333-444455556666".into(),
             event_time_unix_ms: 1_700_000_000_000,
+            value_type: String::new(),
         }
     }
 

@@ -224,6 +224,7 @@ fn classify(record: &StreamRecord, router: &KeyRouter) -> Result<Classified, Str
         change_id: record.event_id.clone(),
         time_unix_ms,
         audit: ChangeAudit::default(),
+        value_type: None,
     }))
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Map, Number, Value};
 
 use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES, classify_sdk_error};
 use crate::credentials::TenantClient;
-use crate::domain::{Found, ItemKey, PlainValue, ReadMode, decode_text};
+use crate::domain::{Found, ItemKey, PlainValue, ReadMode, ValueKind, decode_text};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
@@ -142,6 +142,7 @@ fn item_to_found(item: &HashMap<String, AttributeValue>) -> Result<Found, StoreE
     Ok(Found::Plain(Arc::new(PlainValue {
         value: attribute_to_json(value),
         version,
+        kind: ValueKind::Plain,
     })))
 }
 

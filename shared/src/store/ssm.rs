@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES, classify_sdk_error};
 use crate::credentials::TenantClient;
-use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue, decode_text};
+use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue, ValueKind, decode_text};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
@@ -123,10 +123,12 @@ fn parameter_to_found(parameter: Parameter, mode: ReadMode) -> Found {
                     .collect(),
             ),
             version,
+            kind: ValueKind::StringList,
         })),
         _ => Found::Plain(Arc::new(PlainValue {
             value: decode_text(&text),
             version,
+            kind: ValueKind::Plain,
         })),
     }
 }

@@ -72,9 +72,10 @@ impl MemoryStore {
                 }
                 Found::Secret(Some(SecretValue::new(value.read_back(), Some(version))))
             }
-            _ => Found::Plain(Arc::new(PlainValue {
+            kind => Found::Plain(Arc::new(PlainValue {
                 value: value.read_back(),
                 version: Some(version),
+                kind,
             })),
         };
         self.put(item, found);

@@ -44,16 +44,7 @@ pub const HISTORY_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// parameters at 4 KB: the store refuses what it cannot hold).
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
-/// How a value is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValueKind {
-    /// Text or a JSON document.
-    Plain,
-    /// A list of strings (Parameter Store StringList).
-    StringList,
-    /// A SecureString (Parameter Store only); never echoed back.
-    Secret,
-}
+pub use crate::domain::ValueKind;
 
 /// A value to store, as the text the store keeps.
 #[derive(Clone, PartialEq, Eq)]
