@@ -29,7 +29,7 @@ use crate::refresh::key::{
     KeyLoadingFanout, RefreshKeyError, load_refresh_key, outside_watched_root,
 };
 use crate::refresh::networks::InAgentNetworks;
-use crate::refresh::signing::{RefreshAuthenticator, RefreshKey};
+use crate::refresh::signing::{AgentAddress, RefreshAuthenticator, RefreshKey};
 use crate::refresh::stage_cache::{ApiGatewayStageCache, SqsFlushRequests};
 use crate::schema::{DynamoDbSchemas, Schemas};
 use crate::settings::{
@@ -333,7 +333,12 @@ impl Aws {
         let server = AgentServer::new(
             ReaderService::new(token_verifier(settings)?, reads.clone()),
             RefreshService::new(
-                RefreshAuthenticator::new(agent.refresh_public_keys.clone()),
+                RefreshAuthenticator::new(agent.refresh_public_keys.clone()).for_agent_at(
+                    AgentAddress::new(
+                        agent.refresh_listen,
+                        agent.registration.as_ref().map(|r| r.address.ip()),
+                    ),
+                ),
                 reads,
             ),
         )

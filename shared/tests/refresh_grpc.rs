@@ -276,6 +276,7 @@ fn refresh_request(event_id: &str) -> RefreshRequest {
         event_id: event_id.into(),
         event_time_unix_ms: unix_ms_now(),
         value_type: String::new(),
+        target: String::new(),
     }
 }
 

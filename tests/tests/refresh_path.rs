@@ -383,10 +383,22 @@ async fn an_address_registered_outside_the_agents_networks_gets_no_refresh() {
     assert_eq!(summary["status"], "delivered", "{summary}");
 }
 
-/// A Refresh for tenant A's endpoint, signed with `key` (or unsigned), sent
-/// straight to `endpoint` (an agent process's Refresh port).
+/// A Refresh for tenant A's endpoint, signed with `key` (or unsigned) for the
+/// agent at `endpoint` (an agent process's Refresh port), sent straight there.
 async fn signed_refresh(
     endpoint: &str,
+    key: Option<&tenant_config_shared::refresh::signing::RefreshKey>,
+    event_id: &str,
+) -> Result<(), tonic::Status> {
+    let target = endpoint.trim_start_matches("http://").to_owned();
+    signed_refresh_for(endpoint, &target, key, event_id).await
+}
+
+/// The same, signed for the agent at `target` ("ip:port") whatever agent
+/// `endpoint` is.
+async fn signed_refresh_for(
+    endpoint: &str,
+    target: &str,
     key: Option<&tenant_config_shared::refresh::signing::RefreshKey>,
     event_id: &str,
 ) -> Result<(), tonic::Status> {
@@ -403,6 +415,7 @@ async fn signed_refresh(
         event_id: event_id.into(),
         event_time_unix_ms: unix_ms_now(),
         value_type: String::new(),
+        target: target.to_owned(),
     };
     let mut call = tonic::Request::new(request.clone());
     if let Some(key) = key {
@@ -716,4 +729,38 @@ async fn without_its_signing_key_config_refresh_still_journals_and_every_reader_
         logs.contains("\"UnpushedChanges\":1"),
         "no UnpushedChanges metric in config-refresh's output:\n{logs}"
     );
+}
+
+#[tokio::test]
+async fn a_refresh_signed_for_one_agent_is_refused_by_every_other() {
+    // GIVEN two agents, and a Refresh config-refresh signed for the first
+    // (as captured on the wire)
+    let stack = stack(2).await;
+    let (first, second) = (&stack.agents[0], &stack.agents[1]);
+    let key = tenant_config_shared::refresh::key::load_refresh_key(
+        &aws_sdk_ssm::Client::new(&stack.aws),
+        tenant_config_local_stack::stack::REFRESH_KEY_PARAMETER,
+        PARAMETER_ROOT,
+    )
+    .await
+    .expect("config-refresh's key");
+    let for_first = first
+        .refresh_endpoint()
+        .trim_start_matches("http://")
+        .to_owned();
+    // WHEN it is replayed to the second agent, inside the replay window
+    let replayed =
+        signed_refresh_for(&second.refresh_endpoint(), &for_first, Some(&key), "evt-x").await;
+    // THEN the second refuses it, naming the agent it was signed for
+    let refused = replayed.expect_err("a call signed for another agent is refused");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains(&for_first), "{refused:?}");
+    // AND the first accepts it, and one signed for nobody is refused by both
+    signed_refresh_for(&first.refresh_endpoint(), &for_first, Some(&key), "evt-x")
+        .await
+        .expect("the agent it was signed for accepts it");
+    for agent in [first, second] {
+        let unbound = signed_refresh_for(&agent.refresh_endpoint(), "", Some(&key), "evt-y").await;
+        assert_eq!(unbound.unwrap_err().code(), Code::Unauthenticated);
+    }
 }

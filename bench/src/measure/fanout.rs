@@ -197,6 +197,7 @@ async fn serial_refresh(key: &RefreshKey, instances: &[Instance]) -> Duration {
             event_id: format!("serial-{}-{i}", unix_ms_now()),
             event_time_unix_ms: unix_ms_now(),
             value_type: String::new(),
+            target: String::new(),
         };
         let call = async {
             let channel =

@@ -155,6 +155,8 @@ impl Fanout {
                 .value_type
                 .map(|kind| kind.parameter_type().to_owned())
                 .unwrap_or_default(),
+            // Set per agent, as each call is signed.
+            target: String::new(),
         };
         let results: Vec<(&Instance, Result<(), String>)> = futures::stream::iter(instances)
             .map(|instance| {
@@ -194,8 +196,13 @@ impl Fanout {
             if remaining.is_zero() {
                 return Err(format!("deadline of {:?} exceeded", self.settings.deadline));
             }
-            let mut call = Request::new(request.clone());
-            let (timestamp, signature) = sign(&self.key, request, unix_ms_now());
+            // Signed for this agent only.
+            let request = RefreshRequest {
+                target: instance.address.to_string(),
+                ..request.clone()
+            };
+            let (timestamp, signature) = sign(&self.key, &request, unix_ms_now());
+            let mut call = Request::new(request);
             let metadata = call.metadata_mut();
             metadata.insert(
                 TIMESTAMP_HEADER,

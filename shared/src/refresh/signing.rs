@@ -53,6 +53,8 @@ pub enum SignatureError {
     Stale,
     #[error("signature does not match")]
     Mismatch,
+    #[error("signed for '{0}', not for this agent")]
+    OtherTarget(String),
 }
 
 fn valid_key_id(id: &str) -> bool {
@@ -178,8 +180,9 @@ impl TrustedKeys {
     }
 }
 
-/// The bytes that are signed: every field. (`value_type`, added later, only
-/// when set, so a request without one signs as before.)
+/// The bytes that are signed: every field. (`value_type` and `target`, added
+/// later, only when set and labelled, so a request without them signs as
+/// before and neither can pass for the other.)
 pub fn canonical(request: &RefreshRequest, timestamp_ms: i64) -> String {
     let mut text = format!(
         "tenantconfig.v1.Refresh\n{timestamp_ms}\n{}\n{}\n{}\n{}\n{}\n{}",
@@ -191,7 +194,10 @@ pub fn canonical(request: &RefreshRequest, timestamp_ms: i64) -> String {
         request.key
     );
     if !request.value_type.is_empty() {
-        text.push_str(&format!("\n{}", request.value_type));
+        text.push_str(&format!("\nvalue_type={}", request.value_type));
+    }
+    if !request.target.is_empty() {
+        text.push_str(&format!("\ntarget={}", request.target));
     }
     text
 }
@@ -230,6 +236,65 @@ pub fn sign(key: &RefreshKey, request: &RefreshRequest, timestamp_ms: i64) -> (S
 pub struct RefreshAuthenticator {
     keys: TrustedKeys,
     seen_events: Cache<String, ()>,
+    /// The agent's own address: calls signed for another are refused.
+    me: Option<AgentAddress>,
+}
+
+/// An agent's Refresh address, to tell a call signed for it from one signed
+/// for another agent (see `RefreshRequest.target`).
+#[derive(Debug)]
+pub struct AgentAddress {
+    port: u16,
+    /// The address it registers (`AGENT_ADVERTISE_IP`), if it knows one.
+    advertised: Option<std::net::IpAddr>,
+    /// Its listener's address; unspecified (0.0.0.0) when on every interface.
+    listen_ip: std::net::IpAddr,
+    /// Addresses found to be this host's, or not.
+    local: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, bool>>,
+}
+
+impl AgentAddress {
+    pub fn new(refresh_listen: std::net::SocketAddr, advertised: Option<std::net::IpAddr>) -> Self {
+        Self {
+            port: refresh_listen.port(),
+            advertised,
+            listen_ip: refresh_listen.ip(),
+            local: Default::default(),
+        }
+    }
+
+    /// Whether `target` ("ip:port") is this agent: its port, and its
+    /// advertised or listening address or, listening on every interface, an
+    /// address of this host (one a socket can bind). Never an unspecified,
+    /// multicast or (then) loopback address: config-refresh dials none.
+    pub fn is(&self, target: &str) -> bool {
+        let Ok(address) = target.parse::<std::net::SocketAddr>() else {
+            return false;
+        };
+        let ip = address.ip();
+        if address.port() != self.port || ip.is_unspecified() || ip.is_multicast() {
+            return false;
+        }
+        if Some(ip) == self.advertised {
+            return true;
+        }
+        if !self.listen_ip.is_unspecified() {
+            return ip == self.listen_ip;
+        }
+        !ip.is_loopback() && self.is_local(ip)
+    }
+
+    fn is_local(&self, ip: std::net::IpAddr) -> bool {
+        let Ok(mut known) = self.local.lock() else {
+            return false;
+        };
+        if known.len() > 64 {
+            known.clear(); // bounded: targets come from callers
+        }
+        *known
+            .entry(ip)
+            .or_insert_with(|| std::net::UdpSocket::bind((ip, 0)).is_ok())
+    }
 }
 
 /// Outcome of a verified Refresh.
@@ -248,7 +313,14 @@ impl RefreshAuthenticator {
                 .max_capacity(100_000)
                 .time_to_live(REPLAY_WINDOW * 2)
                 .build(),
+            me: None,
         }
+    }
+
+    /// Refuses calls signed for another agent than the one at `me`.
+    pub fn for_agent_at(mut self, me: AgentAddress) -> Self {
+        self.me = Some(me);
+        self
     }
 
     /// Verifies the metadata values against the request at `now_ms`.
@@ -282,6 +354,11 @@ impl RefreshAuthenticator {
         if now_ms.abs_diff(timestamp_ms) > REPLAY_WINDOW.as_millis() as u64 {
             return Err(SignatureError::Stale);
         }
+        if let Some(me) = &self.me
+            && !me.is(&request.target)
+        {
+            return Err(SignatureError::OtherTarget(request.target.clone()));
+        }
         // Only authentic requests may occupy the replay set.
         let entry = self
             .seen_events
@@ -314,6 +391,7 @@ mod tests {
             event_id: "0b7e2f3c-1111-2222-3333-444455556666".into(),
             event_time_unix_ms: 1_700_000_000_000,
             value_type: String::new(),
+            target: String::new(),
         }
     }
 
@@ -332,6 +410,64 @@ mod tests {
             auth.verify(&request(), Some(&ts2), Some(&sig2), now + 5),
             Ok(Verified::Replay)
         );
+    }
+
+    #[test]
+    fn an_agent_accepts_only_calls_signed_for_its_own_address() {
+        let for_target = |target: &str| RefreshRequest {
+            target: target.into(),
+            ..request()
+        };
+        let now = unix_ms_now();
+        // GIVEN an agent listening on 10.0.1.5:50052
+        let auth = RefreshAuthenticator::new(key().trusted())
+            .for_agent_at(AgentAddress::new("10.0.1.5:50052".parse().unwrap(), None));
+        // THEN a call signed for it passes, and one signed for any other
+        // address (another agent, another port, none) is refused
+        let mine = for_target("10.0.1.5:50052");
+        let (ts, sig) = sign(&key(), &mine, now);
+        assert_eq!(
+            auth.verify(&mine, Some(&ts), Some(&sig), now),
+            Ok(Verified::Fresh)
+        );
+        for other in [
+            "10.0.1.6:50052",
+            "10.0.1.5:50053",
+            "",
+            "0.0.0.0:50052",
+            "agent-1",
+        ] {
+            let call = for_target(other);
+            let (ts, sig) = sign(&key(), &call, now);
+            assert_eq!(
+                auth.verify(&call, Some(&ts), Some(&sig), now),
+                Err(SignatureError::OtherTarget(other.to_owned())),
+                "{other}"
+            );
+        }
+        // AND the target is signed: rewriting it breaks the signature
+        let (ts, sig) = sign(&key(), &for_target("10.0.1.6:50052"), now);
+        assert_eq!(
+            auth.verify(&mine, Some(&ts), Some(&sig), now),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn an_agent_on_every_interface_knows_its_own_addresses_and_never_loopback() {
+        let me = AgentAddress::new("0.0.0.0:50052".parse().unwrap(), None);
+        // 192.0.2.1 (TEST-NET-1) is no address of this machine
+        assert!(!me.is("192.0.2.1:50052"));
+        assert!(
+            !me.is("127.0.0.1:50052"),
+            "loopback is nobody's address to config-refresh"
+        );
+        // an advertised address is its own, even if not bindable here
+        let advertised = AgentAddress::new(
+            "0.0.0.0:50052".parse().unwrap(),
+            Some("192.0.2.1".parse().unwrap()),
+        );
+        assert!(advertised.is("192.0.2.1:50052"));
     }
 
     #[test]
