@@ -283,6 +283,17 @@ async fn steps(stack: &mut LocalStack, passed: &mut usize) -> Result<(), String>
             .and_then(|etag| etag.trim_matches('"').parse().ok())
             .ok_or_else(|| format!("no version in {:?}", answer.headers))
     };
+    // What step 6 wrote, once config-api serves it too (it catches up from
+    // the journal within a second; step 6 waited for the agent only).
+    stack
+        .until_served_everywhere(
+            &alice,
+            "tenant_config_limits",
+            &json!({"max_users": 80, "tier": "gold"}),
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+        )
+        .await?;
     let current = stack.get(&limits_path, Some(&alice)).await?;
     let read_version = version_of(&current)?;
     let put = |version: i64, value: serde_json::Value| {
