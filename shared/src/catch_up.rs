@@ -30,7 +30,9 @@ pub struct CatchUpSettings {
     pub overlap: Duration,
     /// The longest a read waits for a journal query before it goes on without.
     pub timeout: Duration,
-    /// More new entries than this in one query: drop everything instead.
+    /// Entries per journal query. A burst of more is read in further pages
+    /// (up to [`MAX_PAGES`] per catch-up) and applied entry by entry; only a
+    /// reader further behind than that drops everything.
     pub max_entries: usize,
 }
 
@@ -97,6 +99,11 @@ pub struct CatchUp {
     failures: AtomicU32,
 }
 
+/// Most journal pages one catch-up reads before it gives up entry-by-entry
+/// and drops every cached entry instead (10,000 entries with the defaults:
+/// far more than one interval's changes, even with the overlap re-read).
+pub const MAX_PAGES: usize = 10;
+
 /// The longest wait between queries while the journal keeps failing. The
 /// cursor does not move on failure, so nothing journaled meanwhile is missed.
 pub const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(8);
@@ -151,32 +158,44 @@ impl CatchUp {
         }
         let interval = self.settings.interval.as_millis() as i64;
         let overlap = self.settings.overlap.as_millis() as i64;
-        self.queries.fetch_add(1, Ordering::SeqCst);
-        let query = self
-            .journal
-            .since(cursor.from_ms - overlap, self.settings.max_entries + 1);
-        let entries = match tokio::time::timeout(self.settings.timeout, query).await {
-            Ok(Ok(entries)) => entries,
-            Ok(Err(error)) => {
-                let retry_in = self.back_off(started);
-                tracing::warn!(%error, retry_in_ms = retry_in, "catch-up: journal query failed");
-                return Applied::Failed;
+        let page_size = self.settings.max_entries.max(1);
+        // Pages of the journal since the cursor (less the overlap, for late
+        // writers), each after the previous page's last entry.
+        let mut entries: Vec<crate::refresh::journal::JournalEntry> = Vec::new();
+        let mut complete = false;
+        for _ in 0..MAX_PAGES {
+            self.queries.fetch_add(1, Ordering::SeqCst);
+            let query = match entries.last() {
+                None => self.journal.since(cursor.from_ms - overlap, page_size),
+                Some(last) => self.journal.after(&last.position, page_size),
+            };
+            let page = match tokio::time::timeout(self.settings.timeout, query).await {
+                Ok(Ok(page)) => page,
+                Ok(Err(error)) => {
+                    let retry_in = self.back_off(started);
+                    tracing::warn!(%error, retry_in_ms = retry_in, "catch-up: journal query failed");
+                    return Applied::Failed;
+                }
+                Err(_) => {
+                    let retry_in = self.back_off(started);
+                    tracing::warn!(
+                        timeout_ms = self.settings.timeout.as_millis() as u64,
+                        retry_in_ms = retry_in,
+                        "catch-up: journal query timed out"
+                    );
+                    return Applied::Failed;
+                }
+            };
+            let full = page.len() >= page_size;
+            entries.extend(page);
+            if !full {
+                complete = true;
+                break;
             }
-            Err(_) => {
-                let retry_in = self.back_off(started);
-                tracing::warn!(
-                    timeout_ms = self.settings.timeout.as_millis() as u64,
-                    retry_in_ms = retry_in,
-                    "catch-up: journal query timed out"
-                );
-                return Applied::Failed;
-            }
-        };
+        }
         self.failures.store(0, Ordering::Release);
         let gap_ms = started - cursor.from_ms;
-        let applied = if gap_ms >= RETENTION.as_millis() as i64 - overlap
-            || entries.len() > self.settings.max_entries
-        {
+        let applied = if gap_ms >= RETENTION.as_millis() as i64 - overlap || !complete {
             tracing::info!(
                 gap_ms,
                 entries = entries.len(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tenant_config_shared::cache::CachedStore;
-use tenant_config_shared::catch_up::{Applied, CatchUp, CatchUpSettings};
+use tenant_config_shared::catch_up::{Applied, CatchUp, CatchUpSettings, MAX_PAGES};
 use tenant_config_shared::reads::ConfigReads;
 use tenant_config_shared::refresh::change::ChangeRecord;
 use tenant_config_shared::refresh::journal::{ChangeJournal, MemoryJournal};
@@ -181,12 +181,48 @@ async fn a_late_entry_inside_the_overlap_is_applied_once() {
 }
 
 #[tokio::test]
-async fn more_changes_than_it_applies_one_by_one_drops_the_whole_cache() {
+async fn a_burst_larger_than_a_page_is_read_page_by_page_and_applied_entry_by_entry() {
+    // GIVEN a reader reading the journal in pages of 3, with a value cached
+    // that no change names, and one that changes
+    let reader = reader(3);
+    reader.put("tenant_config_kept", "k1");
+    reader.read("tenant_config_kept").await.unwrap();
+    reader.put("tenant_config_a", "a1");
+    reader.read("tenant_config_a").await.unwrap();
+    reader.put("tenant_config_kept", "k2"); // no change journaled for it
+    reader.put("tenant_config_a", "a2");
+    // WHEN eight changes are journaled in one batch (one millisecond)
+    let mut changes: Vec<ChangeRecord> = (0..7)
+        .map(|i| {
+            change(
+                &format!("tenant_config_other{i}"),
+                Operation::Update,
+                &format!("c{i}"),
+            )
+        })
+        .collect();
+    changes.push(change("tenant_config_a", Operation::Update, "c7"));
+    reader.journal.append(&changes).await.unwrap();
+    tokio::time::sleep(INTERVAL).await;
+    let catch_up = reader.reads.catch_up().unwrap();
+    // THEN all eight are applied one by one (three pages), not by dropping
+    // the whole cache: the changed key is refetched, the other stays cached
+    assert_eq!(
+        catch_up.maybe_catch_up(&reader.reads).await,
+        Applied::Entries(8)
+    );
+    assert_eq!(reader.read("tenant_config_a").await.unwrap(), "a2");
+    assert_eq!(reader.read("tenant_config_kept").await.unwrap(), "k1");
+}
+
+#[tokio::test]
+async fn a_reader_more_pages_behind_than_it_reads_drops_the_whole_cache() {
     let reader = reader(3);
     reader.put("tenant_config_a", "a1");
     reader.read("tenant_config_a").await.unwrap();
     reader.put("tenant_config_a", "a2");
-    let changes: Vec<ChangeRecord> = (0..5)
+    // more changes than MAX_PAGES pages of 3 hold
+    let changes: Vec<ChangeRecord> = (0..3 * MAX_PAGES + 1)
         .map(|i| {
             change(
                 &format!("tenant_config_other{i}"),

@@ -294,3 +294,49 @@ async fn parameter_store_adapter_batches_in_chunks_of_ten() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn the_journal_table_pages_a_batch_that_shares_one_millisecond_by_position() {
+    use tenant_config_shared::refresh::change::ChangeRecord;
+    use tenant_config_shared::refresh::journal::ChangeJournal;
+    use tenant_config_shared::refresh::journal_table::JournalTable;
+    use tenant_config_shared::refresh::proto::Operation;
+    // GIVEN the journal table in moto and five changes journaled in one batch
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    seed::create_journal_table(&aws, "journal-test")
+        .await
+        .unwrap();
+    let journal = JournalTable::new(aws_sdk_dynamodb::Client::new(&aws), "journal-test");
+    let changes: Vec<ChangeRecord> = (0..5)
+        .map(|i| ChangeRecord {
+            item: item("tenant-a", "billing", &format!("tenant_config_k{i}")),
+            store: tenant_config_shared::StoreKind::DynamoDb,
+            operation: Operation::Update,
+            change_id: format!("c{i}"),
+            time_unix_ms: 0,
+            audit: Default::default(),
+            value_type: None,
+        })
+        .collect();
+    let appended = journal.append(&changes).await.unwrap();
+    assert!(
+        appended
+            .iter()
+            .all(|e| e.journaled_at_ms == appended[0].journaled_at_ms)
+    );
+    // WHEN it is read in pages of two, each after the last one's last entry
+    let mut pages = vec![journal.since(0, 2).await.unwrap()];
+    while pages.last().unwrap().len() == 2 {
+        let last = pages.last().unwrap().last().unwrap().position.clone();
+        pages.push(journal.after(&last, 2).await.unwrap());
+    }
+    // THEN every change comes once, in order, though all share one millisecond
+    let read: Vec<String> = pages
+        .iter()
+        .flatten()
+        .map(|e| e.change.change_id.clone())
+        .collect();
+    assert_eq!(read, ["c0", "c1", "c2", "c3", "c4"]);
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+}

@@ -69,6 +69,10 @@ pub trait ChangeJournal: Send + Sync {
 
     /// Entries journaled at or after `from_ms`, oldest first, at most `limit`.
     async fn since(&self, from_ms: i64, limit: usize) -> Result<Vec<JournalEntry>, JournalError>;
+
+    /// Entries after `position` (the next page of a query), oldest first,
+    /// at most `limit`.
+    async fn after(&self, position: &str, limit: usize) -> Result<Vec<JournalEntry>, JournalError>;
 }
 
 /// A journal in memory, for tests and benchmarks: the same ordering rules,
@@ -93,7 +97,29 @@ impl MemoryJournal {
         }
     }
 
-    /// `since` calls so far.
+    fn query(
+        &self,
+        selects: impl Fn(&str) -> bool,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, JournalError> {
+        self.queries
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.check("query")?;
+        Ok(self
+            .entries
+            .lock()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|e| selects(&e.position))
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// `since` and `after` calls so far.
     pub fn queries(&self) -> usize {
         self.queries.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -132,22 +158,12 @@ impl ChangeJournal for MemoryJournal {
     }
 
     async fn since(&self, from_ms: i64, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
-        self.queries
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.check("query")?;
         let from = position_at(from_ms);
-        Ok(self
-            .entries
-            .lock()
-            .map(|entries| {
-                entries
-                    .iter()
-                    .filter(|e| e.position >= from)
-                    .take(limit)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default())
+        self.query(|position| position >= from.as_str(), limit)
+    }
+
+    async fn after(&self, position: &str, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
+        self.query(|p| p > position, limit)
     }
 }
 

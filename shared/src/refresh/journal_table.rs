@@ -190,6 +190,23 @@ impl ChangeJournal for JournalTable {
     }
 
     async fn since(&self, from_ms: i64, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
+        self.query("sk >= :from", position_at(from_ms), limit).await
+    }
+
+    async fn after(&self, position: &str, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
+        self.query("sk > :from", position.to_owned(), limit).await
+    }
+}
+
+impl JournalTable {
+    /// Entries of the one partition whose position meets `condition` on
+    /// `:from`, in order, at most `limit` (following DynamoDB's pages).
+    async fn query(
+        &self,
+        condition: &str,
+        from: String,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, JournalError> {
         let mut entries = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;
         loop {
@@ -197,9 +214,9 @@ impl ChangeJournal for JournalTable {
                 .client
                 .query()
                 .table_name(&self.table)
-                .key_condition_expression("pk = :p AND sk >= :from")
+                .key_condition_expression(format!("pk = :p AND {condition}"))
                 .expression_attribute_values(":p", s(PARTITION))
-                .expression_attribute_values(":from", s(position_at(from_ms)))
+                .expression_attribute_values(":from", s(from.clone()))
                 .limit(
                     i32::try_from(limit.saturating_sub(entries.len()).max(1)).unwrap_or(i32::MAX),
                 )
