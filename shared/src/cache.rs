@@ -87,6 +87,51 @@ enum Cached {
     Missing,
 }
 
+/// Invalidation counters: one per stripe of (tenant, service) and one for
+/// everything. A load reads its stripe's counter and the global one before
+/// calling the store and caches what it read only if neither moved: a
+/// change to an entry is never hidden by a load that raced it, and a change
+/// to one tenant's service does not keep every other tenant's loads from
+/// being cached (only the few that share its stripe).
+struct Epochs {
+    all: AtomicU64,
+    stripes: Box<[AtomicU64]>,
+}
+
+/// Stripes of (tenant, service) (a power of two).
+const EPOCH_STRIPES: usize = 1024;
+
+impl Epochs {
+    fn new() -> Self {
+        Self {
+            all: AtomicU64::new(0),
+            stripes: (0..EPOCH_STRIPES).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn stripe(&self, tenant: &TenantId, service: &ServiceName) -> &AtomicU64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (tenant.as_str(), service.as_str()).hash(&mut hasher);
+        &self.stripes[hasher.finish() as usize & (EPOCH_STRIPES - 1)]
+    }
+
+    fn read(&self, tenant: &TenantId, service: &ServiceName) -> (u64, u64) {
+        (
+            self.all.load(Ordering::Acquire),
+            self.stripe(tenant, service).load(Ordering::Acquire),
+        )
+    }
+
+    fn bump(&self, tenant: &TenantId, service: &ServiceName) {
+        self.stripe(tenant, service).fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn bump_all(&self) {
+        self.all.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 #[derive(Debug, Clone)]
 struct LastGood {
     value: Arc<PlainValue>,
@@ -139,15 +184,18 @@ pub struct CachedStore {
     backoff: Cache<String, StoreError>,
     /// Keys with a load in flight.
     probing: Arc<Mutex<HashSet<String>>>,
-    /// Until when the store counts as failing (any call failed within the
-    /// retry interval): then every call gets the probe timeout, so keys with
-    /// nothing to fall back on fail fast too instead of waiting out the SDK's
-    /// operation timeout one after another.
+    /// Per tenant, until when the store counts as failing for it (a call of
+    /// that tenant failed within the retry interval): then every call of the
+    /// tenant gets the probe timeout, so keys with nothing to fall back on
+    /// fail fast too instead of waiting out the SDK's operation timeout one
+    /// after another. Per tenant, so that one tenant's failing (or
+    /// throttled) calls do not cut every other tenant's calls short.
     /// (until when, whether the last failure was throttling).
-    failing_until: Arc<Mutex<Option<(Instant, bool)>>>,
+    failing_until: Arc<Mutex<HashMap<TenantId, (Instant, bool)>>>,
     settings: CacheSettings,
-    /// Bumped by every invalidation; a load that sees it change is not cached.
-    invalidations: Arc<AtomicU64>,
+    /// Bumped by invalidations; a load that sees its counters change is not
+    /// cached (see [`Epochs`]).
+    epochs: Arc<Epochs>,
     /// Whole-service listings, keyed `tenantId:service`, for the value TTL;
     /// any change to an entry of that service drops its listing.
     listings: Cache<String, Arc<Listing>>,
@@ -189,9 +237,9 @@ impl CachedStore {
             last_good,
             backoff,
             probing: Arc::new(Mutex::new(HashSet::new())),
-            failing_until: Arc::new(Mutex::new(None)),
+            failing_until: Arc::new(Mutex::new(HashMap::new())),
             settings,
-            invalidations: Arc::new(AtomicU64::new(0)),
+            epochs: Arc::new(Epochs::new()),
             listings: Cache::builder()
                 .max_capacity((settings.max_entries / 10).max(100))
                 .time_to_live(settings.ttl)
@@ -242,11 +290,11 @@ impl CachedStore {
     }
 
     /// `Some(throttled)` while the store counts as failing.
-    fn store_failing(&self) -> Option<bool> {
+    fn store_failing(&self, tenant: &TenantId) -> Option<bool> {
         self.failing_until
             .lock()
             .ok()
-            .and_then(|until| *until)
+            .and_then(|failing| failing.get(tenant).copied())
             .filter(|(until, _)| Instant::now() < *until)
             .map(|(_, throttled)| throttled)
     }
@@ -255,10 +303,11 @@ impl CachedStore {
     /// or while the store is failing.
     async fn call<T>(
         &self,
+        tenant: &TenantId,
         bounded: bool,
         call: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let failing = self.store_failing();
+        let failing = self.store_failing(tenant);
         let bounded = bounded || failing.is_some();
         let kind = self.kind();
         metrics().store(kind, StoreCounter::StoreCalls);
@@ -288,12 +337,14 @@ impl CachedStore {
         };
         metrics().store_latency(kind, started.elapsed());
         if let Err(err) = &result {
-            if let Ok(mut until) = self.failing_until.lock() {
+            if let Ok(mut failing) = self.failing_until.lock() {
+                let now = Instant::now();
+                failing.retain(|_, (until, _)| now < *until);
                 let throttled = matches!(err, StoreError::Throttled { .. });
-                *until = Some((
-                    Instant::now() + self.settings.stale.retry_interval,
-                    throttled,
-                ));
+                failing.insert(
+                    tenant.clone(),
+                    (now + self.settings.stale.retry_interval, throttled),
+                );
             }
             metrics().store(kind, StoreCounter::StoreErrors);
             tracing::warn!(store = kind.as_str(), error = %err, "store call failed");
@@ -330,11 +381,16 @@ impl CachedStore {
     /// Reads one entry. Decrypting reads bypass the cache completely.
     pub async fn get(&self, item: &ItemKey, mode: ReadMode) -> Result<Lookup, StoreError> {
         if mode == ReadMode::Decrypt {
-            return Ok(match self.call(false, self.store.get(item, mode)).await? {
-                Some(Found::Plain(value)) => Lookup::Plain(value),
-                Some(Found::Secret(secret)) => Lookup::Secret(secret),
-                None => Lookup::Missing,
-            });
+            return Ok(
+                match self
+                    .call(&item.tenant, false, self.store.get(item, mode))
+                    .await?
+                {
+                    Some(Found::Plain(value)) => Lookup::Plain(value),
+                    Some(Found::Secret(secret)) => Lookup::Secret(secret),
+                    None => Lookup::Missing,
+                },
+            );
         }
         let cache_key = item.cache_key();
         let kind = self.kind();
@@ -379,12 +435,12 @@ impl CachedStore {
         let loaded = self
             .cache
             .try_get_with(cache_key.clone(), async {
-                let epoch = self.invalidations.load(Ordering::Acquire);
+                let epoch = self.epochs.read(&item.tenant, &item.service);
                 let found = self
-                    .call(bounded, self.store.get(item, ReadMode::Plain))
+                    .call(&item.tenant, bounded, self.store.get(item, ReadMode::Plain))
                     .await
                     .map_err(Uncached::Failed)?;
-                if self.invalidations.load(Ordering::Acquire) != epoch {
+                if self.epochs.read(&item.tenant, &item.service) != epoch {
                     return Err(Uncached::Raced(match found {
                         Some(Found::Plain(value)) => Lookup::Plain(value),
                         Some(Found::Secret(_)) => Lookup::Secret(None),
@@ -457,14 +513,15 @@ impl CachedStore {
             Some(err) => Err(err),
             None => {
                 let miss_keys: Vec<ConfigKey> = misses.iter().map(|(k, _)| (*k).clone()).collect();
-                let epoch = self.invalidations.load(Ordering::Acquire);
+                let epoch = self.epochs.read(tenant, service);
                 self.call(
+                    tenant,
                     all_covered,
                     self.store
                         .get_many(tenant, service, &miss_keys, ReadMode::Plain),
                 )
                 .await
-                .map(|loaded| (loaded, self.invalidations.load(Ordering::Acquire) != epoch))
+                .map(|loaded| (loaded, self.epochs.read(tenant, service) != epoch))
             }
         };
         let (mut loaded, raced) = match loaded {
@@ -531,13 +588,13 @@ impl CachedStore {
         let loaded = self
             .listings
             .try_get_with(listing_key, async {
-                let epoch = self.invalidations.load(Ordering::Acquire);
+                let epoch = self.epochs.read(tenant, service);
                 let listing = Arc::new(
-                    self.call(false, self.store.list(tenant, service))
+                    self.call(tenant, false, self.store.list(tenant, service))
                         .await
                         .map_err(Err)?,
                 );
-                if self.invalidations.load(Ordering::Acquire) != epoch {
+                if self.epochs.read(tenant, service) != epoch {
                     // Changed while listing: answer, but do not keep it.
                     return Err(Ok(listing));
                 }
@@ -559,7 +616,7 @@ impl CachedStore {
     /// the entry's type changed (a String that became a SecureString must
     /// never be served again, stale or not).
     pub async fn invalidate(&self, item: &ItemKey, change: Changed) {
-        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        self.epochs.bump(&item.tenant, &item.service);
         let cache_key = item.cache_key();
         self.cache.invalidate(&cache_key).await;
         self.backoff.invalidate(&cache_key).await;
@@ -585,7 +642,7 @@ impl CachedStore {
     /// flight do not insert what they read. Last good values stay, bounded by
     /// max-stale, for a store that fails while everything is refetched.
     pub fn invalidate_all(&self) {
-        self.invalidations.fetch_add(1, Ordering::AcqRel);
+        self.epochs.bump_all();
         self.cache.invalidate_all();
         self.backoff.invalidate_all();
         self.listings.invalidate_all();
@@ -995,6 +1052,101 @@ mod tests {
             let answer = cached.get(&item(key), ReadMode::Plain).await;
             assert!(answer.is_err(), "{key}: {answer:?}");
         }
+    }
+
+    fn item_of(tenant: &str, key: &str) -> ItemKey {
+        ItemKey::new(
+            TenantId::parse(tenant).unwrap(),
+            ServiceName::parse("svc").unwrap(),
+            ConfigKey::parse(key).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn one_tenants_failed_call_does_not_cut_another_tenants_calls_short() {
+        // GIVEN a slow store (300 ms a call) and a 100 ms probe timeout
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(60_000, 60_000));
+        store.put(&item_of("tenant-b", "k"), plain(json!("b")));
+        store.set_latency(Duration::from_millis(300));
+        // WHEN tenant A's call fails
+        store.set_failure(failing());
+        assert!(
+            cached
+                .get(&item_of("tenant-a", "k"), ReadMode::Plain)
+                .await
+                .is_err()
+        );
+        store.set_failure(None);
+        // THEN tenant A's next call is cut short at the probe timeout
+        let started = Instant::now();
+        assert!(
+            cached
+                .get(&item_of("tenant-a", "other"), ReadMode::Plain)
+                .await
+                .is_err()
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
+        // AND tenant B's first call still gets the store's time, and its value
+        let answer = cached.get(&item_of("tenant-b", "k"), ReadMode::Plain).await;
+        assert!(
+            matches!(&answer, Ok(Lookup::Plain(v)) if v.value == json!("b")),
+            "{answer:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_to_one_tenant_does_not_keep_another_tenants_load_from_being_cached() {
+        // GIVEN a load of tenant B's key in flight (the store takes 200 ms)
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        store.put(&item_of("tenant-b", "k"), plain(json!("b")));
+        store.put(&item_of("tenant-a", "k"), plain(json!("a")));
+        store.set_latency(Duration::from_millis(200));
+        let cached = Arc::new(CachedStore::new(store.clone(), settings(60_000, 60_000)));
+        let loading = {
+            let cached = cached.clone();
+            tokio::spawn(
+                async move { cached.get(&item_of("tenant-b", "k"), ReadMode::Plain).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // WHEN tenant A's key changes meanwhile
+        cached
+            .invalidate(&item_of("tenant-a", "k"), Changed::Updated(None))
+            .await;
+        loading.await.unwrap().unwrap();
+        // THEN tenant B's value was cached all the same: the next read is a hit
+        let gets = store.gets();
+        cached
+            .get(&item_of("tenant-b", "k"), ReadMode::Plain)
+            .await
+            .unwrap();
+        assert_eq!(store.gets(), gets, "served from the cache");
+        // AND a change to B's own service while loading still keeps it out
+        cached
+            .invalidate(&item_of("tenant-b", "k"), Changed::Updated(None))
+            .await;
+        let loading = {
+            let cached = cached.clone();
+            tokio::spawn(
+                async move { cached.get(&item_of("tenant-b", "k"), ReadMode::Plain).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cached
+            .invalidate(&item_of("tenant-b", "other"), Changed::Updated(None))
+            .await;
+        loading.await.unwrap().unwrap();
+        let gets = store.gets();
+        cached
+            .get(&item_of("tenant-b", "k"), ReadMode::Plain)
+            .await
+            .unwrap();
+        assert_eq!(store.gets(), gets + 1, "the raced load was not kept");
     }
 
     #[tokio::test]
