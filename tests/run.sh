@@ -71,9 +71,11 @@ moto_socket="${TMPDIR:-/tmp}/tenant-config-moto-$$.sock"
 python local-stack/moto_fork_server.py serve "$moto_socket" >"$logs/moto-fork-server.log" 2>&1 &
 moto_fork_server=$!
 disown "$moto_fork_server"  # not a suite: neither waited for nor counted
+waited=0
 until grep -q "listening" "$logs/moto-fork-server.log"; do
-  if ! kill -0 "$moto_fork_server" 2>/dev/null; then
-    echo "error: the moto fork server did not start:" >&2
+  waited=$((waited + 1))
+  if ! kill -0 "$moto_fork_server" 2>/dev/null || ((waited > 600)); then
+    echo "error: the moto fork server did not start within 60 s:" >&2
     cat "$logs/moto-fork-server.log" >&2
     exit 1
   fi
