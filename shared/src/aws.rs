@@ -19,7 +19,7 @@ use crate::cache::CachedStore;
 use crate::catch_up::CatchUp;
 use crate::credentials::{StsTenantRole, TenantClient, TenantCredentials};
 use crate::membership::{
-    CachedMembership, CognitoGroupMembership, GroupMembership, pool_id_of_issuer,
+    CachedMembership, CognitoGroupMembership, GroupMembership, pool_id_of_issuer, region_of_issuer,
 };
 use crate::reads::ConfigReads;
 use crate::refresh::discovery::{CloudMapHealth, CloudMapInstances, DiscoveryError, Registration};
@@ -191,15 +191,23 @@ impl Aws {
 
     /// Whether a token's administrator still is one, asked of the user pool
     /// of the tokens' issuer and remembered for `ADMIN_MEMBERSHIP_TTL_SECS`.
+    /// (config-api's settings check refuses an issuer naming no pool.)
     fn group_membership(&self, settings: &Settings) -> Arc<dyn GroupMembership> {
-        let pool_id = pool_id_of_issuer(&settings.auth.issuer).unwrap_or_default();
-        Arc::new(CachedMembership::new(
-            Arc::new(CognitoGroupMembership::new(
-                aws_sdk_cognitoidentityprovider::Client::new(&self.config),
-                pool_id,
-            )),
-            settings.admin_membership_ttl,
-        ))
+        let issuer = &settings.auth.issuer;
+        let mut config = aws_sdk_cognitoidentityprovider::config::Builder::from(&self.config);
+        // The pool's own region, which need not be the function's.
+        if let Some(region) = region_of_issuer(issuer) {
+            config = config.region(aws_config::Region::new(region.to_owned()));
+        }
+        let pool: Arc<dyn GroupMembership> = Arc::new(CognitoGroupMembership::new(
+            aws_sdk_cognitoidentityprovider::Client::from_conf(config.build()),
+            pool_id_of_issuer(issuer).unwrap_or_default(),
+        ));
+        if settings.admin_membership_ttl.is_zero() {
+            pool
+        } else {
+            Arc::new(CachedMembership::new(pool, settings.admin_membership_ttl))
+        }
     }
 
     /// The change journal in its DynamoDB table.

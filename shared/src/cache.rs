@@ -267,6 +267,14 @@ impl CachedStore {
         }
     }
 
+    /// Drops an entry and its last good value (a load that raced a change).
+    async fn forget(&self, cache_key: &str) {
+        self.cache.invalidate(cache_key).await;
+        if let Some(last_good) = &self.last_good {
+            last_good.invalidate(cache_key).await;
+        }
+    }
+
     /// Records what a successful, unraced load found in the last-good table.
     async fn remember(&self, cache_key: &str, found: &Option<Found>) {
         let Some(last_good) = &self.last_good else {
@@ -432,6 +440,7 @@ impl CachedStore {
             }
         };
         let bounded = last.is_some();
+        let before = self.epochs.read(&item.tenant, &item.service);
         let loaded = self
             .cache
             .try_get_with(cache_key.clone(), async {
@@ -451,6 +460,12 @@ impl CachedStore {
                 self.classify(found)
             })
             .await;
+        if loaded.is_ok() && self.epochs.read(&item.tenant, &item.service) != before {
+            // An invalidation came between the load's check and the insert
+            // (or earlier): what was inserted and remembered may be what it
+            // invalidated, a String since become a secret among others.
+            self.forget(&cache_key).await;
+        }
         match loaded {
             Ok(Cached::Value(value)) => Ok(Lookup::Plain(value)),
             Ok(Cached::Missing) => Ok(Lookup::Missing),
@@ -508,12 +523,12 @@ impl CachedStore {
         }
         let all_covered = fallbacks.len() == misses.len();
         let from_backoff = backoff_error.is_some();
+        let epoch = self.epochs.read(tenant, service);
         let loaded = match backoff_error {
             // A key of this batch failed moments ago: do not call again yet.
             Some(err) => Err(err),
             None => {
                 let miss_keys: Vec<ConfigKey> = misses.iter().map(|(k, _)| (*k).clone()).collect();
-                let epoch = self.epochs.read(tenant, service);
                 self.call(
                     tenant,
                     all_covered,
@@ -547,6 +562,7 @@ impl CachedStore {
                 return Ok(results);
             }
         };
+        let mut inserted = Vec::new();
         for (key, cache_key) in misses {
             let found = loaded.remove(key);
             if !raced {
@@ -555,7 +571,8 @@ impl CachedStore {
             let lookup = match self.classify(found) {
                 Ok(cached) => {
                     if !raced {
-                        self.cache.insert(cache_key, cached.clone()).await;
+                        self.cache.insert(cache_key.clone(), cached.clone()).await;
+                        inserted.push(cache_key);
                     }
                     match cached {
                         Cached::Value(value) => Lookup::Plain(value),
@@ -566,6 +583,13 @@ impl CachedStore {
                 Err(_) => Lookup::Missing,
             };
             results.insert(key.clone(), lookup);
+        }
+        // As for single reads: an invalidation between the check and the
+        // inserts drops what they inserted.
+        if !raced && self.epochs.read(tenant, service) != epoch {
+            for cache_key in inserted {
+                self.forget(&cache_key).await;
+            }
         }
         Ok(results)
     }

@@ -163,13 +163,16 @@ impl CatchUp {
         // writers), each after the previous page's last entry.
         let mut entries: Vec<crate::refresh::journal::JournalEntry> = Vec::new();
         let mut complete = false;
+        // One timeout for all the pages: the reads waiting on this one are
+        // held no longer than for a single query.
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
         for _ in 0..MAX_PAGES {
             self.queries.fetch_add(1, Ordering::SeqCst);
             let query = match entries.last() {
                 None => self.journal.since(cursor.from_ms - overlap, page_size),
                 Some(last) => self.journal.after(&last.position, page_size),
             };
-            let page = match tokio::time::timeout(self.settings.timeout, query).await {
+            let page = match tokio::time::timeout_at(deadline, query).await {
                 Ok(Ok(page)) => page,
                 Ok(Err(error)) => {
                     let retry_in = self.back_off(started);

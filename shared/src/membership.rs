@@ -111,6 +111,13 @@ impl GroupMembership for CachedMembership {
     }
 }
 
+/// A user pool's region from its issuer URL.
+pub fn region_of_issuer(issuer: &str) -> Option<&str> {
+    let host = issuer.strip_prefix("https://")?.split('/').next()?;
+    let region = host.strip_prefix("cognito-idp.")?.split('.').next()?;
+    (!region.is_empty()).then_some(region)
+}
+
 /// A user pool's id from its issuer URL (`https://cognito-idp.{region}.amazonaws.com/{pool}`).
 pub fn pool_id_of_issuer(issuer: &str) -> Option<&str> {
     let pool = issuer.trim_end_matches('/').rsplit('/').next()?;
@@ -159,5 +166,9 @@ mod tests {
             Some("eu-west-1_AbC123")
         );
         assert_eq!(pool_id_of_issuer("https://example.com/"), None);
+        assert_eq!(
+            region_of_issuer("https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC123"),
+            Some("eu-west-1")
+        );
     }
 }

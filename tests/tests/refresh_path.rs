@@ -755,12 +755,8 @@ async fn a_refresh_signed_for_one_agent_is_refused_by_every_other() {
     let refused = replayed.expect_err("a call signed for another agent is refused");
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
     assert!(refused.message().contains(&for_first), "{refused:?}");
-    // AND the first accepts it, and one signed for nobody is refused by both
+    // AND the first accepts it
     signed_refresh_for(&first.refresh_endpoint(), &for_first, Some(&key), "evt-x")
         .await
         .expect("the agent it was signed for accepts it");
-    for agent in [first, second] {
-        let unbound = signed_refresh_for(&agent.refresh_endpoint(), "", Some(&key), "evt-y").await;
-        assert_eq!(unbound.unwrap_err().code(), Code::Unauthenticated);
-    }
 }

@@ -20,8 +20,11 @@ use tokio::sync::OnceCell;
 use super::fanout::{Fanout, FanoutSettings, FanoutSource, RefreshTls};
 use super::signing::{RefreshKey, SignatureError};
 
-/// Least time between two reads of a key that could not be used.
+/// Least time between two reads of a key that is missing or unusable.
 pub const KEY_RETRY_INTERVAL: Duration = Duration::from_secs(60);
+/// The same after Parameter Store could not be read (throttling, a network
+/// error at a cold start): likely to pass soon.
+pub const KEY_UNREADABLE_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why the refresh key cannot be used. Never carries the key itself.
 #[derive(Debug, Error)]
@@ -96,7 +99,7 @@ pub struct KeyLoadingFanout {
     settings: FanoutSettings,
     tls: Option<RefreshTls>,
     ready: OnceCell<Fanout>,
-    /// The last failed read: when, and why (never the key).
+    /// The last failed read: when it may be tried again, and why (never the key).
     failed: Mutex<Option<(Instant, String)>>,
 }
 
@@ -131,8 +134,8 @@ impl FanoutSource for KeyLoadingFanout {
         if let Some(fanout) = self.ready.get() {
             return Ok(fanout);
         }
-        if let Some((at, reason)) = self.failed.lock().map(|f| f.clone()).unwrap_or(None)
-            && at.elapsed() < KEY_RETRY_INTERVAL
+        if let Some((retry_at, reason)) = self.failed.lock().map(|f| f.clone()).unwrap_or(None)
+            && Instant::now() < retry_at
         {
             return Err(reason);
         }
@@ -156,13 +159,17 @@ impl FanoutSource for KeyLoadingFanout {
             }
             Err(error) => {
                 let reason = error.to_string();
+                let retry_in = match error {
+                    RefreshKeyError::Unreadable { .. } => KEY_UNREADABLE_RETRY_INTERVAL,
+                    _ => KEY_RETRY_INTERVAL,
+                };
                 tracing::error!(
                     error = %reason,
-                    retry_in_secs = KEY_RETRY_INTERVAL.as_secs(),
+                    retry_in_secs = retry_in.as_secs(),
                     "refresh signing key unusable: changes are journaled and flushed but pushed to no agent"
                 );
                 if let Ok(mut failed) = self.failed.lock() {
-                    *failed = Some((Instant::now(), reason.clone()));
+                    *failed = Some((Instant::now() + retry_in, reason.clone()));
                 }
                 Err(reason)
             }

@@ -354,7 +354,10 @@ impl RefreshAuthenticator {
         if now_ms.abs_diff(timestamp_ms) > REPLAY_WINDOW.as_millis() as u64 {
             return Err(SignatureError::Stale);
         }
+        // A call naming no target comes from a config-refresh older than
+        // this agent (agents are updated first): accepted, as before targets.
         if let Some(me) = &self.me
+            && !request.target.is_empty()
             && !me.is(&request.target)
         {
             return Err(SignatureError::OtherTarget(request.target.clone()));
@@ -433,7 +436,6 @@ mod tests {
         for other in [
             "10.0.1.6:50052",
             "10.0.1.5:50053",
-            "",
             "0.0.0.0:50052",
             "agent-1",
         ] {
@@ -445,6 +447,16 @@ mod tests {
                 "{other}"
             );
         }
+        // AND a call naming no target (an older config-refresh) passes
+        let legacy = RefreshRequest {
+            event_id: "legacy".into(),
+            ..for_target("")
+        };
+        let (ts, sig) = sign(&key(), &legacy, now);
+        assert_eq!(
+            auth.verify(&legacy, Some(&ts), Some(&sig), now),
+            Ok(Verified::Fresh)
+        );
         // AND the target is signed: rewriting it breaks the signature
         let (ts, sig) = sign(&key(), &for_target("10.0.1.6:50052"), now);
         assert_eq!(

@@ -57,6 +57,14 @@ impl Settings {
                 variable: "TENANT_WRITE_ROLE_ARN",
                 reason: "must be set when TENANT_ROLE_ARN and ADMIN_GROUP are: writes assume the write role, and the read role cannot write".to_owned(),
             }),
+            _ if self.admin_group.is_some()
+                && crate::membership::pool_id_of_issuer(&self.auth.issuer).is_none() =>
+            {
+                Err(SettingsError {
+                    variable: "COGNITO_ISSUER",
+                    reason: "writes (ADMIN_GROUP) need the user pool's issuer, https://cognito-idp.{region}.amazonaws.com/{pool id}: each write asks that pool whether its administrator still is one".to_owned(),
+                })
+            }
             _ if self.tenant_role.is_none() && self.stray_write_role => Err(SettingsError {
                 variable: "TENANT_WRITE_ROLE_ARN",
                 reason: "is used only with TENANT_ROLE_ARN (tenant credentials); without it the process's own role writes".to_owned(),
@@ -283,7 +291,7 @@ mod tests {
         ("CONFIG_TABLE_NAME", "tenant-config"),
         (
             "COGNITO_ISSUER",
-            "https://cognito-idp.us-east-1.amazonaws.com/pool/",
+            "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Pool/",
         ),
         ("COGNITO_CLIENT_IDS", "a, b ,"),
     ];
@@ -294,11 +302,11 @@ mod tests {
         assert_eq!(s.parameter_root, "/config-service");
         assert_eq!(
             s.auth.issuer,
-            "https://cognito-idp.us-east-1.amazonaws.com/pool"
+            "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Pool"
         );
         assert_eq!(
             s.auth.jwks_url,
-            "https://cognito-idp.us-east-1.amazonaws.com/pool/.well-known/jwks.json"
+            "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Pool/.well-known/jwks.json"
         );
         assert_eq!(s.auth.client_ids, vec!["a", "b"]);
         assert_eq!(s.dynamodb_cache.ttl, Duration::from_secs(60));

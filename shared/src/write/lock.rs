@@ -34,6 +34,9 @@ pub struct LockState {
     pub version: i64,
     /// The writer holding the key now, if any.
     pub claim: Option<Claim>,
+    /// Counts every change of the lock, so that a lock claimed and freed
+    /// again never looks like the state another writer saw before.
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +130,7 @@ mod tests {
         let free = LockState {
             version: 5,
             claim: None,
+            generation: 1,
         };
         // GIVEN a key never locked THEN only a swap from "absent" lands
         assert!(!locks.swap(&item(), Some(&free), &free).await.unwrap());
@@ -138,6 +142,7 @@ mod tests {
                 token: format!("writer-{n}"),
                 since_ms: 0,
             }),
+            generation: 2,
         };
         assert!(locks.swap(&item(), Some(&free), &claimed(1)).await.unwrap());
         assert!(!locks.swap(&item(), Some(&free), &claimed(2)).await.unwrap());

@@ -22,6 +22,7 @@ pub const LOCK_SORT_PREFIX: &str = "PARAMLOCK#";
 const VERSION: &str = "lock_version";
 const CLAIM: &str = "claim";
 const CLAIMED_AT: &str = "claimed_at";
+const GENERATION: &str = "lock_generation";
 
 pub struct DynamoDbVersionLocks {
     /// The process's client, or one per tenant with vended credentials.
@@ -62,6 +63,7 @@ fn state_of(item: &HashMap<String, AttributeValue>) -> Result<LockState, WriteEr
             detail: format!("lock item has no '{VERSION}'"),
         })
     })?;
+    let generation = number(GENERATION).unwrap_or(0).max(0) as u64;
     let claim = match (item.get(CLAIM), number(CLAIMED_AT)) {
         (Some(AttributeValue::S(token)), Some(since_ms)) => Some(Claim {
             token: token.clone(),
@@ -69,7 +71,11 @@ fn state_of(item: &HashMap<String, AttributeValue>) -> Result<LockState, WriteEr
         }),
         _ => None,
     };
-    Ok(LockState { version, claim })
+    Ok(LockState {
+        version,
+        claim,
+        generation,
+    })
 }
 
 #[async_trait]
@@ -99,6 +105,10 @@ impl VersionLocks for DynamoDbVersionLocks {
             VERSION.to_owned(),
             AttributeValue::N(next.version.to_string()),
         );
+        attributes.insert(
+            GENERATION.to_owned(),
+            AttributeValue::N(next.generation.to_string()),
+        );
         if let Some(claim) = &next.claim {
             attributes.insert(CLAIM.to_owned(), AttributeValue::S(claim.token.clone()));
             attributes.insert(
@@ -112,19 +122,24 @@ impl VersionLocks for DynamoDbVersionLocks {
             None => "attribute_not_exists(#pk)".to_owned(),
             Some(state) => {
                 names.insert("#ver".to_owned(), VERSION.to_owned());
+                names.insert("#gen".to_owned(), GENERATION.to_owned());
                 names.insert("#claim".to_owned(), CLAIM.to_owned());
+                values.insert(
+                    ":gen".to_owned(),
+                    AttributeValue::N(state.generation.to_string()),
+                );
                 values.insert(
                     ":ver".to_owned(),
                     AttributeValue::N(state.version.to_string()),
                 );
                 match &state.claim {
                     None => {
-                        "attribute_exists(#pk) AND #ver = :ver AND attribute_not_exists(#claim)"
+                        "attribute_exists(#pk) AND #ver = :ver AND #gen = :gen AND attribute_not_exists(#claim)"
                             .to_owned()
                     }
                     Some(claim) => {
                         values.insert(":claim".to_owned(), AttributeValue::S(claim.token.clone()));
-                        "attribute_exists(#pk) AND #ver = :ver AND #claim = :claim".to_owned()
+                        "attribute_exists(#pk) AND #ver = :ver AND #gen = :gen AND #claim = :claim".to_owned()
                     }
                 }
             }

@@ -142,6 +142,7 @@ impl ParameterWriter {
             if let Some(LockState {
                 version,
                 claim: Some(claim),
+                ..
             }) = &observed
                 && !claim.abandoned(now_ms())
             {
@@ -149,13 +150,26 @@ impl ParameterWriter {
                     current: (*version > 0).then_some(*version),
                 });
             }
-            let current = self.current_version(item).await?;
             let claimed = LockState {
-                version: current.unwrap_or(0),
+                version: observed.as_ref().map_or(0, |o| o.version),
                 claim: Some(Claim::new(now_ms())),
+                generation: observed.as_ref().map_or(0, |o| o.generation) + 1,
             };
             if locks.swap(item, observed.as_ref(), &claimed).await? {
-                return Ok(Held { claimed, current });
+                // Read while holding the claim: no locked write can land
+                // between this read and ours.
+                let held = Held {
+                    claimed,
+                    current: None,
+                };
+                return match self.current_version(item).await {
+                    Ok(current) => Ok(Held { current, ..held }),
+                    Err(err) => {
+                        let left = held.claimed.version;
+                        self.release(locks, item, &held, left).await;
+                        Err(err)
+                    }
+                };
             }
         }
         let current = self.current_version(item).await?;
@@ -169,6 +183,7 @@ impl ParameterWriter {
         let free = LockState {
             version,
             claim: None,
+            generation: held.claimed.generation + 1,
         };
         match locks.swap(item, Some(&held.claimed), &free).await {
             Ok(true) => {}
