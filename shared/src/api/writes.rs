@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::responses::{etag, json_response};
 use super::route::Route;
 use super::{ApiRequest, ApiResponse, ConfigApi, MAX_BODY_BYTES};
-use crate::domain::{Changed, ItemKey};
+use crate::domain::{Changed, ItemKey, StoreKind};
 use crate::error::ConfigError;
 use crate::validate::{ConfigKey, ServiceName};
 use crate::write::{Expected, NewValue, ValueKind};
@@ -205,7 +205,14 @@ impl ConfigApi {
                 let outcome = writes
                     .rollback(&identity, &service, &key, body.version, expected)
                     .await?;
-                let _ = self.reads.invalidate(&item, Changed::Updated(None)).await;
+                // A rollback restores the old version's type too (a String
+                // may come back as a SecureString), which is not known here:
+                // in Parameter Store the last good value goes as for a delete.
+                let change = match outcome.source {
+                    StoreKind::ParameterStore => Changed::Deleted,
+                    StoreKind::DynamoDb => Changed::Updated(None),
+                };
+                let _ = self.reads.invalidate(&item, change).await;
                 Ok(written(outcome, 200, Some(body.version)))
             }
             ("GET", Route::History { .. }) => {
