@@ -10,6 +10,10 @@ is moto's own `moto.server.main`, started with every module already loaded.
   python moto_fork_server.py serve SOCKET
       imports moto, listens on the Unix socket SOCKET, and forks a moto server
       for every connection (the test command starts one per run).
+  python moto_fork_server.py run PORT
+      runs one moto server on PORT (0: one it picks) in this process, as
+      `moto_server` does, with DynamoDB's writes made atomic (below): what the
+      local stack starts when no fork server runs.
   python moto_fork_server.py start SOCKET PORT
       asks the server on SOCKET for a moto server on PORT (0: one it picks),
       which writes to this process's stdout and stderr and joins its process
@@ -19,6 +23,11 @@ is moto's own `moto.server.main`, started with every module already loaded.
       the group works on the forked server as it does on `moto_server`.
 
 Only the standard library is imported by `start`: it costs milliseconds.
+
+Both `serve` and `run` make each DynamoDB write atomic, as DynamoDB's are: moto
+checks a condition and then writes, with nothing between two threads of its
+threaded server, so two conditional PutItems on one item could both pass
+their condition (seen: two writers both claiming one version lock).
 """
 
 import json
@@ -45,6 +54,32 @@ SERVICES = [
 ]
 
 
+def make_dynamodb_writes_atomic():
+    """One lock around every DynamoDB write of this process's moto."""
+    import functools
+    import threading
+
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"):
+        method = getattr(DynamoDBBackend, name)
+
+        @functools.wraps(method)
+        def atomic(self, *args, __method=method, **kwargs):
+            with lock:
+                return __method(self, *args, **kwargs)
+
+        setattr(DynamoDBBackend, name, atomic)
+
+
+def run(port):
+    make_dynamodb_writes_atomic()
+    from moto import server
+
+    server.main(["-H", "127.0.0.1", "-p", str(int(port))])
+
+
 def serve(socket_path):
     # The server ends with the test command that started it.
     import ctypes
@@ -55,6 +90,8 @@ def serve(socket_path):
 
     from moto.backends import get_backend
     from moto.core import DEFAULT_ACCOUNT_ID
+
+    make_dynamodb_writes_atomic()
 
     apps = {service: create_backend_app(service) for service in SERVICES}
     # The stack's account and region, set up once (empty: each child starts
@@ -164,6 +201,8 @@ def start(socket_path, port):
 def main(argv):
     if len(argv) == 3 and argv[1] == "serve":
         serve(argv[2])
+    elif len(argv) == 3 and argv[1] == "run":
+        run(argv[2])
     elif len(argv) == 4 and argv[1] == "start":
         start(argv[2], argv[3])
     else:

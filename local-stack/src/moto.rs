@@ -23,7 +23,7 @@ pub struct MotoServer {
 }
 
 impl MotoServer {
-    /// Starts `moto_server` and waits until `/moto-api/` answers.
+    /// Starts moto server and waits until `/moto-api/` answers.
     pub async fn start() -> Result<Self, String> {
         // moto picks its own free port and prints it: a port picked here and
         // handed over could be taken by another suite's stack before moto
@@ -68,9 +68,14 @@ impl MotoServer {
                     .arg(port.to_string());
                 command
             }
+            // moto's own server, with DynamoDB's writes made atomic (see
+            // the script).
             None => {
-                let mut command = Command::new(tool("moto_server"));
-                command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+                let mut command = Command::new(tool("python"));
+                command
+                    .arg(workspace_root().join("local-stack/moto_fork_server.py"))
+                    .arg("run")
+                    .arg(port.to_string());
                 command
             }
         };
