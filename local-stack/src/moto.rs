@@ -56,29 +56,16 @@ impl MotoServer {
 
     /// Starts moto on `port`, or on a port of its choosing with 0.
     async fn spawn_on(port: u16) -> Result<(String, ProcessGroup), String> {
-        let command = match std::env::var_os(FORK_SERVER_SOCKET).filter(|s| !s.is_empty()) {
-            // The test command's fork server (local-stack/moto_fork_server.py):
-            // the same moto, started with every backend already imported.
-            Some(socket) => {
-                let mut command = Command::new(tool("python"));
-                command
-                    .arg(workspace_root().join("local-stack/moto_fork_server.py"))
-                    .arg("start")
-                    .arg(socket)
-                    .arg(port.to_string());
-                command
-            }
-            // moto's own server, with DynamoDB's writes made atomic (see
-            // the script).
-            None => {
-                let mut command = Command::new(tool("python"));
-                command
-                    .arg(workspace_root().join("local-stack/moto_fork_server.py"))
-                    .arg("run")
-                    .arg(port.to_string());
-                command
-            }
+        // local-stack/moto_fork_server.py: forked from the test command's
+        // fork server (every backend already imported) when one runs, else
+        // moto's own server run directly; DynamoDB's writes atomic either way.
+        let mut command = Command::new(tool("python"));
+        command.arg(workspace_root().join("local-stack/moto_fork_server.py"));
+        match std::env::var_os(FORK_SERVER_SOCKET).filter(|s| !s.is_empty()) {
+            Some(socket) => command.arg("start").arg(socket),
+            None => command.arg("run"),
         };
+        command.arg(port.to_string());
         let mut process = ProcessGroup::spawn("moto", command).map_err(|e| e.to_string())?;
         let port = if port == 0 {
             let log = process.log.clone();

@@ -66,6 +66,19 @@ fn change(key: &str, operation: Operation, id: &str) -> ChangeRecord {
     }
 }
 
+/// `n` updates of keys no test reads, ids `c0`, `c1`, ...
+fn updates_of_other_keys(n: usize) -> Vec<ChangeRecord> {
+    (0..n)
+        .map(|i| {
+            change(
+                &format!("tenant_config_other{i}"),
+                Operation::Update,
+                &format!("c{i}"),
+            )
+        })
+        .collect()
+}
+
 impl Reader {
     fn put(&self, key: &str, value: &str) {
         self.store
@@ -192,15 +205,7 @@ async fn a_burst_larger_than_a_page_is_read_page_by_page_and_applied_entry_by_en
     reader.put("tenant_config_kept", "k2"); // no change journaled for it
     reader.put("tenant_config_a", "a2");
     // WHEN eight changes are journaled in one batch (one millisecond)
-    let mut changes: Vec<ChangeRecord> = (0..7)
-        .map(|i| {
-            change(
-                &format!("tenant_config_other{i}"),
-                Operation::Update,
-                &format!("c{i}"),
-            )
-        })
-        .collect();
+    let mut changes = updates_of_other_keys(7);
     changes.push(change("tenant_config_a", Operation::Update, "c7"));
     reader.journal.append(&changes).await.unwrap();
     tokio::time::sleep(INTERVAL).await;
@@ -222,15 +227,7 @@ async fn a_reader_more_pages_behind_than_it_reads_drops_the_whole_cache() {
     reader.read("tenant_config_a").await.unwrap();
     reader.put("tenant_config_a", "a2");
     // more changes than MAX_PAGES pages of 3 hold
-    let changes: Vec<ChangeRecord> = (0..3 * MAX_PAGES + 1)
-        .map(|i| {
-            change(
-                &format!("tenant_config_other{i}"),
-                Operation::Update,
-                &format!("c{i}"),
-            )
-        })
-        .collect();
+    let changes = updates_of_other_keys(3 * MAX_PAGES + 1);
     reader.journal.append(&changes).await.unwrap();
     tokio::time::sleep(INTERVAL).await;
     let catch_up = reader.reads.catch_up().unwrap();

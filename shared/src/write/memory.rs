@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{
     Actor, ConfigWriter, Expected, NewValue, ValueKind, VersionRecord, WriteError, Written,
-    deletable, now_ms,
+    deletable, now_ms, replaceable,
 };
 use crate::domain::{Found, ItemKey, PlainValue, SecretValue, StoreKind};
 use crate::store::{ConfigStore, MemoryStore};
@@ -26,13 +26,10 @@ impl MemoryStore {
         item: &ItemKey,
         expected: Expected,
     ) -> Result<Option<i64>, WriteError> {
-        let current = self.entry(&item.cache_key()).map(|f| version_of(&f));
-        match expected {
-            Expected::Any => Ok(current),
-            Expected::Absent if current.is_none() => Ok(None),
-            Expected::Version(v) if current == Some(v) => Ok(current),
-            _ => Err(WriteError::Conflict { current }),
-        }
+        replaceable(
+            self.entry(&item.cache_key()).map(|f| version_of(&f)),
+            expected,
+        )
     }
 
     fn last_version(&self, item: &ItemKey) -> i64 {

@@ -246,6 +246,20 @@ pub trait ConfigWriter: Send + Sync {
     ) -> Result<Written, WriteError>;
 }
 
+/// The version a put replaces (`None`: it creates), given the entry's
+/// `current` version and what the caller expects; the twin of [`deletable`].
+pub(crate) fn replaceable(
+    current: Option<i64>,
+    expected: Expected,
+) -> Result<Option<i64>, WriteError> {
+    match expected {
+        Expected::Any => Ok(current),
+        Expected::Absent if current.is_none() => Ok(None),
+        Expected::Version(v) if current == Some(v) => Ok(current),
+        _ => Err(WriteError::Conflict { current }),
+    }
+}
+
 /// The version a delete removes, given the entry's `current` version and what
 /// the caller expects (shared by every adapter, so they refuse alike).
 pub(crate) fn deletable(current: Option<i64>, expected: Expected) -> Result<i64, WriteError> {

@@ -12,7 +12,7 @@ use aws_sdk_ssm::types::{ParameterHistory, ParameterType};
 use super::lock::{Claim, LockState, VersionLocks};
 use super::{
     Actor, ConfigWriter, Expected, NewValue, ValueKind, VersionRecord, WriteError, Written,
-    deletable, now_ms,
+    deletable, now_ms, replaceable,
 };
 use crate::credentials::TenantClient;
 use crate::domain::{ItemKey, StoreKind, decode_text};
@@ -282,17 +282,12 @@ impl ParameterWriter {
                 .await;
         };
         let held = self.claim(locks, item).await?;
-        let result = match (expected, held.current) {
-            (Expected::Version(v), current) if current != Some(v) => {
-                Err(WriteError::Conflict { current })
-            }
-            (Expected::Absent, Some(current)) => Err(WriteError::Conflict {
-                current: Some(current),
-            }),
-            (_, previous) => self
+        let result = match replaceable(held.current, expected) {
+            Ok(previous) => self
                 .put_parameter(item, value, expected, actor, previous, rollback_of)
                 .await
                 .map(|version| Written { version, previous }),
+            Err(err) => Err(err),
         };
         let left = match &result {
             Ok(written) => written.version,
@@ -331,19 +326,7 @@ impl ParameterWriter {
         actor: &Actor,
         rollback_of: Option<i64>,
     ) -> Result<Written, WriteError> {
-        let previous = match expected {
-            Expected::Any | Expected::Absent => self.current_version(item).await?,
-            Expected::Version(v) => {
-                let current = self.current_version(item).await?;
-                if current != Some(v) {
-                    return Err(WriteError::Conflict { current });
-                }
-                current
-            }
-        };
-        if expected == Expected::Absent && previous.is_some() {
-            return Err(WriteError::Conflict { current: previous });
-        }
+        let previous = replaceable(self.current_version(item).await?, expected)?;
         let version = self
             .put_parameter(item, value, expected, actor, previous, rollback_of)
             .await?;
