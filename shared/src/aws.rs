@@ -21,6 +21,7 @@ use crate::credentials::{StsTenantRole, TenantClient, TenantCredentials};
 use crate::membership::{
     CachedMembership, CognitoGroupMembership, GroupMembership, pool_id_of_issuer, region_of_issuer,
 };
+use crate::quota::{DynamoDbWriteQuotas, QuotaLimits, TenantLoadLimiter};
 use crate::reads::ConfigReads;
 use crate::refresh::discovery::{CloudMapHealth, CloudMapInstances, DiscoveryError, Registration};
 use crate::refresh::handler::Refresher;
@@ -165,11 +166,19 @@ impl Aws {
     ) -> ConfigReads {
         let dynamodb = DynamoDbStore::new(dynamodb, settings.table_name.as_str());
         let parameters = ParameterStore::new(ssm, settings.parameter_root.as_str());
-        let reads = ConfigReads::new(
-            settings.router.clone(),
-            CachedStore::new(Arc::new(dynamodb), settings.dynamodb_cache),
-            CachedStore::new(Arc::new(parameters), settings.parameter_cache),
-        );
+        let mut dynamodb = CachedStore::new(Arc::new(dynamodb), settings.dynamodb_cache);
+        let mut parameters = CachedStore::new(Arc::new(parameters), settings.parameter_cache);
+        let fairness = settings.fairness;
+        if fairness.store_reads_per_sec > 0 {
+            // One share per tenant for both stores of the process.
+            let limiter = Arc::new(TenantLoadLimiter::new(
+                fairness.store_reads_per_sec,
+                fairness.store_reads_burst,
+            ));
+            dynamodb = dynamodb.with_load_limiter(limiter.clone());
+            parameters = parameters.with_load_limiter(limiter);
+        }
+        let reads = ConfigReads::new(settings.router.clone(), dynamodb, parameters);
         match &settings.journal_table {
             Some(table) => reads.with_catch_up(CatchUp::new(
                 Arc::new(self.change_journal(table)),
@@ -237,12 +246,20 @@ impl Aws {
                         ParameterWriter::new(ssm, settings.parameter_root.as_str())
                             .with_secure_string_key(settings.secure_string_key.clone())
                             .with_version_locks(Arc::new(DynamoDbVersionLocks::new(
-                                dynamodb,
+                                dynamodb.clone(),
                                 settings.table_name.as_str(),
                             ))),
                     ),
                     group.as_str(),
                 )
+                .with_quotas(Arc::new(DynamoDbWriteQuotas::new(
+                    dynamodb,
+                    settings.table_name.as_str(),
+                    QuotaLimits {
+                        writes_per_minute: settings.fairness.writes_per_minute,
+                        max_keys: settings.fairness.max_keys,
+                    },
+                )))
                 .with_schemas(Arc::new(Schemas::new(Arc::new(
                     self.schemas(&settings.table_name),
                 ))))

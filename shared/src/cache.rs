@@ -29,7 +29,8 @@ use moka::future::Cache;
 use crate::domain::{Changed, Found, ItemKey, PlainValue, ReadMode, SecretValue};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
-use crate::metrics::{StoreCounter, metrics};
+use crate::metrics::{Counter, StoreCounter, metrics};
+use crate::quota::TenantLoadLimiter;
 use crate::store::{ConfigStore, Listing};
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
@@ -199,6 +200,8 @@ pub struct CachedStore {
     /// Whole-service listings, keyed `tenantId:service`, for the value TTL;
     /// any change to an entry of that service drops its listing.
     listings: Cache<String, Arc<Listing>>,
+    /// Each tenant's share of store calls (absent: unlimited).
+    limiter: Option<Arc<TenantLoadLimiter>>,
 }
 
 /// Removes a key from the in-flight set however the load ends.
@@ -244,7 +247,33 @@ impl CachedStore {
                 .max_capacity((settings.max_entries / 10).max(100))
                 .time_to_live(settings.ttl)
                 .build(),
+            limiter: None,
         }
+    }
+
+    /// Charges every store call to its tenant's share (one limiter for both
+    /// stores of a process); a tenant past it gets
+    /// [`StoreError::TenantLimited`] without a store call. Hits are free.
+    pub fn with_load_limiter(mut self, limiter: Arc<TenantLoadLimiter>) -> Self {
+        self.limiter = Some(limiter);
+        self
+    }
+
+    /// Takes `cost` store calls from the tenant's share.
+    fn admit(&self, tenant: &TenantId, cost: usize) -> Result<(), StoreError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter
+            .take(tenant, u32::try_from(cost).unwrap_or(u32::MAX))
+            .map_err(|retry_after| {
+                metrics().count(Counter::TenantLimitedCalls);
+                tracing::info!(%tenant, store = self.kind().as_str(), retry_after_ms = retry_after.as_millis() as u64, "tenant past its share of store calls");
+                StoreError::TenantLimited {
+                    store: self.kind(),
+                    retry_after,
+                }
+            })
     }
 
     pub fn kind(&self) -> StoreKind {
@@ -389,6 +418,7 @@ impl CachedStore {
     /// Reads one entry. Decrypting reads bypass the cache completely.
     pub async fn get(&self, item: &ItemKey, mode: ReadMode) -> Result<Lookup, StoreError> {
         if mode == ReadMode::Decrypt {
+            self.admit(&item.tenant, 1)?;
             return Ok(
                 match self
                     .call(&item.tenant, false, self.store.get(item, mode))
@@ -439,6 +469,11 @@ impl CachedStore {
                 })
             }
         };
+        // Only the caller that will call the store is charged (after the
+        // probe table's lock is released: the guard takes it when dropped).
+        if _guard.is_some() {
+            self.admit(&item.tenant, 1)?;
+        }
         let bounded = last.is_some();
         let before = self.epochs.read(&item.tenant, &item.service);
         let loaded = self
@@ -528,6 +563,7 @@ impl CachedStore {
             // A key of this batch failed moments ago: do not call again yet.
             Some(err) => Err(err),
             None => {
+                self.admit(tenant, misses.len())?;
                 let miss_keys: Vec<ConfigKey> = misses.iter().map(|(k, _)| (*k).clone()).collect();
                 self.call(
                     tenant,
@@ -613,6 +649,7 @@ impl CachedStore {
             .listings
             .try_get_with(listing_key, async {
                 let epoch = self.epochs.read(tenant, service);
+                self.admit(tenant, 1).map_err(Err)?;
                 let listing = Arc::new(
                     self.call(tenant, false, self.store.list(tenant, service))
                         .await
@@ -1084,6 +1121,62 @@ mod tests {
             ServiceName::parse("svc").unwrap(),
             ConfigKey::parse(key).unwrap(),
         )
+    }
+
+    #[tokio::test]
+    async fn a_tenant_past_its_share_gets_429s_without_store_calls_and_others_do_not() {
+        // GIVEN each tenant may load 1 key a second, 2 at once; both tenants
+        // have a value, and tenant t1 has one cached
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(60_000, 60_000))
+            .with_load_limiter(Arc::new(TenantLoadLimiter::new(1, 2)));
+        for (tenant, key) in [("t1", "cached"), ("t1", "a"), ("t1", "b"), ("t2", "c")] {
+            store.put(&item_of(tenant, key), plain(json!(key)));
+        }
+        cached
+            .get(&item_of("t1", "cached"), ReadMode::Plain)
+            .await
+            .unwrap();
+        // WHEN t1 misses one more key, then a batch of two
+        cached
+            .get(&item_of("t1", "a"), ReadMode::Plain)
+            .await
+            .unwrap();
+        let calls = (store.gets(), store.batches());
+        let refused = cached
+            .get_many(
+                &TenantId::parse("t1").unwrap(),
+                &ServiceName::parse("svc").unwrap(),
+                &[
+                    ConfigKey::parse("b").unwrap(),
+                    ConfigKey::parse("x").unwrap(),
+                ],
+            )
+            .await;
+        // THEN the batch is refused with the wait, and the store was not asked
+        match refused {
+            Err(StoreError::TenantLimited { retry_after, .. }) => {
+                assert!(retry_after > Duration::from_millis(900), "{retry_after:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!((store.gets(), store.batches()), calls);
+        // AND the key t1 has cached is still served (hits are free)
+        assert!(matches!(
+            cached.get(&item_of("t1", "cached"), ReadMode::Plain).await,
+            Ok(Lookup::Plain(_))
+        ));
+        // AND a refusal is no store failure: another tenant's reads go on
+        // (no backoff, no failing state, no stale answers)
+        assert!(matches!(
+            cached.get(&item_of("t2", "c"), ReadMode::Plain).await,
+            Ok(Lookup::Plain(v)) if v.value == json!("c")
+        ));
+        assert!(
+            cached
+                .store_failing(&TenantId::parse("t1").unwrap())
+                .is_none()
+        );
     }
 
     #[tokio::test]

@@ -60,6 +60,31 @@ pub enum StoreError {
     Throttled { store: StoreKind, detail: String },
     #[error("{store} request failed: {detail}")]
     Unavailable { store: StoreKind, detail: String },
+    /// The tenant has spent its share of this process's store calls
+    /// ([`crate::quota::TenantLoadLimiter`]); the store was not called.
+    #[error("the tenant's share of {store} calls is spent for {retry_after:?}")]
+    TenantLimited {
+        store: StoreKind,
+        retry_after: std::time::Duration,
+    },
+}
+
+/// A per-tenant write quota ([`crate::quota::WriteQuotas`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteQuota {
+    /// Writes (put, delete, rollback) per minute.
+    WritesPerMinute(u32),
+    /// Keys stored at once, both stores together.
+    StoredKeys(u32),
+}
+
+impl std::fmt::Display for WriteQuota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteQuota::WritesPerMinute(n) => write!(f, "{n} writes per minute"),
+            WriteQuota::StoredKeys(n) => write!(f, "{n} stored keys"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Error)]
@@ -93,6 +118,11 @@ pub enum ConfigError {
     SchemaViolation { path: String, rule: String },
     #[error("the stored schema does not compile: {0}")]
     InvalidSchema(String),
+    #[error("the tenant's quota of {quota} is reached")]
+    QuotaExceeded {
+        quota: WriteQuota,
+        retry_after: std::time::Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -113,6 +143,8 @@ impl ConfigError {
             ConfigError::SensitiveValue { .. } | ConfigError::VersionConflict { .. } => 409,
             ConfigError::SchemaViolation { .. } => 422,
             ConfigError::InvalidSchema(_) => 502,
+            ConfigError::QuotaExceeded { .. }
+            | ConfigError::Store(StoreError::TenantLimited { .. }) => 429,
             ConfigError::Store(StoreError::Throttled { .. }) => 503,
             ConfigError::Store(StoreError::Unavailable { .. }) => 502,
         }
@@ -134,8 +166,28 @@ impl ConfigError {
             ConfigError::SensitiveValue { .. } => "sensitive_value",
             ConfigError::SchemaViolation { .. } => "schema_violation",
             ConfigError::InvalidSchema(_) => "invalid_schema",
+            ConfigError::QuotaExceeded {
+                quota: WriteQuota::WritesPerMinute(_),
+                ..
+            }
+            | ConfigError::Store(StoreError::TenantLimited { .. }) => "rate_limited",
+            ConfigError::QuotaExceeded {
+                quota: WriteQuota::StoredKeys(_),
+                ..
+            } => "key_quota_exceeded",
             ConfigError::Store(StoreError::Throttled { .. }) => "store_throttled",
             ConfigError::Store(StoreError::Unavailable { .. }) => "store_unavailable",
+        }
+    }
+
+    /// How long a refused caller should wait (`Retry-After`), for 429s.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ConfigError::QuotaExceeded { retry_after, .. }
+            | ConfigError::Store(StoreError::TenantLimited { retry_after, .. }) => {
+                Some(*retry_after)
+            }
+            _ => None,
         }
     }
 
@@ -156,6 +208,18 @@ impl ConfigError {
             }
             ConfigError::MembershipUnavailable(_) => {
                 "group membership cannot be checked now; retry later".to_owned()
+            }
+            ConfigError::Store(StoreError::TenantLimited { .. }) => {
+                "this tenant is reading uncached keys faster than its share; retry after the time in Retry-After".to_owned()
+            }
+            ConfigError::QuotaExceeded {
+                quota: WriteQuota::StoredKeys(n),
+                ..
+            } => format!(
+                "this tenant stores {n} keys, its quota: delete keys first, or ask an operator to raise it"
+            ),
+            ConfigError::QuotaExceeded { quota, .. } => {
+                format!("this tenant's quota of {quota} is reached; retry after the time in Retry-After")
             }
             other => other.to_string(),
         }
@@ -202,6 +266,21 @@ mod tests {
                 }
                 .into(),
                 503,
+            ),
+            (
+                StoreError::TenantLimited {
+                    store,
+                    retry_after: std::time::Duration::from_millis(300),
+                }
+                .into(),
+                429,
+            ),
+            (
+                ConfigError::QuotaExceeded {
+                    quota: WriteQuota::StoredKeys(10),
+                    retry_after: std::time::Duration::from_secs(60),
+                },
+                429,
             ),
         ];
         for (err, status) in cases {

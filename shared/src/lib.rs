@@ -47,6 +47,7 @@ pub mod error;
 pub mod kinds;
 pub mod membership;
 pub mod metrics;
+pub mod quota;
 pub mod reads;
 pub mod refresh;
 pub mod routing;

@@ -80,10 +80,14 @@ pub enum Counter {
     /// Changes config-refresh journaled (and flushed) but pushed to no agent,
     /// because its signing key is missing or unusable.
     UnpushedChanges,
+    /// Store calls refused because their tenant had spent its share (429).
+    TenantLimitedCalls,
+    /// Writes refused by a tenant's write quota (429).
+    WriteQuotaRefusals,
 }
 
 impl Counter {
-    const ALL: [Counter; 10] = [
+    const ALL: [Counter; 12] = [
         Counter::TokenCacheHits,
         Counter::TokenCacheMisses,
         Counter::RefreshDeliveries,
@@ -94,6 +98,8 @@ impl Counter {
         Counter::RefusedRefreshes,
         Counter::AssumeRoles,
         Counter::UnpushedChanges,
+        Counter::TenantLimitedCalls,
+        Counter::WriteQuotaRefusals,
     ];
 
     fn name(self) -> &'static str {
@@ -108,6 +114,8 @@ impl Counter {
             Counter::RefusedRefreshes => "RefusedRefreshes",
             Counter::AssumeRoles => "AssumeRoles",
             Counter::UnpushedChanges => "UnpushedChanges",
+            Counter::TenantLimitedCalls => "TenantLimitedCalls",
+            Counter::WriteQuotaRefusals => "WriteQuotaRefusals",
         }
     }
 }

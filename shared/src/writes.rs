@@ -6,11 +6,14 @@
 //! token's `sub`. Inputs are already validated types.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::Identity;
 use crate::domain::{ItemKey, StoreKind};
 use crate::error::ConfigError;
 use crate::membership::GroupMembership;
+use crate::metrics::{Counter, metrics};
+use crate::quota::{QuotaError, WriteQuotas, current_minute, refusal};
 use crate::routing::KeyRouter;
 use crate::schema::Schemas;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
@@ -33,6 +36,8 @@ pub struct ConfigWrites {
     /// Asked whether an administrator still is one (absent: the token's
     /// groups alone decide).
     membership: Option<Arc<dyn GroupMembership>>,
+    /// Each tenant's writes per minute and stored keys (absent: unlimited).
+    quotas: Option<Arc<dyn WriteQuotas>>,
 }
 
 /// What a write did and where.
@@ -56,6 +61,51 @@ impl ConfigWrites {
             admin_group: admin_group.into(),
             schemas: None,
             membership: None,
+            quotas: None,
+        }
+    }
+
+    /// Counts every write against its tenant's quotas (429 past them).
+    pub fn with_quotas(mut self, quotas: Arc<dyn WriteQuotas>) -> Self {
+        self.quotas = Some(quotas);
+        self
+    }
+
+    /// Counts one write (put, delete, rollback) in the tenant's minute.
+    async fn count_write(&self, tenant: &TenantId) -> Result<(), ConfigError> {
+        let Some(quotas) = self
+            .quotas
+            .as_ref()
+            .filter(|q| q.limits().writes_per_minute > 0)
+        else {
+            return Ok(());
+        };
+        let (minute, left) = current_minute();
+        quotas
+            .count_write(tenant, minute)
+            .await
+            .map_err(|err| refused(tenant, err, left))
+    }
+
+    /// Makes room for a key a put creates.
+    async fn reserve_key(&self, tenant: &TenantId) -> Result<bool, ConfigError> {
+        let Some(quotas) = self.quotas.as_ref().filter(|q| q.limits().max_keys > 0) else {
+            return Ok(false);
+        };
+        quotas
+            .reserve_key(tenant)
+            .await
+            .map_err(|err| refused(tenant, err, Duration::ZERO))?;
+        Ok(true)
+    }
+
+    /// Gives a key's room back; a failure only leaves the count high (the
+    /// tenant is refused early, never let past its quota), so it is logged.
+    async fn release_key(&self, tenant: &TenantId) {
+        if let Some(quotas) = self.quotas.as_ref().filter(|q| q.limits().max_keys > 0)
+            && let Err(err) = quotas.release_key(tenant).await
+        {
+            tracing::warn!(%tenant, error = %err, "could not give a key back to the tenant's quota");
         }
     }
 
@@ -127,6 +177,9 @@ impl ConfigWrites {
     ) -> Result<WriteOutcome, ConfigError> {
         let tenant = self.authorize(identity).await?;
         let (item, source, writer) = self.target(tenant, service, key)?;
+        self.count_write(tenant).await?;
+        // Only a create adds a key (a put of an existing key names its version).
+        let reserved = expected == Expected::Absent && self.reserve_key(tenant).await?;
         let written = checked_put(
             writer,
             self.schemas.as_deref(),
@@ -135,7 +188,11 @@ impl ConfigWrites {
             expected,
             &actor(identity),
         )
-        .await?;
+        .await;
+        if reserved && written.is_err() {
+            self.release_key(tenant).await;
+        }
+        let written = written?;
         tracing::info!(
             entry = %item.cache_key(),
             version = written.version,
@@ -155,7 +212,9 @@ impl ConfigWrites {
     ) -> Result<i64, ConfigError> {
         let tenant = self.authorize(identity).await?;
         let (item, _, writer) = self.target(tenant, service, key)?;
+        self.count_write(tenant).await?;
         let version = writer.delete(&item, expected, &actor(identity)).await?;
+        self.release_key(tenant).await;
         tracing::info!(entry = %item.cache_key(), version, actor = %identity.subject, "configuration deleted");
         Ok(version)
     }
@@ -181,6 +240,7 @@ impl ConfigWrites {
     ) -> Result<WriteOutcome, ConfigError> {
         let tenant = self.authorize(identity).await?;
         let (item, source, writer) = self.target(tenant, service, key)?;
+        self.count_write(tenant).await?;
         let written = checked_rollback(
             writer,
             self.schemas.as_deref(),
@@ -199,6 +259,15 @@ impl ConfigWrites {
         );
         Ok(WriteOutcome { source, written })
     }
+}
+
+/// A quota refusal, counted and logged (store failures pass as they are).
+fn refused(tenant: &TenantId, err: QuotaError, until_next_minute: Duration) -> ConfigError {
+    if let QuotaError::Exceeded(quota) = &err {
+        metrics().count(Counter::WriteQuotaRefusals);
+        tracing::info!(%tenant, %quota, "write refused by the tenant's quota");
+    }
+    refusal(err, until_next_minute)
 }
 
 /// Changes are recorded as the token's subject.

@@ -8,6 +8,7 @@ mod agent_service;
 mod cfn;
 mod convergence;
 mod docs;
+mod fairness;
 mod faults;
 mod iam_matrix;
 mod read_path;

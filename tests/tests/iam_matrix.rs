@@ -351,6 +351,7 @@ const MATRIX: &[Case] = &[
     case(Agent, "dynamodb:BatchWriteItem", Journal, false),
     case(Agent, "dynamodb:GetItem", Item(OWN), false),
     case(Agent, "dynamodb:PutItem", Item(OWN), false),
+    case(Agent, "dynamodb:UpdateItem", Item(OWN), false),
     case(Agent, "dynamodb:DeleteItem", Item(OWN), false),
     case(Agent, "ssm:GetParameter", Parameter(OWN), false),
     case(Agent, "ssm:PutParameter", Parameter(OWN), false),
@@ -365,6 +366,7 @@ const MATRIX: &[Case] = &[
     case(Reader, "dynamodb:BatchGetItem", Items(OWN, OWN), true),
     case(Reader, "dynamodb:BatchGetItem", Items(OWN, OTHER), false),
     case(Reader, "dynamodb:PutItem", Item(OWN), false),
+    case(Reader, "dynamodb:UpdateItem", Item(OWN), false),
     case(Reader, "dynamodb:DeleteItem", Item(OWN), false),
     case(Reader, "dynamodb:GetItem", Schemas, false),
     case(Reader, "dynamodb:Query", Journal, false),
@@ -392,6 +394,9 @@ const MATRIX: &[Case] = &[
     // The write role's session for tenant-a: writes tenant-a, nothing else.
     case(Writer, "dynamodb:PutItem", Item(OWN), true),
     case(Writer, "dynamodb:DeleteItem", Item(OWN), true),
+    // Quota counters live in the tenant's own partition.
+    case(Writer, "dynamodb:UpdateItem", Item(OWN), true),
+    case(Writer, "dynamodb:UpdateItem", Item(OTHER), false),
     case(Writer, "dynamodb:PutItem", Item(OTHER), false),
     case(Writer, "dynamodb:GetItem", Item(OTHER), false),
     case(Writer, "dynamodb:ConditionCheckItem", Item(OTHER), false),

@@ -12,6 +12,7 @@ use crate::sizes::Sizes;
 mod agents;
 mod contention;
 mod convergence;
+mod fairness;
 mod fanout;
 mod http;
 mod lifecycle;
@@ -87,6 +88,7 @@ async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     report.resources(&stack).await?;
     report.convergence(&stack).await?;
     report.vending(&stack).await?;
+    report.fairness(&stack).await?;
     Ok(report)
 }
 

@@ -30,6 +30,7 @@ pub fn status(err: &ConfigError) -> Status {
         403 => Code::PermissionDenied,
         404 => Code::NotFound,
         409 => Code::FailedPrecondition,
+        429 => Code::ResourceExhausted,
         502 | 503 => Code::Unavailable,
         _ => Code::Internal,
     };

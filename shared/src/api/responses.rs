@@ -82,7 +82,18 @@ pub fn error_response(err: &ConfigError) -> ApiResponse {
         ConfigError::MethodNotAllowed => response.headers.push(("allow", "GET".to_owned())),
         _ => {}
     }
+    if let Some(wait) = err.retry_after() {
+        response
+            .headers
+            .push(("retry-after", retry_after_seconds(wait).to_string()));
+    }
     response
+}
+
+/// `Retry-After` is whole seconds: rounded up, and at least 1 (0 would invite
+/// a retry before the share has refilled).
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
 }
 
 #[cfg(test)]
@@ -115,5 +126,23 @@ mod tests {
                 .headers
                 .contains(&("cache-control", "no-store".to_owned()))
         );
+    }
+
+    #[test]
+    fn a_429_says_when_to_retry_in_whole_seconds_rounded_up() {
+        let limited = error_response(
+            &crate::error::StoreError::TenantLimited {
+                store: crate::kinds::StoreKind::ParameterStore,
+                retry_after: Duration::from_millis(1200),
+            }
+            .into(),
+        );
+        assert_eq!(limited.status, 429);
+        assert!(limited.headers.contains(&("retry-after", "2".to_owned())));
+        let body: Value = serde_json::from_str(&limited.body).unwrap();
+        assert_eq!(body["error"], "rate_limited");
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
     }
 }

@@ -44,6 +44,24 @@ pub struct Settings {
     /// `TENANT_WRITE_ROLE_ARN` was set without `TENANT_ROLE_ARN` (see
     /// [`Settings::check_write_credentials`]).
     pub stray_write_role: bool,
+    pub fairness: FairnessSettings,
+}
+
+/// Each tenant's share, so one tenant cannot spend what the others need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FairnessSettings {
+    /// Keys a tenant may load from the stores per second in one process
+    /// (`TENANT_STORE_READS_PER_SEC`; cache hits are free; 0: no limit).
+    pub store_reads_per_sec: u32,
+    /// How many of those at once (`TENANT_STORE_READS_BURST`, at least a
+    /// full batch of 50).
+    pub store_reads_burst: u32,
+    /// config-api only: writes (put, delete, rollback) per tenant per
+    /// minute, all containers together (`TENANT_WRITES_PER_MINUTE`; 0: none).
+    pub writes_per_minute: u32,
+    /// config-api only: keys a tenant may store, both stores together
+    /// (`TENANT_MAX_KEYS`; 0: no quota).
+    pub max_keys: u32,
 }
 
 impl Settings {
@@ -221,6 +239,17 @@ impl Settings {
                     )?),
                     max_tenants: env.positive("TENANT_CREDENTIALS_MAX_TENANTS", 1000)?,
                 }),
+            },
+            fairness: FairnessSettings {
+                store_reads_per_sec: env.number("TENANT_STORE_READS_PER_SEC", 100)?,
+                store_reads_burst: env.within(
+                    "TENANT_STORE_READS_BURST",
+                    200,
+                    crate::reads::MAX_BATCH_KEYS as u32..=u32::MAX,
+                    "a tenant must be able to read one full batch",
+                )?,
+                writes_per_minute: env.number("TENANT_WRITES_PER_MINUTE", 120)?,
+                max_keys: env.number("TENANT_MAX_KEYS", 10_000)?,
             },
             degraded_flush: match env.optional("FLUSH_QUEUE_URL") {
                 None => None,

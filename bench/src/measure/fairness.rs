@@ -1,0 +1,435 @@
+//! (11) Fairness between tenants: tenant B's reads while tenant A hammers
+//! random keys and writes at its quota, against B alone, in one run.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tenant_config_local_stack::stack::{
+    ADMIN_GROUP, ALICE, BOB, DANA, LocalStack, PARAMETER_ROOT, SERVICE, TABLE,
+};
+use tenant_config_shared::api::{ApiRequest, ConfigApi};
+use tenant_config_shared::auth::{HttpJwksSource, TokenVerifier};
+use tenant_config_shared::cache::CachedStore;
+use tenant_config_shared::catch_up::CatchUp;
+use tenant_config_shared::domain::{Found, ItemKey, ReadMode};
+use tenant_config_shared::quota::{DynamoDbWriteQuotas, QuotaLimits, TenantLoadLimiter};
+use tenant_config_shared::reads::ConfigReads;
+use tenant_config_shared::refresh::journal_table::JournalTable;
+use tenant_config_shared::settings::LAMBDA_CACHE_DEFAULTS;
+use tenant_config_shared::store::{ConfigStore, DynamoDbStore, Listing, ParameterStore};
+use tenant_config_shared::write::lock_table::DynamoDbVersionLocks;
+use tenant_config_shared::write::{DynamoDbWriter, ParameterWriter};
+use tenant_config_shared::writes::ConfigWrites;
+use tenant_config_shared::{ConfigKey, ServiceName, StoreError, StoreKind, TenantId};
+
+use crate::baseline::settings;
+use crate::report::{Report, Row};
+use crate::stats::{Summary, human};
+
+/// Tenant B's keys, read round-robin.
+const B_KEYS: usize = 20;
+/// Tenant B's pace: one read per this interval.
+const B_INTERVAL: Duration = Duration::from_millis(5);
+/// How long B's cache entries live, so that B keeps going to the store.
+const B_TTL: Duration = Duration::from_secs(1);
+/// Tenant A's concurrent readers, each sending a batch of 50 keys nobody
+/// has, with this pause between batches.
+const A_READERS: usize = 8;
+const A_PAUSE: Duration = Duration::from_millis(2);
+/// The limits of the run with limits (the deployed defaults).
+const STORE_READS_PER_SEC: u32 = 100;
+const STORE_READS_BURST: u32 = 200;
+const WRITES_PER_MINUTE: u32 = 120;
+
+/// Keys requested from the stores, per tenant.
+#[derive(Default)]
+struct KeysLoaded(Mutex<HashMap<TenantId, usize>>);
+
+impl KeysLoaded {
+    fn add(&self, tenant: &TenantId, keys: usize) {
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry(tenant.clone()).or_default() += keys;
+        }
+    }
+
+    fn of(&self, tenant: &TenantId) -> usize {
+        self.0
+            .lock()
+            .map(|c| c.get(tenant).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// A store that counts the keys each tenant asks of it.
+struct Counted {
+    inner: Arc<dyn ConfigStore>,
+    loaded: Arc<KeysLoaded>,
+}
+
+#[async_trait]
+impl ConfigStore for Counted {
+    fn kind(&self) -> StoreKind {
+        self.inner.kind()
+    }
+
+    async fn get(&self, item: &ItemKey, mode: ReadMode) -> Result<Option<Found>, StoreError> {
+        self.loaded.add(&item.tenant, 1);
+        self.inner.get(item, mode).await
+    }
+
+    async fn get_many(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        keys: &[ConfigKey],
+        mode: ReadMode,
+    ) -> Result<HashMap<ConfigKey, Found>, StoreError> {
+        self.loaded.add(tenant, keys.len());
+        self.inner.get_many(tenant, service, keys, mode).await
+    }
+
+    async fn list(&self, tenant: &TenantId, service: &ServiceName) -> Result<Listing, StoreError> {
+        self.loaded.add(tenant, 1);
+        self.inner.list(tenant, service).await
+    }
+}
+
+/// What tenant B saw in one phase, and what tenant A got.
+struct Phase {
+    b_latency: Summary,
+    b_hit_rate: f64,
+    b_failures: usize,
+    a_batches: usize,
+    a_limited: usize,
+    a_writes: usize,
+    a_writes_refused: usize,
+    a_keys_loaded: usize,
+}
+
+enum Noise {
+    Quiet,
+    Noisy { limits: bool },
+}
+
+impl Report {
+    /// (11) Tenant B's p99 and hit rate alone, beside tenant A hammering.
+    pub async fn fairness(&mut self, stack: &LocalStack) -> Result<(), String> {
+        let b_keys: Vec<String> = (0..B_KEYS)
+            .map(|i| format!("param_config_fair_{i:02}"))
+            .collect();
+        for key in &b_keys {
+            stack.put_parameter("tenant-b", key, "steady").await?;
+        }
+        let phase_length = if self.sizes.smoke {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(15)
+        };
+        let quiet = self
+            .phase(stack, &b_keys, Noise::Quiet, phase_length)
+            .await?;
+        let limited = self
+            .phase(stack, &b_keys, Noise::Noisy { limits: true }, phase_length)
+            .await?;
+        let unlimited = self
+            .phase(stack, &b_keys, Noise::Noisy { limits: false }, phase_length)
+            .await?;
+        let within = |noisy: &Phase| {
+            let p99 = noisy.b_latency.p99.as_secs_f64() <= quiet.b_latency.p99.as_secs_f64() * 1.10;
+            let hits = noisy.b_hit_rate >= quiet.b_hit_rate * 0.90;
+            p99 && hits && noisy.b_failures == 0
+        };
+        let b_row = |name: &str, phase: &Phase, target: &str, met: Option<bool>| Row {
+            figure: format!("tenant B, {name}: p50 / p99, hit rate"),
+            ours: format!(
+                "{} / {}, {:.1} % ({} failed)",
+                human(phase.b_latency.p50),
+                human(phase.b_latency.p99),
+                phase.b_hit_rate * 100.0,
+                phase.b_failures
+            ),
+            baseline: "—".into(),
+            target: target.into(),
+            met,
+        };
+        let a_row = |name: &str, phase: &Phase| Row {
+            figure: format!(
+                "tenant A, {name}: batches answered / refused (429); writes / refused; keys it loaded"
+            ),
+            ours: format!(
+                "{} / {}; {} / {}; {}",
+                phase.a_batches - phase.a_limited,
+                phase.a_limited,
+                phase.a_writes - phase.a_writes_refused,
+                phase.a_writes_refused,
+                phase.a_keys_loaded
+            ),
+            baseline: "—".into(),
+            target: "".into(),
+            met: None,
+        };
+        self.section(
+            "11. Fairness: tenant B reads while tenant A hammers (in-process, against moto)",
+            vec![
+                b_row("alone", &quiet, "", None),
+                b_row(
+                    "A hammering, per-tenant limits on",
+                    &limited,
+                    "p99 within +10 %, hit rate within 10 % of alone, nothing failed",
+                    Some(within(&limited)),
+                ),
+                b_row("A hammering, limits off (for comparison)", &unlimited, "", None),
+                a_row("limits on", &limited),
+                a_row("limits off", &unlimited),
+            ],
+            vec![
+                format!(
+                    "Each phase {phase_length:?}, one after another in this run, on one `ConfigApi` (config-api's handler) over moto with the change journal and the write quotas in moto's DynamoDB: tenant B reads {B_KEYS} Parameter Store keys round-robin, one request every {B_INTERVAL:?}, its entries living {B_TTL:?} (so about one read in ten goes to the store); hit rate = B's reads answered without asking a store."
+                ),
+                format!(
+                    "Tenant A: {A_READERS} clients each sending `?keys=` batches of 50 random `param_config_*` names ({A_PAUSE:?} apart), and an administrator writing as fast as the quota lets ({WRITES_PER_MINUTE} writes per minute); limits on = `TENANT_STORE_READS_PER_SEC` {STORE_READS_PER_SEC}, burst {STORE_READS_BURST}, the deployed defaults. The write quota is on in both noisy phases."
+                ),
+            ],
+        );
+        Ok(())
+    }
+
+    async fn phase(
+        &self,
+        stack: &LocalStack,
+        b_keys: &[String],
+        noise: Noise,
+        length: Duration,
+    ) -> Result<Phase, String> {
+        let loaded = Arc::new(KeysLoaded::default());
+        let limits = matches!(noise, Noise::Noisy { limits: true });
+        let api = Arc::new(api(stack, &loaded, limits)?);
+        let tokens = (
+            format!("Bearer {}", stack.token(BOB).await?),
+            format!("Bearer {}", stack.token(ALICE).await?),
+            format!("Bearer {}", stack.token(DANA).await?),
+        );
+        let (bob, alice, dana) = &tokens;
+        // Warm B's keys first: the phase measures a warm tenant.
+        for key in b_keys {
+            read(&api, bob, &format!("/v1/config/{SERVICE}/{key}")).await;
+        }
+        let b_before = loaded.of(&tenant("tenant-b"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let a_batches = Arc::new(AtomicUsize::new(0));
+        let a_limited = Arc::new(AtomicUsize::new(0));
+        let a_writes = Arc::new(AtomicUsize::new(0));
+        let a_refused = Arc::new(AtomicUsize::new(0));
+        let mut noise_tasks = Vec::new();
+        if let Noise::Noisy { .. } = noise {
+            for reader in 0..A_READERS {
+                let (api, stop, batches, limited) = (
+                    api.clone(),
+                    stop.clone(),
+                    a_batches.clone(),
+                    a_limited.clone(),
+                );
+                let alice = alice.clone();
+                noise_tasks.push(tokio::spawn(async move {
+                    let mut round = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        round += 1;
+                        let keys: Vec<String> = (0..50)
+                            .map(|i| format!("param_config_noise_{reader}_{round}_{i:02}"))
+                            .collect();
+                        let mut keys = keys;
+                        keys.sort();
+                        let path = format!("/v1/config/{SERVICE}");
+                        let joined = keys.join(",");
+                        let status = api
+                            .handle(&ApiRequest {
+                                method: "GET",
+                                path: &path,
+                                authorization: Some(&alice),
+                                keys: Some(Ok(&joined)),
+                                ..Default::default()
+                            })
+                            .await
+                            .status;
+                        batches.fetch_add(1, Ordering::Relaxed);
+                        if status == 429 {
+                            limited.fetch_add(1, Ordering::Relaxed);
+                        }
+                        tokio::time::sleep(A_PAUSE).await;
+                    }
+                }));
+            }
+            let (api, stop, writes, refused) = (
+                api.clone(),
+                stop.clone(),
+                a_writes.clone(),
+                a_refused.clone(),
+            );
+            let dana = dana.clone();
+            noise_tasks.push(tokio::spawn(async move {
+                let path = format!("/v1/config/{SERVICE}/tenant_config_noise");
+                let mut version: Option<i64> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    let tag = version.map(|v| v.to_string());
+                    let body = format!("{{\"value\": {}}}", writes.load(Ordering::Relaxed));
+                    let answer = api
+                        .handle(&ApiRequest {
+                            method: "PUT",
+                            path: &path,
+                            authorization: Some(&dana),
+                            body: Some(&body),
+                            if_match: tag.as_deref(),
+                            if_none_match: version.is_none().then_some("*"),
+                            ..Default::default()
+                        })
+                        .await;
+                    writes.fetch_add(1, Ordering::Relaxed);
+                    match answer.status {
+                        200 | 201 => {
+                            version = answer
+                                .headers
+                                .iter()
+                                .find(|(n, _)| *n == "etag")
+                                .and_then(|(_, v)| v.trim_matches('"').parse().ok());
+                        }
+                        429 => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            // At the quota: keep asking, as a busy client would.
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        // Exists from an earlier phase: learn its version.
+                        409 => version = current_version(&answer.body),
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }));
+        }
+        // Tenant B, paced, round-robin.
+        let mut samples = Vec::new();
+        let mut failures = 0;
+        let started = Instant::now();
+        let mut next = Instant::now();
+        let mut i = 0;
+        while started.elapsed() < length {
+            let path = format!("/v1/config/{SERVICE}/{}", b_keys[i % b_keys.len()]);
+            let took = Instant::now();
+            if !read(&api, bob, &path).await {
+                failures += 1;
+            }
+            samples.push(took.elapsed());
+            i += 1;
+            next += B_INTERVAL;
+            tokio::time::sleep_until(next.into()).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for task in noise_tasks {
+            let _ = task.await;
+        }
+        let b_reads = samples.len();
+        let b_loaded = loaded.of(&tenant("tenant-b")) - b_before;
+        Ok(Phase {
+            b_latency: Summary::of(samples),
+            b_hit_rate: 1.0 - b_loaded as f64 / b_reads.max(1) as f64,
+            b_failures: failures,
+            a_batches: a_batches.load(Ordering::Relaxed),
+            a_limited: a_limited.load(Ordering::Relaxed),
+            a_writes: a_writes.load(Ordering::Relaxed),
+            a_writes_refused: a_refused.load(Ordering::Relaxed),
+            a_keys_loaded: loaded.of(&tenant("tenant-a")),
+        })
+    }
+}
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::parse(id).expect("a valid tenant id")
+}
+
+fn current_version(body: &str) -> Option<i64> {
+    serde_json::from_str::<serde_json::Value>(body).ok()?["current_version"].as_i64()
+}
+
+/// One read; `true` for a fresh 200.
+async fn read(api: &ConfigApi, bearer: &str, path: &str) -> bool {
+    let answer = api
+        .handle(&ApiRequest {
+            method: "GET",
+            path,
+            authorization: Some(bearer),
+            ..Default::default()
+        })
+        .await;
+    answer.status == 200
+        && !answer
+            .headers
+            .iter()
+            .any(|(n, _)| *n == "x-config-stale-age-ms")
+}
+
+/// config-api's handler as `Aws::config_api` assembles it, over stores that
+/// count each tenant's keys, with B's short TTL, and the read limit on or off.
+fn api(stack: &LocalStack, loaded: &Arc<KeysLoaded>, limits: bool) -> Result<ConfigApi, String> {
+    let settings = settings(stack, LAMBDA_CACHE_DEFAULTS)?;
+    let dynamodb_client = aws_sdk_dynamodb::Client::new(&stack.aws);
+    let ssm_client = aws_sdk_ssm::Client::new(&stack.aws);
+    let counted = |inner: Arc<dyn ConfigStore>| -> Arc<dyn ConfigStore> {
+        Arc::new(Counted {
+            inner,
+            loaded: loaded.clone(),
+        })
+    };
+    let mut cache = settings.parameter_cache;
+    cache.ttl = B_TTL;
+    let mut dynamodb = CachedStore::new(
+        counted(Arc::new(DynamoDbStore::new(dynamodb_client.clone(), TABLE))),
+        cache,
+    );
+    let mut parameters = CachedStore::new(
+        counted(Arc::new(ParameterStore::new(
+            ssm_client.clone(),
+            PARAMETER_ROOT,
+        ))),
+        cache,
+    );
+    if limits {
+        let limiter = Arc::new(TenantLoadLimiter::new(
+            STORE_READS_PER_SEC,
+            STORE_READS_BURST,
+        ));
+        dynamodb = dynamodb.with_load_limiter(limiter.clone());
+        parameters = parameters.with_load_limiter(limiter);
+    }
+    let journal = settings
+        .journal_table
+        .clone()
+        .ok_or("the stack has no journal table")?;
+    let reads = ConfigReads::new(settings.router.clone(), dynamodb, parameters).with_catch_up(
+        CatchUp::new(
+            Arc::new(JournalTable::new(dynamodb_client.clone(), journal)),
+            settings.catch_up,
+        ),
+    );
+    let writes = ConfigWrites::new(
+        settings.router.clone(),
+        Arc::new(DynamoDbWriter::new(dynamodb_client.clone(), TABLE)),
+        Arc::new(
+            ParameterWriter::new(ssm_client, PARAMETER_ROOT).with_version_locks(Arc::new(
+                DynamoDbVersionLocks::new(dynamodb_client.clone(), TABLE),
+            )),
+        ),
+        ADMIN_GROUP,
+    )
+    .with_quotas(Arc::new(DynamoDbWriteQuotas::new(
+        dynamodb_client,
+        TABLE,
+        QuotaLimits {
+            writes_per_minute: WRITES_PER_MINUTE,
+            max_keys: 10_000,
+        },
+    )));
+    let jwks = HttpJwksSource::new(settings.auth.jwks_url.clone()).map_err(|e| e.to_string())?;
+    let verifier = Arc::new(TokenVerifier::new(&settings.auth, Arc::new(jwks)));
+    Ok(ConfigApi::new(verifier, reads).with_writes(writes))
+}

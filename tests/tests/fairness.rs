@@ -1,0 +1,177 @@
+//! Fairness between tenants end to end: config-api under cargo lambda watch
+//! with small per-tenant limits, real tokens from moto's Cognito. Tenant A
+//! (alice reads, dana writes) spends its share; tenant B (bob) is served.
+
+use reqwest::Method;
+use serde_json::json;
+use tenant_config_local_stack::stack::{
+    ALICE, Answer, BOB, DANA, LocalStack, SERVICE, StackOptions, TABLE,
+};
+
+fn path(key: &str) -> String {
+    format!("/v1/config/{SERVICE}/{key}")
+}
+
+async fn create(stack: &LocalStack, token: &str, key: &str) -> Answer {
+    stack
+        .send(
+            Method::PUT,
+            &path(key),
+            Some(token),
+            &[("if-none-match", "*")],
+            Some(&json!({"value": key})),
+        )
+        .await
+        .unwrap()
+}
+
+fn retry_after(answer: &Answer) -> u64 {
+    answer
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {:?}", answer.headers))
+}
+
+#[tokio::test]
+async fn a_tenant_reading_random_keys_is_limited_and_another_tenant_is_not() {
+    // GIVEN each tenant may load 5 keys a second from the stores, 50 at once
+    let stack = LocalStack::start(
+        StackOptions {
+            settings: &[
+                ("TENANT_STORE_READS_PER_SEC", "5"),
+                ("TENANT_STORE_READS_BURST", "50"),
+                ("NOT_FOUND_CACHE_TTL_SECS", "60"),
+            ],
+            ..StackOptions::with_agents(0)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("local stack starts");
+    let alice = stack.token(ALICE).await.unwrap();
+    let bob = stack.token(BOB).await.unwrap();
+    let batch = |n: usize| {
+        let keys: Vec<String> = (0..if n == 3 { 49 } else { 50 })
+            .map(|i| format!("param_config_random_{n}_{i:02}"))
+            .collect();
+        format!("/v1/config/{SERVICE}?keys={}", keys.join(","))
+    };
+
+    // WHEN tenant A asks for 50 keys nobody has (one full burst), then 50 more
+    let first = stack.get(&batch(1), Some(&alice)).await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.text);
+    let second = stack.get(&batch(2), Some(&alice)).await.unwrap();
+
+    // THEN the second batch is refused with 429 and when to retry (50 keys at
+    // 5 a second: 10 s), without a stale mark or a store call
+    assert_eq!(second.status, 429, "{}", second.text);
+    assert_eq!(second.body["error"], "rate_limited", "{}", second.text);
+    let wait = retry_after(&second);
+    assert!((9..=10).contains(&wait), "Retry-After {wait}");
+    assert_eq!(second.header("cache-control"), Some("no-store"));
+
+    // AND a key tenant A has cached is still served from memory
+    let cached = stack.get(&batch(1), Some(&alice)).await.unwrap();
+    assert_eq!(cached.status, 200, "{}", cached.text);
+
+    // AND tenant B, reading at the same time, is served from the stores
+    // (one key, then a batch of 49 new keys: its own full burst)
+    let b_one = stack
+        .get(&path("tenant_config_limits"), Some(&bob))
+        .await
+        .unwrap();
+    assert_eq!(b_one.status, 200, "{}", b_one.text);
+    let b_batch = stack.get(&batch(3), Some(&bob)).await.unwrap();
+    assert_eq!(b_batch.status, 200, "{}", b_batch.text);
+
+    // AND the refusal asked for no stage cache flush (only 5xx and stale do)
+    assert!(
+        !stack
+            .watch
+            .log_tail()
+            .contains("asked for a stage cache flush"),
+        "a 429 flushed the stage cache"
+    );
+}
+
+#[tokio::test]
+async fn write_quotas_refuse_past_the_minute_and_past_the_stored_keys_with_429() {
+    // GIVEN tenant A may write 4 times a minute and store 2 keys (both
+    // counted in the table, so every config-api container agrees)
+    let stack = LocalStack::start(
+        StackOptions {
+            settings: &[("TENANT_WRITES_PER_MINUTE", "4"), ("TENANT_MAX_KEYS", "2")],
+            ..StackOptions::with_agents(0)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("local stack starts");
+    let dana = stack.token(DANA).await.unwrap();
+
+    // WHEN dana creates two keys THEN both land
+    for key in ["tenant_config_quota_a", "param_config_quota_b"] {
+        let created = create(&stack, &dana, key).await;
+        assert_eq!(created.status, 201, "{key}: {}", created.text);
+    }
+    // WHEN she creates a third THEN 429 key_quota_exceeded, and nothing is stored
+    let third = create(&stack, &dana, "tenant_config_quota_c").await;
+    assert_eq!(third.status, 429, "{}", third.text);
+    assert_eq!(third.body["error"], "key_quota_exceeded", "{}", third.text);
+    retry_after(&third);
+    let absent = stack
+        .get(&path("tenant_config_quota_c"), Some(&dana))
+        .await
+        .unwrap();
+    assert_eq!(absent.status, 404, "{}", absent.text);
+
+    // WHEN she deletes one key THEN the next create fits again
+    let deleted = stack
+        .send(
+            Method::DELETE,
+            &path("tenant_config_quota_a"),
+            Some(&dana),
+            &[("if-match", "1")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+
+    // AND that was her 4th write this minute (3 creates tried, 1 delete): the
+    // 5th is refused with 429 rate_limited until the minute ends, unless the
+    // minute turned meanwhile (then the quota starts again and it lands)
+    let fifth = create(&stack, &dana, "tenant_config_quota_d").await;
+    match fifth.status {
+        429 => {
+            assert_eq!(fifth.body["error"], "rate_limited", "{}", fifth.text);
+            assert!((1..=60).contains(&retry_after(&fifth)));
+        }
+        201 => eprintln!("the minute turned during the test; the write quota started again"),
+        other => panic!("{other}: {}", fifth.text),
+    }
+
+    // AND the counters live in tenant A's own partition, under QUOTA#
+    let counters = aws_sdk_dynamodb::Client::new(&stack.aws)
+        .query()
+        .table_name(TABLE)
+        .key_condition_expression("pk = :pk AND begins_with(sk, :q)")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("TENANT#tenant-a".into()),
+        )
+        .expression_attribute_values(
+            ":q",
+            aws_sdk_dynamodb::types::AttributeValue::S("QUOTA#".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let keys = counters
+        .items()
+        .iter()
+        .find(|item| item["sk"].as_s().is_ok_and(|sk| sk == "QUOTA#keys"))
+        .expect("a stored-keys counter");
+    let stored = if fifth.status == 201 { "2" } else { "1" };
+    assert_eq!(keys["count"].as_n().unwrap(), stored, "{keys:?}");
+}
