@@ -125,6 +125,19 @@ enum Command {
         /// The schema document (JSON).
         schema: String,
     },
+    /// Grant an app client (a consuming service's) the services it may
+    /// read, and those whose SecureStrings it may read; replaces its grant.
+    /// With no services, removes the grant: the client reads nothing.
+    Grant {
+        /// The app client id (the `aud` of its users' ID tokens).
+        client_id: String,
+        /// Services it may read, comma-separated; `*` for every service.
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<String>,
+        /// Of those, services whose SecureStrings it may read; `*` for all.
+        #[arg(long, value_delimiter = ',')]
+        secure: Vec<String>,
+    },
     /// Store an earlier version's value again, as a new version.
     Rollback {
         tenant: String,
@@ -359,6 +372,15 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 "schema stored for {service}{}",
                 key.map(|k| format!("/{k}")).unwrap_or_default()
             );
+        }
+        Command::Grant {
+            client_id,
+            services,
+            secure,
+        } => {
+            let grant = crate::values::grant(&services, &secure)?;
+            let message = target.put_grant(&aws().await?, &client_id, grant).await?;
+            eprintln!("{message}");
         }
         Command::Rollback {
             tenant,

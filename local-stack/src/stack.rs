@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
+use std::collections::BTreeSet;
 use tenant_config_admin::events::change_event;
+
 use tenant_config_admin::tokens::id_token;
 use tenant_config_admin::values::{ParameterKind, put_item, put_parameter};
 use tenant_config_shared::ItemKey;
+use tenant_config_shared::grants::{ALL_SERVICES, DynamoDbGrants, Grant};
 
 use crate::agent::AgentProcess;
 use crate::fault_proxy::FaultProxy;
@@ -46,6 +49,8 @@ pub const CLOUD_MAP_SERVICE: &str = "config-agent";
 /// config-refresh's per-agent deadline in the local stack.
 pub const REFRESH_DEADLINE_MS: u64 = 2000;
 pub const SERVICE: &str = "billing";
+/// The app client granted only `SERVICE`'s plain values.
+pub const LIMITED_CLIENT_NAME: &str = "tenant-config-limited";
 /// The local agents listen on loopback, outside the private ranges
 /// config-refresh otherwise pushes to.
 pub const LOCAL_AGENT_NETWORKS: &str = "127.0.0.0/8";
@@ -193,6 +198,9 @@ pub struct LocalStack {
     /// The stack as an operator sees it (`--stack tenant-config-local`),
     /// when published.
     pub published: Option<Published>,
+    /// A second app client, granted only [`SERVICE`]'s plain values (the
+    /// demo's own client, `pool.client_id`, is granted everything).
+    pub limited_client_id: String,
 }
 
 /// Receives progress: a step's name and how long it took.
@@ -214,18 +222,46 @@ impl LocalStack {
     pub async fn start(options: StackOptions, progress: Progress<'_>) -> Result<Self, String> {
         let moto = step(progress, "moto server", MotoServer::start()).await?;
         let aws = moto.sdk_config().await;
-        let pool = step(progress, "seed: table, user pool, users, values", async {
-            seed_tables(&aws).await?;
-            let pool = seed::create_user_pool(&aws, &moto.endpoint, "tenant-config-local").await?;
-            for user in [ALICE, BOB, CAROL, DANA] {
-                seed::create_user(&aws, &pool, user.username, PASSWORD, user.tenant).await?;
-            }
-            seed::add_user_to_group(&aws, &pool, DANA.username, ADMIN_GROUP).await?;
-            for (tenant, key, value, kind) in PARAMETERS {
-                put_parameter(&aws, PARAMETER_ROOT, &demo_item(tenant, key)?, value, *kind).await?;
-            }
-            Ok(pool)
-        })
+        let (pool, limited_client_id) = step(
+            progress,
+            "seed: table, user pool, users, values, grants",
+            async {
+                seed_tables(&aws).await?;
+                let pool =
+                    seed::create_user_pool(&aws, &moto.endpoint, "tenant-config-local").await?;
+                for user in [ALICE, BOB, CAROL, DANA] {
+                    seed::create_user(&aws, &pool, user.username, PASSWORD, user.tenant).await?;
+                }
+                seed::add_user_to_group(&aws, &pool, DANA.username, ADMIN_GROUP).await?;
+                for (tenant, key, value, kind) in PARAMETERS {
+                    put_parameter(&aws, PARAMETER_ROOT, &demo_item(tenant, key)?, value, *kind)
+                        .await?;
+                }
+                // Service grants, as an operator sets them: the demo's client
+                // reads every service and its secrets; a second client, as a
+                // consuming service would have, only the demo service's plain values.
+                let limited_client_id =
+                    seed::create_app_client(&aws, &pool.pool_id, LIMITED_CLIENT_NAME).await?;
+                let grants = DynamoDbGrants::new(aws_sdk_dynamodb::Client::new(&aws), TABLE);
+                let every = || BTreeSet::from([ALL_SERVICES.to_owned()]);
+                let grant = |services, secure_services| Grant {
+                    services,
+                    secure_services,
+                };
+                grants
+                    .put(&pool.client_id, &grant(every(), every()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                grants
+                    .put(
+                        &limited_client_id,
+                        &grant(BTreeSet::from([SERVICE.to_owned()]), BTreeSet::new()),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok((pool, limited_client_id))
+            },
+        )
         .await?;
         let (refresh_public_keys, cloud_map) = step(
             progress,
@@ -253,7 +289,13 @@ impl LocalStack {
         .await?;
         let stage_cache = StageCacheStub::start().await?;
         let mut env = function_env(&moto, &pool, &cloud_map);
+        env.retain(|(name, _)| name != "COGNITO_CLIENT_IDS");
         env.extend([
+            (
+                "COGNITO_CLIENT_IDS".to_owned(),
+                format!("{},{limited_client_id}", pool.client_id),
+            ),
+            ("SERVICE_GRANTS".to_owned(), "enforce".to_owned()),
             // The agents get only the public key; config-refresh reads the
             // private one from REFRESH_KEY_PARAMETER.
             ("REFRESH_PUBLIC_KEYS".to_owned(), refresh_public_keys),
@@ -355,6 +397,7 @@ impl LocalStack {
         };
         Ok(Self {
             published,
+            limited_client_id,
             moto,
             aws,
             pool,
@@ -436,6 +479,11 @@ impl LocalStack {
     /// A fresh ID token for a seeded user, from moto's Cognito.
     pub async fn token(&self, user: DemoUser) -> Result<String, String> {
         id_token(&self.aws, &self.pool.client_id, user.username, PASSWORD).await
+    }
+
+    /// An ID token of `user` signed in through the limited app client.
+    pub async fn limited_token(&self, user: DemoUser) -> Result<String, String> {
+        id_token(&self.aws, &self.limited_client_id, user.username, PASSWORD).await
     }
 
     /// GETs a config-api path, with `Authorization: Bearer {token}` when given.

@@ -116,6 +116,9 @@ pub struct Identity {
     /// The user's name in the pool (`cognito:username`; the `sub` when the
     /// token has none), for asking the pool about the user now.
     pub username: String,
+    /// The app client the token was issued to (`aud`, one of the accepted
+    /// client ids): what service grants are given to.
+    pub client_id: String,
 }
 
 impl Identity {
@@ -143,6 +146,10 @@ struct IdTokenClaims {
     groups: Vec<String>,
     #[serde(rename = "cognito:username", default)]
     username: Option<String>,
+    /// The app client the token was issued to (a string in Cognito's ID
+    /// tokens; an array is allowed by JWT and checked the same way).
+    #[serde(default)]
+    aud: serde_json::Value,
 }
 
 struct KeyRing {
@@ -282,6 +289,14 @@ impl TokenVerifier {
                 .and_then(|t| TenantId::parse(t).ok()),
             expires_at: claims.exp,
             groups: claims.groups,
+            client_id: match claims.aud {
+                serde_json::Value::String(client) => client,
+                serde_json::Value::Array(clients) => clients
+                    .into_iter()
+                    .find_map(|c| c.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            },
         })
     }
 

@@ -18,6 +18,7 @@ use crate::auth::{JwksError, TokenVerifier};
 use crate::cache::CachedStore;
 use crate::catch_up::CatchUp;
 use crate::credentials::{StsTenantRole, TenantClient, TenantCredentials};
+use crate::grants::{DynamoDbGrants, ServiceGrants};
 use crate::membership::{
     CachedMembership, CognitoGroupMembership, GroupMembership, pool_id_of_issuer, region_of_issuer,
 };
@@ -219,6 +220,18 @@ impl Aws {
         }
     }
 
+    /// Which services each app client may read, from the config table's
+    /// `GRANTS` partition, read with the process's own role (grants are no
+    /// tenant's data); `None` unless `SERVICE_GRANTS=enforce`.
+    fn service_grants(&self, settings: &Settings) -> Option<Arc<ServiceGrants>> {
+        settings.service_grants.map(|ttl| {
+            Arc::new(ServiceGrants::with_ttl(
+                Arc::new(DynamoDbGrants::new(self.dynamodb(), &settings.table_name)),
+                ttl,
+            ))
+        })
+    }
+
     /// The change journal in its DynamoDB table.
     pub fn change_journal(&self, table: &str) -> JournalTable {
         JournalTable::new(self.dynamodb(), table)
@@ -230,6 +243,9 @@ impl Aws {
             token_verifier(settings)?,
             self.config_reads_over(settings, self.tenant_clients(settings)),
         );
+        if let Some(grants) = self.service_grants(settings) {
+            api = api.with_service_grants(grants);
+        }
         // Settings refuse writes with a read role and no write role, so both
         // are here or the write routes stay off.
         if let (Some(group), Some((dynamodb, ssm))) =
@@ -355,8 +371,12 @@ impl Aws {
     ) -> Result<AgentServer, AgentWiringError> {
         let reads = self.config_reads(settings);
         tracing::info!(keys = ?agent.refresh_public_keys.ids(), "trusting refresh signing keys");
+        let mut reader = ReaderService::new(token_verifier(settings)?, reads.clone());
+        if let Some(grants) = self.service_grants(settings) {
+            reader = reader.with_service_grants(grants);
+        }
         let server = AgentServer::new(
-            ReaderService::new(token_verifier(settings)?, reads.clone()),
+            reader,
             RefreshService::new(
                 RefreshAuthenticator::new(agent.refresh_public_keys.clone()).for_agent_at(
                     AgentAddress::new(

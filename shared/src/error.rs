@@ -105,6 +105,8 @@ pub enum ConfigError {
     MethodNotAllowed,
     #[error("{} holds a SecureString; read it from /v1/secure/{{service}}/{{key}}", keys.join(", "))]
     SensitiveValue { keys: Vec<String> },
+    #[error("this app client is not granted this service")]
+    ServiceNotGranted,
     #[error("writing configuration needs membership of the '{group}' group")]
     NotAnAdministrator { group: String },
     /// The user pool could not confirm an administrator's membership now.
@@ -135,7 +137,9 @@ impl ConfigError {
             ConfigError::Unauthenticated(AuthError::KeysUnavailable(_))
             | ConfigError::MembershipUnavailable(_) => 503,
             ConfigError::Unauthenticated(_) => 401,
-            ConfigError::NoTenant | ConfigError::NotAnAdministrator { .. } => 403,
+            ConfigError::NoTenant
+            | ConfigError::NotAnAdministrator { .. }
+            | ConfigError::ServiceNotGranted => 403,
             ConfigError::NotFound { .. }
             | ConfigError::RouteNotFound
             | ConfigError::NoSuchVersion(_) => 404,
@@ -159,6 +163,7 @@ impl ConfigError {
             | ConfigError::MembershipUnavailable(_) => "auth_unavailable",
             ConfigError::Unauthenticated(_) => "unauthorized",
             ConfigError::NoTenant | ConfigError::NotAnAdministrator { .. } => "forbidden",
+            ConfigError::ServiceNotGranted => "service_not_granted",
             ConfigError::NotFound { .. } | ConfigError::NoSuchVersion(_) => "not_found",
             ConfigError::VersionConflict { .. } => "version_conflict",
             ConfigError::RouteNotFound => "route_not_found",

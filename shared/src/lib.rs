@@ -44,6 +44,7 @@ pub mod catch_up;
 pub mod credentials;
 pub mod domain;
 pub mod error;
+pub mod grants;
 pub mod kinds;
 pub mod membership;
 pub mod metrics;

@@ -132,6 +132,7 @@ fn sample(variable: &str) -> Option<String> {
         }
         "COGNITO_CLIENT_IDS" => "client-1".to_owned(),
         "ADMIN_GROUP" => "config-admins".to_owned(),
+        "SERVICE_GRANTS" => "enforce".to_owned(),
         "TENANT_ROLE_ARN" => "arn:aws:iam::123456789012:role/tenant-read".to_owned(),
         "TENANT_WRITE_ROLE_ARN" => "arn:aws:iam::123456789012:role/tenant-write".to_owned(),
         "FLUSH_QUEUE_URL" => "https://sqs.us-east-1.amazonaws.com/123456789012/flush".to_owned(),

@@ -48,6 +48,8 @@ enum What {
     /// A BatchGetItem naming the tenant's key and another tenant's.
     Items(&'static str, &'static str),
     Schemas,
+    /// The service grants' partition.
+    Grants,
     Journal,
     Parameter(&'static str),
     /// A tenant's service path (`GetParametersByPath`'s resource).
@@ -141,6 +143,10 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
         }
         What::Schemas => {
             context.insert("dynamodb:LeadingKeys".into(), json!(["SCHEMA"]));
+            stack.arn("ConfigTable")
+        }
+        What::Grants => {
+            context.insert("dynamodb:LeadingKeys".into(), json!(["GRANTS"]));
             stack.arn("ConfigTable")
         }
         What::Journal => stack.arn("ChangeJournalTable"),
@@ -316,6 +322,8 @@ const MATRIX: &[Case] = &[
     case(ConfigApi, "dynamodb:PutItem", Item(OWN), false),
     case(ConfigApi, "dynamodb:GetItem", Schemas, true),
     case(ConfigApi, "dynamodb:PutItem", Schemas, false),
+    case(ConfigApi, "dynamodb:GetItem", Grants, true),
+    case(ConfigApi, "dynamodb:PutItem", Grants, false),
     case(ConfigApi, "dynamodb:Query", Journal, true),
     case(ConfigApi, "dynamodb:BatchWriteItem", Journal, false),
     case(ConfigApi, "ssm:GetParameter", Parameter(OWN), false),
@@ -352,6 +360,10 @@ const MATRIX: &[Case] = &[
     case(Agent, "dynamodb:GetItem", Item(OWN), false),
     case(Agent, "dynamodb:PutItem", Item(OWN), false),
     case(Agent, "dynamodb:UpdateItem", Item(OWN), false),
+    // The service grants, read only.
+    case(Agent, "dynamodb:GetItem", Grants, true),
+    case(Agent, "dynamodb:PutItem", Grants, false),
+    case(Agent, "dynamodb:GetItem", Schemas, false),
     case(Agent, "dynamodb:DeleteItem", Item(OWN), false),
     case(Agent, "ssm:GetParameter", Parameter(OWN), false),
     case(Agent, "ssm:PutParameter", Parameter(OWN), false),
@@ -369,6 +381,7 @@ const MATRIX: &[Case] = &[
     case(Reader, "dynamodb:UpdateItem", Item(OWN), false),
     case(Reader, "dynamodb:DeleteItem", Item(OWN), false),
     case(Reader, "dynamodb:GetItem", Schemas, false),
+    case(Reader, "dynamodb:GetItem", Grants, false),
     case(Reader, "dynamodb:Query", Journal, false),
     case(Reader, "ssm:GetParameter", Parameter(OWN), true),
     case(Reader, "ssm:GetParametersByPath", ParameterPath(OWN), true),
@@ -401,6 +414,7 @@ const MATRIX: &[Case] = &[
     case(Writer, "dynamodb:GetItem", Item(OTHER), false),
     case(Writer, "dynamodb:ConditionCheckItem", Item(OTHER), false),
     case(Writer, "dynamodb:PutItem", Schemas, false),
+    case(Writer, "dynamodb:PutItem", Grants, false),
     case(Writer, "dynamodb:BatchWriteItem", Journal, false),
     case(Writer, "ssm:PutParameter", Parameter(OWN), true),
     case(Writer, "ssm:DeleteParameter", Parameter(OWN), true),

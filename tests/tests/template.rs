@@ -292,13 +292,14 @@ fn reads_and_writes_assume_separate_tenant_roles_and_config_api_keeps_no_tenant_
     );
     let env = variables(&own);
     assert!(env.get("TENANT_ROLE_ARN").is_none() && env.get("TENANT_WRITE_ROLE_ARN").is_none());
-    // AND with them, config-api's own policies reach only the schemas and the journal
+    // AND with them, config-api's own policies reach only the schemas, the
+    // service grants and the journal
     for policy in stack.identity_policies("ConfigApiFunctionRole") {
         for statement in policy["Statement"].as_array().unwrap() {
             let sid = statement["Sid"].as_str().unwrap_or_default();
             assert!(
                 [
-                    "ReadSchemas",
+                    "ReadSchemasAndServiceGrants",
                     "CatchUpFromTheJournal",
                     "ConfirmAdministratorsWithThePool",
                     "AskForAStageCacheFlushAfterDegradedAnswers",
@@ -892,6 +893,8 @@ fn every_output_is_exported_as_stack_dash_output_and_the_deploy_tools_find_their
         "StageName",
         "UserPoolId",
         "UserPoolClientId",
+        "AcceptedClientIds",
+        "ServiceGrants",
         "Issuer",
         "AdminGroupName",
         "TableName",

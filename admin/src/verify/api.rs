@@ -297,6 +297,8 @@ impl Probe {
                     }
                 ),
                 "401: the function's COGNITO_ISSUER / COGNITO_CLIENT_IDS must name the stack's pool and client; \
+                 403 service_not_granted: grant the stack's app client the service verify reads \
+                 (tenant-config-admin --stack STACK grant CLIENT_ID --services verify,...); \
                  5xx: see the config-api logs and docs/operations.md",
             ),
             Err(e) => Outcome::fail(

@@ -7,9 +7,11 @@ use std::time::Duration;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 
+use crate::auth::Identity;
 use crate::auth::TokenVerifier;
 use crate::domain::{Changed, ItemKey, ValueKind};
 use crate::error::ConfigError;
+use crate::grants::{Access, ServiceGrants};
 use crate::reads::{ConfigReads, Entry};
 use crate::refresh::proto::config_reader_server::ConfigReader;
 use crate::refresh::proto::config_refresh_server::ConfigRefresh;
@@ -56,19 +58,43 @@ fn config_value(key: &ConfigKey, entry: &Entry) -> ConfigValue {
 pub struct ReaderService {
     verifier: Arc<TokenVerifier>,
     reads: ConfigReads,
+    /// Which services each app client may read (absent: every service).
+    grants: Option<Arc<ServiceGrants>>,
 }
 
 impl ReaderService {
     pub fn new(verifier: Arc<TokenVerifier>, reads: ConfigReads) -> Self {
-        Self { verifier, reads }
+        Self {
+            verifier,
+            reads,
+            grants: None,
+        }
     }
 
-    async fn tenant(&self, metadata: &MetadataMap) -> Result<TenantId, ConfigError> {
-        let identity = self
-            .verifier
+    /// Serves each caller only the services its app client is granted.
+    pub fn with_service_grants(mut self, grants: Arc<ServiceGrants>) -> Self {
+        self.grants = Some(grants);
+        self
+    }
+
+    async fn identity(&self, metadata: &MetadataMap) -> Result<Arc<Identity>, ConfigError> {
+        self.verifier
             .verify_header(metadata_str(metadata, "authorization"))
-            .await?;
-        Ok(identity.require_tenant()?.clone())
+            .await
+    }
+
+    /// The caller's tenant, if its app client may read `service` (checked
+    /// before any store is asked).
+    async fn tenant(
+        &self,
+        identity: &Identity,
+        service: &ServiceName,
+    ) -> Result<TenantId, ConfigError> {
+        let tenant = identity.require_tenant()?.clone();
+        if let Some(grants) = &self.grants {
+            grants.check(identity, service, Access::Plain).await?;
+        }
+        Ok(tenant)
     }
 }
 
@@ -79,12 +105,13 @@ impl ConfigReader for ReaderService {
         request: Request<GetConfigRequest>,
     ) -> Result<Response<GetConfigResponse>, Status> {
         let answer = async {
-            let tenant = self.tenant(request.metadata()).await?;
+            let identity = self.identity(request.metadata()).await?;
             let body = request.get_ref();
             let (service, key) = (
                 ServiceName::parse(&body.service)?,
                 ConfigKey::parse(&body.key)?,
             );
+            let tenant = self.tenant(&identity, &service).await?;
             let entry = self.reads.get(&tenant, &service, &key).await?;
             Ok::<_, ConfigError>(GetConfigResponse {
                 service: service.to_string(),
@@ -99,9 +126,10 @@ impl ConfigReader for ReaderService {
         request: Request<GetConfigsRequest>,
     ) -> Result<Response<GetConfigsResponse>, Status> {
         let answer = async {
-            let tenant = self.tenant(request.metadata()).await?;
+            let identity = self.identity(request.metadata()).await?;
             let body = request.get_ref();
             let service = ServiceName::parse(&body.service)?;
+            let tenant = self.tenant(&identity, &service).await?;
             if body.keys.len() > crate::reads::MAX_BATCH_KEYS {
                 return Err(ConfigError::BadRequest(format!(
                     "at most {} keys per request",
@@ -132,8 +160,9 @@ impl ConfigReader for ReaderService {
         request: Request<GetServiceRequest>,
     ) -> Result<Response<GetServiceResponse>, Status> {
         let answer = async {
-            let tenant = self.tenant(request.metadata()).await?;
+            let identity = self.identity(request.metadata()).await?;
             let service = ServiceName::parse(&request.get_ref().service)?;
+            let tenant = self.tenant(&identity, &service).await?;
             let config = self.reads.get_service(&tenant, &service).await?;
             Ok::<_, ConfigError>(GetServiceResponse {
                 service: service.to_string(),

@@ -12,9 +12,11 @@
 
 use std::sync::Arc;
 
-use crate::auth::TokenVerifier;
+use crate::auth::{Identity, TokenVerifier};
 use crate::error::ConfigError;
+use crate::grants::{Access, ServiceGrants};
 use crate::reads::ConfigReads;
+use crate::validate::ServiceName;
 use crate::writes::ConfigWrites;
 
 mod flush;
@@ -53,6 +55,9 @@ pub struct ConfigApi {
     degraded_flush: Option<DegradedAnswerFlush>,
     /// Absent: the write routes answer 405.
     writes: Option<ConfigWrites>,
+    /// Which services each app client may read and write (absent: every
+    /// service of the caller's tenant).
+    grants: Option<Arc<ServiceGrants>>,
 }
 
 impl ConfigApi {
@@ -62,6 +67,27 @@ impl ConfigApi {
             reads,
             degraded_flush: None,
             writes: None,
+            grants: None,
+        }
+    }
+
+    /// Serves each caller only the services its app client is granted, and
+    /// SecureStrings only where granted explicitly.
+    pub fn with_service_grants(mut self, grants: Arc<ServiceGrants>) -> Self {
+        self.grants = Some(grants);
+        self
+    }
+
+    /// 403 unless the caller's app client has `access` to `service`.
+    async fn granted(
+        &self,
+        identity: &Identity,
+        service: &ServiceName,
+        access: Access,
+    ) -> Result<(), ConfigError> {
+        match &self.grants {
+            Some(grants) => grants.check(identity, service, access).await,
+            None => Ok(()),
         }
     }
 

@@ -8,6 +8,7 @@ use super::responses::{etag, json_response, mark_stale};
 use super::route::Route;
 use super::{ApiRequest, ApiResponse, ConfigApi};
 use crate::error::ConfigError;
+use crate::grants::Access;
 use crate::reads::MAX_BATCH_KEYS;
 use crate::validate::{ConfigKey, ServiceName};
 
@@ -61,6 +62,7 @@ impl ConfigApi {
         match route {
             Route::One { service, key } => {
                 let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
+                self.granted(&identity, &service, Access::Plain).await?;
                 let entry = self.reads.get(tenant, &service, &key).await?;
                 let stale = entry.stale.map(|age| Stale {
                     age_ms: age.as_millis() as u64,
@@ -81,6 +83,7 @@ impl ConfigApi {
             }
             Route::Secure { service, key } => {
                 let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
+                self.granted(&identity, &service, Access::Secure).await?;
                 let entry = self.reads.get_secure(tenant, &service, &key).await?;
                 Ok(json_response(
                     200,
@@ -97,6 +100,7 @@ impl ConfigApi {
             }
             Route::Batch { service } if request.keys.is_none() => {
                 let service = ServiceName::parse(service)?;
+                self.granted(&identity, &service, Access::Plain).await?;
                 let config = self.reads.get_service(tenant, &service).await?;
                 let values = config
                     .values
@@ -116,6 +120,7 @@ impl ConfigApi {
             }
             Route::Batch { service } => {
                 let service = ServiceName::parse(service)?;
+                self.granted(&identity, &service, Access::Plain).await?;
                 let keys = parse_keys(request.keys)?;
                 // One stage cache entry per set of keys, not per order: any
                 // other spelling is sent to the sorted, deduplicated one.

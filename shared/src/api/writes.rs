@@ -9,6 +9,7 @@ use super::route::Route;
 use super::{ApiRequest, ApiResponse, ConfigApi, MAX_BODY_BYTES};
 use crate::domain::{Changed, ItemKey, StoreKind};
 use crate::error::ConfigError;
+use crate::grants::Access;
 use crate::validate::{ConfigKey, ServiceName};
 use crate::write::{Expected, NewValue, ValueKind};
 use crate::writes::{ConfigWrites, WriteOutcome};
@@ -133,6 +134,7 @@ impl ConfigApi {
         };
         let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
         let tenant = writes.authorize(&identity).await?.clone();
+        self.granted(&identity, &service, Access::Plain).await?;
         let item = ItemKey::new(tenant, service.clone(), key.clone());
         let written = |outcome: WriteOutcome, status: u16, rollback_of: Option<i64>| {
             let mut response = json_response(
@@ -169,6 +171,9 @@ impl ConfigApi {
                         ));
                     }
                 };
+                if kind == ValueKind::Secret {
+                    self.granted(&identity, &service, Access::Secure).await?;
+                }
                 let value = NewValue::json(&body.value, kind)?;
                 let outcome = writes
                     .put(&identity, &service, &key, &value, expected)

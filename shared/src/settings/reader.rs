@@ -45,6 +45,11 @@ pub struct Settings {
     /// [`Settings::check_write_credentials`]).
     pub stray_write_role: bool,
     pub fairness: FairnessSettings,
+    /// Service-level isolation (`SERVICE_GRANTS=enforce`): each app client
+    /// reads only the services granted to it; `Some(how long a grant is
+    /// remembered)` (`GRANT_CACHE_TTL_SECS`). `None` (`off`, the default):
+    /// every caller reads every service of its tenant.
+    pub service_grants: Option<Duration>,
 }
 
 /// Each tenant's share, so one tenant cannot spend what the others need.
@@ -239,6 +244,21 @@ impl Settings {
                     )?),
                     max_tenants: env.positive("TENANT_CREDENTIALS_MAX_TENANTS", 1000)?,
                 }),
+            },
+            service_grants: match env.optional("SERVICE_GRANTS").as_deref() {
+                None | Some("off") => None,
+                Some("enforce") => Some(Duration::from_secs(env.within(
+                    "GRANT_CACHE_TTL_SECS",
+                    10,
+                    1..=300,
+                    "a revoked grant keeps working for at most this long",
+                )?)),
+                Some(other) => {
+                    return Err(SettingsError {
+                        variable: "SERVICE_GRANTS",
+                        reason: format!("'{other}' is neither 'enforce' nor 'off'"),
+                    });
+                }
             },
             fairness: FairnessSettings {
                 store_reads_per_sec: env.number("TENANT_STORE_READS_PER_SEC", 100)?,

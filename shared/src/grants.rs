@@ -1,0 +1,370 @@
+//! Service-level isolation: which services of its tenant a caller may read,
+//! and of which it may read SecureStrings, granted per app client (the
+//! token's `aud`: each consuming service signs its users in with its own
+//! client). Operators change grants without a redeploy
+//! (`tenant-config-admin grant`); every reader re-reads a client's grant
+//! within [`GRANT_CACHE_TTL`].
+//!
+//! Grants live in the config table under the reserved partition `GRANTS`,
+//! `sk = CLIENT#{client id}`, attributes `services` and `secure_services`
+//! (lists of service names, `*` for every service). No tenant partition,
+//! stream filter or listing sees them. A client without a grant reads
+//! nothing; a refusal is the same `403 service_not_granted` whether or not
+//! the key exists, decided before any store is asked.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use moka::future::Cache;
+
+use crate::auth::Identity;
+use crate::error::{ConfigError, StoreError};
+use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, sdk_error};
+use crate::validate::ServiceName;
+
+/// The reserved partition holding grants.
+pub const GRANTS_PARTITION: &str = "GRANTS";
+/// Grants every service (in either list).
+pub const ALL_SERVICES: &str = "*";
+const SERVICES: &str = "services";
+const SECURE_SERVICES: &str = "secure_services";
+/// How long a client's grant (or its absence) is remembered per process:
+/// a revoked grant stops working within this.
+pub const GRANT_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// Sort key of a client's grant.
+pub fn grant_sort_key(client_id: &str) -> String {
+    format!("CLIENT#{client_id}")
+}
+
+/// What one app client may read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// Services whose non-secret values it may read (and, for tenant
+    /// administrators, write).
+    pub services: BTreeSet<String>,
+    /// Services whose SecureStrings it may read and write; each also needs
+    /// to be in `services`.
+    pub secure_services: BTreeSet<String>,
+}
+
+/// What a request wants of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Non-secret values: the cacheable reads, the agent, writes of plain values.
+    Plain,
+    /// SecureStrings: the secure route, writes of a SecureString.
+    Secure,
+}
+
+impl Grant {
+    fn names(set: &BTreeSet<String>, service: &ServiceName) -> bool {
+        set.contains(ALL_SERVICES) || set.contains(service.as_str())
+    }
+
+    pub fn allows(&self, service: &ServiceName, access: Access) -> bool {
+        Self::names(&self.services, service)
+            && (access == Access::Plain || Self::names(&self.secure_services, service))
+    }
+}
+
+/// Where grants come from.
+#[async_trait]
+pub trait GrantSource: Send + Sync {
+    /// The client's grant; `None` when it has none.
+    async fn grant(&self, client_id: &str) -> Result<Option<Grant>, StoreError>;
+}
+
+/// Grants in the config table.
+pub struct DynamoDbGrants {
+    client: Client,
+    table: String,
+}
+
+impl DynamoDbGrants {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Stores (replaces) a client's grant: the operator's tool.
+    pub async fn put(&self, client_id: &str, grant: &Grant) -> Result<(), StoreError> {
+        let list = |set: &BTreeSet<String>| {
+            AttributeValue::L(set.iter().cloned().map(AttributeValue::S).collect())
+        };
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item(
+                PARTITION_KEY,
+                AttributeValue::S(GRANTS_PARTITION.to_owned()),
+            )
+            .item(SORT_KEY, AttributeValue::S(grant_sort_key(client_id)))
+            .item(SERVICES, list(&grant.services))
+            .item(SECURE_SERVICES, list(&grant.secure_services))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+
+    /// Removes a client's grant: it reads nothing any more.
+    pub async fn delete(&self, client_id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(
+                PARTITION_KEY,
+                AttributeValue::S(GRANTS_PARTITION.to_owned()),
+            )
+            .key(SORT_KEY, AttributeValue::S(grant_sort_key(client_id)))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+}
+
+fn names_in(
+    item: &std::collections::HashMap<String, AttributeValue>,
+    attribute: &str,
+) -> BTreeSet<String> {
+    match item.get(attribute) {
+        Some(AttributeValue::L(values)) => values
+            .iter()
+            .filter_map(|v| v.as_s().ok().cloned())
+            .collect(),
+        Some(AttributeValue::Ss(values)) => values.iter().cloned().collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+#[async_trait]
+impl GrantSource for DynamoDbGrants {
+    async fn grant(&self, client_id: &str) -> Result<Option<Grant>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(
+                PARTITION_KEY,
+                AttributeValue::S(GRANTS_PARTITION.to_owned()),
+            )
+            .key(SORT_KEY, AttributeValue::S(grant_sort_key(client_id)))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(output.item().map(|item| Grant {
+            services: names_in(item, SERVICES),
+            secure_services: names_in(item, SECURE_SERVICES),
+        }))
+    }
+}
+
+/// Grants held in memory, for tests and in-process benchmarks.
+#[derive(Default)]
+pub struct MemoryGrants {
+    grants: std::sync::Mutex<std::collections::HashMap<String, Grant>>,
+    failure: std::sync::Mutex<Option<StoreError>>,
+}
+
+impl MemoryGrants {
+    pub fn set(&self, client_id: &str, grant: Grant) {
+        if let Ok(mut grants) = self.grants.lock() {
+            grants.insert(client_id.to_owned(), grant);
+        }
+    }
+
+    /// Every later lookup fails with `failure` (`None` heals).
+    pub fn set_failure(&self, failure: Option<StoreError>) {
+        if let Ok(mut current) = self.failure.lock() {
+            *current = failure;
+        }
+    }
+}
+
+#[async_trait]
+impl GrantSource for MemoryGrants {
+    async fn grant(&self, client_id: &str) -> Result<Option<Grant>, StoreError> {
+        if let Some(err) = self.failure.lock().ok().and_then(|f| f.clone()) {
+            return Err(err);
+        }
+        Ok(self
+            .grants
+            .lock()
+            .ok()
+            .and_then(|g| g.get(client_id).cloned()))
+    }
+}
+
+/// The check every route and the agent make before reading or writing.
+pub struct ServiceGrants {
+    source: Arc<dyn GrantSource>,
+    /// Client id → its grant (or none), for [`GRANT_CACHE_TTL`].
+    cache: Cache<String, Option<Arc<Grant>>>,
+}
+
+impl ServiceGrants {
+    pub fn new(source: Arc<dyn GrantSource>) -> Self {
+        Self::with_ttl(source, GRANT_CACHE_TTL)
+    }
+
+    pub fn with_ttl(source: Arc<dyn GrantSource>, ttl: Duration) -> Self {
+        Self {
+            source,
+            cache: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build(),
+        }
+    }
+
+    /// `Ok` when the caller's app client may have `access` to `service`;
+    /// `403 service_not_granted` otherwise (whatever the key), and the
+    /// store's error when the grant cannot be read (nothing is served
+    /// unchecked).
+    pub async fn check(
+        &self,
+        identity: &Identity,
+        service: &ServiceName,
+        access: Access,
+    ) -> Result<(), ConfigError> {
+        let client = identity.client_id.clone();
+        let source = self.source.clone();
+        let grant = self
+            .cache
+            .try_get_with(client.clone(), async move {
+                source.grant(&client).await.map(|g| g.map(Arc::new))
+            })
+            .await
+            .map_err(|err| {
+                tracing::warn!(error = %err, "the grants of an app client cannot be read");
+                ConfigError::Store(err.as_ref().clone())
+            })?;
+        if grant.is_some_and(|g| g.allows(service, access)) {
+            return Ok(());
+        }
+        tracing::info!(client = %identity.client_id, %service, ?access, "service not granted to the caller's app client");
+        Err(ConfigError::ServiceNotGranted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::StoreKind;
+
+    fn identity(client: &str) -> Identity {
+        Identity {
+            subject: "s".into(),
+            tenant: None,
+            expires_at: 0,
+            groups: vec![],
+            username: "u".into(),
+            client_id: client.into(),
+        }
+    }
+
+    fn service(name: &str) -> ServiceName {
+        ServiceName::parse(name).unwrap()
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_client_reads_only_its_services_and_secrets_only_where_granted() {
+        // GIVEN the orders client granted orders (secrets too) and billing
+        let source = Arc::new(MemoryGrants::default());
+        source.set(
+            "orders-client",
+            Grant {
+                services: set(&["orders", "billing"]),
+                secure_services: set(&["orders"]),
+            },
+        );
+        source.set(
+            "ops-client",
+            Grant {
+                services: set(&["*"]),
+                secure_services: set(&[]),
+            },
+        );
+        let grants = ServiceGrants::new(source);
+        let orders = identity("orders-client");
+        // THEN
+        let check = |who: &Identity, svc: &str, access| {
+            let grants = &grants;
+            let who = who.clone();
+            let svc = service(svc);
+            async move { grants.check(&who, &svc, access).await }
+        };
+        assert!(check(&orders, "orders", Access::Secure).await.is_ok());
+        assert!(check(&orders, "billing", Access::Plain).await.is_ok());
+        let refused = check(&orders, "billing", Access::Secure).await.unwrap_err();
+        assert_eq!(
+            (refused.status(), refused.code()),
+            (403, "service_not_granted")
+        );
+        assert!(check(&orders, "payments", Access::Plain).await.is_err());
+        assert!(
+            check(&identity("ops-client"), "payments", Access::Plain)
+                .await
+                .is_ok()
+        );
+        assert!(
+            check(&identity("ops-client"), "payments", Access::Secure)
+                .await
+                .is_err()
+        );
+        // AND a client without a grant reads nothing
+        assert!(
+            check(&identity("unknown"), "orders", Access::Plain)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn unreadable_grants_refuse_with_the_stores_error_and_a_change_is_seen_after_the_ttl() {
+        let source = Arc::new(MemoryGrants::default());
+        let grants = ServiceGrants::with_ttl(source.clone(), Duration::from_millis(50));
+        source.set_failure(Some(StoreError::Unavailable {
+            store: StoreKind::DynamoDb,
+            detail: "down".into(),
+        }));
+        let refused = grants
+            .check(&identity("c"), &service("orders"), Access::Plain)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status(), 502);
+        source.set_failure(None);
+        source.set(
+            "c",
+            Grant {
+                services: set(&["orders"]),
+                secure_services: set(&[]),
+            },
+        );
+        grants
+            .check(&identity("c"), &service("orders"), Access::Plain)
+            .await
+            .unwrap();
+        // WHEN the grant is revoked THEN it stops working within the TTL
+        source.set("c", Grant::default());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(
+            grants
+                .check(&identity("c"), &service("orders"), Access::Plain)
+                .await
+                .is_err()
+        );
+    }
+}
