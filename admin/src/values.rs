@@ -436,10 +436,10 @@ mod grant_tests {
 
     #[test]
     fn a_grant_names_valid_services_and_secure_ones_among_them() {
-        let grant = grant(&names(&["orders", "billing"]), &names(&["orders"]))
+        let orders = grant(&names(&["orders", "billing"]), &names(&["orders"]))
             .unwrap()
             .unwrap();
-        assert!(grant.services.contains("billing") && grant.secure_services.contains("orders"));
+        assert!(orders.services.contains("billing") && orders.secure_services.contains("orders"));
         assert!(grant(&names(&["orders"]), &names(&["billing"])).is_err());
         assert!(grant(&names(&["../x"]), &[]).is_err());
         assert_eq!(grant(&[], &[]).unwrap(), None);
