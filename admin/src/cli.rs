@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 
+use crate::access::{self, QuotaAction};
 use crate::agent_client;
-use crate::events::{change_event, invoke, parameter_facts};
+use crate::events::send_event;
 use crate::stack::{StackOutputs, output, resolve};
 use crate::stack_commands::{SignIn, UserCommand, password_or_demo, run_user, run_verify};
 use crate::values::{ParameterKind, Target, default_actor};
@@ -17,7 +18,7 @@ use tenant_config_shared::refresh::journal::ChangeJournal;
 use tenant_config_shared::refresh::signing::unix_ms_now;
 use tenant_config_shared::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
 use tenant_config_shared::write::{Actor, Expected};
-use tenant_config_shared::{ConfigKey, ItemKey, ServiceName};
+use tenant_config_shared::{ConfigKey, ItemKey, ServiceName, TenantId};
 
 #[derive(Parser)]
 #[command(
@@ -137,6 +138,15 @@ enum Command {
         /// Of those, services whose SecureStrings it may read; `*` for all.
         #[arg(long, value_delimiter = ',')]
         secure: Vec<String>,
+        /// Also flush the stage cache (needs --stack): answers it holds for
+        /// the client's tokens go at once instead of after its TTL.
+        #[arg(long)]
+        flush_stage_cache: bool,
+    },
+    /// A tenant's key quota.
+    Quota {
+        #[command(subcommand)]
+        action: QuotaAction,
     },
     /// Store an earlier version's value again, as a new version.
     Rollback {
@@ -377,10 +387,24 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             client_id,
             services,
             secure,
+            flush_stage_cache,
         } => {
-            let grant = crate::values::grant(&services, &secure)?;
-            let message = target.put_grant(&aws().await?, &client_id, grant).await?;
-            eprintln!("{message}");
+            let grant = access::grant(&services, &secure)?;
+            let stage = match flush_stage_cache {
+                true => Some((
+                    resolve(None, stack, output::API_ID, None)?,
+                    resolve(None, stack, output::STAGE_NAME, None)?,
+                )),
+                false => None,
+            };
+            access::run_grant(&aws().await?, &target, &client_id, grant, stage).await?;
+        }
+        Command::Quota {
+            action: QuotaAction::Recount { tenant },
+        } => {
+            let tenant = TenantId::parse(&tenant).map_err(|e| e.to_string())?;
+            let count = access::recount_keys(&aws().await?, &target, &tenant).await?;
+            println!("{tenant} stores {count} keys; its key quota counts from there");
         }
         Command::Rollback {
             tenant,
@@ -556,28 +580,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         } => {
             let item = ItemKey::parse(&tenant, &service, &key).map_err(|e| e.to_string())?;
             let name = target.parameter_name(&item);
-            if print {
-                let event = change_event(&operation, &name, "", None);
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&event).map_err(|e| e.to_string())?
-                );
-                return Ok(());
-            }
-            let url = invoke_url.ok_or(
-                "name config-refresh's invoke API with --invoke-url or TENANT_CONFIG_INVOKE_URL",
-            )?;
-            let facts = parameter_facts(&aws_sdk_ssm::Client::new(&aws().await?), &name).await;
-            let event = change_event(
-                &operation,
-                &name,
-                &facts.description,
-                facts.parameter_type.as_deref(),
-            );
-            match invoke(&url, "config-refresh", &event).await? {
-                Ok(answer) => println!("{answer}"),
-                Err(error) => return Err(format!("config-refresh failed: {error}")),
-            }
+            let aws = if print { None } else { Some(aws().await?) };
+            send_event(aws.as_ref(), &operation, &name, invoke_url.as_deref()).await?;
         }
     }
     Ok(())

@@ -124,3 +124,36 @@ pub async fn parameter_facts(ssm: &aws_sdk_ssm::Client, parameter_name: &str) ->
         parameter_type: parameter.r#type.map(|t| t.as_str().to_owned()),
     }
 }
+
+/// `event`: prints the Parameter Store Change event for `name` (no AWS
+/// config), or sends it, with the parameter's facts, to config-refresh's
+/// Invoke API and prints its answer.
+pub async fn send_event(
+    aws: Option<&aws_config::SdkConfig>,
+    operation: &str,
+    name: &str,
+    invoke_url: Option<&str>,
+) -> Result<(), String> {
+    let Some(aws) = aws else {
+        let event = change_event(operation, name, "", None);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&event).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    };
+    let url = invoke_url
+        .ok_or("name config-refresh's invoke API with --invoke-url or TENANT_CONFIG_INVOKE_URL")?;
+    let facts = parameter_facts(&aws_sdk_ssm::Client::new(aws), name).await;
+    let event = change_event(
+        operation,
+        name,
+        &facts.description,
+        facts.parameter_type.as_deref(),
+    );
+    match invoke(url, "config-refresh", &event).await? {
+        Ok(answer) => println!("{answer}"),
+        Err(error) => return Err(format!("config-refresh failed: {error}")),
+    }
+    Ok(())
+}

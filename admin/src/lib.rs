@@ -1,6 +1,7 @@
 //! What an operator does by hand, as a library (the `tenant-config-admin`
 //! binary, the local stack and the tests all use it):
 //!
+//! - [`access`]: app clients' service grants, and recounting a tenant's keys
 //! - [`values`]: put, get and delete a tenant's values, validated and routed
 //!   exactly like the API
 //! - [`tokens`]: sign a user in and get the ID token a service would send
@@ -12,6 +13,7 @@
 //! - [`events`]: the "Parameter Store Change" event EventBridge sends, and the
 //!   Lambda Invoke API call that delivers it to config-refresh
 
+pub mod access;
 pub mod agent_client;
 pub mod changes;
 pub mod cli;

@@ -3,14 +3,12 @@
 //! through the writer port (`tenant_config_shared::write`). Used by the CLI,
 //! the local stack's seeding and walk-through, and the tests.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use aws_sdk_ssm::types::ParameterType;
 use serde_json::Value;
 use tenant_config_shared::domain::{Found, ReadMode};
-use tenant_config_shared::grants::{ALL_SERVICES, DynamoDbGrants, GRANT_CACHE_TTL, Grant};
 use tenant_config_shared::routing::KeyRouter;
 use tenant_config_shared::schema::{DynamoDbSchemas, Schemas};
 use tenant_config_shared::store::ssm::parameter_name;
@@ -217,42 +215,6 @@ impl Target {
             .map_err(|e| e.to_string())
     }
 
-    /// Stores (or, when it grants nothing, removes) an app client's grant;
-    /// returns what the readers will do, for the operator.
-    pub async fn put_grant(
-        &self,
-        aws: &SdkConfig,
-        client_id: &str,
-        grant: Option<Grant>,
-    ) -> Result<String, String> {
-        if client_id.is_empty()
-            || client_id.len() > 128
-            || !client_id.chars().all(|c| c.is_ascii_alphanumeric())
-        {
-            return Err("an app client id is 1 to 128 letters and digits".to_owned());
-        }
-        let grants = DynamoDbGrants::new(aws_sdk_dynamodb::Client::new(aws), self.table.as_str());
-        let within = GRANT_CACHE_TTL.as_secs();
-        match grant {
-            Some(grant) => {
-                grants
-                    .put(client_id, &grant)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(format!(
-                    "client {client_id} may read {:?} (SecureStrings of {:?}); readers apply it within {within} s",
-                    grant.services, grant.secure_services
-                ))
-            }
-            None => {
-                grants.delete(client_id).await.map_err(|e| e.to_string())?;
-                Ok(format!(
-                    "client {client_id} reads nothing; readers apply it within {within} s"
-                ))
-            }
-        }
-    }
-
     /// Stores version `to` again as a new version.
     pub async fn rollback(
         &self,
@@ -382,67 +344,4 @@ pub async fn put_refresh_key(
         .await
         .map_err(|e| aws_sdk_ssm::error::DisplayErrorContext(e).to_string())?;
     Ok(key.public_entry())
-}
-
-/// The grant `grant --services … --secure …` asks for: `None` (remove) when
-/// it names no service. Every name is a valid service name or `*`, and a
-/// secure service must be granted too.
-pub fn grant(services: &[String], secure: &[String]) -> Result<Option<Grant>, String> {
-    let names = |list: &[String]| -> Result<BTreeSet<String>, String> {
-        list.iter()
-            .map(|name| name.trim())
-            .filter(|name| !name.is_empty())
-            .map(|name| {
-                if name == ALL_SERVICES {
-                    Ok(name.to_owned())
-                } else {
-                    ServiceName::parse(name)
-                        .map(|s| s.to_string())
-                        .map_err(|e| e.to_string())
-                }
-            })
-            .collect()
-    };
-    let (services, secure_services) = (names(services)?, names(secure)?);
-    if services.is_empty() {
-        return if secure_services.is_empty() {
-            Ok(None)
-        } else {
-            Err("--secure names services --services does not grant".to_owned())
-        };
-    }
-    if !services.contains(ALL_SERVICES)
-        && let Some(stray) = secure_services
-            .iter()
-            .find(|s| *s != ALL_SERVICES && !services.contains(*s))
-    {
-        return Err(format!(
-            "--secure names {stray}, which --services does not grant"
-        ));
-    }
-    Ok(Some(Grant {
-        services,
-        secure_services,
-    }))
-}
-
-#[cfg(test)]
-mod grant_tests {
-    use super::*;
-
-    fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn a_grant_names_valid_services_and_secure_ones_among_them() {
-        let orders = grant(&names(&["orders", "billing"]), &names(&["orders"]))
-            .unwrap()
-            .unwrap();
-        assert!(orders.services.contains("billing") && orders.secure_services.contains("orders"));
-        assert!(grant(&names(&["orders"]), &names(&["billing"])).is_err());
-        assert!(grant(&names(&["../x"]), &[]).is_err());
-        assert_eq!(grant(&[], &[]).unwrap(), None);
-        assert!(grant(&names(&["*"]), &names(&["*"])).unwrap().is_some());
-    }
 }

@@ -469,17 +469,15 @@ impl CachedStore {
                 })
             }
         };
-        // Only the caller that will call the store is charged (after the
-        // probe table's lock is released: the guard takes it when dropped).
-        if _guard.is_some() {
-            self.admit(&item.tenant, 1)?;
-        }
         let bounded = last.is_some();
         let before = self.epochs.read(&item.tenant, &item.service);
         let loaded = self
             .cache
             .try_get_with(cache_key.clone(), async {
                 let epoch = self.epochs.read(&item.tenant, &item.service);
+                // Charged where the store is called: concurrent readers of
+                // the key share this one load and its one charge.
+                self.admit(&item.tenant, 1).map_err(Uncached::Failed)?;
                 let found = self
                     .call(&item.tenant, bounded, self.store.get(item, ReadMode::Plain))
                     .await
@@ -507,6 +505,9 @@ impl CachedStore {
             Err(uncached) => match uncached.as_ref() {
                 Uncached::Secret => Ok(Lookup::Secret(None)),
                 Uncached::Missing => Ok(Lookup::Missing),
+                // The tenant's share is spent: no store was called, so no
+                // backoff and no stale answer; the caller is told to wait.
+                Uncached::Failed(err @ StoreError::TenantLimited { .. }) => Err(err.clone()),
                 Uncached::Failed(err) => {
                     self.backoff.insert(cache_key.clone(), err.clone()).await;
                     self.degraded(&cache_key, last, err.clone())
@@ -1177,6 +1178,19 @@ mod tests {
                 .store_failing(&TenantId::parse("t1").unwrap())
                 .is_none()
         );
+        // AND readers asking for the same new key at once, with the share
+        // spent, are all refused: none of them loads it uncharged
+        let calls = (store.gets(), store.batches());
+        let key = item_of("t1", "b");
+        let reads =
+            futures::future::join_all((0..4).map(|_| cached.get(&key, ReadMode::Plain))).await;
+        assert!(
+            reads
+                .iter()
+                .all(|r| matches!(r, Err(StoreError::TenantLimited { .. }))),
+            "{reads:?}"
+        );
+        assert_eq!((store.gets(), store.batches()), calls);
     }
 
     #[tokio::test]

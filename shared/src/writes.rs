@@ -99,8 +99,8 @@ impl ConfigWrites {
         Ok(true)
     }
 
-    /// Gives a key's room back; a failure only leaves the count high (the
-    /// tenant is refused early, never let past its quota), so it is logged.
+    /// Gives a key's room back; a failure leaves the count high (the tenant
+    /// may be refused early until `quota recount`), so it is logged.
     async fn release_key(&self, tenant: &TenantId) {
         if let Some(quotas) = self.quotas.as_ref().filter(|q| q.limits().max_keys > 0)
             && let Err(err) = quotas.release_key(tenant).await

@@ -40,8 +40,8 @@ const B_TTL: Duration = Duration::from_secs(1);
 const A_READERS: usize = 8;
 const A_PAUSE: Duration = Duration::from_millis(2);
 /// The limits of the run with limits (the deployed defaults).
-const STORE_READS_PER_SEC: u32 = 100;
-const STORE_READS_BURST: u32 = 200;
+const STORE_READS_PER_SEC: u32 = 20;
+const STORE_READS_BURST: u32 = 100;
 const WRITES_PER_MINUTE: u32 = 120;
 
 /// Keys requested from the stores, per tenant.

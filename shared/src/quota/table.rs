@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::writes::{QuotaError, QuotaLimits, WriteQuotas};
 use crate::credentials::TenantClient;
-use crate::error::WriteQuota;
+use crate::error::{StoreError, WriteQuota};
 use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, partition_key, sdk_error};
 use crate::validate::TenantId;
 
@@ -96,6 +96,31 @@ impl DynamoDbWriteQuotas {
             }
             Err(err) => Err(QuotaError::Store(sdk_error(err))),
         }
+    }
+}
+
+impl DynamoDbWriteQuotas {
+    /// Sets a tenant's stored-keys counter (an operator's recount of what
+    /// the stores hold).
+    pub async fn set_stored_keys(
+        client: &Client,
+        table: &str,
+        tenant: &TenantId,
+        count: u32,
+    ) -> Result<(), StoreError> {
+        client
+            .put_item()
+            .table_name(table)
+            .item(PARTITION_KEY, AttributeValue::S(partition_key(tenant)))
+            .item(
+                SORT_KEY,
+                AttributeValue::S(format!("{QUOTA_SORT_PREFIX}keys")),
+            )
+            .item(COUNT, AttributeValue::N(count.to_string()))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
     }
 }
 

@@ -261,10 +261,10 @@ impl Settings {
                 }
             },
             fairness: FairnessSettings {
-                store_reads_per_sec: env.number("TENANT_STORE_READS_PER_SEC", 100)?,
+                store_reads_per_sec: env.number("TENANT_STORE_READS_PER_SEC", 20)?,
                 store_reads_burst: env.within(
                     "TENANT_STORE_READS_BURST",
-                    200,
+                    100,
                     crate::reads::MAX_BATCH_KEYS as u32..=u32::MAX,
                     "a tenant must be able to read one full batch",
                 )?,
