@@ -90,6 +90,10 @@ fn imports(value: &Value) -> Vec<String> {
 enum Source {
     /// An export of the main stack: the output's name.
     Import(String),
+    /// A String parameter the main stack creates, read when the example is
+    /// deployed (`{{resolve:ssm:…}}`): the logical id of the main stack's
+    /// `AWS::SSM::Parameter` of that name.
+    MainStackParameter(String),
     /// A parameter of the example.
     Parameter(String),
     /// A pseudo parameter (`AWS::Region`).
@@ -100,6 +104,13 @@ enum Source {
 fn source(value: &Value) -> Source {
     if let Some(output) = import(value) {
         return Source::Import(output);
+    }
+    if let Some(text) = tag_is(value, "Sub").and_then(|v| v.as_str().map(str::to_owned))
+        && let Some(reference) = text
+            .strip_prefix("{{resolve:ssm:")
+            .and_then(|text| text.strip_suffix("}}"))
+    {
+        return Source::MainStackParameter(main_stack_parameter(reference));
     }
     if let Some(name) = tag_is(value, "Ref").and_then(|v| v.as_str().map(str::to_owned)) {
         return if name.starts_with("AWS::") {
@@ -112,6 +123,26 @@ fn source(value: &Value) -> Source {
         Value::String(text) => Source::Literal(text.clone()),
         other => panic!("an environment value the test cannot place: {other:?}"),
     }
+}
+
+/// The logical id of the main stack's SSM parameter that a dynamic
+/// reference of the example names (`${MainStackName}` standing for the main
+/// stack's `${AWS::StackName}`).
+fn main_stack_parameter(reference: &str) -> String {
+    let main = yaml_file("template.yaml");
+    let wanted = reference.replace("${MainStackName}", "${AWS::StackName}");
+    main["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .find(|(_, resource)| {
+            resource["Type"].as_str() == Some("AWS::SSM::Parameter")
+                && tag_is(&resource["Properties"]["Name"], "Sub")
+                    .and_then(|n| n.as_str().map(str::to_owned))
+                    == Some(wanted.clone())
+        })
+        .and_then(|(id, _)| id.as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("the main stack creates no parameter {reference}"))
 }
 
 /// The config-agent container of the example's task definition.
@@ -248,7 +279,23 @@ fn the_ecs_example_imports_only_exports_of_the_main_stack_that_exist_by_default(
     let main = yaml_file("template.yaml");
     let ecs = yaml_file("agent-service.yaml");
     let imported = imports(&ecs);
-    assert!(imported.len() >= 8, "imports were found: {imported:?}");
+    assert!(imported.len() >= 7, "imports were found: {imported:?}");
+    // AND every parameter it reads at deploy time ({{resolve:ssm:…}}) is one
+    // the main stack creates with its defaults (container_env finds it)
+    let read: Vec<String> = container_env(&ecs)
+        .into_iter()
+        .filter_map(|(_, source)| match source {
+            Source::MainStackParameter(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(read.len(), 2, "{read:?}");
+    for id in &read {
+        assert!(
+            main["Resources"][id.as_str()]["Condition"].is_null(),
+            "{id}"
+        );
+    }
     for output in &imported {
         // THEN every import names an output the main stack exports as
         // "{stack}-{output}"
@@ -301,6 +348,10 @@ fn the_ecs_example_gives_the_agent_the_values_the_main_stack_gives_its_functions
                 expected.contains(&main["Outputs"][output.as_str()]["Value"]),
                 "{name}: imported from {output}, but the functions get {expression:?}"
             ),
+            Source::MainStackParameter(id) => assert!(
+                expected.contains(&main["Resources"][id.as_str()]["Properties"]["Value"]),
+                "{name}: read from {id}, but the functions get {expression:?}"
+            ),
             Source::Parameter(parameter) if parameter == "MainStackName" => assert!(
                 expected.contains(&yaml("!Sub \"${AWS::StackName}\""))
                     || expected.contains(&yaml("!Ref AWS::StackName")),
@@ -331,11 +382,14 @@ fn the_ecs_example_sets_exactly_what_the_agent_reads_and_the_agent_accepts_it() 
                         .unwrap()
                         .to_owned()
                 }
-                // As the template's default (EnforceServiceGrants true) resolves.
-                _ if output == "ServiceGrants" => "enforce".to_owned(),
                 _ => format!("{output}-of-the-main-stack"),
             }
         }
+        // As the template's default (EnforceServiceGrants true) resolves.
+        Source::MainStackParameter(id) if id == "AgentServiceGrantsParameter" => {
+            "enforce".to_owned()
+        }
+        Source::MainStackParameter(id) => format!("{id}-of-the-main-stack"),
         Source::Parameter(name) if name == "RefreshPublicKeys" => public_key.clone(),
         Source::Parameter(name) => ecs["Parameters"][name.as_str()]["Default"]
             .as_str()
@@ -534,6 +588,17 @@ async fn an_agent_configured_as_the_ecs_example_serves_reads_registers_nothing_a
         Source::Import(output) => {
             let variable = function_variable_of_output(&main, output)
                 .unwrap_or_else(|| panic!("no function is given output {output}'s value"));
+            stack
+                .setting(&variable)
+                .unwrap_or_else(|| panic!("the local stack has no {variable}"))
+        }
+        Source::MainStackParameter(id) => {
+            let value = &main["Resources"][id.as_str()]["Properties"]["Value"];
+            let variable = function_env(&main)
+                .into_iter()
+                .find(|(_, expression)| branches(expression).contains(value))
+                .map(|(name, _)| name)
+                .unwrap_or_else(|| panic!("no function is given {id}'s value"));
             stack
                 .setting(&variable)
                 .unwrap_or_else(|| panic!("the local stack has no {variable}"))

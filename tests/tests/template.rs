@@ -893,8 +893,6 @@ fn every_output_is_exported_as_stack_dash_output_and_the_deploy_tools_find_their
         "StageName",
         "UserPoolId",
         "UserPoolClientId",
-        "AcceptedClientIds",
-        "ServiceGrants",
         "Issuer",
         "AdminGroupName",
         "TableName",
