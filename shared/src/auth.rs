@@ -289,12 +289,20 @@ impl TokenVerifier {
                 .and_then(|t| TenantId::parse(t).ok()),
             expires_at: claims.exp,
             groups: claims.groups,
+            // The accepted client the token names (grants are per client).
             client_id: match claims.aud {
                 serde_json::Value::String(client) => client,
                 serde_json::Value::Array(clients) => clients
-                    .into_iter()
-                    .find_map(|c| c.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                    .iter()
+                    .filter_map(|c| c.as_str())
+                    .find(|c| {
+                        self.validation
+                            .aud
+                            .as_ref()
+                            .is_some_and(|ok| ok.contains(*c))
+                    })
+                    .unwrap_or_default()
+                    .to_owned(),
                 _ => String::new(),
             },
         })
@@ -621,6 +629,23 @@ mod tests {
             Err(ConfigError::Unauthenticated(reason)) => reason,
             other => panic!("expected a 401, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn the_app_client_is_the_accepted_audience_the_token_names() {
+        // GIVEN tokens for the second accepted client, one naming it among others
+        let (_, verifier) = verifier();
+        let single = verifier
+            .verify(&sign(&with("aud", json!("client-two"))))
+            .await
+            .unwrap();
+        let listed = verifier
+            .verify(&sign(&with("aud", json!(["not-accepted", "client-two"]))))
+            .await
+            .unwrap();
+        // THEN grants are looked up for that client, never an unaccepted one
+        assert_eq!(single.client_id, "client-two");
+        assert_eq!(listed.client_id, "client-two");
     }
 
     #[tokio::test]

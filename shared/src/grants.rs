@@ -235,6 +235,21 @@ impl ServiceGrants {
         service: &ServiceName,
         access: Access,
     ) -> Result<(), ConfigError> {
+        if self.allows(identity, service, access).await? {
+            return Ok(());
+        }
+        tracing::info!(client = %identity.client_id, %service, ?access, "service not granted to the caller's app client");
+        Err(ConfigError::ServiceNotGranted)
+    }
+
+    /// Whether the caller's app client has `access` to `service` (the
+    /// store's error when the grant cannot be read).
+    pub async fn allows(
+        &self,
+        identity: &Identity,
+        service: &ServiceName,
+        access: Access,
+    ) -> Result<bool, ConfigError> {
         let client = identity.client_id.clone();
         let source = self.source.clone();
         let grant = self
@@ -247,11 +262,7 @@ impl ServiceGrants {
                 tracing::warn!(error = %err, "the grants of an app client cannot be read");
                 ConfigError::Store(err.as_ref().clone())
             })?;
-        if grant.is_some_and(|g| g.allows(service, access)) {
-            return Ok(());
-        }
-        tracing::info!(client = %identity.client_id, %service, ?access, "service not granted to the caller's app client");
-        Err(ConfigError::ServiceNotGranted)
+        Ok(grant.is_some_and(|g| g.allows(service, access)))
     }
 }
 

@@ -219,6 +219,25 @@ impl ConfigWrites {
         Ok(version)
     }
 
+    /// Whether the key holds a SecureString now (only Parameter Store keys
+    /// can: DynamoDB holds no secrets), for callers that may not change one.
+    pub async fn holds_secret(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<bool, ConfigError> {
+        let (item, source, writer) = self.target(tenant, service, key)?;
+        if source == StoreKind::DynamoDb {
+            return Ok(false);
+        }
+        Ok(writer
+            .history(&item, 1)
+            .await?
+            .first()
+            .is_some_and(|v| v.kind == crate::domain::ValueKind::Secret && !v.deleted))
+    }
+
     pub async fn history(
         &self,
         identity: &Identity,

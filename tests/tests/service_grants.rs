@@ -211,4 +211,39 @@ async fn an_administrator_writes_only_granted_services_and_secrets_only_where_gr
         .await
         .unwrap();
     refused(&history);
+
+    // AND she cannot overwrite or delete SERVICE's SecureString either (she
+    // could destroy a secret she may not read): it stays as it was
+    let secret = format!("/v1/config/{SERVICE}/param_config_db_password");
+    let overwrite = stack
+        .send(
+            Method::PUT,
+            &secret,
+            Some(&dana),
+            &[("if-match", "1")],
+            Some(&json!({"value": "plain now"})),
+        )
+        .await
+        .unwrap();
+    refused(&overwrite);
+    let delete = stack
+        .send(
+            Method::DELETE,
+            &secret,
+            Some(&dana),
+            &[("if-match", "1")],
+            None,
+        )
+        .await
+        .unwrap();
+    refused(&delete);
+    let full = stack.token(DANA).await.unwrap();
+    let kept = stack
+        .get(
+            &format!("/v1/secure/{SERVICE}/param_config_db_password"),
+            Some(&full),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept.body["value"], "tenant-a-db-secret", "{}", kept.text);
 }

@@ -135,6 +135,20 @@ impl ConfigApi {
         let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
         let tenant = writes.authorize(&identity).await?.clone();
         self.granted(&identity, &service, Access::Plain).await?;
+        // A client not granted the service's SecureStrings may not overwrite,
+        // delete or roll back one either (it could destroy a secret it may
+        // not read); asked of the store only for such clients.
+        let may_change_secrets = match &self.grants {
+            None => true,
+            Some(grants) => grants.allows(&identity, &service, Access::Secure).await?,
+        };
+        if !may_change_secrets
+            && !(request.method == "GET" && matches!(route, Route::History { .. }))
+            && writes.holds_secret(&tenant, &service, &key).await?
+        {
+            tracing::info!(client = %identity.client_id, %service, "write to a SecureString refused: its SecureStrings are not granted");
+            return Err(ConfigError::ServiceNotGranted);
+        }
         let item = ItemKey::new(tenant, service.clone(), key.clone());
         let written = |outcome: WriteOutcome, status: u16, rollback_of: Option<i64>| {
             let mut response = json_response(
