@@ -189,6 +189,7 @@ impl Report {
                 format!(
                     "Each phase {phase_length:?}, one after another in this run, on one `ConfigApi` (config-api's handler) over moto with the change journal and the write quotas in moto's DynamoDB: tenant B reads {B_KEYS} Parameter Store keys round-robin, one request every {B_INTERVAL:?}, its entries living {B_TTL:?} (so about one read in ten goes to the store); hit rate = B's reads answered without asking a store."
                 ),
+                "Figures 1 to 10 run with these limits off (`TENANT_STORE_READS_PER_SEC=0`, `TENANT_WRITES_PER_MINUTE=0`): they measure one tenant's paths at full speed (hundreds of cold keys in a row, 200 writes), which the limits would refuse by design. This figure's `ConfigApi` sets its own limits.".to_owned(),
                 format!(
                     "Tenant A: {A_READERS} clients each sending `?keys=` batches of 50 random `param_config_*` names ({A_PAUSE:?} apart), and an administrator writing as fast as the quota lets ({WRITES_PER_MINUTE} writes per minute); limits on = `TENANT_STORE_READS_PER_SEC` {STORE_READS_PER_SEC}, burst {STORE_READS_BURST}, the deployed defaults. The write quota is on in both noisy phases."
                 ),

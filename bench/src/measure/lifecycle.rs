@@ -68,7 +68,7 @@ impl Report {
             StackOptions {
                 agents: 2,
                 release: !self.sizes.smoke,
-                settings: &[],
+                settings: super::WITHOUT_TENANT_LIMITS,
                 fault_proxy: true,
                 dynamodb_through_proxy: true,
                 publish: false,

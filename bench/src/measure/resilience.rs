@@ -20,8 +20,10 @@ use crate::stats::{Summary, human};
 const ON: &[(&str, &str)] = &[
     ("DYNAMODB_CACHE_TTL_SECS", "1"),
     ("PARAMETER_CACHE_TTL_SECS", "1"),
+    ("TENANT_STORE_READS_PER_SEC", "0"),
 ];
 const OFF: &[(&str, &str)] = &[
+    ("TENANT_STORE_READS_PER_SEC", "0"),
     ("DYNAMODB_CACHE_TTL_SECS", "1"),
     ("PARAMETER_CACHE_TTL_SECS", "1"),
     ("MAX_STALE_SECS", "0"),
