@@ -208,7 +208,22 @@ pub struct ServiceGrants {
     source: Arc<dyn GrantSource>,
     /// Client id → its grant (or none), for [`GRANT_CACHE_TTL`].
     cache: Cache<String, Option<Arc<Grant>>>,
+    /// The last grant read per client, for [`GRANT_MAX_STALE`]: while the
+    /// table cannot be read, reads go on under the grant last known instead
+    /// of failing with it (a store outage must not stop cached reads).
+    last_good: Cache<String, Option<Arc<Grant>>>,
+    /// Clients whose lookup failed within [`GRANT_RETRY_INTERVAL`]: their
+    /// last known grant answers without a lookup (one probe per interval).
+    backoff: Cache<String, ()>,
 }
+
+/// How long the last grant read keeps serving while the table fails.
+pub const GRANT_MAX_STALE: Duration = Duration::from_secs(3600);
+/// How long a grant lookup may take when a last known grant can answer.
+pub const GRANT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// After a failed lookup, the last known grant answers alone this long
+/// (one probe per client per interval while the table fails).
+const GRANT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 impl ServiceGrants {
     pub fn new(source: Arc<dyn GrantSource>) -> Self {
@@ -222,13 +237,21 @@ impl ServiceGrants {
                 .max_capacity(10_000)
                 .time_to_live(ttl.max(Duration::from_millis(1)))
                 .build(),
+            last_good: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(GRANT_MAX_STALE)
+                .build(),
+            backoff: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(GRANT_RETRY_INTERVAL)
+                .build(),
         }
     }
 
     /// `Ok` when the caller's app client may have `access` to `service`;
     /// `403 service_not_granted` otherwise (whatever the key), and the
-    /// store's error when the grant cannot be read (nothing is served
-    /// unchecked).
+    /// store's error when the grant cannot be read and none is known
+    /// (nothing is served unchecked).
     pub async fn check(
         &self,
         identity: &Identity,
@@ -242,27 +265,65 @@ impl ServiceGrants {
         Err(ConfigError::ServiceNotGranted)
     }
 
-    /// Whether the caller's app client has `access` to `service` (the
-    /// store's error when the grant cannot be read).
+    /// Whether the caller's app client has `access` to `service`.
     pub async fn allows(
         &self,
         identity: &Identity,
         service: &ServiceName,
         access: Access,
     ) -> Result<bool, ConfigError> {
-        let client = identity.client_id.clone();
-        let source = self.source.clone();
-        let grant = self
-            .cache
-            .try_get_with(client.clone(), async move {
-                source.grant(&client).await.map(|g| g.map(Arc::new))
-            })
-            .await
-            .map_err(|err| {
-                tracing::warn!(error = %err, "the grants of an app client cannot be read");
-                ConfigError::Store(err.as_ref().clone())
-            })?;
+        let grant = self.grant_of(&identity.client_id).await?;
         Ok(grant.is_some_and(|g| g.allows(service, access)))
+    }
+
+    async fn grant_of(&self, client: &str) -> Result<Option<Arc<Grant>>, ConfigError> {
+        let last = self.last_good.get(client).await;
+        if let Some(last) = &last
+            && self.backoff.contains_key(client)
+        {
+            return Ok(last.clone());
+        }
+        let source = self.source.clone();
+        let owned = client.to_owned();
+        let bounded = last.is_some();
+        let loaded = self
+            .cache
+            .try_get_with(owned.clone(), async move {
+                let lookup = source.grant(&owned);
+                let found = if bounded {
+                    tokio::time::timeout(GRANT_PROBE_TIMEOUT, lookup)
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(StoreError::Unavailable {
+                                store: crate::kinds::StoreKind::DynamoDb,
+                                detail: format!(
+                                    "no grant within the probe timeout ({GRANT_PROBE_TIMEOUT:?})"
+                                ),
+                            })
+                        })
+                } else {
+                    lookup.await
+                };
+                found.map(|g| g.map(Arc::new))
+            })
+            .await;
+        match (loaded, last) {
+            (Ok(grant), _) => {
+                self.last_good
+                    .insert(client.to_owned(), grant.clone())
+                    .await;
+                Ok(grant)
+            }
+            (Err(err), Some(last)) => {
+                tracing::warn!(%client, error = %err, "the grants of an app client cannot be read; the last known grant answers");
+                self.backoff.insert(client.to_owned(), ()).await;
+                Ok(last)
+            }
+            (Err(err), None) => {
+                tracing::warn!(%client, error = %err, "the grants of an app client cannot be read");
+                Err(ConfigError::Store(err.as_ref().clone()))
+            }
+        }
     }
 }
 
@@ -368,9 +429,22 @@ mod tests {
             .check(&identity("c"), &service("orders"), Access::Plain)
             .await
             .unwrap();
-        // WHEN the grant is revoked THEN it stops working within the TTL
-        source.set("c", Grant::default());
+        // WHEN the table fails once the grant is known THEN the last known
+        // grant answers (a store outage does not stop reads), past the TTL
+        source.set_failure(Some(StoreError::Unavailable {
+            store: StoreKind::DynamoDb,
+            detail: "down".into(),
+        }));
         tokio::time::sleep(Duration::from_millis(80)).await;
+        grants
+            .check(&identity("c"), &service("orders"), Access::Plain)
+            .await
+            .unwrap();
+        source.set_failure(None);
+        // WHEN the grant is revoked THEN it stops working within the TTL
+        // (and the retry interval of the failed lookup)
+        source.set("c", Grant::default());
+        tokio::time::sleep(GRANT_RETRY_INTERVAL + Duration::from_millis(80)).await;
         assert!(
             grants
                 .check(&identity("c"), &service("orders"), Access::Plain)
