@@ -2,7 +2,8 @@
 //! with the baselines named in the benchmark issue, in one run, and writes a
 //! Markdown report (default `bench/RESULTS.md`). `--smoke` runs every
 //! measurement with tiny sizes (for the test command) and writes to
-//! `target/bench-smoke.md`.
+//! `target/bench-smoke.md`. `--only fairness` takes one figure alone (into
+//! `target/bench-only-fairness.md`), for working on it.
 
 mod baseline;
 mod chart;
@@ -33,7 +34,18 @@ async fn main() {
                 "bench/RESULTS.md"
             })
         });
-    if let Err(e) = measure::run_all(sizes, &out).await {
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
+    let result = match only {
+        Some(name) => {
+            let out = workspace_root().join(format!("target/bench-only-{name}.md"));
+            measure::run_only(name, sizes, &out).await
+        }
+        None => measure::run_all(sizes, &out).await,
+    };
+    if let Err(e) = result {
         eprintln!("benchmark failed: {e}");
         std::process::exit(1);
     }

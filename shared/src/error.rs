@@ -74,6 +74,9 @@ pub enum StoreError {
 pub enum WriteQuota {
     /// Writes (put, delete, rollback) per minute.
     WritesPerMinute(u32),
+    /// The same spread over the minute: at most this many in one second,
+    /// so a minute's writes do not land on the stores in one burst.
+    WritesPerSecond(u32),
     /// Keys stored at once, both stores together.
     StoredKeys(u32),
 }
@@ -82,6 +85,7 @@ impl std::fmt::Display for WriteQuota {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WriteQuota::WritesPerMinute(n) => write!(f, "{n} writes per minute"),
+            WriteQuota::WritesPerSecond(n) => write!(f, "{n} writes per second"),
             WriteQuota::StoredKeys(n) => write!(f, "{n} stored keys"),
         }
     }
@@ -172,7 +176,7 @@ impl ConfigError {
             ConfigError::SchemaViolation { .. } => "schema_violation",
             ConfigError::InvalidSchema(_) => "invalid_schema",
             ConfigError::QuotaExceeded {
-                quota: WriteQuota::WritesPerMinute(_),
+                quota: WriteQuota::WritesPerMinute(_) | WriteQuota::WritesPerSecond(_),
                 ..
             }
             | ConfigError::Store(StoreError::TenantLimited { .. }) => "rate_limited",

@@ -13,7 +13,7 @@ use crate::domain::{ItemKey, StoreKind};
 use crate::error::ConfigError;
 use crate::membership::GroupMembership;
 use crate::metrics::{Counter, metrics};
-use crate::quota::{QuotaError, WriteQuotas, current_minute, refusal};
+use crate::quota::{QuotaError, WriteQuotas, current_second, refusal};
 use crate::routing::KeyRouter;
 use crate::schema::Schemas;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
@@ -80,11 +80,11 @@ impl ConfigWrites {
         else {
             return Ok(());
         };
-        let (minute, left) = current_minute();
+        let (second, next_second, next_minute) = current_second();
         quotas
-            .count_write(tenant, minute)
+            .count_write(tenant, second)
             .await
-            .map_err(|err| refused(tenant, err, left))
+            .map_err(|err| refused(tenant, err, next_second, next_minute))
     }
 
     /// Makes room for a key a put creates.
@@ -95,7 +95,7 @@ impl ConfigWrites {
         quotas
             .reserve_key(tenant)
             .await
-            .map_err(|err| refused(tenant, err, Duration::ZERO))?;
+            .map_err(|err| refused(tenant, err, Duration::ZERO, Duration::ZERO))?;
         Ok(true)
     }
 
@@ -281,12 +281,17 @@ impl ConfigWrites {
 }
 
 /// A quota refusal, counted and logged (store failures pass as they are).
-fn refused(tenant: &TenantId, err: QuotaError, until_next_minute: Duration) -> ConfigError {
+fn refused(
+    tenant: &TenantId,
+    err: QuotaError,
+    until_next_second: Duration,
+    until_next_minute: Duration,
+) -> ConfigError {
     if let QuotaError::Exceeded(quota) = &err {
         metrics().count(Counter::WriteQuotaRefusals);
         tracing::info!(%tenant, %quota, "write refused by the tenant's quota");
     }
-    refusal(err, until_next_minute)
+    refusal(err, until_next_second, until_next_minute)
 }
 
 /// Changes are recorded as the token's subject.

@@ -71,6 +71,33 @@ pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// One figure measured on its own (`--only NAME`), for working on it; the
+/// report goes elsewhere than RESULTS.md, which only a whole run writes.
+pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String> {
+    let started = Instant::now();
+    let stack = LocalStack::start(
+        StackOptions {
+            agents: 0,
+            release: !sizes.smoke,
+            settings: WITHOUT_TENANT_LIMITS,
+            fault_proxy: false,
+            dynamodb_through_proxy: false,
+            publish: false,
+        },
+        &|_, _| {},
+    )
+    .await?;
+    let mut report = Report::new(sizes);
+    match name {
+        "fairness" => report.fairness(&stack).await?,
+        other => return Err(format!("--only knows 'fairness', not '{other}'")),
+    }
+    let text = report.render(started.elapsed(), "");
+    std::fs::write(out, &text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("{text}");
+    Ok(())
+}
+
 /// Figures 1 to 7 and 10, on one local stack (stopped when they are taken).
 async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     let progress =

@@ -10,5 +10,5 @@ mod writes;
 pub use loads::TenantLoadLimiter;
 pub use table::{DynamoDbWriteQuotas, QUOTA_SORT_PREFIX};
 pub use writes::{
-    MemoryWriteQuotas, QuotaError, QuotaLimits, WriteQuotas, current_minute, refusal,
+    MemoryWriteQuotas, QuotaError, QuotaLimits, WriteQuotas, current_second, per_second, refusal,
 };

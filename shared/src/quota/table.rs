@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::writes::{QuotaError, QuotaLimits, WriteQuotas};
+use super::writes::{QuotaError, QuotaLimits, WriteQuotas, per_second};
 use crate::credentials::TenantClient;
 use crate::error::{StoreError, WriteQuota};
 use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, partition_key, sdk_error};
@@ -132,8 +132,27 @@ impl WriteQuotas for DynamoDbWriteQuotas {
         self.limits
     }
 
-    async fn count_write(&self, tenant: &TenantId, minute: i64) -> Result<(), QuotaError> {
+    async fn count_write(&self, tenant: &TenantId, second: i64) -> Result<(), QuotaError> {
         let limit = self.limits.writes_per_minute;
+        // The second first: a burst is refused without touching the minute.
+        let in_a_second = per_second(limit);
+        let sort_key = format!("{QUOTA_SORT_PREFIX}writes#s{second}");
+        if !self
+            .add(
+                tenant,
+                sort_key,
+                1,
+                BELOW_BOUND,
+                in_a_second,
+                Some(second + WRITE_COUNTER_GRACE_SECS),
+            )
+            .await?
+        {
+            return Err(QuotaError::Exceeded(WriteQuota::WritesPerSecond(
+                in_a_second,
+            )));
+        }
+        let minute = second / 60;
         let expires_at = (minute + 1) * 60 + WRITE_COUNTER_GRACE_SECS;
         let sort_key = format!("{QUOTA_SORT_PREFIX}writes#{minute}");
         match self
