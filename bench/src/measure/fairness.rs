@@ -226,11 +226,7 @@ impl Report {
         let a_refused = Arc::new(AtomicUsize::new(0));
         let mut noise_tasks = Vec::new();
         if let Noise::Noisy { .. } = noise {
-            for reader in 0..if std::env::var("XP_NO_READS").is_ok() {
-                0
-            } else {
-                A_READERS
-            } {
+            for reader in 0..A_READERS {
                 let (api, stop, batches, limited) = (
                     api.clone(),
                     stop.clone(),
@@ -274,11 +270,7 @@ impl Report {
                 a_refused.clone(),
             );
             let dana = dana.clone();
-            let no_writes = std::env::var("XP_NO_WRITES").is_ok();
             noise_tasks.push(tokio::spawn(async move {
-                if no_writes {
-                    return;
-                }
                 let path = format!("/v1/config/{SERVICE}/tenant_config_noise");
                 let mut version: Option<i64> = None;
                 while !stop.load(Ordering::Relaxed) {
