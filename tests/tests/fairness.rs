@@ -15,7 +15,12 @@ fn path(key: &str) -> String {
     format!("/v1/config/{SERVICE}/{key}")
 }
 
+/// Writes are paced: at 4 a minute a tenant may make 2 in one second, and
+/// these steps are about the minute's quota and the stored keys.
+const WRITE_PACE: std::time::Duration = std::time::Duration::from_millis(550);
+
 async fn create(stack: &LocalStack, token: &str, key: &str) -> Answer {
+    tokio::time::sleep(WRITE_PACE).await;
     stack
         .send(
             Method::PUT,
@@ -100,8 +105,8 @@ async fn a_tenant_reading_random_keys_is_limited_and_another_tenant_is_not() {
 
 #[tokio::test]
 async fn write_quotas_refuse_past_the_minute_and_past_the_stored_keys_with_429() {
-    // GIVEN tenant A may write 4 times a minute and store 2 keys (both
-    // counted in the table, so every config-api container agrees)
+    // GIVEN tenant A may write 4 times a minute (2 in one second) and store
+    // 2 keys (counted in the table, so every config-api container agrees)
     let stack = LocalStack::start(
         StackOptions {
             settings: &[("TENANT_WRITES_PER_MINUTE", "4"), ("TENANT_MAX_KEYS", "2")],
@@ -130,6 +135,7 @@ async fn write_quotas_refuse_past_the_minute_and_past_the_stored_keys_with_429()
     assert_eq!(absent.status, 404, "{}", absent.text);
 
     // WHEN she deletes one key THEN the next create fits again
+    tokio::time::sleep(WRITE_PACE).await;
     let deleted = stack
         .send(
             Method::DELETE,
