@@ -12,7 +12,7 @@
 //! nothing; a refusal is the same `403 service_not_granted` whether or not
 //! the key exists, decided before any store is asked.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +39,20 @@ pub const GRANT_CACHE_TTL: Duration = Duration::from_secs(10);
 /// Sort key of a client's grant.
 pub fn grant_sort_key(client_id: &str) -> String {
     format!("CLIENT#{client_id}")
+}
+
+/// The table key of a client's grant.
+fn grant_key(client_id: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            PARTITION_KEY.to_owned(),
+            AttributeValue::S(GRANTS_PARTITION.to_owned()),
+        ),
+        (
+            SORT_KEY.to_owned(),
+            AttributeValue::S(grant_sort_key(client_id)),
+        ),
+    ])
 }
 
 /// What one app client may read.
@@ -101,11 +115,7 @@ impl DynamoDbGrants {
         self.client
             .put_item()
             .table_name(&self.table)
-            .item(
-                PARTITION_KEY,
-                AttributeValue::S(GRANTS_PARTITION.to_owned()),
-            )
-            .item(SORT_KEY, AttributeValue::S(grant_sort_key(client_id)))
+            .set_item(Some(grant_key(client_id)))
             .item(SERVICES, list(&grant.services))
             .item(SECURE_SERVICES, list(&grant.secure_services))
             .send()
@@ -119,11 +129,7 @@ impl DynamoDbGrants {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key(
-                PARTITION_KEY,
-                AttributeValue::S(GRANTS_PARTITION.to_owned()),
-            )
-            .key(SORT_KEY, AttributeValue::S(grant_sort_key(client_id)))
+            .set_key(Some(grant_key(client_id)))
             .send()
             .await
             .map_err(sdk_error)?;
@@ -131,10 +137,7 @@ impl DynamoDbGrants {
     }
 }
 
-fn names_in(
-    item: &std::collections::HashMap<String, AttributeValue>,
-    attribute: &str,
-) -> BTreeSet<String> {
+fn names_in(item: &HashMap<String, AttributeValue>, attribute: &str) -> BTreeSet<String> {
     match item.get(attribute) {
         Some(AttributeValue::L(values)) => values
             .iter()
@@ -152,11 +155,7 @@ impl GrantSource for DynamoDbGrants {
             .client
             .get_item()
             .table_name(&self.table)
-            .key(
-                PARTITION_KEY,
-                AttributeValue::S(GRANTS_PARTITION.to_owned()),
-            )
-            .key(SORT_KEY, AttributeValue::S(grant_sort_key(client_id)))
+            .set_key(Some(grant_key(client_id)))
             .send()
             .await
             .map_err(sdk_error)?;
@@ -277,6 +276,10 @@ impl ServiceGrants {
     }
 
     async fn grant_of(&self, client: &str) -> Result<Option<Arc<Grant>>, ConfigError> {
+        // The common case, a grant read within the TTL, asks nothing else.
+        if let Some(fresh) = self.cache.get(client).await {
+            return Ok(fresh);
+        }
         let last = self.last_good.get(client).await;
         if let Some(last) = &last
             && self.backoff.contains_key(client)

@@ -71,22 +71,23 @@ pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The stack figures 1 to 7, 10 and 11 share: no agents, no fault proxy.
+fn shared_stack_options(sizes: Sizes) -> StackOptions {
+    StackOptions {
+        agents: 0,
+        release: !sizes.smoke,
+        settings: WITHOUT_TENANT_LIMITS,
+        fault_proxy: false,
+        dynamodb_through_proxy: false,
+        publish: false,
+    }
+}
+
 /// One figure measured on its own (`--only NAME`), for working on it; the
 /// report goes elsewhere than RESULTS.md, which only a whole run writes.
 pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String> {
     let started = Instant::now();
-    let stack = LocalStack::start(
-        StackOptions {
-            agents: 0,
-            release: !sizes.smoke,
-            settings: WITHOUT_TENANT_LIMITS,
-            fault_proxy: false,
-            dynamodb_through_proxy: false,
-            publish: false,
-        },
-        &|_, _| {},
-    )
-    .await?;
+    let stack = LocalStack::start(shared_stack_options(sizes), &|_, _| {}).await?;
     let mut report = Report::new(sizes);
     match name {
         "fairness" => report.fairness(&stack).await?,
@@ -102,18 +103,7 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
 async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     let progress =
         |name: &str, took: Duration| eprintln!("  ✓ {name:<58} {:>6} ms", took.as_millis());
-    let stack = LocalStack::start(
-        StackOptions {
-            agents: 0,
-            release: !sizes.smoke,
-            settings: WITHOUT_TENANT_LIMITS,
-            fault_proxy: false,
-            dynamodb_through_proxy: false,
-            publish: false,
-        },
-        &progress,
-    )
-    .await?;
+    let stack = LocalStack::start(shared_stack_options(sizes), &progress).await?;
     let mut report = Report::new(sizes);
     report.warm_read(&stack).await?;
     report.contention(&stack).await?;

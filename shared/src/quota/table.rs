@@ -14,7 +14,9 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::writes::{QuotaError, QuotaLimits, WriteQuotas, per_second};
 use crate::credentials::TenantClient;
 use crate::error::{StoreError, WriteQuota};
-use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, partition_key, sdk_error};
+use crate::store::dynamodb::{
+    PARTITION_KEY, SORT_KEY, conditional_write, partition_key, sdk_error,
+};
 use crate::validate::TenantId;
 
 /// Sort keys of quota counters start with this.
@@ -85,17 +87,7 @@ impl DynamoDbWriteQuotas {
             .set_expression_attribute_values(Some(values))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(QuotaError::Store(sdk_error(err))),
-        }
+        Ok(conditional_write(result)?)
     }
 }
 

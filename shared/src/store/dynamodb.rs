@@ -127,6 +127,22 @@ pub(crate) fn sdk_error<
     )
 }
 
+/// The outcome of a conditional write: `Ok(true)` when it was made,
+/// `Ok(false)` when its condition held it back, a store error otherwise.
+pub(crate) fn conditional_write<
+    O,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+>(
+    result: Result<O, aws_sdk_dynamodb::error::SdkError<E, R>>,
+) -> Result<bool, StoreError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if err.code() == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(err) => Err(sdk_error(err)),
+    }
+}
+
 /// Converts a stored item into the value callers see.
 fn item_to_found(item: &HashMap<String, AttributeValue>) -> Result<Found, StoreError> {
     let value = item

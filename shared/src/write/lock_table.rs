@@ -15,7 +15,9 @@ use super::WriteError;
 use super::lock::{Claim, LockState, VersionLocks};
 use crate::credentials::TenantClient;
 use crate::domain::ItemKey;
-use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, partition_key, sdk_error};
+use crate::store::dynamodb::{
+    PARTITION_KEY, SORT_KEY, conditional_write, partition_key, sdk_error,
+};
 
 /// Sort keys of lock items start with this.
 pub const LOCK_SORT_PREFIX: &str = "PARAMLOCK#";
@@ -155,16 +157,6 @@ impl VersionLocks for DynamoDbVersionLocks {
             .set_expression_attribute_values((!values.is_empty()).then_some(values))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(err) => Err(sdk_error(err).into()),
-        }
+        Ok(conditional_write(result)?)
     }
 }
