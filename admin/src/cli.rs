@@ -259,6 +259,8 @@ enum Command {
         #[arg(long, conflicts_with = "public_only")]
         overwrite: bool,
     },
+    /// Generate the agents' Refresh TLS material into Parameter Store.
+    AgentTls(crate::agent_tls::AgentTlsArgs),
     /// Apply the stage settings CloudFormation cannot set: refuse
     /// `Cache-Control: max-age=0` from callers (403) on the whole stage and on
     /// each cached method. Run after every deploy that replaces the stage.
@@ -559,6 +561,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             };
             println!("{public}");
         }
+        Command::AgentTls(args) => args.run(stack, &aws().await?).await?,
         Command::StageSettings { api_id, stage } => {
             let api_id = resolve(api_id.as_deref(), stack, output::API_ID, None)?;
             let stage = resolve(stage.as_deref(), stack, output::STAGE_NAME, Some("prod"))?;

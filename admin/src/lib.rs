@@ -2,6 +2,7 @@
 //! binary, the local stack and the tests all use it):
 //!
 //! - [`access`]: app clients' service grants, and recounting a tenant's keys
+//! - [`agent_tls`]: the agents' Refresh TLS material in Parameter Store
 //! - [`values`]: put, get and delete a tenant's values, validated and routed
 //!   exactly like the API
 //! - [`tokens`]: sign a user in and get the ID token a service would send
@@ -15,6 +16,7 @@
 
 pub mod access;
 pub mod agent_client;
+pub mod agent_tls;
 pub mod changes;
 pub mod cli;
 pub mod events;

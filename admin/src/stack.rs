@@ -31,6 +31,8 @@ pub mod output {
     pub const CHANGE_JOURNAL_TABLE_NAME: &str = "ChangeJournalTableName";
     pub const PARAMETER_ROOT: &str = "ParameterRoot";
     pub const REFRESH_KEY_PARAMETER_NAME: &str = "RefreshKeyParameterName";
+    /// Where `agent-tls` writes the agents' Refresh TLS material.
+    pub const AGENT_TLS_PARAMETER_PATH: &str = "AgentTlsParameterPath";
     pub const AGENT_NAMESPACE_NAME: &str = "AgentNamespaceName";
     pub const AGENT_SERVICE_NAME: &str = "AgentServiceName";
     pub const ALARM_TOPIC_ARN: &str = "AlarmTopicArn";
@@ -51,6 +53,7 @@ pub mod output {
         CHANGE_JOURNAL_TABLE_NAME,
         PARAMETER_ROOT,
         REFRESH_KEY_PARAMETER_NAME,
+        AGENT_TLS_PARAMETER_PATH,
         AGENT_NAMESPACE_NAME,
         AGENT_SERVICE_NAME,
         ALARM_TOPIC_ARN,
@@ -60,7 +63,6 @@ pub mod output {
 /// Template parameters the CLI reads.
 pub mod parameter {
     pub const AGENT_NETWORKS: &str = "AgentNetworks";
-    pub const AGENT_TLS_CA_PEM: &str = "AgentTlsCaPem";
     pub const AGENT_TLS_DOMAIN: &str = "AgentTlsDomain";
 }
 

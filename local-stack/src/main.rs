@@ -16,8 +16,10 @@ async fn main() {
     eprintln!("Starting tenant-config locally…");
     // The demo is published as a deployed stack (`--stack tenant-config-local`);
     // the walk-through does not use it.
+    // Refresh runs over TLS, as deployed.
     let options = StackOptions {
         publish: !walkthrough,
+        agent_tls: true,
         ..StackOptions::with_agents(2)
     };
     let mut stack = match LocalStack::start(options, &progress).await {

@@ -42,6 +42,9 @@ pub const TENANT_WRITE_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/tenant-c
 /// not check that the key exists).
 pub const SECURESTRING_KMS_KEY_ARN: &str =
     "arn:aws:kms:us-east-1:123456789012:key/7e1c0a52-tenant-config-local";
+/// Where the local stack's agent TLS material lives (`agent_tls` stacks), as
+/// `tenant-config-admin agent-tls` writes it for a deployed stack.
+pub const AGENT_TLS_PATH: &str = "/tenant-config/tenant-config-local/agents/tls";
 /// Key id of the local stack's refresh signing key.
 pub const REFRESH_KEY_ID: &str = "local-1";
 pub const CLOUD_MAP_NAMESPACE: &str = "tenant-config.local";
@@ -158,6 +161,12 @@ pub struct StackOptions {
     /// With `fault_proxy`: DynamoDB through it too, so that every store call
     /// of the functions and agents is counted (the benchmark's figure 9).
     pub dynamodb_through_proxy: bool,
+    /// Serve Refresh over TLS as a deploy does: material made by
+    /// `agent-tls` into Parameter Store, the agents given the certificate and
+    /// key as ECS hands them over, config-refresh reading the CA parameter.
+    /// Otherwise both sides run plaintext (`REFRESH_PLAINTEXT=allow`), so
+    /// tests and in-process benchmark agents can call Refresh directly.
+    pub agent_tls: bool,
     /// Publish the stack as a deployed one looks (see [`crate::published`]):
     /// the demo and the tests of `--stack` and `verify`; the others skip it.
     pub publish: bool,
@@ -172,6 +181,7 @@ impl StackOptions {
             settings: &[],
             fault_proxy: false,
             dynamodb_through_proxy: false,
+            agent_tls: false,
             publish: false,
         }
     }
@@ -281,6 +291,32 @@ impl LocalStack {
             },
         )
         .await?;
+        let agent_tls = if options.agent_tls {
+            Some(
+                step(
+                    progress,
+                    "seed: agents' Refresh TLS material (agent-tls)",
+                    async {
+                        let ssm = aws_sdk_ssm::Client::new(&aws);
+                        let parameters = tenant_config_admin::agent_tls::put(
+                            &ssm,
+                            AGENT_TLS_PATH,
+                            tenant_config_shared::settings::DEFAULT_AGENT_TLS_DOMAIN,
+                            1,
+                            false,
+                        )
+                        .await?;
+                        let identity =
+                            tenant_config_admin::agent_tls::read_agent_identity(&ssm, &parameters)
+                                .await?;
+                        Ok::<_, String>((parameters.ca, identity))
+                    },
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
         let (flush_queue_url, flush_queue_arn) = step(
             progress,
             "seed: stage cache flush queue and API Gateway stand-in",
@@ -307,6 +343,22 @@ impl LocalStack {
                 stage_cache.endpoint(),
             ),
         ]);
+        let agent_tls_env: Vec<(String, String)> = match agent_tls {
+            Some((ca_parameter, (certificate, key))) => {
+                env.push(("REFRESH_TLS_CA_PARAMETER".to_owned(), ca_parameter));
+                vec![
+                    ("AGENT_TLS_CERT_PEM".to_owned(), certificate),
+                    ("AGENT_TLS_KEY_PEM".to_owned(), key),
+                ]
+            }
+            None => {
+                env.push((
+                    "REFRESH_PLAINTEXT".to_owned(),
+                    tenant_config_shared::settings::PLAINTEXT_ALLOWED.to_owned(),
+                ));
+                Vec::new()
+            }
+        };
         let faults = if options.fault_proxy {
             let proxy = FaultProxy::start(&moto.endpoint).await?;
             let through_proxy = proxy.endpoint();
@@ -343,6 +395,7 @@ impl LocalStack {
             .iter()
             .filter(|(name, _)| !["TENANT_WRITE_ROLE_ARN", "ADMIN_GROUP"].contains(&name.as_str()))
             .cloned()
+            .chain(agent_tls_env)
             .collect();
         let mut agents = Vec::with_capacity(options.agents);
         for i in 1..=options.agents {
@@ -607,6 +660,7 @@ async fn publish_stack(
             output::REFRESH_KEY_PARAMETER_NAME,
             REFRESH_KEY_PARAMETER.to_owned(),
         ),
+        (output::AGENT_TLS_PARAMETER_PATH, AGENT_TLS_PATH.to_owned()),
         (output::AGENT_NAMESPACE_NAME, cloud_map.namespace.clone()),
         (output::AGENT_SERVICE_NAME, cloud_map.service.clone()),
         ("AgentServiceId", cloud_map.service_id.clone()),

@@ -35,8 +35,8 @@ use crate::refresh::signing::{AgentAddress, RefreshAuthenticator, RefreshKey};
 use crate::refresh::stage_cache::{ApiGatewayStageCache, SqsFlushRequests};
 use crate::schema::{DynamoDbSchemas, Schemas};
 use crate::settings::{
-    AgentSettings, AwsCallSettings, RefreshSettings, RegistrationSettings, Settings, SettingsError,
-    TenantRoleSettings,
+    AgentSettings, AwsCallSettings, RefreshListenerTls, RefreshSettings, RegistrationSettings,
+    Settings, SettingsError, TenantRoleSettings,
 };
 use crate::store::{DynamoDbStore, ParameterStore};
 use crate::write::{DynamoDbVersionLocks, DynamoDbWriter, ParameterWriter};
@@ -319,7 +319,7 @@ impl Aws {
             &settings.refresh_key_parameter,
             &settings.parameter_root,
             settings.fanout,
-            settings.tls.clone(),
+            settings.agent_transport.clone(),
         );
         // Read now, so a bad key is in the log from the first start.
         let _ = fanout.load().await;
@@ -389,7 +389,7 @@ impl Aws {
         )
         .await;
         Ok(match &agent.refresh_tls {
-            Some((certificate, key)) => {
+            RefreshListenerTls::Files { certificate, key } => {
                 let read = |path: &std::path::PathBuf| {
                     std::fs::read(path).map_err(|source| AgentWiringError::Tls {
                         path: path.display().to_string(),
@@ -399,7 +399,17 @@ impl Aws {
                 tracing::info!(certificate = %certificate.display(), "Refresh listener serves TLS");
                 server.with_refresh_tls(&read(certificate)?, &read(key)?)
             }
-            None => server,
+            RefreshListenerTls::Pem { certificate, key } => {
+                tracing::info!("Refresh listener serves TLS (certificate from the environment)");
+                server.with_refresh_tls(certificate.as_bytes(), key.as_bytes())
+            }
+            RefreshListenerTls::Plaintext => {
+                tracing::warn!(
+                    listen = %agent.refresh_listen,
+                    "Refresh listener serves plaintext (REFRESH_PLAINTEXT=allow): for local use only"
+                );
+                server
+            }
         })
     }
 

@@ -20,7 +20,7 @@ use tenant_config_local_stack::seed;
 use tenant_config_local_stack::stack::{ALICE, LocalStack, SERVICE, StackOptions};
 use tenant_config_shared::refresh::signing::RefreshKey;
 use tenant_config_shared::settings::{
-    AGENT_CACHE_DEFAULTS, AgentSettings, AwsCallSettings, Settings,
+    AGENT_CACHE_DEFAULTS, AgentSettings, AwsCallSettings, RefreshListenerTls, Settings,
 };
 
 /// The functions of the main stack whose settings an agent shares.
@@ -96,6 +96,9 @@ enum Source {
     MainStackParameter(String),
     /// A parameter of the example.
     Parameter(String),
+    /// A secret ECS reads from the main stack's `AgentTlsParameterPath` when
+    /// the task starts: the parameter's name under it (`certificate`).
+    AgentTlsSecret(String),
     /// A pseudo parameter (`AWS::Region`).
     Pseudo(String),
     Literal(String),
@@ -156,9 +159,9 @@ fn container(ecs: &Value) -> &Value {
         .expect("a config-agent container")
 }
 
-/// The container's environment: each variable and its source.
+/// The container's environment and secrets: each variable and its source.
 fn container_env(ecs: &Value) -> Vec<(String, Source)> {
-    container(ecs)["Environment"]
+    let environment = container(ecs)["Environment"]
         .as_sequence()
         .expect("an Environment list")
         .iter()
@@ -167,8 +170,38 @@ fn container_env(ecs: &Value) -> Vec<(String, Source)> {
                 entry["Name"].as_str().unwrap().to_owned(),
                 source(&entry["Value"]),
             )
-        })
-        .collect()
+        });
+    let secrets = container(ecs)["Secrets"]
+        .as_sequence()
+        .expect("a Secrets list (the Refresh listener's TLS identity)")
+        .iter()
+        .map(|entry| {
+            (
+                entry["Name"].as_str().unwrap().to_owned(),
+                Source::AgentTlsSecret(agent_tls_secret(&entry["ValueFrom"])),
+            )
+        });
+    environment.chain(secrets).collect()
+}
+
+/// The parameter a secret names under the main stack's
+/// `AgentTlsParameterPath`, refusing any other form: `!Sub ["arn:…:parameter${Path}/NAME", {Path: import}]`.
+fn agent_tls_secret(value_from: &Value) -> String {
+    let sub = tag_is(value_from, "Sub").expect("ValueFrom: !Sub [arn, {Path: import}]");
+    let parts = sub.as_sequence().expect("the list form of !Sub");
+    assert_eq!(
+        import(&parts[1]["Path"]).as_deref(),
+        Some("AgentTlsParameterPath"),
+        "{value_from:?}"
+    );
+    let arn = parts[0].as_str().unwrap();
+    assert!(
+        arn.starts_with(
+            "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${Path}/"
+        ),
+        "{arn}"
+    );
+    arn.rsplit_once("${Path}/").unwrap().1.to_owned()
 }
 
 fn resolve(
@@ -207,6 +240,7 @@ fn default_refresh_port() -> u16 {
     let lookup = |name: &str| match name {
         "REFRESH_PUBLIC_KEYS" => Some(key.clone()),
         "CLOUD_MAP_REGISTER" => Some("false".to_owned()),
+        "REFRESH_PLAINTEXT" => Some("allow".to_owned()),
         _ => None,
     };
     let refresh_port = AgentSettings::from_lookup(&lookup)
@@ -395,6 +429,11 @@ fn the_ecs_example_sets_exactly_what_the_agent_reads_and_the_agent_accepts_it() 
             .as_str()
             .unwrap_or_else(|| panic!("{name} has a default"))
             .to_owned(),
+        Source::AgentTlsSecret(name) => match name.as_str() {
+            "certificate" => include_str!("../../testkit/fixtures/tls/agent.pem").to_owned(),
+            "private-key" => include_str!("../../testkit/fixtures/tls/agent.key").to_owned(),
+            other => panic!("agent-tls writes no {other}"),
+        },
         Source::Pseudo(name) => {
             assert_eq!(name, "AWS::Region");
             "us-east-1".to_owned()
@@ -419,6 +458,23 @@ fn the_ecs_example_sets_exactly_what_the_agent_reads_and_the_agent_accepts_it() 
         main["Parameters"]["AgentRegistration"]["Default"].as_str(),
         Some("platform")
     );
+    // AND Refresh is served over TLS with the identity agent-tls wrote
+    assert!(
+        matches!(agent.refresh_tls, RefreshListenerTls::Pem { .. }),
+        "{:?}",
+        agent.refresh_tls
+    );
+    // AND ECS may read exactly those two parameters to hand them over
+    let secrets: Vec<Value> = container(&ecs)["Secrets"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|secret| secret["ValueFrom"].clone())
+        .collect();
+    let statement = &ecs["Resources"]["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+        ["Statement"][0];
+    assert_eq!(statement["Action"].as_str(), Some("ssm:GetParameters"));
+    assert_eq!(statement["Resource"].as_sequence().unwrap(), &secrets);
     // AND readers are served on loopback only, Refresh on the task's address
     assert!(agent.listen.ip().is_loopback(), "{}", agent.listen);
     assert!(
@@ -573,10 +629,27 @@ fn is_local_aws(name: &str) -> bool {
 
 #[tokio::test]
 async fn an_agent_configured_as_the_ecs_example_serves_reads_registers_nothing_and_takes_pushes() {
-    // GIVEN the local stack with one agent of its own (which registers itself)
-    let stack = LocalStack::start(StackOptions::with_agents(1), &|_, _| {})
-        .await
-        .expect("local stack starts");
+    // GIVEN the local stack with one agent of its own (which registers
+    // itself), serving Refresh over TLS as a deploy does
+    let stack = LocalStack::start(
+        StackOptions {
+            agent_tls: true,
+            ..StackOptions::with_agents(1)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("local stack starts");
+    // AND the certificate and key ECS would hand over, read from where
+    // agent-tls wrote them
+    let (certificate, private_key) = tenant_config_admin::agent_tls::read_agent_identity(
+        &aws_sdk_ssm::Client::new(&stack.aws),
+        &tenant_config_admin::agent_tls::AgentTlsParameters::under(
+            tenant_config_local_stack::stack::AGENT_TLS_PATH,
+        ),
+    )
+    .await
+    .unwrap();
     let main = yaml_file("template.yaml");
     let ecs = yaml_file("agent-service.yaml");
     let env = container_env(&ecs);
@@ -606,6 +679,11 @@ async fn an_agent_configured_as_the_ecs_example_serves_reads_registers_nothing_a
         Source::Parameter(name) if name == "RefreshPublicKeys" => {
             stack.setting("REFRESH_PUBLIC_KEYS").unwrap()
         }
+        Source::AgentTlsSecret(name) => match name.as_str() {
+            "certificate" => certificate.clone(),
+            "private-key" => private_key.clone(),
+            other => panic!("agent-tls writes no {other}"),
+        },
         Source::Parameter(name) => ecs["Parameters"][name.as_str()]["Default"]
             .as_str()
             .unwrap_or_else(|| panic!("{name} has a default"))

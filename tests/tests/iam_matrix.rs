@@ -55,6 +55,8 @@ enum What {
     /// A tenant's service path (`GetParametersByPath`'s resource).
     ParameterPath(&'static str),
     SigningKey,
+    /// A parameter of the agents' Refresh TLS material (`ca`, `private-key`).
+    AgentTls(&'static str),
     /// A SecureString of the tenant, through SSM, with the stack's key.
     Secret(&'static str),
     /// The same under Parameter Store's `aws/ssm` key, whose key policy lets
@@ -160,6 +162,11 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
                 .as_str()
                 .unwrap()
         ),
+        What::AgentTls(name) => {
+            format!(
+                "arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/tenant-config/{STACK}/agents/tls/{name}"
+            )
+        }
         What::Secret(tenant) => {
             context.insert(
                 "kms:ViaService".into(),
@@ -344,6 +351,17 @@ const MATRIX: &[Case] = &[
     ),
     // config-refresh: the signing key and the journal; no tenant data.
     case(ConfigRefresh, "ssm:GetParameter", SigningKey, true),
+    // The agents' CA, to verify them; never their private key.
+    case(ConfigRefresh, "ssm:GetParameter", AgentTls("ca"), true),
+    case(
+        ConfigRefresh,
+        "ssm:GetParameter",
+        AgentTls("private-key"),
+        false,
+    ),
+    case(ConfigRefresh, "ssm:PutParameter", AgentTls("ca"), false),
+    case(ConfigApi, "ssm:GetParameter", AgentTls("ca"), false),
+    case(ConfigApi, "ssm:PutParameter", AgentTls("ca"), false),
     case(ConfigRefresh, "dynamodb:BatchWriteItem", Journal, true),
     case(ConfigRefresh, "sts:AssumeRole", ReadRole(OWN), false),
     case(ConfigRefresh, "sts:AssumeRole", WriteRole(OWN), false),
@@ -368,6 +386,9 @@ const MATRIX: &[Case] = &[
     case(Agent, "ssm:GetParameter", Parameter(OWN), false),
     case(Agent, "ssm:PutParameter", Parameter(OWN), false),
     case(Agent, "ssm:GetParameter", SigningKey, false),
+    // The agents' TLS key reaches them through ECS's execution role only.
+    case(Agent, "ssm:GetParameter", AgentTls("private-key"), false),
+    case(Agent, "ssm:PutParameter", AgentTls("ca"), false),
     case(Agent, "kms:Decrypt", Secret(OWN), false),
     case(Agent, "kms:Encrypt", Secret(OWN), false),
     case(Agent, "cognito-idp:AdminListGroupsForUser", UserPool, false),
@@ -397,6 +418,7 @@ const MATRIX: &[Case] = &[
     case(Reader, "ssm:DeleteParameter", Parameter(OWN), false),
     case(Reader, "ssm:GetParameterHistory", Parameter(OWN), false),
     case(Reader, "ssm:GetParameter", SigningKey, false),
+    case(Reader, "ssm:GetParameter", AgentTls("private-key"), false),
     case(Reader, "kms:Decrypt", Secret(OWN), true),
     case(Reader, "kms:Decrypt", Secret(OTHER), false),
     case(Reader, "kms:Encrypt", Secret(OWN), false),
@@ -418,6 +440,7 @@ const MATRIX: &[Case] = &[
     case(Writer, "dynamodb:BatchWriteItem", Journal, false),
     case(Writer, "ssm:PutParameter", Parameter(OWN), true),
     case(Writer, "ssm:DeleteParameter", Parameter(OWN), true),
+    case(Writer, "ssm:PutParameter", AgentTls("ca"), false),
     case(Writer, "ssm:GetParameterHistory", Parameter(OWN), true),
     case(Writer, "ssm:PutParameter", Parameter(OTHER), false),
     case(Writer, "ssm:GetParameter", SigningKey, false),

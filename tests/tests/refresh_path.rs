@@ -582,36 +582,14 @@ async fn callers_and_config_refresh_reach_the_agent_on_separate_listeners_with_b
     assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
 }
 
-/// Agents serve Refresh over TLS with the test CA's certificate; config-refresh
-/// trusts that CA.
-const TLS: &[(&str, &str)] = &[
-    (
-        "REFRESH_TLS_CA_PEM",
-        include_str!("../../testkit/fixtures/tls/ca.pem"),
-    ),
-    (
-        "AGENT_TLS_CERT_FILE",
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../testkit/fixtures/tls/agent.pem"
-        ),
-    ),
-    (
-        "AGENT_TLS_KEY_FILE",
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../testkit/fixtures/tls/agent.key"
-        ),
-    ),
-];
-
 #[tokio::test]
 async fn refresh_calls_travel_over_tls_and_plaintext_or_untrusted_clients_get_nothing() {
-    // GIVEN an agent whose Refresh listener serves TLS, and config-refresh
-    // trusting the CA that signed its certificate
+    // GIVEN a stack as deployed: agent-tls wrote a CA, the agents'
+    // certificate and key to Parameter Store; the agent got the certificate
+    // and key as ECS hands them over, config-refresh reads the CA parameter
     let stack = LocalStack::start(
         StackOptions {
-            settings: TLS,
+            agent_tls: true,
             ..StackOptions::with_agents(1)
         },
         &|_, _| {},
@@ -665,6 +643,92 @@ async fn refresh_calls_travel_over_tls_and_plaintext_or_untrusted_clients_get_no
     .connect()
     .await;
     assert!(untrusted.is_err(), "a client trusting another CA connected");
+}
+
+#[tokio::test]
+async fn without_the_agents_ca_config_refresh_pushes_nothing_in_plaintext_and_readers_catch_up() {
+    // GIVEN agents serving Refresh over TLS, and config-refresh whose CA
+    // parameter does not exist (agent-tls not run yet)
+    let stack = LocalStack::start(
+        StackOptions {
+            agent_tls: true,
+            settings: &[("REFRESH_TLS_CA_PARAMETER", "/tenant-config/no-such-ca")],
+            ..StackOptions::with_agents(1)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("config-refresh starts without the agents' CA");
+    let alice = stack.token(ALICE).await.unwrap();
+    let agent = &stack.agents[0];
+    assert_eq!(
+        agent.get_config(&alice, SERVICE, KEY).await.unwrap(),
+        "\"https://billing.tenant-a.example\""
+    );
+    // WHEN a parameter changes
+    stack
+        .put_parameter("tenant-a", KEY, "https://no-ca.tenant-a.example")
+        .await
+        .unwrap();
+    let changed = Instant::now();
+    let answer = stack
+        .send_change_event("Update", &parameter_name("tenant-a"))
+        .await
+        .unwrap()
+        .expect("a change without a push is not a failure to retry");
+    // THEN it is journaled, not pushed (never in plaintext), and the answer says why
+    assert_eq!(answer["status"], "journaled_not_pushed", "{answer}");
+    assert!(
+        answer["reason"].as_str().unwrap().contains("no-such-ca"),
+        "{answer}"
+    );
+    // AND the agent catches up from the journal all the same
+    let new = "\"https://no-ca.tenant-a.example\"";
+    while agent.get_config(&alice, SERVICE, KEY).await.unwrap() != new {
+        assert!(changed.elapsed() < Duration::from_secs(8), "no catch-up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stack.watch.log_tail().contains("\"UnpushedChanges\":1"));
+}
+
+#[test]
+fn an_agent_without_a_refresh_certificate_refuses_to_start_unless_plaintext_is_chosen() {
+    // GIVEN every setting an agent needs but a certificate for Refresh
+    let key = tenant_config_shared::refresh::signing::RefreshKey::generate("k1")
+        .unwrap()
+        .0
+        .public_entry();
+    let run = |extra: &[(&str, &str)]| {
+        let mut command =
+            std::process::Command::new(tenant_config_local_stack::agent::agent_binary());
+        command
+            .env_clear()
+            .env(
+                "COGNITO_ISSUER",
+                "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_X",
+            )
+            .env("COGNITO_CLIENT_IDS", "client")
+            .env("CONFIG_TABLE_NAME", "t")
+            .env("REFRESH_PUBLIC_KEYS", &key)
+            .env("CLOUD_MAP_REGISTER", "false")
+            .env("AGENT_LISTEN_ADDR", "127.0.0.1:0")
+            .env("AGENT_REFRESH_LISTEN_ADDR", "127.0.0.1:1")
+            .env("AWS_REGION", "us-east-1")
+            .envs(extra.iter().copied());
+        command.output().expect("config-agent runs")
+    };
+    // WHEN the agent starts THEN it stops at once, naming what is missing
+    let refused = run(&[]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        said.contains("AGENT_TLS_CERT_FILE") && said.contains("REFRESH_PLAINTEXT=allow"),
+        "{said}"
+    );
+    // AND a misspelt opt-out is refused, not taken for plaintext
+    let misspelt = run(&[("REFRESH_PLAINTEXT", "true")]);
+    assert!(!misspelt.status.success());
+    assert!(String::from_utf8_lossy(&misspelt.stdout).contains("REFRESH_PLAINTEXT"));
 }
 
 #[tokio::test]

@@ -179,9 +179,27 @@ fn config_refresh_pushes_only_inside_the_agents_networks_and_alarms_on_strangers
         strings(&refresh["Environment"]["Variables"]["AGENT_NETWORKS"]),
         vec!["AgentNetworks"]
     );
+    // AND agents are called over TLS only: config-refresh reads the CA from
+    // the path agent-tls writes to (the output), may read that parameter, and
+    // no function is told plaintext is allowed
+    let ca = format!(
+        "{}/ca",
+        strings(&template["Outputs"]["AgentTlsParameterPath"]["Value"])[0]
+    );
     assert_eq!(
-        strings(&refresh["Environment"]["Variables"]["REFRESH_TLS_CA_PEM"]),
-        vec!["AgentTlsCaPem"]
+        strings(&refresh["Environment"]["Variables"]["REFRESH_TLS_CA_PARAMETER"]),
+        vec![ca.clone()]
+    );
+    assert!(
+        strings(&refresh["Policies"])
+            .iter()
+            .any(|resource| resource.ends_with(&format!(":parameter{ca}"))),
+        "config-refresh may not read {ca}"
+    );
+    assert!(
+        !serde_norway::to_string(&template["Resources"])
+            .unwrap()
+            .contains("REFRESH_PLAINTEXT")
     );
     let default = template["Parameters"]["AgentNetworks"]["Default"]
         .as_str()
@@ -423,7 +441,9 @@ fn iam_is_scoped_to_the_parameter_root_and_named_resources() {
             for resource in strings(&statement["Resource"]) {
                 assert!(
                     resource.ends_with("parameter${ParameterRoot}/*")
-                        || resource.ends_with("parameter${RefreshKeyParameterName}"),
+                        || resource.ends_with("parameter${RefreshKeyParameterName}")
+                        || resource
+                            .ends_with("parameter/tenant-config/${AWS::StackName}/agents/tls/ca"),
                     "{owner}: SSM access outside the root: {resource}"
                 );
             }
@@ -1016,13 +1036,17 @@ fn the_description_gives_the_key_command_and_the_post_deploy_steps_the_cli_knows
                 .any(|w| w[0] == "--parameter" && w[1] == key_parameter)),
         "{commands:?}"
     );
-    // AND after the deploy: stage settings, then verify, in that order
+    // AND after the first deploy: the agents' TLS material once, then after
+    // every deploy stage settings and verify, in that order
     let steps: Vec<&str> = commands
         .iter()
         .filter_map(|c| c.iter().find(|w| !w.starts_with('-') && *w != "STACK"))
         .map(String::as_str)
         .collect();
-    assert_eq!(steps, vec!["refresh-key", "stage-settings", "verify"]);
+    assert_eq!(
+        steps,
+        vec!["refresh-key", "agent-tls", "stage-settings", "verify"]
+    );
     // AND nothing in the template still says to make the key with openssl
     for (name, parameter) in template["Parameters"].as_mapping().unwrap() {
         let text = parameter["Description"].as_str().unwrap_or_default();

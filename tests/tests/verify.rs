@@ -69,6 +69,7 @@ fn checks(output: &Output) -> Vec<(String, String, String)> {
 const ALL_CHECKS: &[&str] = &[
     "stack-status",
     "signing-key",
+    "agent-tls",
     "agents-registered",
     "agents-trust-key",
     "stage-settings",
@@ -115,8 +116,11 @@ async fn verify_fails_only(stack: &LocalStack, failing: Option<&str>) -> String 
                 "a failure says what to do: {printed}"
             );
             failure = text.clone();
-        } else if check == "agents-trust-key" && failing == Some("signing-key") {
-            // Without a usable key there is nothing to sign a probe with.
+        } else if check == "agents-trust-key"
+            && (failing == Some("signing-key") || failing == Some("agent-tls"))
+        {
+            // Without a usable key there is nothing to sign a probe with,
+            // without the agents' CA nothing to verify them with.
             assert_eq!(status, "skip", "{printed}");
         } else {
             assert_eq!(status, "ok", "{check} should pass: {printed}");
@@ -132,6 +136,7 @@ async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_i
     let stack = LocalStack::start(
         StackOptions {
             publish: true,
+            agent_tls: true,
             ..StackOptions::with_agents(1)
         },
         &|_, _| {},
@@ -273,6 +278,49 @@ async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_i
     let failure = verify_fails_only(&stack, Some("agents-trust-key")).await;
     assert!(failure.contains("k1:"), "{failure}");
     restore_key().await;
+
+    // Fault: agent-tls never run (the agents' CA parameter is missing)
+    let tls = tenant_config_admin::agent_tls::AgentTlsParameters::under(
+        tenant_config_local_stack::stack::AGENT_TLS_PATH,
+    );
+    let read_ca = || async {
+        ssm.get_parameter()
+            .name(&tls.ca)
+            .send()
+            .await
+            .unwrap()
+            .parameter
+            .unwrap()
+            .value
+            .unwrap()
+    };
+    let original_ca = read_ca().await;
+    ssm.delete_parameter().name(&tls.ca).send().await.unwrap();
+    let failure = verify_fails_only(&stack, Some("agent-tls")).await;
+    assert!(failure.contains("agent-tls"), "{failure}");
+    ssm.put_parameter()
+        .name(&tls.ca)
+        .value(&original_ca)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    // A rotation of the agents' TLS material: refused without --overwrite;
+    // with it, agents still presenting the old certificate stay trusted (the
+    // old CA stays in the bundle), so nothing fails while they roll
+    let refused = admin(&stack, &["agent-tls"]).await;
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--overwrite"));
+    let rotated = admin(&stack, &["agent-tls", "--overwrite"]).await;
+    assert!(rotated.status.success(), "{rotated:?}");
+    let bundle = read_ca().await;
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2, "{bundle}");
+    assert!(
+        bundle.ends_with(&original_ca),
+        "the old CA is kept: {bundle}"
+    );
+    verify_fails_only(&stack, None).await;
 
     // Fault: a re-generated key the agents do not trust
     // (the CLI refuses to replace a stored key unless told to)
@@ -454,10 +502,7 @@ fn the_names_verify_and_the_local_stack_read_are_outputs_and_parameters_of_the_t
     assert_eq!(named, looked_up);
     for key in tenant_config_local_stack::published::PUBLISHED_PARAMETERS
         .iter()
-        .chain([
-            &tenant_config_admin::stack::parameter::AGENT_TLS_CA_PEM,
-            &tenant_config_admin::stack::parameter::AGENT_TLS_DOMAIN,
-        ])
+        .chain([&tenant_config_admin::stack::parameter::AGENT_TLS_DOMAIN])
     {
         assert!(
             parameters.contains_key(*key),

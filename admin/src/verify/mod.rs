@@ -139,11 +139,13 @@ pub async fn verify(
     report.outcomes.push(stack_status(stack));
     let (key_outcome, key) = refresh::signing_key(aws, stack, &target.parameter_root).await;
     report.outcomes.push(key_outcome);
+    let (tls_outcome, tls) = refresh::agent_tls_material(aws, stack).await;
+    report.outcomes.push(tls_outcome);
     let (registered, instances) = refresh::agents_registered(aws, stack, options).await;
     report.outcomes.push(registered);
     report
         .outcomes
-        .push(refresh::agents_trust_key(stack, key, &instances, options).await);
+        .push(refresh::agents_trust_key(key, tls.as_ref(), &instances, options).await);
     report.outcomes.push(api::stage_settings(aws, stack).await);
     report
         .outcomes

@@ -1,10 +1,14 @@
-//! The refresh path's checks: the signing key, the agents registered in Cloud
-//! Map, and whether those agents accept a Refresh signed with that key.
+//! The refresh path's checks: the signing key, the agents' TLS material, the
+//! agents registered in Cloud Map, and whether those agents accept a Refresh
+//! signed with that key over that TLS.
 
 use aws_sdk_servicediscovery::error::DisplayErrorContext;
 use aws_sdk_servicediscovery::types::{HealthStatus, HealthStatusFilter};
 use tenant_config_shared::StoreKind;
 use tenant_config_shared::aws::Aws;
+use tenant_config_shared::refresh::agent_tls::{
+    self, AgentTransport, TlsCaSource, parse_ca_bundle,
+};
 use tenant_config_shared::refresh::change::{ChangeAudit, ChangeRecord};
 use tenant_config_shared::refresh::discovery::{
     IPV4_ATTRIBUTE, Instance, MAX_DISCOVERED, PORT_ATTRIBUTE, instance_address,
@@ -22,6 +26,85 @@ use crate::stack::{StackOutputs, output, parameter};
 pub const SIGNING_KEY: &str = "signing-key";
 pub const AGENTS_REGISTERED: &str = "agents-registered";
 pub const AGENTS_TRUST_KEY: &str = "agents-trust-key";
+pub const AGENT_TLS: &str = "agent-tls";
+
+/// The agents' TLS material is in place: the CA bundle config-refresh reads
+/// parses, the agents' certificate is there and its key is a SecureString.
+/// Returns the TLS settings the probe Refresh uses.
+pub async fn agent_tls_material(aws: &Aws, stack: &StackOutputs) -> (Outcome, Option<RefreshTls>) {
+    let fix = format!(
+        "tenant-config-admin --stack {} agent-tls (once; it writes the CA, the agents' certificate \
+         and key under AgentTlsParameterPath), then update the agents' stack so they start with it",
+        stack.name
+    );
+    let path = match stack.output(output::AGENT_TLS_PARAMETER_PATH) {
+        Ok(path) => path,
+        Err(e) => {
+            return (
+                Outcome::fail(AGENT_TLS, e, "deploy the current template.yaml"),
+                None,
+            );
+        }
+    };
+    let parameters = crate::agent_tls::AgentTlsParameters::under(path);
+    let transport = AgentTransport::Tls {
+        ca: TlsCaSource::Parameter(parameters.ca.clone()),
+        domain: stack
+            .parameter(parameter::AGENT_TLS_DOMAIN)
+            .unwrap_or(DEFAULT_AGENT_TLS_DOMAIN)
+            .to_owned(),
+    };
+    let tls = match agent_tls::resolve(&transport, &aws.ssm()).await {
+        Ok(Some(tls)) => tls,
+        Ok(None) => return (Outcome::fail(AGENT_TLS, "plaintext", fix), None),
+        Err(e) => return (Outcome::fail(AGENT_TLS, e.to_string(), fix), None),
+    };
+    let ssm = aws.ssm();
+    let certificate = ssm
+        .get_parameter()
+        .name(&parameters.certificate)
+        .send()
+        .await;
+    let certificate_ok = certificate
+        .as_ref()
+        .ok()
+        .and_then(|c| c.parameter()?.value())
+        .is_some_and(|pem| parse_ca_bundle(pem).is_ok());
+    let key = ssm
+        .get_parameter()
+        .name(&parameters.private_key)
+        .send()
+        .await;
+    let key_secure = key
+        .as_ref()
+        .ok()
+        .and_then(|k| k.parameter()?.r#type().cloned())
+        == Some(aws_sdk_ssm::types::ParameterType::SecureString);
+    if !certificate_ok || !key_secure {
+        return (
+            Outcome::fail(
+                AGENT_TLS,
+                format!(
+                    "{} must hold a PEM certificate and {} a SecureString key",
+                    parameters.certificate, parameters.private_key
+                ),
+                fix,
+            ),
+            Some(tls),
+        );
+    }
+    let count = parse_ca_bundle(&tls.ca_pem).map(|c| c.len()).unwrap_or(0);
+    (
+        Outcome::ok(
+            AGENT_TLS,
+            format!(
+                "{} trusts {count} CA certificate(s) for {}; the agents' certificate and key are in {path}",
+                parameters.ca, tls.domain
+            ),
+        ),
+        Some(tls),
+    )
+}
 
 /// The refresh key parameter parses as config-refresh's Ed25519 key.
 pub async fn signing_key(
@@ -285,8 +368,8 @@ pub fn judge_probe(report: &FanoutReport, key: &RefreshKey) -> Outcome {
                 names(&broken)
             ),
             "register the agents' Refresh port (AGENT_REFRESH_LISTEN_ADDR, 50052; in ECS the port \
-             serviceRegistries names), and make AgentTlsCaPem / AgentTlsDomain match the agents' \
-             certificates (or both sides plaintext)",
+             serviceRegistries names), and give the agents the certificate and key agent-tls wrote \
+             (AGENT_TLS_CERT_PEM, AGENT_TLS_KEY_PEM; agent-service.yaml does) for AgentTlsDomain",
         );
     }
     if report.ok == 0 {
@@ -318,8 +401,8 @@ pub fn judge_probe(report: &FanoutReport, key: &RefreshKey) -> Outcome {
 /// Sends a probe Refresh, signed with the stack's key, to every healthy
 /// registered agent.
 pub async fn agents_trust_key(
-    stack: &StackOutputs,
     key: Option<RefreshKey>,
+    tls: Option<&RefreshTls>,
     instances: &[Instance],
     options: &VerifyOptions,
 ) -> Outcome {
@@ -341,14 +424,14 @@ pub async fn agents_trust_key(
             deadline: options.agent_deadline,
         },
     );
-    if let Some(ca_pem) = stack.parameter(parameter::AGENT_TLS_CA_PEM) {
-        fanout = fanout.with_tls(&RefreshTls {
-            ca_pem: ca_pem.to_owned(),
-            domain: stack
-                .parameter(parameter::AGENT_TLS_DOMAIN)
-                .unwrap_or(DEFAULT_AGENT_TLS_DOMAIN)
-                .to_owned(),
-        });
+    match tls {
+        Some(tls) => fanout = fanout.with_tls(tls),
+        None => {
+            return Outcome::skip(
+                AGENTS_TRUST_KEY,
+                "no usable TLS material for the agents (see agent-tls)",
+            );
+        }
     }
     judge_probe(&fanout.send(instances, &change).await, &key)
 }

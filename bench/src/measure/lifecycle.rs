@@ -71,6 +71,8 @@ impl Report {
                 settings: super::WITHOUT_TENANT_LIMITS,
                 fault_proxy: true,
                 dynamodb_through_proxy: true,
+                // Pushes to the agent processes over TLS, as deployed.
+                agent_tls: true,
                 publish: false,
             },
             &|_, _| {},

@@ -79,6 +79,8 @@ fn shared_stack_options(sizes: Sizes) -> StackOptions {
         settings: WITHOUT_TENANT_LIMITS,
         fault_proxy: false,
         dynamodb_through_proxy: false,
+        // In-process agents (figures 2 and 3) take Refresh in plaintext.
+        agent_tls: false,
         publish: false,
     }
 }

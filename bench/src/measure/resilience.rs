@@ -145,6 +145,7 @@ async fn run(
             settings,
             fault_proxy: true,
             dynamodb_through_proxy: false,
+            agent_tls: false,
             publish: false,
         },
         &|_, _| {},

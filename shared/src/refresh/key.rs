@@ -2,12 +2,13 @@
 //! parameter only config-refresh's role may read, read once it can be.
 //! Agents never read it: they are given the public keys (`REFRESH_PUBLIC_KEYS`).
 //!
-//! A key that is missing or unusable stops the pushes only: config-refresh
+//! A key that is missing or unusable, like a missing or malformed CA for the
+//! agents' TLS ([`super::agent_tls`]), stops the pushes only: config-refresh
 //! still journals every change and flushes the stage cache, so readers catch
 //! up within their catch-up interval, and it counts each unpushed change
-//! (`UnpushedChanges`, which alarms). It reads the parameter again at most
-//! once per [`KEY_RETRY_INTERVAL`], so a key created or fixed later is used
-//! without a restart.
+//! (`UnpushedChanges`, which alarms). It reads the parameters again at most
+//! once per [`KEY_RETRY_INTERVAL`], so a key or CA created or fixed later is
+//! used without a restart.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -17,7 +18,8 @@ use aws_sdk_ssm::types::ParameterType;
 use thiserror::Error;
 use tokio::sync::OnceCell;
 
-use super::fanout::{Fanout, FanoutSettings, FanoutSource, RefreshTls};
+use super::agent_tls::{self, AgentTlsError, AgentTransport};
+use super::fanout::{Fanout, FanoutSettings, FanoutSource};
 use super::signing::{RefreshKey, SignatureError};
 
 /// Least time between two reads of a key that is missing or unusable.
@@ -42,6 +44,25 @@ pub enum RefreshKeyError {
         name: String,
         source: SignatureError,
     },
+}
+
+/// Why no fan-out can be built yet: the signing key or the agents' TLS.
+#[derive(Debug, Error)]
+pub enum PushSetupError {
+    #[error(transparent)]
+    Key(#[from] RefreshKeyError),
+    #[error(transparent)]
+    Tls(#[from] AgentTlsError),
+}
+
+impl PushSetupError {
+    fn retry_in(&self) -> Duration {
+        match self {
+            Self::Key(RefreshKeyError::Unreadable { .. }) => KEY_UNREADABLE_RETRY_INTERVAL,
+            Self::Tls(tls) if tls.is_transient() => KEY_UNREADABLE_RETRY_INTERVAL,
+            _ => KEY_RETRY_INTERVAL,
+        }
+    }
 }
 
 /// Refuses a key parameter under the watched root: a change to it would
@@ -91,13 +112,14 @@ pub async fn load_refresh_key(
     })
 }
 
-/// The fan-out, built once the signing key parameter yields a usable key.
+/// The fan-out, built once the signing key parameter yields a usable key and
+/// the agents' transport is settled (a usable CA, or plaintext chosen).
 pub struct KeyLoadingFanout {
     ssm: aws_sdk_ssm::Client,
     parameter: String,
     watched_root: String,
     settings: FanoutSettings,
-    tls: Option<RefreshTls>,
+    transport: AgentTransport,
     ready: OnceCell<Fanout>,
     /// The last failed read: when it may be tried again, and why (never the key).
     failed: Mutex<Option<(Instant, String)>>,
@@ -109,14 +131,14 @@ impl KeyLoadingFanout {
         parameter: impl Into<String>,
         watched_root: impl Into<String>,
         settings: FanoutSettings,
-        tls: Option<RefreshTls>,
+        transport: AgentTransport,
     ) -> Self {
         Self {
             ssm,
             parameter: parameter.into(),
             watched_root: watched_root.into(),
             settings,
-            tls,
+            transport,
             ready: OnceCell::new(),
             failed: Mutex::new(None),
         }
@@ -143,8 +165,9 @@ impl FanoutSource for KeyLoadingFanout {
             .ready
             .get_or_try_init(|| async {
                 let key = load_refresh_key(&self.ssm, &self.parameter, &self.watched_root).await?;
+                let tls = agent_tls::resolve(&self.transport, &self.ssm).await?;
                 let fanout = Fanout::new(key, self.settings);
-                Ok::<_, RefreshKeyError>(match &self.tls {
+                Ok::<_, PushSetupError>(match &tls {
                     Some(tls) => fanout.with_tls(tls),
                     None => fanout,
                 })
@@ -159,14 +182,11 @@ impl FanoutSource for KeyLoadingFanout {
             }
             Err(error) => {
                 let reason = error.to_string();
-                let retry_in = match error {
-                    RefreshKeyError::Unreadable { .. } => KEY_UNREADABLE_RETRY_INTERVAL,
-                    _ => KEY_RETRY_INTERVAL,
-                };
+                let retry_in = error.retry_in();
                 tracing::error!(
                     error = %reason,
                     retry_in_secs = retry_in.as_secs(),
-                    "refresh signing key unusable: changes are journaled and flushed but pushed to no agent"
+                    "pushes are off (signing key or agents' TLS): changes are journaled and flushed but pushed to no agent"
                 );
                 if let Ok(mut failed) = self.failed.lock() {
                     *failed = Some((Instant::now() + retry_in, reason.clone()));

@@ -2,6 +2,7 @@
 //! become [`change::ChangeRecord`]s, delivered as signed Refresh calls to every
 //! agent found in Cloud Map.
 
+pub mod agent_tls;
 pub mod change;
 pub mod discovery;
 pub mod event;

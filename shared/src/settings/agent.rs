@@ -30,9 +30,9 @@ pub struct AgentSettings {
     /// The public keys Refresh signatures are accepted from
     /// (`REFRESH_PUBLIC_KEYS`); the agent never holds a signing key.
     pub refresh_public_keys: TrustedKeys,
-    /// PEM files of the Refresh listener's certificate chain and key
-    /// (`AGENT_TLS_CERT_FILE`, `AGENT_TLS_KEY_FILE`): with them it serves TLS.
-    pub refresh_tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// How the Refresh listener is served: TLS unless plaintext is chosen
+    /// explicitly (see [`RefreshListenerTls`]).
+    pub refresh_tls: RefreshListenerTls,
     /// `None` when the platform registers the agent (ECS service discovery).
     pub registration: Option<RegistrationSettings>,
     /// How long in-flight calls may finish after a stop signal.
@@ -40,6 +40,82 @@ pub struct AgentSettings {
     /// How often a registered agent re-reports HEALTHY
     /// (`AGENT_HEALTH_REPORT_SECS`, 30; at least 1).
     pub health_report_interval: Duration,
+}
+
+/// How the agent serves its Refresh listener, the one port reachable from
+/// the network. TLS is required: an agent without a certificate and key
+/// refuses to start unless plaintext is chosen explicitly for local use
+/// (`REFRESH_PLAINTEXT=allow`), which config-refresh must choose too.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RefreshListenerTls {
+    /// PEM files (`AGENT_TLS_CERT_FILE`, `AGENT_TLS_KEY_FILE`).
+    Files {
+        certificate: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
+    /// PEM in the environment (`AGENT_TLS_CERT_PEM`, `AGENT_TLS_KEY_PEM`):
+    /// how ECS hands over secrets from Parameter Store.
+    Pem { certificate: String, key: String },
+    /// Plaintext (`REFRESH_PLAINTEXT=allow`): local stacks and tests only.
+    Plaintext,
+}
+
+/// Never prints the private key (settings are logged at start).
+impl std::fmt::Debug for RefreshListenerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Files { certificate, key } => f
+                .debug_struct("Files")
+                .field("certificate", certificate)
+                .field("key", key)
+                .finish(),
+            Self::Pem { certificate, .. } => f
+                .debug_struct("Pem")
+                .field("certificate_bytes", &certificate.len())
+                .field("key", &"<redacted>")
+                .finish(),
+            Self::Plaintext => f.write_str("Plaintext"),
+        }
+    }
+}
+
+fn refresh_listener_tls(env: &Env<'_>) -> Result<RefreshListenerTls, SettingsError> {
+    let pair = |certificate: &'static str, key: &'static str| match (
+        env.optional(certificate),
+        env.optional(key),
+    ) {
+        (Some(c), Some(k)) => Ok(Some((c, k))),
+        (None, None) => Ok(None),
+        _ => Err(SettingsError {
+            variable: certificate,
+            reason: format!("set both {certificate} and {key}, or neither"),
+        }),
+    };
+    let files = pair("AGENT_TLS_CERT_FILE", "AGENT_TLS_KEY_FILE")?;
+    let pem = pair("AGENT_TLS_CERT_PEM", "AGENT_TLS_KEY_PEM")?;
+    let plaintext = env.refresh_plaintext()?;
+    match (files, pem, plaintext) {
+        (Some((certificate, key)), None, false) => Ok(RefreshListenerTls::Files {
+            certificate: certificate.into(),
+            key: key.into(),
+        }),
+        (None, Some((certificate, key)), false) => Ok(RefreshListenerTls::Pem { certificate, key }),
+        (None, None, true) => Ok(RefreshListenerTls::Plaintext),
+        (None, None, false) => Err(SettingsError {
+            variable: "AGENT_TLS_CERT_FILE",
+            reason:
+                "the Refresh listener needs TLS: set AGENT_TLS_CERT_FILE and AGENT_TLS_KEY_FILE, \
+                     or AGENT_TLS_CERT_PEM and AGENT_TLS_KEY_PEM (tenant-config-admin agent-tls \
+                     makes them); REFRESH_PLAINTEXT=allow serves plaintext, for local use only"
+                    .to_owned(),
+        }),
+        _ => Err(SettingsError {
+            variable: "AGENT_TLS_CERT_FILE",
+            reason: "give one of AGENT_TLS_CERT_FILE/KEY_FILE, AGENT_TLS_CERT_PEM/KEY_PEM or \
+                     REFRESH_PLAINTEXT=allow, not several"
+                .to_owned(),
+        }),
+    }
 }
 
 impl AgentSettings {
@@ -92,20 +168,7 @@ impl AgentSettings {
         Ok(Self {
             listen,
             refresh_listen,
-            refresh_tls: match (
-                env.optional("AGENT_TLS_CERT_FILE"),
-                env.optional("AGENT_TLS_KEY_FILE"),
-            ) {
-                (Some(cert), Some(key)) => Some((cert.into(), key.into())),
-                (None, None) => None,
-                _ => {
-                    return Err(SettingsError {
-                        variable: "AGENT_TLS_CERT_FILE",
-                        reason: "set both AGENT_TLS_CERT_FILE and AGENT_TLS_KEY_FILE, or neither"
-                            .to_owned(),
-                    });
-                }
-            },
+            refresh_tls: refresh_listener_tls(&env)?,
             refresh_public_keys: TrustedKeys::parse(&env.required("REFRESH_PUBLIC_KEYS")?)
                 .map_err(|e| SettingsError {
                     variable: "REFRESH_PUBLIC_KEYS",
@@ -132,6 +195,7 @@ mod tests {
         let parsed = AgentSettings::from_lookup(&lookup(&[
             ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),
             ("CLOUD_MAP_REGISTER", "false"),
+            ("REFRESH_PLAINTEXT", "allow"),
         ]))
         .unwrap();
         assert_eq!(parsed.refresh_public_keys.ids(), vec!["k1"]);
@@ -139,6 +203,7 @@ mod tests {
             let err = AgentSettings::from_lookup(&lookup(&[
                 ("REFRESH_PUBLIC_KEYS", bad),
                 ("CLOUD_MAP_REGISTER", "false"),
+                ("REFRESH_PLAINTEXT", "allow"),
             ]))
             .unwrap_err();
             assert_eq!(err.variable, "REFRESH_PUBLIC_KEYS", "{bad}");
@@ -150,6 +215,7 @@ mod tests {
         let base = [
             ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),
             ("CLOUD_MAP_SERVICE_ID", "srv-123"),
+            ("REFRESH_PLAINTEXT", "allow"),
         ];
         let err = AgentSettings::from_lookup(&lookup(&base)).unwrap_err();
         assert_eq!(err.variable, "AGENT_ADVERTISE_IP");
@@ -166,6 +232,7 @@ mod tests {
         let off = AgentSettings::from_lookup(&lookup(&[
             ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),
             ("CLOUD_MAP_REGISTER", "false"),
+            ("REFRESH_PLAINTEXT", "allow"),
         ]))
         .unwrap();
         assert!(off.registration.is_none());
@@ -176,6 +243,7 @@ mod tests {
         let err = AgentSettings::from_lookup(&lookup(&[
             ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),
             ("CLOUD_MAP_REGISTER", "false"),
+            ("REFRESH_PLAINTEXT", "allow"),
             ("AGENT_HEALTH_REPORT_SECS", "0"),
         ]))
         .unwrap_err();
@@ -189,6 +257,7 @@ mod tests {
             AgentSettings::from_lookup(&lookup(&[
                 ("REFRESH_PUBLIC_KEYS", &keys),
                 ("CLOUD_MAP_REGISTER", "false"),
+                ("REFRESH_PLAINTEXT", "allow"),
             ]))
             .unwrap()
         };
@@ -196,5 +265,61 @@ mod tests {
         let other = format!("{:?}", parse(format!("{OTHER},{PUBLIC_KEYS}")));
         assert_eq!(one, other);
         assert!(one.contains(r#""k1": "d04ab232"#), "{one}");
+    }
+
+    #[test]
+    fn the_refresh_listener_needs_tls_unless_plaintext_is_chosen_explicitly() {
+        let with = |extra: &[(&str, &str)]| {
+            let mut vars = vec![
+                ("REFRESH_PUBLIC_KEYS", PUBLIC_KEYS),
+                ("CLOUD_MAP_REGISTER", "false"),
+            ];
+            vars.extend_from_slice(extra);
+            AgentSettings::from_lookup(&lookup(&vars))
+        };
+        // GIVEN no certificate: the agent refuses to start, saying how to fix it
+        let err = with(&[]).unwrap_err();
+        assert_eq!(err.variable, "AGENT_TLS_CERT_FILE");
+        assert!(
+            err.reason.contains("REFRESH_PLAINTEXT=allow"),
+            "{}",
+            err.reason
+        );
+        // a half pair, a misspelt opt-out or two sources are refused too
+        assert!(with(&[("AGENT_TLS_CERT_PEM", "c")]).is_err());
+        assert_eq!(
+            with(&[("REFRESH_PLAINTEXT", "yes")]).unwrap_err().variable,
+            "REFRESH_PLAINTEXT"
+        );
+        assert!(
+            with(&[
+                ("AGENT_TLS_CERT_PEM", "c"),
+                ("AGENT_TLS_KEY_PEM", "k"),
+                ("REFRESH_PLAINTEXT", "allow"),
+            ])
+            .is_err()
+        );
+        // WHEN each source is given alone THEN it is taken
+        assert_eq!(
+            with(&[("REFRESH_PLAINTEXT", "allow")]).unwrap().refresh_tls,
+            RefreshListenerTls::Plaintext
+        );
+        let files = with(&[
+            ("AGENT_TLS_CERT_FILE", "/etc/agent/cert.pem"),
+            ("AGENT_TLS_KEY_FILE", "/etc/agent/key.pem"),
+        ])
+        .unwrap();
+        assert!(matches!(
+            files.refresh_tls,
+            RefreshListenerTls::Files { .. }
+        ));
+        // AND a private key in the environment never reaches a log line
+        let pem = with(&[
+            ("AGENT_TLS_CERT_PEM", "-----BEGIN CERTIFICATE-----"),
+            ("AGENT_TLS_KEY_PEM", "-----BEGIN PRIVATE KEY-----secret"),
+        ])
+        .unwrap();
+        assert!(matches!(pem.refresh_tls, RefreshListenerTls::Pem { .. }));
+        assert!(!format!("{pem:?}").contains("secret"));
     }
 }

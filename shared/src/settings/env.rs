@@ -10,6 +10,9 @@ use thiserror::Error;
 use crate::routing::{DEFAULT_DYNAMODB_PREFIX, DEFAULT_PARAMETER_PREFIX, KeyRouter};
 use crate::store::ssm::{DEFAULT_PARAMETER_ROOT, validate_root};
 
+/// The value of `REFRESH_PLAINTEXT` that serves Refresh without TLS.
+pub const PLAINTEXT_ALLOWED: &str = "allow";
+
 /// Why a process refused to start: the variable and what is wrong with it.
 #[derive(Debug, Error)]
 #[error("{variable}: {reason}")]
@@ -131,6 +134,20 @@ impl Env<'_> {
             variable,
             reason: format!("'{raw}': {e}"),
         })
+    }
+
+    /// Whether the Refresh listener may be plaintext (`REFRESH_PLAINTEXT`,
+    /// read alike by agents and config-refresh): only the exact value
+    /// [`PLAINTEXT_ALLOWED`], a choice for local stacks; anything else is refused.
+    pub(super) fn refresh_plaintext(&self) -> Result<bool, SettingsError> {
+        match self.optional("REFRESH_PLAINTEXT") {
+            None => Ok(false),
+            Some(value) if value == PLAINTEXT_ALLOWED => Ok(true),
+            Some(value) => Err(SettingsError {
+                variable: "REFRESH_PLAINTEXT",
+                reason: format!("'{value}': only '{PLAINTEXT_ALLOWED}' (local use), or unset"),
+            }),
+        }
     }
 
     /// Where configuration lives: the parameter root and the key prefixes

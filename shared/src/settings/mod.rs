@@ -15,9 +15,9 @@ mod env;
 mod reader;
 mod refresh;
 
-pub use agent::{AgentSettings, RegistrationSettings};
+pub use agent::{AgentSettings, RefreshListenerTls, RegistrationSettings};
 pub use aws::AwsCallSettings;
-pub use env::SettingsError;
+pub use env::{PLAINTEXT_ALLOWED, SettingsError};
 pub use reader::{
     AGENT_CACHE_DEFAULTS, CacheDefaults, DegradedFlushSettings, LAMBDA_CACHE_DEFAULTS, Settings,
     TENANT_SESSION_SECS_RANGE, TenantRoleSettings,

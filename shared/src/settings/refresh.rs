@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::env::{Env, SettingsError};
-use crate::refresh::fanout::{FanoutSettings, RefreshTls};
+use crate::refresh::agent_tls::{AgentTransport, TlsCaSource};
+use crate::refresh::fanout::FanoutSettings;
 use crate::refresh::networks::AgentNetworks;
 use crate::refresh::stale::StaleSettings;
 use crate::routing::KeyRouter;
@@ -34,8 +35,9 @@ pub struct RefreshSettings {
     /// Where agents may be (`AGENT_NETWORKS`, CIDRs; default private
     /// address space): discovered addresses elsewhere get no Refresh.
     pub agent_networks: AgentNetworks,
-    /// TLS to the agents (`REFRESH_TLS_CA_PEM`, `REFRESH_TLS_DOMAIN`).
-    pub tls: Option<RefreshTls>,
+    /// How agents are called: TLS (`REFRESH_TLS_CA_PARAMETER` or
+    /// `REFRESH_TLS_CA_PEM`, `REFRESH_TLS_DOMAIN`) unless `REFRESH_PLAINTEXT=allow`.
+    pub agent_transport: AgentTransport,
 }
 
 /// Which stage cache config-refresh flushes after changes, and through which
@@ -69,10 +71,7 @@ impl RefreshSettings {
             journal_table: env.required("JOURNAL_TABLE_NAME")?,
             stage_cache: stage_cache(&env)?,
             cloud_map_service_id: env.optional("CLOUD_MAP_SERVICE_ID"),
-            tls: env.optional("REFRESH_TLS_CA_PEM").map(|ca_pem| RefreshTls {
-                ca_pem,
-                domain: env.or("REFRESH_TLS_DOMAIN", DEFAULT_AGENT_TLS_DOMAIN),
-            }),
+            agent_transport: agent_transport(&env)?,
             agent_networks: match env.optional("AGENT_NETWORKS") {
                 Some(list) => AgentNetworks::parse(&list).map_err(|reason| SettingsError {
                     variable: "AGENT_NETWORKS",
@@ -94,6 +93,38 @@ impl RefreshSettings {
                 ),
             },
         })
+    }
+}
+
+/// TLS to the agents from one CA source, or plaintext chosen explicitly;
+/// neither leaves pushes off (journal and flushes go on) rather than
+/// failing the function's start.
+fn agent_transport(env: &Env<'_>) -> Result<AgentTransport, SettingsError> {
+    let ca = match (
+        env.optional("REFRESH_TLS_CA_PARAMETER"),
+        env.optional("REFRESH_TLS_CA_PEM"),
+    ) {
+        (Some(name), None) => Some(TlsCaSource::Parameter(name)),
+        (None, Some(pem)) => Some(TlsCaSource::Pem(pem)),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(SettingsError {
+                variable: "REFRESH_TLS_CA_PARAMETER",
+                reason: "set REFRESH_TLS_CA_PARAMETER or REFRESH_TLS_CA_PEM, not both".to_owned(),
+            });
+        }
+    };
+    match (ca, env.refresh_plaintext()?) {
+        (Some(ca), false) => Ok(AgentTransport::Tls {
+            ca,
+            domain: env.or("REFRESH_TLS_DOMAIN", DEFAULT_AGENT_TLS_DOMAIN),
+        }),
+        (None, true) => Ok(AgentTransport::Plaintext),
+        (None, false) => Ok(AgentTransport::Unconfigured),
+        (Some(_), true) => Err(SettingsError {
+            variable: "REFRESH_PLAINTEXT",
+            reason: "a TLS CA is set too: choose TLS or plaintext".to_owned(),
+        }),
     }
 }
 
@@ -148,5 +179,48 @@ mod tests {
             ("REFRESH_CONCURRENCY", "0"),
         ]));
         assert_eq!(zero.unwrap_err().variable, "REFRESH_CONCURRENCY");
+    }
+
+    #[test]
+    fn agents_are_called_over_tls_unless_plaintext_is_chosen_and_neither_leaves_pushes_off() {
+        let with = |extra: &[(&str, &str)]| {
+            let mut vars = vec![
+                ("REFRESH_KEY_PARAMETER", "/k"),
+                ("CLOUD_MAP_NAMESPACE", "n"),
+                ("CLOUD_MAP_SERVICE", "s"),
+                ("JOURNAL_TABLE_NAME", "j"),
+            ];
+            vars.extend_from_slice(extra);
+            RefreshSettings::from_lookup(&lookup(&vars))
+        };
+        assert_eq!(
+            with(&[]).unwrap().agent_transport,
+            AgentTransport::Unconfigured
+        );
+        assert_eq!(
+            with(&[("REFRESH_PLAINTEXT", "allow")])
+                .unwrap()
+                .agent_transport,
+            AgentTransport::Plaintext
+        );
+        assert_eq!(
+            with(&[("REFRESH_TLS_CA_PARAMETER", "/tenant-config/s/agents/tls/ca")])
+                .unwrap()
+                .agent_transport,
+            AgentTransport::Tls {
+                ca: TlsCaSource::Parameter("/tenant-config/s/agents/tls/ca".to_owned()),
+                domain: DEFAULT_AGENT_TLS_DOMAIN.to_owned(),
+            }
+        );
+        for conflicting in [
+            &[
+                ("REFRESH_TLS_CA_PARAMETER", "/p"),
+                ("REFRESH_TLS_CA_PEM", "x"),
+            ][..],
+            &[("REFRESH_TLS_CA_PEM", "x"), ("REFRESH_PLAINTEXT", "allow")][..],
+            &[("REFRESH_PLAINTEXT", "true")][..],
+        ] {
+            assert!(with(conflicting).is_err(), "{conflicting:?}");
+        }
     }
 }
