@@ -38,11 +38,12 @@ async fn main() {
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1));
+    let out = match only {
+        Some(name) => workspace_root().join(format!("target/bench-only-{name}.md")),
+        None => out,
+    };
     let result = match only {
-        Some(name) => {
-            let out = workspace_root().join(format!("target/bench-only-{name}.md"));
-            measure::run_only(name, sizes, &out).await
-        }
+        Some(name) => measure::run_only(name, sizes, &out).await,
         None => measure::run_all(sizes, &out).await,
     };
     if let Err(e) = result {

@@ -7,8 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use aws_config::SdkConfig;
+use tenant_config_admin::values::{ParameterKind, put_parameter};
+use tenant_config_local_stack::moto::MotoServer;
 use tenant_config_local_stack::stack::{
-    ADMIN_GROUP, ALICE, BOB, DANA, LocalStack, PARAMETER_ROOT, SERVICE, TABLE,
+    ADMIN_GROUP, ALICE, BOB, DANA, LocalStack, PARAMETER_ROOT, SERVICE, TABLE, demo_item,
 };
 use tenant_config_shared::api::{ApiRequest, ConfigApi};
 use tenant_config_shared::auth::{HttpJwksSource, TokenVerifier};
@@ -29,6 +32,8 @@ use crate::baseline::settings;
 use crate::report::{Report, Row};
 use crate::stats::{Summary, human};
 
+/// Rounds of B alone and B beside A (limits on), alternating, pooled.
+const ROUNDS: usize = 2;
 /// Tenant B's keys, read round-robin.
 const B_KEYS: usize = 20;
 /// Tenant B's pace: one read per this interval.
@@ -99,14 +104,39 @@ impl ConfigStore for Counted {
 
 /// What tenant B saw in one phase, and what tenant A got.
 struct Phase {
-    b_latency: Summary,
-    b_hit_rate: f64,
+    b_samples: Vec<Duration>,
+    b_reads: usize,
+    b_loaded: usize,
     b_failures: usize,
     a_batches: usize,
     a_limited: usize,
     a_writes: usize,
     a_writes_refused: usize,
     a_keys_loaded: usize,
+}
+
+impl Phase {
+    fn b_latency(&self) -> Summary {
+        Summary::of(self.b_samples.clone())
+    }
+
+    fn b_hit_rate(&self) -> f64 {
+        1.0 - self.b_loaded as f64 / self.b_reads.max(1) as f64
+    }
+
+    /// Rounds of one phase as one: counts and B's samples pooled.
+    fn pooled(mut self, other: Phase) -> Phase {
+        self.b_samples.extend(other.b_samples);
+        self.b_reads += other.b_reads;
+        self.b_loaded += other.b_loaded;
+        self.b_failures += other.b_failures;
+        self.a_batches += other.a_batches;
+        self.a_limited += other.a_limited;
+        self.a_writes += other.a_writes;
+        self.a_writes_refused += other.a_writes_refused;
+        self.a_keys_loaded += other.a_keys_loaded;
+        self
+    }
 }
 
 enum Noise {
@@ -120,35 +150,83 @@ impl Report {
         let b_keys: Vec<String> = (0..B_KEYS)
             .map(|i| format!("param_config_fair_{i:02}"))
             .collect();
-        for key in &b_keys {
-            stack.put_parameter("tenant-b", key, "steady").await?;
+        // Parameter Store in a moto server of its own, as in AWS it is a
+        // service apart from DynamoDB: in one moto process every call of
+        // every service waits for one Python interpreter (the last two rows).
+        let parameter_moto = MotoServer::start().await?;
+        let own = parameter_moto.sdk_config().await;
+        for aws in [&own, &stack.aws] {
+            for key in &b_keys {
+                let item = demo_item("tenant-b", key)?;
+                put_parameter(aws, PARAMETER_ROOT, &item, "steady", ParameterKind::String).await?;
+            }
         }
         let phase_length = if self.sizes.smoke {
             Duration::from_secs(1)
         } else {
             Duration::from_secs(15)
         };
-        let quiet = self
-            .phase(stack, &b_keys, Noise::Quiet, phase_length)
+        // Unmeasured: a fresh moto loads each service's code on its first
+        // calls, which would land in the first measured phase.
+        self.phase(stack, &own, &b_keys, Noise::Quiet, phase_length / 5)
             .await?;
-        let limited = self
-            .phase(stack, &b_keys, Noise::Noisy { limits: true }, phase_length)
-            .await?;
+        // Rounds of B alone and B hammered (limits on), alternating and
+        // pooled: the machine's drift over the run falls on both alike.
+        let mut rounds = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let quiet = self
+                .phase(stack, &own, &b_keys, Noise::Quiet, phase_length)
+                .await?;
+            let limited = self
+                .phase(
+                    stack,
+                    &own,
+                    &b_keys,
+                    Noise::Noisy { limits: true },
+                    phase_length,
+                )
+                .await?;
+            rounds.push((quiet, limited));
+        }
+        let (quiet, limited) = rounds
+            .into_iter()
+            .reduce(|(q, l), (q2, l2)| (q.pooled(q2), l.pooled(l2)))
+            .ok_or("no round")?;
         let unlimited = self
-            .phase(stack, &b_keys, Noise::Noisy { limits: false }, phase_length)
+            .phase(
+                stack,
+                &own,
+                &b_keys,
+                Noise::Noisy { limits: false },
+                phase_length,
+            )
+            .await?;
+        let one_moto = &stack.aws;
+        let quiet_one_moto = self
+            .phase(stack, one_moto, &b_keys, Noise::Quiet, phase_length)
+            .await?;
+        let limited_one_moto = self
+            .phase(
+                stack,
+                one_moto,
+                &b_keys,
+                Noise::Noisy { limits: true },
+                phase_length,
+            )
             .await?;
         let within = |noisy: &Phase| {
-            let p99 = noisy.b_latency.p99.as_secs_f64() <= quiet.b_latency.p99.as_secs_f64() * 1.10;
-            let hits = noisy.b_hit_rate >= quiet.b_hit_rate * 0.90;
+            let p99 =
+                noisy.b_latency().p99.as_secs_f64() <= quiet.b_latency().p99.as_secs_f64() * 1.10;
+            let hits = noisy.b_hit_rate() >= quiet.b_hit_rate() * 0.90;
             p99 && hits && noisy.b_failures == 0
         };
         let b_row = |name: &str, phase: &Phase, target: &str, met: Option<bool>| Row {
             figure: format!("tenant B, {name}: p50 / p99, hit rate"),
             ours: format!(
                 "{} / {}, {:.1} % ({} failed)",
-                human(phase.b_latency.p50),
-                human(phase.b_latency.p99),
-                phase.b_hit_rate * 100.0,
+                human(phase.b_latency().p50),
+                human(phase.b_latency().p99),
+                phase.b_hit_rate() * 100.0,
                 phase.b_failures
             ),
             baseline: "—".into(),
@@ -182,12 +260,19 @@ impl Report {
                     Some(within(&limited)),
                 ),
                 b_row("A hammering, limits off (for comparison)", &unlimited, "", None),
+                b_row("alone, Parameter Store in the one moto process", &quiet_one_moto, "", None),
+                b_row(
+                    "A hammering, limits on, Parameter Store in the one moto process",
+                    &limited_one_moto,
+                    "",
+                    None,
+                ),
                 a_row("limits on", &limited),
                 a_row("limits off", &unlimited),
             ],
             vec![
                 format!(
-                    "Each phase {phase_length:?}, one after another in this run, on one `ConfigApi` (config-api's handler) over moto with the change journal and the write quotas in moto's DynamoDB: tenant B reads {B_KEYS} Parameter Store keys round-robin, one request every {B_INTERVAL:?}, its entries living {B_TTL:?} (so about one read in ten goes to the store); hit rate = B's reads answered without asking a store."
+                    "Each phase {phase_length:?}, one after another in this run (B alone and B beside A with limits on alternate, {ROUNDS} rounds each, pooled), on one `ConfigApi` (config-api's handler) over moto with the change journal and the write quotas in moto's DynamoDB, Parameter Store in a second moto server (in AWS they are separate services); the last two B rows put Parameter Store back in the stack's one moto process, where B's reads wait behind A's writes and their stream in one Python interpreter, which AWS does not share between services or partitions: tenant B reads {B_KEYS} Parameter Store keys round-robin, one request every {B_INTERVAL:?}, its entries living {B_TTL:?} (so about one read in ten goes to the store); hit rate = B's reads answered without asking a store."
                 ),
                 "Figures 1 to 10 run with these limits off (`TENANT_STORE_READS_PER_SEC=0`, `TENANT_WRITES_PER_MINUTE=0`): they measure one tenant's paths at full speed (hundreds of cold keys in a row, 200 writes), which the limits would refuse by design. This figure's `ConfigApi` sets its own limits.".to_owned(),
                 format!(
@@ -201,13 +286,14 @@ impl Report {
     async fn phase(
         &self,
         stack: &LocalStack,
+        parameter_store: &SdkConfig,
         b_keys: &[String],
         noise: Noise,
         length: Duration,
     ) -> Result<Phase, String> {
         let loaded = Arc::new(KeysLoaded::default());
         let limits = matches!(noise, Noise::Noisy { limits: true });
-        let api = Arc::new(api(stack, &loaded, limits)?);
+        let api = Arc::new(api(stack, parameter_store, &loaded, limits)?);
         let tokens = (
             format!("Bearer {}", stack.token(BOB).await?),
             format!("Bearer {}", stack.token(ALICE).await?),
@@ -332,8 +418,9 @@ impl Report {
         let b_reads = samples.len();
         let b_loaded = loaded.of(&tenant("tenant-b")) - b_before;
         Ok(Phase {
-            b_latency: Summary::of(samples),
-            b_hit_rate: 1.0 - b_loaded as f64 / b_reads.max(1) as f64,
+            b_samples: samples,
+            b_reads,
+            b_loaded,
             b_failures: failures,
             a_batches: a_batches.load(Ordering::Relaxed),
             a_limited: a_limited.load(Ordering::Relaxed),
@@ -371,10 +458,15 @@ async fn read(api: &ConfigApi, bearer: &str, path: &str) -> bool {
 
 /// config-api's handler as `Aws::config_api` assembles it, over stores that
 /// count each tenant's keys, with B's short TTL, and the read limit on or off.
-fn api(stack: &LocalStack, loaded: &Arc<KeysLoaded>, limits: bool) -> Result<ConfigApi, String> {
+fn api(
+    stack: &LocalStack,
+    parameter_store: &SdkConfig,
+    loaded: &Arc<KeysLoaded>,
+    limits: bool,
+) -> Result<ConfigApi, String> {
     let settings = settings(stack, LAMBDA_CACHE_DEFAULTS)?;
     let dynamodb_client = aws_sdk_dynamodb::Client::new(&stack.aws);
-    let ssm_client = aws_sdk_ssm::Client::new(&stack.aws);
+    let ssm_client = aws_sdk_ssm::Client::new(parameter_store);
     let counted = |inner: Arc<dyn ConfigStore>| -> Arc<dyn ConfigStore> {
         Arc::new(Counted {
             inner,
