@@ -162,8 +162,8 @@ pub struct StackOptions {
     /// of the functions and agents is counted (the benchmark's figure 9).
     pub dynamodb_through_proxy: bool,
     /// Serve Refresh over TLS as a deploy does: material made by
-    /// `agent-tls` into Parameter Store, the agents given the certificate and
-    /// key as ECS hands them over, config-refresh reading the CA parameter.
+    /// `agent-tls` into Parameter Store, the agents given the identity as ECS
+    /// hands it over (`AGENT_TLS_PEM`), config-refresh reading the CA parameter.
     /// Otherwise both sides run plaintext (`REFRESH_PLAINTEXT=allow`), so
     /// tests and in-process benchmark agents can call Refresh directly.
     pub agent_tls: bool,
@@ -302,8 +302,10 @@ impl LocalStack {
                             &ssm,
                             AGENT_TLS_PATH,
                             tenant_config_shared::settings::DEFAULT_AGENT_TLS_DOMAIN,
-                            1,
+                            // Past verify's renewal window (30 days).
+                            90,
                             false,
+                            Duration::ZERO,
                         )
                         .await?;
                         let identity =
@@ -344,12 +346,9 @@ impl LocalStack {
             ),
         ]);
         let agent_tls_env: Vec<(String, String)> = match agent_tls {
-            Some((ca_parameter, (certificate, key))) => {
+            Some((ca_parameter, identity)) => {
                 env.push(("REFRESH_TLS_CA_PARAMETER".to_owned(), ca_parameter));
-                vec![
-                    ("AGENT_TLS_CERT_PEM".to_owned(), certificate),
-                    ("AGENT_TLS_KEY_PEM".to_owned(), key),
-                ]
+                vec![("AGENT_TLS_PEM".to_owned(), identity)]
             }
             None => {
                 env.push((

@@ -399,9 +399,11 @@ impl Aws {
                 tracing::info!(certificate = %certificate.display(), "Refresh listener serves TLS");
                 server.with_refresh_tls(&read(certificate)?, &read(key)?)
             }
-            RefreshListenerTls::Pem { certificate, key } => {
-                tracing::info!("Refresh listener serves TLS (certificate from the environment)");
-                server.with_refresh_tls(certificate.as_bytes(), key.as_bytes())
+            RefreshListenerTls::Pem { identity } => {
+                tracing::info!("Refresh listener serves TLS (identity from AGENT_TLS_PEM)");
+                // One PEM holds both: the chain is read from its certificate
+                // blocks, the key from its private key block.
+                server.with_refresh_tls(identity.as_bytes(), identity.as_bytes())
             }
             RefreshListenerTls::Plaintext => {
                 tracing::warn!(

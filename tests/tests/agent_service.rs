@@ -429,11 +429,14 @@ fn the_ecs_example_sets_exactly_what_the_agent_reads_and_the_agent_accepts_it() 
             .as_str()
             .unwrap_or_else(|| panic!("{name} has a default"))
             .to_owned(),
-        Source::AgentTlsSecret(name) => match name.as_str() {
-            "certificate" => include_str!("../../testkit/fixtures/tls/agent.pem").to_owned(),
-            "private-key" => include_str!("../../testkit/fixtures/tls/agent.key").to_owned(),
-            other => panic!("agent-tls writes no {other}"),
-        },
+        Source::AgentTlsSecret(name) => {
+            assert_eq!(name, "identity", "agent-tls writes no {name}");
+            concat!(
+                include_str!("../../testkit/fixtures/tls/agent.pem"),
+                include_str!("../../testkit/fixtures/tls/agent.key")
+            )
+            .to_owned()
+        }
         Source::Pseudo(name) => {
             assert_eq!(name, "AWS::Region");
             "us-east-1".to_owned()
@@ -464,7 +467,7 @@ fn the_ecs_example_sets_exactly_what_the_agent_reads_and_the_agent_accepts_it() 
         "{:?}",
         agent.refresh_tls
     );
-    // AND ECS may read exactly those two parameters to hand them over
+    // AND ECS may read exactly that parameter to hand it over
     let secrets: Vec<Value> = container(&ecs)["Secrets"]
         .as_sequence()
         .unwrap()
@@ -640,9 +643,8 @@ async fn an_agent_configured_as_the_ecs_example_serves_reads_registers_nothing_a
     )
     .await
     .expect("local stack starts");
-    // AND the certificate and key ECS would hand over, read from where
-    // agent-tls wrote them
-    let (certificate, private_key) = tenant_config_admin::agent_tls::read_agent_identity(
+    // AND the identity ECS would hand over, read from where agent-tls wrote it
+    let identity = tenant_config_admin::agent_tls::read_agent_identity(
         &aws_sdk_ssm::Client::new(&stack.aws),
         &tenant_config_admin::agent_tls::AgentTlsParameters::under(
             tenant_config_local_stack::stack::AGENT_TLS_PATH,
@@ -679,11 +681,10 @@ async fn an_agent_configured_as_the_ecs_example_serves_reads_registers_nothing_a
         Source::Parameter(name) if name == "RefreshPublicKeys" => {
             stack.setting("REFRESH_PUBLIC_KEYS").unwrap()
         }
-        Source::AgentTlsSecret(name) => match name.as_str() {
-            "certificate" => certificate.clone(),
-            "private-key" => private_key.clone(),
-            other => panic!("agent-tls writes no {other}"),
-        },
+        Source::AgentTlsSecret(name) => {
+            assert_eq!(name, "identity", "agent-tls writes no {name}");
+            identity.clone()
+        }
         Source::Parameter(name) => ecs["Parameters"][name.as_str()]["Default"]
             .as_str()
             .unwrap_or_else(|| panic!("{name} has a default"))

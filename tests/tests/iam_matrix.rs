@@ -55,7 +55,7 @@ enum What {
     /// A tenant's service path (`GetParametersByPath`'s resource).
     ParameterPath(&'static str),
     SigningKey,
-    /// A parameter of the agents' Refresh TLS material (`ca`, `private-key`).
+    /// A parameter of the agents' Refresh TLS material (`ca`, `identity`).
     AgentTls(&'static str),
     /// A SecureString of the tenant, through SSM, with the stack's key.
     Secret(&'static str),
@@ -351,12 +351,12 @@ const MATRIX: &[Case] = &[
     ),
     // config-refresh: the signing key and the journal; no tenant data.
     case(ConfigRefresh, "ssm:GetParameter", SigningKey, true),
-    // The agents' CA, to verify them; never their private key.
+    // The agents' CA, to verify them; never their identity (private key).
     case(ConfigRefresh, "ssm:GetParameter", AgentTls("ca"), true),
     case(
         ConfigRefresh,
         "ssm:GetParameter",
-        AgentTls("private-key"),
+        AgentTls("identity"),
         false,
     ),
     case(ConfigRefresh, "ssm:PutParameter", AgentTls("ca"), false),
@@ -386,8 +386,8 @@ const MATRIX: &[Case] = &[
     case(Agent, "ssm:GetParameter", Parameter(OWN), false),
     case(Agent, "ssm:PutParameter", Parameter(OWN), false),
     case(Agent, "ssm:GetParameter", SigningKey, false),
-    // The agents' TLS key reaches them through ECS's execution role only.
-    case(Agent, "ssm:GetParameter", AgentTls("private-key"), false),
+    // The agents' identity reaches them through ECS's execution role only.
+    case(Agent, "ssm:GetParameter", AgentTls("identity"), false),
     case(Agent, "ssm:PutParameter", AgentTls("ca"), false),
     case(Agent, "kms:Decrypt", Secret(OWN), false),
     case(Agent, "kms:Encrypt", Secret(OWN), false),
@@ -418,7 +418,7 @@ const MATRIX: &[Case] = &[
     case(Reader, "ssm:DeleteParameter", Parameter(OWN), false),
     case(Reader, "ssm:GetParameterHistory", Parameter(OWN), false),
     case(Reader, "ssm:GetParameter", SigningKey, false),
-    case(Reader, "ssm:GetParameter", AgentTls("private-key"), false),
+    case(Reader, "ssm:GetParameter", AgentTls("identity"), false),
     case(Reader, "kms:Decrypt", Secret(OWN), true),
     case(Reader, "kms:Decrypt", Secret(OTHER), false),
     case(Reader, "kms:Encrypt", Secret(OWN), false),

@@ -646,6 +646,95 @@ async fn refresh_calls_travel_over_tls_and_plaintext_or_untrusted_clients_get_no
 }
 
 #[tokio::test]
+async fn a_warm_config_refresh_trusts_a_rotated_ca_once_it_reads_the_bundle_again() {
+    use tenant_config_admin::agent_tls::{self, AgentTlsParameters};
+    use tenant_config_local_stack::stack::AGENT_TLS_PATH;
+    use tenant_config_shared::refresh::agent_tls::{AgentTransport, TlsCaSource};
+    use tenant_config_shared::refresh::discovery::Instance;
+    use tenant_config_shared::refresh::fanout::{FanoutSettings, FanoutSource};
+    use tenant_config_shared::refresh::key::{CA_REFRESH_INTERVAL, KeyLoadingFanout};
+    use tenant_config_shared::settings::DEFAULT_AGENT_TLS_DOMAIN;
+    // GIVEN an agent on TLS as deployed, and two warm fan-outs built as
+    // config-refresh builds its own: one that reads the CA bundle again at
+    // once, one that waits its minute
+    let stack = LocalStack::start(
+        StackOptions {
+            agent_tls: true,
+            ..StackOptions::with_agents(1)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("local stack starts");
+    let ssm = aws_sdk_ssm::Client::new(&stack.aws);
+    let parameters = AgentTlsParameters::under(AGENT_TLS_PATH);
+    let fanout = |interval: Duration| {
+        KeyLoadingFanout::new(
+            ssm.clone(),
+            tenant_config_local_stack::stack::REFRESH_KEY_PARAMETER,
+            PARAMETER_ROOT,
+            FanoutSettings::default(),
+            AgentTransport::Tls {
+                ca: TlsCaSource::Parameter(parameters.ca.clone()),
+                domain: DEFAULT_AGENT_TLS_DOMAIN.to_owned(),
+            },
+        )
+        .with_ca_refresh_interval(interval)
+    };
+    let (eager, warm) = (fanout(Duration::ZERO), fanout(CA_REFRESH_INTERVAL));
+    eager.load().await.unwrap();
+    warm.load().await.unwrap();
+
+    // WHEN the material is rotated (no wait) and an agent starts with the new identity
+    agent_tls::put(
+        &ssm,
+        AGENT_TLS_PATH,
+        DEFAULT_AGENT_TLS_DOMAIN,
+        1,
+        true,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    let mut env = stack.agents[0].environment().unwrap();
+    env.retain(|(name, _)| name != "AGENT_TLS_PEM");
+    env.push((
+        "AGENT_TLS_PEM".to_owned(),
+        agent_tls::read_agent_identity(&ssm, &parameters)
+            .await
+            .unwrap(),
+    ));
+    let rolled = tenant_config_local_stack::agent::AgentProcess::start("rolled", &env)
+        .await
+        .expect("an agent starts with the rotated identity");
+    let instances = [
+        Instance {
+            id: "old".to_owned(),
+            address: ([127, 0, 0, 1], stack.agents[0].refresh_port).into(),
+        },
+        Instance {
+            id: "rolled".to_owned(),
+            address: ([127, 0, 0, 1], rolled.refresh_port).into(),
+        },
+    ];
+    let change = tenant_config_admin::verify::probe_change("rotation").unwrap();
+
+    // THEN the fan-out that read the bundle again reaches both agents: the
+    // new CA is trusted and the old one kept
+    let report = eager
+        .fanout()
+        .await
+        .unwrap()
+        .send(&instances, &change)
+        .await;
+    assert_eq!(report.ok, 2, "{report:?}");
+    // AND one still inside its interval refuses the new certificate, which
+    // is why agent-tls waits longer than the interval before writing it
+    let report = warm.fanout().await.unwrap().send(&instances, &change).await;
+    assert_eq!(report.acknowledged, vec!["old".to_owned()], "{report:?}");
+}
+
+#[tokio::test]
 async fn without_the_agents_ca_config_refresh_pushes_nothing_in_plaintext_and_readers_catch_up() {
     // GIVEN agents serving Refresh over TLS, and config-refresh whose CA
     // parameter does not exist (agent-tls not run yet)

@@ -312,7 +312,19 @@ async fn verify_passes_on_a_complete_deploy_and_names_each_injected_fault_with_i
     let refused = admin(&stack, &["agent-tls"]).await;
     assert!(!refused.status.success(), "{refused:?}");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--overwrite"));
-    let rotated = admin(&stack, &["agent-tls", "--overwrite"]).await;
+    // (a certificate for another name than config-refresh expects is refused too)
+    let wrong_name = admin(
+        &stack,
+        &["agent-tls", "--overwrite", "--domain", "agents.example"],
+    )
+    .await;
+    assert!(!wrong_name.status.success(), "{wrong_name:?}");
+    assert!(String::from_utf8_lossy(&wrong_name.stderr).contains("AgentTlsDomain"));
+    let rotated = admin(
+        &stack,
+        &["agent-tls", "--overwrite", "--trust-wait-secs", "0"],
+    )
+    .await;
     assert!(rotated.status.success(), "{rotated:?}");
     let bundle = read_ca().await;
     assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2, "{bundle}");

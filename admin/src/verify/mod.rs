@@ -5,7 +5,7 @@
 //! instead of hanging the command.
 //!
 //! The checks (names are stable; `docs/operations.md` describes each):
-//! `stack-status`, `signing-key`, `agents-registered`, `agents-trust-key`,
+//! `stack-status`, `signing-key`, `agent-tls`, `agents-registered`, `agents-trust-key`,
 //! `stage-settings`, `read-through-api`, `change-journaled`, `dlq-empty`,
 //! `alarms-notify`.
 
@@ -14,6 +14,7 @@ mod operations;
 mod refresh;
 
 pub use operations::TEMPLATE_ALARMS;
+pub use refresh::probe_change;
 
 use std::fmt;
 use std::time::Duration;

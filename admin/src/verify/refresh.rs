@@ -7,7 +7,7 @@ use aws_sdk_servicediscovery::types::{HealthStatus, HealthStatusFilter};
 use tenant_config_shared::StoreKind;
 use tenant_config_shared::aws::Aws;
 use tenant_config_shared::refresh::agent_tls::{
-    self, AgentTransport, TlsCaSource, parse_ca_bundle,
+    self, AgentTransport, TlsCaSource, check_identity, parse_ca_bundle,
 };
 use tenant_config_shared::refresh::change::{ChangeAudit, ChangeRecord};
 use tenant_config_shared::refresh::discovery::{
@@ -28,13 +28,19 @@ pub const AGENTS_REGISTERED: &str = "agents-registered";
 pub const AGENTS_TRUST_KEY: &str = "agents-trust-key";
 pub const AGENT_TLS: &str = "agent-tls";
 
-/// The agents' TLS material is in place: the CA bundle config-refresh reads
-/// parses, the agents' certificate is there and its key is a SecureString.
+/// How long before its end a certificate fails verify: time to rotate.
+pub const CERTIFICATE_RENEWAL_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(30 * 86_400);
+
+/// The agents' TLS material is in place and consistent, as config-refresh's
+/// TLS client will judge it: the CA bundle parses as usable CAs, and the
+/// agents' identity (a SecureString) chains to it, names the stack's
+/// `AgentTlsDomain`, and stays valid for [`CERTIFICATE_RENEWAL_WINDOW`].
 /// Returns the TLS settings the probe Refresh uses.
 pub async fn agent_tls_material(aws: &Aws, stack: &StackOutputs) -> (Outcome, Option<RefreshTls>) {
     let fix = format!(
-        "tenant-config-admin --stack {} agent-tls (once; it writes the CA, the agents' certificate \
-         and key under AgentTlsParameterPath), then update the agents' stack so they start with it",
+        "tenant-config-admin --stack {} agent-tls (add --overwrite to replace material that is \
+         there), then update the agents' stack so new tasks start with it",
         stack.name
     );
     let path = match stack.output(output::AGENT_TLS_PARAMETER_PATH) {
@@ -54,51 +60,57 @@ pub async fn agent_tls_material(aws: &Aws, stack: &StackOutputs) -> (Outcome, Op
             .unwrap_or(DEFAULT_AGENT_TLS_DOMAIN)
             .to_owned(),
     };
-    let tls = match agent_tls::resolve(&transport, &aws.ssm()).await {
+    let ssm = aws.ssm();
+    let tls = match agent_tls::resolve(&transport, &ssm).await {
         Ok(Some(tls)) => tls,
         Ok(None) => return (Outcome::fail(AGENT_TLS, "plaintext", fix), None),
         Err(e) => return (Outcome::fail(AGENT_TLS, e.to_string(), fix), None),
     };
-    let ssm = aws.ssm();
-    let certificate = ssm
+    let identity = match ssm
         .get_parameter()
-        .name(&parameters.certificate)
+        .name(&parameters.identity)
+        .with_decryption(true)
         .send()
-        .await;
-    let certificate_ok = certificate
-        .as_ref()
-        .ok()
-        .and_then(|c| c.parameter()?.value())
-        .is_some_and(|pem| parse_ca_bundle(pem).is_ok());
-    let key = ssm
-        .get_parameter()
-        .name(&parameters.private_key)
-        .send()
-        .await;
-    let key_secure = key
-        .as_ref()
-        .ok()
-        .and_then(|k| k.parameter()?.r#type().cloned())
+        .await
+    {
+        Ok(found) => found.parameter,
+        Err(e) => {
+            let detail = format!("{}: {}", parameters.identity, DisplayErrorContext(e));
+            return (Outcome::fail(AGENT_TLS, detail, fix), Some(tls));
+        }
+    };
+    let secure = identity.as_ref().and_then(|p| p.r#type().cloned())
         == Some(aws_sdk_ssm::types::ParameterType::SecureString);
-    if !certificate_ok || !key_secure {
-        return (
-            Outcome::fail(
-                AGENT_TLS,
-                format!(
-                    "{} must hold a PEM certificate and {} a SecureString key",
-                    parameters.certificate, parameters.private_key
-                ),
-                fix,
-            ),
-            Some(tls),
-        );
+    let identity = identity.and_then(|p| p.value).unwrap_or_default();
+    let now = std::time::SystemTime::now();
+    let problem = if !secure {
+        Some(format!("{} must be a SecureString", parameters.identity))
+    } else if let Err(e) = check_identity(&tls.ca_pem, &identity, &tls.domain, now) {
+        Some(format!("{}: {e}", parameters.identity))
+    } else if check_identity(
+        &tls.ca_pem,
+        &identity,
+        &tls.domain,
+        now + CERTIFICATE_RENEWAL_WINDOW,
+    )
+    .is_err()
+    {
+        Some(format!(
+            "the agents' certificate expires within {} days: rotate it (agent-tls --overwrite)",
+            CERTIFICATE_RENEWAL_WINDOW.as_secs() / 86_400
+        ))
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return (Outcome::fail(AGENT_TLS, problem, fix), Some(tls));
     }
     let count = parse_ca_bundle(&tls.ca_pem).map(|c| c.len()).unwrap_or(0);
     (
         Outcome::ok(
             AGENT_TLS,
             format!(
-                "{} trusts {count} CA certificate(s) for {}; the agents' certificate and key are in {path}",
+                "{} holds {count} CA certificate(s); the agents' identity chains to it for {}",
                 parameters.ca, tls.domain
             ),
         ),

@@ -61,8 +61,9 @@ impl AgentTlsError {
     }
 }
 
-/// The certificates of a PEM bundle, refused when it holds none or any block
-/// is not a certificate.
+/// The certificates of a PEM bundle, refused when it holds none, when a
+/// block is not PEM, or when a certificate cannot be a trust anchor (the
+/// TLS client would skip it silently and trust nothing).
 pub fn parse_ca_bundle(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -70,7 +71,54 @@ pub fn parse_ca_bundle(pem: &str) -> Result<Vec<CertificateDer<'static>>, String
     if certificates.is_empty() {
         return Err("no '-----BEGIN CERTIFICATE-----' block".to_owned());
     }
+    for (n, certificate) in certificates.iter().enumerate() {
+        webpki::anchor_from_trusted_cert(certificate)
+            .map_err(|e| format!("certificate {} is not a usable CA: {e:?}", n + 1))?;
+    }
     Ok(certificates)
+}
+
+/// Checks an agent identity (PEM: certificate chain, then its private key)
+/// as config-refresh's TLS client will: the certificate chains to a CA of
+/// `bundle`, names `domain`, and is valid at `at` (now, or a date ahead to
+/// warn of expiry).
+pub fn check_identity(
+    bundle: &str,
+    identity: &str,
+    domain: &str,
+    at: std::time::SystemTime,
+) -> Result<(), String> {
+    let anchors_der = parse_ca_bundle(bundle)?;
+    let anchors: Vec<_> = anchors_der
+        .iter()
+        .filter_map(|der| webpki::anchor_from_trusted_cert(der).ok())
+        .collect();
+    let chain = CertificateDer::pem_slice_iter(identity.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or("the identity holds no certificate")?;
+    rustls_pki_types::PrivateKeyDer::from_pem_slice(identity.as_bytes())
+        .map_err(|e| format!("the identity holds no private key: {e}"))?;
+    let leaf = webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("{e:?}"))?;
+    let since_epoch = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?;
+    leaf.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        intermediates,
+        rustls_pki_types::UnixTime::since_unix_epoch(since_epoch),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| format!("the certificate does not chain to the CA bundle: {e:?}"))?;
+    let name =
+        rustls_pki_types::ServerName::try_from(domain).map_err(|e| format!("'{domain}': {e}"))?;
+    leaf.verify_is_valid_for_subject_name(&name)
+        .map_err(|e| format!("the certificate does not name {domain}: {e:?}"))
 }
 
 /// The TLS settings to call agents with (`None`: plaintext, chosen
@@ -130,9 +178,33 @@ mod tests {
         ] {
             assert!(parse_ca_bundle(bad).is_err(), "{bad:?}");
         }
-        // a private key is not a CA
+        // a private key is not a CA, nor is a PEM block of bytes that decode
+        // but are no certificate (the TLS client would skip it and trust nothing)
         let key = include_str!("../../../testkit/fixtures/tls/agent.key");
         assert!(parse_ca_bundle(key).is_err());
+        let not_a_certificate =
+            "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
+        assert!(parse_ca_bundle(not_a_certificate).is_err());
+    }
+
+    #[test]
+    fn an_identity_is_checked_as_the_tls_client_will_check_it() {
+        let identity = format!(
+            "{}{}",
+            include_str!("../../../testkit/fixtures/tls/agent.pem"),
+            include_str!("../../../testkit/fixtures/tls/agent.key")
+        );
+        let domain = "config-agent.tenant-config.internal";
+        let now = std::time::SystemTime::now();
+        check_identity(CA, &identity, domain, now).unwrap();
+        // signed by another CA, for another name, or past its end: refused
+        assert!(check_identity(OTHER_CA, &identity, domain, now).is_err());
+        assert!(check_identity(CA, &identity, "other.example", now).is_err());
+        let in_2080 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(3_471_292_800);
+        assert!(check_identity(CA, &identity, domain, in_2080).is_err());
+        // a certificate without its key is no identity
+        let certificate_only = include_str!("../../../testkit/fixtures/tls/agent.pem");
+        assert!(check_identity(CA, certificate_only, domain, now).is_err());
     }
 
     #[tokio::test]

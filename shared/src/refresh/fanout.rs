@@ -70,8 +70,9 @@ pub struct Fanout {
     key: RefreshKey,
     settings: FanoutSettings,
     channels: Mutex<HashMap<SocketAddr, Channel>>,
-    /// TLS to the agents' Refresh listeners, when configured.
-    tls: Option<ClientTlsConfig>,
+    /// TLS to the agents' Refresh listeners, when configured; replaced
+    /// (with every channel) when the agents' CA bundle changes.
+    tls: std::sync::RwLock<Option<ClientTlsConfig>>,
 }
 
 /// How config-refresh verifies agents' Refresh listeners: the CA that signed
@@ -89,18 +90,28 @@ impl Fanout {
             key,
             settings,
             channels: Mutex::new(HashMap::new()),
-            tls: None,
+            tls: std::sync::RwLock::new(None),
         }
     }
 
     /// Calls agents over TLS, verifying their certificates against `tls`.
-    pub fn with_tls(mut self, tls: &RefreshTls) -> Self {
-        self.tls = Some(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&tls.ca_pem))
-                .domain_name(&tls.domain),
-        );
+    pub fn with_tls(self, tls: &RefreshTls) -> Self {
+        self.replace_tls(tls);
         self
+    }
+
+    /// Verifies agents against `tls` from now on: channels opened with the
+    /// previous CA bundle are dropped, so the next call connects afresh.
+    pub fn replace_tls(&self, tls: &RefreshTls) {
+        let config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+            .domain_name(&tls.domain);
+        if let Ok(mut current) = self.tls.write() {
+            *current = Some(config);
+        }
+        if let Ok(mut channels) = self.channels.lock() {
+            channels.clear();
+        }
     }
 
     pub fn settings(&self) -> FanoutSettings {
@@ -115,13 +126,16 @@ impl Fanout {
         if let Some(channel) = channels.get(&address) {
             return Ok(channel.clone());
         }
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let tls = self
+            .tls
+            .read()
+            .map_err(|_| "TLS settings poisoned".to_owned())?
+            .clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut endpoint =
             Endpoint::from_shared(format!("{scheme}://{address}")).map_err(|e| e.to_string())?;
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| e.to_string())?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(|e| e.to_string())?;
         }
         let channel = endpoint
             .connect_timeout(self.settings.deadline)

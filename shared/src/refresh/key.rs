@@ -6,9 +6,11 @@
 //! agents' TLS ([`super::agent_tls`]), stops the pushes only: config-refresh
 //! still journals every change and flushes the stage cache, so readers catch
 //! up within their catch-up interval, and it counts each unpushed change
-//! (`UnpushedChanges`, which alarms). It reads the parameters again at most
-//! once per [`KEY_RETRY_INTERVAL`], so a key or CA created or fixed later is
-//! used without a restart.
+//! (`UnpushedChanges`, which alarms). It reads the parameters again after
+//! [`KEY_UNREADABLE_RETRY_INTERVAL`] (not found, throttled) or
+//! [`KEY_RETRY_INTERVAL`] (malformed), so a key or CA created or fixed later
+//! is used without a restart; once pushing, it reads the CA bundle again
+//! every [`CA_REFRESH_INTERVAL`] (a rotation adds a CA).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -22,6 +24,10 @@ use super::agent_tls::{self, AgentTlsError, AgentTransport};
 use super::fanout::{Fanout, FanoutSettings, FanoutSource};
 use super::signing::{RefreshKey, SignatureError};
 
+/// How often a warm config-refresh reads the agents' CA bundle again, so a
+/// rotation's new CA is trusted without a restart (`agent-tls --overwrite`
+/// waits longer than this before it hands agents the new certificate).
+pub const CA_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// Least time between two reads of a key that is missing or unusable.
 pub const KEY_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// The same after Parameter Store could not be read (throttling, a network
@@ -123,6 +129,9 @@ pub struct KeyLoadingFanout {
     ready: OnceCell<Fanout>,
     /// The last failed read: when it may be tried again, and why (never the key).
     failed: Mutex<Option<(Instant, String)>>,
+    /// The CA bundle in use and when it was last read.
+    tls_in_use: tokio::sync::Mutex<(Option<super::fanout::RefreshTls>, Instant)>,
+    ca_refresh_interval: Duration,
 }
 
 impl KeyLoadingFanout {
@@ -141,12 +150,50 @@ impl KeyLoadingFanout {
             transport,
             ready: OnceCell::new(),
             failed: Mutex::new(None),
+            tls_in_use: tokio::sync::Mutex::new((None, Instant::now())),
+            ca_refresh_interval: CA_REFRESH_INTERVAL,
         }
+    }
+
+    /// Reads the agents' CA bundle again this often instead of
+    /// [`CA_REFRESH_INTERVAL`] (tests).
+    pub fn with_ca_refresh_interval(mut self, interval: Duration) -> Self {
+        self.ca_refresh_interval = interval;
+        self
     }
 
     /// Reads the key now (at start-up), so a bad key is logged at once.
     pub async fn load(&self) -> Result<(), String> {
         self.fanout().await.map(|_| ())
+    }
+
+    /// Reads the agents' CA bundle again once [`CA_REFRESH_INTERVAL`] has
+    /// passed, and verifies agents against it from then on if it changed. A
+    /// bundle that cannot be read or is malformed now leaves the one in use
+    /// in place (logged): it verified agents a minute ago.
+    async fn refresh_tls_if_due(&self, fanout: &Fanout) {
+        if !matches!(self.transport, AgentTransport::Tls { .. }) {
+            return;
+        }
+        let Ok(mut in_use) = self.tls_in_use.try_lock() else {
+            return; // another call is reading it
+        };
+        if in_use.1.elapsed() < self.ca_refresh_interval {
+            return;
+        }
+        in_use.1 = Instant::now();
+        match agent_tls::resolve(&self.transport, &self.ssm).await {
+            Ok(Some(tls)) if in_use.0.as_ref() != Some(&tls) => {
+                tracing::info!("the agents' CA bundle changed: verifying agents against it");
+                fanout.replace_tls(&tls);
+                in_use.0 = Some(tls);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                %error,
+                "cannot read the agents' CA bundle again: the one read before stays in use"
+            ),
+        }
     }
 }
 
@@ -154,6 +201,7 @@ impl KeyLoadingFanout {
 impl FanoutSource for KeyLoadingFanout {
     async fn fanout(&self) -> Result<&Fanout, String> {
         if let Some(fanout) = self.ready.get() {
+            self.refresh_tls_if_due(fanout).await;
             return Ok(fanout);
         }
         if let Some((retry_at, reason)) = self.failed.lock().map(|f| f.clone()).unwrap_or(None)
@@ -166,6 +214,7 @@ impl FanoutSource for KeyLoadingFanout {
             .get_or_try_init(|| async {
                 let key = load_refresh_key(&self.ssm, &self.parameter, &self.watched_root).await?;
                 let tls = agent_tls::resolve(&self.transport, &self.ssm).await?;
+                *self.tls_in_use.lock().await = (tls.clone(), Instant::now());
                 let fanout = Fanout::new(key, self.settings);
                 Ok::<_, PushSetupError>(match &tls {
                     Some(tls) => fanout.with_tls(tls),

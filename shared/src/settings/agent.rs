@@ -53,9 +53,10 @@ pub enum RefreshListenerTls {
         certificate: std::path::PathBuf,
         key: std::path::PathBuf,
     },
-    /// PEM in the environment (`AGENT_TLS_CERT_PEM`, `AGENT_TLS_KEY_PEM`):
-    /// how ECS hands over secrets from Parameter Store.
-    Pem { certificate: String, key: String },
+    /// The identity in the environment (`AGENT_TLS_PEM`: the certificate
+    /// chain, then its private key), how ECS hands over the one SecureString
+    /// `agent-tls` writes (one value, so certificate and key never mismatch).
+    Pem { identity: String },
     /// Plaintext (`REFRESH_PLAINTEXT=allow`): local stacks and tests only.
     Plaintext,
 }
@@ -69,9 +70,9 @@ impl std::fmt::Debug for RefreshListenerTls {
                 .field("certificate", certificate)
                 .field("key", key)
                 .finish(),
-            Self::Pem { certificate, .. } => f
+            Self::Pem { identity } => f
                 .debug_struct("Pem")
-                .field("certificate_bytes", &certificate.len())
+                .field("identity_bytes", &identity.len())
                 .field("key", &"<redacted>")
                 .finish(),
             Self::Plaintext => f.write_str("Plaintext"),
@@ -92,26 +93,26 @@ fn refresh_listener_tls(env: &Env<'_>) -> Result<RefreshListenerTls, SettingsErr
         }),
     };
     let files = pair("AGENT_TLS_CERT_FILE", "AGENT_TLS_KEY_FILE")?;
-    let pem = pair("AGENT_TLS_CERT_PEM", "AGENT_TLS_KEY_PEM")?;
+    let pem = env.optional("AGENT_TLS_PEM");
     let plaintext = env.refresh_plaintext()?;
     match (files, pem, plaintext) {
         (Some((certificate, key)), None, false) => Ok(RefreshListenerTls::Files {
             certificate: certificate.into(),
             key: key.into(),
         }),
-        (None, Some((certificate, key)), false) => Ok(RefreshListenerTls::Pem { certificate, key }),
+        (None, Some(identity), false) => Ok(RefreshListenerTls::Pem { identity }),
         (None, None, true) => Ok(RefreshListenerTls::Plaintext),
         (None, None, false) => Err(SettingsError {
             variable: "AGENT_TLS_CERT_FILE",
             reason:
-                "the Refresh listener needs TLS: set AGENT_TLS_CERT_FILE and AGENT_TLS_KEY_FILE, \
-                     or AGENT_TLS_CERT_PEM and AGENT_TLS_KEY_PEM (tenant-config-admin agent-tls \
-                     makes them); REFRESH_PLAINTEXT=allow serves plaintext, for local use only"
-                    .to_owned(),
+                "the Refresh listener needs TLS: set AGENT_TLS_PEM (the identity \
+                     tenant-config-admin agent-tls writes), or AGENT_TLS_CERT_FILE and \
+                     AGENT_TLS_KEY_FILE; REFRESH_PLAINTEXT=allow serves plaintext, for local use only"
+                .to_owned(),
         }),
         _ => Err(SettingsError {
             variable: "AGENT_TLS_CERT_FILE",
-            reason: "give one of AGENT_TLS_CERT_FILE/KEY_FILE, AGENT_TLS_CERT_PEM/KEY_PEM or \
+            reason: "give one of AGENT_TLS_PEM, AGENT_TLS_CERT_FILE/KEY_FILE or \
                      REFRESH_PLAINTEXT=allow, not several"
                 .to_owned(),
         }),
@@ -286,19 +287,12 @@ mod tests {
             err.reason
         );
         // a half pair, a misspelt opt-out or two sources are refused too
-        assert!(with(&[("AGENT_TLS_CERT_PEM", "c")]).is_err());
+        assert!(with(&[("AGENT_TLS_CERT_FILE", "c")]).is_err());
         assert_eq!(
             with(&[("REFRESH_PLAINTEXT", "yes")]).unwrap_err().variable,
             "REFRESH_PLAINTEXT"
         );
-        assert!(
-            with(&[
-                ("AGENT_TLS_CERT_PEM", "c"),
-                ("AGENT_TLS_KEY_PEM", "k"),
-                ("REFRESH_PLAINTEXT", "allow"),
-            ])
-            .is_err()
-        );
+        assert!(with(&[("AGENT_TLS_PEM", "c"), ("REFRESH_PLAINTEXT", "allow")]).is_err());
         // WHEN each source is given alone THEN it is taken
         assert_eq!(
             with(&[("REFRESH_PLAINTEXT", "allow")]).unwrap().refresh_tls,
@@ -314,10 +308,10 @@ mod tests {
             RefreshListenerTls::Files { .. }
         ));
         // AND a private key in the environment never reaches a log line
-        let pem = with(&[
-            ("AGENT_TLS_CERT_PEM", "-----BEGIN CERTIFICATE-----"),
-            ("AGENT_TLS_KEY_PEM", "-----BEGIN PRIVATE KEY-----secret"),
-        ])
+        let pem = with(&[(
+            "AGENT_TLS_PEM",
+            "-----BEGIN CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----secret",
+        )])
         .unwrap();
         assert!(matches!(pem.refresh_tls, RefreshListenerTls::Pem { .. }));
         assert!(!format!("{pem:?}").contains("secret"));

@@ -104,7 +104,18 @@ fn agent_transport(env: &Env<'_>) -> Result<AgentTransport, SettingsError> {
         env.optional("REFRESH_TLS_CA_PARAMETER"),
         env.optional("REFRESH_TLS_CA_PEM"),
     ) {
-        (Some(name), None) => Some(TlsCaSource::Parameter(name)),
+        (Some(name), None) => {
+            // Under the watched root it would sit among tenant data, within
+            // the reach of the tenant roles' policies.
+            let root = env.or("PARAMETER_ROOT", crate::store::ssm::DEFAULT_PARAMETER_ROOT);
+            if name.starts_with(&format!("{}/", root.trim_end_matches('/'))) {
+                return Err(SettingsError {
+                    variable: "REFRESH_TLS_CA_PARAMETER",
+                    reason: format!("'{name}' must be outside PARAMETER_ROOT '{root}'"),
+                });
+            }
+            Some(TlsCaSource::Parameter(name))
+        }
         (None, Some(pem)) => Some(TlsCaSource::Pem(pem)),
         (None, None) => None,
         (Some(_), Some(_)) => {
@@ -219,6 +230,7 @@ mod tests {
             ][..],
             &[("REFRESH_TLS_CA_PEM", "x"), ("REFRESH_PLAINTEXT", "allow")][..],
             &[("REFRESH_PLAINTEXT", "true")][..],
+            &[("REFRESH_TLS_CA_PARAMETER", "/config-service/agents/tls/ca")][..],
         ] {
             assert!(with(conflicting).is_err(), "{conflicting:?}");
         }
