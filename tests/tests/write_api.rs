@@ -55,10 +55,20 @@ where
 
 #[tokio::test]
 async fn a_tenant_administrator_writes_conflicts_rolls_back_and_every_reader_follows() {
-    // GIVEN tenant A's limits (version 1) cached by config-api and an agent
-    let stack = LocalStack::start(StackOptions::with_agents(1), &|_, _| {})
-        .await
-        .expect("local stack starts");
+    // GIVEN tenant A's limits (version 1) cached by config-api and an agent,
+    // with the write quota at 600 a minute (20 a second): this test writes in
+    // quick succession to check write semantics, and at the default 4 a
+    // second a slow second could group five of its writes (quotas have their
+    // own tests, fairness.rs)
+    let stack = LocalStack::start(
+        StackOptions {
+            settings: &[("TENANT_WRITES_PER_MINUTE", "600")],
+            ..StackOptions::with_agents(1)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("local stack starts");
     let dana = stack.token(DANA).await.unwrap();
     let alice = stack.token(ALICE).await.unwrap();
     let before = stack.get(&path(LIMITS), Some(&alice)).await.unwrap();
