@@ -33,6 +33,8 @@ pub enum Field {
     Tenant,
     Service,
     Key,
+    /// A tier (a shared layer between the global one and a tenant's).
+    Tier,
     /// A value to write.
     Value,
 }
@@ -43,6 +45,7 @@ impl fmt::Display for Field {
             Field::Tenant => "tenant",
             Field::Service => "service",
             Field::Key => "key",
+            Field::Tier => "tier",
             Field::Value => "value",
         })
     }

@@ -46,6 +46,7 @@ pub mod domain;
 pub mod error;
 pub mod grants;
 pub mod kinds;
+pub mod layers;
 pub mod membership;
 pub mod metrics;
 pub mod quota;
@@ -63,4 +64,4 @@ pub mod writes;
 
 pub use domain::{ItemKey, StoreKind};
 pub use error::{AuthError, ConfigError, StoreError};
-pub use validate::{ConfigKey, ServiceName, TenantId};
+pub use validate::{ConfigKey, ServiceName, TenantId, TierName};

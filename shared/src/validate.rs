@@ -18,6 +18,12 @@ pub const MAX_TENANT_LEN: usize = 64;
 pub const MAX_SERVICE_LEN: usize = 64;
 /// Longest accepted key (prefix included).
 pub const MAX_KEY_LEN: usize = 128;
+/// Longest accepted tier name.
+pub const MAX_TIER_LEN: usize = 32;
+/// Tenant ids starting with this are refused: the shared layers' names
+/// start with it in the stores (`{root}/_global/...`), so no tenant id can
+/// ever name a shared layer (see [`crate::layers`]).
+pub const RESERVED_PREFIX: char = '_';
 
 fn check(field: Field, raw: &str, max_len: usize) -> Result<(), ConfigError> {
     let invalid = |reason: &str| ConfigError::InvalidInput {
@@ -38,6 +44,11 @@ fn check(field: Field, raw: &str, max_len: usize) -> Result<(), ConfigError> {
     }
     if raw.starts_with('.') || raw.contains("..") {
         return Err(invalid("must not start with '.' or contain '..'"));
+    }
+    if matches!(field, Field::Tenant | Field::Tier) && raw.starts_with(RESERVED_PREFIX) {
+        return Err(invalid(&format!(
+            "must not start with '{RESERVED_PREFIX}' (reserved for shared layers)"
+        )));
     }
     Ok(())
 }
@@ -92,6 +103,13 @@ validated_name!(
     Field::Key,
     MAX_KEY_LEN
 );
+validated_name!(
+    /// A tier: the shared layer between the global layer and the tenants
+    /// registered in it (`free`, `gold`, ...).
+    TierName,
+    Field::Tier,
+    MAX_TIER_LEN
+);
 
 #[cfg(test)]
 mod tests {
@@ -138,5 +156,20 @@ mod tests {
     fn error_message_names_the_field() {
         let err = TenantId::parse("a/b").unwrap_err();
         assert!(err.to_string().contains("tenant"), "{err}");
+    }
+
+    #[test]
+    fn no_tenant_id_or_tier_can_name_a_shared_layer() {
+        for reserved in ["_global", "_tiers", "_"] {
+            let err = TenantId::parse(reserved).expect_err(reserved);
+            assert!(err.to_string().contains("reserved"), "{err}");
+            assert!(TierName::parse(reserved).is_err(), "{reserved}");
+        }
+        // the same names without the prefix are ordinary tenants and tiers
+        assert!(TenantId::parse("global").is_ok());
+        assert!(TierName::parse("gold").is_ok());
+        assert!(TierName::parse(&"g".repeat(MAX_TIER_LEN + 1)).is_err());
+        // services and keys keep the whole charset
+        assert!(ConfigKey::parse("_k").is_ok());
     }
 }

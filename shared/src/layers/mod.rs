@@ -1,0 +1,94 @@
+//! Layered configuration: an effective value is merged from the global
+//! layer, the tenant's tier layer and the tenant layer, bottom to top.
+//!
+//! - [`Layer`]: which layer a value lives in, and where the stores keep it;
+//! - [`merge`]: RFC 7386 JSON Merge Patch across the layers, with the layer
+//!   every leaf of the result came from (what `?explain=true` answers).
+//!
+//! Shared layers are named in the stores with [`RESERVED_PREFIX`], which no
+//! tenant id may start with, so a tenant can never read or write a shared
+//! layer through its own paths.
+//!
+//! [`RESERVED_PREFIX`]: crate::validate::RESERVED_PREFIX
+
+pub mod merge;
+
+use std::fmt;
+
+use crate::validate::{RESERVED_PREFIX, TenantId, TierName};
+
+/// One layer of an effective value, bottom to top.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Layer {
+    /// Defaults for every tenant.
+    Global,
+    /// Overrides for the tenants registered in one tier.
+    Tier(TierName),
+    /// One tenant's own values (what the service stored before layers).
+    Tenant(TenantId),
+}
+
+impl Layer {
+    /// Whether more than one tenant reads this layer (global, tier): such a
+    /// layer refuses SecureStrings, a secret shared between tenants.
+    pub fn is_shared(&self) -> bool {
+        !matches!(self, Layer::Tenant(_))
+    }
+
+    /// The layer's segment of a Parameter Store path under the root:
+    /// `_global`, `_tiers/{tier}`, or the tenant id.
+    pub fn parameter_segment(&self) -> String {
+        match self {
+            Layer::Global => format!("{RESERVED_PREFIX}global"),
+            Layer::Tier(tier) => format!("{RESERVED_PREFIX}tiers/{tier}"),
+            Layer::Tenant(tenant) => tenant.to_string(),
+        }
+    }
+
+    /// The layer's DynamoDB partition key: `LAYER#global`,
+    /// `LAYER#tier#{tier}`, or the tenant's `TENANT#{id}`.
+    pub fn partition_key(&self) -> String {
+        match self {
+            Layer::Global => "LAYER#global".to_owned(),
+            Layer::Tier(tier) => format!("LAYER#tier#{tier}"),
+            Layer::Tenant(tenant) => format!("TENANT#{tenant}"),
+        }
+    }
+}
+
+impl fmt::Display for Layer {
+    /// How explain and the audit name a layer: `global`, `tier:gold`,
+    /// `tenant:tenant-a`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Layer::Global => f.write_str("global"),
+            Layer::Tier(tier) => write!(f, "tier:{tier}"),
+            Layer::Tenant(tenant) => write!(f, "tenant:{tenant}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_layers_live_where_no_tenant_id_can_reach() {
+        let gold = Layer::Tier(TierName::parse("gold").unwrap());
+        let tenant = Layer::Tenant(TenantId::parse("global").unwrap());
+        // GIVEN a tenant whose id reads like a layer's name
+        // THEN its paths and partition are its own, never the shared layer's
+        assert_ne!(
+            Layer::Global.parameter_segment(),
+            tenant.parameter_segment()
+        );
+        assert_ne!(Layer::Global.partition_key(), tenant.partition_key());
+        assert_eq!(gold.parameter_segment(), "_tiers/gold");
+        assert_eq!(gold.partition_key(), "LAYER#tier#gold");
+        assert_eq!(tenant.partition_key(), "TENANT#global");
+        // AND no tenant id can be the shared layers' first segment
+        assert!(TenantId::parse(&Layer::Global.parameter_segment()).is_err());
+        assert!(Layer::Global.is_shared() && gold.is_shared() && !tenant.is_shared());
+        assert_eq!(gold.to_string(), "tier:gold");
+    }
+}
