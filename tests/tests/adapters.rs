@@ -340,3 +340,96 @@ async fn the_journal_table_pages_a_batch_that_shares_one_millisecond_by_position
     assert_eq!(read, ["c0", "c1", "c2", "c3", "c4"]);
     assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
 }
+
+#[tokio::test]
+async fn the_tenant_registry_lands_one_of_concurrent_writers_and_refuses_a_malformed_record() {
+    use tenant_config_shared::TierName;
+    use tenant_config_shared::layers::registry::{
+        DynamoDbRegistry, REGISTRY_PARTITION, TenantRecord, TenantRegistry, registry_sort_key,
+    };
+    // GIVEN the config table with no registry records
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    seed::create_table(&aws, TABLE).await.unwrap();
+    let registry = DynamoDbRegistry::new(aws_sdk_dynamodb::Client::new(&aws), TABLE);
+    let tenant = TenantId::parse("t1").unwrap();
+    assert_eq!(registry.get(&tenant).await.unwrap(), None);
+    // WHEN ten administrators register the tenant at once, each in another tier
+    let writes = (0..10).map(|i| {
+        let (registry, tenant) = (registry.clone(), tenant.clone());
+        async move {
+            let record = TenantRecord {
+                tier: Some(TierName::parse(&format!("tier-{i}")).unwrap()),
+                active: true,
+            };
+            (
+                i,
+                registry
+                    .put(&tenant, &record, None, &format!("admin-{i}"), 1_000 + i)
+                    .await
+                    .unwrap(),
+            )
+        }
+    });
+    let landed: Vec<(i64, i64)> = futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .filter_map(|(i, version)| version.map(|v| (i, v)))
+        .collect();
+    // THEN exactly one lands, as version 1, and the stored record is its
+    assert_eq!(landed.len(), 1, "{landed:?}");
+    let (winner, version) = landed[0];
+    assert_eq!(version, 1);
+    let stored = registry.get(&tenant).await.unwrap().unwrap();
+    assert_eq!(
+        stored.record.tier.as_ref().map(|t| t.to_string()),
+        Some(format!("tier-{winner}"))
+    );
+    assert_eq!(stored.updated_by, Some(format!("admin-{winner}")));
+    // AND a change from version 1 lands as 2; one from a stale version does not
+    let inactive = TenantRecord {
+        tier: None,
+        active: false,
+    };
+    assert_eq!(
+        registry
+            .put(&tenant, &inactive, Some(1), "p", 2)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        registry
+            .put(&tenant, &inactive, Some(1), "p", 3)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        registry.get(&tenant).await.unwrap().unwrap().record,
+        inactive
+    );
+    // AND a record written by hand without `active` is a store failure, never a guess
+    aws_sdk_dynamodb::Client::new(&aws)
+        .put_item()
+        .table_name(TABLE)
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(REGISTRY_PARTITION.into()),
+        )
+        .item(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(registry_sort_key(&tenant)),
+        )
+        .item(
+            "version",
+            aws_sdk_dynamodb::types::AttributeValue::N("3".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(
+        registry.get(&tenant).await,
+        Err(StoreError::Unavailable { .. })
+    ));
+}

@@ -3,7 +3,8 @@
 //!
 //! - [`Layer`]: which layer a value lives in, and where the stores keep it;
 //! - [`merge`]: RFC 7386 JSON Merge Patch across the layers, with the layer
-//!   every leaf of the result came from (what `?explain=true` answers).
+//!   every leaf of the result came from (what `?explain=true` answers);
+//! - [`registry`]: each tenant's tier and whether it is active.
 //!
 //! Shared layers are named in the stores with [`RESERVED_PREFIX`], which no
 //! tenant id may start with, so a tenant can never read or write a shared
@@ -12,6 +13,7 @@
 //! [`RESERVED_PREFIX`]: crate::validate::RESERVED_PREFIX
 
 pub mod merge;
+pub mod registry;
 
 use std::fmt;
 
