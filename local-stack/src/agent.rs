@@ -6,7 +6,7 @@ use std::time::Duration;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::process::{ProcessGroup, free_port};
+use crate::process::{ProcessGroup, two_free_ports};
 
 /// The built `config-agent` binary (debug profile, workspace target dir).
 pub fn agent_binary() -> std::path::PathBuf {
@@ -42,8 +42,7 @@ impl AgentProcess {
         env: &[(String, String)],
         binary: &std::path::Path,
     ) -> Result<Self, String> {
-        let port = free_port().map_err(|e| e.to_string())?;
-        let refresh_port = free_port().map_err(|e| e.to_string())?;
+        let (port, refresh_port) = two_free_ports().map_err(|e| e.to_string())?;
         let instance_id = format!("{name}-{port}");
         let mut command = Command::new(binary);
         command

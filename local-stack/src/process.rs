@@ -80,6 +80,15 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Two different free loopback ports: both are held while the second is
+/// picked, so the kernel cannot hand out the same one twice (two calls of
+/// [`free_port`] can, and an agent then refuses equal listen addresses).
+pub fn two_free_ports() -> std::io::Result<(u16, u16)> {
+    let first = TcpListener::bind("127.0.0.1:0")?;
+    let second = TcpListener::bind("127.0.0.1:0")?;
+    Ok((first.local_addr()?.port(), second.local_addr()?.port()))
+}
+
 /// A running process group; stopped (TERM, then KILL) on drop.
 pub struct ProcessGroup {
     name: String,

@@ -405,6 +405,14 @@ async fn the_tenant_registry_lands_one_of_concurrent_writers_and_refuses_a_malfo
             .unwrap(),
         None
     );
+    // (a version that cannot exist is a lost race too, as in memory)
+    assert_eq!(
+        registry
+            .put(&tenant, &inactive, Some(i64::MAX), "p", 3)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(
         registry.get(&tenant).await.unwrap().unwrap().record,
         inactive

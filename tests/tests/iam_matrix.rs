@@ -19,6 +19,8 @@ use serde_norway::Value;
 use crate::cfn::{ACCOUNT, REGION, Resolved, STACK, template};
 
 const OWN: &str = "tenant-a";
+/// A tag value that would name the global layer's parameters.
+const LAYER_NAME: &str = "_global";
 const OTHER: &str = "tenant-b";
 
 // ------------------------------------------------------------ the requests
@@ -325,6 +327,10 @@ const MATRIX: &[Case] = &[
     case(ConfigApi, "sts:AssumeRole", WriteRole(OWN), true),
     case(ConfigApi, "sts:TagSession", ReadRole(OWN), true),
     case(ConfigApi, "sts:TagSession", WriteRole(OWN), true),
+    // No session may be tagged with a shared layer's name ("_global"):
+    // its paths would be that session's own.
+    case(ConfigApi, "sts:AssumeRole", ReadRole(LAYER_NAME), false),
+    case(ConfigApi, "sts:AssumeRole", WriteRole(LAYER_NAME), false),
     case(ConfigApi, "dynamodb:GetItem", Item(OWN), false),
     case(ConfigApi, "dynamodb:PutItem", Item(OWN), false),
     case(ConfigApi, "dynamodb:GetItem", Schemas, true),
@@ -372,6 +378,7 @@ const MATRIX: &[Case] = &[
     // role, the journal; nothing else.
     case(Agent, "sts:AssumeRole", ReadRole(OWN), true),
     case(Agent, "sts:AssumeRole", WriteRole(OWN), false),
+    case(Agent, "sts:AssumeRole", ReadRole(LAYER_NAME), false),
     case(Agent, "sts:TagSession", WriteRole(OWN), false),
     case(Agent, "dynamodb:Query", Journal, true),
     case(Agent, "dynamodb:BatchWriteItem", Journal, false),

@@ -1,5 +1,6 @@
-//! RFC 7386 JSON Merge Patch across layers, remembering where each leaf of
-//! the result came from.
+//! JSON Merge Patch (RFC 7396, which obsoletes RFC 7386 with the same
+//! algorithm) across layers, remembering where each leaf of the result came
+//! from.
 //!
 //! The bottom layer's value is the document; each layer above patches it: a
 //! JSON object patches member by member (`null` removes a member, an object
@@ -31,10 +32,7 @@ pub fn merge(layers: &[&Value]) -> Option<Merged> {
         apply(&mut value, patch, "", above + 1, &mut set);
     }
     let mut leaves = BTreeMap::new();
-    collect_leaves(&value, String::new(), &mut |pointer| {
-        let owner = owner(&set, &pointer);
-        leaves.insert(pointer, owner);
-    });
+    collect_leaves(&value, String::new(), 0, &set, &mut leaves);
     Some(Merged { value, leaves })
 }
 
@@ -59,6 +57,7 @@ fn apply(
     let Value::Object(object) = target else {
         unreachable!("made an object above");
     };
+    let had_members = !object.is_empty();
     for (name, member) in members {
         let child = format!("{at}/{}", escape(name));
         if member.is_null() {
@@ -69,6 +68,10 @@ fn apply(
             apply(slot, member, &child, layer, set);
         }
     }
+    // An object this layer emptied is this layer's doing, not the one below's.
+    if had_members && object.is_empty() {
+        set.insert(at.to_owned(), layer);
+    }
 }
 
 /// Drops what was recorded at `at` and below: a layer above replaced it.
@@ -77,23 +80,26 @@ fn forget_under(set: &mut BTreeMap<String, usize>, at: &str) {
     set.retain(|pointer, _| pointer != at && !pointer.starts_with(&below));
 }
 
-/// The layer of the nearest recorded subtree at or above `pointer`.
-fn owner(set: &BTreeMap<String, usize>, pointer: &str) -> usize {
-    set.iter()
-        .filter(|(at, _)| at.is_empty() || *at == pointer || pointer.starts_with(&format!("{at}/")))
-        .max_by_key(|(at, _)| at.len())
-        .map(|(_, layer)| *layer)
-        .unwrap_or(0)
-}
-
-fn collect_leaves(value: &Value, pointer: String, leaf: &mut dyn FnMut(String)) {
+/// Every leaf of `value` with its layer: the one recorded at the leaf, or
+/// the nearest recorded above it (`inherited`, passed down the walk).
+fn collect_leaves(
+    value: &Value,
+    pointer: String,
+    inherited: usize,
+    set: &BTreeMap<String, usize>,
+    leaves: &mut BTreeMap<String, usize>,
+) {
+    let owner = set.get(&pointer).copied().unwrap_or(inherited);
     match value {
         Value::Object(members) if !members.is_empty() => {
             for (name, member) in members {
-                collect_leaves(member, format!("{pointer}/{}", escape(name)), leaf);
+                let child = format!("{pointer}/{}", escape(name));
+                collect_leaves(member, child, owner, set, leaves);
             }
         }
-        _ => leaf(pointer),
+        _ => {
+            leaves.insert(pointer, owner);
+        }
     }
 }
 
@@ -184,6 +190,10 @@ mod tests {
         let merged = merge(&[&json!({"a": {"b": 1}}), &json!("off"), &json!({"c": {}})]).unwrap();
         assert_eq!(merged.value, json!({"c": {}}));
         assert_eq!(merged.leaves, BTreeMap::from([("/c".to_owned(), 2)]));
+        // an object a layer above emptied is that layer's
+        let emptied = merge(&[&json!({"a": {"b": 1}}), &json!({"a": {"b": null}})]).unwrap();
+        assert_eq!(emptied.value, json!({"a": {}}));
+        assert_eq!(emptied.leaves, BTreeMap::from([("/a".to_owned(), 1)]));
         // one layer alone: the value as stored, all its own
         let alone = merge(&[&json!("postgres://db")]).unwrap();
         assert_eq!(alone.leaves, BTreeMap::from([(String::new(), 0)]));

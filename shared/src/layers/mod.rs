@@ -2,7 +2,7 @@
 //! layer, the tenant's tier layer and the tenant layer, bottom to top.
 //!
 //! - [`Layer`]: which layer a value lives in, and where the stores keep it;
-//! - [`merge`]: RFC 7386 JSON Merge Patch across the layers, with the layer
+//! - [`merge`]: JSON Merge Patch (RFC 7396, formerly 7386) across the layers, with the layer
 //!   every leaf of the result came from (what `?explain=true` answers);
 //! - [`registry`]: each tenant's tier and whether it is active.
 //!

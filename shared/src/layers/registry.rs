@@ -158,6 +158,9 @@ impl TenantRegistry for DynamoDbRegistry {
             .get_item()
             .table_name(&self.table)
             .set_key(Some(registry_key(tenant)))
+            // The version a writer reads must be the latest, or its
+            // conditional write fails for no reason; readers cache records.
+            .consistent_read(true)
             .send()
             .await
             .map_err(sdk_error)?;
@@ -172,11 +175,10 @@ impl TenantRegistry for DynamoDbRegistry {
         actor: &str,
         at_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let version = match expected {
-            None => 1,
-            Some(v) => v
-                .checked_add(1)
-                .ok_or_else(|| malformed(format!("registry version {v} cannot grow")))?,
+        // No stored version can be i64::MAX (each write adds one from 1):
+        // naming it is naming a version that is not there, a lost race.
+        let Some(version) = expected.map_or(Some(1), |v| v.checked_add(1)) else {
+            return Ok(None);
         };
         let mut item = registry_key(tenant);
         if let Some(tier) = &record.tier {
@@ -241,9 +243,8 @@ impl TenantRegistry for MemoryRegistry {
         if current != expected {
             return Ok(None);
         }
-        let version = expected.map_or(Some(1), |v| v.checked_add(1));
-        let Some(version) = version else {
-            return Err(malformed("registry version cannot grow".to_owned()));
+        let Some(version) = expected.map_or(Some(1), |v| v.checked_add(1)) else {
+            return Ok(None);
         };
         records.insert(
             tenant.clone(),
