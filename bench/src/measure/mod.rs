@@ -19,6 +19,7 @@ mod lifecycle;
 mod propagation;
 mod resilience;
 mod resources;
+mod router;
 mod vending;
 mod warm_read;
 
@@ -93,7 +94,12 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
     let mut report = Report::new(sizes);
     match name {
         "fairness" => report.fairness(&stack).await?,
-        other => return Err(format!("--only knows 'fairness', not '{other}'")),
+        "warm-read" => report.warm_read(&stack).await?,
+        other => {
+            return Err(format!(
+                "--only knows 'fairness' and 'warm-read', not '{other}'"
+            ));
+        }
     }
     let text = report.render(started.elapsed(), "");
     std::fs::write(out, &text).map_err(|e| format!("cannot write {}: {e}", out.display()))?;

@@ -24,6 +24,14 @@ impl Report {
         let without = self.warm_samples(stack, &without_catch_up, &token).await?;
         let ours = self.warm_samples(stack, &with_catch_up, &token).await?;
         let catch_up_cost = ours.p50.as_secs_f64() / without.p50.as_secs_f64().max(1e-12);
+        let (by_us, by_axum) = super::router::compare(
+            Aws::from_config(stack.aws.clone())
+                .config_api(&with_catch_up)
+                .map_err(|e| e.to_string())?,
+            &format!("Bearer {token}"),
+            self.sizes.warm_iterations,
+        )
+        .await?;
         let baseline = python_baseline(
             stack,
             &[
@@ -75,6 +83,20 @@ impl Report {
                     met: Some(catch_up_cost <= 1.10),
                 },
                 Row {
+                    figure: "from an http::Request: our route table vs an axum Router, p50 (p99)".into(),
+                    ours: format!(
+                        "{} ({}) vs {} ({}), {:+.0} %",
+                        human(by_us.p50),
+                        human(by_us.p99),
+                        human(by_axum.p50),
+                        human(by_axum.p99),
+                        (by_axum.p50.as_secs_f64() / by_us.p50.as_secs_f64().max(1e-12) - 1.0) * 100.0
+                    ),
+                    baseline: "—".into(),
+                    target: "".into(),
+                    met: None,
+                },
+                Row {
                     figure: "speed-up at p50".into(),
                     ours: format!("{speedup:.0}×"),
                     baseline: "1×".into(),
@@ -86,6 +108,10 @@ impl Report {
                 format!(
                     "Ours: `ConfigApi::handle` (the code config-api runs per request: routing, token check from the verified-token cache, catch-up check against the change journal (a query at most once a second, against moto), key validation, cache hit, JSON response), {} sequential requests.",
                     ours.count
+                ),
+                format!(
+                    "Router (issue 21's decision): the same warm read from an `http::Request`, mapped and answered as config-api's main does, beside an axum `Router` (what lambda_http can run directly) whose handler extracts the path parameters and headers and calls the same `ConfigApi::handle`; {} requests each, interleaved.",
+                    by_us.count
                 ),
                 format!(
                     "Baseline: Powertools `SSMProvider.get(max_age=300)` + PyJWT `PyJWKClient` (cached JWKS) + `jwt.decode` (RS256, iss, aud) per request, {} requests, same token and parameter.",
