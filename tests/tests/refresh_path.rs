@@ -21,6 +21,19 @@ async fn stack(agents: usize) -> LocalStack {
         .expect("local stack starts")
 }
 
+/// One agent serving Refresh over TLS as deployed (`agent-tls` material).
+async fn tls_stack() -> LocalStack {
+    LocalStack::start(
+        StackOptions {
+            agent_tls: true,
+            ..StackOptions::with_agents(1)
+        },
+        &|_, _| {},
+    )
+    .await
+    .expect("local stack starts")
+}
+
 fn parameter_name(tenant: &str) -> String {
     format!("{PARAMETER_ROOT}/{tenant}/{SERVICE}/{KEY}")
 }
@@ -587,15 +600,7 @@ async fn refresh_calls_travel_over_tls_and_plaintext_or_untrusted_clients_get_no
     // GIVEN a stack as deployed: agent-tls wrote a CA, the agents'
     // certificate and key to Parameter Store; the agent got the certificate
     // and key as ECS hands them over, config-refresh reads the CA parameter
-    let stack = LocalStack::start(
-        StackOptions {
-            agent_tls: true,
-            ..StackOptions::with_agents(1)
-        },
-        &|_, _| {},
-    )
-    .await
-    .expect("local stack starts");
+    let stack = tls_stack().await;
     let alice = stack.token(ALICE).await.unwrap();
     let agent = &stack.agents[0];
     assert_eq!(
@@ -657,15 +662,7 @@ async fn a_warm_config_refresh_trusts_a_rotated_ca_once_it_reads_the_bundle_agai
     // GIVEN an agent on TLS as deployed, and two warm fan-outs built as
     // config-refresh builds its own: one that reads the CA bundle again at
     // once, one that waits its minute
-    let stack = LocalStack::start(
-        StackOptions {
-            agent_tls: true,
-            ..StackOptions::with_agents(1)
-        },
-        &|_, _| {},
-    )
-    .await
-    .expect("local stack starts");
+    let stack = tls_stack().await;
     let ssm = aws_sdk_ssm::Client::new(&stack.aws);
     let parameters = AgentTlsParameters::under(AGENT_TLS_PATH);
     let fanout = |interval: Duration| {

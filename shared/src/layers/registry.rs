@@ -81,6 +81,14 @@ pub trait TenantRegistry: Send + Sync {
     ) -> Result<Option<i64>, StoreError>;
 }
 
+/// The version a write from `expected` stores: 1 for a first record.
+/// `None` for `i64::MAX`: no stored version can be it (each write adds one
+/// from 1), so naming it names a version that is not there, a lost race; both
+/// registries answer it alike.
+fn version_after(expected: Option<i64>) -> Option<i64> {
+    expected.map_or(Some(1), |v| v.checked_add(1))
+}
+
 /// Sort key of a tenant's record.
 pub fn registry_sort_key(tenant: &TenantId) -> String {
     format!("TENANT#{tenant}")
@@ -175,9 +183,7 @@ impl TenantRegistry for DynamoDbRegistry {
         actor: &str,
         at_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
-        // No stored version can be i64::MAX (each write adds one from 1):
-        // naming it is naming a version that is not there, a lost race.
-        let Some(version) = expected.map_or(Some(1), |v| v.checked_add(1)) else {
+        let Some(version) = version_after(expected) else {
             return Ok(None);
         };
         let mut item = registry_key(tenant);
@@ -243,7 +249,7 @@ impl TenantRegistry for MemoryRegistry {
         if current != expected {
             return Ok(None);
         }
-        let Some(version) = expected.map_or(Some(1), |v| v.checked_add(1)) else {
+        let Some(version) = version_after(expected) else {
             return Ok(None);
         };
         records.insert(

@@ -81,18 +81,20 @@ impl std::fmt::Debug for RefreshListenerTls {
 }
 
 fn refresh_listener_tls(env: &Env<'_>) -> Result<RefreshListenerTls, SettingsError> {
-    let pair = |certificate: &'static str, key: &'static str| match (
-        env.optional(certificate),
-        env.optional(key),
+    let files = match (
+        env.optional("AGENT_TLS_CERT_FILE"),
+        env.optional("AGENT_TLS_KEY_FILE"),
     ) {
-        (Some(c), Some(k)) => Ok(Some((c, k))),
-        (None, None) => Ok(None),
-        _ => Err(SettingsError {
-            variable: certificate,
-            reason: format!("set both {certificate} and {key}, or neither"),
-        }),
+        (Some(certificate), Some(key)) => Some((certificate, key)),
+        (None, None) => None,
+        _ => {
+            return Err(SettingsError {
+                variable: "AGENT_TLS_CERT_FILE",
+                reason: "set both AGENT_TLS_CERT_FILE and AGENT_TLS_KEY_FILE, or neither"
+                    .to_owned(),
+            });
+        }
     };
-    let files = pair("AGENT_TLS_CERT_FILE", "AGENT_TLS_KEY_FILE")?;
     let pem = env.optional("AGENT_TLS_PEM");
     let plaintext = env.refresh_plaintext()?;
     match (files, pem, plaintext) {
