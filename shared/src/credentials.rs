@@ -22,6 +22,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 
+use crate::layers::Layer;
 use crate::validate::TenantId;
 
 /// The session tag the tenant role's policy conditions on.
@@ -180,6 +181,21 @@ impl<C: Clone + Send + Sync + 'static> TenantClient<C> {
             credentials,
             clients: lru_cache(capacity),
             build,
+        }
+    }
+
+    /// The client for a layer's calls: a tenant's own layer with its
+    /// credentials, a shared layer with the process's own.
+    pub fn for_layer(&self, layer: &Layer) -> C {
+        match (layer, self) {
+            (Layer::Tenant(tenant), _) => self.for_tenant(tenant),
+            (_, Self::Shared(client)) => client.clone(),
+            (
+                _,
+                Self::Vended {
+                    credentials, build, ..
+                },
+            ) => build(&credentials.base),
         }
     }
 

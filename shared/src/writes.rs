@@ -13,7 +13,7 @@ use crate::domain::{ItemKey, StoreKind};
 use crate::error::ConfigError;
 use crate::membership::GroupMembership;
 use crate::metrics::{Counter, metrics};
-use crate::quota::{QuotaError, WriteQuotas, current_second, refusal};
+use crate::quota::{QuotaError, RememberedRefusals, WriteQuotas, current_second, refusal};
 use crate::routing::KeyRouter;
 use crate::schema::Schemas;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
@@ -65,9 +65,11 @@ impl ConfigWrites {
         }
     }
 
-    /// Counts every write against its tenant's quotas (429 past them).
+    /// Counts every write against its tenant's quotas (429 past them); a
+    /// window once refused is refused in this process without a counter
+    /// call until it ends ([`RememberedRefusals`]).
     pub fn with_quotas(mut self, quotas: Arc<dyn WriteQuotas>) -> Self {
-        self.quotas = Some(quotas);
+        self.quotas = Some(Arc::new(RememberedRefusals::new(quotas)));
         self
     }
 

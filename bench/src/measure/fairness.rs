@@ -18,6 +18,7 @@ use tenant_config_shared::auth::{HttpJwksSource, TokenVerifier};
 use tenant_config_shared::cache::CachedStore;
 use tenant_config_shared::catch_up::CatchUp;
 use tenant_config_shared::domain::{Found, ItemKey, ReadMode};
+use tenant_config_shared::layers::Layer;
 use tenant_config_shared::quota::{DynamoDbWriteQuotas, QuotaLimits, TenantLoadLimiter};
 use tenant_config_shared::reads::ConfigReads;
 use tenant_config_shared::refresh::journal_table::JournalTable;
@@ -33,7 +34,7 @@ use crate::report::{Report, Row};
 use crate::stats::{Summary, human};
 
 /// Rounds of B alone and B beside A (limits on), alternating, pooled.
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 3;
 /// Tenant B's keys, read round-robin.
 const B_KEYS: usize = 20;
 /// Tenant B's pace: one read per this interval.
@@ -96,9 +97,15 @@ impl ConfigStore for Counted {
         self.inner.get_many(tenant, service, keys, mode).await
     }
 
-    async fn list(&self, tenant: &TenantId, service: &ServiceName) -> Result<Listing, StoreError> {
-        self.loaded.add(tenant, 1);
-        self.inner.list(tenant, service).await
+    async fn list_layer(
+        &self,
+        layer: &Layer,
+        service: &ServiceName,
+    ) -> Result<Listing, StoreError> {
+        if let Layer::Tenant(tenant) = layer {
+            self.loaded.add(tenant, 1);
+        }
+        self.inner.list_layer(layer, service).await
     }
 }
 
@@ -139,9 +146,14 @@ impl Phase {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Noise {
     Quiet,
-    Noisy { limits: bool },
+    /// Tenant A's readers, and its administrator when `writes`.
+    Noisy {
+        limits: bool,
+        writes: bool,
+    },
 }
 
 impl Report {
@@ -161,6 +173,12 @@ impl Report {
                 put_parameter(aws, PARAMETER_ROOT, &item, "steady", ParameterKind::String).await?;
             }
         }
+        // Tenant A's load is CPU in this process (thousands of refused
+        // requests a second); on two cores it would take the stores' CPU
+        // too, which AWS never shares with a function. Every thread of this
+        // process goes to the first core, moto and the stack's processes
+        // keep the other, for every phase alike, and get both back after.
+        let pinned = CorePin::first_core();
         let phase_length = if self.sizes.smoke {
             Duration::from_secs(1)
         } else {
@@ -182,7 +200,10 @@ impl Report {
                     stack,
                     &own,
                     &b_keys,
-                    Noise::Noisy { limits: true },
+                    Noise::Noisy {
+                        limits: true,
+                        writes: true,
+                    },
                     phase_length,
                 )
                 .await?;
@@ -197,7 +218,23 @@ impl Report {
                 stack,
                 &own,
                 &b_keys,
-                Noise::Noisy { limits: false },
+                Noise::Noisy {
+                    limits: false,
+                    writes: true,
+                },
+                phase_length,
+            )
+            .await?;
+        // Where the rest of the gap comes from: A's reads alone, no writes.
+        let reads_only = self
+            .phase(
+                stack,
+                &own,
+                &b_keys,
+                Noise::Noisy {
+                    limits: true,
+                    writes: false,
+                },
                 phase_length,
             )
             .await?;
@@ -210,10 +247,17 @@ impl Report {
                 stack,
                 one_moto,
                 &b_keys,
-                Noise::Noisy { limits: true },
+                Noise::Noisy {
+                    limits: true,
+                    writes: true,
+                },
                 phase_length,
             )
             .await?;
+        let pinned_note = match pinned.release() {
+            Ok(()) => "this process's threads pinned to core 0 for the whole figure (`taskset`), moto and the stack's other processes on the rest".to_owned(),
+            Err(why) => format!("not pinned to a core ({why}): tenant A's CPU competes with moto's"),
+        };
         let within = |noisy: &Phase| {
             let p99 =
                 noisy.b_latency().p99.as_secs_f64() <= quiet.b_latency().p99.as_secs_f64() * 1.10;
@@ -259,6 +303,12 @@ impl Report {
                     "p99 within +10 %, hit rate within 10 % of alone, nothing failed",
                     Some(within(&limited)),
                 ),
+                b_row(
+                    "A hammering with reads only (no writes), limits on (for comparison)",
+                    &reads_only,
+                    "",
+                    None,
+                ),
                 b_row("A hammering, limits off (for comparison)", &unlimited, "", None),
                 b_row("alone, Parameter Store in the one moto process", &quiet_one_moto, "", None),
                 b_row(
@@ -272,7 +322,7 @@ impl Report {
             ],
             vec![
                 format!(
-                    "Each phase {phase_length:?}, one after another in this run (B alone and B beside A with limits on alternate, {ROUNDS} rounds each, pooled), on one `ConfigApi` (config-api's handler) over moto with the change journal and the write quotas in moto's DynamoDB, Parameter Store in a second moto server (in AWS they are separate services); the last two B rows put Parameter Store back in the stack's one moto process, where B's reads wait behind A's writes and their stream in one Python interpreter, which AWS does not share between services or partitions: tenant B reads {B_KEYS} Parameter Store keys round-robin, one request every {B_INTERVAL:?}, its entries living {B_TTL:?} (so about one read in ten goes to the store); hit rate = B's reads answered without asking a store."
+                    "Each phase {phase_length:?}, one after another in this run (B alone and B beside A with limits on alternate, {ROUNDS} rounds each, pooled), on one `ConfigApi` (config-api's handler) over moto with the change journal and the write quotas in moto's DynamoDB, Parameter Store in a second moto server (in AWS they are separate services); the last two B rows put Parameter Store back in the stack's one moto process, where B's reads wait behind A's writes and their stream in one Python interpreter, which AWS does not share between services or partitions: tenant B reads {B_KEYS} Parameter Store keys round-robin, one request every {B_INTERVAL:?}, its entries living {B_TTL:?} (so about one read in ten goes to the store); hit rate = B's reads answered without asking a store; {pinned_note}."
                 ),
                 "Figures 1 to 10 run with these limits off (`TENANT_STORE_READS_PER_SEC=0`, `TENANT_WRITES_PER_MINUTE=0`): they measure one tenant's paths at full speed (hundreds of cold keys in a row, 200 writes), which the limits would refuse by design. This figure's `ConfigApi` sets its own limits.".to_owned(),
                 format!(
@@ -292,7 +342,13 @@ impl Report {
         length: Duration,
     ) -> Result<Phase, String> {
         let loaded = Arc::new(KeysLoaded::default());
-        let limits = matches!(noise, Noise::Noisy { limits: true });
+        let limits = matches!(
+            noise,
+            Noise::Noisy {
+                limits: true,
+                writes: true
+            }
+        );
         let api = Arc::new(api(stack, parameter_store, &loaded, limits)?);
         let tokens = (
             format!("Bearer {}", stack.token(BOB).await?),
@@ -311,7 +367,7 @@ impl Report {
         let a_writes = Arc::new(AtomicUsize::new(0));
         let a_refused = Arc::new(AtomicUsize::new(0));
         let mut noise_tasks = Vec::new();
-        if let Noise::Noisy { .. } = noise {
+        if let Noise::Noisy { writes: a_writes_too, .. } = noise {
             for reader in 0..A_READERS {
                 let (api, stop, batches, limited) = (
                     api.clone(),
@@ -349,50 +405,52 @@ impl Report {
                     }
                 }));
             }
-            let (api, stop, writes, refused) = (
-                api.clone(),
-                stop.clone(),
-                a_writes.clone(),
-                a_refused.clone(),
-            );
-            let dana = dana.clone();
-            noise_tasks.push(tokio::spawn(async move {
-                let path = format!("/v1/config/{SERVICE}/tenant_config_noise");
-                let mut version: Option<i64> = None;
-                while !stop.load(Ordering::Relaxed) {
-                    let tag = version.map(|v| v.to_string());
-                    let body = format!("{{\"value\": {}}}", writes.load(Ordering::Relaxed));
-                    let answer = api
-                        .handle(&ApiRequest {
-                            method: "PUT",
-                            path: &path,
-                            authorization: Some(&dana),
-                            body: Some(&body),
-                            if_match: tag.as_deref(),
-                            if_none_match: version.is_none().then_some("*"),
-                            ..Default::default()
-                        })
-                        .await;
-                    writes.fetch_add(1, Ordering::Relaxed);
-                    match answer.status {
-                        200 | 201 => {
-                            version = answer
-                                .headers
-                                .iter()
-                                .find(|(n, _)| *n == "etag")
-                                .and_then(|(_, v)| v.trim_matches('"').parse().ok());
+            if a_writes_too {
+                let (api, stop, writes, refused) = (
+                    api.clone(),
+                    stop.clone(),
+                    a_writes.clone(),
+                    a_refused.clone(),
+                );
+                let dana = dana.clone();
+                noise_tasks.push(tokio::spawn(async move {
+                    let path = format!("/v1/config/{SERVICE}/tenant_config_noise");
+                    let mut version: Option<i64> = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        let tag = version.map(|v| v.to_string());
+                        let body = format!("{{\"value\": {}}}", writes.load(Ordering::Relaxed));
+                        let answer = api
+                            .handle(&ApiRequest {
+                                method: "PUT",
+                                path: &path,
+                                authorization: Some(&dana),
+                                body: Some(&body),
+                                if_match: tag.as_deref(),
+                                if_none_match: version.is_none().then_some("*"),
+                                ..Default::default()
+                            })
+                            .await;
+                        writes.fetch_add(1, Ordering::Relaxed);
+                        match answer.status {
+                            200 | 201 => {
+                                version = answer
+                                    .headers
+                                    .iter()
+                                    .find(|(n, _)| *n == "etag")
+                                    .and_then(|(_, v)| v.trim_matches('"').parse().ok());
+                            }
+                            429 => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                // At the quota: keep asking, as a busy client would.
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            // Exists from an earlier phase: learn its version.
+                            409 => version = current_version(&answer.body),
+                            _ => tokio::time::sleep(Duration::from_millis(50)).await,
                         }
-                        429 => {
-                            refused.fetch_add(1, Ordering::Relaxed);
-                            // At the quota: keep asking, as a busy client would.
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        // Exists from an earlier phase: learn its version.
-                        409 => version = current_version(&answer.body),
-                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
                     }
-                }
-            }));
+                }));
+            }
         }
         // Tenant B, paced, round-robin.
         let mut samples = Vec::new();
@@ -525,4 +583,45 @@ fn api(
     let jwks = HttpJwksSource::new(settings.auth.jwks_url.clone()).map_err(|e| e.to_string())?;
     let verifier = Arc::new(TokenVerifier::new(&settings.auth, Arc::new(jwks)));
     Ok(ConfigApi::new(verifier, reads).with_writes(writes))
+}
+
+/// This process's threads on the first core (see `fairness`), until
+/// [`CorePin::release`] gives them every core again.
+struct CorePin {
+    pinned: Result<(), String>,
+    cores: usize,
+}
+
+impl CorePin {
+    fn first_core() -> Self {
+        // Counted before pinning: afterwards this process sees one core.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            pinned: taskset("0"),
+            cores,
+        }
+    }
+
+    fn release(self) -> Result<(), String> {
+        let restored = taskset(&format!("0-{}", self.cores.saturating_sub(1)));
+        self.pinned.and(restored)
+    }
+}
+
+/// `taskset -a -p -c CORES` on this process: every thread it has now (new
+/// threads inherit their creator's cores).
+fn taskset(cores: &str) -> Result<(), String> {
+    let pid = std::process::id().to_string();
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cores, &pid])
+        .output()
+        .map_err(|e| format!("taskset: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "taskset: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }

@@ -4,10 +4,12 @@
 //! [`DynamoDbWriteQuotas`]).
 
 mod loads;
+mod refusals;
 mod table;
 mod writes;
 
 pub use loads::TenantLoadLimiter;
+pub use refusals::RememberedRefusals;
 pub use table::{DynamoDbWriteQuotas, QUOTA_SORT_PREFIX};
 pub use writes::{
     MemoryWriteQuotas, QuotaError, QuotaLimits, WriteQuotas, current_second, per_second, refusal,

@@ -15,6 +15,7 @@ use crate::credentials::TenantClient;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, ValueKind, decode_text};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
+use crate::layers::Layer;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 pub const PARTITION_KEY: &str = "pk";
@@ -290,7 +291,11 @@ impl ConfigStore for DynamoDbStore {
         Ok(found)
     }
 
-    async fn list(&self, tenant: &TenantId, service: &ServiceName) -> Result<Listing, StoreError> {
+    async fn list_layer(
+        &self,
+        layer: &Layer,
+        service: &ServiceName,
+    ) -> Result<Listing, StoreError> {
         let (projection, mut names) = Self::projection();
         names.insert("#pk".to_owned(), PARTITION_KEY.to_owned());
         let prefix = format!("{CONFIG_SORT_PREFIX}{service}#");
@@ -299,11 +304,11 @@ impl ConfigStore for DynamoDbStore {
         loop {
             let output = self
                 .clients
-                .for_tenant(tenant)
+                .for_layer(layer)
                 .query()
                 .table_name(self.table.as_ref())
                 .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_values(":pk", AttributeValue::S(partition_key(tenant)))
+                .expression_attribute_values(":pk", AttributeValue::S(layer.partition_key()))
                 .expression_attribute_values(":prefix", AttributeValue::S(prefix.clone()))
                 .set_expression_attribute_names(Some(names.clone()))
                 .projection_expression(projection.clone())

@@ -13,6 +13,7 @@ use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES};
 use crate::domain::{Found, ItemKey, ReadMode};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
+use crate::layers::Layer;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 pub struct MemoryStore {
@@ -48,6 +49,23 @@ impl MemoryStore {
     pub fn put(&self, item: &ItemKey, found: Found) {
         if let Ok(mut values) = self.values.lock() {
             values.insert(item.cache_key(), found);
+        }
+    }
+
+    /// Stores a plain value in a shared layer (a tenant's own layer is
+    /// [`Self::put`]).
+    pub fn put_in_layer(
+        &self,
+        layer: &Layer,
+        service: &ServiceName,
+        key: &ConfigKey,
+        value: std::sync::Arc<crate::domain::PlainValue>,
+    ) {
+        if let Ok(mut values) = self.values.lock() {
+            values.insert(
+                format!("{}:{service}:{key}", layer.parameter_segment()),
+                Found::Plain(value),
+            );
         }
     }
 
@@ -146,9 +164,13 @@ impl ConfigStore for MemoryStore {
         Ok(found)
     }
 
-    async fn list(&self, tenant: &TenantId, service: &ServiceName) -> Result<Listing, StoreError> {
+    async fn list_layer(
+        &self,
+        layer: &Layer,
+        service: &ServiceName,
+    ) -> Result<Listing, StoreError> {
         self.listings.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("{tenant}:{service}:");
+        let prefix = format!("{}:{service}:", layer.parameter_segment());
         let mut entries: Vec<(ConfigKey, Found)> = self
             .values
             .lock()

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use crate::domain::{Found, ItemKey, ReadMode};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
+use crate::layers::Layer;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 pub mod dynamodb;
@@ -48,10 +49,18 @@ pub trait ConfigStore: Send + Sync {
         mode: ReadMode,
     ) -> Result<HashMap<ConfigKey, Found>, StoreError>;
 
-    /// Every entry of one tenant's service, never decrypted, at most
+    /// Every entry of one layer's service, never decrypted, at most
     /// [`MAX_LISTED_ENTRIES`]; entries whose key is not a valid key are
-    /// skipped. Pages through the store as needed.
-    async fn list(&self, tenant: &TenantId, service: &ServiceName) -> Result<Listing, StoreError>;
+    /// skipped. Pages through the store as needed. A shared layer is read
+    /// with the process's own credentials, never a tenant's.
+    async fn list_layer(&self, layer: &Layer, service: &ServiceName)
+    -> Result<Listing, StoreError>;
+
+    /// Every entry of one tenant's service (its own layer).
+    async fn list(&self, tenant: &TenantId, service: &ServiceName) -> Result<Listing, StoreError> {
+        self.list_layer(&Layer::Tenant(tenant.clone()), service)
+            .await
+    }
 }
 
 /// Error codes AWS services use when they shed load; those become 503 so

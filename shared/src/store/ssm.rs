@@ -15,6 +15,7 @@ use crate::credentials::TenantClient;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue, ValueKind, decode_text};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
+use crate::layers::Layer;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 /// Default root of all tenant parameters.
@@ -195,15 +196,19 @@ impl ConfigStore for ParameterStore {
         Ok(found)
     }
 
-    async fn list(&self, tenant: &TenantId, service: &ServiceName) -> Result<Listing, StoreError> {
-        let path = format!("{}/{tenant}/{service}", self.root);
+    async fn list_layer(
+        &self,
+        layer: &Layer,
+        service: &ServiceName,
+    ) -> Result<Listing, StoreError> {
+        let path = format!("{}/{}/{service}", self.root, layer.parameter_segment());
         let prefix = format!("{path}/");
         let mut listing = Listing::default();
         let mut token = None;
         loop {
             let output = self
                 .clients
-                .for_tenant(tenant)
+                .for_layer(layer)
                 .get_parameters_by_path()
                 .path(&path)
                 .recursive(false)
