@@ -111,6 +111,8 @@ pub enum ConfigError {
     SensitiveValue { keys: Vec<String> },
     #[error("this app client is not granted this service")]
     ServiceNotGranted,
+    #[error("the tenant is not active")]
+    TenantInactive,
     #[error("writing configuration needs membership of the '{group}' group")]
     NotAnAdministrator { group: String },
     /// The user pool could not confirm an administrator's membership now.
@@ -143,7 +145,8 @@ impl ConfigError {
             ConfigError::Unauthenticated(_) => 401,
             ConfigError::NoTenant
             | ConfigError::NotAnAdministrator { .. }
-            | ConfigError::ServiceNotGranted => 403,
+            | ConfigError::ServiceNotGranted
+            | ConfigError::TenantInactive => 403,
             ConfigError::NotFound { .. }
             | ConfigError::RouteNotFound
             | ConfigError::NoSuchVersion(_) => 404,
@@ -168,6 +171,7 @@ impl ConfigError {
             ConfigError::Unauthenticated(_) => "unauthorized",
             ConfigError::NoTenant | ConfigError::NotAnAdministrator { .. } => "forbidden",
             ConfigError::ServiceNotGranted => "service_not_granted",
+            ConfigError::TenantInactive => "tenant_inactive",
             ConfigError::NotFound { .. } | ConfigError::NoSuchVersion(_) => "not_found",
             ConfigError::VersionConflict { .. } => "version_conflict",
             ConfigError::RouteNotFound => "route_not_found",

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use crate::cache::{CachedStore, Lookup};
 use crate::catch_up::{CatchUp, Invalidate};
-use crate::domain::{Changed, Found, ItemKey, PlainValue, ReadMode, SecretValue};
+use crate::domain::{Changed, Found, ItemKey, PlainValue, ReadMode, SecretValue, ValueKind};
 use crate::error::ConfigError;
 use crate::kinds::StoreKind;
+use crate::layers::Layer;
+use crate::layers::merge::merge_values;
+use crate::layers::view::{SharedLayers, Underlay};
 use crate::routing::KeyRouter;
-use crate::validate::{ConfigKey, ServiceName, TenantId};
+use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
 
 /// Most keys one batch read may name.
 pub const MAX_BATCH_KEYS: usize = 50;
@@ -26,24 +29,6 @@ pub struct Entry {
     /// Set when the store failed and this is its last good value: how long
     /// ago it was read.
     pub stale: Option<Duration>,
-}
-
-impl Entry {
-    fn from_lookup(source: StoreKind, lookup: Lookup) -> Option<Self> {
-        match lookup {
-            Lookup::Plain(value) => Some(Entry {
-                source,
-                value,
-                stale: None,
-            }),
-            Lookup::Stale { value, age } => Some(Entry {
-                source,
-                value,
-                stale: Some(age),
-            }),
-            Lookup::Secret(_) | Lookup::Missing => None,
-        }
-    }
 }
 
 /// A decrypted secret and where it came from.
@@ -76,6 +61,62 @@ pub struct ConfigReads {
     parameters: CachedStore,
     /// Converges the caches on the change journal before cached reads.
     catch_up: Option<Arc<CatchUp>>,
+    /// The global and tier layers under each tenant's own (absent: every
+    /// value is the tenant's own, as before layers).
+    layers: Option<Arc<SharedLayers>>,
+}
+
+/// The effective value of one key: the values of the layers that hold it,
+/// bottom to top, merged (see [`crate::layers::merge`]). One layer's value
+/// is served as it is, without a copy; the version is the top layer's.
+fn effective(
+    source: StoreKind,
+    below: &[(&Layer, &Arc<PlainValue>)],
+    own: Option<(Arc<PlainValue>, Option<Duration>)>,
+    underlay_stale: Option<Duration>,
+) -> Option<Entry> {
+    let (own, own_stale) = match own {
+        Some((value, stale)) => (Some(value), stale),
+        None => (None, None),
+    };
+    let stale = own_stale.max(underlay_stale);
+    let value = match (below, own) {
+        ([], None) => return None,
+        ([], Some(own)) => own,
+        ([(_, only)], None) => Arc::clone(only),
+        (below, own) => {
+            let mut values: Vec<&serde_json::Value> = below.iter().map(|(_, v)| &v.value).collect();
+            if let Some(own) = &own {
+                values.push(&own.value);
+            }
+            let top = own
+                .as_ref()
+                .or_else(|| below.last().map(|(_, v)| *v))
+                .map(|v| (v.version, v.kind));
+            let (version, kind) = top.unwrap_or((None, ValueKind::Plain));
+            Arc::new(PlainValue {
+                value: merge_values(&values)?,
+                version,
+                kind,
+            })
+        }
+    };
+    Some(Entry {
+        source,
+        value,
+        stale,
+    })
+}
+
+/// What the tenant's own layer holds, for [`effective`]: `Err` for a
+/// SecureString (served by the secure route only).
+fn own_value(lookup: Lookup) -> Result<Option<(Arc<PlainValue>, Option<Duration>)>, ()> {
+    match lookup {
+        Lookup::Plain(value) => Ok(Some((value, None))),
+        Lookup::Stale { value, age } => Ok(Some((value, Some(age)))),
+        Lookup::Missing => Ok(None),
+        Lookup::Secret(_) => Err(()),
+    }
 }
 
 impl ConfigReads {
@@ -85,6 +126,40 @@ impl ConfigReads {
             dynamodb,
             parameters,
             catch_up: None,
+            layers: None,
+        }
+    }
+
+    /// Serves effective values: the global and tier layers under each
+    /// tenant's own.
+    pub fn with_layers(mut self, layers: Arc<SharedLayers>) -> Self {
+        self.layers = Some(layers);
+        self
+    }
+
+    /// The shared layers in use, if any.
+    pub fn layers(&self) -> Option<&Arc<SharedLayers>> {
+        self.layers.as_ref()
+    }
+
+    /// The tenant's tier when layers are on (an inactive tenant: 403).
+    async fn tier(&self, tenant: &TenantId) -> Result<Option<TierName>, ConfigError> {
+        match &self.layers {
+            Some(layers) => layers.active_tier(tenant).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The layers under the tenant's own in one store (none without layers).
+    async fn underlay(
+        &self,
+        kind: StoreKind,
+        tier: Option<&TierName>,
+        service: &ServiceName,
+    ) -> Result<Underlay, ConfigError> {
+        match &self.layers {
+            Some(layers) => Ok(layers.underlay(kind, tier, service).await?),
+            None => Ok(Underlay { layers: Vec::new() }),
         }
     }
 
@@ -128,13 +203,17 @@ impl ConfigReads {
         let source = self.router.route(key)?;
         let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
         self.converge().await;
-        match self.store(source).get(&item, ReadMode::Plain).await? {
-            Lookup::Secret(_) => Err(ConfigError::SensitiveValue {
-                keys: vec![key.to_string()],
-            }),
-            Lookup::Missing => Err(not_found(service, key)),
-            found => Entry::from_lookup(source, found).ok_or_else(|| not_found(service, key)),
-        }
+        let tier = self.tier(tenant).await?;
+        let (own, underlay) = tokio::join!(
+            self.store(source).get(&item, ReadMode::Plain),
+            self.underlay(source, tier.as_ref(), service)
+        );
+        let own = own_value(own?).map_err(|()| ConfigError::SensitiveValue {
+            keys: vec![key.to_string()],
+        })?;
+        let underlay = underlay?;
+        effective(source, &underlay.values(key), own, underlay.stale())
+            .ok_or_else(|| not_found(service, key))
     }
 
     /// One value read with decryption and no caching. Plain values are served
@@ -147,17 +226,22 @@ impl ConfigReads {
     ) -> Result<SecretEntry, ConfigError> {
         let source = self.router.route(key)?;
         let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
-        match self.store(source).get(&item, ReadMode::Decrypt).await? {
-            Lookup::Secret(Some(value)) => Ok(SecretEntry { source, value }),
-            Lookup::Plain(plain) => Ok(SecretEntry {
-                source,
-                value: SecretValue::new(plain.value.clone(), plain.version),
-            }),
+        let tier = self.tier(tenant).await?;
+        let own = match self.store(source).get(&item, ReadMode::Decrypt).await? {
+            // A tenant's secret is its own: shared layers hold no secrets,
+            // so nothing merges into it.
+            Lookup::Secret(Some(value)) => return Ok(SecretEntry { source, value }),
+            Lookup::Plain(plain) => Some((plain, None)),
             // Decrypting reads never use the cache, so never answer stale.
-            Lookup::Stale { .. } | Lookup::Secret(None) | Lookup::Missing => {
-                Err(not_found(service, key))
-            }
-        }
+            Lookup::Stale { .. } | Lookup::Secret(None) | Lookup::Missing => None,
+        };
+        let underlay = self.underlay(source, tier.as_ref(), service).await?;
+        let entry = effective(source, &underlay.values(key), own, None)
+            .ok_or_else(|| not_found(service, key))?;
+        Ok(SecretEntry {
+            source,
+            value: SecretValue::new(entry.value.value.clone(), entry.value.version),
+        })
     }
 
     /// Several non-secret values of one service. Keys are de-duplicated in
@@ -188,32 +272,38 @@ impl ConfigReads {
             }
         }
         self.converge().await;
+        let tier = self.tier(tenant).await?;
         let read = |kind: StoreKind| {
             let keys = by_store.get(&kind).cloned().unwrap_or_default();
+            let tier = tier.as_ref();
             async move {
                 if keys.is_empty() {
-                    return Ok(HashMap::new());
+                    return Ok((HashMap::new(), Underlay { layers: Vec::new() }));
                 }
-                self.store(kind).get_many(tenant, service, &keys).await
+                let (own, underlay) = tokio::join!(
+                    self.store(kind).get_many(tenant, service, &keys),
+                    self.underlay(kind, tier, service)
+                );
+                Ok::<_, ConfigError>((own?, underlay?))
             }
         };
-        let (mut from_dynamodb, mut from_parameters) =
+        let ((mut from_dynamodb, dynamodb_underlay), (mut from_parameters, parameters_underlay)) =
             tokio::try_join!(read(StoreKind::DynamoDb), read(StoreKind::ParameterStore))?;
 
         let mut batch = Batch::default();
         let mut sensitive = Vec::new();
         for (key, kind) in ordered {
-            let lookup = match kind {
-                StoreKind::DynamoDb => from_dynamodb.remove(key),
-                StoreKind::ParameterStore => from_parameters.remove(key),
+            let (lookup, underlay) = match kind {
+                StoreKind::DynamoDb => (from_dynamodb.remove(key), &dynamodb_underlay),
+                StoreKind::ParameterStore => (from_parameters.remove(key), &parameters_underlay),
             };
-            match lookup {
-                Some(Lookup::Secret(_)) => sensitive.push(key.to_string()),
-                Some(Lookup::Missing) | None => batch.missing.push(key.clone()),
-                Some(found) => match Entry::from_lookup(kind, found) {
-                    Some(entry) => batch.values.push((key.clone(), entry)),
-                    None => batch.missing.push(key.clone()),
-                },
+            let Ok(own) = own_value(lookup.unwrap_or(Lookup::Missing)) else {
+                sensitive.push(key.to_string());
+                continue;
+            };
+            match effective(kind, &underlay.values(key), own, underlay.stale()) {
+                Some(entry) => batch.values.push((key.clone(), entry)),
+                None => batch.missing.push(key.clone()),
             }
         }
         if !sensitive.is_empty() {
@@ -232,30 +322,49 @@ impl ConfigReads {
         service: &ServiceName,
     ) -> Result<ServiceConfig, ConfigError> {
         self.converge().await;
-        let (from_dynamodb, from_parameters) = tokio::try_join!(
-            self.dynamodb.list(tenant, service),
-            self.parameters.list(tenant, service)
+        let tier = self.tier(tenant).await?;
+        let (from_dynamodb, from_parameters, dynamodb_underlay, parameters_underlay) = tokio::try_join!(
+            async { Ok::<_, ConfigError>(self.dynamodb.list(tenant, service).await?) },
+            async { Ok::<_, ConfigError>(self.parameters.list(tenant, service).await?) },
+            self.underlay(StoreKind::DynamoDb, tier.as_ref(), service),
+            self.underlay(StoreKind::ParameterStore, tier.as_ref(), service),
         )?;
         let mut config = ServiceConfig::default();
-        for (kind, listing) in [
-            (StoreKind::DynamoDb, &from_dynamodb),
-            (StoreKind::ParameterStore, &from_parameters),
+        for (kind, listing, underlay) in [
+            (StoreKind::DynamoDb, &from_dynamodb, &dynamodb_underlay),
+            (
+                StoreKind::ParameterStore,
+                &from_parameters,
+                &parameters_underlay,
+            ),
         ] {
             config.truncated |= listing.truncated;
-            for (key, found) in &listing.entries {
+            // Every key any layer holds, once, in key order.
+            let mut keys: std::collections::BTreeSet<&ConfigKey> =
+                listing.entries.iter().map(|(k, _)| k).collect();
+            for (_, snapshot) in &underlay.layers {
+                config.truncated |= snapshot.listing.truncated;
+                keys.extend(snapshot.listing.entries.iter().map(|(k, _)| k));
+            }
+            for key in keys {
                 if self.router.route(key).ok() != Some(kind) {
                     continue;
                 }
-                match found {
-                    Found::Plain(value) => config.values.push((
-                        key.clone(),
-                        Entry {
-                            source: kind,
-                            value: value.clone(),
-                            stale: None,
-                        },
-                    )),
-                    Found::Secret(_) => config.sensitive.push(key.clone()),
+                let own = listing
+                    .entries
+                    .binary_search_by(|(k, _)| k.cmp(key))
+                    .ok()
+                    .map(|at| &listing.entries[at].1);
+                let own = match own {
+                    Some(Found::Secret(_)) => {
+                        config.sensitive.push(key.clone());
+                        continue;
+                    }
+                    Some(Found::Plain(value)) => Some((value.clone(), None)),
+                    None => None,
+                };
+                if let Some(entry) = effective(kind, &underlay.values(key), own, underlay.stale()) {
+                    config.values.push((key.clone(), entry));
                 }
             }
         }

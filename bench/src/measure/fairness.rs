@@ -367,7 +367,11 @@ impl Report {
         let a_writes = Arc::new(AtomicUsize::new(0));
         let a_refused = Arc::new(AtomicUsize::new(0));
         let mut noise_tasks = Vec::new();
-        if let Noise::Noisy { writes: a_writes_too, .. } = noise {
+        if let Noise::Noisy {
+            writes: a_writes_too,
+            ..
+        } = noise
+        {
             for reader in 0..A_READERS {
                 let (api, stop, batches, limited) = (
                     api.clone(),

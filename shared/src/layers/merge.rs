@@ -36,6 +36,37 @@ pub fn merge(layers: &[&Value]) -> Option<Merged> {
     Some(Merged { value, leaves })
 }
 
+/// Merges `layers` bottom to top without attributing leaves: the read
+/// path's merge (explain uses [`merge`]). `None` when there is none.
+pub fn merge_values(layers: &[&Value]) -> Option<Value> {
+    let (base, patches) = layers.split_first()?;
+    let mut value = (*base).clone();
+    for patch in patches {
+        patch_in_place(&mut value, patch);
+    }
+    Some(value)
+}
+
+fn patch_in_place(target: &mut Value, patch: &Value) {
+    let Value::Object(members) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(object) = target else {
+        unreachable!("made an object above");
+    };
+    for (name, member) in members {
+        if member.is_null() {
+            object.remove(name);
+        } else {
+            patch_in_place(object.entry(name.clone()).or_insert(Value::Null), member);
+        }
+    }
+}
+
 fn apply(
     target: &mut Value,
     patch: &Value,
@@ -241,6 +272,8 @@ mod tests {
                 folded = two(folded, patch.clone());
             }
             prop_assert_eq!(&merged.value, &folded);
+            // and the read path's merge, without attribution, agrees
+            prop_assert_eq!(merge_values(&refs).as_ref(), Some(&merged.value));
             for (pointer, layer) in &merged.leaves {
                 let here = at(&merged.value, pointer).unwrap();
                 let empty_object = here.as_object().is_some_and(Map::is_empty);

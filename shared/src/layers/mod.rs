@@ -14,6 +14,7 @@
 
 pub mod merge;
 pub mod registry;
+pub mod view;
 
 use std::fmt;
 
