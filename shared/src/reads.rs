@@ -66,13 +66,16 @@ pub struct ConfigReads {
     layers: Option<Arc<SharedLayers>>,
 }
 
+/// A tenant's own value, and how long ago it was read when stale.
+type OwnValue = (Arc<PlainValue>, Option<Duration>);
+
 /// The effective value of one key: the values of the layers that hold it,
 /// bottom to top, merged (see [`crate::layers::merge`]). One layer's value
 /// is served as it is, without a copy; the version is the top layer's.
 fn effective(
     source: StoreKind,
     below: &[(&Layer, &Arc<PlainValue>)],
-    own: Option<(Arc<PlainValue>, Option<Duration>)>,
+    own: Option<OwnValue>,
     underlay_stale: Option<Duration>,
 ) -> Option<Entry> {
     let (own, own_stale) = match own {
@@ -110,7 +113,7 @@ fn effective(
 
 /// What the tenant's own layer holds, for [`effective`]: `Err` for a
 /// SecureString (served by the secure route only).
-fn own_value(lookup: Lookup) -> Result<Option<(Arc<PlainValue>, Option<Duration>)>, ()> {
+fn own_value(lookup: Lookup) -> Result<Option<OwnValue>, ()> {
     match lookup {
         Lookup::Plain(value) => Ok(Some((value, None))),
         Lookup::Stale { value, age } => Ok(Some((value, Some(age)))),
