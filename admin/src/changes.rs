@@ -1,6 +1,7 @@
 //! The change history an operator lists: journal entries and an entry's
 //! versions as text lines.
 
+use tenant_config_shared::refresh::change::Subject;
 use tenant_config_shared::refresh::journal::JournalEntry;
 use tenant_config_shared::write::{ValueKind, VersionRecord};
 
@@ -58,14 +59,26 @@ pub fn since_ms(since: &str, now_ms: i64) -> Result<i64, String> {
 
 /// One line per change: journal time, entry, store, operation, versions and
 /// who (the audit), change id. Never a value: the journal holds none.
+/// What changed, as a path: `tenant/service/key`, `global/service/key`,
+/// `tier:gold/service/key`, `registration/tenant`.
+fn subject_path(subject: &Subject) -> String {
+    match subject {
+        Subject::Entry(item) => format!("{}/{}/{}", item.tenant, item.service, item.key),
+        Subject::Shared {
+            layer,
+            service,
+            key,
+        } => format!("{layer}/{service}/{key}"),
+        Subject::Registration(tenant) => format!("registration/{tenant}"),
+    }
+}
+
 pub fn line(entry: &JournalEntry) -> String {
     let change = &entry.change;
     let at = timestamp(entry.journaled_at_ms);
     format!(
-        "{at}  {}/{}/{}  {}  {}  {}  {}",
-        change.item.tenant,
-        change.item.service,
-        change.item.key,
+        "{at}  {}  {}  {}  {}  {}",
+        subject_path(&change.subject),
         change.store,
         change.operation.as_str_name(),
         change.audit,
@@ -117,7 +130,9 @@ mod tests {
     fn a_line_names_the_entry_and_what_happened() {
         let entry = JournalEntry::new(
             ChangeRecord {
-                item: ItemKey::parse("tenant-a", "billing", "tenant_config_limits").unwrap(),
+                subject: Subject::Entry(
+                    ItemKey::parse("tenant-a", "billing", "tenant_config_limits").unwrap(),
+                ),
                 store: StoreKind::DynamoDb,
                 operation: Operation::Update,
                 change_id: "c4ca4238".into(),

@@ -408,7 +408,7 @@ async fn steps(stack: &mut LocalStack, passed: &mut usize) -> Result<(), String>
                     .map_err(|e| e.to_string())?
                     .into_iter()
                     .filter(|e| {
-                        e.change.item.cache_key() == "tenant-a:billing:tenant_config_limits"
+                        e.change.subject.to_string() == "tenant-a:billing:tenant_config_limits"
                     })
                     .map(|e| e.change.audit.to_string())
                     .collect();

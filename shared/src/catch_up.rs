@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::domain::{Changed, ItemKey};
+use crate::domain::Changed;
 use crate::error::ConfigError;
+use crate::refresh::change::Subject;
 use crate::refresh::journal::{ChangeJournal, RETENTION};
 use crate::refresh::signing::unix_ms_now;
 
@@ -53,11 +54,12 @@ impl CatchUpSettings {
 
 /// What catch-up drops entries from: a reader's caches ([`crate::reads::ConfigReads`]).
 pub trait Invalidate: Sync {
-    /// Drops one cached entry; its last good value survives unless the
-    /// change was a delete or of type.
+    /// Drops what a change makes stale: one cached entry (its last good
+    /// value survives unless the change was a delete or of type), a shared
+    /// layer's snapshot, or a tenant's registration.
     fn invalidate(
         &self,
-        item: &ItemKey,
+        subject: &Subject,
         change: Changed,
     ) -> impl Future<Output = Result<(), ConfigError>> + Send;
 
@@ -214,7 +216,7 @@ impl CatchUp {
                     continue;
                 }
                 if reads
-                    .invalidate(&entry.change.item, entry.change.changed())
+                    .invalidate(&entry.change.subject, entry.change.changed())
                     .await
                     .is_ok()
                 {

@@ -15,6 +15,7 @@ use crate::kinds::StoreKind;
 use crate::layers::Layer;
 use crate::layers::merge::merge_values;
 use crate::layers::view::{SharedLayers, Underlay};
+use crate::refresh::change::Subject;
 use crate::routing::KeyRouter;
 use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
 
@@ -384,20 +385,46 @@ impl ConfigReads {
         Ok(())
     }
 
-    /// Drops every cached entry of both stores.
+    /// Drops what a change makes stale: a tenant's entry, a shared
+    /// layer's snapshot of the service (every tenant reads the change on its
+    /// next read, with no per-tenant work), or a tenant's registration.
+    pub async fn invalidate_subject(
+        &self,
+        subject: &Subject,
+        change: Changed,
+    ) -> Result<(), ConfigError> {
+        match (subject, &self.layers) {
+            (Subject::Entry(item), _) => self.invalidate(item, change).await,
+            (Subject::Shared { layer, service, .. }, Some(layers)) => {
+                layers.invalidate_layer(layer, service).await;
+                Ok(())
+            }
+            (Subject::Registration(tenant), Some(layers)) => {
+                layers.invalidate_registration(tenant).await;
+                Ok(())
+            }
+            // Without layers nothing of a shared layer is cached.
+            (Subject::Shared { .. } | Subject::Registration(_), None) => Ok(()),
+        }
+    }
+
+    /// Drops every cached entry of both stores, and the shared layers.
     pub fn invalidate_all(&self) {
         self.dynamodb.invalidate_all();
         self.parameters.invalidate_all();
+        if let Some(layers) = &self.layers {
+            layers.invalidate_all();
+        }
     }
 }
 
 impl Invalidate for ConfigReads {
     fn invalidate(
         &self,
-        item: &ItemKey,
+        subject: &Subject,
         change: Changed,
     ) -> impl Future<Output = Result<(), ConfigError>> + Send {
-        ConfigReads::invalidate(self, item, change)
+        ConfigReads::invalidate_subject(self, subject, change)
     }
 
     fn invalidate_all(&self) {

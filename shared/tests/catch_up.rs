@@ -9,6 +9,7 @@ use tenant_config_shared::cache::CachedStore;
 use tenant_config_shared::catch_up::{Applied, CatchUp, CatchUpSettings, MAX_PAGES};
 use tenant_config_shared::reads::ConfigReads;
 use tenant_config_shared::refresh::change::ChangeRecord;
+use tenant_config_shared::refresh::change::Subject;
 use tenant_config_shared::refresh::journal::{ChangeJournal, MemoryJournal};
 use tenant_config_shared::refresh::proto::Operation;
 use tenant_config_shared::refresh::signing::unix_ms_now;
@@ -56,7 +57,7 @@ fn reader(max_entries: usize) -> Reader {
 
 fn change(key: &str, operation: Operation, id: &str) -> ChangeRecord {
     ChangeRecord {
-        item: item("tenant-a", "billing", key),
+        subject: Subject::Entry(item("tenant-a", "billing", key)),
         store: StoreKind::DynamoDb,
         operation,
         change_id: id.into(),

@@ -10,6 +10,7 @@ use serde_json::json;
 use tenant_config_shared::StoreKind;
 use tenant_config_shared::domain::{Found, SecretValue};
 use tenant_config_shared::refresh::change::ChangeRecord;
+use tenant_config_shared::refresh::change::Subject;
 use tenant_config_shared::refresh::discovery::{DiscoveryError, InstanceHealth};
 use tenant_config_shared::refresh::fanout::{Fanout, FanoutSettings, FanoutSource};
 use tenant_config_shared::refresh::handler::{RefreshError, RefreshOutcome, Refresher};
@@ -97,7 +98,7 @@ async fn assert_serves(address: SocketAddr, tenant: &str, key: &str, expected: &
 
 fn target(tenant: &str, key: &str, change_id: &str) -> ChangeRecord {
     ChangeRecord {
-        item: item(tenant, key),
+        subject: Subject::Entry(item(tenant, key)),
         store: StoreKind::ParameterStore,
         operation: Operation::Update,
         change_id: change_id.into(),

@@ -310,7 +310,11 @@ async fn the_journal_table_pages_a_batch_that_shares_one_millisecond_by_position
     let journal = JournalTable::new(aws_sdk_dynamodb::Client::new(&aws), "journal-test");
     let changes: Vec<ChangeRecord> = (0..5)
         .map(|i| ChangeRecord {
-            item: item("tenant-a", "billing", &format!("tenant_config_k{i}")),
+            subject: tenant_config_shared::refresh::change::Subject::Entry(item(
+                "tenant-a",
+                "billing",
+                &format!("tenant_config_k{i}"),
+            )),
             store: tenant_config_shared::StoreKind::DynamoDb,
             operation: Operation::Update,
             change_id: format!("c{i}"),

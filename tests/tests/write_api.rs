@@ -276,8 +276,9 @@ async fn a_tenant_administrator_writes_conflicts_rolls_back_and_every_reader_fol
                 .unwrap()
                 .into_iter()
                 .filter(|e| {
-                    e.change.item.key.as_str() == LIMITS
-                        && e.change.item.tenant.as_str() == "tenant-a"
+                    e.change.subject.entry().is_some_and(|item| {
+                        item.key.as_str() == LIMITS && item.tenant.as_str() == "tenant-a"
+                    })
                 })
                 .map(|e| format!("{:?} {}", e.change.operation, e.change.audit))
                 .collect();

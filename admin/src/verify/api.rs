@@ -348,7 +348,8 @@ impl Probe {
                         from_ms = from_ms.max(last.journaled_at_ms);
                     }
                     if entries.iter().any(|e| {
-                        e.change.item == self.item && e.change.audit.to_version == Some(version)
+                        e.change.subject.entry() == Some(&self.item)
+                            && e.change.audit.to_version == Some(version)
                     }) {
                         return Outcome::ok(
                             CHANGE_JOURNALED,

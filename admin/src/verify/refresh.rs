@@ -9,6 +9,7 @@ use tenant_config_shared::aws::Aws;
 use tenant_config_shared::refresh::agent_tls::{
     self, AgentTransport, TlsCaSource, check_identity, parse_ca_bundle,
 };
+use tenant_config_shared::refresh::change::Subject;
 use tenant_config_shared::refresh::change::{ChangeAudit, ChangeRecord};
 use tenant_config_shared::refresh::discovery::{
     IPV4_ATTRIBUTE, Instance, MAX_DISCOVERED, PORT_ATTRIBUTE, instance_address,
@@ -307,7 +308,7 @@ pub async fn agents_registered(
 /// agent that accepts it drops nothing anyone reads.
 pub fn probe_change(nonce: &str) -> Result<ChangeRecord, String> {
     Ok(ChangeRecord {
-        item: super::api::probe_item(nonce)?,
+        subject: Subject::Entry(super::api::probe_item(nonce)?),
         store: StoreKind::DynamoDb,
         operation: Operation::Update,
         change_id: format!("verify-{nonce}"),

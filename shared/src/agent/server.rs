@@ -9,10 +9,11 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::auth::Identity;
 use crate::auth::TokenVerifier;
-use crate::domain::{Changed, ItemKey, ValueKind};
+use crate::domain::{Changed, ValueKind};
 use crate::error::ConfigError;
 use crate::grants::{Access, ServiceGrants};
 use crate::reads::{ConfigReads, Entry};
+use crate::refresh::change::Subject;
 use crate::refresh::proto::config_reader_server::ConfigReader;
 use crate::refresh::proto::config_refresh_server::ConfigRefresh;
 use crate::refresh::proto::{
@@ -268,19 +269,19 @@ impl ConfigRefresh for RefreshService {
             tracing::info!(event_id = %body.event_id, "ignored a repeated refresh event");
             return Ok(Response::new(RefreshResponse { duplicate: true }));
         }
-        let item =
-            ItemKey::parse(&body.tenant_id, &body.service, &body.key).map_err(|e| status(&e))?;
+        let subject = Subject::from_wire(&body.tenant_id, &body.service, &body.key)
+            .map_err(|e| status(&e))?;
         let change = if body.operation() == Operation::Delete {
             Changed::Deleted
         } else {
             Changed::Updated(ValueKind::from_parameter_type(&body.value_type))
         };
         self.reads
-            .invalidate(&item, change)
+            .invalidate_subject(&subject, change)
             .await
             .map_err(|e| status(&e))?;
         tracing::info!(
-            entry = %item.cache_key(),
+            entry = %subject,
             operation = body.operation().as_str_name(),
             event_id = %body.event_id,
             "dropped cache entry"

@@ -20,6 +20,9 @@ use std::fmt;
 
 use crate::validate::{RESERVED_PREFIX, TenantId, TierName};
 
+/// The first segment of a tier layer's parameter paths (`_tiers/{tier}`).
+pub const TIERS_SEGMENT: &str = "_tiers";
+
 /// One layer of an effective value, bottom to top.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Layer {
@@ -43,9 +46,30 @@ impl Layer {
     pub fn parameter_segment(&self) -> String {
         match self {
             Layer::Global => format!("{RESERVED_PREFIX}global"),
-            Layer::Tier(tier) => format!("{RESERVED_PREFIX}tiers/{tier}"),
+            Layer::Tier(tier) => format!("{TIERS_SEGMENT}/{tier}"),
             Layer::Tenant(tenant) => tenant.to_string(),
         }
+    }
+
+    /// The inverse of [`Self::parameter_segment`] for the shared layers.
+    pub fn from_parameter_segment(segment: &str) -> Option<Layer> {
+        let shared = segment.strip_prefix(RESERVED_PREFIX)?;
+        if shared == "global" {
+            return Some(Layer::Global);
+        }
+        let tier = segment.strip_prefix(TIERS_SEGMENT)?.strip_prefix('/')?;
+        TierName::parse(tier).ok().map(Layer::Tier)
+    }
+
+    /// The shared layer a DynamoDB partition key names (`LAYER#global`,
+    /// `LAYER#tier#{tier}`).
+    pub fn from_partition_key(pk: &str) -> Option<Layer> {
+        let shared = pk.strip_prefix("LAYER#")?;
+        if shared == "global" {
+            return Some(Layer::Global);
+        }
+        let tier = shared.strip_prefix("tier#")?;
+        TierName::parse(tier).ok().map(Layer::Tier)
     }
 
     /// The layer's DynamoDB partition key: `LAYER#global`,

@@ -3,13 +3,138 @@
 //! change path handles without knowing where it came from. It names an entry,
 //! never its value.
 
+use std::fmt;
+
 use super::proto::Operation;
 use crate::domain::{Changed, ItemKey, StoreKind, ValueKind};
+use crate::error::ConfigError;
+use crate::layers::Layer;
+use crate::validate::{ConfigKey, RESERVED_PREFIX, ServiceName, TenantId};
 
-/// One change to one entry of one tenant.
+/// What one change is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// One tenant's own entry (what the service held before layers).
+    Entry(ItemKey),
+    /// An entry of a shared layer (global, or a tier's): every tenant of
+    /// the layer reads it. Built by [`Subject::shared`] only.
+    Shared {
+        layer: Layer,
+        service: ServiceName,
+        key: ConfigKey,
+    },
+    /// A tenant's registration (its tier, whether it is active).
+    Registration(TenantId),
+}
+
+/// How a registration travels in the change protocol's tenant field.
+const REGISTRATION_WIRE_PREFIX: &str = "_registry/";
+
+impl Subject {
+    /// An entry of `layer`: a tenant's own for a tenant layer.
+    pub fn in_layer(layer: Layer, service: ServiceName, key: ConfigKey) -> Self {
+        match layer {
+            Layer::Tenant(tenant) => Subject::Entry(ItemKey::new(tenant, service, key)),
+            shared => Subject::Shared {
+                layer: shared,
+                service,
+                key,
+            },
+        }
+    }
+
+    /// The tenant's own entry this names, if it names one.
+    pub fn entry(&self) -> Option<&ItemKey> {
+        match self {
+            Subject::Entry(item) => Some(item),
+            _ => None,
+        }
+    }
+
+    /// The configuration key this names (none for a registration).
+    pub fn key(&self) -> Option<&ConfigKey> {
+        match self {
+            Subject::Entry(item) => Some(&item.key),
+            Subject::Shared { key, .. } => Some(key),
+            Subject::Registration(_) => None,
+        }
+    }
+
+    /// The three text fields of the change protocol (Refresh, journal):
+    /// the tenant field carries a shared layer's reserved name (`_global`,
+    /// `_tiers/{tier}`) or `_registry/{tenant}`, none of which a tenant id
+    /// can be; a registration has no service or key.
+    pub fn wire(&self) -> (String, String, String) {
+        match self {
+            Subject::Entry(item) => (
+                item.tenant.to_string(),
+                item.service.to_string(),
+                item.key.to_string(),
+            ),
+            Subject::Shared {
+                layer,
+                service,
+                key,
+            } => (
+                layer.parameter_segment(),
+                service.to_string(),
+                key.to_string(),
+            ),
+            Subject::Registration(tenant) => (
+                format!("{REGISTRATION_WIRE_PREFIX}{tenant}"),
+                String::new(),
+                String::new(),
+            ),
+        }
+    }
+
+    /// The inverse of [`Self::wire`], validating every part.
+    pub fn from_wire(tenant: &str, service: &str, key: &str) -> Result<Self, ConfigError> {
+        if let Some(registered) = tenant.strip_prefix(REGISTRATION_WIRE_PREFIX) {
+            if !service.is_empty() || !key.is_empty() {
+                return Err(ConfigError::BadRequest(
+                    "a registration change names no service or key".to_owned(),
+                ));
+            }
+            return Ok(Subject::Registration(TenantId::parse(registered)?));
+        }
+        let service = ServiceName::parse(service)?;
+        let key = ConfigKey::parse(key)?;
+        if tenant.starts_with(RESERVED_PREFIX) {
+            let layer = Layer::from_parameter_segment(tenant).ok_or_else(|| {
+                ConfigError::BadRequest(format!("'{tenant}' names no shared layer"))
+            })?;
+            return Ok(Subject::in_layer(layer, service, key));
+        }
+        Ok(Subject::Entry(ItemKey::new(
+            TenantId::parse(tenant)?,
+            service,
+            key,
+        )))
+    }
+}
+
+impl fmt::Display for Subject {
+    /// For logs and the CLI: `tenant-a:billing:key`, `global:billing:key`,
+    /// `tier:gold:billing:key`, `registration:tenant-a`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Entry(item) => f.write_str(&item.cache_key()),
+            Subject::Shared {
+                layer,
+                service,
+                key,
+            } => write!(f, "{layer}:{service}:{key}"),
+            Subject::Registration(tenant) => write!(f, "registration:{tenant}"),
+        }
+    }
+}
+
+/// One change to one entry (of a tenant or a shared layer) or to a
+/// tenant's registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeRecord {
-    pub item: ItemKey,
+    pub subject: Subject,
     pub store: StoreKind,
     pub operation: Operation,
     /// Unique per change and stable across retries of it: the EventBridge
@@ -107,6 +232,43 @@ pub enum Classified {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_subject_round_trips_through_the_protocols_fields() {
+        let service = ServiceName::parse("billing").unwrap();
+        let key = ConfigKey::parse("tenant_config_limits").unwrap();
+        let tier = crate::validate::TierName::parse("gold").unwrap();
+        for subject in [
+            Subject::Entry(ItemKey::parse("tenant-a", "billing", "tenant_config_limits").unwrap()),
+            Subject::in_layer(Layer::Global, service.clone(), key.clone()),
+            Subject::in_layer(Layer::Tier(tier), service.clone(), key.clone()),
+            Subject::Registration(TenantId::parse("tenant-a").unwrap()),
+        ] {
+            let (tenant, service, key) = subject.wire();
+            assert_eq!(
+                Subject::from_wire(&tenant, &service, &key).unwrap(),
+                subject
+            );
+        }
+        // a tenant layer built through in_layer is the tenant's own entry
+        assert!(
+            Subject::in_layer(Layer::Tenant(TenantId::parse("t").unwrap()), service, key)
+                .entry()
+                .is_some()
+        );
+        for (tenant, service, key) in [
+            ("_registry/tenant-a", "billing", ""),
+            ("_registry/_global", "", ""),
+            ("_tiers/../x", "billing", "tenant_config_limits"),
+            ("_other", "billing", "tenant_config_limits"),
+            ("_global", "", "tenant_config_limits"),
+        ] {
+            assert!(
+                Subject::from_wire(tenant, service, key).is_err(),
+                "{tenant}"
+            );
+        }
+    }
 
     #[test]
     fn an_audit_reads_as_from_to_by_with_unknowns_marked() {

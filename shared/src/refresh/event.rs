@@ -4,10 +4,12 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::change::Subject;
 use super::change::{ChangeAudit, ChangeRecord, Classified, valid_change_id};
 use super::proto::Operation;
 use crate::domain::{ItemKey, ValueKind};
 use crate::kinds::StoreKind;
+use crate::layers::TIERS_SEGMENT;
 use crate::routing::KeyRouter;
 use crate::write::ssm::WriterDescription;
 
@@ -66,15 +68,34 @@ pub enum NameError {
 
 /// Splits `{root}/{tenant}/{service}/{key}` into validated parts.
 pub fn parse_parameter_name(name: &str, root: &str) -> Result<ItemKey, NameError> {
+    match parse_layer_parameter_name(name, root)? {
+        Subject::Entry(item) => Ok(item),
+        _ => Err(NameError::WrongShape),
+    }
+}
+
+/// Splits a parameter name of any layer into validated parts:
+/// `{root}/{tenant}/{service}/{key}`, `{root}/_global/{service}/{key}` or
+/// `{root}/_tiers/{tier}/{service}/{key}`.
+pub fn parse_layer_parameter_name(name: &str, root: &str) -> Result<Subject, NameError> {
     let rest = name
         .strip_prefix(root)
         .and_then(|r| r.strip_prefix('/'))
         .ok_or_else(|| NameError::OutsideRoot(root.to_owned()))?;
+    // A tier's segment is two: `_tiers/{tier}`.
+    let (layer, rest) = match rest.split_once('/') {
+        Some((TIERS_SEGMENT, rest)) => {
+            let (tier, rest) = rest.split_once('/').ok_or(NameError::WrongShape)?;
+            (format!("{TIERS_SEGMENT}/{tier}"), rest)
+        }
+        Some((first, rest)) => (first.to_owned(), rest),
+        None => return Err(NameError::WrongShape),
+    };
     let segments: Vec<&str> = rest.split('/').collect();
-    let [tenant, service, key] = segments.as_slice() else {
+    let [service, key] = segments.as_slice() else {
         return Err(NameError::WrongShape);
     };
-    Ok(ItemKey::parse(tenant, service, key)?)
+    Ok(Subject::from_wire(&layer, service, key)?)
 }
 
 /// Decides what an event means for the agents' caches.
@@ -96,8 +117,8 @@ pub fn classify(
         .as_deref()
         .filter(|id| valid_change_id(id))
         .ok_or(EventError::BadEventId)?;
-    let item = match parse_parameter_name(&event.detail.name, root) {
-        Ok(item) => item,
+    let subject = match parse_layer_parameter_name(&event.detail.name, root) {
+        Ok(subject) => subject,
         Err(reason) => {
             return Ok(Classified::Ignore(format!(
                 "parameter '{}': {reason}",
@@ -105,14 +126,19 @@ pub fn classify(
             )));
         }
     };
-    if router.route(&item.key).ok() != Some(StoreKind::ParameterStore) {
+    let Some(key) = subject.key() else {
         return Ok(Classified::Ignore(format!(
-            "key '{}' is not routed to Parameter Store, so no agent caches it from there",
-            item.key
+            "parameter '{}' names no configuration key",
+            event.detail.name
+        )));
+    };
+    if router.route(key).ok() != Some(StoreKind::ParameterStore) {
+        return Ok(Classified::Ignore(format!(
+            "key '{key}' is not routed to Parameter Store, so no agent caches it from there"
         )));
     }
     Ok(Classified::Refresh(ChangeRecord {
-        item,
+        subject,
         store: StoreKind::ParameterStore,
         operation,
         change_id: event_id.to_owned(),
@@ -177,6 +203,30 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_layers_parameter_is_a_change_of_that_layer() {
+        let subject = |name: &str| match classify_default(&event("Update", name)).unwrap() {
+            Classified::Refresh(change) => Some(change.subject.to_string()),
+            Classified::Ignore(_) => None,
+        };
+        assert_eq!(
+            subject(&format!("{ROOT}/_global/billing/param_config_endpoint")).as_deref(),
+            Some("global:billing:param_config_endpoint")
+        );
+        assert_eq!(
+            subject(&format!("{ROOT}/_tiers/gold/billing/param_config_endpoint")).as_deref(),
+            Some("tier:gold:billing:param_config_endpoint")
+        );
+        // neither an unknown reserved name nor a tier without its name
+        for name in [
+            format!("{ROOT}/_other/billing/param_config_endpoint"),
+            format!("{ROOT}/_tiers/billing/param_config_endpoint"),
+            format!("{ROOT}/_tiers/_x/billing/param_config_endpoint"),
+        ] {
+            assert_eq!(subject(&name), None, "{name}");
+        }
+    }
+
+    #[test]
     fn the_sample_events_parse_and_name_their_entry() {
         for (file, op) in [
             (
@@ -198,7 +248,7 @@ mod tests {
             };
             assert_eq!(target.operation, op);
             assert_eq!(
-                target.item.cache_key(),
+                target.subject.to_string(),
                 "tenant-a:billing:param_config_endpoint"
             );
         }

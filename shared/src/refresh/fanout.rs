@@ -158,10 +158,11 @@ impl Fanout {
     pub async fn send(&self, instances: &[Instance], change: &ChangeRecord) -> FanoutReport {
         let started = Instant::now();
         self.retain_channels(instances);
+        let (tenant_id, service, key) = change.subject.wire();
         let request = RefreshRequest {
-            tenant_id: change.item.tenant.to_string(),
-            service: change.item.service.to_string(),
-            key: change.item.key.to_string(),
+            tenant_id,
+            service,
+            key,
             operation: change.operation as i32,
             event_id: change.change_id.clone(),
             event_time_unix_ms: change.time_unix_ms,

@@ -364,7 +364,7 @@ fn unpushed(changes: usize) {
 /// One summary line per change, and one per agent that did not acknowledge.
 fn log_fanout(change: &ChangeRecord, report: &FanoutReport) {
     tracing::info!(
-        entry = %change.item.cache_key(),
+        entry = %change.subject,
         store = %change.store,
         operation = change.operation.as_str_name(),
         change_id = %change.change_id,

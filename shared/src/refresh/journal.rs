@@ -170,12 +170,15 @@ impl ChangeJournal for MemoryJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ItemKey, StoreKind};
+    use crate::domain::StoreKind;
+    use crate::refresh::change::Subject;
     use crate::refresh::proto::Operation;
 
     fn change(id: &str) -> ChangeRecord {
         ChangeRecord {
-            item: ItemKey::parse("t1", "svc", "tenant_config_x").unwrap(),
+            subject: Subject::Entry(
+                crate::domain::ItemKey::parse("t1", "svc", "tenant_config_x").unwrap(),
+            ),
             store: StoreKind::DynamoDb,
             operation: Operation::Update,
             change_id: id.into(),

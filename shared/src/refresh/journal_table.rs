@@ -16,11 +16,11 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 
-use super::change::{ChangeAudit, ChangeRecord};
+use super::change::{ChangeAudit, ChangeRecord, Subject};
 use super::journal::{ChangeJournal, JournalEntry, JournalError, RETENTION, position_at};
 use super::proto::Operation;
 use super::signing::unix_ms_now;
-use crate::domain::{ItemKey, StoreKind, ValueKind};
+use crate::domain::{StoreKind, ValueKind};
 
 const PARTITION: &str = "changes";
 /// BatchWriteItem takes at most 25 items.
@@ -65,12 +65,13 @@ fn item(entry: &JournalEntry) -> HashMap<String, AttributeValue> {
     ]
     .into_iter()
     .filter_map(|(name, value)| Some((name.to_owned(), value?)));
+    let (tenant, service, key) = change.subject.wire();
     let mut attributes = HashMap::from([
         ("pk".to_owned(), s(PARTITION)),
         ("sk".to_owned(), s(entry.position.clone())),
-        ("tenant".to_owned(), s(change.item.tenant.as_str())),
-        ("service".to_owned(), s(change.item.service.as_str())),
-        ("key".to_owned(), s(change.item.key.as_str())),
+        ("tenant".to_owned(), s(tenant)),
+        ("service".to_owned(), s(service)),
+        ("key".to_owned(), s(key)),
         ("store".to_owned(), s(change.store.as_str())),
         ("operation".to_owned(), s(change.operation.as_str_name())),
         ("change_id".to_owned(), s(change.change_id.clone())),
@@ -112,7 +113,7 @@ fn entry(item: &HashMap<String, AttributeValue>) -> Result<JournalEntry, Journal
     let operation = Operation::from_str_name(text("operation")?)
         .ok_or_else(|| unreadable("unknown operation"))?;
     let change = ChangeRecord {
-        item: ItemKey::parse(text("tenant")?, text("service")?, text("key")?)
+        subject: Subject::from_wire(text("tenant")?, text("service")?, text("key")?)
             .map_err(|e| unreadable(&e.to_string()))?,
         store,
         operation,
@@ -245,7 +246,10 @@ mod tests {
     #[test]
     fn an_entry_round_trips_through_its_item_without_any_value() {
         let change = ChangeRecord {
-            item: ItemKey::parse("tenant-a", "billing", "param_config_endpoint").unwrap(),
+            subject: Subject::Entry(
+                crate::domain::ItemKey::parse("tenant-a", "billing", "param_config_endpoint")
+                    .unwrap(),
+            ),
             store: StoreKind::ParameterStore,
             operation: Operation::Delete,
             change_id: "evt-1".into(),
@@ -272,7 +276,9 @@ mod tests {
     fn an_item_that_is_not_an_entry_is_an_error_not_a_panic() {
         let mut broken = item(&JournalEntry::new(
             ChangeRecord {
-                item: ItemKey::parse("t", "s", "tenant_config_k").unwrap(),
+                subject: Subject::Entry(
+                    crate::domain::ItemKey::parse("t", "s", "tenant_config_k").unwrap(),
+                ),
                 store: StoreKind::DynamoDb,
                 operation: Operation::Create,
                 change_id: "x".into(),

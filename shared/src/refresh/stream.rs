@@ -12,16 +12,19 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::change::{ChangeAudit, ChangeRecord, Classified, valid_change_id};
+use super::change::{ChangeAudit, ChangeRecord, Classified, Subject, valid_change_id};
 use super::proto::Operation;
 use crate::kinds::StoreKind;
+use crate::layers::Layer;
+use crate::layers::registry::REGISTRY_PARTITION;
 use crate::routing::KeyRouter;
 use crate::store::dynamodb::{
-    PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, parse_key, partition_key,
+    CONFIG_SORT_PREFIX, PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, parse_key, partition_key,
 };
+use crate::validate::{ConfigKey, ServiceName, TenantId};
 use crate::write::dynamodb::{
     DELETED_ATTRIBUTE, HISTORY_SORT_PREFIX, ROLLBACK_OF_ATTRIBUTE, UPDATED_AT_ATTRIBUTE,
-    UPDATED_BY_ATTRIBUTE, history_sort_key,
+    UPDATED_BY_ATTRIBUTE, history_sort_key, history_sort_key_of,
 };
 
 pub const EVENT_SOURCE: &str = "aws:dynamodb";
@@ -89,11 +92,22 @@ pub fn classify_batch(batch: &StreamBatch, router: &KeyRouter) -> Vec<ParsedReco
                         if let (Operation::Delete, Some(from)) =
                             (change.operation, change.audit.from_version)
                         {
-                            let tombstone = (
-                                partition_key(&change.item.tenant),
-                                history_sort_key(&change.item, from + 1),
-                            );
-                            change.audit.actor = deleters.get(&tombstone).cloned();
+                            let tombstone = match &change.subject {
+                                Subject::Entry(item) => Some((
+                                    partition_key(&item.tenant),
+                                    history_sort_key(item, from + 1),
+                                )),
+                                Subject::Shared {
+                                    layer,
+                                    service,
+                                    key,
+                                } => Some((
+                                    layer.partition_key(),
+                                    history_sort_key_of(service, key, from + 1),
+                                )),
+                                Subject::Registration(_) => None,
+                            };
+                            change.audit.actor = tombstone.and_then(|t| deleters.get(&t).cloned());
                         }
                         Classified::Refresh(change)
                     }
@@ -174,6 +188,32 @@ fn tombstones(records: &[Value]) -> HashMap<(String, String), String> {
         .collect()
 }
 
+/// What an item's primary key names: a tenant's entry (`TENANT#{id}`), a
+/// shared layer's (`LAYER#global`, `LAYER#tier#{tier}`), both with
+/// `CONFIG#{service}#{key}`, or a registration (`REGISTRY`, `TENANT#{id}`).
+fn subject_of(pk: &str, sk: &str) -> Result<Subject, String> {
+    if pk == REGISTRY_PARTITION {
+        let tenant = sk
+            .strip_prefix("TENANT#")
+            .ok_or("a registry item that names no tenant")?;
+        return TenantId::parse(tenant)
+            .map(Subject::Registration)
+            .map_err(|e| e.to_string());
+    }
+    if let Some(layer) = Layer::from_partition_key(pk) {
+        let (service, key) = sk
+            .strip_prefix(CONFIG_SORT_PREFIX)
+            .and_then(|rest| rest.split_once('#'))
+            .ok_or("sort key is not CONFIG#{service}#{key}")?;
+        let service = ServiceName::parse(service).map_err(|e| e.to_string())?;
+        let key = ConfigKey::parse(key).map_err(|e| e.to_string())?;
+        return Ok(Subject::in_layer(layer, service, key));
+    }
+    parse_key(pk, sk)
+        .map(Subject::Entry)
+        .map_err(|e| e.to_string())
+}
+
 fn classify(record: &StreamRecord, router: &KeyRouter) -> Result<Classified, String> {
     if record.event_source != EVENT_SOURCE {
         return Err(format!(
@@ -201,15 +241,16 @@ fn classify(record: &StreamRecord, router: &KeyRouter) -> Result<Classified, Str
             .and_then(|a| a.s.as_deref())
             .ok_or_else(|| format!("stream record has no string key '{name}'"))
     };
-    let item = match parse_key(key(PARTITION_KEY)?, key(SORT_KEY)?) {
-        Ok(item) => item,
+    let subject = match subject_of(key(PARTITION_KEY)?, key(SORT_KEY)?) {
+        Ok(subject) => subject,
         // Not a configuration entry (or not one any reader could have read).
         Err(reason) => return Ok(Classified::Ignore(format!("item key: {reason}"))),
     };
-    if router.route(&item.key).ok() != Some(StoreKind::DynamoDb) {
+    if let Some(key) = subject.key()
+        && router.route(key).ok() != Some(StoreKind::DynamoDb)
+    {
         return Ok(Classified::Ignore(format!(
-            "key '{}' is not routed to DynamoDB, so no reader caches it from there",
-            item.key
+            "key '{key}' is not routed to DynamoDB, so no reader caches it from there"
         )));
     }
     let time_unix_ms = record
@@ -218,7 +259,7 @@ fn classify(record: &StreamRecord, router: &KeyRouter) -> Result<Classified, Str
         .map(|secs| (secs * 1000.0) as i64)
         .unwrap_or(0);
     Ok(Classified::Refresh(ChangeRecord {
-        item,
+        subject,
         store: StoreKind::DynamoDb,
         operation,
         change_id: record.event_id.clone(),
@@ -256,6 +297,55 @@ mod tests {
     }
 
     #[test]
+    fn shared_layer_and_registry_items_are_changes_of_their_own() {
+        let parsed = classify_all(vec![
+            record(
+                "MODIFY",
+                "LAYER#global",
+                "CONFIG#billing#tenant_config_limits",
+                "1",
+            ),
+            record(
+                "INSERT",
+                "LAYER#tier#gold",
+                "CONFIG#billing#tenant_config_limits",
+                "2",
+            ),
+            record("MODIFY", "REGISTRY", "TENANT#tenant-a", "3"),
+            record(
+                "MODIFY",
+                "LAYER#tier#_x",
+                "CONFIG#billing#tenant_config_limits",
+                "4",
+            ),
+            record(
+                "MODIFY",
+                "LAYER#global",
+                "CONFIG#billing#param_config_endpoint",
+                "5",
+            ),
+        ]);
+        let subjects: Vec<Option<String>> = parsed
+            .iter()
+            .map(|p| match &p.outcome {
+                Ok(Classified::Refresh(change)) => Some(change.subject.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            subjects,
+            vec![
+                Some("global:billing:tenant_config_limits".to_owned()),
+                Some("tier:gold:billing:tenant_config_limits".to_owned()),
+                Some("registration:tenant-a".to_owned()),
+                // no such tier name; a key routed to Parameter Store
+                None,
+                None,
+            ]
+        );
+    }
+
+    #[test]
     fn the_sample_batch_names_its_entries_with_the_store_and_operation() {
         let batch: StreamBatch =
             serde_json::from_str(include_str!("../../../events/dynamodb-stream-batch.json"))
@@ -267,7 +357,7 @@ mod tests {
                 Ok(Classified::Refresh(change)) => {
                     assert_eq!(change.store, StoreKind::DynamoDb);
                     Some((
-                        change.item.cache_key(),
+                        change.subject.to_string(),
                         change.operation,
                         change.audit.to_string(),
                     ))

@@ -19,6 +19,7 @@ use crate::store::dynamodb::{
     PARTITION_KEY, SORT_KEY, VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, key_attributes, partition_key,
     sdk_error,
 };
+use crate::validate::{ConfigKey, ServiceName};
 
 pub const UPDATED_BY_ATTRIBUTE: &str = "updated_by";
 pub const UPDATED_AT_ATTRIBUTE: &str = "updated_at";
@@ -38,7 +39,13 @@ fn history_prefix(item: &ItemKey) -> String {
 
 /// Zero-padded so that sort order is version order.
 pub fn history_sort_key(item: &ItemKey, version: i64) -> String {
-    format!("{}{version:012}", history_prefix(item))
+    history_sort_key_of(&item.service, &item.key, version)
+}
+
+/// [`history_sort_key`] of an entry of any layer (the layer is the
+/// partition).
+pub fn history_sort_key_of(service: &ServiceName, key: &ConfigKey, version: i64) -> String {
+    format!("{HISTORY_SORT_PREFIX}{service}#{key}#{version:012}")
 }
 
 pub struct DynamoDbWriter {
