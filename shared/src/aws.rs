@@ -19,6 +19,8 @@ use crate::cache::CachedStore;
 use crate::catch_up::CatchUp;
 use crate::credentials::{StsTenantRole, TenantClient, TenantCredentials};
 use crate::grants::{DynamoDbGrants, ServiceGrants};
+use crate::layers::registry::DynamoDbRegistry;
+use crate::layers::view::{SharedLayerSettings, SharedLayers};
 use crate::membership::{
     CachedMembership, CognitoGroupMembership, GroupMembership, pool_id_of_issuer, region_of_issuer,
 };
@@ -38,7 +40,7 @@ use crate::settings::{
     AgentSettings, AwsCallSettings, RefreshListenerTls, RefreshSettings, RegistrationSettings,
     Settings, SettingsError, TenantRoleSettings,
 };
-use crate::store::{DynamoDbStore, ParameterStore};
+use crate::store::{ConfigStore, DynamoDbStore, ParameterStore};
 use crate::write::{DynamoDbVersionLocks, DynamoDbWriter, ParameterWriter};
 use crate::writes::ConfigWrites;
 
@@ -165,10 +167,30 @@ impl Aws {
         settings: &Settings,
         (dynamodb, ssm): TenantClients,
     ) -> ConfigReads {
-        let dynamodb = DynamoDbStore::new(dynamodb, settings.table_name.as_str());
-        let parameters = ParameterStore::new(ssm, settings.parameter_root.as_str());
-        let mut dynamodb = CachedStore::new(Arc::new(dynamodb), settings.dynamodb_cache);
-        let mut parameters = CachedStore::new(Arc::new(parameters), settings.parameter_cache);
+        let dynamodb: Arc<dyn ConfigStore> =
+            Arc::new(DynamoDbStore::new(dynamodb, settings.table_name.as_str()));
+        let parameters: Arc<dyn ConfigStore> =
+            Arc::new(ParameterStore::new(ssm, settings.parameter_root.as_str()));
+        // The shared layers and the registry are no tenant's data: read
+        // with the process's own role (the stores do so for shared layers).
+        let layers = Arc::new(SharedLayers::new(
+            dynamodb.clone(),
+            parameters.clone(),
+            Arc::new(DynamoDbRegistry::new(
+                self.dynamodb(),
+                settings.table_name.as_str(),
+            )),
+            SharedLayerSettings {
+                ttl: settings
+                    .dynamodb_cache
+                    .ttl
+                    .min(settings.parameter_cache.ttl),
+                max_stale: settings.dynamodb_cache.stale.max_stale,
+                max_tenants: settings.dynamodb_cache.max_entries,
+            },
+        ));
+        let mut dynamodb = CachedStore::new(dynamodb, settings.dynamodb_cache);
+        let mut parameters = CachedStore::new(parameters, settings.parameter_cache);
         let fairness = settings.fairness;
         if fairness.store_reads_per_sec > 0 {
             // One share per tenant for both stores of the process.
@@ -179,7 +201,8 @@ impl Aws {
             dynamodb = dynamodb.with_load_limiter(limiter.clone());
             parameters = parameters.with_load_limiter(limiter);
         }
-        let reads = ConfigReads::new(settings.router.clone(), dynamodb, parameters);
+        let reads =
+            ConfigReads::new(settings.router.clone(), dynamodb, parameters).with_layers(layers);
         match &settings.journal_table {
             Some(table) => reads.with_catch_up(CatchUp::new(
                 Arc::new(self.change_journal(table)),

@@ -64,6 +64,12 @@ enum What {
     /// The same under Parameter Store's `aws/ssm` key, whose key policy lets
     /// every principal of the account use it through SSM.
     AwsManagedKeySecret(&'static str),
+    /// A shared layer's partition (`LAYER#global`, `LAYER#tier#gold`).
+    LayerItems(&'static str),
+    /// The tenant registry's partition.
+    Registry,
+    /// A shared layer's service path (`_global`, `_tiers/gold`).
+    LayerPath(&'static str),
     /// The user pool (group membership).
     UserPool,
     ReadRole(&'static str),
@@ -152,6 +158,17 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
         What::Grants => {
             context.insert("dynamodb:LeadingKeys".into(), json!(["GRANTS"]));
             stack.arn("ConfigTable")
+        }
+        What::LayerItems(partition) => {
+            context.insert("dynamodb:LeadingKeys".into(), json!([partition]));
+            stack.arn("ConfigTable")
+        }
+        What::Registry => {
+            context.insert("dynamodb:LeadingKeys".into(), json!(["REGISTRY"]));
+            stack.arn("ConfigTable")
+        }
+        What::LayerPath(segment) => {
+            format!("arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{root}/{segment}/billing")
         }
         What::Journal => stack.arn("ChangeJournalTable"),
         What::Parameter(tenant) => parameter(tenant),
@@ -330,6 +347,34 @@ const MATRIX: &[Case] = &[
     // No session may be tagged with a shared layer's name ("_global"):
     // its paths would be that session's own.
     case(ConfigApi, "sts:AssumeRole", ReadRole(LAYER_NAME), false),
+    // Shared layers and registrations: read with its own role (every
+    // tenant's read merges them); writing them is not this role's either.
+    case(
+        ConfigApi,
+        "dynamodb:Query",
+        LayerItems("LAYER#global"),
+        true,
+    ),
+    case(ConfigApi, "dynamodb:GetItem", Registry, true),
+    case(ConfigApi, "dynamodb:Query", Registry, false),
+    case(
+        ConfigApi,
+        "dynamodb:PutItem",
+        LayerItems("LAYER#tier#gold"),
+        false,
+    ),
+    case(
+        ConfigApi,
+        "ssm:GetParametersByPath",
+        LayerPath("_tiers/gold"),
+        true,
+    ),
+    case(
+        ConfigApi,
+        "ssm:GetParametersByPath",
+        ParameterPath(OWN),
+        false,
+    ),
     case(ConfigApi, "sts:AssumeRole", WriteRole(LAYER_NAME), false),
     case(ConfigApi, "dynamodb:GetItem", Item(OWN), false),
     case(ConfigApi, "dynamodb:PutItem", Item(OWN), false),
@@ -387,6 +432,23 @@ const MATRIX: &[Case] = &[
     case(Agent, "dynamodb:UpdateItem", Item(OWN), false),
     // The service grants, read only.
     case(Agent, "dynamodb:GetItem", Grants, true),
+    // The shared layers and registrations, read only; no listing of tenants.
+    case(Agent, "dynamodb:Query", LayerItems("LAYER#global"), true),
+    case(Agent, "dynamodb:Query", LayerItems("LAYER#tier#gold"), true),
+    case(Agent, "dynamodb:GetItem", Registry, true),
+    case(Agent, "dynamodb:Query", Registry, false),
+    case(Agent, "dynamodb:PutItem", LayerItems("LAYER#global"), false),
+    case(Agent, "dynamodb:PutItem", Registry, false),
+    case(Agent, "ssm:GetParametersByPath", LayerPath("_global"), true),
+    case(
+        Agent,
+        "ssm:GetParametersByPath",
+        LayerPath("_tiers/gold"),
+        true,
+    ),
+    case(Agent, "ssm:PutParameter", LayerPath("_global"), false),
+    // ... and not a tenant's parameters with its own role
+    case(Agent, "ssm:GetParametersByPath", ParameterPath(OWN), false),
     case(Agent, "dynamodb:PutItem", Grants, false),
     case(Agent, "dynamodb:GetItem", Schemas, false),
     case(Agent, "dynamodb:DeleteItem", Item(OWN), false),
@@ -410,6 +472,8 @@ const MATRIX: &[Case] = &[
     case(Reader, "dynamodb:DeleteItem", Item(OWN), false),
     case(Reader, "dynamodb:GetItem", Schemas, false),
     case(Reader, "dynamodb:GetItem", Grants, false),
+    case(Reader, "dynamodb:Query", LayerItems("LAYER#global"), false),
+    case(Reader, "dynamodb:GetItem", Registry, false),
     case(Reader, "dynamodb:Query", Journal, false),
     case(Reader, "ssm:GetParameter", Parameter(OWN), true),
     case(Reader, "ssm:GetParametersByPath", ParameterPath(OWN), true),
@@ -444,6 +508,15 @@ const MATRIX: &[Case] = &[
     case(Writer, "dynamodb:ConditionCheckItem", Item(OTHER), false),
     case(Writer, "dynamodb:PutItem", Schemas, false),
     case(Writer, "dynamodb:PutItem", Grants, false),
+    // A tenant administrator's session never writes a shared layer or a tier.
+    case(
+        Writer,
+        "dynamodb:PutItem",
+        LayerItems("LAYER#global"),
+        false,
+    ),
+    case(Writer, "dynamodb:PutItem", Registry, false),
+    case(Writer, "ssm:PutParameter", LayerPath("_global"), false),
     case(Writer, "dynamodb:BatchWriteItem", Journal, false),
     case(Writer, "ssm:PutParameter", Parameter(OWN), true),
     case(Writer, "ssm:DeleteParameter", Parameter(OWN), true),

@@ -311,7 +311,8 @@ fn reads_and_writes_assume_separate_tenant_roles_and_config_api_keeps_no_tenant_
     let env = variables(&own);
     assert!(env.get("TENANT_ROLE_ARN").is_none() && env.get("TENANT_WRITE_ROLE_ARN").is_none());
     // AND with them, config-api's own policies reach only the schemas, the
-    // service grants and the journal
+    // service grants, the journal, and (read only) the shared layers and
+    // the registrations
     for policy in stack.identity_policies("ConfigApiFunctionRole") {
         for statement in policy["Statement"].as_array().unwrap() {
             let sid = statement["Sid"].as_str().unwrap_or_default();
@@ -319,6 +320,9 @@ fn reads_and_writes_assume_separate_tenant_roles_and_config_api_keeps_no_tenant_
                 [
                     "ReadSchemasAndServiceGrants",
                     "CatchUpFromTheJournal",
+                    "ReadSharedLayers",
+                    "ReadTenantRegistrations",
+                    "ReadSharedLayerParameters",
                     "ConfirmAdministratorsWithThePool",
                     "AskForAStageCacheFlushAfterDegradedAnswers",
                     "AssumeTheTenantRolesTaggedWithTheCallersTenant"
@@ -441,6 +445,8 @@ fn iam_is_scoped_to_the_parameter_root_and_named_resources() {
             for resource in strings(&statement["Resource"]) {
                 assert!(
                     resource.ends_with("parameter${ParameterRoot}/*")
+                        || resource.ends_with("parameter${ParameterRoot}/_global/*")
+                        || resource.ends_with("parameter${ParameterRoot}/_tiers/*")
                         || resource.ends_with("parameter${RefreshKeyParameterName}")
                         || resource
                             .ends_with("parameter/tenant-config/${AWS::StackName}/agents/tls/ca"),
