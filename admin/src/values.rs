@@ -4,6 +4,7 @@
 //! the local stack's seeding and walk-through, and the tests.
 
 use std::sync::Arc;
+use tenant_config_shared::layers::EntryKey;
 
 use aws_config::SdkConfig;
 use aws_sdk_ssm::types::ParameterType;
@@ -129,7 +130,7 @@ impl Target {
         let written = checked_put(
             writer.as_ref(),
             Some(&self.schemas(aws)),
-            item,
+            &EntryKey::from(item),
             &value,
             expected,
             actor,
@@ -181,7 +182,11 @@ impl Target {
         expected: Expected,
         actor: &Actor,
     ) -> Result<Option<i64>, String> {
-        match self.writer(aws, item)?.delete(item, expected, actor).await {
+        match self
+            .writer(aws, item)?
+            .delete(&EntryKey::from(item), expected, actor)
+            .await
+        {
             Ok(version) => Ok(Some(version)),
             Err(WriteError::NotFound) => Ok(None),
             Err(e) => Err(e.to_string()),
@@ -196,7 +201,7 @@ impl Target {
         limit: usize,
     ) -> Result<Vec<VersionRecord>, String> {
         self.writer(aws, item)?
-            .history(item, limit)
+            .history(&EntryKey::from(item), limit)
             .await
             .map_err(|e| e.to_string())
     }
@@ -228,7 +233,7 @@ impl Target {
         checked_rollback(
             writer.as_ref(),
             Some(&self.schemas(aws)),
-            item,
+            &EntryKey::from(item),
             to,
             expected,
             actor,
@@ -261,7 +266,7 @@ pub async fn put_item(
 ) -> Result<i64, String> {
     DynamoDbWriter::new(aws_sdk_dynamodb::Client::new(aws), table)
         .put(
-            item,
+            &EntryKey::from(item),
             &NewValue::text(value, ValueKind::Plain),
             Expected::Any,
             &seeder(),
@@ -282,7 +287,7 @@ pub async fn put_parameter(
 ) -> Result<String, String> {
     ParameterWriter::new(aws_sdk_ssm::Client::new(aws), root)
         .put(
-            item,
+            &EntryKey::from(item),
             &NewValue::text(value, kind.value_kind()),
             Expected::Any,
             &seeder(),

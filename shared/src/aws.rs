@@ -185,7 +185,7 @@ impl Aws {
                     .dynamodb_cache
                     .ttl
                     .min(settings.parameter_cache.ttl),
-                max_stale: settings.dynamodb_cache.stale.max_stale,
+                stale: settings.dynamodb_cache.stale,
                 max_tenants: settings.dynamodb_cache.max_entries,
             },
         ));

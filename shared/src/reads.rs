@@ -154,15 +154,21 @@ impl ConfigReads {
         }
     }
 
-    /// The layers under the tenant's own in one store (none without layers).
+    /// The layers under the tenant's own in one store (none without
+    /// layers): its registration, then the global and tier snapshots. Run
+    /// beside the tenant's own lookup, so a failing store costs one probe
+    /// deadline, not two in a row.
     async fn underlay(
         &self,
+        tenant: &TenantId,
         kind: StoreKind,
-        tier: Option<&TierName>,
         service: &ServiceName,
     ) -> Result<Underlay, ConfigError> {
         match &self.layers {
-            Some(layers) => Ok(layers.underlay(kind, tier, service).await?),
+            Some(layers) => {
+                let tier = self.tier(tenant).await?;
+                Ok(layers.underlay(kind, tier.as_ref(), service).await?)
+            }
             None => Ok(Underlay { layers: Vec::new() }),
         }
     }
@@ -207,15 +213,15 @@ impl ConfigReads {
         let source = self.router.route(key)?;
         let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
         self.converge().await;
-        let tier = self.tier(tenant).await?;
         let (own, underlay) = tokio::join!(
             self.store(source).get(&item, ReadMode::Plain),
-            self.underlay(source, tier.as_ref(), service)
+            self.underlay(tenant, source, service)
         );
+        // An inactive tenant is refused whatever its own lookup said.
+        let underlay = underlay?;
         let own = own_value(own?).map_err(|()| ConfigError::SensitiveValue {
             keys: vec![key.to_string()],
         })?;
-        let underlay = underlay?;
         effective(source, &underlay.values(key), own, underlay.stale())
             .ok_or_else(|| not_found(service, key))
     }
@@ -230,7 +236,8 @@ impl ConfigReads {
     ) -> Result<SecretEntry, ConfigError> {
         let source = self.router.route(key)?;
         let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
-        let tier = self.tier(tenant).await?;
+        // Refuses an inactive tenant before anything is decrypted.
+        self.tier(tenant).await?;
         let own = match self.store(source).get(&item, ReadMode::Decrypt).await? {
             // A tenant's secret is its own: shared layers hold no secrets,
             // so nothing merges into it.
@@ -239,7 +246,7 @@ impl ConfigReads {
             // Decrypting reads never use the cache, so never answer stale.
             Lookup::Stale { .. } | Lookup::Secret(None) | Lookup::Missing => None,
         };
-        let underlay = self.underlay(source, tier.as_ref(), service).await?;
+        let underlay = self.underlay(tenant, source, service).await?;
         let entry = effective(source, &underlay.values(key), own, None)
             .ok_or_else(|| not_found(service, key))?;
         Ok(SecretEntry {
@@ -276,19 +283,18 @@ impl ConfigReads {
             }
         }
         self.converge().await;
-        let tier = self.tier(tenant).await?;
         let read = |kind: StoreKind| {
             let keys = by_store.get(&kind).cloned().unwrap_or_default();
-            let tier = tier.as_ref();
             async move {
                 if keys.is_empty() {
                     return Ok((HashMap::new(), Underlay { layers: Vec::new() }));
                 }
                 let (own, underlay) = tokio::join!(
                     self.store(kind).get_many(tenant, service, &keys),
-                    self.underlay(kind, tier, service)
+                    self.underlay(tenant, kind, service)
                 );
-                Ok::<_, ConfigError>((own?, underlay?))
+                let underlay = underlay?;
+                Ok::<_, ConfigError>((own?, underlay))
             }
         };
         let ((mut from_dynamodb, dynamodb_underlay), (mut from_parameters, parameters_underlay)) =
@@ -326,12 +332,11 @@ impl ConfigReads {
         service: &ServiceName,
     ) -> Result<ServiceConfig, ConfigError> {
         self.converge().await;
-        let tier = self.tier(tenant).await?;
         let (from_dynamodb, from_parameters, dynamodb_underlay, parameters_underlay) = tokio::try_join!(
             async { Ok::<_, ConfigError>(self.dynamodb.list(tenant, service).await?) },
             async { Ok::<_, ConfigError>(self.parameters.list(tenant, service).await?) },
-            self.underlay(StoreKind::DynamoDb, tier.as_ref(), service),
-            self.underlay(StoreKind::ParameterStore, tier.as_ref(), service),
+            self.underlay(tenant, StoreKind::DynamoDb, service),
+            self.underlay(tenant, StoreKind::ParameterStore, service),
         )?;
         let mut config = ServiceConfig::default();
         for (kind, listing, underlay) in [

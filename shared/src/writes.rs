@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::Identity;
-use crate::domain::{ItemKey, StoreKind};
+use crate::domain::StoreKind;
 use crate::error::ConfigError;
+use crate::layers::{EntryKey, Layer};
 use crate::membership::GroupMembership;
 use crate::metrics::{Counter, metrics};
 use crate::quota::{QuotaError, RememberedRefusals, WriteQuotas, current_second, refusal};
@@ -159,13 +160,13 @@ impl ConfigWrites {
         tenant: &TenantId,
         service: &ServiceName,
         key: &ConfigKey,
-    ) -> Result<(ItemKey, StoreKind, &dyn ConfigWriter), ConfigError> {
+    ) -> Result<(EntryKey, StoreKind, &dyn ConfigWriter), ConfigError> {
         let kind = self.router.route(key)?;
         let writer: &dyn ConfigWriter = match kind {
             StoreKind::DynamoDb => self.dynamodb.as_ref(),
             StoreKind::ParameterStore => self.parameters.as_ref(),
         };
-        let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
+        let item = EntryKey::new(Layer::Tenant(tenant.clone()), service.clone(), key.clone());
         Ok((item, kind, writer))
     }
 
@@ -306,7 +307,7 @@ fn actor(identity: &Identity) -> Actor {
 pub async fn checked_put(
     writer: &dyn ConfigWriter,
     schemas: Option<&Schemas>,
-    item: &ItemKey,
+    item: &EntryKey,
     value: &NewValue,
     expected: Expected,
     actor: &Actor,
@@ -324,7 +325,7 @@ pub async fn checked_put(
 pub async fn checked_rollback(
     writer: &dyn ConfigWriter,
     schemas: Option<&Schemas>,
-    item: &ItemKey,
+    item: &EntryKey,
     to: i64,
     expected: Expected,
     actor: &Actor,

@@ -106,7 +106,7 @@ async fn world() -> World {
         registry.clone(),
         SharedLayerSettings {
             ttl: Duration::from_secs(3600),
-            max_stale: Duration::from_secs(3600),
+            stale: tenant_config_shared::cache::StaleIfError::DEFAULT,
             max_tenants: 100,
         },
     ));

@@ -6,6 +6,7 @@ use serde_json::json;
 use tenant_config_local_stack::moto::MotoServer;
 use tenant_config_local_stack::seed;
 use tenant_config_shared::domain::{Found, ReadMode};
+use tenant_config_shared::layers::EntryKey;
 use tenant_config_shared::store::{ConfigStore, DynamoDbStore, ParameterStore};
 use tenant_config_shared::write::{
     Actor, ConfigWriter, DynamoDbVersionLocks, DynamoDbWriter, Expected, NewValue, ParameterWriter,
@@ -41,7 +42,7 @@ async fn dynamodb_writes_are_versioned_conditional_and_kept_in_history() {
     // GIVEN a new entry (create only) and an update from the version read
     let created = writer
         .put(
-            &limits,
+            &EntryKey::from(&limits),
             &value(json!({"max": 5})),
             Expected::Absent,
             &alice(),
@@ -51,7 +52,7 @@ async fn dynamodb_writes_are_versioned_conditional_and_kept_in_history() {
     assert_eq!((created.version, created.previous), (1, None));
     let updated = writer
         .put(
-            &limits,
+            &EntryKey::from(&limits),
             &value(json!({"max": 10})),
             Expected::Version(1),
             &alice(),
@@ -67,7 +68,7 @@ async fn dynamodb_writes_are_versioned_conditional_and_kept_in_history() {
     // WHEN someone writes from a version that is no longer current
     let stale = writer
         .put(
-            &limits,
+            &EntryKey::from(&limits),
             &value(json!({"max": 99})),
             Expected::Version(1),
             &alice(),
@@ -79,7 +80,12 @@ async fn dynamodb_writes_are_versioned_conditional_and_kept_in_history() {
         "{stale:?}"
     );
     let again = writer
-        .put(&limits, &value(json!(1)), Expected::Absent, &alice())
+        .put(
+            &EntryKey::from(&limits),
+            &value(json!(1)),
+            Expected::Absent,
+            &alice(),
+        )
         .await;
     assert!(matches!(
         again,
@@ -92,7 +98,12 @@ async fn dynamodb_writes_are_versioned_conditional_and_kept_in_history() {
 
     // WHEN version 1 is restored
     let restored = writer
-        .rollback(&limits, 1, Expected::Version(2), &Actor("sub-bob".into()))
+        .rollback(
+            &EntryKey::from(&limits),
+            1,
+            Expected::Version(2),
+            &Actor("sub-bob".into()),
+        )
         .await
         .unwrap();
     assert_eq!(restored.version, 3);
@@ -101,7 +112,7 @@ async fn dynamodb_writes_are_versioned_conditional_and_kept_in_history() {
         (json!({"max": 5}), Some(3))
     );
     // THEN the history shows every version, newest first, with who and what
-    let history = writer.history(&limits, 10).await.unwrap();
+    let history = writer.history(&EntryKey::from(&limits), 10).await.unwrap();
     let versions: Vec<i64> = history.iter().map(|h| h.version).collect();
     assert_eq!(versions, [3, 2, 1]);
     assert_eq!(history[0].rollback_of, Some(1));
@@ -112,7 +123,7 @@ async fn dynamodb_writes_are_versioned_conditional_and_kept_in_history() {
     // WHEN it is deleted and created again THEN versions keep growing
     assert_eq!(
         writer
-            .delete(&limits, Expected::Version(3), &alice())
+            .delete(&EntryKey::from(&limits), Expected::Version(3), &alice())
             .await
             .unwrap(),
         3
@@ -125,22 +136,33 @@ async fn dynamodb_writes_are_versioned_conditional_and_kept_in_history() {
             .is_none()
     );
     assert!(matches!(
-        writer.delete(&limits, Expected::Any, &alice()).await,
+        writer
+            .delete(&EntryKey::from(&limits), Expected::Any, &alice())
+            .await,
         Err(WriteError::NotFound)
     ));
     let recreated = writer
-        .put(&limits, &value(json!("back")), Expected::Absent, &alice())
+        .put(
+            &EntryKey::from(&limits),
+            &value(json!("back")),
+            Expected::Absent,
+            &alice(),
+        )
         .await
         .unwrap();
     assert_eq!(recreated.version, 5, "after the tombstone (4)");
-    let history = writer.history(&limits, 10).await.unwrap();
+    let history = writer.history(&EntryKey::from(&limits), 10).await.unwrap();
     assert!(history[1].deleted && history[1].value.is_none());
     assert!(matches!(
-        writer.rollback(&limits, 4, Expected::Any, &alice()).await,
+        writer
+            .rollback(&EntryKey::from(&limits), 4, Expected::Any, &alice())
+            .await,
         Err(WriteError::Invalid(_))
     ));
     assert!(matches!(
-        writer.rollback(&limits, 42, Expected::Any, &alice()).await,
+        writer
+            .rollback(&EntryKey::from(&limits), 42, Expected::Any, &alice())
+            .await,
         Err(WriteError::UnknownVersion(42))
     ));
 
@@ -158,7 +180,7 @@ async fn dynamodb_writes_are_versioned_conditional_and_kept_in_history() {
     assert!(matches!(
         writer
             .put(
-                &limits,
+                &EntryKey::from(&limits),
                 &NewValue::text("x", ValueKind::Secret),
                 Expected::Any,
                 &alice()
@@ -180,7 +202,12 @@ async fn parameter_store_writes_use_native_versions_and_restore_secrets_unseen()
     let text = |t: &str| NewValue::text(t, ValueKind::Plain);
     assert_eq!(
         writer
-            .put(&endpoint, &text("https://v1"), Expected::Absent, &alice())
+            .put(
+                &EntryKey::from(&endpoint),
+                &text("https://v1"),
+                Expected::Absent,
+                &alice()
+            )
             .await
             .unwrap()
             .version,
@@ -189,7 +216,7 @@ async fn parameter_store_writes_use_native_versions_and_restore_secrets_unseen()
     assert_eq!(
         writer
             .put(
-                &endpoint,
+                &EntryKey::from(&endpoint),
                 &text("https://v2"),
                 Expected::Version(1),
                 &alice()
@@ -202,7 +229,7 @@ async fn parameter_store_writes_use_native_versions_and_restore_secrets_unseen()
     // WHEN a write comes from an old version THEN it conflicts
     let stale = writer
         .put(
-            &endpoint,
+            &EntryKey::from(&endpoint),
             &text("https://v9"),
             Expected::Version(1),
             &alice(),
@@ -214,11 +241,19 @@ async fn parameter_store_writes_use_native_versions_and_restore_secrets_unseen()
     );
     assert!(matches!(
         writer
-            .put(&endpoint, &text("x"), Expected::Absent, &alice())
+            .put(
+                &EntryKey::from(&endpoint),
+                &text("x"),
+                Expected::Absent,
+                &alice()
+            )
             .await,
         Err(WriteError::Conflict { current: Some(2) })
     ));
-    let history = writer.history(&endpoint, 10).await.unwrap();
+    let history = writer
+        .history(&EntryKey::from(&endpoint), 10)
+        .await
+        .unwrap();
     assert_eq!(
         history.iter().map(|h| h.version).collect::<Vec<_>>(),
         [2, 1]
@@ -231,7 +266,7 @@ async fn parameter_store_writes_use_native_versions_and_restore_secrets_unseen()
     let secret = |t: &str| NewValue::text(t, ValueKind::Secret);
     writer
         .put(
-            &password,
+            &EntryKey::from(&password),
             &secret("first-secret"),
             Expected::Absent,
             &alice(),
@@ -240,7 +275,7 @@ async fn parameter_store_writes_use_native_versions_and_restore_secrets_unseen()
         .unwrap();
     writer
         .put(
-            &password,
+            &EntryKey::from(&password),
             &secret("second-secret"),
             Expected::Version(1),
             &alice(),
@@ -249,7 +284,12 @@ async fn parameter_store_writes_use_native_versions_and_restore_secrets_unseen()
         .unwrap();
     // WHEN version 1 is restored
     let restored = writer
-        .rollback(&password, 1, Expected::Version(2), &alice())
+        .rollback(
+            &EntryKey::from(&password),
+            1,
+            Expected::Version(2),
+            &alice(),
+        )
         .await
         .unwrap();
     assert_eq!(restored.version, 3);
@@ -259,7 +299,10 @@ async fn parameter_store_writes_use_native_versions_and_restore_secrets_unseen()
         other => panic!("{other:?}"),
     }
     // AND the history never shows a secret's value
-    let history = writer.history(&password, 10).await.unwrap();
+    let history = writer
+        .history(&EntryKey::from(&password), 10)
+        .await
+        .unwrap();
     assert_eq!(history[0].rollback_of, Some(1));
     assert!(
         history
@@ -272,7 +315,7 @@ async fn parameter_store_writes_use_native_versions_and_restore_secrets_unseen()
     let regions = item("t1", "billing", "param_config_regions");
     writer
         .put(
-            &regions,
+            &EntryKey::from(&regions),
             &NewValue::json(&json!(["eu-west-1", "us-east-1"]), ValueKind::StringList).unwrap(),
             Expected::Any,
             &alice(),
@@ -286,13 +329,13 @@ async fn parameter_store_writes_use_native_versions_and_restore_secrets_unseen()
     // AND a delete from a stale version conflicts; from the current one it works
     assert!(matches!(
         writer
-            .delete(&endpoint, Expected::Version(1), &alice())
+            .delete(&EntryKey::from(&endpoint), Expected::Version(1), &alice())
             .await,
         Err(WriteError::Conflict { current: Some(2) })
     ));
     assert_eq!(
         writer
-            .delete(&endpoint, Expected::Version(2), &alice())
+            .delete(&EntryKey::from(&endpoint), Expected::Version(2), &alice())
             .await
             .unwrap(),
         2
@@ -321,20 +364,30 @@ async fn a_configured_kms_key_encrypts_every_secure_string_version_and_nothing_e
 
     // WHEN a secret is created, updated and rolled back, and a plain value written
     writer
-        .put(&secret, &secret_text("s1"), Expected::Absent, &alice())
-        .await
-        .unwrap();
-    writer
-        .put(&secret, &secret_text("s2"), Expected::Version(1), &alice())
-        .await
-        .unwrap();
-    writer
-        .rollback(&secret, 1, Expected::Version(2), &alice())
+        .put(
+            &EntryKey::from(&secret),
+            &secret_text("s1"),
+            Expected::Absent,
+            &alice(),
+        )
         .await
         .unwrap();
     writer
         .put(
-            &endpoint,
+            &EntryKey::from(&secret),
+            &secret_text("s2"),
+            Expected::Version(1),
+            &alice(),
+        )
+        .await
+        .unwrap();
+    writer
+        .rollback(&EntryKey::from(&secret), 1, Expected::Version(2), &alice())
+        .await
+        .unwrap();
+    writer
+        .put(
+            &EntryKey::from(&endpoint),
             &NewValue::text("https://v1", ValueKind::Plain),
             Expected::Absent,
             &alice(),
@@ -363,7 +416,12 @@ async fn a_configured_kms_key_encrypts_every_secure_string_version_and_nothing_e
     // AND a writer without a key leaves Parameter Store's default
     let unkeyed = item("t1", "billing", "param_config_api_token");
     ParameterWriter::new(ssm.clone(), ROOT)
-        .put(&unkeyed, &secret_text("t"), Expected::Absent, &alice())
+        .put(
+            &EntryKey::from(&unkeyed),
+            &secret_text("t"),
+            Expected::Absent,
+            &alice(),
+        )
         .await
         .unwrap();
     let default = ssm
@@ -397,7 +455,12 @@ async fn of_twenty_parameter_store_writers_from_one_version_exactly_one_lands() 
     let reader = ParameterStore::new(aws_sdk_ssm::Client::new(&aws), ROOT);
     let text = |t: &str| NewValue::text(t, ValueKind::Plain);
     locked_writer!(&aws)
-        .put(&endpoint, &text("https://v1"), Expected::Absent, &alice())
+        .put(
+            &EntryKey::from(&endpoint),
+            &text("https://v1"),
+            Expected::Absent,
+            &alice(),
+        )
         .await
         .unwrap();
 
@@ -413,7 +476,12 @@ async fn of_twenty_parameter_store_writers_from_one_version_exactly_one_lands() 
             );
             async move {
                 writer
-                    .put(endpoint, &value, Expected::Version(round), &alice())
+                    .put(
+                        &EntryKey::from(endpoint),
+                        &value,
+                        Expected::Version(round),
+                        &alice(),
+                    )
                     .await
             }
         }))
@@ -455,7 +523,11 @@ async fn a_parameter_store_delete_never_removes_a_version_written_after_its_chec
     seed::create_table(&aws, TABLE).await.unwrap();
     let text = |t: &str| NewValue::text(t, ValueKind::Plain);
     for round in 0..10 {
-        let key = item("t1", "billing", &format!("param_config_race_{round}"));
+        let key = EntryKey::from(&item(
+            "t1",
+            "billing",
+            &format!("param_config_race_{round}"),
+        ));
         let (deleter, putters) = (
             locked_writer!(&aws),
             [locked_writer!(&aws), locked_writer!(&aws)],

@@ -18,7 +18,8 @@ pub mod view;
 
 use std::fmt;
 
-use crate::validate::{RESERVED_PREFIX, TenantId, TierName};
+use crate::domain::ItemKey;
+use crate::validate::{ConfigKey, RESERVED_PREFIX, ServiceName, TenantId, TierName};
 
 /// The first segment of a tier layer's parameter paths (`_tiers/{tier}`).
 pub const TIERS_SEGMENT: &str = "_tiers";
@@ -80,6 +81,65 @@ impl Layer {
             Layer::Tier(tier) => format!("LAYER#tier#{tier}"),
             Layer::Tenant(tenant) => format!("TENANT#{tenant}"),
         }
+    }
+}
+
+/// One entry of one layer: what the writers write. A tenant's own entry
+/// is its [`ItemKey`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EntryKey {
+    pub layer: Layer,
+    pub service: ServiceName,
+    pub key: ConfigKey,
+}
+
+impl EntryKey {
+    pub fn new(layer: Layer, service: ServiceName, key: ConfigKey) -> Self {
+        Self {
+            layer,
+            service,
+            key,
+        }
+    }
+
+    /// `{layer segment}:{service}:{key}`: a tenant entry's cache key, and
+    /// for a shared layer one no tenant's can be (see [`RESERVED_PREFIX`]).
+    pub fn cache_key(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.layer.parameter_segment(),
+            self.service,
+            self.key
+        )
+    }
+
+    /// The tenant's entry this is, if it is one.
+    pub fn item(&self) -> Option<ItemKey> {
+        match &self.layer {
+            Layer::Tenant(tenant) => Some(ItemKey::new(
+                tenant.clone(),
+                self.service.clone(),
+                self.key.clone(),
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl From<&ItemKey> for EntryKey {
+    fn from(item: &ItemKey) -> Self {
+        Self::new(
+            Layer::Tenant(item.tenant.clone()),
+            item.service.clone(),
+            item.key.clone(),
+        )
+    }
+}
+
+impl fmt::Display for EntryKey {
+    /// `tenant:tenant-a/billing/key`, `global/billing/key`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.layer, self.service, self.key)
     }
 }
 

@@ -16,18 +16,19 @@ use moka::future::Cache;
 
 use super::Layer;
 use super::registry::{TenantRecord, TenantRegistry};
+use crate::cache::StaleIfError;
 use crate::domain::{Found, PlainValue};
 use crate::error::{ConfigError, StoreError};
 use crate::kinds::StoreKind;
 use crate::store::{ConfigStore, Listing};
 use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
 
-/// How long snapshots and registrations are kept, and how long a last good
-/// one may stand in while its store fails.
+/// How long snapshots and registrations are kept, and how a failing store
+/// is ridden out (as the per-tenant caches do: [`StaleIfError`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SharedLayerSettings {
     pub ttl: Duration,
-    pub max_stale: Duration,
+    pub stale: StaleIfError,
     /// Most tenants' registrations kept.
     pub max_tenants: u64,
 }
@@ -97,6 +98,18 @@ pub struct SharedLayers {
     /// Bumped by every invalidation: a load that saw it move is returned
     /// but not kept (it may predate the change).
     epoch: AtomicU64,
+    stale: StaleIfError,
+    /// Per store (DynamoDB: layers and registry; Parameter Store), until
+    /// when its last call counts as failed: calls with a last good value
+    /// to fall back on are not made again until then.
+    failing_until: std::sync::Mutex<[Option<Instant>; 2]>,
+}
+
+fn slot(kind: StoreKind) -> usize {
+    match kind {
+        StoreKind::DynamoDb => 0,
+        StoreKind::ParameterStore => 1,
+    }
 }
 
 impl SharedLayers {
@@ -107,7 +120,7 @@ impl SharedLayers {
         settings: SharedLayerSettings,
     ) -> Self {
         let ttl = settings.ttl.max(Duration::from_millis(1));
-        let kept = ttl + settings.max_stale;
+        let kept = ttl + settings.stale.max_stale;
         Self {
             dynamodb,
             parameters,
@@ -129,7 +142,48 @@ impl SharedLayers {
                 .time_to_live(kept)
                 .build(),
             epoch: AtomicU64::new(0),
+            stale: settings.stale,
+            failing_until: std::sync::Mutex::new([None, None]),
         }
+    }
+
+    fn failing(&self, kind: StoreKind) -> bool {
+        self.failing_until
+            .lock()
+            .ok()
+            .and_then(|f| f[slot(kind)])
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// One call to a store, bounded by the probe timeout when there is a
+    /// last good answer to fall back on or the store is failing (a frozen
+    /// store must not hold every read for the SDK's whole timeout); a
+    /// failure marks the store failing for the retry interval.
+    async fn call<T>(
+        &self,
+        kind: StoreKind,
+        bounded: bool,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let result = if bounded || self.failing(kind) {
+            let timeout = self.stale.probe_timeout;
+            tokio::time::timeout(timeout, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable {
+                        store: kind,
+                        detail: format!("no answer within the probe timeout ({timeout:?})"),
+                    })
+                })
+        } else {
+            call.await
+        };
+        if result.is_err()
+            && let Ok(mut failing) = self.failing_until.lock()
+        {
+            failing[slot(kind)] = Some(Instant::now() + self.stale.retry_interval);
+        }
+        result
     }
 
     fn store(&self, kind: StoreKind) -> &Arc<dyn ConfigStore> {
@@ -145,8 +199,19 @@ impl SharedLayers {
         if let Some(record) = self.registrations.get(tenant).await {
             return Ok(record);
         }
+        let last_good = self.last_good_registrations.get(tenant).await;
+        if let Some(kept) = &last_good
+            && self.failing(StoreKind::DynamoDb)
+        {
+            return Ok(kept.value.clone());
+        }
         let epoch = self.epoch.load(Ordering::Acquire);
-        match self.registry.get(tenant).await {
+        let read = self.call(
+            StoreKind::DynamoDb,
+            last_good.is_some(),
+            self.registry.get(tenant),
+        );
+        match read.await {
             Ok(registered) => {
                 let record = registered.map_or_else(TenantRecord::unregistered, |r| r.record);
                 if self.epoch.load(Ordering::Acquire) == epoch {
@@ -165,7 +230,7 @@ impl SharedLayers {
                 }
                 Ok(record)
             }
-            Err(err) => match self.last_good_registrations.get(tenant).await {
+            Err(err) => match last_good {
                 Some(kept) => {
                     tracing::warn!(%tenant, error = %err, age_ms = kept.read_at.elapsed().as_millis() as u64, "served the last good registration");
                     Ok(kept.value)
@@ -198,8 +263,22 @@ impl SharedLayers {
                 stale: None,
             });
         }
+        let last_good = self.last_good_snapshots.get(&key).await;
+        if let Some(kept) = &last_good
+            && self.failing(kind)
+        {
+            return Ok(Snapshot {
+                listing: kept.value.clone(),
+                stale: Some(kept.read_at.elapsed()),
+            });
+        }
         let epoch = self.epoch.load(Ordering::Acquire);
-        match self.store(kind).list_layer(layer, service).await {
+        let read = self.call(
+            kind,
+            last_good.is_some(),
+            self.store(kind).list_layer(layer, service),
+        );
+        match read.await {
             Ok(listing) => {
                 if listing.truncated {
                     tracing::error!(%layer, %service, store = kind.as_str(), "a shared layer holds more keys than one listing: the rest are not served");
@@ -222,7 +301,7 @@ impl SharedLayers {
                     stale: None,
                 })
             }
-            Err(err) => match self.last_good_snapshots.get(&key).await {
+            Err(err) => match last_good {
                 Some(kept) => {
                     let age = kept.read_at.elapsed();
                     tracing::warn!(%layer, %service, store = kind.as_str(), error = %err, age_ms = age.as_millis() as u64, "served the last good shared layer");
@@ -304,7 +383,7 @@ mod tests {
     fn settings() -> SharedLayerSettings {
         SharedLayerSettings {
             ttl: Duration::from_secs(60),
-            max_stale: Duration::from_secs(600),
+            stale: StaleIfError::DEFAULT,
             max_tenants: 100,
         }
     }

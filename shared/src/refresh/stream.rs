@@ -24,7 +24,7 @@ use crate::store::dynamodb::{
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 use crate::write::dynamodb::{
     DELETED_ATTRIBUTE, HISTORY_SORT_PREFIX, ROLLBACK_OF_ATTRIBUTE, UPDATED_AT_ATTRIBUTE,
-    UPDATED_BY_ATTRIBUTE, history_sort_key, history_sort_key_of,
+    UPDATED_BY_ATTRIBUTE, history_sort_key_of,
 };
 
 pub const EVENT_SOURCE: &str = "aws:dynamodb";
@@ -95,7 +95,7 @@ pub fn classify_batch(batch: &StreamBatch, router: &KeyRouter) -> Vec<ParsedReco
                             let tombstone = match &change.subject {
                                 Subject::Entry(item) => Some((
                                     partition_key(&item.tenant),
-                                    history_sort_key(item, from + 1),
+                                    history_sort_key_of(&item.service, &item.key, from + 1),
                                 )),
                                 Subject::Shared {
                                     layer,

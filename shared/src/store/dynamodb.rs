@@ -15,7 +15,7 @@ use crate::credentials::TenantClient;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, ValueKind, decode_text};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
-use crate::layers::Layer;
+use crate::layers::{EntryKey, Layer};
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 pub const PARTITION_KEY: &str = "pk";
@@ -79,6 +79,20 @@ pub fn key_attributes(
         (
             SORT_KEY.to_owned(),
             AttributeValue::S(sort_key(service, key)),
+        ),
+    ])
+}
+
+/// The primary key attributes of an entry of any layer.
+pub fn entry_key_attributes(entry: &EntryKey) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (
+            PARTITION_KEY.to_owned(),
+            AttributeValue::S(entry.layer.partition_key()),
+        ),
+        (
+            SORT_KEY.to_owned(),
+            AttributeValue::S(sort_key(&entry.service, &entry.key)),
         ),
     ])
 }

@@ -13,7 +13,7 @@ use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES};
 use crate::domain::{Found, ItemKey, ReadMode};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
-use crate::layers::Layer;
+use crate::layers::{EntryKey, Layer};
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 pub struct MemoryStore {
@@ -66,6 +66,19 @@ impl MemoryStore {
                 format!("{}:{service}:{key}", layer.parameter_segment()),
                 Found::Plain(value),
             );
+        }
+    }
+
+    /// Stores `found` under an entry of any layer.
+    pub(crate) fn put_entry(&self, entry: &EntryKey, found: Found) {
+        if let Ok(mut values) = self.values.lock() {
+            values.insert(entry.cache_key(), found);
+        }
+    }
+
+    pub(crate) fn remove_entry(&self, entry: &EntryKey) {
+        if let Ok(mut values) = self.values.lock() {
+            values.remove(&entry.cache_key());
         }
     }
 

@@ -15,7 +15,7 @@ use crate::credentials::TenantClient;
 use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue, ValueKind, decode_text};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
-use crate::layers::Layer;
+use crate::layers::{EntryKey, Layer};
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 /// Default root of all tenant parameters.
@@ -62,6 +62,17 @@ pub fn parameter_name(
     key: &ConfigKey,
 ) -> String {
     format!("{root}/{tenant}/{service}/{key}")
+}
+
+/// The parameter name of an entry of any layer:
+/// `{root}/{tenant | _global | _tiers/{tier}}/{service}/{key}`.
+pub fn layer_parameter_name(root: &str, entry: &EntryKey) -> String {
+    format!(
+        "{root}/{}/{}/{}",
+        entry.layer.parameter_segment(),
+        entry.service,
+        entry.key
+    )
 }
 
 #[derive(Clone)]

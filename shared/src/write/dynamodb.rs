@@ -13,11 +13,11 @@ use super::{
     WriteError, Written, deletable, now_ms,
 };
 use crate::credentials::TenantClient;
-use crate::domain::{ItemKey, StoreKind, decode_text};
+use crate::domain::{StoreKind, decode_text};
 use crate::error::StoreError;
+use crate::layers::EntryKey;
 use crate::store::dynamodb::{
-    PARTITION_KEY, SORT_KEY, VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, key_attributes, partition_key,
-    sdk_error,
+    PARTITION_KEY, SORT_KEY, VALUE_ATTRIBUTE, VERSION_ATTRIBUTE, entry_key_attributes, sdk_error,
 };
 use crate::validate::{ConfigKey, ServiceName};
 
@@ -33,12 +33,12 @@ pub const ROLLBACK_OF_ATTRIBUTE: &str = "rollback_of";
 pub const HISTORY_SORT_PREFIX: &str = "HISTORY#";
 
 /// Sort key prefix of one entry's history items.
-fn history_prefix(item: &ItemKey) -> String {
+fn history_prefix(item: &EntryKey) -> String {
     format!("{HISTORY_SORT_PREFIX}{}#{}#", item.service, item.key)
 }
 
 /// Zero-padded so that sort order is version order.
-pub fn history_sort_key(item: &ItemKey, version: i64) -> String {
+pub fn history_sort_key(item: &EntryKey, version: i64) -> String {
     history_sort_key_of(&item.service, &item.key, version)
 }
 
@@ -94,13 +94,13 @@ impl DynamoDbWriter {
     }
 
     /// The entry's current version (strongly consistent), if it exists.
-    async fn current_version(&self, item: &ItemKey) -> Result<Option<i64>, WriteError> {
+    async fn current_version(&self, item: &EntryKey) -> Result<Option<i64>, WriteError> {
         let output = self
             .clients
-            .for_tenant(&item.tenant)
+            .for_layer(&item.layer)
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key_attributes(&item.tenant, &item.service, &item.key)))
+            .set_key(Some(entry_key_attributes(item)))
             .consistent_read(true)
             .send()
             .await
@@ -113,18 +113,18 @@ impl DynamoDbWriter {
     /// Newest history items first.
     async fn history_entries(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, WriteError> {
         let output = self
             .clients
-            .for_tenant(&item.tenant)
+            .for_layer(&item.layer)
             .query()
             .table_name(&self.table)
             .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
             .expression_attribute_names("#pk", PARTITION_KEY)
             .expression_attribute_names("#sk", SORT_KEY)
-            .expression_attribute_values(":pk", AttributeValue::S(partition_key(&item.tenant)))
+            .expression_attribute_values(":pk", AttributeValue::S(item.layer.partition_key()))
             .expression_attribute_values(":prefix", AttributeValue::S(history_prefix(item)))
             .scan_index_forward(false)
             .consistent_read(true)
@@ -151,7 +151,7 @@ impl DynamoDbWriter {
 
     fn history_item(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         version: i64,
         text: Option<&str>,
         actor: &Actor,
@@ -161,7 +161,7 @@ impl DynamoDbWriter {
         let mut attributes = HashMap::from([
             (
                 PARTITION_KEY.to_owned(),
-                AttributeValue::S(partition_key(&item.tenant)),
+                AttributeValue::S(item.layer.partition_key()),
             ),
             (
                 SORT_KEY.to_owned(),
@@ -208,13 +208,13 @@ impl DynamoDbWriter {
     /// no longer at `expected`.
     async fn transact(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         items: Vec<TransactWriteItem>,
         expected: Option<i64>,
     ) -> Result<(), WriteError> {
         match self
             .clients
-            .for_tenant(&item.tenant)
+            .for_layer(&item.layer)
             .transact_write_items()
             .set_transact_items(Some(items))
             .send()
@@ -238,7 +238,7 @@ impl DynamoDbWriter {
 
     async fn write(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         value: &NewValue,
         expected: Expected,
         actor: &Actor,
@@ -260,7 +260,7 @@ impl DynamoDbWriter {
                 .map_or(Ok(1), |h| next_version(h.version))?,
         };
         let now = now_ms();
-        let mut entry = key_attributes(&item.tenant, &item.service, &item.key);
+        let mut entry = entry_key_attributes(item);
         entry.extend([
             (
                 VALUE_ATTRIBUTE.to_owned(),
@@ -334,7 +334,7 @@ impl ConfigWriter for DynamoDbWriter {
 
     async fn put(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         value: &NewValue,
         expected: Expected,
         actor: &Actor,
@@ -344,7 +344,7 @@ impl ConfigWriter for DynamoDbWriter {
 
     async fn delete(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         expected: Expected,
         actor: &Actor,
     ) -> Result<i64, WriteError> {
@@ -352,7 +352,7 @@ impl ConfigWriter for DynamoDbWriter {
         let version = deletable(current, expected)?;
         let delete = Delete::builder()
             .table_name(&self.table)
-            .set_key(Some(key_attributes(&item.tenant, &item.service, &item.key)))
+            .set_key(Some(entry_key_attributes(item)))
             .condition_expression("#ver = :expected")
             .expression_attribute_names("#ver", VERSION_ATTRIBUTE)
             .expression_attribute_values(":expected", AttributeValue::N(version.to_string()))
@@ -384,7 +384,7 @@ impl ConfigWriter for DynamoDbWriter {
 
     async fn history(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, WriteError> {
         Ok(self
@@ -405,20 +405,17 @@ impl ConfigWriter for DynamoDbWriter {
 
     async fn rollback(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         to: i64,
         expected: Expected,
         actor: &Actor,
     ) -> Result<Written, WriteError> {
         let output = self
             .clients
-            .for_tenant(&item.tenant)
+            .for_layer(&item.layer)
             .get_item()
             .table_name(&self.table)
-            .key(
-                PARTITION_KEY,
-                AttributeValue::S(partition_key(&item.tenant)),
-            )
+            .key(PARTITION_KEY, AttributeValue::S(item.layer.partition_key()))
             .key(SORT_KEY, AttributeValue::S(history_sort_key(item, to)))
             .consistent_read(true)
             .send()

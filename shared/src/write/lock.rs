@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::WriteError;
-use crate::domain::ItemKey;
+use crate::layers::EntryKey;
 
 /// How long a claim holds before another writer may take it over: longer
 /// than any write takes (config-api's Lambda timeout is 10 s and every AWS
@@ -72,13 +72,13 @@ impl Claim {
 #[async_trait]
 pub trait VersionLocks: Send + Sync {
     /// The key's lock, read consistently (`None`: never written).
-    async fn read(&self, item: &ItemKey) -> Result<Option<LockState>, WriteError>;
+    async fn read(&self, item: &EntryKey) -> Result<Option<LockState>, WriteError>;
 
     /// Replaces the lock with `next` if it is still `observed`; `false` when
     /// another writer changed it first.
     async fn swap(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         observed: Option<&LockState>,
         next: &LockState,
     ) -> Result<bool, WriteError>;
@@ -87,12 +87,12 @@ pub trait VersionLocks: Send + Sync {
 /// Locks in memory, for tests of the protocol.
 #[derive(Debug, Default)]
 pub struct MemoryVersionLocks {
-    locks: Mutex<HashMap<ItemKey, LockState>>,
+    locks: Mutex<HashMap<EntryKey, LockState>>,
 }
 
 #[async_trait]
 impl VersionLocks for MemoryVersionLocks {
-    async fn read(&self, item: &ItemKey) -> Result<Option<LockState>, WriteError> {
+    async fn read(&self, item: &EntryKey) -> Result<Option<LockState>, WriteError> {
         Ok(self
             .locks
             .lock()
@@ -103,7 +103,7 @@ impl VersionLocks for MemoryVersionLocks {
 
     async fn swap(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         observed: Option<&LockState>,
         next: &LockState,
     ) -> Result<bool, WriteError> {
@@ -120,8 +120,10 @@ impl VersionLocks for MemoryVersionLocks {
 mod tests {
     use super::*;
 
-    fn item() -> ItemKey {
-        ItemKey::parse("tenant-a", "billing", "param_config_endpoint").unwrap()
+    fn item() -> EntryKey {
+        EntryKey::from(
+            &crate::domain::ItemKey::parse("tenant-a", "billing", "param_config_endpoint").unwrap(),
+        )
     }
 
     #[tokio::test]

@@ -14,10 +14,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::WriteError;
 use super::lock::{Claim, LockState, VersionLocks};
 use crate::credentials::TenantClient;
-use crate::domain::ItemKey;
-use crate::store::dynamodb::{
-    PARTITION_KEY, SORT_KEY, conditional_write, partition_key, sdk_error,
-};
+use crate::layers::EntryKey;
+use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, conditional_write, sdk_error};
 
 /// Sort keys of lock items start with this.
 pub const LOCK_SORT_PREFIX: &str = "PARAMLOCK#";
@@ -40,11 +38,11 @@ impl DynamoDbVersionLocks {
         }
     }
 
-    fn key(item: &ItemKey) -> HashMap<String, AttributeValue> {
+    fn key(item: &EntryKey) -> HashMap<String, AttributeValue> {
         HashMap::from([
             (
                 PARTITION_KEY.to_owned(),
-                AttributeValue::S(partition_key(&item.tenant)),
+                AttributeValue::S(item.layer.partition_key()),
             ),
             (
                 SORT_KEY.to_owned(),
@@ -82,10 +80,10 @@ fn state_of(item: &HashMap<String, AttributeValue>) -> Result<LockState, WriteEr
 
 #[async_trait]
 impl VersionLocks for DynamoDbVersionLocks {
-    async fn read(&self, item: &ItemKey) -> Result<Option<LockState>, WriteError> {
+    async fn read(&self, item: &EntryKey) -> Result<Option<LockState>, WriteError> {
         let output = self
             .clients
-            .for_tenant(&item.tenant)
+            .for_layer(&item.layer)
             .get_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(item)))
@@ -98,7 +96,7 @@ impl VersionLocks for DynamoDbVersionLocks {
 
     async fn swap(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         observed: Option<&LockState>,
         next: &LockState,
     ) -> Result<bool, WriteError> {
@@ -148,7 +146,7 @@ impl VersionLocks for DynamoDbVersionLocks {
         };
         let result = self
             .clients
-            .for_tenant(&item.tenant)
+            .for_layer(&item.layer)
             .put_item()
             .table_name(&self.table)
             .set_item(Some(attributes))

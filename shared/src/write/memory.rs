@@ -10,7 +10,8 @@ use super::{
     Actor, ConfigWriter, Expected, NewValue, ValueKind, VersionRecord, WriteError, Written,
     deletable, now_ms, replaceable,
 };
-use crate::domain::{Found, ItemKey, PlainValue, SecretValue, StoreKind};
+use crate::domain::{Found, PlainValue, SecretValue, StoreKind};
+use crate::layers::EntryKey;
 use crate::store::{ConfigStore, MemoryStore};
 
 fn version_of(found: &Found) -> i64 {
@@ -23,7 +24,7 @@ fn version_of(found: &Found) -> i64 {
 impl MemoryStore {
     fn check_expected(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         expected: Expected,
     ) -> Result<Option<i64>, WriteError> {
         replaceable(
@@ -32,7 +33,7 @@ impl MemoryStore {
         )
     }
 
-    fn last_version(&self, item: &ItemKey) -> i64 {
+    fn last_version(&self, item: &EntryKey) -> i64 {
         self.history
             .lock()
             .ok()
@@ -44,7 +45,7 @@ impl MemoryStore {
             .unwrap_or(0)
     }
 
-    fn record(&self, item: &ItemKey, record: VersionRecord) {
+    fn record(&self, item: &EntryKey, record: VersionRecord) {
         if let Ok(mut history) = self.history.lock() {
             history.entry(item.cache_key()).or_default().push(record);
         }
@@ -52,7 +53,7 @@ impl MemoryStore {
 
     async fn write(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         value: &NewValue,
         expected: Expected,
         actor: &Actor,
@@ -75,7 +76,7 @@ impl MemoryStore {
                 kind,
             })),
         };
-        self.put(item, found);
+        self.put_entry(item, found);
         self.record(
             item,
             VersionRecord {
@@ -100,7 +101,7 @@ impl ConfigWriter for MemoryStore {
 
     async fn put(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         value: &NewValue,
         expected: Expected,
         actor: &Actor,
@@ -110,14 +111,14 @@ impl ConfigWriter for MemoryStore {
 
     async fn delete(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         expected: Expected,
         actor: &Actor,
     ) -> Result<i64, WriteError> {
         self.behave().await?;
         let current = self.entry(&item.cache_key()).map(|f| version_of(&f));
         let version = deletable(current, expected)?;
-        self.remove(item);
+        self.remove_entry(item);
         self.record(
             item,
             VersionRecord {
@@ -135,7 +136,7 @@ impl ConfigWriter for MemoryStore {
 
     async fn history(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, WriteError> {
         self.behave().await?;
@@ -153,7 +154,7 @@ impl ConfigWriter for MemoryStore {
 
     async fn rollback(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         to: i64,
         expected: Expected,
         actor: &Actor,

@@ -22,9 +22,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::domain::{ItemKey, StoreKind};
+use crate::domain::StoreKind;
 use crate::error::{ConfigError, StoreError};
 use crate::kinds::Field;
+use crate::layers::EntryKey;
 
 pub mod dynamodb;
 pub mod lock;
@@ -217,7 +218,7 @@ pub trait ConfigWriter: Send + Sync {
     /// more than the previous.
     async fn put(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         value: &NewValue,
         expected: Expected,
         actor: &Actor,
@@ -226,20 +227,23 @@ pub trait ConfigWriter: Send + Sync {
     /// Deletes the entry if it is at `expected`; returns the deleted version.
     async fn delete(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         expected: Expected,
         actor: &Actor,
     ) -> Result<i64, WriteError>;
 
     /// The entry's versions, newest first, at most `limit`.
-    async fn history(&self, item: &ItemKey, limit: usize)
-    -> Result<Vec<VersionRecord>, WriteError>;
+    async fn history(
+        &self,
+        item: &EntryKey,
+        limit: usize,
+    ) -> Result<Vec<VersionRecord>, WriteError>;
 
     /// Stores version `to`'s value again as a new version (if the entry is at
     /// `expected`).
     async fn rollback(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         to: i64,
         expected: Expected,
         actor: &Actor,

@@ -15,8 +15,9 @@ use super::{
     deletable, now_ms, replaceable,
 };
 use crate::credentials::TenantClient;
-use crate::domain::{ItemKey, StoreKind, decode_text};
-use crate::store::ssm::{parameter_name, sdk_error};
+use crate::domain::{StoreKind, decode_text};
+use crate::layers::EntryKey;
+use crate::store::ssm::{layer_parameter_name, sdk_error};
 
 /// Descriptions say who wrote a version and from which one:
 /// `tenant-config by {actor}`, then ` (from v{n})` when a version was
@@ -134,7 +135,7 @@ impl ParameterWriter {
     /// swaps the lock to "claimed at that version" if no other writer
     /// changed it meanwhile. A live claim of another writer is a conflict; an
     /// abandoned one is taken over.
-    async fn claim(&self, locks: &dyn VersionLocks, item: &ItemKey) -> Result<Held, WriteError> {
+    async fn claim(&self, locks: &dyn VersionLocks, item: &EntryKey) -> Result<Held, WriteError> {
         // A lost swap means another writer moved first; one retry sees its
         // claim (a conflict) or its finished write.
         for _ in 0..3 {
@@ -179,7 +180,7 @@ impl ParameterWriter {
     /// Hands the key back at `version` (0: absent). A failure leaves the
     /// claim to expire ([`super::lock::CLAIM_TIMEOUT`]); the write itself
     /// stands.
-    async fn release(&self, locks: &dyn VersionLocks, item: &ItemKey, held: &Held, version: i64) {
+    async fn release(&self, locks: &dyn VersionLocks, item: &EntryKey, held: &Held, version: i64) {
         let free = LockState {
             version,
             claim: None,
@@ -188,11 +189,11 @@ impl ParameterWriter {
         match locks.swap(item, Some(&held.claimed), &free).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
-                tenant = %item.tenant, service = %item.service, key = %item.key,
+                layer = %item.layer, service = %item.service, key = %item.key,
                 "a parameter's version lock was taken over before this write released it"
             ),
             Err(error) => tracing::warn!(
-                tenant = %item.tenant, service = %item.service, key = %item.key, %error,
+                layer = %item.layer, service = %item.service, key = %item.key, %error,
                 "a parameter's version lock could not be released; it expires by itself"
             ),
         }
@@ -207,15 +208,15 @@ impl ParameterWriter {
         self
     }
 
-    fn name(&self, item: &ItemKey) -> String {
-        parameter_name(&self.root, &item.tenant, &item.service, &item.key)
+    fn name(&self, item: &EntryKey) -> String {
+        layer_parameter_name(&self.root, item)
     }
 
-    fn client(&self, item: &ItemKey) -> Client {
-        self.clients.for_tenant(&item.tenant)
+    fn client(&self, item: &EntryKey) -> Client {
+        self.clients.for_layer(&item.layer)
     }
 
-    async fn current_version(&self, item: &ItemKey) -> Result<Option<i64>, WriteError> {
+    async fn current_version(&self, item: &EntryKey) -> Result<Option<i64>, WriteError> {
         let name = self.name(item);
         match self.client(item).get_parameter().name(name).send().await {
             Ok(output) => Ok(output.parameter.map(|p| p.version)),
@@ -233,7 +234,7 @@ impl ParameterWriter {
     /// Every version, oldest first (pages of 50), decrypted when asked.
     async fn versions(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         decrypt: bool,
     ) -> Result<Vec<ParameterHistory>, WriteError> {
         let (client, name) = (self.client(item), self.name(item));
@@ -269,7 +270,7 @@ impl ParameterWriter {
 
     async fn write(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         value: &NewValue,
         expected: Expected,
         actor: &Actor,
@@ -297,7 +298,7 @@ impl ParameterWriter {
         result
     }
 
-    async fn delete_parameter(&self, item: &ItemKey) -> Result<(), WriteError> {
+    async fn delete_parameter(&self, item: &EntryKey) -> Result<(), WriteError> {
         match self
             .client(item)
             .delete_parameter()
@@ -320,7 +321,7 @@ impl ParameterWriter {
     /// Without locks: the expected version checked just before the write.
     async fn check_then_write(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         value: &NewValue,
         expected: Expected,
         actor: &Actor,
@@ -345,7 +346,7 @@ impl ParameterWriter {
     /// PutParameter (creating only when `expected` is `Absent`); the new version.
     async fn put_parameter(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         value: &NewValue,
         expected: Expected,
         actor: &Actor,
@@ -399,7 +400,7 @@ impl ConfigWriter for ParameterWriter {
 
     async fn put(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         value: &NewValue,
         expected: Expected,
         actor: &Actor,
@@ -409,7 +410,7 @@ impl ConfigWriter for ParameterWriter {
 
     async fn delete(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         expected: Expected,
         _actor: &Actor,
     ) -> Result<i64, WriteError> {
@@ -435,7 +436,7 @@ impl ConfigWriter for ParameterWriter {
 
     async fn history(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         limit: usize,
     ) -> Result<Vec<VersionRecord>, WriteError> {
         let versions = self.versions(item, false).await?;
@@ -479,7 +480,7 @@ impl ConfigWriter for ParameterWriter {
 
     async fn rollback(
         &self,
-        item: &ItemKey,
+        item: &EntryKey,
         to: i64,
         expected: Expected,
         actor: &Actor,
