@@ -7,6 +7,10 @@
 //! - `/v1/secure/{service}/{key}`: one value with decryption, never cached
 //! - `PUT`/`DELETE /v1/config/{service}/{key}`, `GET .../history`,
 //!   `POST .../rollback`: administrators only, with `If-Match`, never cached
+//! - the same under `/v1/layers/global/{service}/{key}` and
+//!   `/v1/layers/tiers/{tier}/{service}/{key}`, and `GET`/`PUT
+//!   /v1/tenants/{tenant}` (`{"tier": "gold"}`): platform administrators
+//!   only, never cached
 //!
 //! The tenant always comes from the verified `Authorization` token.
 
@@ -15,11 +19,13 @@ use std::sync::Arc;
 use crate::auth::{Identity, TokenVerifier};
 use crate::error::ConfigError;
 use crate::grants::{Access, ServiceGrants};
+use crate::layers::platform::PlatformWrites;
 use crate::reads::ConfigReads;
 use crate::validate::ServiceName;
 use crate::writes::ConfigWrites;
 
 mod flush;
+mod platform;
 mod reads;
 mod responses;
 mod route;
@@ -55,6 +61,8 @@ pub struct ConfigApi {
     degraded_flush: Option<DegradedAnswerFlush>,
     /// Absent: the write routes answer 405.
     writes: Option<ConfigWrites>,
+    /// Absent: the platform routes (shared layers, registry) answer 405.
+    platform: Option<PlatformWrites>,
     /// Which services each app client may read and write (absent: every
     /// service of the caller's tenant).
     grants: Option<Arc<ServiceGrants>>,
@@ -67,6 +75,7 @@ impl ConfigApi {
             reads,
             degraded_flush: None,
             writes: None,
+            platform: None,
             grants: None,
         }
     }
@@ -95,6 +104,13 @@ impl ConfigApi {
     /// administrators.
     pub fn with_writes(mut self, writes: ConfigWrites) -> Self {
         self.writes = Some(writes);
+        self
+    }
+
+    /// Serves the platform routes (shared layers, tenant registry) to
+    /// platform administrators.
+    pub fn with_platform_writes(mut self, platform: PlatformWrites) -> Self {
+        self.platform = Some(platform);
         self
     }
 
@@ -133,7 +149,11 @@ impl ConfigApi {
                 let mut response = error_response(&ConfigError::MethodNotAllowed);
                 if let Some(route) = route(request.path) {
                     response.headers.retain(|(name, _)| *name != "allow");
-                    let methods = route.methods(self.writes.is_some());
+                    let on = match route {
+                        Route::Layer { .. } | Route::Tenant { .. } => self.platform.is_some(),
+                        _ => self.writes.is_some(),
+                    };
+                    let methods = route.methods(on);
                     response.headers.push(("allow", methods.to_owned()));
                 }
                 response
@@ -156,6 +176,12 @@ impl ConfigApi {
 
     async fn respond(&self, request: &ApiRequest<'_>) -> Result<ApiResponse, ConfigError> {
         let route = route(request.path).ok_or(ConfigError::RouteNotFound)?;
+        if matches!(route, Route::Layer { .. } | Route::Tenant { .. }) {
+            let Some(platform) = &self.platform else {
+                return Err(ConfigError::MethodNotAllowed);
+            };
+            return self.platform(platform, route, request).await;
+        }
         let write = match (&route, request.method) {
             (Route::One { .. }, "PUT" | "DELETE") | (Route::Rollback { .. }, "POST") => true,
             (Route::History { .. }, "GET") => true,

@@ -149,7 +149,10 @@ impl ConfigApi {
                 Ok(mark_stale(json_response(200, "private", &body), oldest))
             }
             // Write routes were answered above.
-            Route::History { .. } | Route::Rollback { .. } => Err(ConfigError::MethodNotAllowed),
+            Route::History { .. }
+            | Route::Rollback { .. }
+            | Route::Layer { .. }
+            | Route::Tenant { .. } => Err(ConfigError::MethodNotAllowed),
         }
     }
 }

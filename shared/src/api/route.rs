@@ -2,11 +2,49 @@
 
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Route<'a> {
-    One { service: &'a str, key: &'a str },
-    Batch { service: &'a str },
-    Secure { service: &'a str, key: &'a str },
-    History { service: &'a str, key: &'a str },
-    Rollback { service: &'a str, key: &'a str },
+    One {
+        service: &'a str,
+        key: &'a str,
+    },
+    Batch {
+        service: &'a str,
+    },
+    Secure {
+        service: &'a str,
+        key: &'a str,
+    },
+    History {
+        service: &'a str,
+        key: &'a str,
+    },
+    Rollback {
+        service: &'a str,
+        key: &'a str,
+    },
+    /// `/v1/layers/global/...` or `/v1/layers/tiers/{tier}/...`.
+    Layer {
+        layer: LayerName<'a>,
+        service: &'a str,
+        key: &'a str,
+        action: LayerAction,
+    },
+    Tenant {
+        tenant: &'a str,
+    },
+}
+
+/// Which shared layer a path names (validated by the handler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LayerName<'a> {
+    Global,
+    Tier(&'a str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LayerAction {
+    Entry,
+    History,
+    Rollback,
 }
 
 impl Route<'_> {
@@ -21,6 +59,29 @@ impl Route<'_> {
             (Route::History { .. }, true) => "GET",
             (Route::Rollback { .. }, true) => "POST",
             (Route::History { .. } | Route::Rollback { .. }, false) => "",
+            (Route::Layer { .. } | Route::Tenant { .. }, false) => "",
+            (
+                Route::Layer {
+                    action: LayerAction::Entry,
+                    ..
+                },
+                true,
+            ) => "PUT, DELETE",
+            (
+                Route::Layer {
+                    action: LayerAction::History,
+                    ..
+                },
+                true,
+            ) => "GET",
+            (
+                Route::Layer {
+                    action: LayerAction::Rollback,
+                    ..
+                },
+                true,
+            ) => "POST",
+            (Route::Tenant { .. }, true) => "GET, PUT",
         }
     }
 }
@@ -38,8 +99,27 @@ pub(super) fn route(path: &str) -> Option<Route<'_>> {
         ["v1", "secure", service, key] => Some(Route::Secure { service, key }),
         ["v1", "config", service, key, "history"] => Some(Route::History { service, key }),
         ["v1", "config", service, key, "rollback"] => Some(Route::Rollback { service, key }),
+        ["v1", "tenants", tenant] => Some(Route::Tenant { tenant }),
+        ["v1", "layers", "global", rest @ ..] => layer_route(LayerName::Global, rest),
+        ["v1", "layers", "tiers", tier, rest @ ..] => layer_route(LayerName::Tier(tier), rest),
         _ => None,
     }
+}
+
+/// `{service}/{key}`, then nothing, `history` or `rollback`.
+fn layer_route<'a>(layer: LayerName<'a>, rest: &[&'a str]) -> Option<Route<'a>> {
+    let (service, key, action) = match rest {
+        [service, key] => (*service, *key, LayerAction::Entry),
+        [service, key, "history"] => (*service, *key, LayerAction::History),
+        [service, key, "rollback"] => (*service, *key, LayerAction::Rollback),
+        _ => return None,
+    };
+    Some(Route::Layer {
+        layer,
+        service,
+        key,
+        action,
+    })
 }
 
 #[cfg(test)]
@@ -57,6 +137,39 @@ mod tests {
         let rollback = route("/v1/config/billing/tenant_config_x/rollback").unwrap();
         assert_eq!(rollback.methods(false), "");
         assert_eq!(route("/v1/config/billing").unwrap().methods(false), "GET");
+    }
+
+    #[test]
+    fn the_platform_routes_match_their_paths_only() {
+        assert_eq!(
+            route("/v1/layers/tiers/gold/billing/tenant_config_x/rollback"),
+            Some(Route::Layer {
+                layer: LayerName::Tier("gold"),
+                service: "billing",
+                key: "tenant_config_x",
+                action: LayerAction::Rollback
+            })
+        );
+        assert_eq!(
+            route("/v1/layers/global/billing/tenant_config_x")
+                .unwrap()
+                .methods(true),
+            "PUT, DELETE"
+        );
+        assert_eq!(
+            route("/v1/tenants/tenant-a"),
+            Some(Route::Tenant { tenant: "tenant-a" })
+        );
+        for unknown in [
+            "/v1/layers/global/billing",
+            "/v1/layers/tiers/gold/billing",
+            "/v1/layers/other/billing/tenant_config_x",
+            "/v1/layers/global/billing/tenant_config_x/undo",
+            "/v1/tenants",
+            "/v1/tenants/a/b",
+        ] {
+            assert_eq!(route(unknown), None, "{unknown}");
+        }
     }
 
     #[test]

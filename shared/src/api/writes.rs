@@ -40,7 +40,7 @@ struct HistoryBody<'a> {
 }
 
 #[derive(Serialize)]
-struct VersionBody {
+pub(super) struct VersionBody {
     version: i64,
     /// Absent for SecureStrings and deletions.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,24 +55,54 @@ struct VersionBody {
     rollback_of: Option<i64>,
 }
 
+impl From<crate::write::VersionRecord> for VersionBody {
+    fn from(v: crate::write::VersionRecord) -> Self {
+        VersionBody {
+            version: v.version,
+            value: v.value,
+            kind: kind_name(v.kind),
+            written_at_ms: v.written_at_ms,
+            actor: v.actor,
+            deleted: v.deleted,
+            rollback_of: v.rollback_of,
+        }
+    }
+}
+
 /// The body of a PUT.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PutBody {
-    value: Value,
+pub(super) struct PutBody {
+    pub(super) value: Value,
     /// `string` (default), `string-list` or `secure-string`.
     #[serde(rename = "type", default)]
-    kind: Option<String>,
+    pub(super) kind: Option<String>,
+}
+
+impl PutBody {
+    pub(super) const SHAPE: &'static str =
+        r#"{"value": <JSON>, "type": "string" | "string-list" | "secure-string"}"#;
+
+    pub(super) fn value_kind(&self) -> Result<ValueKind, ConfigError> {
+        match self.kind.as_deref() {
+            None | Some("string") => Ok(ValueKind::Plain),
+            Some("string-list") => Ok(ValueKind::StringList),
+            Some("secure-string") => Ok(ValueKind::Secret),
+            Some(_) => Err(ConfigError::BadRequest(
+                "type is string, string-list or secure-string".to_owned(),
+            )),
+        }
+    }
 }
 
 /// The body of a rollback.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RollbackBody {
-    version: i64,
+pub(super) struct RollbackBody {
+    pub(super) version: i64,
 }
 
-fn kind_name(kind: ValueKind) -> &'static str {
+pub(super) fn kind_name(kind: ValueKind) -> &'static str {
     match kind {
         ValueKind::Plain => "string",
         ValueKind::StringList => "string-list",
@@ -80,7 +110,7 @@ fn kind_name(kind: ValueKind) -> &'static str {
     }
 }
 
-fn parse_body<T: for<'de> Deserialize<'de>>(
+pub(super) fn parse_body<T: for<'de> Deserialize<'de>>(
     body: Option<&str>,
     shape: &str,
 ) -> Result<T, ConfigError> {
@@ -95,7 +125,10 @@ fn parse_body<T: for<'de> Deserialize<'de>>(
 }
 
 /// The version a write expects, from `If-Match` / `If-None-Match`.
-fn expected(request: &ApiRequest<'_>, may_create: bool) -> Result<Expected, ConfigError> {
+pub(super) fn expected(
+    request: &ApiRequest<'_>,
+    may_create: bool,
+) -> Result<Expected, ConfigError> {
     match (request.if_match, request.if_none_match) {
         (Some(tag), _) => {
             let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
@@ -171,20 +204,8 @@ impl ConfigApi {
         match (request.method, route) {
             ("PUT", _) => {
                 let expected = expected(request, true)?;
-                let body: PutBody = parse_body(
-                    request.body,
-                    r#"{"value": <JSON>, "type": "string" | "string-list" | "secure-string"}"#,
-                )?;
-                let kind = match body.kind.as_deref() {
-                    None | Some("string") => ValueKind::Plain,
-                    Some("string-list") => ValueKind::StringList,
-                    Some("secure-string") => ValueKind::Secret,
-                    Some(_) => {
-                        return Err(ConfigError::BadRequest(
-                            "type is string, string-list or secure-string".to_owned(),
-                        ));
-                    }
-                };
+                let body: PutBody = parse_body(request.body, PutBody::SHAPE)?;
+                let kind = body.value_kind()?;
                 if kind == ValueKind::Secret {
                     self.granted(&identity, &service, Access::Secure).await?;
                 }
@@ -242,18 +263,7 @@ impl ConfigApi {
                     &HistoryBody {
                         service: service.as_str(),
                         key: key.as_str(),
-                        versions: versions
-                            .into_iter()
-                            .map(|v| VersionBody {
-                                version: v.version,
-                                value: v.value,
-                                kind: kind_name(v.kind),
-                                written_at_ms: v.written_at_ms,
-                                actor: v.actor,
-                                deleted: v.deleted,
-                                rollback_of: v.rollback_of,
-                            })
-                            .collect(),
+                        versions: versions.into_iter().map(VersionBody::from).collect(),
                     },
                 ))
             }

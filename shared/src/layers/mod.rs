@@ -13,6 +13,7 @@
 //! [`RESERVED_PREFIX`]: crate::validate::RESERVED_PREFIX
 
 pub mod merge;
+pub mod platform;
 pub mod registry;
 pub mod view;
 

@@ -277,7 +277,7 @@ pub(crate) fn deletable(current: Option<i64>, expected: Expected) -> Result<i64,
 }
 
 /// Milliseconds since the Unix epoch, for written-at stamps.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
