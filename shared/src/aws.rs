@@ -17,8 +17,9 @@ use crate::api::{ConfigApi, DegradedAnswerFlush};
 use crate::auth::{JwksError, TokenVerifier};
 use crate::cache::CachedStore;
 use crate::catch_up::CatchUp;
-use crate::credentials::{StsTenantRole, TenantClient, TenantCredentials};
+use crate::credentials::{StsPlatformRole, StsTenantRole, TenantClient, TenantCredentials};
 use crate::grants::{DynamoDbGrants, ServiceGrants};
+use crate::layers::platform::PlatformWrites;
 use crate::layers::registry::DynamoDbRegistry;
 use crate::layers::view::{SharedLayerSettings, SharedLayers};
 use crate::membership::{
@@ -305,6 +306,9 @@ impl Aws {
                 .with_membership(self.group_membership(settings)),
             );
         }
+        if let Some(group) = &settings.platform_admin_group {
+            api = api.with_platform_writes(self.platform_writes(settings, group));
+        }
         Ok(match &settings.degraded_flush {
             Some(flush) => api.with_degraded_answer_flush(DegradedAnswerFlush::new(
                 // No delay: the degraded answer is already in the stage cache.
@@ -317,6 +321,40 @@ impl Aws {
             )),
             None => api,
         })
+    }
+
+    /// The platform routes' writers: with tenant credentials, signed by the
+    /// platform write role (assumed only here, after the platform
+    /// administrator check); without, the process's own role.
+    fn platform_writes(&self, settings: &Settings, group: &str) -> PlatformWrites {
+        let config = match &settings.platform_write_role_arn {
+            Some(role_arn) => StsPlatformRole::new(
+                aws_sdk_sts::Client::new(&self.config),
+                role_arn,
+                Duration::from_secs(900),
+            )
+            .config(&self.config),
+            None => self.config.clone(),
+        };
+        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
+        let table = settings.table_name.as_str();
+        PlatformWrites::new(
+            settings.router.clone(),
+            Arc::new(DynamoDbWriter::new(dynamodb.clone(), table)),
+            Arc::new(
+                ParameterWriter::new(
+                    aws_sdk_ssm::Client::new(&config),
+                    settings.parameter_root.as_str(),
+                )
+                .with_version_locks(Arc::new(DynamoDbVersionLocks::new(dynamodb.clone(), table))),
+            ),
+            Arc::new(DynamoDbRegistry::new(dynamodb, table)),
+            group,
+        )
+        .with_schemas(Arc::new(Schemas::new(Arc::new(
+            self.schemas(&settings.table_name),
+        ))))
+        .with_membership(self.group_membership(settings))
     }
 
     /// The shared refresh key from its SecureString parameter.

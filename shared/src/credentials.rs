@@ -97,6 +97,75 @@ impl RoleAssumer for StsTenantRole {
     }
 }
 
+/// The platform write role (`PLATFORM_WRITE_ROLE_ARN`): assumed by
+/// config-api's platform routes only, after the platform administrator
+/// check, with no tenant tag; it writes the shared layers and the registry
+/// and no tenant's data.
+#[derive(Debug, Clone)]
+pub struct StsPlatformRole {
+    sts: aws_sdk_sts::Client,
+    role_arn: String,
+    session: Duration,
+}
+
+impl StsPlatformRole {
+    pub fn new(sts: aws_sdk_sts::Client, role_arn: impl Into<String>, session: Duration) -> Self {
+        Self {
+            sts,
+            role_arn: role_arn.into(),
+            session,
+        }
+    }
+
+    /// `base` signed with this role's credentials (one identity cache: one
+    /// AssumeRole per session, refreshed before expiry).
+    pub fn config(self, base: &SdkConfig) -> SdkConfig {
+        base.to_builder()
+            .identity_cache(aws_config::identity::IdentityCache::lazy().build())
+            .credentials_provider(SharedCredentialsProvider::new(self))
+            .build()
+    }
+
+    async fn assume(&self) -> Result<Credentials, CredentialsError> {
+        crate::metrics::metrics().add(crate::metrics::Counter::AssumeRoles, 1);
+        let output = self
+            .sts
+            .assume_role()
+            .role_arn(&self.role_arn)
+            .role_session_name("tenant-config-platform")
+            .duration_seconds(self.session.as_secs().clamp(900, 43_200) as i32)
+            .send()
+            .await
+            .map_err(|e| {
+                CredentialsError::provider_error(
+                    aws_sdk_sts::error::DisplayErrorContext(e).to_string(),
+                )
+            })?;
+        let credentials = output
+            .credentials
+            .ok_or_else(|| CredentialsError::unhandled("AssumeRole returned no credentials"))?;
+        let expiry = std::time::SystemTime::try_from(credentials.expiration)
+            .map_err(|e| CredentialsError::unhandled(e.to_string()))?;
+        tracing::info!(expires = %credentials.expiration, "assumed the platform write role");
+        Ok(Credentials::new(
+            credentials.access_key_id,
+            credentials.secret_access_key,
+            Some(credentials.session_token),
+            Some(expiry),
+            "tenant-config-platform-role",
+        ))
+    }
+}
+
+impl ProvideCredentials for StsPlatformRole {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.assume())
+    }
+}
+
 /// One tenant's credentials provider (the SDK caches what it returns).
 #[derive(Debug)]
 struct TenantProvider {

@@ -34,6 +34,8 @@ enum Who {
     Agent,
     Reader,
     Writer,
+    /// The platform write role's session (shared layers, registry).
+    Platform,
     /// Any other role of the account, whose own policy allows everything.
     SomeoneElse,
     /// An agent outside ECS: a role of its own named in `AgentRoleArns`,
@@ -74,6 +76,8 @@ enum What {
     UserPool,
     ReadRole(&'static str),
     WriteRole(&'static str),
+    /// AssumeRole into the platform write role (no tenant tag).
+    PlatformRole,
 }
 
 struct Case {
@@ -99,6 +103,7 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
         Who::Agent => "AgentTaskRole",
         Who::Reader => "TenantReadRole",
         Who::Writer => "TenantWriteRole",
+        Who::Platform => "PlatformWriteRole",
         Who::SomeoneElse => "SomeoneElsesRole",
         Who::AgentHost => "AgentHostRole",
         Who::UnlistedHost => "UnlistedHostRole",
@@ -233,6 +238,10 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
             resource_policy = Some(stack.trust_policy(target));
             stack.arn(target)
         }
+        What::PlatformRole => {
+            resource_policy = Some(stack.trust_policy("PlatformWriteRole"));
+            stack.arn("PlatformWriteRole")
+        }
     };
     let mut simulation = json!({
         "identityPolicies": identity_policies
@@ -348,7 +357,9 @@ const MATRIX: &[Case] = &[
     // its paths would be that session's own.
     case(ConfigApi, "sts:AssumeRole", ReadRole(LAYER_NAME), false),
     // Shared layers and registrations: read with its own role (every
-    // tenant's read merges them); writing them is not this role's either.
+    // tenant's read merges them); writing them is not this role's either:
+    // the platform routes assume the platform write role for that.
+    case(ConfigApi, "sts:AssumeRole", PlatformRole, true),
     case(
         ConfigApi,
         "dynamodb:Query",
@@ -432,6 +443,36 @@ const MATRIX: &[Case] = &[
     case(Agent, "dynamodb:UpdateItem", Item(OWN), false),
     // The service grants, read only.
     case(Agent, "dynamodb:GetItem", Grants, true),
+    case(Agent, "sts:AssumeRole", PlatformRole, false),
+    case(ConfigRefresh, "sts:AssumeRole", PlatformRole, false),
+    case(SomeoneElse, "sts:AssumeRole", PlatformRole, false),
+    // The platform write role's session: the shared layers and the
+    // registry, nothing of a tenant's, never a secret.
+    case(
+        Platform,
+        "dynamodb:PutItem",
+        LayerItems("LAYER#global"),
+        true,
+    ),
+    case(
+        Platform,
+        "dynamodb:PutItem",
+        LayerItems("LAYER#tier#gold"),
+        true,
+    ),
+    case(Platform, "dynamodb:PutItem", Registry, true),
+    case(Platform, "dynamodb:GetItem", Schemas, true),
+    case(Platform, "dynamodb:PutItem", Schemas, false),
+    case(Platform, "dynamodb:PutItem", Item(OWN), false),
+    case(Platform, "dynamodb:GetItem", Item(OWN), false),
+    case(Platform, "dynamodb:BatchWriteItem", Journal, false),
+    case(Platform, "ssm:PutParameter", LayerPath("_global"), true),
+    case(Platform, "ssm:PutParameter", LayerPath("_tiers/gold"), true),
+    case(Platform, "ssm:PutParameter", Parameter(OWN), false),
+    case(Platform, "ssm:GetParameter", SigningKey, false),
+    case(Platform, "kms:Encrypt", Secret(OWN), false),
+    case(Platform, "kms:Decrypt", Secret(OWN), false),
+    case(Platform, "sts:AssumeRole", WriteRole(OWN), false),
     // The shared layers and registrations, read only; no listing of tenants.
     case(Agent, "dynamodb:Query", LayerItems("LAYER#global"), true),
     case(Agent, "dynamodb:Query", LayerItems("LAYER#tier#gold"), true),

@@ -325,7 +325,8 @@ fn reads_and_writes_assume_separate_tenant_roles_and_config_api_keeps_no_tenant_
                     "ReadSharedLayerParameters",
                     "ConfirmAdministratorsWithThePool",
                     "AskForAStageCacheFlushAfterDegradedAnswers",
-                    "AssumeTheTenantRolesTaggedWithTheCallersTenant"
+                    "AssumeTheTenantRolesTaggedWithTheCallersTenant",
+                    "AssumeThePlatformWriteRole"
                 ]
                 .contains(&sid),
                 "config-api statement {sid} with tenant credentials"

@@ -29,6 +29,14 @@ pub struct Settings {
     /// config-api only: the user pool group whose members may write their
     /// tenant's configuration (`ADMIN_GROUP`); unset, the write routes are off.
     pub admin_group: Option<String>,
+    /// config-api only: the user pool group whose members write the shared
+    /// layers and the tenant registry (`PLATFORM_ADMIN_GROUP`); unset, the
+    /// platform routes are off.
+    pub platform_admin_group: Option<String>,
+    /// config-api only: the role the platform routes assume after the
+    /// platform administrator check (`PLATFORM_WRITE_ROLE_ARN`); required
+    /// with tenant credentials (the process's own role then writes nothing).
+    pub platform_write_role_arn: Option<String>,
     /// config-api only: how long the user pool's answer to "is this user
     /// still an administrator" is remembered (`ADMIN_MEMBERSHIP_TTL_SECS`,
     /// 0..=60; 0 asks at every write).
@@ -86,6 +94,23 @@ impl Settings {
                 Err(SettingsError {
                     variable: "COGNITO_ISSUER",
                     reason: "writes (ADMIN_GROUP) need the user pool's issuer, https://cognito-idp.{region}.amazonaws.com/{pool id}: each write asks that pool whether its administrator still is one".to_owned(),
+                })
+            }
+            _ if self.tenant_role.is_some()
+                && self.platform_admin_group.is_some()
+                && self.platform_write_role_arn.is_none() =>
+            {
+                Err(SettingsError {
+                    variable: "PLATFORM_WRITE_ROLE_ARN",
+                    reason: "must be set when TENANT_ROLE_ARN and PLATFORM_ADMIN_GROUP are: the shared layers are written with the platform write role, which config-api's own role is not".to_owned(),
+                })
+            }
+            _ if self.platform_admin_group.is_some()
+                && crate::membership::pool_id_of_issuer(&self.auth.issuer).is_none() =>
+            {
+                Err(SettingsError {
+                    variable: "COGNITO_ISSUER",
+                    reason: "platform writes (PLATFORM_ADMIN_GROUP) need the user pool's issuer: each asks that pool whether its administrator still is one".to_owned(),
                 })
             }
             _ if self.tenant_role.is_none() && self.stray_write_role => Err(SettingsError {
@@ -222,6 +247,8 @@ impl Settings {
             )?,
             journal_table: env.optional("JOURNAL_TABLE_NAME"),
             admin_group: env.optional("ADMIN_GROUP"),
+            platform_admin_group: env.optional("PLATFORM_ADMIN_GROUP"),
+            platform_write_role_arn: env.optional("PLATFORM_WRITE_ROLE_ARN"),
             admin_membership_ttl: Duration::from_secs(env.within(
                 "ADMIN_MEMBERSHIP_TTL_SECS",
                 30,
