@@ -2,7 +2,9 @@
 //! settings to source, and commands to try; and the signals that stop it.
 
 use crate::process::workspace_root;
-use crate::stack::{ALICE, BOB, CLOUD_MAP_NAMESPACE, CLOUD_MAP_SERVICE, LocalStack, SERVICE};
+use crate::stack::{
+    ALICE, BOB, CLOUD_MAP_NAMESPACE, CLOUD_MAP_SERVICE, DANA, LocalStack, PAT, SERVICE,
+};
 
 /// Writes `target/local-stack.env` and prints how to use the running stack.
 pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
@@ -16,6 +18,8 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
     ));
     env.push(("TOKEN_A".into(), alice.clone()));
     env.push(("TOKEN_B".into(), bob.clone()));
+    env.push(("TOKEN_ADMIN_A".into(), stack.token(DANA).await?));
+    env.push(("TOKEN_PLATFORM_ADMIN".into(), stack.token(PAT).await?));
     if let Some(agent) = stack.agents.first() {
         env.push(("AGENT_1".into(), agent.endpoint()));
     }

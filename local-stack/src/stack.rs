@@ -81,6 +81,17 @@ pub const DANA: DemoUser = DemoUser {
 };
 /// The admin group, as the template's `AdminGroupName` default.
 pub const ADMIN_GROUP: &str = "config-admins";
+/// A platform administrator: writes the shared layers and the registry,
+/// belongs to no tenant.
+pub const PAT: DemoUser = DemoUser {
+    username: "pat",
+    tenant: None,
+};
+/// The platform administrators' group, as `PlatformAdminGroupName`'s default.
+pub const PLATFORM_ADMIN_GROUP: &str = "config-platform-admins";
+/// The role config-api's platform routes assume (moto's STS issues it).
+pub const PLATFORM_WRITE_ROLE_ARN: &str =
+    "arn:aws:iam::123456789012:role/tenant-config-platform-write";
 /// Signed in fine, but belongs to no tenant: gets 403.
 pub const CAROL: DemoUser = DemoUser {
     username: "carol",
@@ -239,10 +250,11 @@ impl LocalStack {
                 seed_tables(&aws).await?;
                 let pool =
                     seed::create_user_pool(&aws, &moto.endpoint, "tenant-config-local").await?;
-                for user in [ALICE, BOB, CAROL, DANA] {
+                for user in [ALICE, BOB, CAROL, DANA, PAT] {
                     seed::create_user(&aws, &pool, user.username, PASSWORD, user.tenant).await?;
                 }
                 seed::add_user_to_group(&aws, &pool, DANA.username, ADMIN_GROUP).await?;
+                seed::add_user_to_group(&aws, &pool, PAT.username, PLATFORM_ADMIN_GROUP).await?;
                 for (tenant, key, value, kind) in PARAMETERS {
                     put_parameter(&aws, PARAMETER_ROOT, &demo_item(tenant, key)?, value, *kind)
                         .await?;
@@ -392,7 +404,15 @@ impl LocalStack {
         // Agents never write: they get neither the write role nor the group.
         let agent_env: Vec<(String, String)> = env
             .iter()
-            .filter(|(name, _)| !["TENANT_WRITE_ROLE_ARN", "ADMIN_GROUP"].contains(&name.as_str()))
+            .filter(|(name, _)| {
+                ![
+                    "TENANT_WRITE_ROLE_ARN",
+                    "ADMIN_GROUP",
+                    "PLATFORM_ADMIN_GROUP",
+                    "PLATFORM_WRITE_ROLE_ARN",
+                ]
+                .contains(&name.as_str())
+            })
             .cloned()
             .chain(agent_tls_env)
             .collect();
@@ -726,6 +746,11 @@ pub fn function_env(
             REFRESH_DEADLINE_MS.to_string(),
         ),
         ("ADMIN_GROUP".into(), ADMIN_GROUP.into()),
+        ("PLATFORM_ADMIN_GROUP".into(), PLATFORM_ADMIN_GROUP.into()),
+        (
+            "PLATFORM_WRITE_ROLE_ARN".into(),
+            PLATFORM_WRITE_ROLE_ARN.into(),
+        ),
         (
             "SECURESTRING_KMS_KEY_ID".into(),
             SECURESTRING_KMS_KEY_ARN.into(),

@@ -14,7 +14,8 @@ use aws_config::SdkConfig;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
 use serde_json::{Value, json};
 use tenant_config_admin::events::invoke;
-use tenant_config_shared::store::dynamodb::{CONFIG_SORT_PREFIX, SORT_KEY};
+use tenant_config_shared::layers::registry::REGISTRY_PARTITION;
+use tenant_config_shared::store::dynamodb::{CONFIG_SORT_PREFIX, PARTITION_KEY, SORT_KEY};
 use tenant_config_shared::write::dynamodb::{DELETED_ATTRIBUTE, HISTORY_SORT_PREFIX};
 use tokio::task::JoinHandle;
 
@@ -357,10 +358,19 @@ async fn last_position(
     }
 }
 
-/// The template's two filters: configuration items (sk prefix `CONFIG#`),
-/// and inserted history items whose new image is a delete's tombstone.
+/// The template's three filters: configuration items (sk prefix `CONFIG#`),
+/// inserted history items whose new image is a delete's tombstone, and the
+/// tenant registry's items (pk `REGISTRY`).
 fn is_delivered(record: &Record) -> bool {
     let data = record.dynamodb.as_ref();
+    let registry = data
+        .and_then(|d| d.keys.as_ref())
+        .and_then(|keys| keys.get(PARTITION_KEY))
+        .and_then(|pk| pk.as_s().ok())
+        .is_some_and(|pk| pk == REGISTRY_PARTITION);
+    if registry {
+        return true;
+    }
     let Some(sk) = data
         .and_then(|d| d.keys.as_ref())
         .and_then(|keys| keys.get(SORT_KEY))

@@ -11,6 +11,7 @@ mod docs;
 mod fairness;
 mod faults;
 mod iam_matrix;
+mod layers;
 mod read_path;
 mod refresh_path;
 mod secrets_in_logs;

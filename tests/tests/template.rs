@@ -548,8 +548,9 @@ fn dynamodb_changes_reach_config_refresh_with_images_for_the_audit_and_partial_b
             serde_json::json!({"eventName": ["INSERT"], "dynamodb": {
                 "Keys": {"sk": {"S": [{"prefix": "HISTORY#"}]}},
                 "NewImage": {"deleted": {"BOOL": [true]}}}}),
+            serde_json::json!({"dynamodb": {"Keys": {"pk": {"S": ["REGISTRY"]}}}}),
         ],
-        "only configuration items and delete tombstones are delivered"
+        "only configuration items (of every layer), delete tombstones and registrations are delivered"
     );
     // Of the configuration table, the function reads that one stream and
     // nothing else (the journal is checked below).

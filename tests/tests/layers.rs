@@ -1,0 +1,171 @@
+//! Layered configuration end to end: a platform administrator (pat, in the
+//! platform group) writes a global default, a tier override and a tenant's
+//! tier through config-api under cargo lambda watch; the DynamoDB stream
+//! reaches config-refresh, which journals one entry per change and pushes
+//! it; config-api and the agents serve every tenant's effective value.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tenant_config_local_stack::stack::{
+    ALICE, Answer, BOB, DANA, JOURNAL_TABLE, LocalStack, PAT, SERVICE, StackOptions,
+};
+use tenant_config_shared::refresh::journal::ChangeJournal;
+use tenant_config_shared::refresh::journal_table::JournalTable;
+
+const KEY: &str = "tenant_config_rate_limits";
+
+async fn put(stack: &LocalStack, token: &str, path: &str, body: Value) -> Answer {
+    stack
+        .send(
+            Method::PUT,
+            path,
+            Some(token),
+            &[("if-none-match", "*")],
+            Some(&body),
+        )
+        .await
+        .unwrap()
+}
+
+/// Polls `read` until it answers `expected`; how long that took.
+async fn until<F, Fut>(read: F, expected: &Value, bound: Duration) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<Value>>,
+{
+    let started = Instant::now();
+    loop {
+        let got = read().await;
+        if got.as_ref() == Some(expected) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < bound,
+            "not served within {bound:?}: last {got:?}, want {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_default_a_tier_and_an_exception_reach_every_reader_of_every_tenant() {
+    let stack = LocalStack::start(StackOptions::with_agents(1), &|_, _| {})
+        .await
+        .expect("local stack starts");
+    let (pat, dana) = (
+        stack.token(PAT).await.unwrap(),
+        stack.token(DANA).await.unwrap(),
+    );
+    let (alice, bob) = (
+        stack.token(ALICE).await.unwrap(),
+        stack.token(BOB).await.unwrap(),
+    );
+    let agent = &stack.agents[0];
+    let path = format!("/v1/config/{SERVICE}/{KEY}");
+    let via_api = |token: String| {
+        let (stack, path) = (&stack, path.clone());
+        move || {
+            let (token, path) = (token.clone(), path.clone());
+            async move {
+                let answer = stack.get(&path, Some(&token)).await.ok()?;
+                (answer.status == 200).then(|| answer.body["value"].clone())
+            }
+        }
+    };
+    let via_agent = |token: String| {
+        move || {
+            let token = token.clone();
+            async move {
+                let text = agent.get_config(&token, SERVICE, KEY).await.ok()?;
+                serde_json::from_str(&text).ok()
+            }
+        }
+    };
+    // GIVEN no tenant has the key; the agent has read it (and cached that)
+    assert_eq!(stack.get(&path, Some(&bob)).await.unwrap().status, 404);
+    assert!(agent.get_config(&bob, SERVICE, KEY).await.is_err());
+
+    // WHEN a tenant administrator tries the global layer THEN 403
+    let global = format!("/v1/layers/global/{SERVICE}/{KEY}");
+    let refused = put(&stack, &dana, &global, json!({"value": 1})).await;
+    assert_eq!(refused.status, 403, "{}", refused.text);
+
+    // WHEN the platform administrator sets a global default
+    let default = json!({"per_second": 10, "burst": 20});
+    let created = put(&stack, &pat, &global, json!({"value": default})).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    // THEN both tenants read it, from config-api and from the agent (pushed
+    // through the stream and config-refresh), within the convergence bound
+    let bound = Duration::from_secs(2);
+    until(via_api(alice.clone()), &default, bound).await;
+    until(via_api(bob.clone()), &default, bound).await;
+    let agent_took = until(via_agent(bob.clone()), &default, bound).await;
+
+    // WHEN gold overrides one member and tenant-b moves to gold
+    let gold = format!("/v1/layers/tiers/gold/{SERVICE}/{KEY}");
+    let tiered = put(&stack, &pat, &gold, json!({"value": {"per_second": 50}})).await;
+    assert_eq!(tiered.status, 201, "{}", tiered.text);
+    let registered = put(
+        &stack,
+        &pat,
+        "/v1/tenants/tenant-b",
+        json!({"tier": "gold"}),
+    )
+    .await;
+    assert_eq!(registered.status, 201, "{}", registered.text);
+    // THEN tenant-b reads the merge everywhere; tenant-a keeps the default
+    let gold_value = json!({"per_second": 50, "burst": 20});
+    until(via_api(bob.clone()), &gold_value, bound).await;
+    until(via_agent(bob.clone()), &gold_value, bound).await;
+    until(via_agent(alice.clone()), &default, bound).await;
+
+    // WHEN tenant-a's administrator makes an exception (a null removes)
+    let own = put(
+        &stack,
+        &dana,
+        &path,
+        json!({"value": {"burst": null, "per_second": 5}}),
+    )
+    .await;
+    assert_eq!(own.status, 201, "{}", own.text);
+    // THEN tenant-a alone reads it
+    until(via_agent(alice.clone()), &json!({"per_second": 5}), bound).await;
+    until(via_api(bob.clone()), &gold_value, bound).await;
+
+    // AND the shared change was one journal entry, naming the layer
+    let journal = JournalTable::new(aws_sdk_dynamodb::Client::new(&stack.aws), JOURNAL_TABLE);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let subjects = loop {
+        let subjects: Vec<String> = journal
+            .since(0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.change.subject.to_string())
+            .filter(|s| s.contains(KEY) || s.starts_with("registration:"))
+            .collect();
+        if subjects.len() >= 4 || Instant::now() > deadline {
+            break subjects;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let count = |s: &str| subjects.iter().filter(|x| x.as_str() == s).count();
+    assert_eq!(count(&format!("global:{SERVICE}:{KEY}")), 1, "{subjects:?}");
+    assert_eq!(
+        count(&format!("tier:gold:{SERVICE}:{KEY}")),
+        1,
+        "{subjects:?}"
+    );
+    assert_eq!(count("registration:tenant-b"), 1, "{subjects:?}");
+    assert_eq!(
+        count(&format!("tenant-a:{SERVICE}:{KEY}")),
+        1,
+        "{subjects:?}"
+    );
+    eprintln!(
+        "a global default reached the agent {} ms after the write answered",
+        agent_took.as_millis()
+    );
+}
