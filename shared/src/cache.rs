@@ -723,6 +723,7 @@ mod tests {
             value,
             version: None,
             kind: ValueKind::Plain,
+            written: Default::default(),
         }))
     }
 

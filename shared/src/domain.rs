@@ -90,6 +90,13 @@ pub enum Changed {
     Deleted,
 }
 
+/// Who wrote a stored version and when, as far as the store says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WrittenBy {
+    pub actor: Option<String>,
+    pub at_ms: Option<i64>,
+}
+
 /// A non-secret value: safe to cache and to put in the API Gateway cache.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlainValue {
@@ -98,6 +105,9 @@ pub struct PlainValue {
     /// How it is stored (`Plain` or `StringList`): a change of type drops a
     /// last good value (see [`crate::cache`]).
     pub kind: ValueKind,
+    /// Who wrote this version and when, where the store says (what explain
+    /// answers): DynamoDB keeps both on the item, Parameter Store the time.
+    pub written: WrittenBy,
 }
 
 /// A decrypted SecureString. Its `Debug` is redacted so it cannot leak into logs.

@@ -32,6 +32,16 @@ pub struct Entry {
     pub stale: Option<Duration>,
 }
 
+/// Where an effective value came from: each layer that holds the key,
+/// bottom to top, with its version and writer, and for each leaf of the
+/// value (a JSON pointer) the layer that set it.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub entry: Entry,
+    pub layers: Vec<(Layer, Arc<PlainValue>)>,
+    pub leaves: std::collections::BTreeMap<String, Layer>,
+}
+
 /// A decrypted secret and where it came from.
 #[derive(Debug, Clone)]
 pub struct SecretEntry {
@@ -98,10 +108,12 @@ fn effective(
                 .or_else(|| below.last().map(|(_, v)| *v))
                 .map(|v| (v.version, v.kind));
             let (version, kind) = top.unwrap_or((None, ValueKind::Plain));
+            // Each layer's writer is what explain answers; the merge has none.
             Arc::new(PlainValue {
                 value: merge_values(&values)?,
                 version,
                 kind,
+                written: Default::default(),
             })
         }
     };
@@ -224,6 +236,52 @@ impl ConfigReads {
         })?;
         effective(source, &underlay.values(key), own, underlay.stale())
             .ok_or_else(|| not_found(service, key))
+    }
+
+    /// One value with where each part of it came from (see [`Explained`]).
+    /// Read like [`Self::get`]; a SecureString answers 409 here too.
+    pub async fn explain(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<Explained, ConfigError> {
+        let source = self.router.route(key)?;
+        let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
+        self.converge().await;
+        let (own, underlay) = tokio::join!(
+            self.store(source).get(&item, ReadMode::Plain),
+            self.underlay(tenant, source, service)
+        );
+        let underlay = underlay?;
+        let own = own_value(own?).map_err(|()| ConfigError::SensitiveValue {
+            keys: vec![key.to_string()],
+        })?;
+        let below = underlay.values(key);
+        let mut layers: Vec<(Layer, Arc<PlainValue>)> = below
+            .iter()
+            .map(|(layer, value)| ((*layer).clone(), Arc::clone(value)))
+            .collect();
+        if let Some((value, _)) = &own {
+            layers.push((Layer::Tenant(tenant.clone()), value.clone()));
+        }
+        let entry = effective(source, &below, own, underlay.stale())
+            .ok_or_else(|| not_found(service, key))?;
+        let values: Vec<&serde_json::Value> = layers.iter().map(|(_, v)| &v.value).collect();
+        let leaves = crate::layers::merge::merge(&values)
+            .map(|merged| {
+                merged
+                    .leaves
+                    .into_iter()
+                    .map(|(pointer, at)| (pointer, layers[at].0.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Explained {
+            entry,
+            layers,
+            leaves,
+        })
     }
 
     /// One value read with decryption and no caching. Plain values are served

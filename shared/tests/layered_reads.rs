@@ -41,6 +41,7 @@ fn value(value: Value, version: i64) -> Arc<PlainValue> {
         value,
         version: Some(version),
         kind: ValueKind::Plain,
+        written: Default::default(),
     })
 }
 
@@ -344,4 +345,69 @@ async fn a_tenants_secret_is_its_own_and_a_shared_default_reads_on_the_secure_ro
         (200, json!("https://default.example"))
     );
     let _ = &w.dynamodb;
+}
+
+#[tokio::test]
+async fn explain_names_the_layer_and_version_of_every_leaf() {
+    let w = world().await;
+    let (status, body) = get(
+        &w.api,
+        "tenant-a",
+        "/v1/explain/billing/tenant_config_limits",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // GIVEN global (v3), gold (v7) and tenant-a's own (v4) hold the key
+    let layers: Vec<(String, i64)> = body["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["layer"].as_str().unwrap().to_owned(),
+                l["version"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        layers,
+        vec![
+            ("global".to_owned(), 3),
+            ("tier:gold".to_owned(), 7),
+            ("tenant:tenant-a".to_owned(), 4)
+        ]
+    );
+    // THEN each leaf names the layer that set it; a removed member is gone
+    assert_eq!(
+        body["leaves"],
+        json!({
+            "/requests": "tier:gold",
+            "/burst": "tenant:tenant-a",
+            "/theme/color": "global"
+        })
+    );
+    assert_eq!(
+        body["value"],
+        json!({"requests": 50, "burst": 5, "theme": {"color": "blue"}})
+    );
+    // AND a tenant with nothing of its own sees only the global layer
+    let (_, b) = get(
+        &w.api,
+        "tenant-b",
+        "/v1/explain/billing/tenant_config_limits",
+        None,
+    )
+    .await;
+    assert_eq!(b["leaves"]["/burst"], "global");
+    assert_eq!(b["layers"].as_array().unwrap().len(), 1);
+    // AND a key no layer holds is a 404
+    let (status, _) = get(
+        &w.api,
+        "tenant-b",
+        "/v1/explain/billing/tenant_config_none",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
 }

@@ -21,5 +21,6 @@ pub fn plain(value: Value) -> Found {
         value,
         version: None,
         kind: ValueKind::Plain,
+        written: Default::default(),
     }))
 }

@@ -134,6 +134,35 @@ async fn a_default_a_tier_and_an_exception_reach_every_reader_of_every_tenant() 
     until(via_agent(alice.clone()), &json!({"per_second": 5}), bound).await;
     until(via_api(bob.clone()), &gold_value, bound).await;
 
+    // AND explain tells tenant-a where each part came from, and who wrote it
+    let explained = stack
+        .get(&format!("/v1/explain/{SERVICE}/{KEY}"), Some(&alice))
+        .await
+        .unwrap();
+    assert_eq!(explained.status, 200, "{}", explained.text);
+    assert_eq!(
+        explained.body["leaves"],
+        json!({"/per_second": format!("tenant:tenant-a")})
+    );
+    let layers = explained.body["layers"].as_array().unwrap();
+    assert_eq!(layers[0]["layer"], "global");
+    assert!(
+        layers[0]["updated_by"]
+            .as_str()
+            .is_some_and(|by| !by.is_empty())
+            && layers[0]["updated_at_ms"].as_i64().is_some(),
+        "{}",
+        explained.text
+    );
+    let for_bob = stack
+        .get(&format!("/v1/explain/{SERVICE}/{KEY}"), Some(&bob))
+        .await
+        .unwrap();
+    assert_eq!(
+        for_bob.body["leaves"],
+        json!({"/per_second": "tier:gold", "/burst": "global"})
+    );
+
     // AND the shared change was one journal entry, naming the layer
     let journal = JournalTable::new(aws_sdk_dynamodb::Client::new(&stack.aws), JOURNAL_TABLE);
     let deadline = Instant::now() + Duration::from_secs(5);

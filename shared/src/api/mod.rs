@@ -5,6 +5,8 @@
 //! - `/v1/config/{service}?keys=k1,k2`: up to 50 values (cacheable)
 //! - `/v1/config/{service}`: every key of the service (cacheable)
 //! - `/v1/secure/{service}/{key}`: one value with decryption, never cached
+//! - `/v1/explain/{service}/{key}`: the value with the layer, version and
+//!   writer of each part, never cached
 //! - `PUT`/`DELETE /v1/config/{service}/{key}`, `GET .../history`,
 //!   `POST .../rollback`: administrators only, with `If-Match`, never cached
 //! - the same under `/v1/layers/global/{service}/{key}` and
@@ -24,6 +26,7 @@ use crate::reads::ConfigReads;
 use crate::validate::ServiceName;
 use crate::writes::ConfigWrites;
 
+mod explain;
 mod flush;
 mod platform;
 mod reads;

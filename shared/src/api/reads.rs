@@ -60,6 +60,7 @@ impl ConfigApi {
         let identity = self.verifier.verify_header(request.authorization).await?;
         let tenant = identity.require_tenant()?;
         match route {
+            Route::Explain { service, key } => self.explain(&identity, service, key).await,
             Route::One { service, key } => {
                 let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
                 self.granted(&identity, &service, Access::Plain).await?;

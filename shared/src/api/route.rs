@@ -13,6 +13,10 @@ pub(super) enum Route<'a> {
         service: &'a str,
         key: &'a str,
     },
+    Explain {
+        service: &'a str,
+        key: &'a str,
+    },
     History {
         service: &'a str,
         key: &'a str,
@@ -55,7 +59,13 @@ impl Route<'_> {
     pub(super) fn methods(&self, writes: bool) -> &'static str {
         match (self, writes) {
             (Route::One { .. }, true) => "GET, PUT, DELETE",
-            (Route::One { .. } | Route::Batch { .. } | Route::Secure { .. }, _) => "GET",
+            (
+                Route::One { .. }
+                | Route::Batch { .. }
+                | Route::Secure { .. }
+                | Route::Explain { .. },
+                _,
+            ) => "GET",
             (Route::History { .. }, true) => "GET",
             (Route::Rollback { .. }, true) => "POST",
             (Route::History { .. } | Route::Rollback { .. }, false) => "",
@@ -97,6 +107,7 @@ pub(super) fn route(path: &str) -> Option<Route<'_>> {
         ["v1", "config", service, key] => Some(Route::One { service, key }),
         ["v1", "config", service] => Some(Route::Batch { service }),
         ["v1", "secure", service, key] => Some(Route::Secure { service, key }),
+        ["v1", "explain", service, key] => Some(Route::Explain { service, key }),
         ["v1", "config", service, key, "history"] => Some(Route::History { service, key }),
         ["v1", "config", service, key, "rollback"] => Some(Route::Rollback { service, key }),
         ["v1", "tenants", tenant] => Some(Route::Tenant { tenant }),

@@ -377,6 +377,7 @@ mod tests {
             value,
             version: Some(version),
             kind: ValueKind::Plain,
+            written: Default::default(),
         })
     }
 

@@ -12,7 +12,7 @@ use serde_json::{Map, Number, Value};
 
 use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES, classify_sdk_error};
 use crate::credentials::TenantClient;
-use crate::domain::{Found, ItemKey, PlainValue, ReadMode, ValueKind, decode_text};
+use crate::domain::{Found, ItemKey, PlainValue, ReadMode, ValueKind, WrittenBy, decode_text};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
 use crate::layers::{EntryKey, Layer};
@@ -22,6 +22,9 @@ pub const PARTITION_KEY: &str = "pk";
 pub const SORT_KEY: &str = "sk";
 pub const VALUE_ATTRIBUTE: &str = "value";
 pub const VERSION_ATTRIBUTE: &str = "version";
+/// Who wrote the item's version, and when (Unix ms): set by every write.
+pub const UPDATED_BY_ATTRIBUTE: &str = "updated_by";
+pub const UPDATED_AT_ATTRIBUTE: &str = "updated_at";
 
 /// BatchGetItem may hand back unprocessed keys under load; retry them this
 /// many times with exponential backoff before answering "throttled".
@@ -116,11 +119,13 @@ impl DynamoDbStore {
     fn projection() -> (String, HashMap<String, String>) {
         // `value` is a DynamoDB reserved word, hence the placeholders.
         (
-            "#sk, #v, #ver".to_owned(),
+            "#sk, #v, #ver, #by, #at".to_owned(),
             HashMap::from([
                 ("#sk".to_owned(), SORT_KEY.to_owned()),
                 ("#v".to_owned(), VALUE_ATTRIBUTE.to_owned()),
                 ("#ver".to_owned(), VERSION_ATTRIBUTE.to_owned()),
+                ("#by".to_owned(), UPDATED_BY_ATTRIBUTE.to_owned()),
+                ("#at".to_owned(), UPDATED_AT_ATTRIBUTE.to_owned()),
             ]),
         )
     }
@@ -170,10 +175,21 @@ fn item_to_found(item: &HashMap<String, AttributeValue>) -> Result<Found, StoreE
         Some(AttributeValue::N(n)) => n.parse().ok(),
         _ => None,
     };
+    let written = WrittenBy {
+        actor: match item.get(UPDATED_BY_ATTRIBUTE) {
+            Some(AttributeValue::S(actor)) => Some(actor.clone()),
+            _ => None,
+        },
+        at_ms: match item.get(UPDATED_AT_ATTRIBUTE) {
+            Some(AttributeValue::N(n)) => n.parse().ok(),
+            _ => None,
+        },
+    };
     Ok(Found::Plain(Arc::new(PlainValue {
         value: attribute_to_json(value),
         version,
         kind: ValueKind::Plain,
+        written,
     })))
 }
 

@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES, classify_sdk_error};
 use crate::credentials::TenantClient;
-use crate::domain::{Found, ItemKey, PlainValue, ReadMode, SecretValue, ValueKind, decode_text};
+use crate::domain::{
+    Found, ItemKey, PlainValue, ReadMode, SecretValue, ValueKind, WrittenBy, decode_text,
+};
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
 use crate::layers::{EntryKey, Layer};
@@ -122,6 +124,13 @@ pub(crate) fn sdk_error<
 /// without decryption yields no value at all: the ciphertext is dropped here.
 fn parameter_to_found(parameter: Parameter, mode: ReadMode) -> Found {
     let version = Some(parameter.version);
+    // Parameter Store lists no writer with a value (its history does).
+    let written = WrittenBy {
+        actor: None,
+        at_ms: parameter
+            .last_modified_date
+            .and_then(|at| at.to_millis().ok()),
+    };
     let text = parameter.value.unwrap_or_default();
     match parameter.r#type {
         Some(ParameterType::SecureString) => Found::Secret(match mode {
@@ -136,11 +145,13 @@ fn parameter_to_found(parameter: Parameter, mode: ReadMode) -> Found {
             ),
             version,
             kind: ValueKind::StringList,
+            written,
         })),
         _ => Found::Plain(Arc::new(PlainValue {
             value: decode_text(&text),
             version,
             kind: ValueKind::Plain,
+            written,
         })),
     }
 }

@@ -21,8 +21,7 @@ use crate::store::dynamodb::{
 };
 use crate::validate::{ConfigKey, ServiceName};
 
-pub const UPDATED_BY_ATTRIBUTE: &str = "updated_by";
-pub const UPDATED_AT_ATTRIBUTE: &str = "updated_at";
+pub use crate::store::dynamodb::{UPDATED_AT_ATTRIBUTE, UPDATED_BY_ATTRIBUTE};
 /// TTL attribute of history items (seconds since the epoch).
 pub const EXPIRES_AT_ATTRIBUTE: &str = "expires_at";
 /// `true` on the history item a delete leaves (its tombstone).

@@ -74,6 +74,10 @@ impl MemoryStore {
                 value: value.read_back(),
                 version: Some(version),
                 kind,
+                written: crate::domain::WrittenBy {
+                    actor: Some(actor.0.clone()),
+                    at_ms: Some(now_ms()),
+                },
             })),
         };
         self.put_entry(item, found);
