@@ -9,6 +9,7 @@ use aws_config::SdkConfig;
 use crate::access::{self, QuotaAction};
 use crate::agent_client;
 use crate::events::send_event;
+use crate::layer_commands::{LayerCommand, TenantCommand, run_layer, run_tenant};
 use crate::stack::{StackOutputs, output, resolve};
 use crate::stack_commands::{SignIn, UserCommand, password_or_demo, run_user, run_verify};
 use crate::values::{ParameterKind, Target, default_actor};
@@ -90,6 +91,16 @@ enum Kind {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The shared layers: `layer put global SERVICE KEY VALUE`, `tier:NAME`.
+    Layer {
+        #[command(subcommand)]
+        command: LayerCommand,
+    },
+    /// The tenant registry: each tenant's tier, and whether it is active.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
     /// Write a value (the key's prefix picks the store).
     Put {
         tenant: String,
@@ -318,6 +329,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     };
     let aws = aws_config;
     match cli.command {
+        Command::Layer { command } => run_layer(&target, &aws().await?, command).await?,
+        Command::Tenant { command } => run_tenant(&target, &aws().await?, command).await?,
         Command::Put {
             tenant,
             service,

@@ -20,6 +20,7 @@ pub mod agent_tls;
 pub mod changes;
 pub mod cli;
 pub mod events;
+pub mod layer_commands;
 pub mod stack;
 pub mod stack_commands;
 pub mod tokens;

@@ -81,7 +81,17 @@ impl Target {
 
     /// The writer of the store the key's prefix names.
     pub fn writer(&self, aws: &SdkConfig, item: &ItemKey) -> Result<Box<dyn ConfigWriter>, String> {
-        Ok(match self.store(item)? {
+        self.writer_for_key(aws, &item.key)
+    }
+
+    /// The writer of the store `key`'s prefix names, for an entry of any layer.
+    pub fn writer_for_key(
+        &self,
+        aws: &SdkConfig,
+        key: &ConfigKey,
+    ) -> Result<Box<dyn ConfigWriter>, String> {
+        let store = self.router.route(key).map_err(|e| e.to_string())?;
+        Ok(match store {
             StoreKind::DynamoDb => Box::new(DynamoDbWriter::new(
                 aws_sdk_dynamodb::Client::new(aws),
                 self.table.as_str(),
@@ -243,7 +253,7 @@ impl Target {
     }
 
     /// The schemas in the configuration table, as the API reads them.
-    fn schemas(&self, aws: &SdkConfig) -> Schemas {
+    pub fn schemas(&self, aws: &SdkConfig) -> Schemas {
         Schemas::new(Arc::new(DynamoDbSchemas::new(
             aws_sdk_dynamodb::Client::new(aws),
             self.table.as_str(),

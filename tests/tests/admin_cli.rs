@@ -443,3 +443,89 @@ async fn an_operator_sees_conflicts_history_and_rolls_back_from_the_cli() {
     assert!(history.contains("(SecureString)"), "{history}");
     assert!(!history.contains("rotated-secret") && !history.contains("tenant-a-db-secret"));
 }
+
+#[tokio::test]
+async fn an_operator_sets_shared_layers_and_tiers_from_the_cli() {
+    let stack = LocalStack::start(StackOptions::with_agents(0), &|_, _| {})
+        .await
+        .expect("stack starts");
+    let bob = stdout(&admin(&stack, &["token", "bob"]));
+    let key = "param_config_region_defaults";
+    let read = || async {
+        let answer = stack
+            .get(&format!("/v1/config/{SERVICE}/{key}"), Some(&bob))
+            .await
+            .unwrap();
+        (answer.status, answer.body["value"].clone())
+    };
+
+    // A global default and a gold override, in Parameter Store.
+    for (layer, value) in [
+        ("global", r#"{"region":"eu-west-1","replicas":2}"#),
+        ("tier:gold", r#"{"replicas":5}"#),
+    ] {
+        let put = admin(
+            &stack,
+            &["layer", "put", layer, SERVICE, key, value, "--create"],
+        );
+        assert!(put.status.success(), "{}", stderr(&put));
+    }
+    let until = |want: serde_json::Value| {
+        let read = &read;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let (status, value) = read().await;
+                if status == 200 && value == want {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{status} {value}, want {want}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    until(serde_json::json!({"region": "eu-west-1", "replicas": 2})).await;
+
+    // tenant-b moves to gold: it reads the merge.
+    let set = admin(
+        &stack,
+        &["tenant", "set", "tenant-b", "--tier", "gold", "--create"],
+    );
+    assert!(set.status.success(), "{}", stderr(&set));
+    until(serde_json::json!({"region": "eu-west-1", "replicas": 5})).await;
+    let get = admin(&stack, &["tenant", "get", "tenant-b"]);
+    assert!(
+        stdout(&get).contains(r#""tier":"gold""#),
+        "{}",
+        stdout(&get)
+    );
+
+    // Refused: a secret in a shared layer, a layer that is not one, a stale version.
+    for refused in [
+        vec![
+            "layer",
+            "put",
+            "global",
+            SERVICE,
+            "param_config_x",
+            "s",
+            "--type",
+            "secure-string",
+        ],
+        vec!["layer", "put", "tier:_x", SERVICE, key, "1"],
+        vec!["layer", "put", "tenant-a", SERVICE, key, "1"],
+        vec!["tenant", "set", "tenant-b", "--expect-version", "7"],
+    ] {
+        let output = admin(&stack, &refused);
+        assert!(!output.status.success(), "{refused:?} succeeded");
+    }
+    let history = admin(&stack, &["layer", "history", "tier:gold", SERVICE, key]);
+    assert!(
+        stdout(&history).lines().count() == 1,
+        "{}",
+        stdout(&history)
+    );
+}
