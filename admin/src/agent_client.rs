@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use tenant_config_shared::refresh::proto::GetConfigRequest;
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
+use tenant_config_shared::refresh::proto::{ExplainResponse, GetConfigRequest};
 
 /// GetConfig through the agent at `endpoint` (`http://host:port`) as a caller
 /// with `token`; returns the value's JSON text.
@@ -13,6 +13,37 @@ pub async fn get_config(
     service: &str,
     key: &str,
 ) -> Result<String, tonic::Status> {
+    let (channel, request) = call(endpoint, token, service, key).await?;
+    let response = ConfigReaderClient::new(channel)
+        .get_config(request)
+        .await?
+        .into_inner();
+    Ok(response.value.map(|v| v.value_json).unwrap_or_default())
+}
+
+/// Explain through the agent at `endpoint`: the value, its layers and the
+/// layer of each leaf.
+pub async fn explain(
+    endpoint: &str,
+    token: &str,
+    service: &str,
+    key: &str,
+) -> Result<ExplainResponse, tonic::Status> {
+    let (channel, request) = call(endpoint, token, service, key).await?;
+    Ok(ConfigReaderClient::new(channel)
+        .explain(request)
+        .await?
+        .into_inner())
+}
+
+/// A channel to the agent (5 s to connect, 10 s per call) and a request for
+/// one key carrying the caller's token.
+async fn call(
+    endpoint: &str,
+    token: &str,
+    service: &str,
+    key: &str,
+) -> Result<(tonic::transport::Channel, tonic::Request<GetConfigRequest>), tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
         .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
@@ -28,9 +59,5 @@ pub async fn get_config(
         .parse()
         .map_err(|_| tonic::Status::invalid_argument("token is not valid metadata"))?;
     request.metadata_mut().insert("authorization", bearer);
-    let response = ConfigReaderClient::new(channel)
-        .get_config(request)
-        .await?
-        .into_inner();
-    Ok(response.value.map(|v| v.value_json).unwrap_or_default())
+    Ok((channel, request))
 }

@@ -145,6 +145,16 @@ impl AgentProcess {
     ) -> Result<String, tonic::Status> {
         tenant_config_admin::agent_client::get_config(&self.endpoint(), token, service, key).await
     }
+
+    /// Explain through this agent as a caller with `token`.
+    pub async fn explain(
+        &self,
+        token: &str,
+        service: &str,
+        key: &str,
+    ) -> Result<tenant_config_shared::refresh::proto::ExplainResponse, tonic::Status> {
+        tenant_config_admin::agent_client::explain(&self.endpoint(), token, service, key).await
+    }
 }
 
 impl AgentProcess {

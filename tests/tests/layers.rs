@@ -163,6 +163,23 @@ async fn a_default_a_tier_and_an_exception_reach_every_reader_of_every_tenant() 
         json!({"/per_second": "tier:gold", "/burst": "global"})
     );
 
+    // AND the agent explains the same
+    let from_agent = agent.explain(&bob, SERVICE, KEY).await.unwrap();
+    let leaves: Vec<(String, String)> = from_agent
+        .leaves
+        .iter()
+        .map(|l| (l.pointer.clone(), l.layer.clone()))
+        .collect();
+    assert_eq!(
+        leaves,
+        vec![
+            ("/burst".to_owned(), "global".to_owned()),
+            ("/per_second".to_owned(), "tier:gold".to_owned())
+        ]
+    );
+    assert_eq!(from_agent.layers.len(), 2);
+    assert_eq!(from_agent.layers[1].version, Some(1));
+
     // AND the shared change was one journal entry, naming the layer
     let journal = JournalTable::new(aws_sdk_dynamodb::Client::new(&stack.aws), JOURNAL_TABLE);
     let deadline = Instant::now() + Duration::from_secs(5);

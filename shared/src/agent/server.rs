@@ -17,8 +17,9 @@ use crate::refresh::change::Subject;
 use crate::refresh::proto::config_reader_server::ConfigReader;
 use crate::refresh::proto::config_refresh_server::ConfigRefresh;
 use crate::refresh::proto::{
-    ConfigValue, GetConfigRequest, GetConfigResponse, GetConfigsRequest, GetConfigsResponse,
-    GetServiceRequest, GetServiceResponse, Operation, RefreshRequest, RefreshResponse,
+    ConfigValue, ExplainResponse, GetConfigRequest, GetConfigResponse, GetConfigsRequest,
+    GetConfigsResponse, GetServiceRequest, GetServiceResponse, LayerValue, Leaf, Operation,
+    RefreshRequest, RefreshResponse,
 };
 use crate::refresh::signing::{
     RefreshAuthenticator, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, unix_ms_now,
@@ -117,6 +118,46 @@ impl ConfigReader for ReaderService {
             Ok::<_, ConfigError>(GetConfigResponse {
                 service: service.to_string(),
                 value: Some(config_value(&key, &entry)),
+            })
+        };
+        answer.await.map(Response::new).map_err(|e| status(&e))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<GetConfigRequest>,
+    ) -> Result<Response<ExplainResponse>, Status> {
+        let answer = async {
+            let identity = self.identity(request.metadata()).await?;
+            let body = request.get_ref();
+            let (service, key) = (
+                ServiceName::parse(&body.service)?,
+                ConfigKey::parse(&body.key)?,
+            );
+            let tenant = self.tenant(&identity, &service).await?;
+            let explained = self.reads.explain(&tenant, &service, &key).await?;
+            Ok::<_, ConfigError>(ExplainResponse {
+                service: service.to_string(),
+                value: Some(config_value(&key, &explained.entry)),
+                layers: explained
+                    .layers
+                    .iter()
+                    .map(|(layer, value)| LayerValue {
+                        layer: layer.to_string(),
+                        value_json: value.value.to_string(),
+                        version: value.version,
+                        updated_by: value.written.actor.clone(),
+                        updated_at_ms: value.written.at_ms,
+                    })
+                    .collect(),
+                leaves: explained
+                    .leaves
+                    .iter()
+                    .map(|(pointer, layer)| Leaf {
+                        pointer: pointer.clone(),
+                        layer: layer.to_string(),
+                    })
+                    .collect(),
             })
         };
         answer.await.map(Response::new).map_err(|e| status(&e))
