@@ -15,6 +15,7 @@ mod convergence;
 mod fairness;
 mod fanout;
 mod http;
+mod layers;
 mod lifecycle;
 mod propagation;
 mod resilience;
@@ -95,9 +96,10 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
     match name {
         "fairness" => report.fairness(&stack).await?,
         "warm-read" => report.warm_read(&stack).await?,
+        "layers" => report.layers(&stack).await?,
         other => {
             return Err(format!(
-                "--only knows 'fairness' and 'warm-read', not '{other}'"
+                "--only knows 'fairness', 'warm-read' and 'layers', not '{other}'"
             ));
         }
     }
@@ -122,6 +124,7 @@ async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     report.convergence(&stack).await?;
     report.vending(&stack).await?;
     report.fairness(&stack).await?;
+    report.layers(&stack).await?;
     Ok(report)
 }
 
