@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use crate::cache::{CachedStore, Lookup};
 use crate::catch_up::{CatchUp, Invalidate};
-use crate::domain::{Changed, Found, ItemKey, PlainValue, ReadMode, SecretValue, ValueKind};
+use crate::domain::{Changed, Found, ItemKey, PlainValue, ReadMode, SecretValue};
 use crate::error::ConfigError;
 use crate::kinds::StoreKind;
 use crate::layers::Layer;
 use crate::layers::merge::merge_values;
-use crate::layers::view::{SharedLayers, Underlay};
+use crate::layers::view::{MergeMemo, SharedLayers, Underlay};
 use crate::refresh::change::Subject;
 use crate::routing::KeyRouter;
 use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
@@ -88,6 +88,7 @@ fn effective(
     below: &[(&Layer, &Arc<PlainValue>)],
     own: Option<OwnValue>,
     underlay_stale: Option<Duration>,
+    memo: Option<&MergeMemo>,
 ) -> Option<Entry> {
     let (own, own_stale) = match own {
         Some((value, stale)) => (Some(value), stale),
@@ -99,22 +100,27 @@ fn effective(
         ([], Some(own)) => own,
         ([(_, only)], None) => Arc::clone(only),
         (below, own) => {
-            let mut values: Vec<&serde_json::Value> = below.iter().map(|(_, v)| &v.value).collect();
+            let mut inputs: smallvec::SmallVec<[&Arc<PlainValue>; 3]> =
+                below.iter().map(|(_, v)| *v).collect();
             if let Some(own) = &own {
-                values.push(&own.value);
+                inputs.push(own);
             }
-            let top = own
-                .as_ref()
-                .or_else(|| below.last().map(|(_, v)| *v))
-                .map(|v| (v.version, v.kind));
-            let (version, kind) = top.unwrap_or((None, ValueKind::Plain));
-            // Each layer's writer is what explain answers; the merge has none.
-            Arc::new(PlainValue {
-                value: merge_values(&values)?,
-                version,
-                kind,
-                written: Default::default(),
-            })
+            let merge = || {
+                let values: smallvec::SmallVec<[&serde_json::Value; 3]> =
+                    inputs.iter().map(|v| &v.value).collect();
+                let top = inputs.last()?;
+                // Each layer's writer is what explain answers; the merge has none.
+                Some(Arc::new(PlainValue {
+                    value: merge_values(&values)?,
+                    version: top.version,
+                    kind: top.kind,
+                    written: Default::default(),
+                }))
+            };
+            match memo {
+                Some(memo) => memo.merged(&inputs, merge)?,
+                None => merge()?,
+            }
         }
     };
     Some(Entry {
@@ -153,6 +159,10 @@ impl ConfigReads {
         self
     }
 
+    fn memo(&self) -> Option<&MergeMemo> {
+        self.layers.as_deref().map(SharedLayers::memo)
+    }
+
     /// The shared layers in use, if any.
     pub fn layers(&self) -> Option<&Arc<SharedLayers>> {
         self.layers.as_ref()
@@ -177,11 +187,8 @@ impl ConfigReads {
         service: &ServiceName,
     ) -> Result<Underlay, ConfigError> {
         match &self.layers {
-            Some(layers) => {
-                let tier = self.tier(tenant).await?;
-                Ok(layers.underlay(kind, tier.as_ref(), service).await?)
-            }
-            None => Ok(Underlay { layers: Vec::new() }),
+            Some(layers) => layers.underlay_of(tenant, kind, service).await,
+            None => Ok(Underlay::default()),
         }
     }
 
@@ -234,8 +241,14 @@ impl ConfigReads {
         let own = own_value(own?).map_err(|()| ConfigError::SensitiveValue {
             keys: vec![key.to_string()],
         })?;
-        effective(source, &underlay.values(key), own, underlay.stale())
-            .ok_or_else(|| not_found(service, key))
+        effective(
+            source,
+            &underlay.values(key),
+            own,
+            underlay.stale(),
+            self.memo(),
+        )
+        .ok_or_else(|| not_found(service, key))
     }
 
     /// One value with where each part of it came from (see [`Explained`]).
@@ -265,7 +278,7 @@ impl ConfigReads {
         if let Some((value, _)) = &own {
             layers.push((Layer::Tenant(tenant.clone()), value.clone()));
         }
-        let entry = effective(source, &below, own, underlay.stale())
+        let entry = effective(source, &below, own, underlay.stale(), self.memo())
             .ok_or_else(|| not_found(service, key))?;
         let values: Vec<&serde_json::Value> = layers.iter().map(|(_, v)| &v.value).collect();
         let leaves = crate::layers::merge::merge(&values)
@@ -305,7 +318,7 @@ impl ConfigReads {
             Lookup::Stale { .. } | Lookup::Secret(None) | Lookup::Missing => None,
         };
         let underlay = self.underlay(tenant, source, service).await?;
-        let entry = effective(source, &underlay.values(key), own, None)
+        let entry = effective(source, &underlay.values(key), own, None, self.memo())
             .ok_or_else(|| not_found(service, key))?;
         Ok(SecretEntry {
             source,
@@ -345,7 +358,7 @@ impl ConfigReads {
             let keys = by_store.get(&kind).cloned().unwrap_or_default();
             async move {
                 if keys.is_empty() {
-                    return Ok((HashMap::new(), Underlay { layers: Vec::new() }));
+                    return Ok((HashMap::new(), Underlay::default()));
                 }
                 let (own, underlay) = tokio::join!(
                     self.store(kind).get_many(tenant, service, &keys),
@@ -369,7 +382,13 @@ impl ConfigReads {
                 sensitive.push(key.to_string());
                 continue;
             };
-            match effective(kind, &underlay.values(key), own, underlay.stale()) {
+            match effective(
+                kind,
+                &underlay.values(key),
+                own,
+                underlay.stale(),
+                self.memo(),
+            ) {
                 Some(entry) => batch.values.push((key.clone(), entry)),
                 None => batch.missing.push(key.clone()),
             }
@@ -409,9 +428,9 @@ impl ConfigReads {
             // Every key any layer holds, once, in key order.
             let mut keys: std::collections::BTreeSet<&ConfigKey> =
                 listing.entries.iter().map(|(k, _)| k).collect();
-            for (_, snapshot) in &underlay.layers {
-                config.truncated |= snapshot.listing.truncated;
-                keys.extend(snapshot.listing.entries.iter().map(|(k, _)| k));
+            for snapshot in &underlay.layers {
+                config.truncated |= snapshot.listing().truncated;
+                keys.extend(snapshot.listing().entries.iter().map(|(k, _)| k));
             }
             for key in keys {
                 if self.router.route(key).ok() != Some(kind) {
@@ -430,7 +449,13 @@ impl ConfigReads {
                     Some(Found::Plain(value)) => Some((value.clone(), None)),
                     None => None,
                 };
-                if let Some(entry) = effective(kind, &underlay.values(key), own, underlay.stale()) {
+                if let Some(entry) = effective(
+                    kind,
+                    &underlay.values(key),
+                    own,
+                    underlay.stale(),
+                    self.memo(),
+                ) {
                     config.values.push((key.clone(), entry));
                 }
             }

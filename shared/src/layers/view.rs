@@ -6,13 +6,21 @@
 //! side does no per-tenant work and a reader's memory grows with shared
 //! keys, not with tenants × shared keys. Each tenant's own values stay in
 //! the per-tenant caches ([`crate::cache::CachedStore`]); the effective
-//! value is merged on read ([`super::merge`]).
+//! value is merged on read ([`super::merge`]), and a merge is remembered by
+//! its inputs ([`MergeMemo`]) so a warm read of a layered key copies
+//! nothing.
+//!
+//! The warm path allocates nothing: caches are keyed by a hash of what
+//! they hold, and a hit is checked against the entry's own names.
 
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use moka::future::Cache;
+use moka::sync::Cache;
+use smallvec::{SmallVec, smallvec};
 
 use super::Layer;
 use super::registry::{TenantRecord, TenantRegistry};
@@ -33,57 +41,183 @@ pub struct SharedLayerSettings {
     pub max_tenants: u64,
 }
 
-type SnapshotKey = (StoreKind, Layer, ServiceName);
-
 #[derive(Clone)]
 struct Kept<T> {
     value: T,
     read_at: Instant,
 }
 
+/// One shared layer's entries of one service in one store.
+#[derive(Debug)]
+struct Loaded {
+    kind: StoreKind,
+    layer: Layer,
+    service: ServiceName,
+    listing: Listing,
+}
+
+impl Loaded {
+    fn is(&self, kind: StoreKind, layer: LayerRef<'_>, service: &ServiceName) -> bool {
+        self.kind == kind && layer.names(&self.layer) && &self.service == service
+    }
+}
+
+/// A shared layer named without a copy of its name.
+#[derive(Clone, Copy)]
+enum LayerRef<'a> {
+    Global,
+    Tier(&'a TierName),
+}
+
+impl LayerRef<'_> {
+    fn of(layer: &Layer) -> Option<LayerRef<'_>> {
+        match layer {
+            Layer::Global => Some(LayerRef::Global),
+            Layer::Tier(tier) => Some(LayerRef::Tier(tier)),
+            Layer::Tenant(_) => None,
+        }
+    }
+
+    fn names(self, layer: &Layer) -> bool {
+        match (self, layer) {
+            (LayerRef::Global, Layer::Global) => true,
+            (LayerRef::Tier(a), Layer::Tier(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    fn owned(self) -> Layer {
+        match self {
+            LayerRef::Global => Layer::Global,
+            LayerRef::Tier(tier) => Layer::Tier(tier.clone()),
+        }
+    }
+
+    fn hash_into(self, hasher: &mut impl Hasher) {
+        match self {
+            LayerRef::Global => 0u8.hash(hasher),
+            LayerRef::Tier(tier) => {
+                1u8.hash(hasher);
+                tier.as_str().hash(hasher);
+            }
+        }
+    }
+}
+
 /// A shared layer's entries of one service, as last read.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub listing: Arc<Listing>,
+    loaded: Arc<Loaded>,
     /// Set when the store failed and this is the last good snapshot.
     pub stale: Option<Duration>,
 }
 
 impl Snapshot {
+    pub fn layer(&self) -> &Layer {
+        &self.loaded.layer
+    }
+
+    pub fn listing(&self) -> &Listing {
+        &self.loaded.listing
+    }
+
     /// The layer's plain value of `key`, if it holds one. A SecureString
     /// written around the API into a shared layer is never served.
     pub fn value(&self, key: &ConfigKey) -> Option<&Arc<PlainValue>> {
-        let at = self
-            .listing
-            .entries
-            .binary_search_by(|(k, _)| k.cmp(key))
-            .ok()?;
-        match &self.listing.entries[at].1 {
+        let entries = &self.loaded.listing.entries;
+        let at = entries.binary_search_by(|(k, _)| k.cmp(key)).ok()?;
+        match &entries[at].1 {
             Found::Plain(value) => Some(value),
             Found::Secret(_) => None,
         }
     }
 }
 
+/// Each layer's value of one key, bottom to top (at most three: no heap).
+pub type LayerValues<'a> = SmallVec<[(&'a Layer, &'a Arc<PlainValue>); 3]>;
+
 /// The layers under a tenant's own, for one service and store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Underlay {
     /// Global first, then the tier's (when the tenant has one).
-    pub layers: Vec<(Layer, Snapshot)>,
+    pub layers: SmallVec<[Snapshot; 2]>,
 }
 
 impl Underlay {
     /// Each layer's plain value of `key`, bottom to top.
-    pub fn values<'a>(&'a self, key: &ConfigKey) -> Vec<(&'a Layer, &'a Arc<PlainValue>)> {
+    pub fn values<'a>(&'a self, key: &ConfigKey) -> LayerValues<'a> {
         self.layers
             .iter()
-            .filter_map(|(layer, snapshot)| snapshot.value(key).map(|v| (layer, v)))
+            .filter_map(|snapshot| snapshot.value(key).map(|v| (snapshot.layer(), v)))
             .collect()
     }
 
     /// How long ago the oldest stale snapshot was read, if any is stale.
     pub fn stale(&self) -> Option<Duration> {
-        self.layers.iter().filter_map(|(_, s)| s.stale).max()
+        self.layers.iter().filter_map(|s| s.stale).max()
+    }
+}
+
+/// A tenant's registration as a reader keeps it.
+#[derive(Debug)]
+struct Registration {
+    tenant: TenantId,
+    record: TenantRecord,
+}
+
+/// Merged values remembered by their inputs: the same layer values (the
+/// same `Arc`s, kept alive here so their addresses cannot be reused) merge
+/// to the same value, whoever reads them. Invalidation is free: a changed
+/// layer is a new `Arc`, hence a new key.
+pub struct MergeMemo {
+    cache: Cache<[usize; 3], Arc<Memo>>,
+}
+
+struct Memo {
+    inputs: Vec<Arc<PlainValue>>,
+    merged: Arc<PlainValue>,
+}
+
+impl MergeMemo {
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            cache: Cache::new(capacity),
+        }
+    }
+
+    /// The merge of `inputs` (2 or 3 layers, bottom to top): remembered, or
+    /// made by `merge` and remembered.
+    pub fn merged(
+        &self,
+        inputs: &[&Arc<PlainValue>],
+        merge: impl FnOnce() -> Option<Arc<PlainValue>>,
+    ) -> Option<Arc<PlainValue>> {
+        if inputs.len() > 3 {
+            return merge();
+        }
+        let mut key = [0usize; 3];
+        for (slot, input) in key.iter_mut().zip(inputs) {
+            *slot = Arc::as_ptr(input) as usize;
+        }
+        if let Some(memo) = self.cache.get(&key)
+            && memo.inputs.len() == inputs.len()
+            && memo
+                .inputs
+                .iter()
+                .zip(inputs)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        {
+            return Some(memo.merged.clone());
+        }
+        let merged = merge()?;
+        self.cache.insert(
+            key,
+            Arc::new(Memo {
+                inputs: inputs.iter().map(|v| Arc::clone(v)).collect(),
+                merged: merged.clone(),
+            }),
+        );
+        Some(merged)
     }
 }
 
@@ -91,10 +225,12 @@ pub struct SharedLayers {
     dynamodb: Arc<dyn ConfigStore>,
     parameters: Arc<dyn ConfigStore>,
     registry: Arc<dyn TenantRegistry>,
-    snapshots: Cache<SnapshotKey, Arc<Listing>>,
-    last_good_snapshots: Cache<SnapshotKey, Kept<Arc<Listing>>>,
-    registrations: Cache<TenantId, TenantRecord>,
-    last_good_registrations: Cache<TenantId, Kept<TenantRecord>>,
+    hasher: RandomState,
+    snapshots: Cache<u64, Arc<Loaded>>,
+    last_good_snapshots: Cache<u64, Kept<Arc<Loaded>>>,
+    registrations: Cache<u64, Arc<Registration>>,
+    last_good_registrations: Cache<u64, Kept<Arc<Registration>>>,
+    memo: MergeMemo,
     /// Bumped by every invalidation: a load that saw it move is returned
     /// but not kept (it may predate the change).
     epoch: AtomicU64,
@@ -103,6 +239,13 @@ pub struct SharedLayers {
     /// when its last call counts as failed: calls with a last good value
     /// to fall back on are not made again until then.
     failing_until: std::sync::Mutex<[Option<Instant>; 2]>,
+}
+
+fn bounded<V: Clone + Send + Sync + 'static>(capacity: u64, ttl: Duration) -> Cache<u64, V> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .time_to_live(ttl)
+        .build()
 }
 
 fn slot(kind: StoreKind) -> usize {
@@ -125,26 +268,33 @@ impl SharedLayers {
             dynamodb,
             parameters,
             registry,
-            snapshots: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(ttl)
-                .build(),
-            last_good_snapshots: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(kept)
-                .build(),
-            registrations: Cache::builder()
-                .max_capacity(settings.max_tenants)
-                .time_to_live(ttl)
-                .build(),
-            last_good_registrations: Cache::builder()
-                .max_capacity(settings.max_tenants)
-                .time_to_live(kept)
-                .build(),
+            hasher: RandomState::new(),
+            snapshots: bounded(10_000, ttl),
+            last_good_snapshots: bounded(10_000, kept),
+            registrations: bounded(settings.max_tenants, ttl),
+            last_good_registrations: bounded(settings.max_tenants, kept),
+            memo: MergeMemo::new(settings.max_tenants.max(1000) * 4),
             epoch: AtomicU64::new(0),
             stale: settings.stale,
             failing_until: std::sync::Mutex::new([None, None]),
         }
+    }
+
+    /// Remembered merges of layer values (see [`MergeMemo`]).
+    pub fn memo(&self) -> &MergeMemo {
+        &self.memo
+    }
+
+    fn snapshot_key(&self, kind: StoreKind, layer: LayerRef<'_>, service: &ServiceName) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        kind.hash(&mut hasher);
+        layer.hash_into(&mut hasher);
+        service.as_str().hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn tenant_key(&self, tenant: &TenantId) -> u64 {
+        self.hasher.hash_one(tenant.as_str())
     }
 
     fn failing(&self, kind: StoreKind) -> bool {
@@ -193,13 +343,17 @@ impl SharedLayers {
         }
     }
 
-    /// The tenant's registration (unregistered: no tier, active). While the
-    /// registry fails, the last one read stands in; without one, the error.
-    pub async fn registration(&self, tenant: &TenantId) -> Result<TenantRecord, StoreError> {
-        if let Some(record) = self.registrations.get(tenant).await {
-            return Ok(record);
+    async fn registered(&self, tenant: &TenantId) -> Result<Arc<Registration>, StoreError> {
+        let key = self.tenant_key(tenant);
+        if let Some(registration) = self.registrations.get(&key)
+            && &registration.tenant == tenant
+        {
+            return Ok(registration);
         }
-        let last_good = self.last_good_registrations.get(tenant).await;
+        let last_good = self
+            .last_good_registrations
+            .get(&key)
+            .filter(|kept| &kept.value.tenant == tenant);
         if let Some(kept) = &last_good
             && self.failing(StoreKind::DynamoDb)
         {
@@ -213,22 +367,21 @@ impl SharedLayers {
         );
         match read.await {
             Ok(registered) => {
-                let record = registered.map_or_else(TenantRecord::unregistered, |r| r.record);
+                let registration = Arc::new(Registration {
+                    tenant: tenant.clone(),
+                    record: registered.map_or_else(TenantRecord::unregistered, |r| r.record),
+                });
                 if self.epoch.load(Ordering::Acquire) == epoch {
-                    self.registrations
-                        .insert(tenant.clone(), record.clone())
-                        .await;
-                    self.last_good_registrations
-                        .insert(
-                            tenant.clone(),
-                            Kept {
-                                value: record.clone(),
-                                read_at: Instant::now(),
-                            },
-                        )
-                        .await;
+                    self.registrations.insert(key, registration.clone());
+                    self.last_good_registrations.insert(
+                        key,
+                        Kept {
+                            value: registration.clone(),
+                            read_at: Instant::now(),
+                        },
+                    );
                 }
-                Ok(record)
+                Ok(registration)
             }
             Err(err) => match last_good {
                 Some(kept) => {
@@ -240,13 +393,36 @@ impl SharedLayers {
         }
     }
 
+    /// The tenant's registration (unregistered: no tier, active). While the
+    /// registry fails, the last one read stands in; without one, the error.
+    pub async fn registration(&self, tenant: &TenantId) -> Result<TenantRecord, StoreError> {
+        Ok(self.registered(tenant).await?.record.clone())
+    }
+
     /// The tenant's tier, refusing an inactive tenant (403).
     pub async fn active_tier(&self, tenant: &TenantId) -> Result<Option<TierName>, ConfigError> {
-        let record = self.registration(tenant).await?;
-        if !record.active {
+        let registration = self.registered(tenant).await?;
+        if !registration.record.active {
             return Err(ConfigError::TenantInactive);
         }
-        Ok(record.tier)
+        Ok(registration.record.tier.clone())
+    }
+
+    /// The layers under the tenant's own in one store: its tier's and the
+    /// global one (403 for an inactive tenant).
+    pub async fn underlay_of(
+        &self,
+        tenant: &TenantId,
+        kind: StoreKind,
+        service: &ServiceName,
+    ) -> Result<Underlay, ConfigError> {
+        let registration = self.registered(tenant).await?;
+        if !registration.record.active {
+            return Err(ConfigError::TenantInactive);
+        }
+        Ok(self
+            .underlay(kind, registration.record.tier.as_ref(), service)
+            .await?)
     }
 
     /// One shared layer's entries of a service in one store.
@@ -256,57 +432,95 @@ impl SharedLayers {
         layer: &Layer,
         service: &ServiceName,
     ) -> Result<Snapshot, StoreError> {
-        let key = (kind, layer.clone(), service.clone());
-        if let Some(listing) = self.snapshots.get(&key).await {
+        let layer = LayerRef::of(layer).ok_or_else(|| StoreError::Unavailable {
+            store: kind,
+            detail: "a tenant's own layer has no shared snapshot".to_owned(),
+        })?;
+        self.snapshot_of(kind, layer, service).await
+    }
+
+    /// A snapshot in memory (not expired), if there is one.
+    fn cached(
+        &self,
+        kind: StoreKind,
+        layer: LayerRef<'_>,
+        service: &ServiceName,
+    ) -> Option<Snapshot> {
+        let loaded = self
+            .snapshots
+            .get(&self.snapshot_key(kind, layer, service))?;
+        loaded.is(kind, layer, service).then_some(Snapshot {
+            loaded,
+            stale: None,
+        })
+    }
+
+    async fn snapshot_of(
+        &self,
+        kind: StoreKind,
+        layer: LayerRef<'_>,
+        service: &ServiceName,
+    ) -> Result<Snapshot, StoreError> {
+        let key = self.snapshot_key(kind, layer, service);
+        if let Some(loaded) = self.snapshots.get(&key)
+            && loaded.is(kind, layer, service)
+        {
             return Ok(Snapshot {
-                listing,
+                loaded,
                 stale: None,
             });
         }
-        let last_good = self.last_good_snapshots.get(&key).await;
+        let last_good = self
+            .last_good_snapshots
+            .get(&key)
+            .filter(|kept| kept.value.is(kind, layer, service));
         if let Some(kept) = &last_good
             && self.failing(kind)
         {
             return Ok(Snapshot {
-                listing: kept.value.clone(),
+                loaded: kept.value.clone(),
                 stale: Some(kept.read_at.elapsed()),
             });
         }
+        let owned = layer.owned();
         let epoch = self.epoch.load(Ordering::Acquire);
         let read = self.call(
             kind,
             last_good.is_some(),
-            self.store(kind).list_layer(layer, service),
+            self.store(kind).list_layer(&owned, service),
         );
         match read.await {
             Ok(listing) => {
                 if listing.truncated {
-                    tracing::error!(%layer, %service, store = kind.as_str(), "a shared layer holds more keys than one listing: the rest are not served");
+                    tracing::error!(layer = %owned, %service, store = kind.as_str(), "a shared layer holds more keys than one listing: the rest are not served");
                 }
-                let listing = Arc::new(listing);
+                let loaded = Arc::new(Loaded {
+                    kind,
+                    layer: owned,
+                    service: service.clone(),
+                    listing,
+                });
                 if self.epoch.load(Ordering::Acquire) == epoch {
-                    self.snapshots.insert(key.clone(), listing.clone()).await;
-                    self.last_good_snapshots
-                        .insert(
-                            key,
-                            Kept {
-                                value: listing.clone(),
-                                read_at: Instant::now(),
-                            },
-                        )
-                        .await;
+                    self.snapshots.insert(key, loaded.clone());
+                    self.last_good_snapshots.insert(
+                        key,
+                        Kept {
+                            value: loaded.clone(),
+                            read_at: Instant::now(),
+                        },
+                    );
                 }
                 Ok(Snapshot {
-                    listing,
+                    loaded,
                     stale: None,
                 })
             }
             Err(err) => match last_good {
                 Some(kept) => {
                     let age = kept.read_at.elapsed();
-                    tracing::warn!(%layer, %service, store = kind.as_str(), error = %err, age_ms = age.as_millis() as u64, "served the last good shared layer");
+                    tracing::warn!(layer = %kept.value.layer, %service, store = kind.as_str(), error = %err, age_ms = age.as_millis() as u64, "served the last good shared layer");
                     Ok(Snapshot {
-                        listing: kept.value,
+                        loaded: kept.value,
                         stale: Some(age),
                     })
                 }
@@ -322,18 +536,21 @@ impl SharedLayers {
         tier: Option<&TierName>,
         service: &ServiceName,
     ) -> Result<Underlay, StoreError> {
-        let global = self.snapshot(kind, &Layer::Global, service);
-        let mut layers = Vec::with_capacity(2);
-        match tier {
-            Some(tier) => {
-                let tier = Layer::Tier(tier.clone());
-                let (global, tiered) =
-                    tokio::try_join!(global, self.snapshot(kind, &tier, service))?;
-                layers.push((Layer::Global, global));
-                layers.push((tier, tiered));
+        // Warm: both in memory, answered without a future in between.
+        let global = self.cached(kind, LayerRef::Global, service);
+        let tiered = tier.map(|tier| self.cached(kind, LayerRef::Tier(tier), service));
+        let layers = match (global, tier, tiered) {
+            (Some(global), None, _) => smallvec![global],
+            (Some(global), Some(_), Some(Some(tiered))) => smallvec![global, tiered],
+            (_, None, _) => smallvec![self.snapshot_of(kind, LayerRef::Global, service).await?],
+            (_, Some(tier), _) => {
+                let (global, tiered) = tokio::try_join!(
+                    self.snapshot_of(kind, LayerRef::Global, service),
+                    self.snapshot_of(kind, LayerRef::Tier(tier), service)
+                )?;
+                smallvec![global, tiered]
             }
-            None => layers.push((Layer::Global, global.await?)),
-        }
+        };
         Ok(Underlay { layers })
     }
 
@@ -341,19 +558,22 @@ impl SharedLayers {
     /// service (the last good one stays, for a failing store).
     pub async fn invalidate_layer(&self, layer: &Layer, service: &ServiceName) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        let Some(layer) = LayerRef::of(layer) else {
+            return;
+        };
         for kind in [StoreKind::DynamoDb, StoreKind::ParameterStore] {
             self.snapshots
-                .invalidate(&(kind, layer.clone(), service.clone()))
-                .await;
+                .invalidate(&self.snapshot_key(kind, layer, service));
         }
     }
 
     /// A tenant's registration changed (its tier, or whether it is active).
     pub async fn invalidate_registration(&self, tenant: &TenantId) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.registrations.invalidate(tenant).await;
+        let key = self.tenant_key(tenant);
+        self.registrations.invalidate(&key);
         // A deactivation must not be undone by an older record standing in.
-        self.last_good_registrations.invalidate(tenant).await;
+        self.last_good_registrations.invalidate(&key);
     }
 
     pub fn invalidate_all(&self) {
@@ -409,6 +629,38 @@ mod tests {
             service: ServiceName::parse("billing").unwrap(),
             key: ConfigKey::parse("param_config_limits").unwrap(),
         }
+    }
+
+    #[test]
+    fn a_merge_is_remembered_by_its_inputs_and_a_changed_layer_merges_again() {
+        let memo = MergeMemo::new(100);
+        let (global, tier) = (plain(json!({"a": 1, "b": 1}), 1), plain(json!({"b": 2}), 1));
+        let merges = std::cell::Cell::new(0);
+        let merge = |inputs: &[&Arc<PlainValue>]| {
+            merges.set(merges.get() + 1);
+            let values: Vec<&serde_json::Value> = inputs.iter().map(|v| &v.value).collect();
+            Some(plain(crate::layers::merge::merge_values(&values)?, 1))
+        };
+        // GIVEN two reads of the same layer values
+        let first = memo
+            .merged(&[&global, &tier], || merge(&[&global, &tier]))
+            .unwrap();
+        let second = memo
+            .merged(&[&global, &tier], || merge(&[&global, &tier]))
+            .unwrap();
+        // THEN they merged once and share one value
+        assert_eq!(merges.get(), 1);
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(first.value, json!({"a": 1, "b": 2}));
+        // WHEN a layer changes (a new value, so a new Arc) THEN it merges again
+        let changed = plain(json!({"b": 3}), 2);
+        let third = memo
+            .merged(&[&global, &changed], || merge(&[&global, &changed]))
+            .unwrap();
+        assert_eq!(
+            (merges.get(), third.value.clone()),
+            (2, json!({"a": 1, "b": 3}))
+        );
     }
 
     #[tokio::test]
