@@ -213,19 +213,9 @@ impl Report {
             .into_iter()
             .reduce(|(q, l), (q2, l2)| (q.pooled(q2), l.pooled(l2)))
             .ok_or("no round")?;
-        let unlimited = self
-            .phase(
-                stack,
-                &own,
-                &b_keys,
-                Noise::Noisy {
-                    limits: false,
-                    writes: true,
-                },
-                phase_length,
-            )
-            .await?;
-        // Where the rest of the gap comes from: A's reads alone, no writes.
+        // Where the rest of the gap comes from: A's reads alone, no writes
+        // (before the phase without limits, whose flood of store calls moto
+        // is still answering for a while after it ends).
         let reads_only = self
             .phase(
                 stack,
@@ -234,6 +224,18 @@ impl Report {
                 Noise::Noisy {
                     limits: true,
                     writes: false,
+                },
+                phase_length,
+            )
+            .await?;
+        let unlimited = self
+            .phase(
+                stack,
+                &own,
+                &b_keys,
+                Noise::Noisy {
+                    limits: false,
+                    writes: true,
                 },
                 phase_length,
             )
