@@ -105,7 +105,7 @@ pub enum TenantCommand {
     /// Show a tenant's tier and whether it is active.
     Get { tenant: String },
     /// Register a tenant: its tier (none without --tier), active unless
-    /// --inactive (an inactive tenant's reads and writes are refused).
+    /// --inactive (an inactive tenant's reads are refused; writes not yet).
     Set {
         tenant: String,
         #[arg(long)]

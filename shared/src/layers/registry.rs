@@ -39,7 +39,8 @@ const UPDATED_AT: &str = "updated_at";
 pub struct TenantRecord {
     /// The tier whose layer sits between the global layer and the tenant's.
     pub tier: Option<TierName>,
-    /// An inactive tenant's reads and writes are refused.
+    /// An inactive tenant's reads are refused (403 `tenant_inactive`); its
+    /// administrators' writes are not refused yet.
     pub active: bool,
 }
 
