@@ -66,34 +66,16 @@ impl RoleAssumer for StsTenantRole {
             .value(tenant.as_str())
             .build()
             .map_err(CredentialsError::invalid_configuration)?;
-        crate::metrics::metrics().add(crate::metrics::Counter::AssumeRoles, 1);
-        let output = self
-            .sts
-            .assume_role()
-            .role_arn(&self.role_arn)
-            .role_session_name(session_name(tenant))
-            .tags(tag)
-            .duration_seconds(self.session.as_secs().clamp(900, 43_200) as i32)
-            .send()
-            .await
-            .map_err(|e| {
-                CredentialsError::provider_error(
-                    aws_sdk_sts::error::DisplayErrorContext(e).to_string(),
-                )
-            })?;
-        let credentials = output
-            .credentials
-            .ok_or_else(|| CredentialsError::unhandled("AssumeRole returned no credentials"))?;
-        let expiry = std::time::SystemTime::try_from(credentials.expiration)
-            .map_err(|e| CredentialsError::unhandled(e.to_string()))?;
-        tracing::info!(%tenant, expires = %credentials.expiration, "assumed the tenant role");
-        Ok(Credentials::new(
-            credentials.access_key_id,
-            credentials.secret_access_key,
-            Some(credentials.session_token),
-            Some(expiry),
+        assume_role(
+            &self.sts,
+            &self.role_arn,
+            &session_name(tenant),
+            Some(tag),
+            self.session,
             "tenant-config-tenant-role",
-        ))
+        )
+        .await
+        .inspect(|c| tracing::info!(%tenant, expires = ?c.expiry(), "assumed the tenant role"))
     }
 }
 
@@ -127,33 +109,16 @@ impl StsPlatformRole {
     }
 
     async fn assume(&self) -> Result<Credentials, CredentialsError> {
-        crate::metrics::metrics().add(crate::metrics::Counter::AssumeRoles, 1);
-        let output = self
-            .sts
-            .assume_role()
-            .role_arn(&self.role_arn)
-            .role_session_name("tenant-config-platform")
-            .duration_seconds(self.session.as_secs().clamp(900, 43_200) as i32)
-            .send()
-            .await
-            .map_err(|e| {
-                CredentialsError::provider_error(
-                    aws_sdk_sts::error::DisplayErrorContext(e).to_string(),
-                )
-            })?;
-        let credentials = output
-            .credentials
-            .ok_or_else(|| CredentialsError::unhandled("AssumeRole returned no credentials"))?;
-        let expiry = std::time::SystemTime::try_from(credentials.expiration)
-            .map_err(|e| CredentialsError::unhandled(e.to_string()))?;
-        tracing::info!(expires = %credentials.expiration, "assumed the platform write role");
-        Ok(Credentials::new(
-            credentials.access_key_id,
-            credentials.secret_access_key,
-            Some(credentials.session_token),
-            Some(expiry),
+        assume_role(
+            &self.sts,
+            &self.role_arn,
+            "tenant-config-platform",
+            None,
+            self.session,
             "tenant-config-platform-role",
-        ))
+        )
+        .await
+        .inspect(|c| tracing::info!(expires = ?c.expiry(), "assumed the platform write role"))
     }
 }
 
@@ -164,6 +129,43 @@ impl ProvideCredentials for StsPlatformRole {
     {
         future::ProvideCredentials::new(self.assume())
     }
+}
+
+/// One AssumeRole (tagged when `tag` is given), counted, as credentials
+/// that expire with the session; the tenant roles and the platform role
+/// are assumed alike.
+async fn assume_role(
+    sts: &aws_sdk_sts::Client,
+    role_arn: &str,
+    session_name: &str,
+    tag: Option<aws_sdk_sts::types::Tag>,
+    session: Duration,
+    provider_name: &'static str,
+) -> Result<Credentials, CredentialsError> {
+    crate::metrics::metrics().add(crate::metrics::Counter::AssumeRoles, 1);
+    let output = sts
+        .assume_role()
+        .role_arn(role_arn)
+        .role_session_name(session_name)
+        .set_tags(tag.map(|tag| vec![tag]))
+        .duration_seconds(session.as_secs().clamp(900, 43_200) as i32)
+        .send()
+        .await
+        .map_err(|e| {
+            CredentialsError::provider_error(aws_sdk_sts::error::DisplayErrorContext(e).to_string())
+        })?;
+    let credentials = output
+        .credentials
+        .ok_or_else(|| CredentialsError::unhandled("AssumeRole returned no credentials"))?;
+    let expiry = std::time::SystemTime::try_from(credentials.expiration)
+        .map_err(|e| CredentialsError::unhandled(e.to_string()))?;
+    Ok(Credentials::new(
+        credentials.access_key_id,
+        credentials.secret_access_key,
+        Some(credentials.session_token),
+        Some(expiry),
+        provider_name,
+    ))
 }
 
 /// One tenant's credentials provider (the SDK caches what it returns).

@@ -23,6 +23,37 @@ pub trait GroupMembership: Send + Sync {
     async fn is_member(&self, username: &str, group: &str) -> Result<bool, String>;
 }
 
+/// Whether the caller may act as a member of `group`: its token says so,
+/// and the pool (when asked) still does; 403 otherwise, 503 when the pool
+/// cannot say. Tenant and platform administrators are checked alike.
+pub async fn require_member(
+    identity: &crate::auth::Identity,
+    group: &str,
+    membership: Option<&dyn GroupMembership>,
+) -> Result<(), crate::error::ConfigError> {
+    use crate::error::ConfigError;
+    let refused = || ConfigError::NotAnAdministrator {
+        group: group.to_owned(),
+    };
+    if !identity.in_group(group) {
+        return Err(refused());
+    }
+    match membership {
+        None => Ok(()),
+        Some(membership) => match membership.is_member(&identity.username, group).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::warn!(subject = %identity.subject, %group, "write refused: no longer in the group");
+                Err(refused())
+            }
+            Err(detail) => {
+                tracing::error!(%detail, %group, "write refused: group membership cannot be checked");
+                Err(ConfigError::MembershipUnavailable(detail))
+            }
+        },
+    }
+}
+
 /// The user pool's answer, through AdminListGroupsForUser.
 pub struct CognitoGroupMembership {
     client: Client,

@@ -222,13 +222,15 @@ impl ConfigReads {
         self.router.route(key)
     }
 
-    /// One non-secret value. A SecureString answers 409.
-    pub async fn get(
+    /// One key's own (cached) value and the layers under it, read side by
+    /// side after catching up: what [`Self::get`] and [`Self::explain`]
+    /// merge. A SecureString of the tenant answers 409.
+    async fn lookup_layers(
         &self,
         tenant: &TenantId,
         service: &ServiceName,
         key: &ConfigKey,
-    ) -> Result<Entry, ConfigError> {
+    ) -> Result<(StoreKind, Option<OwnValue>, Underlay), ConfigError> {
         let source = self.router.route(key)?;
         let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
         self.converge().await;
@@ -241,6 +243,17 @@ impl ConfigReads {
         let own = own_value(own?).map_err(|()| ConfigError::SensitiveValue {
             keys: vec![key.to_string()],
         })?;
+        Ok((source, own, underlay))
+    }
+
+    /// One non-secret value. A SecureString answers 409.
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<Entry, ConfigError> {
+        let (source, own, underlay) = self.lookup_layers(tenant, service, key).await?;
         effective(
             source,
             &underlay.values(key),
@@ -259,17 +272,7 @@ impl ConfigReads {
         service: &ServiceName,
         key: &ConfigKey,
     ) -> Result<Explained, ConfigError> {
-        let source = self.router.route(key)?;
-        let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
-        self.converge().await;
-        let (own, underlay) = tokio::join!(
-            self.store(source).get(&item, ReadMode::Plain),
-            self.underlay(tenant, source, service)
-        );
-        let underlay = underlay?;
-        let own = own_value(own?).map_err(|()| ConfigError::SensitiveValue {
-            keys: vec![key.to_string()],
-        })?;
+        let (source, own, underlay) = self.lookup_layers(tenant, service, key).await?;
         let below = underlay.values(key);
         let mut layers: Vec<(Layer, Arc<PlainValue>)> = below
             .iter()

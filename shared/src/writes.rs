@@ -12,7 +12,7 @@ use crate::auth::Identity;
 use crate::domain::StoreKind;
 use crate::error::ConfigError;
 use crate::layers::{EntryKey, Layer};
-use crate::membership::GroupMembership;
+use crate::membership::{GroupMembership, require_member};
 use crate::metrics::{Counter, metrics};
 use crate::quota::{QuotaError, RememberedRefusals, WriteQuotas, current_second, refusal};
 use crate::routing::KeyRouter;
@@ -130,28 +130,7 @@ impl ConfigWrites {
     /// cannot say).
     pub async fn authorize<'a>(&self, identity: &'a Identity) -> Result<&'a TenantId, ConfigError> {
         let tenant = identity.require_tenant()?;
-        let not_an_administrator = || ConfigError::NotAnAdministrator {
-            group: self.admin_group.clone(),
-        };
-        if !identity.in_group(&self.admin_group) {
-            return Err(not_an_administrator());
-        }
-        if let Some(membership) = &self.membership {
-            match membership
-                .is_member(&identity.username, &self.admin_group)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(subject = %identity.subject, group = %self.admin_group, "write refused: no longer in the administrators' group");
-                    return Err(not_an_administrator());
-                }
-                Err(detail) => {
-                    tracing::error!(%detail, "write refused: group membership cannot be checked");
-                    return Err(ConfigError::MembershipUnavailable(detail));
-                }
-            }
-        }
+        require_member(identity, &self.admin_group, self.membership.as_deref()).await?;
         Ok(tenant)
     }
 

@@ -15,7 +15,7 @@ use crate::auth::Identity;
 use crate::domain::StoreKind;
 use crate::error::ConfigError;
 use crate::kinds::Field;
-use crate::membership::GroupMembership;
+use crate::membership::{GroupMembership, require_member};
 use crate::routing::KeyRouter;
 use crate::schema::Schemas;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
@@ -84,26 +84,7 @@ impl PlatformWrites {
     /// 403 unless the caller is a platform administrator now (503 when the
     /// pool cannot say).
     pub async fn authorize(&self, identity: &Identity) -> Result<(), ConfigError> {
-        let refused = || ConfigError::NotAnAdministrator {
-            group: self.group.clone(),
-        };
-        if !identity.in_group(&self.group) {
-            return Err(refused());
-        }
-        if let Some(membership) = &self.membership {
-            match membership.is_member(&identity.username, &self.group).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(subject = %identity.subject, group = %self.group, "platform write refused: no longer in the group");
-                    return Err(refused());
-                }
-                Err(detail) => {
-                    tracing::error!(%detail, "platform write refused: group membership cannot be checked");
-                    return Err(ConfigError::MembershipUnavailable(detail));
-                }
-            }
-        }
-        Ok(())
+        require_member(identity, &self.group, self.membership.as_deref()).await
     }
 
     fn target(
