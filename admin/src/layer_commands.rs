@@ -1,15 +1,26 @@
 //! `tenant-config-admin layer ...` and `tenant ...`: the shared layers
-//! (global, tiers) and the tenant registry, written straight through the
-//! writer port with the operator's credentials, by the API's rules: no
-//! SecureString in a shared layer, values checked against their schema,
+//! (global, tiers), their guardrails and the tenant registry, written with
+//! the operator's credentials by the API's own use cases
+//! ([`PlatformWrites`]): no SecureString in a shared layer, every change
+//! weighed against every tenant first (`--dry-run` shows the blast radius;
+//! a change that breaks tenants needs `--force`, recorded as forced),
 //! versions expected where given.
+
+use std::sync::Arc;
 
 use aws_config::SdkConfig;
 use clap::{Args, Subcommand, ValueEnum};
+use tenant_config_shared::layers::blast::{BlastRadius, BlastReport};
+use tenant_config_shared::layers::guardrails::{DynamoDbGuardrails, Guardrail, GuardrailStore, Guardrails};
+use tenant_config_shared::layers::overrides::DynamoDbOverrides;
+use tenant_config_shared::layers::platform::{Landing, PlatformWrites, Weighed};
 use tenant_config_shared::layers::registry::{DynamoDbRegistry, TenantRecord, TenantRegistry};
 use tenant_config_shared::layers::{EntryKey, Layer};
-use tenant_config_shared::write::{Actor, Expected, NewValue, ValueKind, WriteError, now_ms};
-use tenant_config_shared::writes::{checked_put, checked_rollback};
+use tenant_config_shared::store::{DynamoDbStore, ParameterStore};
+use tenant_config_shared::write::{
+    Actor, DynamoDbVersionLocks, DynamoDbWriter, Expected, NewValue, ParameterWriter, ValueKind,
+    now_ms,
+};
 use tenant_config_shared::{ConfigKey, ServiceName, TenantId, TierName};
 
 use crate::values::{Target, default_actor};
@@ -52,6 +63,27 @@ impl Precondition {
     }
 }
 
+#[derive(Args)]
+pub struct Weighing {
+    /// Show the blast radius (tenants whose value changes, keep their own,
+    /// or would fail a schema or guardrail) and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Land a change that breaks tenants anyway (recorded as forced).
+    #[arg(long, conflicts_with = "dry_run")]
+    force: bool,
+}
+
+impl Weighing {
+    fn landing(&self) -> Landing {
+        match (self.dry_run, self.force) {
+            (true, _) => Landing::DryRun,
+            (false, true) => Landing::Force,
+            (false, false) => Landing::Land,
+        }
+    }
+}
+
 /// The types a shared layer may hold (never a SecureString).
 #[derive(Clone, Copy, ValueEnum)]
 pub enum SharedKind {
@@ -71,6 +103,8 @@ pub enum LayerCommand {
         kind: SharedKind,
         #[command(flatten)]
         when: Precondition,
+        #[command(flatten)]
+        weighing: Weighing,
     },
     /// Delete a value of a shared layer.
     Delete {
@@ -79,6 +113,8 @@ pub enum LayerCommand {
         key: String,
         #[command(flatten)]
         when: Precondition,
+        #[command(flatten)]
+        weighing: Weighing,
     },
     /// List a shared value's versions, newest first.
     History {
@@ -97,6 +133,40 @@ pub enum LayerCommand {
         to: i64,
         #[command(flatten)]
         when: Precondition,
+        #[command(flatten)]
+        weighing: Weighing,
+    },
+    /// Show a shared layer's guardrail of a key.
+    GuardrailGet {
+        layer: String,
+        service: String,
+        key: String,
+    },
+    /// Set a shared layer's guardrail of a key: --lock (no tenant it
+    /// reaches may hold its own value) and/or --schema (a JSON Schema every
+    /// effective value it reaches must satisfy).
+    GuardrailSet {
+        layer: String,
+        service: String,
+        key: String,
+        #[arg(long)]
+        lock: bool,
+        #[arg(long)]
+        schema: Option<String>,
+        #[command(flatten)]
+        when: Precondition,
+        #[command(flatten)]
+        weighing: Weighing,
+    },
+    /// Remove a shared layer's guardrail of a key.
+    GuardrailDelete {
+        layer: String,
+        service: String,
+        key: String,
+        #[command(flatten)]
+        when: Precondition,
+        #[command(flatten)]
+        weighing: Weighing,
     },
 }
 
@@ -105,7 +175,7 @@ pub enum TenantCommand {
     /// Show a tenant's tier and whether it is active.
     Get { tenant: String },
     /// Register a tenant: its tier (none without --tier), active unless
-    /// --inactive (an inactive tenant's reads are refused; writes not yet).
+    /// --inactive (an inactive tenant's reads and writes are refused).
     Set {
         tenant: String,
         #[arg(long)]
@@ -125,11 +195,96 @@ fn entry(layer: &str, service: &str, key: &str) -> Result<EntryKey, String> {
     ))
 }
 
+/// The API's platform use cases over the operator's credentials.
+fn platform(target: &Target, aws: &SdkConfig) -> PlatformWrites {
+    let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+    let ssm = aws_sdk_ssm::Client::new(aws);
+    let table = target.table.as_str();
+    let root = target.parameter_root.as_str();
+    let schemas = Arc::new(target.schemas(aws));
+    PlatformWrites::new(
+        target.router.clone(),
+        Arc::new(DynamoDbWriter::new(dynamodb.clone(), table)),
+        // The same version locks as config-api's writes, so that the CLI's
+        // --expect-version and the API's If-Match exclude each other.
+        Arc::new(
+            ParameterWriter::new(ssm.clone(), root)
+                .with_version_locks(Arc::new(DynamoDbVersionLocks::new(dynamodb.clone(), table))),
+        ),
+        Arc::new(DynamoDbRegistry::new(dynamodb.clone(), table)),
+        "(the operator's AWS credentials)",
+    )
+    .with_schemas(schemas.clone())
+    .with_blast_radius(
+        BlastRadius::new(
+            target.router.clone(),
+            Arc::new(DynamoDbStore::new(dynamodb.clone(), table)),
+            Arc::new(ParameterStore::new(ssm, root)),
+            Arc::new(DynamoDbRegistry::new(dynamodb.clone(), table)),
+            Arc::new(DynamoDbOverrides::new(dynamodb.clone(), table)),
+            Arc::new(DynamoDbGuardrails::new(dynamodb.clone(), table)),
+        )
+        .with_schemas(schemas),
+    )
+    .with_guardrails(Arc::new(Guardrails::new(Arc::new(DynamoDbGuardrails::new(
+        dynamodb, table,
+    )))))
+}
+
+fn report_json(report: &BlastReport) -> String {
+    serde_json::to_string_pretty(report).unwrap_or_default()
+}
+
+/// Prints a dry run's report (stdout) or what landed (stderr, with the
+/// report on stdout); a refusal prints its report too.
+fn answer<T>(
+    weighed: Result<Weighed<T>, tenant_config_shared::ConfigError>,
+    landed: impl FnOnce(T) -> String,
+) -> Result<(), String> {
+    match weighed {
+        Ok(Weighed::DryRun(report)) => {
+            println!("{}", report_json(&report));
+            eprintln!("dry run: nothing changed");
+            Ok(())
+        }
+        Ok(Weighed::Landed { outcome, report }) => {
+            if let Some(report) = report {
+                println!("{}", report_json(&report));
+            }
+            eprintln!("{}", landed(outcome));
+            Ok(())
+        }
+        Err(tenant_config_shared::ConfigError::BreaksTenants { report }) => {
+            println!("{}", report_json(&report));
+            Err(format!(
+                "refused: {} tenant(s) would fail their schema or a guardrail, {} hold their own value of a key it locks (see the report); fix them, or pass --force",
+                report.failing, report.locked_overrides
+            ))
+        }
+        Err(e) => Err(e.public_message()),
+    }
+}
+
+fn guardrail_json(layer: &Layer, service: &ServiceName, key: &ConfigKey, stored: Option<tenant_config_shared::layers::guardrails::StoredGuardrail>) -> serde_json::Value {
+    match stored {
+        Some(g) => serde_json::json!({
+            "layer": layer.to_string(), "service": service.as_str(), "key": key.as_str(),
+            "locked": g.guardrail.locked, "schema": g.guardrail.schema,
+            "version": g.version, "updated_by": g.updated_by, "updated_at_ms": g.updated_at_ms,
+        }),
+        None => serde_json::json!({
+            "layer": layer.to_string(), "service": service.as_str(), "key": key.as_str(),
+            "locked": false, "schema": null, "set": false,
+        }),
+    }
+}
+
 pub async fn run_layer(
     target: &Target,
     aws: &SdkConfig,
     command: LayerCommand,
 ) -> Result<(), String> {
+    let platform = platform(target, aws);
     match command {
         LayerCommand::Put {
             layer,
@@ -138,38 +293,47 @@ pub async fn run_layer(
             value,
             kind,
             when,
+            weighing,
         } => {
             let entry = entry(&layer, &service, &key)?;
             let kind = match kind {
                 SharedKind::String => ValueKind::Plain,
                 SharedKind::StringList => ValueKind::StringList,
             };
-            let writer = target.writer_for_key(aws, &entry.key)?;
-            let written = checked_put(
-                writer.as_ref(),
-                Some(&target.schemas(aws)),
-                &entry,
-                &NewValue::text(value, kind),
-                when.expected(),
-                &when.actor(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            eprintln!("wrote {entry} as version {}", written.version);
+            let weighed = platform
+                .put_as(
+                    &when.actor().0,
+                    &entry.layer,
+                    &entry.service,
+                    &entry.key,
+                    &NewValue::text(value, kind),
+                    when.expected(),
+                    weighing.landing(),
+                )
+                .await;
+            answer(weighed, |o| {
+                format!("wrote {entry} as version {}", o.written.version)
+            })?;
         }
         LayerCommand::Delete {
             layer,
             service,
             key,
             when,
+            weighing,
         } => {
             let entry = entry(&layer, &service, &key)?;
-            let writer = target.writer_for_key(aws, &entry.key)?;
-            match writer.delete(&entry, when.expected(), &when.actor()).await {
-                Ok(version) => eprintln!("deleted {entry} (version {version})"),
-                Err(WriteError::NotFound) => return Err(format!("{entry} not found")),
-                Err(e) => return Err(e.to_string()),
-            }
+            let weighed = platform
+                .delete_as(
+                    &when.actor().0,
+                    &entry.layer,
+                    &entry.service,
+                    &entry.key,
+                    when.expected(),
+                    weighing.landing(),
+                )
+                .await;
+            answer(weighed, |version| format!("deleted {entry} (version {version})"))?;
         }
         LayerCommand::History {
             layer,
@@ -196,23 +360,89 @@ pub async fn run_layer(
             key,
             to,
             when,
+            weighing,
         } => {
             let entry = entry(&layer, &service, &key)?;
-            let writer = target.writer_for_key(aws, &entry.key)?;
-            let written = checked_rollback(
-                writer.as_ref(),
-                Some(&target.schemas(aws)),
-                &entry,
-                to,
-                when.expected(),
-                &when.actor(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            eprintln!(
-                "restored version {to} of {entry} as version {}",
-                written.version
-            );
+            let weighed = platform
+                .rollback_as(
+                    &when.actor().0,
+                    &entry.layer,
+                    &entry.service,
+                    &entry.key,
+                    to,
+                    when.expected(),
+                    weighing.landing(),
+                )
+                .await;
+            answer(weighed, |o| {
+                format!(
+                    "restored version {to} of {entry} as version {}",
+                    o.written.version
+                )
+            })?;
+        }
+        LayerCommand::GuardrailGet {
+            layer,
+            service,
+            key,
+        } => {
+            let entry = entry(&layer, &service, &key)?;
+            let stored = DynamoDbGuardrails::new(aws_sdk_dynamodb::Client::new(aws), target.table.as_str())
+                .get(&entry.layer, &entry.service, &entry.key)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{}", guardrail_json(&entry.layer, &entry.service, &entry.key, stored));
+        }
+        LayerCommand::GuardrailSet {
+            layer,
+            service,
+            key,
+            lock,
+            schema,
+            when,
+            weighing,
+        } => {
+            let entry = entry(&layer, &service, &key)?;
+            let schema = schema
+                .map(|text| serde_json::from_str(&text).map_err(|e| format!("--schema is not JSON: {e}")))
+                .transpose()?;
+            let guardrail = Guardrail {
+                locked: lock,
+                schema,
+            };
+            let weighed = platform
+                .set_guardrail_as(
+                    &when.actor().0,
+                    &entry.layer,
+                    &entry.service,
+                    &entry.key,
+                    Some(&guardrail),
+                    when.expected(),
+                    weighing.landing(),
+                )
+                .await;
+            answer(weighed, |version| format!("set the guardrail of {entry} as version {version}"))?;
+        }
+        LayerCommand::GuardrailDelete {
+            layer,
+            service,
+            key,
+            when,
+            weighing,
+        } => {
+            let entry = entry(&layer, &service, &key)?;
+            let weighed = platform
+                .set_guardrail_as(
+                    &when.actor().0,
+                    &entry.layer,
+                    &entry.service,
+                    &entry.key,
+                    None,
+                    when.expected(),
+                    weighing.landing(),
+                )
+                .await;
+            answer(weighed, |_| format!("removed the guardrail of {entry}"))?;
         }
     }
     Ok(())

@@ -18,7 +18,7 @@ use tenant_config_shared::write::{
     Actor, ConfigWriter, DynamoDbVersionLocks, DynamoDbWriter, Expected, NewValue, ParameterWriter,
     ValueKind, VersionRecord, WriteError, Written,
 };
-use tenant_config_shared::writes::{checked_put, checked_rollback};
+use tenant_config_shared::writes::{ValueCheck, checked_put, checked_rollback};
 use tenant_config_shared::{ConfigKey, ItemKey, ServiceName, StoreKind};
 
 /// Where configuration lives: the same settings the functions read.
@@ -139,7 +139,7 @@ impl Target {
         // The same rule as the API: the value passes its schema first.
         let written = checked_put(
             writer.as_ref(),
-            Some(&self.schemas(aws)),
+            &ValueCheck::schema(Some(&self.schemas(aws))),
             &EntryKey::from(item),
             &value,
             expected,
@@ -242,7 +242,7 @@ impl Target {
         let writer = self.writer(aws, item)?;
         checked_rollback(
             writer.as_ref(),
-            Some(&self.schemas(aws)),
+            &ValueCheck::schema(Some(&self.schemas(aws))),
             &EntryKey::from(item),
             to,
             expected,

@@ -19,6 +19,9 @@ use crate::cache::CachedStore;
 use crate::catch_up::CatchUp;
 use crate::credentials::{StsPlatformRole, StsTenantRole, TenantClient, TenantCredentials};
 use crate::grants::{DynamoDbGrants, ServiceGrants};
+use crate::layers::blast::BlastRadius;
+use crate::layers::guardrails::{DynamoDbGuardrails, Guardrails};
+use crate::layers::overrides::DynamoDbOverrides;
 use crate::layers::platform::PlatformWrites;
 use crate::layers::registry::DynamoDbRegistry;
 use crate::layers::view::{SharedLayerSettings, SharedLayers};
@@ -263,10 +266,13 @@ impl Aws {
 
     /// config-api's handler: AWS-backed reads and the pool's JWKS over HTTP.
     pub fn config_api(&self, settings: &Settings) -> Result<ConfigApi, JwksError> {
-        let mut api = ConfigApi::new(
-            token_verifier(settings)?,
-            self.config_reads_over(settings, self.tenant_clients(settings)),
-        );
+        let reads = self.config_reads_over(settings, self.tenant_clients(settings));
+        let layers = reads.layers().cloned();
+        let guardrails = Arc::new(Guardrails::new(Arc::new(DynamoDbGuardrails::new(
+            self.dynamodb(),
+            settings.table_name.as_str(),
+        ))));
+        let mut api = ConfigApi::new(token_verifier(settings)?, reads);
         if let Some(grants) = self.service_grants(settings) {
             api = api.with_service_grants(grants);
         }
@@ -275,8 +281,7 @@ impl Aws {
         if let (Some(group), Some((dynamodb, ssm))) =
             (&settings.admin_group, self.tenant_write_clients(settings))
         {
-            api = api.with_writes(
-                ConfigWrites::new(
+            let mut writes = ConfigWrites::new(
                     settings.router.clone(),
                     Arc::new(DynamoDbWriter::new(
                         dynamodb.clone(),
@@ -303,11 +308,15 @@ impl Aws {
                 .with_schemas(Arc::new(Schemas::new(Arc::new(
                     self.schemas(&settings.table_name),
                 ))))
-                .with_membership(self.group_membership(settings)),
-            );
+                .with_membership(self.group_membership(settings))
+                .with_guardrails(guardrails.clone());
+            if let Some(layers) = layers {
+                writes = writes.with_layers(layers);
+            }
+            api = api.with_writes(writes);
         }
         if let Some(group) = &settings.platform_admin_group {
-            api = api.with_platform_writes(self.platform_writes(settings, group));
+            api = api.with_platform_writes(self.platform_writes(settings, group, guardrails));
         }
         Ok(match &settings.degraded_flush {
             Some(flush) => api.with_degraded_answer_flush(DegradedAnswerFlush::new(
@@ -326,7 +335,12 @@ impl Aws {
     /// The platform routes' writers: with tenant credentials, signed by the
     /// platform write role (assumed only here, after the platform
     /// administrator check); without, the process's own role.
-    fn platform_writes(&self, settings: &Settings, group: &str) -> PlatformWrites {
+    fn platform_writes(
+        &self,
+        settings: &Settings,
+        group: &str,
+        guardrails: Arc<Guardrails>,
+    ) -> PlatformWrites {
         let config = match &settings.platform_write_role_arn {
             Some(role_arn) => StsPlatformRole::new(
                 aws_sdk_sts::Client::new(&self.config),
@@ -338,6 +352,7 @@ impl Aws {
         };
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         let table = settings.table_name.as_str();
+        let schemas = Arc::new(Schemas::new(Arc::new(self.schemas(&settings.table_name))));
         PlatformWrites::new(
             settings.router.clone(),
             Arc::new(DynamoDbWriter::new(dynamodb.clone(), table)),
@@ -348,13 +363,28 @@ impl Aws {
                 )
                 .with_version_locks(Arc::new(DynamoDbVersionLocks::new(dynamodb.clone(), table))),
             ),
-            Arc::new(DynamoDbRegistry::new(dynamodb, table)),
+            Arc::new(DynamoDbRegistry::new(dynamodb.clone(), table)),
             group,
         )
-        .with_schemas(Arc::new(Schemas::new(Arc::new(
-            self.schemas(&settings.table_name),
-        ))))
+        .with_schemas(schemas.clone())
         .with_membership(self.group_membership(settings))
+        // The blast radius reads every tenant's own value of the key with
+        // the platform role (it may read tenants' values, not decrypt them).
+        .with_blast_radius(
+            BlastRadius::new(
+                settings.router.clone(),
+                Arc::new(DynamoDbStore::new(dynamodb.clone(), table)),
+                Arc::new(ParameterStore::new(
+                    aws_sdk_ssm::Client::new(&config),
+                    settings.parameter_root.as_str(),
+                )),
+                Arc::new(DynamoDbRegistry::new(dynamodb.clone(), table)),
+                Arc::new(DynamoDbOverrides::new(dynamodb.clone(), table)),
+                Arc::new(DynamoDbGuardrails::new(dynamodb, table)),
+            )
+            .with_schemas(schemas),
+        )
+        .with_guardrails(guardrails)
     }
 
     /// The shared refresh key from its SecureString parameter.
@@ -399,6 +429,15 @@ impl Aws {
             Arc::new(fanout),
             Arc::new(self.change_journal(&settings.journal_table)),
         );
+        let refresher = match &settings.override_table {
+            Some(table) => {
+                refresher.with_override_index(Arc::new(DynamoDbOverrides::new(self.dynamodb(), table)))
+            }
+            None => {
+                tracing::warn!("CONFIG_TABLE_NAME is not set: the override index blast radii read is not kept");
+                refresher
+            }
+        };
         let refresher = match &settings.cloud_map_service_id {
             Some(service_id) => refresher.with_stale_marking(
                 settings.stale,

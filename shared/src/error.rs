@@ -126,6 +126,13 @@ pub enum ConfigError {
     SchemaViolation { path: String, rule: String },
     #[error("the stored schema does not compile: {0}")]
     InvalidSchema(String),
+    #[error("the {layer} layer locks this key: no tenant it reaches may hold its own value")]
+    KeyLocked { layer: String },
+    /// A shared change some tenants' effective values would not survive.
+    #[error("the change would break {} tenant(s): {} failing their schema or a guardrail, {} holding their own value of a key it locks; fix them first, or force it with ?force=true (journaled)", report.failing + usize::from(report.unregistered.as_ref().is_some_and(|u| u.fails.is_some())) + report.locked_overrides, report.failing, report.locked_overrides)]
+    BreaksTenants {
+        report: Box<crate::layers::blast::BlastReport>,
+    },
     #[error("the tenant's quota of {quota} is reached")]
     QuotaExceeded {
         quota: WriteQuota,
@@ -152,7 +159,9 @@ impl ConfigError {
             | ConfigError::NoSuchVersion(_) => 404,
             ConfigError::MethodNotAllowed => 405,
             ConfigError::SensitiveValue { .. } | ConfigError::VersionConflict { .. } => 409,
-            ConfigError::SchemaViolation { .. } => 422,
+            ConfigError::SchemaViolation { .. }
+            | ConfigError::KeyLocked { .. }
+            | ConfigError::BreaksTenants { .. } => 422,
             ConfigError::InvalidSchema(_) => 502,
             ConfigError::QuotaExceeded { .. }
             | ConfigError::Store(StoreError::TenantLimited { .. }) => 429,
@@ -179,6 +188,8 @@ impl ConfigError {
             ConfigError::SensitiveValue { .. } => "sensitive_value",
             ConfigError::SchemaViolation { .. } => "schema_violation",
             ConfigError::InvalidSchema(_) => "invalid_schema",
+            ConfigError::KeyLocked { .. } => "key_locked",
+            ConfigError::BreaksTenants { .. } => "breaks_tenants",
             ConfigError::QuotaExceeded {
                 quota: WriteQuota::WritesPerMinute(_) | WriteQuota::WritesPerSecond(_),
                 ..

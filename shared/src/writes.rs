@@ -11,13 +11,18 @@ use std::time::Duration;
 use crate::auth::Identity;
 use crate::domain::StoreKind;
 use crate::error::ConfigError;
+use serde_json::Value;
+
+use crate::layers::guardrails::{Constraints, Guardrails};
+use crate::layers::merge::merge_values;
+use crate::layers::view::SharedLayers;
 use crate::layers::{EntryKey, Layer};
 use crate::membership::{GroupMembership, require_member};
 use crate::metrics::{Counter, metrics};
 use crate::quota::{QuotaError, RememberedRefusals, WriteQuotas, current_second, refusal};
 use crate::routing::KeyRouter;
 use crate::schema::Schemas;
-use crate::validate::{ConfigKey, ServiceName, TenantId};
+use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
 use crate::write::{Actor, ConfigWriter, Expected, NewValue, VersionRecord, WriteError, Written};
 
 /// Most versions one history answer lists.
@@ -39,6 +44,11 @@ pub struct ConfigWrites {
     membership: Option<Arc<dyn GroupMembership>>,
     /// Each tenant's writes per minute and stored keys (absent: unlimited).
     quotas: Option<Arc<dyn WriteQuotas>>,
+    /// The shared layers under a tenant's own and its registration
+    /// (absent: a tenant's value is judged alone and every tenant is active).
+    layers: Option<Arc<SharedLayers>>,
+    /// The shared layers' locks and schemas (absent: none).
+    guardrails: Option<Arc<Guardrails>>,
 }
 
 /// What a write did and where.
@@ -63,7 +73,23 @@ impl ConfigWrites {
             schemas: None,
             membership: None,
             quotas: None,
+            layers: None,
+            guardrails: None,
         }
+    }
+
+    /// Refuses an inactive tenant's writes and judges a tenant's value by
+    /// what its readers get: merged over its tier's and the global layer.
+    pub fn with_layers(mut self, layers: Arc<SharedLayers>) -> Self {
+        self.layers = Some(layers);
+        self
+    }
+
+    /// Holds a tenant's writes to the locks and schemas of the shared
+    /// layers over it (422).
+    pub fn with_guardrails(mut self, guardrails: Arc<Guardrails>) -> Self {
+        self.guardrails = Some(guardrails);
+        self
     }
 
     /// Counts every write against its tenant's quotas (429 past them); a
@@ -129,9 +155,58 @@ impl ConfigWrites {
     /// so, and the user pool still does (403 otherwise; 503 when the pool
     /// cannot say).
     pub async fn authorize<'a>(&self, identity: &'a Identity) -> Result<&'a TenantId, ConfigError> {
+        Ok(self.admit(identity).await?.0)
+    }
+
+    /// The caller's tenant and its tier: the caller administers it and the
+    /// tenant is active (403 `tenant_inactive` otherwise).
+    async fn admit<'a>(
+        &self,
+        identity: &'a Identity,
+    ) -> Result<(&'a TenantId, Option<TierName>), ConfigError> {
         let tenant = identity.require_tenant()?;
         require_member(identity, &self.admin_group, self.membership.as_deref()).await?;
-        Ok(tenant)
+        let tier = match &self.layers {
+            Some(layers) => layers.active_tier(tenant).await?,
+            None => None,
+        };
+        Ok((tenant, tier))
+    }
+
+    /// What a tenant's new value of the key must satisfy: no shared layer
+    /// over it locks the key (422 `key_locked`), and merged over the shared
+    /// layers it passes the key's schema and their guardrails.
+    async fn value_check(
+        &self,
+        tier: Option<&TierName>,
+        source: StoreKind,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<ValueCheck<'_>, ConfigError> {
+        let constraints = match &self.guardrails {
+            Some(guardrails) => guardrails.over(tier, service, key).await?,
+            None => Constraints::default(),
+        };
+        if let Some(layer) = constraints.locked_by() {
+            return Err(ConfigError::KeyLocked {
+                layer: layer.to_string(),
+            });
+        }
+        let under = match &self.layers {
+            Some(layers) => layers
+                .underlay(source, tier, service)
+                .await?
+                .values(key)
+                .iter()
+                .map(|(_, value)| value.value.clone())
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(ValueCheck {
+            schemas: self.schemas.as_deref(),
+            under,
+            constraints,
+        })
     }
 
     fn target(
@@ -157,14 +232,15 @@ impl ConfigWrites {
         value: &NewValue,
         expected: Expected,
     ) -> Result<WriteOutcome, ConfigError> {
-        let tenant = self.authorize(identity).await?;
+        let (tenant, tier) = self.admit(identity).await?;
         let (item, source, writer) = self.target(tenant, service, key)?;
+        let check = self.value_check(tier.as_ref(), source, service, key).await?;
         self.count_write(tenant).await?;
         // Only a create adds a key (a put of an existing key names its version).
         let reserved = expected == Expected::Absent && self.reserve_key(tenant).await?;
         let written = checked_put(
             writer,
-            self.schemas.as_deref(),
+            &check,
             &item,
             value,
             expected,
@@ -192,7 +268,7 @@ impl ConfigWrites {
         key: &ConfigKey,
         expected: Expected,
     ) -> Result<i64, ConfigError> {
-        let tenant = self.authorize(identity).await?;
+        let (tenant, _) = self.admit(identity).await?;
         let (item, _, writer) = self.target(tenant, service, key)?;
         self.count_write(tenant).await?;
         let version = writer.delete(&item, expected, &actor(identity)).await?;
@@ -226,7 +302,7 @@ impl ConfigWrites {
         service: &ServiceName,
         key: &ConfigKey,
     ) -> Result<Vec<VersionRecord>, ConfigError> {
-        let tenant = self.authorize(identity).await?;
+        let (tenant, _) = self.admit(identity).await?;
         let (item, _, writer) = self.target(tenant, service, key)?;
         Ok(writer.history(&item, MAX_HISTORY).await?)
     }
@@ -239,12 +315,13 @@ impl ConfigWrites {
         to: i64,
         expected: Expected,
     ) -> Result<WriteOutcome, ConfigError> {
-        let tenant = self.authorize(identity).await?;
+        let (tenant, tier) = self.admit(identity).await?;
         let (item, source, writer) = self.target(tenant, service, key)?;
+        let check = self.value_check(tier.as_ref(), source, service, key).await?;
         self.count_write(tenant).await?;
         let written = checked_rollback(
             writer,
-            self.schemas.as_deref(),
+            &check,
             &item,
             to,
             expected,
@@ -281,35 +358,82 @@ fn actor(identity: &Identity) -> Actor {
     Actor(identity.subject.clone())
 }
 
-/// Stores `value` if it satisfies its schema: the write rule the API and
-/// the CLI share (nothing that fails reaches a store, so no reader).
+/// What a value must satisfy before it is stored: its key's JSON Schema
+/// and the guardrails over it, judged on the value merged over the shared
+/// layers under it (a tenant's patch is judged by what its readers get).
+#[derive(Default)]
+pub struct ValueCheck<'a> {
+    pub schemas: Option<&'a Schemas>,
+    /// The lower layers' values of the key, bottom first.
+    pub under: Vec<Value>,
+    pub constraints: Constraints,
+}
+
+impl<'a> ValueCheck<'a> {
+    /// The key's schema alone, on the value alone.
+    pub fn schema(schemas: Option<&'a Schemas>) -> Self {
+        Self {
+            schemas,
+            ..Self::default()
+        }
+    }
+
+    fn checks_nothing(&self) -> bool {
+        self.schemas.is_none() && self.constraints.0.is_empty()
+    }
+
+    /// `Ok` when `value` (merged over the layers under it) passes; else 422.
+    pub async fn check(
+        &self,
+        service: &ServiceName,
+        key: &ConfigKey,
+        value: &Value,
+    ) -> Result<(), ConfigError> {
+        let merged;
+        let judged = if self.under.is_empty() {
+            value
+        } else {
+            let mut layers: Vec<&Value> = self.under.iter().collect();
+            layers.push(value);
+            merged = merge_values(&layers).unwrap_or(Value::Null);
+            &merged
+        };
+        if let Some(schemas) = self.schemas {
+            schemas.check(service, key, judged).await?;
+        }
+        self.constraints.check(judged)
+    }
+}
+
+/// Stores `value` if it passes `check`: the write rule the API and the CLI
+/// share (nothing that fails reaches a store, so no reader).
 pub async fn checked_put(
     writer: &dyn ConfigWriter,
-    schemas: Option<&Schemas>,
+    check: &ValueCheck<'_>,
     item: &EntryKey,
     value: &NewValue,
     expected: Expected,
     actor: &Actor,
 ) -> Result<Written, ConfigError> {
-    if let Some(schemas) = schemas {
-        schemas
+    if !check.checks_nothing() {
+        check
             .check(&item.service, &item.key, &value.read_back())
             .await?;
     }
     Ok(writer.put(item, value, expected, actor).await?)
 }
 
-/// Restores version `to` if its value satisfies today's schema (it may have
-/// been tightened since that version was written).
+/// Restores version `to` if its value passes today's `check` (the schema
+/// may have been tightened since that version was written).
 pub async fn checked_rollback(
     writer: &dyn ConfigWriter,
-    schemas: Option<&Schemas>,
+    check: &ValueCheck<'_>,
     item: &EntryKey,
     to: i64,
     expected: Expected,
     actor: &Actor,
 ) -> Result<Written, ConfigError> {
-    if let Some(schemas) = schemas {
+    if !check.checks_nothing() {
         let old = writer
             .history(item, ROLLBACK_LOOKBACK)
             .await?
@@ -319,7 +443,7 @@ pub async fn checked_rollback(
         // A SecureString's old value never leaves the writer, so it is
         // restored unchecked (it passed the schema when it was written).
         if let Some(value) = &old.value {
-            schemas.check(&item.service, &item.key, value).await?;
+            check.check(&item.service, &item.key, value).await?;
         }
     }
     Ok(writer.rollback(item, to, expected, actor).await?)

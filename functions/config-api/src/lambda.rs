@@ -6,13 +6,16 @@ use lambda_http::{Body, Error, Request, RequestExt, Response};
 use tenant_config_shared::api::{ApiRequest, ApiResponse};
 
 pub fn to_api_request(request: &Request) -> ApiRequest<'_> {
-    let keys = request
-        .query_string_parameters_ref()
-        .and_then(|query| query.all("keys"))
-        .map(|values| match values.as_slice() {
-            [single] => Ok(*single),
-            _ => Err(()),
-        });
+    let query = |name: &str| {
+        request
+            .query_string_parameters_ref()
+            .and_then(|query| query.all(name))
+            .map(|values| match values.as_slice() {
+                [single] => Ok(*single),
+                _ => Err(()),
+            })
+    };
+    let keys = query("keys");
     ApiRequest {
         method: request.method().as_str(),
         path: request.uri().path(),
@@ -25,6 +28,8 @@ pub fn to_api_request(request: &Request) -> ApiRequest<'_> {
         },
         if_match: header(request, http_header::IF_MATCH),
         if_none_match: header(request, http_header::IF_NONE_MATCH),
+        dry_run: query("dry_run"),
+        force: query("force"),
     }
 }
 

@@ -56,6 +56,10 @@ pub struct ApiRequest<'a> {
     pub if_match: Option<&'a str>,
     /// `If-None-Match`: `*` to create a key that must not exist yet.
     pub if_none_match: Option<&'a str>,
+    /// `?dry_run=` and `?force=` of a shared change (`None` when absent,
+    /// `Some(Err)` when repeated).
+    pub dry_run: Option<Result<&'a str, ()>>,
+    pub force: Option<Result<&'a str, ()>>,
 }
 
 pub struct ConfigApi {

@@ -12,7 +12,9 @@ use super::{ApiRequest, ApiResponse, ConfigApi};
 use crate::domain::Changed;
 use crate::error::ConfigError;
 use crate::layers::Layer;
-use crate::layers::platform::{PlatformWrites, Registration};
+use crate::layers::blast::BlastReport;
+use crate::layers::guardrails::Guardrail;
+use crate::layers::platform::{Landing, PlatformWrites, Registration, Weighed};
 use crate::layers::registry::TenantRecord;
 use crate::refresh::change::Subject;
 use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
@@ -28,6 +30,8 @@ struct LayerWrittenBody<'a> {
     previous_version: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rollback_of: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blast_radius: Option<BlastReport>,
 }
 
 #[derive(Serialize)]
@@ -36,6 +40,74 @@ struct LayerDeletedBody<'a> {
     service: &'a str,
     key: &'a str,
     deleted_version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blast_radius: Option<BlastReport>,
+}
+
+/// A dry run's answer: nothing landed.
+#[derive(Serialize)]
+struct DryRunBody {
+    dry_run: bool,
+    report: BlastReport,
+}
+
+#[derive(Serialize)]
+struct GuardrailBody<'a> {
+    layer: String,
+    service: &'a str,
+    key: &'a str,
+    locked: bool,
+    schema: Option<serde_json::Value>,
+    /// 0 once removed.
+    version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blast_radius: Option<BlastReport>,
+}
+
+/// The body of a guardrail: `{"locked": true, "schema": {...}}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuardrailInput {
+    #[serde(default)]
+    locked: bool,
+    #[serde(default)]
+    schema: Option<serde_json::Value>,
+}
+
+/// `?dry_run=true` weighs a shared change without landing it;
+/// `?force=true` lands one that breaks tenants (journaled as forced).
+fn landing(request: &ApiRequest<'_>) -> Result<Landing, ConfigError> {
+    let flag = |name: &str, value: Option<Result<&str, ()>>| match value {
+        None => Ok(false),
+        Some(Ok("true")) => Ok(true),
+        Some(Ok("false")) => Ok(false),
+        Some(_) => Err(ConfigError::BadRequest(format!(
+            "?{name}= takes true or false, once"
+        ))),
+    };
+    match (flag("dry_run", request.dry_run)?, flag("force", request.force)?) {
+        (true, true) => Err(ConfigError::BadRequest(
+            "?dry_run=true and ?force=true together: a dry run lands nothing to force".to_owned(),
+        )),
+        (true, false) => Ok(Landing::DryRun),
+        (false, true) => Ok(Landing::Force),
+        (false, false) => Ok(Landing::Land),
+    }
+}
+
+fn dry_run_response(report: BlastReport) -> ApiResponse {
+    json_response(
+        200,
+        "no-store",
+        &DryRunBody {
+            dry_run: true,
+            report,
+        },
+    )
 }
 
 #[derive(Serialize)]
@@ -185,7 +257,10 @@ impl ConfigApi {
         request: &ApiRequest<'_>,
     ) -> Result<ApiResponse, ConfigError> {
         let subject = Subject::in_layer(layer.clone(), service.clone(), key.clone());
-        let written = |outcome: crate::writes::WriteOutcome, status: u16, rollback_of| {
+        let written = |outcome: crate::writes::WriteOutcome,
+                       status: u16,
+                       rollback_of,
+                       blast_radius: Option<BlastReport>| {
             let mut response = json_response(
                 status,
                 "no-store",
@@ -197,6 +272,7 @@ impl ConfigApi {
                     version: outcome.written.version,
                     previous_version: outcome.written.previous,
                     rollback_of,
+                    blast_radius,
                 },
             );
             response
@@ -207,11 +283,16 @@ impl ConfigApi {
         match (request.method, action) {
             ("PUT", LayerAction::Entry) => {
                 let expected = expected(request, true)?;
+                let landing = landing(request)?;
                 let body: PutBody = parse_body(request.body, PutBody::SHAPE)?;
                 let value = NewValue::json(&body.value, body.value_kind()?)?;
-                let outcome = platform
-                    .put(identity, &layer, &service, &key, &value, expected)
-                    .await?;
+                let (outcome, report) = match platform
+                    .put(identity, &layer, &service, &key, &value, expected, landing)
+                    .await?
+                {
+                    Weighed::DryRun(report) => return Ok(dry_run_response(report)),
+                    Weighed::Landed { outcome, report } => (outcome, report),
+                };
                 let _ = self
                     .reads
                     .invalidate_subject(&subject, Changed::Updated(Some(value.kind)))
@@ -221,13 +302,17 @@ impl ConfigApi {
                 } else {
                     200
                 };
-                Ok(written(outcome, status, None))
+                Ok(written(outcome, status, None, report))
             }
             ("DELETE", LayerAction::Entry) => {
                 let expected = expected(request, false)?;
-                let deleted = platform
-                    .delete(identity, &layer, &service, &key, expected)
-                    .await?;
+                let (deleted, report) = match platform
+                    .delete(identity, &layer, &service, &key, expected, landing(request)?)
+                    .await?
+                {
+                    Weighed::DryRun(report) => return Ok(dry_run_response(report)),
+                    Weighed::Landed { outcome, report } => (outcome, report),
+                };
                 let _ = self
                     .reads
                     .invalidate_subject(&subject, Changed::Deleted)
@@ -240,20 +325,117 @@ impl ConfigApi {
                         service: service.as_str(),
                         key: key.as_str(),
                         deleted_version: deleted,
+                        blast_radius: report,
                     },
                 ))
             }
             ("POST", LayerAction::Rollback) => {
                 let expected = expected(request, false)?;
+                let landing = landing(request)?;
                 let body: RollbackBody = parse_body(request.body, r#"{"version": <number>}"#)?;
-                let outcome = platform
-                    .rollback(identity, &layer, &service, &key, body.version, expected)
-                    .await?;
+                let (outcome, report) = match platform
+                    .rollback(
+                        identity,
+                        &layer,
+                        &service,
+                        &key,
+                        body.version,
+                        expected,
+                        landing,
+                    )
+                    .await?
+                {
+                    Weighed::DryRun(report) => return Ok(dry_run_response(report)),
+                    Weighed::Landed { outcome, report } => (outcome, report),
+                };
                 let _ = self
                     .reads
                     .invalidate_subject(&subject, Changed::Updated(None))
                     .await;
-                Ok(written(outcome, 200, Some(body.version)))
+                Ok(written(outcome, 200, Some(body.version), report))
+            }
+            ("GET", LayerAction::Guardrail) => {
+                let stored = platform
+                    .guardrail(identity, &layer, &service, &key)
+                    .await?
+                    .ok_or_else(|| ConfigError::NotFound {
+                        service: service.to_string(),
+                        key: format!("{key} guardrail of the {layer} layer"),
+                    })?;
+                let mut response = json_response(
+                    200,
+                    "no-store",
+                    &GuardrailBody {
+                        layer: layer.to_string(),
+                        service: service.as_str(),
+                        key: key.as_str(),
+                        locked: stored.guardrail.locked,
+                        schema: stored.guardrail.schema,
+                        version: stored.version,
+                        updated_by: stored.updated_by,
+                        updated_at_ms: stored.updated_at_ms,
+                        blast_radius: None,
+                    },
+                );
+                response.headers.push(("etag", etag(stored.version)));
+                Ok(response)
+            }
+            (method @ ("PUT" | "DELETE"), LayerAction::Guardrail) => {
+                let put = method == "PUT";
+                let expected = expected(request, put)?;
+                let landing = landing(request)?;
+                let guardrail = if put {
+                    let body: GuardrailInput = parse_body(
+                        request.body,
+                        r#"{"locked": true | false, "schema": <JSON Schema> | null}"#,
+                    )?;
+                    Some(Guardrail {
+                        locked: body.locked,
+                        schema: body.schema.filter(|s| !s.is_null()),
+                    })
+                } else {
+                    None
+                };
+                let (version, report) = match platform
+                    .set_guardrail(
+                        identity,
+                        &layer,
+                        &service,
+                        &key,
+                        guardrail.as_ref(),
+                        expected,
+                        landing,
+                    )
+                    .await?
+                {
+                    Weighed::DryRun(report) => return Ok(dry_run_response(report)),
+                    Weighed::Landed { outcome, report } => (outcome, report),
+                };
+                let guardrail = guardrail.unwrap_or_default();
+                let status = if expected == Expected::Absent {
+                    201
+                } else {
+                    200
+                };
+                let mut response = json_response(
+                    status,
+                    "no-store",
+                    &GuardrailBody {
+                        layer: layer.to_string(),
+                        service: service.as_str(),
+                        key: key.as_str(),
+                        locked: guardrail.locked,
+                        schema: guardrail.schema,
+                        version,
+                        updated_by: Some(identity.subject.clone()),
+                        updated_at_ms: None,
+                        blast_radius: report,
+                    },
+                );
+                if put {
+                    response.headers.push(("etag", etag(version)));
+                }
+                Ok(response)
             }
             ("GET", LayerAction::History) => {
                 let versions = platform.history(identity, &layer, &service, &key).await?;

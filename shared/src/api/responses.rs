@@ -65,6 +65,12 @@ pub fn error_response(err: &ConfigError) -> ApiResponse {
         body.insert("keys".into(), keys.clone().into());
         body.insert("secure_route".into(), "/v1/secure/{service}/{key}".into());
     }
+    if let ConfigError::BreaksTenants { report } = err {
+        body.insert(
+            "report".into(),
+            serde_json::to_value(report).unwrap_or_default(),
+        );
+    }
     if let ConfigError::VersionConflict { current } = err {
         body.insert("current_version".into(), (*current).into());
     }

@@ -49,6 +49,7 @@ pub(super) enum LayerAction {
     Entry,
     History,
     Rollback,
+    Guardrail,
 }
 
 impl Route<'_> {
@@ -91,6 +92,13 @@ impl Route<'_> {
                 },
                 true,
             ) => "POST",
+            (
+                Route::Layer {
+                    action: LayerAction::Guardrail,
+                    ..
+                },
+                true,
+            ) => "GET, PUT, DELETE",
             (Route::Tenant { .. }, true) => "GET, PUT",
         }
     }
@@ -117,12 +125,13 @@ pub(super) fn route(path: &str) -> Option<Route<'_>> {
     }
 }
 
-/// `{service}/{key}`, then nothing, `history` or `rollback`.
+/// `{service}/{key}`, then nothing, `history`, `rollback` or `guardrail`.
 fn layer_route<'a>(layer: LayerName<'a>, rest: &[&'a str]) -> Option<Route<'a>> {
     let (service, key, action) = match rest {
         [service, key] => (*service, *key, LayerAction::Entry),
         [service, key, "history"] => (*service, *key, LayerAction::History),
         [service, key, "rollback"] => (*service, *key, LayerAction::Rollback),
+        [service, key, "guardrail"] => (*service, *key, LayerAction::Guardrail),
         _ => return None,
     };
     Some(Route::Layer {
@@ -166,6 +175,12 @@ mod tests {
                 .unwrap()
                 .methods(true),
             "PUT, DELETE"
+        );
+        assert_eq!(
+            route("/v1/layers/tiers/free/billing/tenant_config_x/guardrail")
+                .unwrap()
+                .methods(true),
+            "GET, PUT, DELETE"
         );
         assert_eq!(
             route("/v1/tenants/tenant-a"),

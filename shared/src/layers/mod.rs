@@ -12,7 +12,10 @@
 //!
 //! [`RESERVED_PREFIX`]: crate::validate::RESERVED_PREFIX
 
+pub mod blast;
+pub mod guardrails;
 pub mod merge;
+pub mod overrides;
 pub mod platform;
 pub mod registry;
 pub mod view;
@@ -81,6 +84,22 @@ impl Layer {
             Layer::Global => "LAYER#global".to_owned(),
             Layer::Tier(tier) => format!("LAYER#tier#{tier}"),
             Layer::Tenant(tenant) => format!("TENANT#{tenant}"),
+        }
+    }
+}
+
+/// A listing of a reserved partition, with the store calls it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub calls: usize,
+}
+
+impl<T> Default for Listed<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            calls: 0,
         }
     }
 }

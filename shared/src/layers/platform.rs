@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use super::blast::{BlastRadius, BlastReport, Proposal};
+use super::guardrails::{Guardrail, Guardrails, StoredGuardrail};
 use super::registry::{TenantRecord, TenantRegistry};
 use super::{EntryKey, Layer};
 use crate::auth::Identity;
@@ -22,7 +24,37 @@ use crate::validate::{ConfigKey, ServiceName, TenantId};
 use crate::write::{
     Actor, ConfigWriter, Expected, NewValue, ValueKind, VersionRecord, WriteError, Written, now_ms,
 };
-use crate::writes::{MAX_HISTORY, WriteOutcome, checked_put, checked_rollback};
+use crate::writes::{
+    MAX_HISTORY, ROLLBACK_LOOKBACK, ValueCheck, WriteOutcome, checked_put, checked_rollback,
+};
+
+/// How a shared change lands: weighed only (`?dry_run=true`), landed unless
+/// it breaks a tenant, or landed anyway (`?force=true`, journaled as forced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landing {
+    DryRun,
+    Land,
+    Force,
+}
+
+/// A shared change's answer: its blast radius only, or what it did with the
+/// blast radius it was weighed by (`None` without one configured).
+#[derive(Debug)]
+pub enum Weighed<T> {
+    DryRun(BlastReport),
+    Landed {
+        outcome: T,
+        report: Option<BlastReport>,
+    },
+}
+
+enum Verdict {
+    DryRun(BlastReport),
+    Land {
+        actor: Actor,
+        report: Option<BlastReport>,
+    },
+}
 
 /// A tenant's registration as the registry holds it, with its version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +75,11 @@ pub struct PlatformWrites {
     group: String,
     membership: Option<Arc<dyn GroupMembership>>,
     schemas: Option<Arc<Schemas>>,
+    /// Weighs each shared change against every tenant (absent: a shared
+    /// value is checked alone against its key's schema, and dry runs are
+    /// refused).
+    blast: Option<BlastRadius>,
+    guardrails: Option<Arc<Guardrails>>,
 }
 
 impl PlatformWrites {
@@ -61,6 +98,77 @@ impl PlatformWrites {
             group: group.into(),
             membership: None,
             schemas: None,
+            blast: None,
+            guardrails: None,
+        }
+    }
+
+    /// Weighs every shared change (values and guardrails) before it lands.
+    pub fn with_blast_radius(mut self, blast: BlastRadius) -> Self {
+        self.blast = Some(blast);
+        self
+    }
+
+    /// Where guardrails are set (absent: the guardrail routes answer 404).
+    pub fn with_guardrails(mut self, guardrails: Arc<Guardrails>) -> Self {
+        self.guardrails = Some(guardrails);
+        self
+    }
+
+    /// Weighs a proposal and decides how it lands: a dry run answers the
+    /// report; a change that breaks tenants is refused unless forced (then
+    /// recorded as forced, so the journal and the history say so). Without
+    /// a blast radius configured a change lands unweighed and a dry run is
+    /// refused.
+    async fn verdict(
+        &self,
+        actor: &str,
+        proposal: Proposal,
+        landing: Landing,
+    ) -> Result<Verdict, ConfigError> {
+        let actor = Actor(actor.to_owned());
+        let Some(blast) = &self.blast else {
+            return match landing {
+                Landing::DryRun => Err(ConfigError::BadRequest(
+                    "dry runs need the override index, which this deployment does not configure"
+                        .to_owned(),
+                )),
+                _ => Ok(Verdict::Land {
+                    actor,
+                    report: None,
+                }),
+            };
+        };
+        let report = blast.weigh(&proposal).await?;
+        match landing {
+            Landing::DryRun => Ok(Verdict::DryRun(report)),
+            Landing::Land if report.breaks_tenants() => {
+                tracing::info!(layer = %proposal.layer, service = %proposal.service, key = %proposal.key, failing = report.failing, locked_overrides = report.locked_overrides, "shared change refused: it breaks tenants");
+                Err(ConfigError::BreaksTenants {
+                    report: Box::new(report),
+                })
+            }
+            Landing::Force if report.breaks_tenants() => {
+                tracing::warn!(layer = %proposal.layer, service = %proposal.service, key = %proposal.key, failing = report.failing, locked_overrides = report.locked_overrides, actor = %actor.0, "shared change forced past broken tenants");
+                Ok(Verdict::Land {
+                    actor: Actor(format!("{}{FORCED_MARK}", actor.0)),
+                    report: Some(report),
+                })
+            }
+            _ => Ok(Verdict::Land {
+                actor,
+                report: Some(report),
+            }),
+        }
+    }
+
+    /// What a shared value is checked against before it lands: the key's
+    /// schema on the value alone, unless the blast radius judged every
+    /// tenant's effective value already.
+    fn shared_check(&self) -> ValueCheck<'_> {
+        match &self.blast {
+            Some(_) => ValueCheck::default(),
+            None => ValueCheck::schema(self.schemas.as_deref()),
         }
     }
 
@@ -110,6 +218,7 @@ impl PlatformWrites {
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub async fn put(
         &self,
         identity: &Identity,
@@ -118,8 +227,26 @@ impl PlatformWrites {
         key: &ConfigKey,
         value: &NewValue,
         expected: Expected,
-    ) -> Result<WriteOutcome, ConfigError> {
+        landing: Landing,
+    ) -> Result<Weighed<WriteOutcome>, ConfigError> {
         self.authorize(identity).await?;
+        self.put_as(&identity.subject, layer, service, key, value, expected, landing)
+            .await
+    }
+
+    /// [`Self::put`] without the group check, recorded as `actor`: for
+    /// the operator CLI, whose AWS credentials are its authorization.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_as(
+        &self,
+        actor: &str,
+        layer: &Layer,
+        service: &ServiceName,
+        key: &ConfigKey,
+        value: &NewValue,
+        expected: Expected,
+        landing: Landing,
+    ) -> Result<Weighed<WriteOutcome>, ConfigError> {
         if value.kind == ValueKind::Secret {
             return Err(ConfigError::InvalidInput {
                 field: Field::Value,
@@ -129,17 +256,24 @@ impl PlatformWrites {
             });
         }
         let (entry, source, writer) = self.target(layer, service, key)?;
+        let (actor, report) = match self.verdict(actor, proposal(&entry, Some(Some(value.read_back())), None), landing).await? {
+            Verdict::DryRun(report) => return Ok(Weighed::DryRun(report)),
+            Verdict::Land { actor, report } => (actor, report),
+        };
         let written = checked_put(
             writer,
-            self.schemas.as_deref(),
+            &self.shared_check(),
             &entry,
             value,
             expected,
-            &actor(identity),
+            &actor,
         )
         .await?;
-        tracing::info!(%entry, version = written.version, actor = %identity.subject, "shared configuration written");
-        Ok(WriteOutcome { source, written })
+        tracing::info!(%entry, version = written.version, actor = %actor.0, "shared configuration written");
+        Ok(Weighed::Landed {
+            outcome: WriteOutcome { source, written },
+            report,
+        })
     }
 
     pub async fn delete(
@@ -149,12 +283,36 @@ impl PlatformWrites {
         service: &ServiceName,
         key: &ConfigKey,
         expected: Expected,
-    ) -> Result<i64, ConfigError> {
+        landing: Landing,
+    ) -> Result<Weighed<i64>, ConfigError> {
         self.authorize(identity).await?;
+        self.delete_as(&identity.subject, layer, service, key, expected, landing)
+            .await
+    }
+
+    /// [`Self::delete`] without the group check, recorded as `actor`: for
+    /// the operator CLI, whose AWS credentials are its authorization.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn delete_as(
+        &self,
+        actor: &str,
+        layer: &Layer,
+        service: &ServiceName,
+        key: &ConfigKey,
+        expected: Expected,
+        landing: Landing,
+    ) -> Result<Weighed<i64>, ConfigError> {
         let (entry, _, writer) = self.target(layer, service, key)?;
-        let version = writer.delete(&entry, expected, &actor(identity)).await?;
-        tracing::info!(%entry, version, actor = %identity.subject, "shared configuration deleted");
-        Ok(version)
+        let (actor, report) = match self.verdict(actor, proposal(&entry, Some(None), None), landing).await? {
+            Verdict::DryRun(report) => return Ok(Weighed::DryRun(report)),
+            Verdict::Land { actor, report } => (actor, report),
+        };
+        let version = writer.delete(&entry, expected, &actor).await?;
+        tracing::info!(%entry, version, actor = %actor.0, "shared configuration deleted");
+        Ok(Weighed::Landed {
+            outcome: version,
+            report,
+        })
     }
 
     pub async fn history(
@@ -169,6 +327,7 @@ impl PlatformWrites {
         Ok(writer.history(&entry, MAX_HISTORY).await?)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub async fn rollback(
         &self,
         identity: &Identity,
@@ -177,20 +336,136 @@ impl PlatformWrites {
         key: &ConfigKey,
         to: i64,
         expected: Expected,
-    ) -> Result<WriteOutcome, ConfigError> {
+        landing: Landing,
+    ) -> Result<Weighed<WriteOutcome>, ConfigError> {
         self.authorize(identity).await?;
+        self.rollback_as(&identity.subject, layer, service, key, to, expected, landing)
+            .await
+    }
+
+    /// [`Self::rollback`] without the group check, recorded as `actor`: for
+    /// the operator CLI, whose AWS credentials are its authorization.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rollback_as(
+        &self,
+        actor: &str,
+        layer: &Layer,
+        service: &ServiceName,
+        key: &ConfigKey,
+        to: i64,
+        expected: Expected,
+        landing: Landing,
+    ) -> Result<Weighed<WriteOutcome>, ConfigError> {
         let (entry, source, writer) = self.target(layer, service, key)?;
-        let written = checked_rollback(
-            writer,
-            self.schemas.as_deref(),
-            &entry,
-            to,
-            expected,
-            &actor(identity),
-        )
-        .await?;
-        tracing::info!(%entry, version = written.version, rollback_of = to, actor = %identity.subject, "shared configuration rolled back");
-        Ok(WriteOutcome { source, written })
+        let restored = match &self.blast {
+            // The value it restores is weighed like a new one.
+            Some(_) => Some(
+                writer
+                    .history(&entry, ROLLBACK_LOOKBACK)
+                    .await?
+                    .into_iter()
+                    .find(|v| v.version == to && !v.deleted)
+                    .ok_or(WriteError::UnknownVersion(to))?
+                    .value,
+            ),
+            None => None,
+        };
+        let (actor, report) = match self.verdict(actor, proposal(&entry, restored, None), landing).await? {
+            Verdict::DryRun(report) => return Ok(Weighed::DryRun(report)),
+            Verdict::Land { actor, report } => (actor, report),
+        };
+        let written =
+            checked_rollback(writer, &self.shared_check(), &entry, to, expected, &actor).await?;
+        tracing::info!(%entry, version = written.version, rollback_of = to, actor = %actor.0, "shared configuration rolled back");
+        Ok(Weighed::Landed {
+            outcome: WriteOutcome { source, written },
+            report,
+        })
+    }
+
+    fn guardrails(&self) -> Result<&Guardrails, ConfigError> {
+        self.guardrails.as_deref().ok_or(ConfigError::RouteNotFound)
+    }
+
+    /// A shared layer's guardrail of a key (`None`: it sets none).
+    pub async fn guardrail(
+        &self,
+        identity: &Identity,
+        layer: &Layer,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<Option<StoredGuardrail>, ConfigError> {
+        self.authorize(identity).await?;
+        self.target(layer, service, key)?;
+        Ok(self.guardrails()?.store().get(layer, service, key).await?)
+    }
+
+    /// Sets (or with `None` removes) a shared layer's guardrail of a key if
+    /// it is at `expected`, weighed like a value: a lock over tenants that
+    /// hold their own value, or a schema a tenant's effective value fails,
+    /// is refused unless forced. Returns the new version (0: removed).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn set_guardrail(
+        &self,
+        identity: &Identity,
+        layer: &Layer,
+        service: &ServiceName,
+        key: &ConfigKey,
+        guardrail: Option<&Guardrail>,
+        expected: Expected,
+        landing: Landing,
+    ) -> Result<Weighed<i64>, ConfigError> {
+        self.authorize(identity).await?;
+        self.set_guardrail_as(&identity.subject, layer, service, key, guardrail, expected, landing)
+            .await
+    }
+
+    /// [`Self::set_guardrail`] without the group check, recorded as `actor`: for
+    /// the operator CLI, whose AWS credentials are its authorization.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn set_guardrail_as(
+        &self,
+        actor: &str,
+        layer: &Layer,
+        service: &ServiceName,
+        key: &ConfigKey,
+        guardrail: Option<&Guardrail>,
+        expected: Expected,
+        landing: Landing,
+    ) -> Result<Weighed<i64>, ConfigError> {
+        let (entry, _, _) = self.target(layer, service, key)?;
+        let guardrails = self.guardrails()?;
+        if let Some(guardrail) = guardrail {
+            guardrail.compile()?;
+        }
+        let (actor, report) = match self.verdict(actor, proposal(&entry, None, Some(guardrail.cloned())), landing).await? {
+            Verdict::DryRun(report) => return Ok(Weighed::DryRun(report)),
+            Verdict::Land { actor, report } => (actor, report),
+        };
+        let store = guardrails.store();
+        let current = store.get(layer, service, key).await?.map(|g| g.version);
+        let from = match (expected, current) {
+            (Expected::Absent, None) => None,
+            (Expected::Version(v), Some(c)) if v == c => Some(v),
+            (Expected::Any, current) => current,
+            _ => return Err(WriteError::Conflict { current }.into()),
+        };
+        if guardrail.is_none() && from.is_none() {
+            return Err(WriteError::NotFound.into());
+        }
+        let Some(version) = store
+            .put(layer, service, key, guardrail, from, &actor.0, now_ms())
+            .await?
+        else {
+            let current = store.get(layer, service, key).await?.map(|g| g.version);
+            return Err(WriteError::Conflict { current }.into());
+        };
+        guardrails.forget(layer, service, key).await;
+        tracing::info!(%entry, locked = guardrail.is_some_and(|g| g.locked), schema = guardrail.is_some_and(|g| g.schema.is_some()), removed = guardrail.is_none(), version, actor = %actor.0, "guardrail set");
+        Ok(Weighed::Landed {
+            outcome: version,
+            report,
+        })
     }
 
     /// A tenant's registration (never registered: no tier, active).
@@ -254,6 +529,19 @@ impl PlatformWrites {
     }
 }
 
-fn actor(identity: &Identity) -> Actor {
-    Actor(identity.subject.clone())
+fn proposal(
+    entry: &EntryKey,
+    value: Option<Option<serde_json::Value>>,
+    guardrail: Option<Option<Guardrail>>,
+) -> Proposal {
+    Proposal {
+        layer: entry.layer.clone(),
+        service: entry.service.clone(),
+        key: entry.key.clone(),
+        value,
+        guardrail,
+    }
 }
+
+/// What a forced change's actor ends with.
+pub const FORCED_MARK: &str = " (forced past broken tenants)";

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::Listed;
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
 use crate::store::dynamodb::{
@@ -39,8 +40,8 @@ const UPDATED_AT: &str = "updated_at";
 pub struct TenantRecord {
     /// The tier whose layer sits between the global layer and the tenant's.
     pub tier: Option<TierName>,
-    /// An inactive tenant's reads are refused (403 `tenant_inactive`); its
-    /// administrators' writes are not refused yet.
+    /// An inactive tenant's reads and its administrators' writes are
+    /// refused (403 `tenant_inactive`).
     pub active: bool,
 }
 
@@ -80,6 +81,9 @@ pub trait TenantRegistry: Send + Sync {
         actor: &str,
         at_ms: i64,
     ) -> Result<Option<i64>, StoreError>;
+
+    /// Every registered tenant's record (a blast radius's first read).
+    async fn list(&self) -> Result<Listed<(TenantId, TenantRecord)>, StoreError>;
 }
 
 /// The version a write from `expected` stores: 1 for a first record.
@@ -215,6 +219,45 @@ impl TenantRegistry for DynamoDbRegistry {
         let landed = conditional_write(request.send().await)?;
         Ok(landed.then_some(version))
     }
+
+    async fn list(&self) -> Result<Listed<(TenantId, TenantRecord)>, StoreError> {
+        let mut listed = Listed::default();
+        let mut start = None;
+        loop {
+            listed.calls += 1;
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", PARTITION_KEY)
+                .expression_attribute_values(
+                    ":pk",
+                    AttributeValue::S(REGISTRY_PARTITION.to_owned()),
+                )
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            for item in page.items() {
+                let tenant = match item.get(SORT_KEY) {
+                    Some(AttributeValue::S(sk)) => sk
+                        .strip_prefix("TENANT#")
+                        .and_then(|t| TenantId::parse(t).ok()),
+                    _ => None,
+                };
+                let Some(tenant) = tenant else {
+                    tracing::warn!(sk = ?item.get(SORT_KEY), "registry item names no valid tenant; skipped");
+                    continue;
+                };
+                listed.items.push((tenant, registered(item)?.record));
+            }
+            start = page.last_evaluated_key.filter(|k| !k.is_empty());
+            if start.is_none() {
+                return Ok(listed);
+            }
+        }
+    }
 }
 
 /// The registry in memory, for tests.
@@ -263,6 +306,19 @@ impl TenantRegistry for MemoryRegistry {
             },
         );
         Ok(Some(version))
+    }
+    async fn list(&self) -> Result<Listed<(TenantId, TenantRecord)>, StoreError> {
+        let records = self
+            .records
+            .lock()
+            .map_err(|_| malformed("registry poisoned".to_owned()))?;
+        Ok(Listed {
+            items: records
+                .iter()
+                .map(|(tenant, r)| (tenant.clone(), r.record.clone()))
+                .collect(),
+            calls: 1,
+        })
     }
 }
 

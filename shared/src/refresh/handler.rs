@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use super::change::{ChangeRecord, Classified};
+use super::change::{ChangeRecord, Classified, Subject};
+use super::proto::Operation;
 use super::discovery::{DiscoveryError, InstanceHealth, InstanceSource};
 use super::event::{EventError, ParameterChangeEvent, classify};
 use super::fanout::{FanoutReport, FanoutSource};
@@ -25,6 +26,7 @@ use super::journal::{ChangeJournal, JournalError};
 use super::stage_cache::{FlushRequests, StageCache, StageCacheError};
 use super::stale::{StaleSettings, StaleTracker};
 use super::stream::{StreamBatch, classify_batch};
+use crate::layers::overrides::OverrideIndex;
 use crate::metrics::{Counter, metrics};
 use crate::routing::KeyRouter;
 
@@ -40,6 +42,8 @@ pub enum RefreshError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     StageCache(#[from] StageCacheError),
+    #[error("override index update failed: {0}")]
+    OverrideIndex(String),
     #[error("refresh reached {ok} of {instances} agents; failed: {failed}")]
     Undelivered {
         ok: usize,
@@ -57,6 +61,7 @@ impl RefreshError {
             RefreshError::Discovery(_) => "DiscoveryFailed",
             RefreshError::Journal(_) => "JournalFailed",
             RefreshError::StageCache(_) => "StageCacheFailed",
+            RefreshError::OverrideIndex(_) => "OverrideIndexFailed",
             RefreshError::Undelivered { .. } => "RefreshUndelivered",
         }
     }
@@ -132,6 +137,7 @@ pub struct Refresher {
     journal: Arc<dyn ChangeJournal>,
     stale: Option<(StaleTracker, Arc<dyn InstanceHealth>)>,
     stage_cache: Option<(Arc<dyn FlushRequests>, Arc<dyn StageCache>)>,
+    overrides: Option<Arc<dyn OverrideIndex>>,
 }
 
 impl Refresher {
@@ -150,7 +156,16 @@ impl Refresher {
             journal,
             stale: None,
             stage_cache: None,
+            overrides: None,
         }
+    }
+
+    /// Keeps the override index (see [`crate::layers::overrides`]) from
+    /// every change of a tenant's own entry, before it is journaled: a
+    /// failure fails the change, which is retried like any other.
+    pub fn with_override_index(mut self, overrides: Arc<dyn OverrideIndex>) -> Self {
+        self.overrides = Some(overrides);
+        self
     }
 
     /// After every journaled change, requests a flush of the API Gateway
@@ -168,6 +183,17 @@ impl Refresher {
     /// Journals `changes`, then (if a stage cache is configured) asks for the
     /// flush that follows them.
     async fn journal(&self, changes: &[ChangeRecord]) -> Result<(), RefreshError> {
+        if let Some(overrides) = &self.overrides {
+            for change in changes {
+                if let Subject::Entry(item) = &change.subject {
+                    let present = change.operation != Operation::Delete;
+                    overrides
+                        .mark(item, present, change.time_unix_ms)
+                        .await
+                        .map_err(|e| RefreshError::OverrideIndex(e.to_string()))?;
+                }
+            }
+        }
         self.journal.append(changes).await?;
         if let Some((requests, _)) = &self.stage_cache {
             let ids: Vec<String> = changes.iter().map(|c| c.change_id.clone()).collect();

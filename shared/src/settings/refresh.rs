@@ -26,6 +26,10 @@ pub struct RefreshSettings {
     pub fanout: FanoutSettings,
     /// Every change is journaled here before it is pushed.
     pub journal_table: String,
+    /// The config table whose override index (which tenants hold their own
+    /// value of a key, for blast radii) config-refresh keeps
+    /// (`CONFIG_TABLE_NAME`; unset: not kept).
+    pub override_table: Option<String>,
     /// The agents' Cloud Map service id (`CLOUD_MAP_SERVICE_ID`): with it,
     /// agents that keep failing are marked UNHEALTHY.
     pub cloud_map_service_id: Option<String>,
@@ -69,6 +73,7 @@ impl RefreshSettings {
             cloud_map_namespace: env.required("CLOUD_MAP_NAMESPACE")?,
             cloud_map_service: env.required("CLOUD_MAP_SERVICE")?,
             journal_table: env.required("JOURNAL_TABLE_NAME")?,
+            override_table: env.optional("CONFIG_TABLE_NAME"),
             stage_cache: stage_cache(&env)?,
             cloud_map_service_id: env.optional("CLOUD_MAP_SERVICE_ID"),
             agent_transport: agent_transport(&env)?,

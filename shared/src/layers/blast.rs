@@ -1,0 +1,465 @@
+//! The blast radius of a shared change before it lands: how many tenants'
+//! effective values a global or tier write (or a guardrail) changes, which
+//! tenants keep their own value, which would fail their schema or a
+//! guardrail, and which override a key the change locks.
+//!
+//! Its cost grows with the tenants that hold their own value of the key,
+//! not with all tenants: tenants without one share an effective value per
+//! tier, computed once per tier, and only the overriding tenants (from the
+//! [`OverrideIndex`]) are read one by one. The registry is listed once (in
+//! 1 MB pages) to know each tenant's tier.
+//!
+//! Tenants are known from the registry and the override index; a tenant
+//! never registered and holding no value of its own reads the global layer
+//! alone, and the report answers for that case once
+//! ([`BlastReport::unregistered`]). Inactive tenants read nothing: they are
+//! counted apart and never block a change.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt, stream};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::guardrails::{Compiled, Constraints, Guardrail, GuardrailStore};
+use super::merge::merge_values;
+use super::overrides::OverrideIndex;
+use super::registry::TenantRegistry;
+use super::Layer;
+use crate::domain::{Found, ItemKey, ReadMode, StoreKind};
+use crate::error::{ConfigError, StoreError};
+use crate::routing::KeyRouter;
+use crate::schema::Schemas;
+use crate::store::ConfigStore;
+use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
+
+/// Most tenants a report names per list.
+pub const NAMED: usize = 100;
+/// Overriding tenants' values read at once.
+const READS_IN_FLIGHT: usize = 16;
+
+/// A shared change to weigh: a new value of the layer's entry, a new
+/// guardrail, or both (`None`: unchanged; `Some(None)`: removed).
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub layer: Layer,
+    pub service: ServiceName,
+    pub key: ConfigKey,
+    pub value: Option<Option<Value>>,
+    pub guardrail: Option<Option<Guardrail>>,
+}
+
+/// A tenant whose effective value would fail a schema or a guardrail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub tenant: String,
+    /// Where in the value (a JSON Pointer), never the value.
+    pub path: String,
+    pub rule: String,
+}
+
+/// What the change does to a tenant that was never registered and holds no
+/// value of its own (global changes only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnregisteredOutcome {
+    pub changes: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fails: Option<Failure>,
+}
+
+/// The answer of a dry run, and of a refused or forced write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlastReport {
+    pub layer: String,
+    pub service: String,
+    pub key: String,
+    /// Active tenants the layer reaches that are known (registered, or
+    /// holding their own value of the key).
+    pub tenants: usize,
+    pub changed: usize,
+    pub unchanged: usize,
+    /// Tenants whose own value keeps their effective value as it is.
+    pub keeping_own_value: usize,
+    pub failing: usize,
+    /// Tenants holding their own value of a key the change locks.
+    pub locked_overrides: usize,
+    /// The first [`NAMED`] of each, by tenant id.
+    pub changed_tenants: Vec<String>,
+    pub keeping_own_value_tenants: Vec<String>,
+    pub failing_tenants: Vec<Failure>,
+    pub locked_override_tenants: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unregistered: Option<UnregisteredOutcome>,
+    /// Registered but inactive: they read nothing, so nothing changes for them.
+    pub inactive: usize,
+    /// Store calls the report made.
+    pub store_reads: usize,
+}
+
+impl BlastReport {
+    /// Whether the change breaks a tenant: a real write is refused (422)
+    /// unless forced.
+    pub fn breaks_tenants(&self) -> bool {
+        self.failing > 0
+            || self.locked_overrides > 0
+            || self.unregistered.as_ref().is_some_and(|u| u.fails.is_some())
+    }
+}
+
+/// Computes blast radii; reads with the platform role.
+pub struct BlastRadius {
+    router: KeyRouter,
+    dynamodb: Arc<dyn ConfigStore>,
+    parameters: Arc<dyn ConfigStore>,
+    registry: Arc<dyn TenantRegistry>,
+    overrides: Arc<dyn OverrideIndex>,
+    guardrails: Arc<dyn GuardrailStore>,
+    schemas: Option<Arc<Schemas>>,
+}
+
+/// One tier's layers of the key before and after the change.
+struct TierView {
+    before: Vec<Value>,
+    after: Vec<Value>,
+    after_constraints: Constraints,
+}
+
+/// What the change does to one effective value.
+enum Outcome {
+    Changed,
+    Unchanged,
+}
+
+impl BlastRadius {
+    pub fn new(
+        router: KeyRouter,
+        dynamodb: Arc<dyn ConfigStore>,
+        parameters: Arc<dyn ConfigStore>,
+        registry: Arc<dyn TenantRegistry>,
+        overrides: Arc<dyn OverrideIndex>,
+        guardrails: Arc<dyn GuardrailStore>,
+    ) -> Self {
+        Self {
+            router,
+            dynamodb,
+            parameters,
+            registry,
+            overrides,
+            guardrails,
+            schemas: None,
+        }
+    }
+
+    /// Holds effective values to the keys' JSON Schemas too.
+    pub fn with_schemas(mut self, schemas: Arc<Schemas>) -> Self {
+        self.schemas = Some(schemas);
+        self
+    }
+
+    fn store(&self, kind: StoreKind) -> &Arc<dyn ConfigStore> {
+        match kind {
+            StoreKind::DynamoDb => &self.dynamodb,
+            StoreKind::ParameterStore => &self.parameters,
+        }
+    }
+
+    /// The layer's current value of the key (one listing of the layer).
+    async fn shared_value(
+        &self,
+        kind: StoreKind,
+        layer: &Layer,
+        proposal: &Proposal,
+    ) -> Result<Option<Value>, StoreError> {
+        let listing = self
+            .store(kind)
+            .list_layer(layer, &proposal.service)
+            .await?;
+        Ok(listing
+            .entries
+            .into_iter()
+            .find(|(key, _)| key == &proposal.key)
+            .and_then(|(_, found)| match found {
+                Found::Plain(plain) => Some(plain.value.clone()),
+                Found::Secret(_) => None,
+            }))
+    }
+
+    async fn guardrail(
+        &self,
+        layer: &Layer,
+        proposal: &Proposal,
+    ) -> Result<Option<Guardrail>, StoreError> {
+        Ok(self
+            .guardrails
+            .get(layer, &proposal.service, &proposal.key)
+            .await?
+            .map(|stored| stored.guardrail))
+    }
+
+    /// Weighs `proposal` against every tenant it reaches.
+    pub async fn weigh(&self, proposal: &Proposal) -> Result<BlastReport, ConfigError> {
+        let kind = self.router.route(&proposal.key)?;
+        let mut reads = 0;
+        let (registrations, overriding) = tokio::try_join!(
+            self.registry.list(),
+            self.overrides.tenants(&proposal.service, &proposal.key)
+        )?;
+        reads += registrations.calls + overriding.calls;
+        let registered: HashMap<TenantId, (Option<TierName>, bool)> = registrations
+            .items
+            .into_iter()
+            .map(|(tenant, record)| (tenant, (record.tier, record.active)))
+            .collect();
+        // Which tiers the change reaches, and each tenant's.
+        let tier_of = |tenant: &TenantId| {
+            registered
+                .get(tenant)
+                .map_or((None, true), |(tier, active)| (tier.clone(), *active))
+        };
+        let reaches = |tier: &Option<TierName>| match &proposal.layer {
+            Layer::Global => true,
+            Layer::Tier(changed) => tier.as_ref() == Some(changed),
+            Layer::Tenant(_) => false,
+        };
+        let mut tiers: Vec<Option<TierName>> = registered
+            .values()
+            .map(|(tier, _)| tier.clone())
+            .chain(std::iter::once(None))
+            .filter(|tier| reaches(tier))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        tiers.sort();
+
+        // The shared layers' values and guardrails, before and after.
+        let global_value = self.shared_value(kind, &Layer::Global, proposal).await?;
+        let global_guardrail = self.guardrail(&Layer::Global, proposal).await?;
+        reads += 2;
+        let mut views: BTreeMap<Option<TierName>, TierView> = BTreeMap::new();
+        for tier in tiers {
+            let (tier_value, tier_guardrail) = match &tier {
+                Some(tier) => {
+                    let layer = Layer::Tier(tier.clone());
+                    reads += 2;
+                    (
+                        self.shared_value(kind, &layer, proposal).await?,
+                        self.guardrail(&layer, proposal).await?,
+                    )
+                }
+                None => (None, None),
+            };
+            let view = self.tier_view(
+                proposal,
+                tier.as_ref(),
+                (&global_value, &global_guardrail),
+                (&tier_value, &tier_guardrail),
+            )?;
+            views.insert(tier, view);
+        }
+
+        // The overriding tenants' own values, read a few at a time.
+        let overriding: Vec<TenantId> = overriding
+            .items
+            .into_iter()
+            .filter(|tenant| reaches(&tier_of(tenant).0))
+            .collect();
+        reads += overriding.len();
+        let store = self.store(kind);
+        let own_values: HashMap<TenantId, Option<Found>> = stream::iter(overriding)
+            .map(|tenant| async move {
+                let item = ItemKey::new(
+                    tenant.clone(),
+                    proposal.service.clone(),
+                    proposal.key.clone(),
+                );
+                let found = store.get(&item, ReadMode::Plain).await?;
+                Ok::<_, StoreError>((tenant, found))
+            })
+            .buffer_unordered(READS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+
+        let mut report = BlastReport {
+            layer: proposal.layer.to_string(),
+            service: proposal.service.to_string(),
+            key: proposal.key.to_string(),
+            tenants: 0,
+            changed: 0,
+            unchanged: 0,
+            keeping_own_value: 0,
+            failing: 0,
+            locked_overrides: 0,
+            changed_tenants: Vec::new(),
+            keeping_own_value_tenants: Vec::new(),
+            failing_tenants: Vec::new(),
+            locked_override_tenants: Vec::new(),
+            unregistered: None,
+            inactive: 0,
+            store_reads: reads,
+        };
+        // Tenants without their own value: one answer per tier.
+        let mut by_tier: HashMap<Option<TierName>, (Outcome, Option<(String, String)>)> =
+            HashMap::new();
+        for (tier, view) in &views {
+            let outcome = self.outcome(proposal, view, None).await?;
+            by_tier.insert(tier.clone(), outcome);
+        }
+        if proposal.layer == Layer::Global
+            && let Some((outcome, failure)) = by_tier.get(&None)
+        {
+            report.unregistered = Some(UnregisteredOutcome {
+                changes: matches!(outcome, Outcome::Changed),
+                fails: failure.as_ref().map(|(path, rule)| Failure {
+                    tenant: "(any tenant never registered, without its own value)".to_owned(),
+                    path: path.clone(),
+                    rule: rule.clone(),
+                }),
+            });
+        }
+        let mut tenants: Vec<TenantId> = registered
+            .keys()
+            .chain(own_values.keys())
+            .filter(|tenant| reaches(&tier_of(tenant).0))
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        tenants.sort();
+        for tenant in tenants {
+            let (tier, active) = tier_of(&tenant);
+            if !active {
+                report.inactive += 1;
+                continue;
+            }
+            let Some(view) = views.get(&tier) else {
+                continue;
+            };
+            report.tenants += 1;
+            let name = tenant.to_string();
+            let own = own_values.get(&tenant).and_then(Option::as_ref);
+            if own.is_some() && view.after_constraints.locked_by().is_some() {
+                report.locked_overrides += 1;
+                push_named(&mut report.locked_override_tenants, name.clone());
+            }
+            let (outcome, failure) = match own {
+                None => match by_tier.get(&tier) {
+                    Some((Outcome::Changed, failure)) => (true, failure.clone()),
+                    Some((Outcome::Unchanged, failure)) => (false, failure.clone()),
+                    None => continue,
+                },
+                // A SecureString of its own replaces whatever lies under it.
+                Some(Found::Secret(_)) => (false, None),
+                Some(Found::Plain(plain)) => {
+                    let (outcome, failure) =
+                        self.outcome(proposal, view, Some(&plain.value)).await?;
+                    (matches!(outcome, Outcome::Changed), failure)
+                }
+            };
+            if outcome {
+                report.changed += 1;
+                push_named(&mut report.changed_tenants, name.clone());
+            } else {
+                report.unchanged += 1;
+                if own.is_some() {
+                    report.keeping_own_value += 1;
+                    push_named(&mut report.keeping_own_value_tenants, name.clone());
+                }
+            }
+            if let Some((path, rule)) = failure {
+                report.failing += 1;
+                if report.failing_tenants.len() < NAMED {
+                    report.failing_tenants.push(Failure {
+                        tenant: name,
+                        path,
+                        rule,
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// The layers under a tenant of `tier` before and after the change.
+    fn tier_view(
+        &self,
+        proposal: &Proposal,
+        tier: Option<&TierName>,
+        (global_value, global_guardrail): (&Option<Value>, &Option<Guardrail>),
+        (tier_value, tier_guardrail): (&Option<Value>, &Option<Guardrail>),
+    ) -> Result<TierView, ConfigError> {
+        let changes = |layer: &Layer| &proposal.layer == layer;
+        let tier_layer = tier.map(|t| Layer::Tier(t.clone()));
+        let pick_value = |layer: &Layer, current: &Option<Value>| match &proposal.value {
+            Some(new) if changes(layer) => new.clone(),
+            _ => current.clone(),
+        };
+        let pick_guardrail = |layer: &Layer, current: &Option<Guardrail>| match &proposal.guardrail
+        {
+            Some(new) if changes(layer) => new.clone(),
+            _ => current.clone(),
+        };
+        let mut before = Vec::with_capacity(2);
+        let mut after = Vec::with_capacity(2);
+        let mut after_constraints = Vec::with_capacity(2);
+        let mut layers = vec![(Layer::Global, global_value, global_guardrail)];
+        if let Some(layer) = tier_layer {
+            layers.push((layer, tier_value, tier_guardrail));
+        }
+        for (layer, value, guardrail) in layers {
+            before.extend(value.clone());
+            after.extend(pick_value(&layer, value));
+            if let Some(g) = pick_guardrail(&layer, guardrail) {
+                after_constraints.push(Arc::new(Compiled::new(layer.clone(), &g)?));
+            }
+        }
+        Ok(TierView {
+            before,
+            after,
+            after_constraints: Constraints(after_constraints),
+        })
+    }
+
+    /// Whether an effective value changes, and why the new one fails (only
+    /// a failure the change causes: a value that changes, or a guardrail
+    /// that does).
+    async fn outcome(
+        &self,
+        proposal: &Proposal,
+        view: &TierView,
+        own: Option<&Value>,
+    ) -> Result<(Outcome, Option<(String, String)>), ConfigError> {
+        let stack = |layers: &[Value]| {
+            let mut refs: Vec<&Value> = layers.iter().collect();
+            refs.extend(own);
+            merge_values(&refs)
+        };
+        let (before, after) = (stack(&view.before), stack(&view.after));
+        let outcome = if before == after {
+            Outcome::Unchanged
+        } else {
+            Outcome::Changed
+        };
+        let judged = matches!(outcome, Outcome::Changed) || proposal.guardrail.is_some();
+        let Some(after) = after.filter(|_| judged) else {
+            return Ok((outcome, None));
+        };
+        if let Some(violation) = view.after_constraints.violation(&after) {
+            return Ok((outcome, Some(violation)));
+        }
+        let Some(schemas) = &self.schemas else {
+            return Ok((outcome, None));
+        };
+        match schemas.check(&proposal.service, &proposal.key, &after).await {
+            Ok(()) => Ok((outcome, None)),
+            Err(ConfigError::SchemaViolation { path, rule }) => Ok((outcome, Some((path, rule)))),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+fn push_named(names: &mut Vec<String>, name: String) {
+    if names.len() < NAMED {
+        names.push(name);
+    }
+}
