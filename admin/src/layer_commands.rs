@@ -11,7 +11,9 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 use clap::{Args, Subcommand, ValueEnum};
 use tenant_config_shared::layers::blast::{BlastRadius, BlastReport};
-use tenant_config_shared::layers::guardrails::{DynamoDbGuardrails, Guardrail, GuardrailStore, Guardrails};
+use tenant_config_shared::layers::guardrails::{
+    DynamoDbGuardrails, Guardrail, GuardrailStore, Guardrails,
+};
 use tenant_config_shared::layers::overrides::DynamoDbOverrides;
 use tenant_config_shared::layers::platform::{Landing, PlatformWrites, Weighed};
 use tenant_config_shared::layers::registry::{DynamoDbRegistry, TenantRecord, TenantRegistry};
@@ -226,9 +228,9 @@ fn platform(target: &Target, aws: &SdkConfig) -> PlatformWrites {
         )
         .with_schemas(schemas),
     )
-    .with_guardrails(Arc::new(Guardrails::new(Arc::new(DynamoDbGuardrails::new(
-        dynamodb, table,
-    )))))
+    .with_guardrails(Arc::new(Guardrails::new(Arc::new(
+        DynamoDbGuardrails::new(dynamodb, table),
+    ))))
 }
 
 fn report_json(report: &BlastReport) -> String {
@@ -265,7 +267,12 @@ fn answer<T>(
     }
 }
 
-fn guardrail_json(layer: &Layer, service: &ServiceName, key: &ConfigKey, stored: Option<tenant_config_shared::layers::guardrails::StoredGuardrail>) -> serde_json::Value {
+fn guardrail_json(
+    layer: &Layer,
+    service: &ServiceName,
+    key: &ConfigKey,
+    stored: Option<tenant_config_shared::layers::guardrails::StoredGuardrail>,
+) -> serde_json::Value {
     match stored {
         Some(g) => serde_json::json!({
             "layer": layer.to_string(), "service": service.as_str(), "key": key.as_str(),
@@ -333,7 +340,9 @@ pub async fn run_layer(
                     weighing.landing(),
                 )
                 .await;
-            answer(weighed, |version| format!("deleted {entry} (version {version})"))?;
+            answer(weighed, |version| {
+                format!("deleted {entry} (version {version})")
+            })?;
         }
         LayerCommand::History {
             layer,
@@ -387,11 +396,15 @@ pub async fn run_layer(
             key,
         } => {
             let entry = entry(&layer, &service, &key)?;
-            let stored = DynamoDbGuardrails::new(aws_sdk_dynamodb::Client::new(aws), target.table.as_str())
-                .get(&entry.layer, &entry.service, &entry.key)
-                .await
-                .map_err(|e| e.to_string())?;
-            println!("{}", guardrail_json(&entry.layer, &entry.service, &entry.key, stored));
+            let stored =
+                DynamoDbGuardrails::new(aws_sdk_dynamodb::Client::new(aws), target.table.as_str())
+                    .get(&entry)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                guardrail_json(&entry.layer, &entry.service, &entry.key, stored)
+            );
         }
         LayerCommand::GuardrailSet {
             layer,
@@ -404,7 +417,9 @@ pub async fn run_layer(
         } => {
             let entry = entry(&layer, &service, &key)?;
             let schema = schema
-                .map(|text| serde_json::from_str(&text).map_err(|e| format!("--schema is not JSON: {e}")))
+                .map(|text| {
+                    serde_json::from_str(&text).map_err(|e| format!("--schema is not JSON: {e}"))
+                })
                 .transpose()?;
             let guardrail = Guardrail {
                 locked: lock,
@@ -421,7 +436,9 @@ pub async fn run_layer(
                     weighing.landing(),
                 )
                 .await;
-            answer(weighed, |version| format!("set the guardrail of {entry} as version {version}"))?;
+            answer(weighed, |version| {
+                format!("set the guardrail of {entry} as version {version}")
+            })?;
         }
         LayerCommand::GuardrailDelete {
             layer,

@@ -282,34 +282,34 @@ impl Aws {
             (&settings.admin_group, self.tenant_write_clients(settings))
         {
             let mut writes = ConfigWrites::new(
-                    settings.router.clone(),
-                    Arc::new(DynamoDbWriter::new(
-                        dynamodb.clone(),
-                        settings.table_name.as_str(),
-                    )),
-                    Arc::new(
-                        ParameterWriter::new(ssm, settings.parameter_root.as_str())
-                            .with_secure_string_key(settings.secure_string_key.clone())
-                            .with_version_locks(Arc::new(DynamoDbVersionLocks::new(
-                                dynamodb.clone(),
-                                settings.table_name.as_str(),
-                            ))),
-                    ),
-                    group.as_str(),
-                )
-                .with_quotas(Arc::new(DynamoDbWriteQuotas::new(
-                    dynamodb,
+                settings.router.clone(),
+                Arc::new(DynamoDbWriter::new(
+                    dynamodb.clone(),
                     settings.table_name.as_str(),
-                    QuotaLimits {
-                        writes_per_minute: settings.fairness.writes_per_minute,
-                        max_keys: settings.fairness.max_keys,
-                    },
-                )))
-                .with_schemas(Arc::new(Schemas::new(Arc::new(
-                    self.schemas(&settings.table_name),
-                ))))
-                .with_membership(self.group_membership(settings))
-                .with_guardrails(guardrails.clone());
+                )),
+                Arc::new(
+                    ParameterWriter::new(ssm, settings.parameter_root.as_str())
+                        .with_secure_string_key(settings.secure_string_key.clone())
+                        .with_version_locks(Arc::new(DynamoDbVersionLocks::new(
+                            dynamodb.clone(),
+                            settings.table_name.as_str(),
+                        ))),
+                ),
+                group.as_str(),
+            )
+            .with_quotas(Arc::new(DynamoDbWriteQuotas::new(
+                dynamodb,
+                settings.table_name.as_str(),
+                QuotaLimits {
+                    writes_per_minute: settings.fairness.writes_per_minute,
+                    max_keys: settings.fairness.max_keys,
+                },
+            )))
+            .with_schemas(Arc::new(Schemas::new(Arc::new(
+                self.schemas(&settings.table_name),
+            ))))
+            .with_membership(self.group_membership(settings))
+            .with_guardrails(guardrails.clone());
             if let Some(layers) = layers {
                 writes = writes.with_layers(layers);
             }
@@ -430,11 +430,12 @@ impl Aws {
             Arc::new(self.change_journal(&settings.journal_table)),
         );
         let refresher = match &settings.override_table {
-            Some(table) => {
-                refresher.with_override_index(Arc::new(DynamoDbOverrides::new(self.dynamodb(), table)))
-            }
+            Some(table) => refresher
+                .with_override_index(Arc::new(DynamoDbOverrides::new(self.dynamodb(), table))),
             None => {
-                tracing::warn!("CONFIG_TABLE_NAME is not set: the override index blast radii read is not kept");
+                tracing::warn!(
+                    "CONFIG_TABLE_NAME is not set: the override index blast radii read is not kept"
+                );
                 refresher
             }
         };

@@ -167,7 +167,7 @@ impl ConfigWrites {
         let tenant = identity.require_tenant()?;
         require_member(identity, &self.admin_group, self.membership.as_deref()).await?;
         let tier = match &self.layers {
-            Some(layers) => layers.active_tier(tenant).await?,
+            Some(layers) => layers.current_active_tier(tenant).await?,
             None => None,
         };
         Ok((tenant, tier))
@@ -234,19 +234,13 @@ impl ConfigWrites {
     ) -> Result<WriteOutcome, ConfigError> {
         let (tenant, tier) = self.admit(identity).await?;
         let (item, source, writer) = self.target(tenant, service, key)?;
-        let check = self.value_check(tier.as_ref(), source, service, key).await?;
+        let check = self
+            .value_check(tier.as_ref(), source, service, key)
+            .await?;
         self.count_write(tenant).await?;
         // Only a create adds a key (a put of an existing key names its version).
         let reserved = expected == Expected::Absent && self.reserve_key(tenant).await?;
-        let written = checked_put(
-            writer,
-            &check,
-            &item,
-            value,
-            expected,
-            &actor(identity),
-        )
-        .await;
+        let written = checked_put(writer, &check, &item, value, expected, &actor(identity)).await;
         if reserved && written.is_err() {
             self.release_key(tenant).await;
         }
@@ -317,17 +311,12 @@ impl ConfigWrites {
     ) -> Result<WriteOutcome, ConfigError> {
         let (tenant, tier) = self.admit(identity).await?;
         let (item, source, writer) = self.target(tenant, service, key)?;
-        let check = self.value_check(tier.as_ref(), source, service, key).await?;
+        let check = self
+            .value_check(tier.as_ref(), source, service, key)
+            .await?;
         self.count_write(tenant).await?;
-        let written = checked_rollback(
-            writer,
-            &check,
-            &item,
-            to,
-            expected,
-            &actor(identity),
-        )
-        .await?;
+        let written =
+            checked_rollback(writer, &check, &item, to, expected, &actor(identity)).await?;
         tracing::info!(
             entry = %item.cache_key(),
             version = written.version,

@@ -464,7 +464,61 @@ const MATRIX: &[Case] = &[
     case(Platform, "dynamodb:GetItem", Schemas, true),
     case(Platform, "dynamodb:PutItem", Schemas, false),
     case(Platform, "dynamodb:PutItem", Item(OWN), false),
-    case(Platform, "dynamodb:GetItem", Item(OWN), false),
+    // A blast radius reads the tenants that hold their own value of the
+    // key (the override index) and those values, one item each, and
+    // decrypts nothing; it lists no tenant's partition.
+    case(Platform, "dynamodb:GetItem", Item(OWN), true),
+    case(Platform, "dynamodb:Query", Item(OWN), false),
+    case(
+        Platform,
+        "dynamodb:Query",
+        LayerItems("OVERRIDES#billing#k"),
+        true,
+    ),
+    case(
+        Platform,
+        "dynamodb:PutItem",
+        LayerItems("OVERRIDES#billing#k"),
+        false,
+    ),
+    case(Platform, "ssm:GetParameter", Parameter(OWN), true),
+    case(
+        Platform,
+        "ssm:GetParametersByPath",
+        ParameterPath(OWN),
+        false,
+    ),
+    // Guardrails are set by platform administrators only.
+    case(Platform, "dynamodb:PutItem", LayerItems("GUARDRAIL"), true),
+    case(ConfigApi, "dynamodb:GetItem", LayerItems("GUARDRAIL"), true),
+    case(
+        ConfigApi,
+        "dynamodb:PutItem",
+        LayerItems("GUARDRAIL"),
+        false,
+    ),
+    case(Writer, "dynamodb:PutItem", LayerItems("GUARDRAIL"), false),
+    case(
+        Writer,
+        "dynamodb:PutItem",
+        LayerItems("OVERRIDES#billing#k"),
+        false,
+    ),
+    // config-refresh keeps the override index from the change feed, and
+    // writes no tenant's item.
+    case(
+        ConfigRefresh,
+        "dynamodb:PutItem",
+        LayerItems("OVERRIDES#billing#k"),
+        true,
+    ),
+    case(ConfigRefresh, "dynamodb:PutItem", Item(OWN), false),
+    case(
+        ConfigRefresh,
+        "dynamodb:PutItem",
+        LayerItems("GUARDRAIL"),
+        false,
+    ),
     case(Platform, "dynamodb:BatchWriteItem", Journal, false),
     case(Platform, "ssm:PutParameter", LayerPath("_global"), true),
     case(Platform, "ssm:PutParameter", LayerPath("_tiers/gold"), true),

@@ -215,3 +215,168 @@ async fn a_default_a_tier_and_an_exception_reach_every_reader_of_every_tenant() 
         agent_took.as_millis()
     );
 }
+
+#[tokio::test]
+async fn guardrails_and_blast_radius_hold_a_shared_change_to_every_tenant() {
+    let stack = LocalStack::start(StackOptions::with_agents(0), &|_, _| {})
+        .await
+        .expect("local stack starts");
+    let (pat, dana) = (
+        stack.token(PAT).await.unwrap(),
+        stack.token(DANA).await.unwrap(),
+    );
+    let key = "tenant_config_quotas";
+    let global = format!("/v1/layers/global/{SERVICE}/{key}");
+    let own = format!("/v1/config/{SERVICE}/{key}");
+    let send = |method: Method,
+                path: String,
+                token: String,
+                headers: Vec<(&'static str, String)>,
+                body: Option<Value>| {
+        let stack = &stack;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            stack
+                .send(method, &path, Some(&token), &headers, body.as_ref())
+                .await
+                .unwrap()
+        }
+    };
+    // GIVEN a global default and tenant-a's own exception
+    let created = put(&stack, &pat, &global, json!({"value": {"per_second": 10}})).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let exception = put(&stack, &dana, &own, json!({"value": {"per_second": 5}})).await;
+    assert_eq!(exception.status, 201, "{}", exception.text);
+    // WHEN the platform administrator weighs raising the default
+    // THEN the dry run names tenant-a as keeping its own value once
+    // config-refresh has marked it in the override index (from the stream)
+    let dry_run = format!("{global}?dry_run=true");
+    let raise = json!({"value": {"per_second": 500}});
+    let started = Instant::now();
+    let report = loop {
+        let answer = send(
+            Method::PUT,
+            dry_run.clone(),
+            pat.clone(),
+            vec![("if-match", "1".to_owned())],
+            Some(raise.clone()),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text);
+        if answer.body["report"]["keeping_own_value_tenants"] == json!(["tenant-a"]) {
+            break answer.body["report"].clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the override index never named tenant-a: {}",
+            answer.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(report["unregistered"]["changes"], true, "{report}");
+    assert!(report["store_reads"].as_u64().unwrap() >= 3, "{report}");
+
+    // WHEN a guardrail caps per_second at 100 (nobody breaks: it lands)
+    let guardrail = format!("{global}/guardrail");
+    let capped = send(
+        Method::PUT,
+        guardrail.clone(),
+        pat.clone(),
+        vec![("if-none-match", "*".to_owned())],
+        Some(json!({"schema": {"properties": {"per_second": {"maximum": 100}}}})),
+    )
+    .await;
+    assert_eq!(capped.status, 201, "{}", capped.text);
+    // THEN raising the default past it is refused, naming what breaks
+    let refused = send(
+        Method::PUT,
+        global.clone(),
+        pat.clone(),
+        vec![("if-match", "1".to_owned())],
+        Some(raise.clone()),
+    )
+    .await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert_eq!(refused.body["error"], "breaks_tenants");
+    assert!(
+        refused.body["report"]["unregistered"]["fails"]["rule"]
+            .as_str()
+            .unwrap()
+            .contains("global guardrail"),
+        "{}",
+        refused.text
+    );
+    // AND a tenant's write past the cap is refused too (422)
+    let over = send(
+        Method::PUT,
+        own.clone(),
+        dana.clone(),
+        vec![("if-match", "1".to_owned())],
+        Some(json!({"value": {"per_second": 101}})),
+    )
+    .await;
+    assert_eq!(
+        (over.status, over.body["error"].as_str()),
+        (422, Some("schema_violation")),
+        "{}",
+        over.text
+    );
+
+    // WHEN the global layer locks the key over tenant-a's exception: refused,
+    // then forced (the history records it)
+    let lock = json!({"locked": true, "schema": {"properties": {"per_second": {"maximum": 100}}}});
+    let refused = send(
+        Method::PUT,
+        guardrail.clone(),
+        pat.clone(),
+        vec![("if-match", "1".to_owned())],
+        Some(lock.clone()),
+    )
+    .await;
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    assert_eq!(
+        refused.body["report"]["locked_override_tenants"],
+        json!(["tenant-a"])
+    );
+    let forced = send(
+        Method::PUT,
+        format!("{guardrail}?force=true"),
+        pat.clone(),
+        vec![("if-match", "1".to_owned())],
+        Some(lock),
+    )
+    .await;
+    assert_eq!(forced.status, 200, "{}", forced.text);
+    // THEN tenant-a's administrator can no longer write the key
+    let locked = send(
+        Method::PUT,
+        own.clone(),
+        dana.clone(),
+        vec![("if-match", "1".to_owned())],
+        Some(json!({"value": {"per_second": 6}})),
+    )
+    .await;
+    assert_eq!(
+        (locked.status, locked.body["error"].as_str()),
+        (422, Some("key_locked")),
+        "{}",
+        locked.text
+    );
+    // AND the guardrail reads back with who set it
+    let read = stack.get(&guardrail, Some(&pat)).await.unwrap();
+    assert_eq!(
+        (read.status, read.body["locked"].clone()),
+        (200, json!(true)),
+        "{}",
+        read.text
+    );
+    assert!(
+        read.body["updated_by"]
+            .as_str()
+            .unwrap()
+            .ends_with("(forced past broken tenants)"),
+        "{}",
+        read.text
+    );
+}

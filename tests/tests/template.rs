@@ -318,7 +318,7 @@ fn reads_and_writes_assume_separate_tenant_roles_and_config_api_keeps_no_tenant_
             let sid = statement["Sid"].as_str().unwrap_or_default();
             assert!(
                 [
-                    "ReadSchemasAndServiceGrants",
+                    "ReadSchemasServiceGrantsAndGuardrails",
                     "CatchUpFromTheJournal",
                     "ReadSharedLayers",
                     "ReadTenantRegistrations",
@@ -553,7 +553,7 @@ fn dynamodb_changes_reach_config_refresh_with_images_for_the_audit_and_partial_b
         "only configuration items (of every layer), delete tombstones and registrations are delivered"
     );
     // Of the configuration table, the function reads that one stream and
-    // nothing else (the journal is checked below).
+    // writes only the override index's marks (the journal is checked below).
     let refresh_statements: Vec<Value> = statements(&template)
         .into_iter()
         .filter(|(owner, _)| owner == "ConfigRefreshFunction")
@@ -566,6 +566,15 @@ fn dynamodb_changes_reach_config_refresh_with_images_for_the_audit_and_partial_b
             .iter()
             .any(|r| r.starts_with("ChangeJournalTable"))
         {
+            continue;
+        }
+        if resources == vec!["ConfigTable.Arn"] {
+            assert_eq!(actions, vec!["dynamodb:PutItem"], "{statement:?}");
+            assert_eq!(
+                strings(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]),
+                vec!["OVERRIDES#*"],
+                "config-refresh writes only the override index: {statement:?}"
+            );
             continue;
         }
         if actions.iter().any(|a| a.starts_with("dynamodb:")) {

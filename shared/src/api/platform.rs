@@ -89,7 +89,10 @@ fn landing(request: &ApiRequest<'_>) -> Result<Landing, ConfigError> {
             "?{name}= takes true or false, once"
         ))),
     };
-    match (flag("dry_run", request.dry_run)?, flag("force", request.force)?) {
+    match (
+        flag("dry_run", request.dry_run)?,
+        flag("force", request.force)?,
+    ) {
         (true, true) => Err(ConfigError::BadRequest(
             "?dry_run=true and ?force=true together: a dry run lands nothing to force".to_owned(),
         )),
@@ -307,7 +310,14 @@ impl ConfigApi {
             ("DELETE", LayerAction::Entry) => {
                 let expected = expected(request, false)?;
                 let (deleted, report) = match platform
-                    .delete(identity, &layer, &service, &key, expected, landing(request)?)
+                    .delete(
+                        identity,
+                        &layer,
+                        &service,
+                        &key,
+                        expected,
+                        landing(request)?,
+                    )
                     .await?
                 {
                     Weighed::DryRun(report) => return Ok(dry_run_response(report)),
@@ -427,7 +437,7 @@ impl ConfigApi {
                         locked: guardrail.locked,
                         schema: guardrail.schema,
                         version,
-                        updated_by: Some(identity.subject.clone()),
+                        updated_by: None,
                         updated_at_ms: None,
                         blast_radius: report,
                     },

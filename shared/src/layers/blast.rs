@@ -26,7 +26,7 @@ use super::guardrails::{Compiled, Constraints, Guardrail, GuardrailStore};
 use super::merge::merge_values;
 use super::overrides::OverrideIndex;
 use super::registry::TenantRegistry;
-use super::Layer;
+use super::{EntryKey, Layer};
 use crate::domain::{Found, ItemKey, ReadMode, StoreKind};
 use crate::error::{ConfigError, StoreError};
 use crate::routing::KeyRouter;
@@ -103,7 +103,10 @@ impl BlastReport {
     pub fn breaks_tenants(&self) -> bool {
         self.failing > 0
             || self.locked_overrides > 0
-            || self.unregistered.as_ref().is_some_and(|u| u.fails.is_some())
+            || self
+                .unregistered
+                .as_ref()
+                .is_some_and(|u| u.fails.is_some())
     }
 }
 
@@ -124,6 +127,11 @@ struct TierView {
     after: Vec<Value>,
     after_constraints: Constraints,
 }
+
+/// Where a value fails and which rule: `(path, rule)`.
+type Violation = (String, String);
+/// What the change does to one effective value, and why the new one fails.
+type Judgement = (Outcome, Option<Violation>);
 
 /// What the change does to one effective value.
 enum Outcome {
@@ -190,9 +198,14 @@ impl BlastRadius {
         layer: &Layer,
         proposal: &Proposal,
     ) -> Result<Option<Guardrail>, StoreError> {
+        let entry = EntryKey::new(
+            layer.clone(),
+            proposal.service.clone(),
+            proposal.key.clone(),
+        );
         Ok(self
             .guardrails
-            .get(layer, &proposal.service, &proposal.key)
+            .get(&entry)
             .await?
             .map(|stored| stored.guardrail))
     }
@@ -299,8 +312,7 @@ impl BlastRadius {
             store_reads: reads,
         };
         // Tenants without their own value: one answer per tier.
-        let mut by_tier: HashMap<Option<TierName>, (Outcome, Option<(String, String)>)> =
-            HashMap::new();
+        let mut by_tier: HashMap<Option<TierName>, Judgement> = HashMap::new();
         for (tier, view) in &views {
             let outcome = self.outcome(proposal, view, None).await?;
             by_tier.insert(tier.clone(), outcome);
@@ -428,7 +440,7 @@ impl BlastRadius {
         proposal: &Proposal,
         view: &TierView,
         own: Option<&Value>,
-    ) -> Result<(Outcome, Option<(String, String)>), ConfigError> {
+    ) -> Result<Judgement, ConfigError> {
         let stack = |layers: &[Value]| {
             let mut refs: Vec<&Value> = layers.iter().collect();
             refs.extend(own);
@@ -450,7 +462,10 @@ impl BlastRadius {
         let Some(schemas) = &self.schemas else {
             return Ok((outcome, None));
         };
-        match schemas.check(&proposal.service, &proposal.key, &after).await {
+        match schemas
+            .check(&proposal.service, &proposal.key, &after)
+            .await
+        {
             Ok(()) => Ok((outcome, None)),
             Err(ConfigError::SchemaViolation { path, rule }) => Ok((outcome, Some((path, rule)))),
             Err(other) => Err(other),

@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use moka::future::Cache;
 use serde_json::Value;
 
-use super::Layer;
+use super::{EntryKey, Layer};
 use crate::error::{ConfigError, StoreError};
 use crate::kinds::StoreKind;
 use crate::store::dynamodb::{
@@ -77,19 +77,19 @@ pub struct StoredGuardrail {
 }
 
 /// Sort key of a layer's guardrail of one key.
-pub fn guardrail_sort_key(layer: &Layer, service: &ServiceName, key: &ConfigKey) -> String {
-    format!("{}#{service}#{key}", layer.parameter_segment())
+pub fn guardrail_sort_key(entry: &EntryKey) -> String {
+    format!(
+        "{}#{}#{}",
+        entry.layer.parameter_segment(),
+        entry.service,
+        entry.key
+    )
 }
 
 /// Where guardrails are kept.
 #[async_trait]
 pub trait GuardrailStore: Send + Sync {
-    async fn get(
-        &self,
-        layer: &Layer,
-        service: &ServiceName,
-        key: &ConfigKey,
-    ) -> Result<Option<StoredGuardrail>, StoreError>;
+    async fn get(&self, entry: &EntryKey) -> Result<Option<StoredGuardrail>, StoreError>;
 
     /// Stores `guardrail` (`None`: removes it) if the stored version is
     /// `expected` (`None`: there is none). `Ok(Some(version))` with the new
@@ -97,9 +97,7 @@ pub trait GuardrailStore: Send + Sync {
     /// first.
     async fn put(
         &self,
-        layer: &Layer,
-        service: &ServiceName,
-        key: &ConfigKey,
+        entry: &EntryKey,
         guardrail: Option<&Guardrail>,
         expected: Option<i64>,
         actor: &str,
@@ -168,17 +166,12 @@ fn stored(item: &HashMap<String, AttributeValue>) -> Result<StoredGuardrail, Sto
 
 #[async_trait]
 impl GuardrailStore for DynamoDbGuardrails {
-    async fn get(
-        &self,
-        layer: &Layer,
-        service: &ServiceName,
-        key: &ConfigKey,
-    ) -> Result<Option<StoredGuardrail>, StoreError> {
+    async fn get(&self, entry: &EntryKey) -> Result<Option<StoredGuardrail>, StoreError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(guardrail_key(guardrail_sort_key(layer, service, key))))
+            .set_key(Some(guardrail_key(guardrail_sort_key(entry))))
             .consistent_read(true)
             .send()
             .await
@@ -188,15 +181,13 @@ impl GuardrailStore for DynamoDbGuardrails {
 
     async fn put(
         &self,
-        layer: &Layer,
-        service: &ServiceName,
-        key: &ConfigKey,
+        entry: &EntryKey,
         guardrail: Option<&Guardrail>,
         expected: Option<i64>,
         actor: &str,
         at_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let sort_key = guardrail_sort_key(layer, service, key);
+        let sort_key = guardrail_sort_key(entry);
         let Some(guardrail) = guardrail else {
             let Some(expected) = expected else {
                 return Ok(Some(0));
@@ -249,24 +240,17 @@ pub struct MemoryGuardrails(Mutex<HashMap<String, StoredGuardrail>>);
 
 #[async_trait]
 impl GuardrailStore for MemoryGuardrails {
-    async fn get(
-        &self,
-        layer: &Layer,
-        service: &ServiceName,
-        key: &ConfigKey,
-    ) -> Result<Option<StoredGuardrail>, StoreError> {
+    async fn get(&self, entry: &EntryKey) -> Result<Option<StoredGuardrail>, StoreError> {
         let all = self
             .0
             .lock()
             .map_err(|_| malformed("guardrails poisoned".to_owned()))?;
-        Ok(all.get(&guardrail_sort_key(layer, service, key)).cloned())
+        Ok(all.get(&guardrail_sort_key(entry)).cloned())
     }
 
     async fn put(
         &self,
-        layer: &Layer,
-        service: &ServiceName,
-        key: &ConfigKey,
+        entry: &EntryKey,
         guardrail: Option<&Guardrail>,
         expected: Option<i64>,
         actor: &str,
@@ -276,7 +260,7 @@ impl GuardrailStore for MemoryGuardrails {
             .0
             .lock()
             .map_err(|_| malformed("guardrails poisoned".to_owned()))?;
-        let sort_key = guardrail_sort_key(layer, service, key);
+        let sort_key = guardrail_sort_key(entry);
         if all.get(&sort_key).map(|g| g.version) != expected {
             return Ok(None);
         }
@@ -323,7 +307,10 @@ impl Compiled {
             root if root.is_empty() => "/".to_owned(),
             path => path,
         };
-        Some((path, format!("{} guardrail {}", self.layer, error.schema_path())))
+        Some((
+            path,
+            format!("{} guardrail {}", self.layer, error.schema_path()),
+        ))
     }
 }
 
@@ -374,18 +361,12 @@ impl Guardrails {
     }
 
     /// One layer's guardrail of the key, compiled (`None`: it has none).
-    pub async fn of(
-        &self,
-        layer: &Layer,
-        service: &ServiceName,
-        key: &ConfigKey,
-    ) -> Result<Option<Arc<Compiled>>, ConfigError> {
+    pub async fn of(&self, entry: &EntryKey) -> Result<Option<Arc<Compiled>>, ConfigError> {
         self.compiled
-            .try_get_with(guardrail_sort_key(layer, service, key), async {
-                match self.store.get(layer, service, key).await {
-                    Ok(Some(stored)) => {
-                        Compiled::new(layer.clone(), &stored.guardrail).map(|c| Some(Arc::new(c)))
-                    }
+            .try_get_with(guardrail_sort_key(entry), async {
+                match self.store.get(entry).await {
+                    Ok(Some(stored)) => Compiled::new(entry.layer.clone(), &stored.guardrail)
+                        .map(|c| Some(Arc::new(c))),
                     Ok(None) => Ok(None),
                     Err(err) => Err(ConfigError::Store(err)),
                 }
@@ -402,11 +383,12 @@ impl Guardrails {
         key: &ConfigKey,
     ) -> Result<Constraints, ConfigError> {
         let mut constraints = Vec::with_capacity(2);
-        if let Some(global) = self.of(&Layer::Global, service, key).await? {
+        let entry = |layer| EntryKey::new(layer, service.clone(), key.clone());
+        if let Some(global) = self.of(&entry(Layer::Global)).await? {
             constraints.push(global);
         }
         if let Some(tier) = tier
-            && let Some(tiered) = self.of(&Layer::Tier(tier.clone()), service, key).await?
+            && let Some(tiered) = self.of(&entry(Layer::Tier(tier.clone()))).await?
         {
             constraints.push(tiered);
         }
@@ -415,10 +397,8 @@ impl Guardrails {
 
     /// Forgets what this process remembers of one guardrail (after its own
     /// write, so its next check sees it at once).
-    pub async fn forget(&self, layer: &Layer, service: &ServiceName, key: &ConfigKey) {
-        self.compiled
-            .invalidate(&guardrail_sort_key(layer, service, key))
-            .await;
+    pub async fn forget(&self, entry: &EntryKey) {
+        self.compiled.invalidate(&guardrail_sort_key(entry)).await;
     }
 }
 
@@ -440,14 +420,16 @@ mod tests {
         let (service, key, free) = names();
         let store = Arc::new(MemoryGuardrails::default());
         // GIVEN a global schema and a lock on the free tier
+        let global = EntryKey::new(Layer::Global, service.clone(), key.clone());
+        let tier = EntryKey::new(Layer::Tier(free.clone()), service.clone(), key.clone());
         store
             .put(
-                &Layer::Global,
-                &service,
-                &key,
+                &global,
                 Some(&Guardrail {
                     locked: false,
-                    schema: Some(json!({"type": "object", "properties": {"max": {"maximum": 100}}})),
+                    schema: Some(
+                        json!({"type": "object", "properties": {"max": {"maximum": 100}}}),
+                    ),
                 }),
                 None,
                 "pat",
@@ -457,9 +439,7 @@ mod tests {
             .unwrap();
         store
             .put(
-                &Layer::Tier(free.clone()),
-                &service,
-                &key,
+                &tier,
                 Some(&Guardrail {
                     locked: true,
                     schema: None,
@@ -484,19 +464,12 @@ mod tests {
         assert!(!err.public_message().contains("500"), "never the value");
         assert!(untiered.check(&json!({"max": 5})).is_ok());
         // AND a stale version cannot remove the tier's lock
-        let tier = Layer::Tier(free);
         assert_eq!(
-            store
-                .put(&tier, &service, &key, None, Some(7), "pat", 3)
-                .await
-                .unwrap(),
+            store.put(&tier, None, Some(7), "pat", 3).await.unwrap(),
             None
         );
         assert_eq!(
-            store
-                .put(&tier, &service, &key, None, Some(1), "pat", 3)
-                .await
-                .unwrap(),
+            store.put(&tier, None, Some(1), "pat", 3).await.unwrap(),
             Some(0)
         );
     }

@@ -21,11 +21,11 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::Listed;
 use crate::domain::ItemKey;
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
 use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, conditional_write, sdk_error};
-use super::Listed;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 /// Partition key prefix of the index.
@@ -100,9 +100,13 @@ impl OverrideIndex for DynamoDbOverrides {
                 match item.get(SORT_KEY) {
                     Some(AttributeValue::S(tenant)) => match TenantId::parse(tenant) {
                         Ok(tenant) => tenants.push(tenant),
-                        Err(err) => tracing::warn!(%tenant, error = %err, "override index names no valid tenant; skipped"),
+                        Err(err) => {
+                            tracing::warn!(%tenant, error = %err, "override index names no valid tenant; skipped")
+                        }
                     },
-                    other => tracing::warn!(?other, "override index item without a tenant; skipped"),
+                    other => {
+                        tracing::warn!(?other, "override index item without a tenant; skipped")
+                    }
                 }
             }
             start = page.last_evaluated_key;
@@ -135,13 +139,15 @@ impl OverrideIndex for DynamoDbOverrides {
         // A refused condition: a later change's mark is already there.
         conditional_write(result).map(|_| ())
     }
-
 }
+
+/// Per (service, key), each tenant's mark: present, and as of when.
+type Marks = HashMap<(String, String), HashMap<TenantId, (bool, i64)>>;
 
 /// The index in memory (tests, benchmarks).
 #[derive(Default)]
 pub struct MemoryOverrides {
-    marks: Mutex<HashMap<(String, String), HashMap<TenantId, (bool, i64)>>>,
+    marks: Mutex<Marks>,
     calls: AtomicUsize,
 }
 
@@ -198,7 +204,6 @@ impl OverrideIndex for MemoryOverrides {
         }
         Ok(())
     }
-
 }
 
 #[cfg(test)]

@@ -230,8 +230,16 @@ impl PlatformWrites {
         landing: Landing,
     ) -> Result<Weighed<WriteOutcome>, ConfigError> {
         self.authorize(identity).await?;
-        self.put_as(&identity.subject, layer, service, key, value, expected, landing)
-            .await
+        self.put_as(
+            &identity.subject,
+            layer,
+            service,
+            key,
+            value,
+            expected,
+            landing,
+        )
+        .await
     }
 
     /// [`Self::put`] without the group check, recorded as `actor`: for
@@ -256,7 +264,14 @@ impl PlatformWrites {
             });
         }
         let (entry, source, writer) = self.target(layer, service, key)?;
-        let (actor, report) = match self.verdict(actor, proposal(&entry, Some(Some(value.read_back())), None), landing).await? {
+        let (actor, report) = match self
+            .verdict(
+                actor,
+                proposal(&entry, Some(Some(value.read_back())), None),
+                landing,
+            )
+            .await?
+        {
             Verdict::DryRun(report) => return Ok(Weighed::DryRun(report)),
             Verdict::Land { actor, report } => (actor, report),
         };
@@ -303,7 +318,10 @@ impl PlatformWrites {
         landing: Landing,
     ) -> Result<Weighed<i64>, ConfigError> {
         let (entry, _, writer) = self.target(layer, service, key)?;
-        let (actor, report) = match self.verdict(actor, proposal(&entry, Some(None), None), landing).await? {
+        let (actor, report) = match self
+            .verdict(actor, proposal(&entry, Some(None), None), landing)
+            .await?
+        {
             Verdict::DryRun(report) => return Ok(Weighed::DryRun(report)),
             Verdict::Land { actor, report } => (actor, report),
         };
@@ -339,8 +357,16 @@ impl PlatformWrites {
         landing: Landing,
     ) -> Result<Weighed<WriteOutcome>, ConfigError> {
         self.authorize(identity).await?;
-        self.rollback_as(&identity.subject, layer, service, key, to, expected, landing)
-            .await
+        self.rollback_as(
+            &identity.subject,
+            layer,
+            service,
+            key,
+            to,
+            expected,
+            landing,
+        )
+        .await
     }
 
     /// [`Self::rollback`] without the group check, recorded as `actor`: for
@@ -370,7 +396,10 @@ impl PlatformWrites {
             ),
             None => None,
         };
-        let (actor, report) = match self.verdict(actor, proposal(&entry, restored, None), landing).await? {
+        let (actor, report) = match self
+            .verdict(actor, proposal(&entry, restored, None), landing)
+            .await?
+        {
             Verdict::DryRun(report) => return Ok(Weighed::DryRun(report)),
             Verdict::Land { actor, report } => (actor, report),
         };
@@ -397,7 +426,11 @@ impl PlatformWrites {
     ) -> Result<Option<StoredGuardrail>, ConfigError> {
         self.authorize(identity).await?;
         self.target(layer, service, key)?;
-        Ok(self.guardrails()?.store().get(layer, service, key).await?)
+        Ok(self
+            .guardrails()?
+            .store()
+            .get(&EntryKey::new(layer.clone(), service.clone(), key.clone()))
+            .await?)
     }
 
     /// Sets (or with `None` removes) a shared layer's guardrail of a key if
@@ -416,8 +449,16 @@ impl PlatformWrites {
         landing: Landing,
     ) -> Result<Weighed<i64>, ConfigError> {
         self.authorize(identity).await?;
-        self.set_guardrail_as(&identity.subject, layer, service, key, guardrail, expected, landing)
-            .await
+        self.set_guardrail_as(
+            &identity.subject,
+            layer,
+            service,
+            key,
+            guardrail,
+            expected,
+            landing,
+        )
+        .await
     }
 
     /// [`Self::set_guardrail`] without the group check, recorded as `actor`: for
@@ -438,12 +479,19 @@ impl PlatformWrites {
         if let Some(guardrail) = guardrail {
             guardrail.compile()?;
         }
-        let (actor, report) = match self.verdict(actor, proposal(&entry, None, Some(guardrail.cloned())), landing).await? {
+        let (actor, report) = match self
+            .verdict(
+                actor,
+                proposal(&entry, None, Some(guardrail.cloned())),
+                landing,
+            )
+            .await?
+        {
             Verdict::DryRun(report) => return Ok(Weighed::DryRun(report)),
             Verdict::Land { actor, report } => (actor, report),
         };
         let store = guardrails.store();
-        let current = store.get(layer, service, key).await?.map(|g| g.version);
+        let current = store.get(&entry).await?.map(|g| g.version);
         let from = match (expected, current) {
             (Expected::Absent, None) => None,
             (Expected::Version(v), Some(c)) if v == c => Some(v),
@@ -454,13 +502,13 @@ impl PlatformWrites {
             return Err(WriteError::NotFound.into());
         }
         let Some(version) = store
-            .put(layer, service, key, guardrail, from, &actor.0, now_ms())
+            .put(&entry, guardrail, from, &actor.0, now_ms())
             .await?
         else {
-            let current = store.get(layer, service, key).await?.map(|g| g.version);
+            let current = store.get(&entry).await?.map(|g| g.version);
             return Err(WriteError::Conflict { current }.into());
         };
-        guardrails.forget(layer, service, key).await;
+        guardrails.forget(&entry).await;
         tracing::info!(%entry, locked = guardrail.is_some_and(|g| g.locked), schema = guardrail.is_some_and(|g| g.schema.is_some()), removed = guardrail.is_none(), version, actor = %actor.0, "guardrail set");
         Ok(Weighed::Landed {
             outcome: version,

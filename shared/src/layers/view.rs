@@ -399,6 +399,38 @@ impl SharedLayers {
         Ok(self.registered(tenant).await?.record.clone())
     }
 
+    /// The tenant's tier as the registry holds it now, refusing an inactive
+    /// tenant (403): what a write asks, so that a tenant deactivated a
+    /// moment ago cannot write while readers' caches converge. It also
+    /// refreshes what this process remembers.
+    pub async fn current_active_tier(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Option<TierName>, ConfigError> {
+        let record = self
+            .registry
+            .get(tenant)
+            .await?
+            .map_or_else(TenantRecord::unregistered, |r| r.record);
+        let key = self.tenant_key(tenant);
+        let registration = Arc::new(Registration {
+            tenant: tenant.clone(),
+            record: record.clone(),
+        });
+        self.registrations.insert(key, registration.clone());
+        self.last_good_registrations.insert(
+            key,
+            Kept {
+                value: registration,
+                read_at: Instant::now(),
+            },
+        );
+        if !record.active {
+            return Err(ConfigError::TenantInactive);
+        }
+        Ok(record.tier)
+    }
+
     /// The tenant's tier, refusing an inactive tenant (403).
     pub async fn active_tier(&self, tenant: &TenantId) -> Result<Option<TierName>, ConfigError> {
         let registration = self.registered(tenant).await?;

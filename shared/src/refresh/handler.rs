@@ -18,11 +18,11 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::change::{ChangeRecord, Classified, Subject};
-use super::proto::Operation;
 use super::discovery::{DiscoveryError, InstanceHealth, InstanceSource};
 use super::event::{EventError, ParameterChangeEvent, classify};
 use super::fanout::{FanoutReport, FanoutSource};
 use super::journal::{ChangeJournal, JournalError};
+use super::proto::Operation;
 use super::stage_cache::{FlushRequests, StageCache, StageCacheError};
 use super::stale::{StaleSettings, StaleTracker};
 use super::stream::{StreamBatch, classify_batch};
