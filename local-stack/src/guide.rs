@@ -97,6 +97,24 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
         "  tenant-config-admin agent-get --agent $AGENT_1 --token $TOKEN_A {SERVICE} param_config_endpoint"
     );
     println!();
+    println!(
+        "Layers: tenant A's features merge global, its enterprise tier and its own; explain says which layer each leaf came from:"
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN_A\" {}",
+        url(&format!("/v1/explain/{SERVICE}/tenant_config_features"))
+    );
+    println!("Weigh a global change before it lands (nothing changes), as a platform administrator:");
+    println!(
+        "  curl -s -X PUT -H \"Authorization: Bearer $TOKEN_PLATFORM_ADMIN\" -H 'If-Match: 1' -d '{{\"value\": {{\"max_projects\": 10}}}}' '{}'",
+        url(&format!(
+            "/v1/layers/global/{SERVICE}/tenant_config_features?dry_run=true"
+        ))
+    );
+    println!(
+        "  tenant-config-admin layer put global {SERVICE} tenant_config_features '{{\"max_projects\": 10}}' --dry-run"
+    );
+    println!();
     println!("A fresh token (they expire after an hour): tenant-config-admin token alice");
     println!(
         "Check the stack as after a deploy (by its name alone, as in the runbook):\n  tenant-config-admin --stack {0} stage-settings && tenant-config-admin --stack {0} verify",

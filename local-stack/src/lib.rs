@@ -17,12 +17,16 @@
 //! - [`published`]: the stack as an operator sees it: a CloudFormation stack
 //!   with the template's outputs, its alarms, alarm topic and DLQ
 //! - [`stack`]: all of the above, seeded with the demo's tenants and values
+//! - [`layer_seeds`]: the shared layers, tiers and registrations it starts with
 //! - [`walkthrough`]: the demo's story, checked step by step
+//!   ([`layers_walkthrough`]: its layered part)
 //! - [`guide`]: what the demo prints for a person to try
 
 pub mod agent;
 pub mod fault_proxy;
 pub mod guide;
+pub mod layer_seeds;
+pub mod layers_walkthrough;
 pub mod moto;
 pub mod process;
 pub mod published;

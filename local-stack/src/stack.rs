@@ -245,9 +245,10 @@ impl LocalStack {
         let aws = moto.sdk_config().await;
         let (pool, limited_client_id) = step(
             progress,
-            "seed: table, user pool, users, values, grants",
+            "seed: table, user pool, users, values, layers, grants",
             async {
                 seed_tables(&aws).await?;
+                crate::layer_seeds::seed_layers(&aws).await?;
                 let pool =
                     seed::create_user_pool(&aws, &moto.endpoint, "tenant-config-local").await?;
                 for user in [ALICE, BOB, CAROL, DANA, PAT] {

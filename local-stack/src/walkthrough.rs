@@ -13,11 +13,11 @@ use tenant_config_shared::{ItemKey, ServiceName};
 use crate::stack::{ALICE, BOB, DANA, JOURNAL_TABLE, LocalStack, PARAMETER_ROOT, SERVICE, TABLE};
 use tenant_config_admin::values::{ParameterKind, Target};
 
-fn check(condition: bool, what: impl Into<String>) -> Result<(), String> {
+pub(crate) fn check(condition: bool, what: impl Into<String>) -> Result<(), String> {
     if condition { Ok(()) } else { Err(what.into()) }
 }
 
-async fn step<F: Future<Output = Result<(), String>>>(
+pub(crate) async fn step<F: Future<Output = Result<(), String>>>(
     number: usize,
     name: &str,
     work: F,
@@ -439,6 +439,7 @@ async fn steps(stack: &mut LocalStack, passed: &mut usize) -> Result<(), String>
     )
     .await?;
     *passed += 1;
+    crate::layers_walkthrough::steps(stack, passed, 11).await?;
     println!("Walk-through passed.");
     Ok(())
 }
