@@ -104,7 +104,9 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
         "  curl -s -H \"Authorization: Bearer $TOKEN_A\" {}",
         url(&format!("/v1/explain/{SERVICE}/tenant_config_features"))
     );
-    println!("Weigh a global change before it lands (nothing changes), as a platform administrator:");
+    println!(
+        "Weigh a global change before it lands (nothing changes), as a platform administrator:"
+    );
     println!(
         "  curl -s -X PUT -H \"Authorization: Bearer $TOKEN_PLATFORM_ADMIN\" -H 'If-Match: 1' -d '{{\"value\": {{\"max_projects\": 10}}}}' '{}'",
         url(&format!(

@@ -13,8 +13,8 @@ use aws_config::SdkConfig;
 use serde_json::json;
 use tenant_config_shared::layers::overrides::{DynamoDbOverrides, OverrideIndex};
 use tenant_config_shared::layers::registry::{DynamoDbRegistry, TenantRecord, TenantRegistry};
-use tenant_config_shared::schema::DynamoDbSchemas;
 use tenant_config_shared::layers::{EntryKey, Layer};
+use tenant_config_shared::schema::DynamoDbSchemas;
 use tenant_config_shared::write::{
     Actor, ConfigWriter, DynamoDbWriter, Expected, NewValue, ParameterWriter, ValueKind, now_ms,
 };
@@ -107,7 +107,10 @@ pub async fn seed_layers(aws: &SdkConfig) -> Result<(), String> {
                 "max_projects": {"type": "integer", "minimum": 0},
                 "support": {"enum": ["community", "priority", "dedicated"]}}}),
         ),
-        (LOG_LEVEL, json!({"enum": ["debug", "info", "warn", "error"]})),
+        (
+            LOG_LEVEL,
+            json!({"enum": ["debug", "info", "warn", "error"]}),
+        ),
     ] {
         let key = ConfigKey::parse(key).map_err(|e| e.to_string())?;
         schemas

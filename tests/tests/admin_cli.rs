@@ -528,4 +528,78 @@ async fn an_operator_sets_shared_layers_and_tiers_from_the_cli() {
         "{}",
         stdout(&history)
     );
+
+    // A guardrail caps replicas; a dry run of a gold change past it names
+    // tenant-b (nothing lands), the real change is refused, and --force
+    // lands it, recorded as forced (the CLI sends no Parameter Store event:
+    // readers learn it as from any write made outside the API).
+    let capped = admin(
+        &stack,
+        &[
+            "layer",
+            "guardrail-set",
+            "global",
+            SERVICE,
+            key,
+            "--schema",
+            r#"{"properties": {"replicas": {"maximum": 8}}}"#,
+            "--create",
+        ],
+    );
+    assert!(capped.status.success(), "{}", stderr(&capped));
+    let dry = admin(
+        &stack,
+        &[
+            "layer",
+            "put",
+            "tier:gold",
+            SERVICE,
+            key,
+            r#"{"replicas":9}"#,
+            "--dry-run",
+        ],
+    );
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&dry)).unwrap();
+    assert_eq!(
+        report["failing_tenants"][0]["tenant"], "tenant-b",
+        "{report}"
+    );
+    until(serde_json::json!({"region": "eu-west-1", "replicas": 5})).await;
+    let refused = admin(
+        &stack,
+        &[
+            "layer",
+            "put",
+            "tier:gold",
+            SERVICE,
+            key,
+            r#"{"replicas":9}"#,
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("--force"), "{}", stderr(&refused));
+    let forced = admin(
+        &stack,
+        &[
+            "layer",
+            "put",
+            "tier:gold",
+            SERVICE,
+            key,
+            r#"{"replicas":9}"#,
+            "--force",
+        ],
+    );
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    let history = admin(&stack, &["layer", "history", "tier:gold", SERVICE, key]);
+    assert!(
+        stdout(&history)
+            .lines()
+            .next()
+            .unwrap()
+            .contains("(forced past broken tenants)"),
+        "{}",
+        stdout(&history)
+    );
 }
