@@ -54,15 +54,33 @@ SERVICES = [
 ]
 
 
-def make_dynamodb_writes_atomic():
-    """One lock around every DynamoDB write of this process's moto."""
+def make_dynamodb_calls_atomic():
+    """One lock around every DynamoDB write and read of this process's moto.
+
+    Reads too: moto keeps a table's items in a defaultdict, so reading a
+    partition that does not exist (GetItem, Query) inserts an empty one,
+    and a TransactWriteItems deep-copying the table at that moment fails
+    with "dictionary changed size during iteration" (a 500; seen with
+    thousands of items and concurrent readers).
+    """
     import functools
     import threading
 
     from moto.dynamodb.models import DynamoDBBackend
 
     lock = threading.RLock()
-    for name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"):
+    for name in (
+        "put_item",
+        "update_item",
+        "delete_item",
+        "transact_write_items",
+        "batch_write_item",
+        "get_item",
+        "query",
+        "scan",
+        "batch_get_item",
+        "transact_get_items",
+    ):
         method = getattr(DynamoDBBackend, name)
 
         @functools.wraps(method)
@@ -74,7 +92,7 @@ def make_dynamodb_writes_atomic():
 
 
 def run(port):
-    make_dynamodb_writes_atomic()
+    make_dynamodb_calls_atomic()
     from moto import server
 
     server.main(["-H", "127.0.0.1", "-p", str(int(port))])
@@ -91,7 +109,7 @@ def serve(socket_path):
     from moto.backends import get_backend
     from moto.core import DEFAULT_ACCOUNT_ID
 
-    make_dynamodb_writes_atomic()
+    make_dynamodb_calls_atomic()
 
     apps = {service: create_backend_app(service) for service in SERVICES}
     # The stack's account and region, set up once (empty: each child starts

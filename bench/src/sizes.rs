@@ -20,6 +20,10 @@ pub struct Sizes {
     pub lifecycle_service_rounds: usize,
     /// Tenants read cold and warm with vended credentials (figure 10).
     pub vending_tenants: usize,
+    /// Registered tenants a blast radius is weighed over, in turns, and
+    /// the keys' overriding tenants (figure 13).
+    pub blast_tenants: &'static [usize],
+    pub blast_overrides: &'static [usize],
     pub smoke: bool,
 }
 
@@ -36,6 +40,8 @@ pub const FULL: Sizes = Sizes {
     lifecycle_converge: 30,
     lifecycle_service_rounds: 3,
     vending_tenants: 200,
+    blast_tenants: &[1_000, 10_000],
+    blast_overrides: &[100, 1_000],
     smoke: false,
 };
 
@@ -55,5 +61,7 @@ pub const SMOKE: Sizes = Sizes {
     lifecycle_converge: 2,
     lifecycle_service_rounds: 1,
     vending_tenants: 3,
+    blast_tenants: &[20, 40],
+    blast_overrides: &[5],
     smoke: true,
 };

@@ -58,7 +58,7 @@ impl MotoServer {
     async fn spawn_on(port: u16) -> Result<(String, ProcessGroup), String> {
         // local-stack/moto_fork_server.py: forked from the test command's
         // fork server (every backend already imported) when one runs, else
-        // moto's own server run directly; DynamoDB's writes atomic either way.
+        // moto's own server run directly; DynamoDB's calls atomic either way.
         let mut command = Command::new(tool("python"));
         command.arg(workspace_root().join("local-stack/moto_fork_server.py"));
         match std::env::var_os(FORK_SERVER_SOCKET).filter(|s| !s.is_empty()) {

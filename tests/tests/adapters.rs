@@ -421,6 +421,54 @@ async fn the_tenant_registry_lands_one_of_concurrent_writers_and_refuses_a_malfo
         registry.get(&tenant).await.unwrap().unwrap().record,
         inactive
     );
+    // AND the counts and tier members followed every landed write only: the
+    // tenant left its tier's members and counts as it became inactive
+    let counts = registry.counts().await.unwrap();
+    assert!(counts.active.values().all(|n| *n == 0), "{counts:?}");
+    assert_eq!(counts.inactive.get(&None), Some(&1), "{counts:?}");
+    let winner_tier = TierName::parse(&format!("tier-{winner}")).unwrap();
+    assert!(
+        registry
+            .members(Some(&winner_tier), 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // AND an import registers many at once, counted and listed by tier
+    let gold = TierName::parse("gold").unwrap();
+    let imported: Vec<(TenantId, TenantRecord)> = (0..30)
+        .map(|n| {
+            (
+                TenantId::parse(&format!("imported-{n:02}")).unwrap(),
+                TenantRecord {
+                    tier: (n % 2 == 0).then(|| gold.clone()),
+                    active: true,
+                },
+            )
+        })
+        .collect();
+    registry.import(&imported, "op", 5).await.unwrap();
+    let counts = registry.counts().await.unwrap();
+    assert_eq!(counts.active.get(&Some(gold.clone())), Some(&15));
+    assert_eq!(counts.active.get(&None), Some(&15));
+    let members = registry.members(Some(&gold), 5).await.unwrap().items;
+    assert_eq!(
+        members.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        [
+            "imported-00",
+            "imported-02",
+            "imported-04",
+            "imported-06",
+            "imported-08"
+        ]
+    );
+    let many = registry
+        .get_many(&[imported[1].0.clone(), TenantId::parse("nobody").unwrap()])
+        .await
+        .unwrap();
+    assert_eq!(many.items.len(), 1);
+    assert_eq!(many.items[0].1.record, imported[1].1);
     // AND a record written by hand without `active` is a store failure, never a guess
     aws_sdk_dynamodb::Client::new(&aws)
         .put_item()

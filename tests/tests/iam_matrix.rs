@@ -488,6 +488,12 @@ const MATRIX: &[Case] = &[
         ParameterPath(OWN),
         false,
     ),
+    // Registrations move a tenant between tier members and counts.
+    case(Platform, "dynamodb:PutItem", LayerItems("TIER#gold"), true),
+    case(Platform, "dynamodb:UpdateItem", LayerItems("TIERS"), true),
+    case(Platform, "dynamodb:BatchGetItem", Registry, true),
+    case(Writer, "dynamodb:PutItem", LayerItems("TIER#gold"), false),
+    case(ConfigApi, "dynamodb:PutItem", LayerItems("TIERS"), false),
     // Guardrails are set by platform administrators only.
     case(Platform, "dynamodb:PutItem", LayerItems("GUARDRAIL"), true),
     case(ConfigApi, "dynamodb:GetItem", LayerItems("GUARDRAIL"), true),

@@ -23,6 +23,18 @@ use tenant_config_shared::write::{
 };
 use tenant_config_shared::{ConfigKey, ServiceName, TenantId, TierName};
 
+use std::sync::Arc;
+
+use tenant_config_shared::StoreKind;
+use tenant_config_shared::cache::CachedStore;
+use tenant_config_shared::domain::{Changed, PlainValue};
+use tenant_config_shared::layers::registry::MemoryRegistry;
+use tenant_config_shared::layers::view::{SharedLayerSettings, SharedLayers};
+use tenant_config_shared::reads::ConfigReads;
+use tenant_config_shared::refresh::change::Subject;
+use tenant_config_shared::routing::KeyRouter;
+use tenant_config_shared::store::MemoryStore;
+
 use super::agents::StackAgents;
 use crate::baseline::settings;
 use crate::report::{Report, Row};
@@ -131,6 +143,7 @@ impl Report {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
+        let (readers_tenants, reader_calls) = store_reads_per_reader(stack).await?;
         let three_over_one = layered.p50.as_secs_f64() / single.p50.as_secs_f64().max(1e-12);
         let mut rows = vec![
             Row {
@@ -155,6 +168,13 @@ impl Report {
                 met: Some(slowest.is_some_and(|t| t <= BOUND)),
             },
             Row {
+                figure: format!("store reads one reader makes for a global change, {readers_tenants} tenants reading the key"),
+                ours: reader_calls.to_string(),
+                baseline: format!("{readers_tenants} (a copy per tenant)"),
+                target: "independent of tenants".into(),
+                met: Some(reader_calls <= 2),
+            },
+            Row {
                 figure: "journal entries for that change".into(),
                 ours: entries.to_string(),
                 baseline: "—".into(),
@@ -176,7 +196,7 @@ impl Report {
             rows,
             vec![
                 format!("Warm reads: `ConfigApi::handle` over moto with the shared layers on, {} sequential requests per key, tenant-a registered in gold; the layered key's value is an object patched by each layer (JSON Merge Patch).", layered.count),
-                "Global change: a platform administrator's PUT /v1/layers/global/... through config-api under cargo lambda watch (If-Match, version 1 → 2), timed from its answer until each reader serves version 2 (all polled at once every 10 ms); every reader had served version 1. Per-reader bounds as figure 7's: the push 1 s, config-api its 1 s catch-up + 1 s, an agent no push reached its 2 s catch-up + 1 s. The DynamoDB stream reaches config-refresh (the local stack polls it), which journals and pushes once; the unregistered agent and config-api catch up from the journal. Store reads per reader for the change are not counted here.".to_owned(),
+                "Global change: a platform administrator's PUT /v1/layers/global/... through config-api under cargo lambda watch (If-Match, version 1 → 2), timed from its answer until each reader serves version 2 (all polled at once every 10 ms); every reader had served version 1. Per-reader bounds as figure 7's: the push 1 s, config-api its 1 s catch-up + 1 s, an agent no push reached its 2 s catch-up + 1 s. The DynamoDB stream reaches config-refresh (the local stack polls it), which journals and pushes once; the unregistered agent and config-api catch up from the journal. Store reads per reader: one in-process reader (`ConfigReads` with the shared layers, the Lambda's cache settings) over counting in-memory stores; every tenant (a third in each of three tiers, each tier with its own value) reads the key warm, the global entry changes and the reader is told (as by a push or the journal), then every tenant reads again until each serves the new value; the row counts the store calls of that second round.".to_owned(),
             ],
         );
         Ok(())
@@ -222,6 +242,109 @@ impl Report {
         let layered = summaries.pop().ok_or("no samples")?;
         Ok((layered, single))
     }
+}
+
+/// How many store calls one reader makes to serve a global change to every
+/// tenant reading the key: `(tenants, calls)`.
+async fn store_reads_per_reader(stack: &LocalStack) -> Result<(usize, usize), String> {
+    const TENANTS: usize = 1_000;
+    let settings = settings(stack, LAMBDA_CACHE_DEFAULTS)?;
+    let dynamodb = Arc::new(MemoryStore::new(StoreKind::DynamoDb));
+    let parameters = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+    let registry = Arc::new(MemoryRegistry::default());
+    let service = ServiceName::parse(SERVICE).map_err(|e| e.to_string())?;
+    let key = ConfigKey::parse(CHANGED).map_err(|e| e.to_string())?;
+    let plain = |value: serde_json::Value| {
+        Arc::new(PlainValue {
+            value,
+            version: Some(1),
+            kind: tenant_config_shared::domain::ValueKind::Plain,
+            written: Default::default(),
+        })
+    };
+    let tiers = ["free", "gold", "enterprise"];
+    dynamodb.put_in_layer(
+        &Layer::Global,
+        &service,
+        &key,
+        plain(json!({"limit": 1, "burst": 1})),
+    );
+    for tier in tiers {
+        let tier = TierName::parse(tier).map_err(|e| e.to_string())?;
+        dynamodb.put_in_layer(
+            &Layer::Tier(tier),
+            &service,
+            &key,
+            plain(json!({"burst": 2})),
+        );
+    }
+    let mut tenants = Vec::with_capacity(TENANTS);
+    for n in 0..TENANTS {
+        let tenant = TenantId::parse(&format!("reader-{n:04}")).map_err(|e| e.to_string())?;
+        registry
+            .put(
+                &tenant,
+                &TenantRecord {
+                    tier: Some(TierName::parse(tiers[n % 3]).map_err(|e| e.to_string())?),
+                    active: true,
+                },
+                None,
+                "bench",
+                0,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        tenants.push(tenant);
+    }
+    let layers = Arc::new(SharedLayers::new(
+        dynamodb.clone(),
+        parameters.clone(),
+        registry,
+        SharedLayerSettings {
+            ttl: settings.dynamodb_cache.ttl,
+            stale: settings.dynamodb_cache.stale,
+            max_tenants: settings.dynamodb_cache.max_entries,
+        },
+    ));
+    let reads = ConfigReads::new(
+        KeyRouter::default(),
+        CachedStore::new(dynamodb.clone(), settings.dynamodb_cache),
+        CachedStore::new(parameters.clone(), settings.parameter_cache),
+    )
+    .with_layers(layers);
+    let read_all = |want: serde_json::Value| {
+        let (reads, tenants, service, key) = (&reads, &tenants, &service, &key);
+        async move {
+            for tenant in tenants {
+                let entry = reads
+                    .get(tenant, service, key)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if entry.value.value != want {
+                    return Err(format!("{tenant} read {}, want {want}", entry.value.value));
+                }
+            }
+            Ok::<(), String>(())
+        }
+    };
+    read_all(json!({"limit": 1, "burst": 2})).await?;
+    let calls = || dynamodb.gets() + dynamodb.batches() + dynamodb.listings();
+    let before = calls();
+    dynamodb.put_in_layer(
+        &Layer::Global,
+        &service,
+        &key,
+        plain(json!({"limit": 9, "burst": 1})),
+    );
+    reads
+        .invalidate_subject(
+            &Subject::in_layer(Layer::Global, service.clone(), key.clone()),
+            Changed::Updated(None),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    read_all(json!({"limit": 9, "burst": 2})).await?;
+    Ok((TENANTS, calls() - before))
 }
 
 /// Global, gold and tenant-a's own value of [`LAYERED`], tenant-a in gold.

@@ -10,6 +10,7 @@ use crate::report::Report;
 use crate::sizes::Sizes;
 
 mod agents;
+mod blast;
 mod contention;
 mod convergence;
 mod fairness;
@@ -97,9 +98,10 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
         "fairness" => report.fairness(&stack).await?,
         "warm-read" => report.warm_read(&stack).await?,
         "layers" => report.layers(&stack).await?,
+        "blast" => report.blast_radius(&stack).await?,
         other => {
             return Err(format!(
-                "--only knows 'fairness', 'warm-read' and 'layers', not '{other}'"
+                "--only knows 'fairness', 'warm-read', 'layers' and 'blast', not '{other}'"
             ));
         }
     }
@@ -125,6 +127,7 @@ async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     report.vending(&stack).await?;
     report.fairness(&stack).await?;
     report.layers(&stack).await?;
+    report.blast_radius(&stack).await?;
     Ok(report)
 }
 

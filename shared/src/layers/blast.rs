@@ -3,11 +3,13 @@
 //! tenants keep their own value, which would fail their schema or a
 //! guardrail, and which override a key the change locks.
 //!
-//! Its cost grows with the tenants that hold their own value of the key,
-//! not with all tenants: tenants without one share an effective value per
-//! tier, computed once per tier, and only the overriding tenants (from the
-//! [`OverrideIndex`]) are read one by one. The registry is listed once (in
-//! 1 MB pages) to know each tenant's tier.
+//! Its store reads grow with the tenants that hold their own value of the
+//! key, not with all tenants: tenants without one share an effective value
+//! per tier, computed once per tier and counted from the registry's
+//! per-tier counts (one item); only the overriding tenants (from the
+//! [`OverrideIndex`]) and their registrations are read one by one, and the
+//! names of other tenants a change reaches come from the first members of
+//! each tier (at most [`NAMED`] and the overriders, per tier).
 //!
 //! Tenants are known from the registry and the override index; a tenant
 //! never registered and holding no value of its own reads the global layer
@@ -25,7 +27,7 @@ use serde_json::Value;
 use super::guardrails::{Compiled, Constraints, Guardrail, GuardrailStore};
 use super::merge::merge_values;
 use super::overrides::OverrideIndex;
-use super::registry::TenantRegistry;
+use super::registry::{TenantRecord, TenantRegistry};
 use super::{EntryKey, Layer};
 use crate::domain::{Found, ItemKey, ReadMode, StoreKind};
 use crate::error::{ConfigError, StoreError};
@@ -213,31 +215,36 @@ impl BlastRadius {
     /// Weighs `proposal` against every tenant it reaches.
     pub async fn weigh(&self, proposal: &Proposal) -> Result<BlastReport, ConfigError> {
         let kind = self.router.route(&proposal.key)?;
-        let mut reads = 0;
-        let (registrations, overriding) = tokio::try_join!(
-            self.registry.list(),
+        let (counts, overriding) = tokio::try_join!(
+            self.registry.counts(),
             self.overrides.tenants(&proposal.service, &proposal.key)
         )?;
-        reads += registrations.calls + overriding.calls;
-        let registered: HashMap<TenantId, (Option<TierName>, bool)> = registrations
+        let mut reads = 1 + overriding.calls;
+        // The overriding tenants' registrations (the others are counted).
+        let registrations = self.registry.get_many(&overriding.items).await?;
+        reads += registrations.calls;
+        let registered: HashMap<TenantId, TenantRecord> = registrations
             .items
             .into_iter()
-            .map(|(tenant, record)| (tenant, (record.tier, record.active)))
+            .map(|(tenant, r)| (tenant, r.record))
             .collect();
-        // Which tiers the change reaches, and each tenant's.
-        let tier_of = |tenant: &TenantId| {
+        let record_of = |tenant: &TenantId| {
             registered
                 .get(tenant)
-                .map_or((None, true), |(tier, active)| (tier.clone(), *active))
+                .cloned()
+                .unwrap_or_else(TenantRecord::unregistered)
         };
         let reaches = |tier: &Option<TierName>| match &proposal.layer {
             Layer::Global => true,
             Layer::Tier(changed) => tier.as_ref() == Some(changed),
             Layer::Tenant(_) => false,
         };
-        let mut tiers: Vec<Option<TierName>> = registered
-            .values()
+        let mut tiers: Vec<Option<TierName>> = counts
+            .active
+            .iter()
+            .filter(|(_, n)| **n > 0)
             .map(|(tier, _)| tier.clone())
+            .chain(registered.values().map(|r| r.tier.clone()))
             .chain(std::iter::once(None))
             .filter(|tier| reaches(tier))
             .collect::<HashSet<_>>()
@@ -271,28 +278,6 @@ impl BlastRadius {
             views.insert(tier, view);
         }
 
-        // The overriding tenants' own values, read a few at a time.
-        let overriding: Vec<TenantId> = overriding
-            .items
-            .into_iter()
-            .filter(|tenant| reaches(&tier_of(tenant).0))
-            .collect();
-        reads += overriding.len();
-        let store = self.store(kind);
-        let own_values: HashMap<TenantId, Option<Found>> = stream::iter(overriding)
-            .map(|tenant| async move {
-                let item = ItemKey::new(
-                    tenant.clone(),
-                    proposal.service.clone(),
-                    proposal.key.clone(),
-                );
-                let found = store.get(&item, ReadMode::Plain).await?;
-                Ok::<_, StoreError>((tenant, found))
-            })
-            .buffer_unordered(READS_IN_FLIGHT)
-            .try_collect()
-            .await?;
-
         let mut report = BlastReport {
             layer: proposal.layer.to_string(),
             service: proposal.service.to_string(),
@@ -308,87 +293,167 @@ impl BlastRadius {
             failing_tenants: Vec::new(),
             locked_override_tenants: Vec::new(),
             unregistered: None,
-            inactive: 0,
-            store_reads: reads,
+            inactive: counts
+                .inactive
+                .iter()
+                .filter(|(tier, _)| reaches(tier))
+                .map(|(_, n)| *n as usize)
+                .sum(),
+            store_reads: 0,
         };
-        // Tenants without their own value: one answer per tier.
-        let mut by_tier: HashMap<Option<TierName>, Judgement> = HashMap::new();
-        for (tier, view) in &views {
-            let outcome = self.outcome(proposal, view, None).await?;
-            by_tier.insert(tier.clone(), outcome);
-        }
-        if proposal.layer == Layer::Global
-            && let Some((outcome, failure)) = by_tier.get(&None)
-        {
-            report.unregistered = Some(UnregisteredOutcome {
-                changes: matches!(outcome, Outcome::Changed),
-                fails: failure.as_ref().map(|(path, rule)| Failure {
-                    tenant: "(any tenant never registered, without its own value)".to_owned(),
-                    path: path.clone(),
-                    rule: rule.clone(),
-                }),
-            });
-        }
-        let mut tenants: Vec<TenantId> = registered
-            .keys()
-            .chain(own_values.keys())
-            .filter(|tenant| reaches(&tier_of(tenant).0))
-            .cloned()
-            .collect::<HashSet<_>>()
+
+        // The overriding tenants the change reaches, active ones read a few
+        // at a time (inactive ones read nothing, so nothing changes for them).
+        let mut overriders: Vec<(TenantId, TenantRecord)> = overriding
+            .items
             .into_iter()
+            .map(|tenant| {
+                let record = record_of(&tenant);
+                (tenant, record)
+            })
+            .filter(|(_, record)| reaches(&record.tier) && record.active)
             .collect();
-        tenants.sort();
-        for tenant in tenants {
-            let (tier, active) = tier_of(&tenant);
-            if !active {
-                report.inactive += 1;
-                continue;
+        overriders.sort_by(|a, b| a.0.cmp(&b.0));
+        reads += overriders.len();
+        let store = self.store(kind);
+        let tenants: Vec<TenantId> = overriders.iter().map(|(t, _)| t.clone()).collect();
+        let own_values: HashMap<TenantId, Option<Found>> = stream::iter(tenants)
+            .map(|tenant| async move {
+                let item = ItemKey::new(
+                    tenant.clone(),
+                    proposal.service.clone(),
+                    proposal.key.clone(),
+                );
+                let found = store.get(&item, ReadMode::Plain).await?;
+                Ok::<_, StoreError>((tenant, found))
+            })
+            .buffer_unordered(READS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+
+        // Tenants without their own value: one answer per tier, counted.
+        let mut overriders_in: HashMap<Option<TierName>, HashSet<TenantId>> = HashMap::new();
+        for (tenant, record) in &overriders {
+            if own_values.get(tenant).is_some_and(Option::is_some) {
+                overriders_in
+                    .entry(record.tier.clone())
+                    .or_default()
+                    .insert(tenant.clone());
             }
-            let Some(view) = views.get(&tier) else {
+        }
+        for (tier, view) in &views {
+            let (outcome, failure) = self.outcome(proposal, view, None).await?;
+            let changes = matches!(outcome, Outcome::Changed);
+            if proposal.layer == Layer::Global && tier.is_none() {
+                report.unregistered = Some(UnregisteredOutcome {
+                    changes,
+                    fails: failure.as_ref().map(|(path, rule)| Failure {
+                        tenant: "(any tenant never registered, without its own value)".to_owned(),
+                        path: path.clone(),
+                        rule: rule.clone(),
+                    }),
+                });
+            }
+            // Registered tenants of the tier that hold no value of their own.
+            let overriding_here = overriders_in.get(tier);
+            let registered_overriders = overriding_here.map_or(0, |o| {
+                o.iter().filter(|t| registered.contains_key(*t)).count() as u64
+            });
+            let plain = counts
+                .active
+                .get(tier)
+                .copied()
+                .unwrap_or_default()
+                .saturating_sub(registered_overriders) as usize;
+            report.tenants += plain;
+            if changes {
+                report.changed += plain;
+            } else {
+                report.unchanged += plain;
+            }
+            if failure.is_some() {
+                report.failing += plain;
+            }
+            if plain > 0 && (changes || failure.is_some()) {
+                // Their names: the tier's first members (bounded reads).
+                let skip = overriding_here.map_or(0, HashSet::len);
+                let members = self.registry.members(tier.as_ref(), NAMED + skip).await?;
+                reads += members.calls;
+                for tenant in members
+                    .items
+                    .into_iter()
+                    .filter(|t| overriding_here.is_none_or(|o| !o.contains(t)))
+                    .take(NAMED)
+                {
+                    let name = tenant.to_string();
+                    if changes {
+                        report.changed_tenants.push(name.clone());
+                    }
+                    if let Some((path, rule)) = &failure {
+                        report.failing_tenants.push(Failure {
+                            tenant: name,
+                            path: path.clone(),
+                            rule: rule.clone(),
+                        });
+                    }
+                }
+            }
+        }
+
+        // Tenants with their own value: one by one.
+        for (tenant, record) in &overriders {
+            let Some(view) = views.get(&record.tier) else {
+                continue;
+            };
+            // The index lags: a value deleted meanwhile is no override.
+            let Some(own) = own_values.get(tenant).and_then(Option::as_ref) else {
                 continue;
             };
             report.tenants += 1;
             let name = tenant.to_string();
-            let own = own_values.get(&tenant).and_then(Option::as_ref);
-            if own.is_some() && view.after_constraints.locked_by().is_some() {
+            if view.after_constraints.locked_by().is_some() {
                 report.locked_overrides += 1;
-                push_named(&mut report.locked_override_tenants, name.clone());
+                report.locked_override_tenants.push(name.clone());
             }
-            let (outcome, failure) = match own {
-                None => match by_tier.get(&tier) {
-                    Some((Outcome::Changed, failure)) => (true, failure.clone()),
-                    Some((Outcome::Unchanged, failure)) => (false, failure.clone()),
-                    None => continue,
-                },
+            let (changes, failure) = match own {
                 // A SecureString of its own replaces whatever lies under it.
-                Some(Found::Secret(_)) => (false, None),
-                Some(Found::Plain(plain)) => {
+                Found::Secret(_) => (false, None),
+                Found::Plain(plain) => {
                     let (outcome, failure) =
                         self.outcome(proposal, view, Some(&plain.value)).await?;
                     (matches!(outcome, Outcome::Changed), failure)
                 }
             };
-            if outcome {
+            if changes {
                 report.changed += 1;
-                push_named(&mut report.changed_tenants, name.clone());
+                report.changed_tenants.push(name.clone());
             } else {
                 report.unchanged += 1;
-                if own.is_some() {
-                    report.keeping_own_value += 1;
-                    push_named(&mut report.keeping_own_value_tenants, name.clone());
-                }
+                report.keeping_own_value += 1;
+                report.keeping_own_value_tenants.push(name.clone());
             }
             if let Some((path, rule)) = failure {
                 report.failing += 1;
-                if report.failing_tenants.len() < NAMED {
-                    report.failing_tenants.push(Failure {
-                        tenant: name,
-                        path,
-                        rule,
-                    });
-                }
+                report.failing_tenants.push(Failure {
+                    tenant: name,
+                    path,
+                    rule,
+                });
             }
         }
+        for names in [
+            &mut report.changed_tenants,
+            &mut report.keeping_own_value_tenants,
+            &mut report.locked_override_tenants,
+        ] {
+            names.sort();
+            names.truncate(NAMED);
+        }
+        report
+            .failing_tenants
+            .sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        report.failing_tenants.truncate(NAMED);
+        report.store_reads = reads;
         Ok(report)
     }
 
@@ -470,11 +535,5 @@ impl BlastRadius {
             Err(ConfigError::SchemaViolation { path, rule }) => Ok((outcome, Some((path, rule)))),
             Err(other) => Err(other),
         }
-    }
-}
-
-fn push_named(names: &mut Vec<String>, name: String) {
-    if names.len() < NAMED {
-        names.push(name);
     }
 }

@@ -12,20 +12,28 @@
 //! Writes are versioned like values: `put` lands only on the version the
 //! writer read (`None`: the tenant is not registered yet), so two platform
 //! administrators cannot overwrite each other unknowingly.
+//!
+//! Beside each record, in the same transaction, the registry keeps what a
+//! blast radius needs without listing every tenant: the active tenants of
+//! each tier as members of their own partition (`TIER#{tier}`, `TIER#_none`
+//! for no tier; `sk = TENANT#{id}`), and one item counting the active
+//! tenants per tier and the inactive ones (`pk = TIERS`, `sk = COUNTS`).
+//! Neither is in the `REGISTRY` partition, so the stream filter delivers
+//! only records.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem, Update, WriteRequest,
+};
 
 use super::Listed;
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
-use crate::store::dynamodb::{
-    PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, conditional_write, sdk_error,
-};
+use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, sdk_error};
 use crate::validate::{TenantId, TierName};
 
 /// The reserved partition holding the registry.
@@ -34,6 +42,15 @@ const TIER: &str = "tier";
 const ACTIVE: &str = "active";
 const UPDATED_BY: &str = "updated_by";
 const UPDATED_AT: &str = "updated_at";
+/// The partition of the per-tier counts, and its one item's sort key.
+pub const COUNTS_PARTITION: &str = "TIERS";
+const COUNTS_SORT_KEY: &str = "COUNTS";
+/// Tenants are counted under `active:{tier}` or `inactive:{tier}` (an
+/// empty tier: none).
+const INACTIVE_BUCKET_PREFIX: &str = "inactive:";
+const ACTIVE_BUCKET_PREFIX: &str = "active:";
+/// Most keys one BatchGetItem names.
+const BATCH_GET: usize = 100;
 
 /// What the registry says about one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +99,52 @@ pub trait TenantRegistry: Send + Sync {
         at_ms: i64,
     ) -> Result<Option<i64>, StoreError>;
 
-    /// Every registered tenant's record (a blast radius's first read).
-    async fn list(&self) -> Result<Listed<(TenantId, TenantRecord)>, StoreError>;
+    /// Several tenants' records (those registered), in as few calls as the
+    /// store allows.
+    async fn get_many(
+        &self,
+        tenants: &[TenantId],
+    ) -> Result<Listed<(TenantId, Registered)>, StoreError>;
+
+    /// How many tenants are registered active in each tier, and inactive.
+    async fn counts(&self) -> Result<TierCounts, StoreError>;
+
+    /// The first `limit` active tenants of a tier (`None`: no tier), by id.
+    async fn members(
+        &self,
+        tier: Option<&TierName>,
+        limit: usize,
+    ) -> Result<Listed<TenantId>, StoreError>;
+}
+
+/// Registered tenants per tier: what a blast radius counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TierCounts {
+    /// Active tenants per tier (`None`: registered without one).
+    pub active: BTreeMap<Option<TierName>, u64>,
+    /// Inactive ones, by the tier they are registered in.
+    pub inactive: BTreeMap<Option<TierName>, u64>,
+}
+
+/// The count a record falls in.
+fn bucket(record: &TenantRecord) -> String {
+    let prefix = if record.active {
+        ACTIVE_BUCKET_PREFIX
+    } else {
+        INACTIVE_BUCKET_PREFIX
+    };
+    match &record.tier {
+        Some(tier) => format!("{prefix}{tier}"),
+        None => prefix.to_owned(),
+    }
+}
+
+/// The partition a tier's active members are listed in.
+pub fn members_partition(tier: Option<&TierName>) -> String {
+    match tier {
+        Some(tier) => format!("TIER#{tier}"),
+        None => "TIER#_none".to_owned(),
+    }
 }
 
 /// The version a write from `expected` stores: 1 for a first record.
@@ -163,6 +224,131 @@ fn registered(item: &HashMap<String, AttributeValue>) -> Result<Registered, Stor
     })
 }
 
+fn key_of(pk: String, sk: String) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), AttributeValue::S(pk)),
+        (SORT_KEY.to_owned(), AttributeValue::S(sk)),
+    ])
+}
+
+fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError> {
+    result.map_err(|e| malformed(format!("registry request: {e}")))
+}
+
+impl DynamoDbRegistry {
+    /// The record item a write stores.
+    fn record_item(
+        tenant: &TenantId,
+        record: &TenantRecord,
+        version: i64,
+        actor: &str,
+        at_ms: i64,
+    ) -> HashMap<String, AttributeValue> {
+        let mut item = registry_key(tenant);
+        if let Some(tier) = &record.tier {
+            item.insert(TIER.to_owned(), AttributeValue::S(tier.to_string()));
+        }
+        item.insert(ACTIVE.to_owned(), AttributeValue::Bool(record.active));
+        item.insert(
+            VERSION_ATTRIBUTE.to_owned(),
+            AttributeValue::N(version.to_string()),
+        );
+        item.insert(UPDATED_BY.to_owned(), AttributeValue::S(actor.to_owned()));
+        item.insert(UPDATED_AT.to_owned(), AttributeValue::N(at_ms.to_string()));
+        item
+    }
+
+    fn member_key(
+        tenant: &TenantId,
+        record: &TenantRecord,
+    ) -> Option<HashMap<String, AttributeValue>> {
+        record.active.then(|| {
+            key_of(
+                members_partition(record.tier.as_ref()),
+                registry_sort_key(tenant),
+            )
+        })
+    }
+
+    fn counts_key() -> HashMap<String, AttributeValue> {
+        key_of(COUNTS_PARTITION.to_owned(), COUNTS_SORT_KEY.to_owned())
+    }
+
+    /// Registers many tenants none of which is registered yet (onboarding
+    /// existing tenants at once): records and tier members in batches, then
+    /// one change of the counts. Unlike [`TenantRegistry::put`] it is not
+    /// one transaction per tenant, and it checks nothing: a tenant already
+    /// registered would be overwritten and counted twice.
+    pub async fn import(
+        &self,
+        records: &[(TenantId, TenantRecord)],
+        actor: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut writes = Vec::with_capacity(records.len() * 2);
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        for (tenant, record) in records {
+            writes.push(Self::record_item(tenant, record, 1, actor, at_ms));
+            if let Some(member) = Self::member_key(tenant, record) {
+                writes.push(member);
+            }
+            *counts.entry(bucket(record)).or_default() += 1;
+        }
+        for chunk in writes.chunks(25) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|item| {
+                    Ok(WriteRequest::builder()
+                        .put_request(built(
+                            aws_sdk_dynamodb::types::PutRequest::builder()
+                                .set_item(Some(item.clone()))
+                                .build(),
+                        )?)
+                        .build())
+                })
+                .collect::<Result<_, StoreError>>()?;
+            while !requests.is_empty() {
+                let output = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                requests = output
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table))
+                    .unwrap_or_default();
+            }
+        }
+        if !counts.is_empty() {
+            self.add_counts(&counts).await?;
+        }
+        Ok(())
+    }
+
+    async fn add_counts(&self, counts: &BTreeMap<String, i64>) -> Result<(), StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::counts_key()));
+        let mut adds = Vec::new();
+        for (i, (bucket, n)) in counts.iter().enumerate() {
+            adds.push(format!("#b{i} :n{i}"));
+            request = request
+                .expression_attribute_names(format!("#b{i}"), bucket)
+                .expression_attribute_values(format!(":n{i}"), AttributeValue::N(n.to_string()));
+        }
+        request
+            .update_expression(format!("ADD {}", adds.join(", ")))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl TenantRegistry for DynamoDbRegistry {
     async fn get(&self, tenant: &TenantId) -> Result<Option<Registered>, StoreError> {
@@ -191,39 +377,192 @@ impl TenantRegistry for DynamoDbRegistry {
         let Some(version) = version_after(expected) else {
             return Ok(None);
         };
-        let mut item = registry_key(tenant);
-        if let Some(tier) = &record.tier {
-            item.insert(TIER.to_owned(), AttributeValue::S(tier.to_string()));
+        // The record it replaces says which member and count to move.
+        let previous = self.get(tenant).await?;
+        if previous.as_ref().map(|r| r.version) != expected {
+            return Ok(None);
         }
-        item.insert(ACTIVE.to_owned(), AttributeValue::Bool(record.active));
-        item.insert(
-            VERSION_ATTRIBUTE.to_owned(),
-            AttributeValue::N(version.to_string()),
-        );
-        item.insert(UPDATED_BY.to_owned(), AttributeValue::S(actor.to_owned()));
-        item.insert(UPDATED_AT.to_owned(), AttributeValue::N(at_ms.to_string()));
-        let request = self
-            .client
-            .put_item()
+        let mut put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(item));
-        let request = match expected {
-            None => request
+            .set_item(Some(Self::record_item(
+                tenant, record, version, actor, at_ms,
+            )));
+        put = match expected {
+            None => put
                 .condition_expression("attribute_not_exists(#pk)")
                 .expression_attribute_names("#pk", PARTITION_KEY),
-            Some(v) => request
+            Some(v) => put
                 .condition_expression("#ver = :expected")
                 .expression_attribute_names("#ver", VERSION_ATTRIBUTE)
                 .expression_attribute_values(":expected", AttributeValue::N(v.to_string())),
         };
-        let landed = conditional_write(request.send().await)?;
-        Ok(landed.then_some(version))
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .put(built(put.build())?)
+                .build(),
+        ];
+        let old_record = previous.map(|p| p.record);
+        let old_member = old_record
+            .as_ref()
+            .and_then(|r| Self::member_key(tenant, r));
+        let new_member = Self::member_key(tenant, record);
+        if old_member != new_member {
+            if let Some(old) = old_member {
+                items.push(
+                    TransactWriteItem::builder()
+                        .delete(built(
+                            Delete::builder()
+                                .table_name(&self.table)
+                                .set_key(Some(old))
+                                .build(),
+                        )?)
+                        .build(),
+                );
+            }
+            if let Some(new) = new_member {
+                items.push(
+                    TransactWriteItem::builder()
+                        .put(built(
+                            Put::builder()
+                                .table_name(&self.table)
+                                .set_item(Some(new))
+                                .build(),
+                        )?)
+                        .build(),
+                );
+            }
+        }
+        let old_bucket = old_record.as_ref().map(bucket);
+        let new_bucket = bucket(record);
+        if old_bucket.as_ref() != Some(&new_bucket) {
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(Self::counts_key()))
+                .expression_attribute_names("#new", &new_bucket)
+                .expression_attribute_values(":plus", AttributeValue::N("1".to_owned()));
+            update = match &old_bucket {
+                Some(old) => update
+                    .update_expression("ADD #new :plus, #old :minus")
+                    .expression_attribute_names("#old", old)
+                    .expression_attribute_values(":minus", AttributeValue::N("-1".to_owned())),
+                None => update.update_expression("ADD #new :plus"),
+            };
+            items.push(
+                TransactWriteItem::builder()
+                    .update(built(update.build())?)
+                    .build(),
+            );
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Some(version)),
+            // Another write got there between the read and the transaction.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_transaction_canceled_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(sdk_error(err)),
+        }
     }
 
-    async fn list(&self) -> Result<Listed<(TenantId, TenantRecord)>, StoreError> {
+    async fn get_many(
+        &self,
+        tenants: &[TenantId],
+    ) -> Result<Listed<(TenantId, Registered)>, StoreError> {
+        let mut listed = Listed::default();
+        for chunk in tenants.chunks(BATCH_GET) {
+            let mut keys = Some(built(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(chunk.iter().map(registry_key).collect()))
+                    .consistent_read(true)
+                    .build(),
+            )?);
+            while let Some(request) = keys.take() {
+                listed.calls += 1;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(sdk_error)?;
+                for item in output
+                    .responses
+                    .as_ref()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    let tenant = match item.get(SORT_KEY) {
+                        Some(AttributeValue::S(sk)) => sk
+                            .strip_prefix("TENANT#")
+                            .and_then(|t| TenantId::parse(t).ok()),
+                        _ => None,
+                    };
+                    if let Some(tenant) = tenant {
+                        listed.items.push((tenant, registered(item)?));
+                    }
+                }
+                keys = output
+                    .unprocessed_keys
+                    .and_then(|mut u| u.remove(&self.table))
+                    .filter(|k| !k.keys().is_empty());
+            }
+        }
+        Ok(listed)
+    }
+
+    async fn counts(&self) -> Result<TierCounts, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::counts_key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let mut counts = TierCounts::default();
+        for (name, value) in output.item().into_iter().flatten() {
+            let Some(n) = value.as_n().ok().and_then(|n| n.parse::<i64>().ok()) else {
+                continue;
+            };
+            let n = n.max(0) as u64;
+            let (counted, tier) = if let Some(tier) = name.strip_prefix(ACTIVE_BUCKET_PREFIX) {
+                (&mut counts.active, tier)
+            } else if let Some(tier) = name.strip_prefix(INACTIVE_BUCKET_PREFIX) {
+                (&mut counts.inactive, tier)
+            } else {
+                continue;
+            };
+            let tier = match tier {
+                "" => None,
+                tier => Some(
+                    TierName::parse(tier)
+                        .map_err(|e| malformed(format!("counted tier '{tier}': {e}")))?,
+                ),
+            };
+            counted.insert(tier, n);
+        }
+        Ok(counts)
+    }
+
+    async fn members(
+        &self,
+        tier: Option<&TierName>,
+        limit: usize,
+    ) -> Result<Listed<TenantId>, StoreError> {
         let mut listed = Listed::default();
         let mut start = None;
-        loop {
+        while listed.items.len() < limit {
             listed.calls += 1;
             let page = self
                 .client
@@ -231,32 +570,27 @@ impl TenantRegistry for DynamoDbRegistry {
                 .table_name(&self.table)
                 .key_condition_expression("#pk = :pk")
                 .expression_attribute_names("#pk", PARTITION_KEY)
-                .expression_attribute_values(
-                    ":pk",
-                    AttributeValue::S(REGISTRY_PARTITION.to_owned()),
-                )
+                .expression_attribute_values(":pk", AttributeValue::S(members_partition(tier)))
+                .limit(i32::try_from(limit - listed.items.len()).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(sdk_error)?;
             for item in page.items() {
-                let tenant = match item.get(SORT_KEY) {
-                    Some(AttributeValue::S(sk)) => sk
+                if let Some(AttributeValue::S(sk)) = item.get(SORT_KEY)
+                    && let Some(tenant) = sk
                         .strip_prefix("TENANT#")
-                        .and_then(|t| TenantId::parse(t).ok()),
-                    _ => None,
-                };
-                let Some(tenant) = tenant else {
-                    tracing::warn!(sk = ?item.get(SORT_KEY), "registry item names no valid tenant; skipped");
-                    continue;
-                };
-                listed.items.push((tenant, registered(item)?.record));
+                        .and_then(|t| TenantId::parse(t).ok())
+                {
+                    listed.items.push(tenant);
+                }
             }
             start = page.last_evaluated_key.filter(|k| !k.is_empty());
             if start.is_none() {
-                return Ok(listed);
+                break;
             }
         }
+        Ok(listed)
     }
 }
 
@@ -307,16 +641,58 @@ impl TenantRegistry for MemoryRegistry {
         );
         Ok(Some(version))
     }
-    async fn list(&self) -> Result<Listed<(TenantId, TenantRecord)>, StoreError> {
+    async fn get_many(
+        &self,
+        tenants: &[TenantId],
+    ) -> Result<Listed<(TenantId, Registered)>, StoreError> {
         let records = self
             .records
             .lock()
             .map_err(|_| malformed("registry poisoned".to_owned()))?;
         Ok(Listed {
-            items: records
+            items: tenants
                 .iter()
-                .map(|(tenant, r)| (tenant.clone(), r.record.clone()))
+                .filter_map(|t| records.get(t).map(|r| (t.clone(), r.clone())))
                 .collect(),
+            calls: tenants.len().div_ceil(BATCH_GET),
+        })
+    }
+
+    async fn counts(&self) -> Result<TierCounts, StoreError> {
+        let records = self
+            .records
+            .lock()
+            .map_err(|_| malformed("registry poisoned".to_owned()))?;
+        let mut counts = TierCounts::default();
+        for registered in records.values() {
+            let counted = if registered.record.active {
+                &mut counts.active
+            } else {
+                &mut counts.inactive
+            };
+            *counted.entry(registered.record.tier.clone()).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
+    async fn members(
+        &self,
+        tier: Option<&TierName>,
+        limit: usize,
+    ) -> Result<Listed<TenantId>, StoreError> {
+        let records = self
+            .records
+            .lock()
+            .map_err(|_| malformed("registry poisoned".to_owned()))?;
+        let mut members: Vec<TenantId> = records
+            .iter()
+            .filter(|(_, r)| r.record.active && r.record.tier.as_ref() == tier)
+            .map(|(t, _)| t.clone())
+            .collect();
+        members.sort();
+        members.truncate(limit);
+        Ok(Listed {
+            items: members,
             calls: 1,
         })
     }
