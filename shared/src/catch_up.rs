@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::domain::Changed;
 use crate::error::ConfigError;
 use crate::refresh::change::Subject;
-use crate::refresh::journal::{ChangeJournal, RETENTION};
+use crate::refresh::journal::{ChangeJournal, JournalError, RETENTION};
 use crate::refresh::signing::unix_ms_now;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +176,19 @@ impl CatchUp {
             };
             let page = match tokio::time::timeout_at(deadline, query).await {
                 Ok(Ok(page)) => page,
+                // An entry this reader cannot read (another version's, or
+                // damaged) names a change it cannot apply: everything is
+                // dropped and the reader moves past it, rather than failing
+                // every catch-up while the entry is kept (a day).
+                Ok(Err(JournalError::Unreadable { position, reason })) => {
+                    tracing::warn!(%position, %reason, "catch-up: unreadable journal entry; dropping every cached entry");
+                    self.failures.store(0, Ordering::Release);
+                    reads.invalidate_all();
+                    cursor.seen.clear();
+                    cursor.from_ms = started;
+                    self.due_ms.store(started + interval, Ordering::Release);
+                    return Applied::Everything;
+                }
                 Ok(Err(error)) => {
                     let retry_in = self.back_off(started);
                     tracing::warn!(%error, retry_in_ms = retry_in, "catch-up: journal query failed");

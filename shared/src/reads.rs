@@ -284,15 +284,41 @@ impl ConfigReads {
         let entry = effective(source, &below, own, underlay.stale(), self.memo())
             .ok_or_else(|| not_found(service, key))?;
         let values: Vec<&serde_json::Value> = layers.iter().map(|(_, v)| &v.value).collect();
-        let leaves = crate::layers::merge::merge(&values)
-            .map(|merged| {
-                merged
-                    .leaves
-                    .into_iter()
-                    .map(|(pointer, at)| (pointer, layers[at].0.clone()))
-                    .collect()
+        let leaves: std::collections::BTreeMap<String, Layer> =
+            crate::layers::merge::merge(&values)
+                .map(|merged| {
+                    merged
+                        .leaves
+                        .into_iter()
+                        .map(|(pointer, at)| (pointer, layers[at].0.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+        // A shared layer is shown only as far as it reaches this tenant (what
+        // an upper layer removed or replaced stays out), and without its
+        // writer: a platform administrator's identity is not the tenant's.
+        let layers = layers
+            .into_iter()
+            .map(|(layer, value)| {
+                if !layer.is_shared() {
+                    return (layer, value);
+                }
+                let pointers = leaves
+                    .iter()
+                    .filter(|(_, at)| **at == layer)
+                    .map(|(pointer, _)| pointer.as_str());
+                let shown = PlainValue {
+                    value: crate::layers::merge::project(&entry.value.value, pointers),
+                    version: value.version,
+                    kind: value.kind,
+                    written: crate::domain::WrittenBy {
+                        actor: None,
+                        at_ms: value.written.at_ms,
+                    },
+                };
+                (layer, Arc::new(shown))
             })
-            .unwrap_or_default();
+            .collect();
         Ok(Explained {
             entry,
             layers,

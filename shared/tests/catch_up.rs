@@ -123,6 +123,43 @@ async fn a_journaled_change_is_served_after_one_interval_without_any_push() {
 }
 
 #[tokio::test]
+async fn an_unreadable_entry_drops_everything_once_instead_of_stalling_catch_up() {
+    // GIVEN a reader that cached a value
+    let reader = reader(100);
+    reader.put("tenant_config_limits", "v1");
+    assert_eq!(reader.read("tenant_config_limits").await.unwrap(), "v1");
+    // WHEN the value changes and the journal holds an entry the reader
+    // cannot read (written by another version, say)
+    reader.put("tenant_config_limits", "v2");
+    reader.journal.set_unreadable(Some("0000000000001#x"));
+    tokio::time::sleep(INTERVAL).await;
+    // THEN the next catch-up drops every cached entry and the new value is
+    // served (not the old one for the day the entry is kept)
+    assert!(matches!(
+        reader
+            .reads
+            .catch_up()
+            .unwrap()
+            .maybe_catch_up(&reader.reads)
+            .await,
+        Applied::Everything
+    ));
+    assert_eq!(reader.read("tenant_config_limits").await.unwrap(), "v2");
+    // AND once the entry is gone, catch-up goes on entry by entry
+    reader.journal.set_unreadable(None);
+    tokio::time::sleep(INTERVAL).await;
+    assert!(matches!(
+        reader
+            .reads
+            .catch_up()
+            .unwrap()
+            .maybe_catch_up(&reader.reads)
+            .await,
+        Applied::Entries(_)
+    ));
+}
+
+#[tokio::test]
 async fn a_key_created_after_a_cached_not_found_is_found_after_one_interval() {
     let reader = reader(100);
     assert!(matches!(

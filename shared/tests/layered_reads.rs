@@ -391,6 +391,14 @@ async fn explain_names_the_layer_and_version_of_every_leaf() {
         body["value"],
         json!({"requests": 50, "burst": 5, "theme": {"color": "blue"}})
     );
+    // AND a shared layer shows only what reaches the tenant: not what gold
+    // replaced or the tenant removed, and never who wrote it
+    assert_eq!(
+        body["layers"][0]["value"],
+        json!({"theme": {"color": "blue"}})
+    );
+    assert_eq!(body["layers"][1]["value"], json!({"requests": 50}));
+    assert!(body["layers"][0].get("updated_by").is_none(), "{body}");
     // AND a tenant with nothing of its own sees only the global layer
     let (_, b) = get(
         &w.api,

@@ -134,7 +134,10 @@ async fn a_default_a_tier_and_an_exception_reach_every_reader_of_every_tenant() 
     until(via_agent(alice.clone()), &json!({"per_second": 5}), bound).await;
     until(via_api(bob.clone()), &gold_value, bound).await;
 
-    // AND explain tells tenant-a where each part came from, and who wrote it
+    // AND explain tells tenant-a where each part came from, and who wrote
+    // its own part; a shared layer shows only what reaches tenant-a (here
+    // nothing: its own value replaced one member and removed the other)
+    // and never the platform administrator who wrote it
     let explained = stack
         .get(&format!("/v1/explain/{SERVICE}/{KEY}"), Some(&alice))
         .await
@@ -146,11 +149,16 @@ async fn a_default_a_tier_and_an_exception_reach_every_reader_of_every_tenant() 
     );
     let layers = explained.body["layers"].as_array().unwrap();
     assert_eq!(layers[0]["layer"], "global");
+    assert_eq!(layers[0]["value"], Value::Null, "{}", explained.text);
     assert!(
-        layers[0]["updated_by"]
+        layers[0].get("updated_by").is_none() && layers[0]["updated_at_ms"].as_i64().is_some(),
+        "{}",
+        explained.text
+    );
+    assert!(
+        layers[1]["updated_by"]
             .as_str()
-            .is_some_and(|by| !by.is_empty())
-            && layers[0]["updated_at_ms"].as_i64().is_some(),
+            .is_some_and(|by| !by.is_empty()),
         "{}",
         explained.text
     );

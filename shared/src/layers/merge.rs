@@ -139,11 +139,56 @@ pub fn escape(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")
 }
 
+/// The parts of `value` at `pointers` (leaves of it), and nothing else:
+/// what a shared layer contributed to a tenant's effective value, without
+/// what an upper layer removed or replaced.
+pub fn project<'a>(value: &Value, pointers: impl IntoIterator<Item = &'a str>) -> Value {
+    let mut projected = Value::Null;
+    for pointer in pointers {
+        let Some(leaf) = value.pointer(pointer) else {
+            continue;
+        };
+        if pointer.is_empty() {
+            return leaf.clone();
+        }
+        let mut at = &mut projected;
+        let tokens: Vec<String> = pointer
+            .split('/')
+            .skip(1)
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        for (i, token) in tokens.iter().enumerate() {
+            if !at.is_object() {
+                *at = Value::Object(Map::new());
+            }
+            let Value::Object(members) = at else {
+                unreachable!("made an object above");
+            };
+            at = members.entry(token.clone()).or_insert(Value::Null);
+            if i + 1 == tokens.len() {
+                *at = leaf.clone();
+            }
+        }
+    }
+    projected
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn a_projection_keeps_only_the_named_leaves() {
+        let effective = json!({"a": 1, "b": {"c": 2, "d/e": 3}, "f": 4});
+        assert_eq!(
+            project(&effective, ["/a", "/b/d~1e"]),
+            json!({"a": 1, "b": {"d/e": 3}})
+        );
+        assert_eq!(project(&json!("x"), [""]), json!("x"));
+        assert_eq!(project(&effective, []), Value::Null);
+    }
 
     fn two(target: Value, patch: Value) -> Value {
         merge(&[&target, &patch]).unwrap().value

@@ -82,6 +82,8 @@ pub struct MemoryJournal {
     entries: Mutex<Vec<JournalEntry>>,
     queries: std::sync::atomic::AtomicUsize,
     failing: std::sync::atomic::AtomicBool,
+    /// Queries answer that this entry cannot be read, while set.
+    unreadable: Mutex<Option<String>>,
 }
 
 impl MemoryJournal {
@@ -130,7 +132,23 @@ impl MemoryJournal {
             .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Queries find an entry at `position` they cannot read, while set (an
+    /// entry another version wrote, or a damaged one).
+    pub fn set_unreadable(&self, position: Option<&str>) {
+        if let Ok(mut unreadable) = self.unreadable.lock() {
+            *unreadable = position.map(str::to_owned);
+        }
+    }
+
     fn check(&self, operation: &'static str) -> Result<(), JournalError> {
+        if operation != "append"
+            && let Some(position) = self.unreadable.lock().ok().and_then(|u| u.clone())
+        {
+            return Err(JournalError::Unreadable {
+                position,
+                reason: "injected: a subject this reader does not know".into(),
+            });
+        }
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(JournalError::Unavailable {
                 operation,

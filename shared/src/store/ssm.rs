@@ -252,6 +252,8 @@ impl ConfigStore for ParameterStore {
                 };
                 if listing.entries.len() == MAX_LISTED_ENTRIES {
                     listing.truncated = true;
+                    // Sorted like a whole listing: readers search it by key.
+                    listing.entries.sort_by(|a, b| a.0.cmp(&b.0));
                     return Ok(listing);
                 }
                 listing
