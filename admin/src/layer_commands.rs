@@ -204,6 +204,8 @@ fn platform(target: &Target, aws: &SdkConfig) -> PlatformWrites {
     let table = target.table.as_str();
     let root = target.parameter_root.as_str();
     let schemas = Arc::new(target.schemas(aws));
+    let guardrails: Arc<dyn GuardrailStore> =
+        Arc::new(DynamoDbGuardrails::new(dynamodb.clone(), table));
     PlatformWrites::new(
         target.router.clone(),
         Arc::new(DynamoDbWriter::new(dynamodb.clone(), table)),
@@ -228,9 +230,7 @@ fn platform(target: &Target, aws: &SdkConfig) -> PlatformWrites {
         )
         .with_schemas(schemas),
     )
-    .with_guardrails(Arc::new(Guardrails::new(Arc::new(
-        DynamoDbGuardrails::new(dynamodb, table),
-    ))))
+    .with_guardrails(guardrails.clone(), Arc::new(Guardrails::new(guardrails)))
 }
 
 fn report_json(report: &BlastReport) -> String {

@@ -353,6 +353,9 @@ impl Aws {
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         let table = settings.table_name.as_str();
         let schemas = Arc::new(Schemas::new(Arc::new(self.schemas(&settings.table_name))));
+        // Guardrails are set with the platform role (config-api's own may
+        // only read them).
+        let dynamodb_for_guardrails = dynamodb.clone();
         PlatformWrites::new(
             settings.router.clone(),
             Arc::new(DynamoDbWriter::new(dynamodb.clone(), table)),
@@ -380,11 +383,14 @@ impl Aws {
                 )),
                 Arc::new(DynamoDbRegistry::new(dynamodb.clone(), table)),
                 Arc::new(DynamoDbOverrides::new(dynamodb.clone(), table)),
-                Arc::new(DynamoDbGuardrails::new(dynamodb, table)),
+                Arc::new(DynamoDbGuardrails::new(dynamodb.clone(), table)),
             )
             .with_schemas(schemas),
         )
-        .with_guardrails(guardrails)
+        .with_guardrails(
+            Arc::new(DynamoDbGuardrails::new(dynamodb_for_guardrails, table)),
+            guardrails,
+        )
     }
 
     /// The shared refresh key from its SecureString parameter.

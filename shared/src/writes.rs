@@ -23,7 +23,9 @@ use crate::quota::{QuotaError, RememberedRefusals, WriteQuotas, current_second, 
 use crate::routing::KeyRouter;
 use crate::schema::Schemas;
 use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
-use crate::write::{Actor, ConfigWriter, Expected, NewValue, VersionRecord, WriteError, Written};
+use crate::write::{
+    Actor, ConfigWriter, Expected, NewValue, ValueKind, VersionRecord, WriteError, Written,
+};
 
 /// Most versions one history answer lists.
 pub const MAX_HISTORY: usize = 100;
@@ -234,10 +236,12 @@ impl ConfigWrites {
     ) -> Result<WriteOutcome, ConfigError> {
         let (tenant, tier) = self.admit(identity).await?;
         let (item, source, writer) = self.target(tenant, service, key)?;
+        // Counted first: a tenant past its quota costs no guardrail or
+        // shared-layer read.
+        self.count_write(tenant).await?;
         let check = self
             .value_check(tier.as_ref(), source, service, key)
             .await?;
-        self.count_write(tenant).await?;
         // Only a create adds a key (a put of an existing key names its version).
         let reserved = expected == Expected::Absent && self.reserve_key(tenant).await?;
         let written = checked_put(writer, &check, &item, value, expected, &actor(identity)).await;
@@ -311,10 +315,12 @@ impl ConfigWrites {
     ) -> Result<WriteOutcome, ConfigError> {
         let (tenant, tier) = self.admit(identity).await?;
         let (item, source, writer) = self.target(tenant, service, key)?;
+        // Counted first: a tenant past its quota costs no guardrail or
+        // shared-layer read.
+        self.count_write(tenant).await?;
         let check = self
             .value_check(tier.as_ref(), source, service, key)
             .await?;
-        self.count_write(tenant).await?;
         let written =
             checked_rollback(writer, &check, &item, to, expected, &actor(identity)).await?;
         tracing::info!(
@@ -350,7 +356,7 @@ fn actor(identity: &Identity) -> Actor {
 /// What a value must satisfy before it is stored: its key's JSON Schema
 /// and the guardrails over it, judged on the value merged over the shared
 /// layers under it (a tenant's patch is judged by what its readers get).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct ValueCheck<'a> {
     pub schemas: Option<&'a Schemas>,
     /// The lower layers' values of the key, bottom first.
@@ -405,9 +411,17 @@ pub async fn checked_put(
     actor: &Actor,
 ) -> Result<Written, ConfigError> {
     if !check.checks_nothing() {
-        check
-            .check(&item.service, &item.key, &value.read_back())
-            .await?;
+        let read_back = value.read_back();
+        if value.kind == ValueKind::Secret {
+            // Nothing merges into a SecureString: readers get it whole.
+            let alone = ValueCheck {
+                under: Vec::new(),
+                ..check.clone()
+            };
+            alone.check(&item.service, &item.key, &read_back).await?;
+        } else {
+            check.check(&item.service, &item.key, &read_back).await?;
+        }
     }
     Ok(writer.put(item, value, expected, actor).await?)
 }

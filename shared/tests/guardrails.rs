@@ -14,7 +14,7 @@ use tenant_config_shared::api::{ApiRequest, ConfigApi};
 use tenant_config_shared::cache::{CachedStore, StaleIfError};
 use tenant_config_shared::domain::ItemKey;
 use tenant_config_shared::layers::blast::BlastRadius;
-use tenant_config_shared::layers::guardrails::{Guardrails, MemoryGuardrails};
+use tenant_config_shared::layers::guardrails::{GuardrailStore, Guardrails, MemoryGuardrails};
 use tenant_config_shared::layers::overrides::{MemoryOverrides, OverrideIndex};
 use tenant_config_shared::layers::platform::{FORCED_MARK, PlatformWrites};
 use tenant_config_shared::layers::registry::{MemoryRegistry, TenantRecord, TenantRegistry};
@@ -47,6 +47,7 @@ fn stack() -> Stack {
     let overrides = Arc::new(MemoryOverrides::default());
     let guardrail_store = Arc::new(MemoryGuardrails::default());
     let guardrails = Arc::new(Guardrails::new(guardrail_store.clone()));
+    let guardrail_store_for_writes: Arc<dyn GuardrailStore> = guardrail_store.clone();
     // The key's own schema: limits are objects whose `requests` is at most 1000.
     let schema_source = Arc::new(MemorySchemas::default());
     schema_source.set(
@@ -104,7 +105,7 @@ fn stack() -> Stack {
                 )
                 .with_schemas(schemas),
             )
-            .with_guardrails(guardrails),
+            .with_guardrails(guardrail_store_for_writes, guardrails),
         );
     Stack {
         api,
@@ -317,6 +318,39 @@ async fn a_tenant_write_is_judged_by_what_its_readers_get_and_locked_keys_refuse
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    // AND the lock in place (weighed when it was set) blocks no later change
+    // of the free tier's value, and removing it is never refused
+    let (status, body) = call(
+        &stack.api,
+        "PUT",
+        FREE,
+        &platform_admin(),
+        Some(r#"{"value": {"requests": 10}}"#),
+        &[CREATE],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = call(
+        &stack.api,
+        "DELETE",
+        &format!("{FREE}/guardrail"),
+        &platform_admin(),
+        None,
+        &[("If-Match", "1")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // AND a flag on a route that weighs nothing is refused, never ignored
+    let (status, body) = call(
+        &stack.api,
+        "PUT",
+        "/v1/tenants/tenant-a",
+        &platform_admin(),
+        Some(r#"{"tier": "gold"}"#),
+        &[("If-Match", "1"), ("dry_run", "true")],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
     // AND a tenant of no tier is not locked by the free tier
     let (status, body) = call(
         &stack.api,

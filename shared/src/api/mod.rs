@@ -37,7 +37,7 @@ mod writes;
 pub use flush::DegradedAnswerFlush;
 pub use responses::{ApiResponse, STALE_HEADER, error_response};
 
-use route::{Route, route};
+use route::{LayerAction, Route, route};
 
 /// Largest request body a write accepts.
 pub const MAX_BODY_BYTES: usize = 128 * 1024;
@@ -183,6 +183,21 @@ impl ConfigApi {
 
     async fn respond(&self, request: &ApiRequest<'_>) -> Result<ApiResponse, ConfigError> {
         let route = route(request.path).ok_or(ConfigError::RouteNotFound)?;
+        // A flag a route would ignore must not let a change land unweighed.
+        let weighed = matches!(
+            route,
+            Route::Layer {
+                action: LayerAction::Entry | LayerAction::Rollback | LayerAction::Guardrail,
+                ..
+            }
+        ) && request.method != "GET";
+        if (request.dry_run.is_some() || request.force.is_some()) && !weighed {
+            return Err(ConfigError::BadRequest(
+                "?dry_run= and ?force= apply to changes of a shared layer and its guardrails only \
+                 (a registration or a tenant's own value is not weighed)"
+                    .to_owned(),
+            ));
+        }
         if matches!(route, Route::Layer { .. } | Route::Tenant { .. }) {
             let Some(platform) = &self.platform else {
                 return Err(ConfigError::MethodNotAllowed);

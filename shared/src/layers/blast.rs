@@ -127,7 +127,18 @@ pub struct BlastRadius {
 struct TierView {
     before: Vec<Value>,
     after: Vec<Value>,
+    before_constraints: Constraints,
     after_constraints: Constraints,
+}
+
+impl TierView {
+    /// Whether the change locks the key for this tier where it was not
+    /// locked: only then does an override block it (a lock already in
+    /// place was weighed when it was set).
+    fn newly_locked(&self) -> bool {
+        self.after_constraints.locked_by().is_some()
+            && self.before_constraints.locked_by().is_none()
+    }
 }
 
 /// Where a value fails and which rule: `(path, rule)`.
@@ -411,7 +422,7 @@ impl BlastRadius {
             };
             report.tenants += 1;
             let name = tenant.to_string();
-            if view.after_constraints.locked_by().is_some() {
+            if view.newly_locked() {
                 report.locked_overrides += 1;
                 report.locked_override_tenants.push(name.clone());
             }
@@ -478,6 +489,7 @@ impl BlastRadius {
         };
         let mut before = Vec::with_capacity(2);
         let mut after = Vec::with_capacity(2);
+        let mut before_constraints = Vec::with_capacity(2);
         let mut after_constraints = Vec::with_capacity(2);
         let mut layers = vec![(Layer::Global, global_value, global_guardrail)];
         if let Some(layer) = tier_layer {
@@ -486,6 +498,9 @@ impl BlastRadius {
         for (layer, value, guardrail) in layers {
             before.extend(value.clone());
             after.extend(pick_value(&layer, value));
+            if let Some(g) = guardrail {
+                before_constraints.push(Arc::new(Compiled::new(layer.clone(), g)?));
+            }
             if let Some(g) = pick_guardrail(&layer, guardrail) {
                 after_constraints.push(Arc::new(Compiled::new(layer.clone(), &g)?));
             }
@@ -493,13 +508,16 @@ impl BlastRadius {
         Ok(TierView {
             before,
             after,
+            before_constraints: Constraints(before_constraints),
             after_constraints: Constraints(after_constraints),
         })
     }
 
-    /// Whether an effective value changes, and why the new one fails (only
-    /// a failure the change causes: a value that changes, or a guardrail
-    /// that does).
+    /// Whether an effective value changes, and why the new one fails, only
+    /// for a failure the change causes: the value changes and fails, or the
+    /// value passed the rules before the change and fails those after it (a
+    /// value that already failed is not the change's doing, and a guardrail
+    /// removed can only loosen them).
     async fn outcome(
         &self,
         proposal: &Proposal,
@@ -517,22 +535,47 @@ impl BlastRadius {
         } else {
             Outcome::Changed
         };
-        let judged = matches!(outcome, Outcome::Changed) || proposal.guardrail.is_some();
-        let Some(after) = after.filter(|_| judged) else {
+        let changed = matches!(outcome, Outcome::Changed);
+        if !changed && proposal.guardrail.is_none() {
+            return Ok((outcome, None));
+        }
+        let Some(after) = after else {
             return Ok((outcome, None));
         };
-        if let Some(violation) = view.after_constraints.violation(&after) {
-            return Ok((outcome, Some(violation)));
+        let Some(failure) = self
+            .violation(proposal, &view.after_constraints, &after)
+            .await?
+        else {
+            return Ok((outcome, None));
+        };
+        if !changed
+            && let Some(before) = &before
+            && self
+                .violation(proposal, &view.before_constraints, before)
+                .await?
+                .is_some()
+        {
+            return Ok((outcome, None));
+        }
+        Ok((outcome, Some(failure)))
+    }
+
+    /// Why `value` fails `constraints` or the key's schema, if it does.
+    async fn violation(
+        &self,
+        proposal: &Proposal,
+        constraints: &Constraints,
+        value: &Value,
+    ) -> Result<Option<Violation>, ConfigError> {
+        if let Some(violation) = constraints.violation(value) {
+            return Ok(Some(violation));
         }
         let Some(schemas) = &self.schemas else {
-            return Ok((outcome, None));
+            return Ok(None);
         };
-        match schemas
-            .check(&proposal.service, &proposal.key, &after)
-            .await
-        {
-            Ok(()) => Ok((outcome, None)),
-            Err(ConfigError::SchemaViolation { path, rule }) => Ok((outcome, Some((path, rule)))),
+        match schemas.check(&proposal.service, &proposal.key, value).await {
+            Ok(()) => Ok(None),
+            Err(ConfigError::SchemaViolation { path, rule }) => Ok(Some((path, rule))),
             Err(other) => Err(other),
         }
     }

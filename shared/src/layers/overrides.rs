@@ -5,7 +5,9 @@
 //! either store, made through tenant-config or not) marks the tenant as
 //! holding the key or not. Marks carry the change's time and a mark only
 //! replaces an older one, so retried or reordered deliveries cannot undo a
-//! later change; a removal stays as a tombstone (`present = false`).
+//! later change; on a tie (the sources' times are whole seconds) holding
+//! wins, the safe side. A removal stays as a tombstone (`present = false`),
+//! read and filtered by every listing of the key (not expired yet).
 //!
 //! Items live in the config table: `pk = OVERRIDES#{service}#{key}`,
 //! `sk = {tenant}`. The index follows the change feed, so it lags a write
@@ -131,7 +133,14 @@ impl OverrideIndex for DynamoDbOverrides {
             .item(SORT_KEY, AttributeValue::S(item.tenant.to_string()))
             .item(PRESENT, AttributeValue::Bool(present))
             .item(AT, AttributeValue::N(at_ms.to_string()))
-            .condition_expression("attribute_not_exists(#at) OR #at <= :at")
+            // Change times are whole seconds at the source: on a tie the
+            // tenant is marked as holding the key (reading a value that is
+            // gone costs one read; missing one lets a change land unweighed).
+            .condition_expression(if present {
+                "attribute_not_exists(#at) OR #at <= :at"
+            } else {
+                "attribute_not_exists(#at) OR #at < :at"
+            })
             .expression_attribute_names("#at", AT)
             .expression_attribute_values(":at", AttributeValue::N(at_ms.to_string()))
             .send()
@@ -197,7 +206,7 @@ impl OverrideIndex for MemoryOverrides {
             .entry((item.service.to_string(), item.key.to_string()))
             .or_default();
         match key.get(&item.tenant) {
-            Some((_, at)) if *at > at_ms => {}
+            Some((_, at)) if *at > at_ms || (*at == at_ms && !present) => {}
             _ => {
                 key.insert(item.tenant.clone(), (present, at_ms));
             }
@@ -231,8 +240,10 @@ mod tests {
                 .items
                 .is_empty()
         );
-        // AND a newer write counts it again
+        // AND a newer write counts it again, and a removal in the same
+        // (whole-second) time does not hide it
         index.mark(&item, true, 30).await.unwrap();
+        index.mark(&item, false, 30).await.unwrap();
         assert_eq!(
             index.tenants(&item.service, &item.key).await.unwrap().items,
             vec![item.tenant.clone()]

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use super::blast::{BlastRadius, BlastReport, Proposal};
-use super::guardrails::{Guardrail, Guardrails, StoredGuardrail};
+use super::guardrails::{Guardrail, GuardrailStore, Guardrails, StoredGuardrail};
 use super::registry::{TenantRecord, TenantRegistry};
 use super::{EntryKey, Layer};
 use crate::auth::Identity;
@@ -79,7 +79,9 @@ pub struct PlatformWrites {
     /// value is checked alone against its key's schema, and dry runs are
     /// refused).
     blast: Option<BlastRadius>,
-    guardrails: Option<Arc<Guardrails>>,
+    /// Where guardrails are read and set (with the platform role), and the
+    /// process's remembered guardrails, forgotten after a change.
+    guardrails: Option<(Arc<dyn GuardrailStore>, Arc<Guardrails>)>,
 }
 
 impl PlatformWrites {
@@ -109,9 +111,15 @@ impl PlatformWrites {
         self
     }
 
-    /// Where guardrails are set (absent: the guardrail routes answer 404).
-    pub fn with_guardrails(mut self, guardrails: Arc<Guardrails>) -> Self {
-        self.guardrails = Some(guardrails);
+    /// Where guardrails are set (`store`, written with the platform role)
+    /// and what this process remembers of them (`remembered`, forgotten
+    /// after each change); absent, the guardrail routes answer 404.
+    pub fn with_guardrails(
+        mut self,
+        store: Arc<dyn GuardrailStore>,
+        remembered: Arc<Guardrails>,
+    ) -> Self {
+        self.guardrails = Some((store, remembered));
         self
     }
 
@@ -412,8 +420,11 @@ impl PlatformWrites {
         })
     }
 
-    fn guardrails(&self) -> Result<&Guardrails, ConfigError> {
-        self.guardrails.as_deref().ok_or(ConfigError::RouteNotFound)
+    fn guardrails(&self) -> Result<(&dyn GuardrailStore, &Guardrails), ConfigError> {
+        self.guardrails
+            .as_ref()
+            .map(|(store, remembered)| (store.as_ref(), remembered.as_ref()))
+            .ok_or(ConfigError::RouteNotFound)
     }
 
     /// A shared layer's guardrail of a key (`None`: it sets none).
@@ -428,7 +439,7 @@ impl PlatformWrites {
         self.target(layer, service, key)?;
         Ok(self
             .guardrails()?
-            .store()
+            .0
             .get(&EntryKey::new(layer.clone(), service.clone(), key.clone()))
             .await?)
     }
@@ -475,7 +486,7 @@ impl PlatformWrites {
         landing: Landing,
     ) -> Result<Weighed<i64>, ConfigError> {
         let (entry, _, _) = self.target(layer, service, key)?;
-        let guardrails = self.guardrails()?;
+        let (store, remembered) = self.guardrails()?;
         if let Some(guardrail) = guardrail {
             guardrail.compile()?;
         }
@@ -490,7 +501,6 @@ impl PlatformWrites {
             Verdict::DryRun(report) => return Ok(Weighed::DryRun(report)),
             Verdict::Land { actor, report } => (actor, report),
         };
-        let store = guardrails.store();
         let current = store.get(&entry).await?.map(|g| g.version);
         let from = match (expected, current) {
             (Expected::Absent, None) => None,
@@ -508,7 +518,7 @@ impl PlatformWrites {
             let current = store.get(&entry).await?.map(|g| g.version);
             return Err(WriteError::Conflict { current }.into());
         };
-        guardrails.forget(&entry).await;
+        remembered.forget(&entry).await;
         tracing::info!(%entry, locked = guardrail.is_some_and(|g| g.locked), schema = guardrail.is_some_and(|g| g.schema.is_some()), removed = guardrail.is_none(), version, actor = %actor.0, "guardrail set");
         Ok(Weighed::Landed {
             outcome: version,

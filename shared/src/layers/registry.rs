@@ -453,23 +453,42 @@ impl TenantRegistry for DynamoDbRegistry {
                     .build(),
             );
         }
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(Some(version)),
-            // Another write got there between the read and the transaction.
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_transaction_canceled_exception()) =>
-            {
-                Ok(None)
+        // Registrations of different tenants meet on the counts item: a
+        // transaction cancelled by another in flight (not by the record's
+        // condition) is tried again, a few times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let Err(err) = result else {
+                return Ok(Some(version));
+            };
+            let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                err.as_service_error()
+            else {
+                return Err(sdk_error(err));
+            };
+            let codes: Vec<&str> = cancelled
+                .cancellation_reasons()
+                .iter()
+                .filter_map(|r| r.code())
+                .collect();
+            // The record's own condition: another write got there first.
+            if codes.first() == Some(&"ConditionalCheckFailed") || codes.is_empty() {
+                return Ok(None);
             }
-            Err(err) => Err(sdk_error(err)),
+            if attempt >= 4 || !codes.contains(&"TransactionConflict") {
+                return Err(StoreError::Unavailable {
+                    store: StoreKind::DynamoDb,
+                    detail: format!("registration cancelled: {codes:?}"),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
         }
     }
 
