@@ -44,8 +44,8 @@ impl Report {
         let service = ServiceName::parse(SERVICE).map_err(|e| e.to_string())?;
         // The seeding's thousands of changes are kept off the change feed:
         // moto answers a Query of a journal partition that size in seconds,
-        // which would stall every other call (the last figure of this
-        // stack; the dry run needs no feed: the index is marked here).
+        // which would stall every other call (this figure has its stack to
+        // itself; the dry run needs no feed: the index is marked here).
         stack.stream.disable();
         for &overrides in override_sizes {
             seed_key(stack, &service, overrides).await?;
@@ -129,7 +129,7 @@ impl Report {
             "13. Blast radius of a global change",
             rows,
             vec![format!(
-                "A platform administrator's PUT /v1/layers/global/billing/KEY?dry_run=true through config-api under cargo lambda watch (platform role from moto's STS), timed from request to answer; nothing lands. Tenants are registered (imported: records, tier members, per-tier counts) in three tiers ({}) in turns, each tier with its own value of the key; the first N tenants hold their own value (a JSON object), written as tenant items and marked in the override index as config-refresh marks them. The key has a JSON Schema, so every changed effective value is checked. The stack's stream mapping is disabled for this figure (its last): moto answers a Query of a journal partition holding the seeding's thousands of changes in seconds, which would stall every other call (in DynamoDB such a Query reads one page). Store reads are the report's own count: the per-tier counts, override index pages, the overriding tenants' registrations (100 a call) and values (one each), the shared layers' listings and guardrails, and one page of each changed tier's first members for the names. Tenants registered: {:?}; overriding: {:?}.",
+                "A platform administrator's PUT /v1/layers/global/billing/KEY?dry_run=true through config-api under cargo lambda watch (platform role from moto's STS), timed from request to answer; nothing lands. Tenants are registered (imported: records, tier members, per-tier counts) in three tiers ({}) in turns, each tier with its own value of the key; the first N tenants hold their own value (a JSON object), written as tenant items and marked in the override index as config-refresh marks them. The key has a JSON Schema, so every changed effective value is checked. It runs on a local stack of its own, whose stream mapping is disabled: moto answers a Query of a journal partition holding the seeding's thousands of changes in seconds, which would stall every other call (in DynamoDB such a Query reads one page). Store reads are the report's own count: the per-tier counts, override index pages, the overriding tenants' registrations (100 a call) and values (one each), the shared layers' listings and guardrails, and one page of each changed tier's first members for the names. Tenants registered: {:?}; overriding: {:?}.",
                 TIERS.join(", "),
                 tenant_sizes,
                 override_sizes
