@@ -26,6 +26,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use moka::future::Cache;
 use serde_json::Value;
 
+use super::registry::version_after;
 use super::{EntryKey, Layer};
 use crate::error::{ConfigError, StoreError};
 use crate::kinds::StoreKind;
@@ -202,7 +203,7 @@ impl GuardrailStore for DynamoDbGuardrails {
                 .expression_attribute_values(":expected", AttributeValue::N(expected.to_string()));
             return Ok(conditional_write(request.send().await)?.then_some(0));
         };
-        let Some(version) = expected.map_or(Some(1), |v| v.checked_add(1)) else {
+        let Some(version) = version_after(expected) else {
             return Ok(None);
         };
         let mut item = guardrail_key(sort_key);
@@ -268,7 +269,7 @@ impl GuardrailStore for MemoryGuardrails {
             all.remove(&sort_key);
             return Ok(Some(0));
         };
-        let Some(version) = expected.map_or(Some(1), |v| v.checked_add(1)) else {
+        let Some(version) = version_after(expected) else {
             return Ok(None);
         };
         all.insert(

@@ -502,12 +502,7 @@ impl PlatformWrites {
             Verdict::Land { actor, report } => (actor, report),
         };
         let current = store.get(&entry).await?.map(|g| g.version);
-        let from = match (expected, current) {
-            (Expected::Absent, None) => None,
-            (Expected::Version(v), Some(c)) if v == c => Some(v),
-            (Expected::Any, current) => current,
-            _ => return Err(WriteError::Conflict { current }.into()),
-        };
+        let from = stored_version_expected(expected, current)?;
         if guardrail.is_none() && from.is_none() {
             return Err(WriteError::NotFound.into());
         }
@@ -564,12 +559,7 @@ impl PlatformWrites {
     ) -> Result<Written, ConfigError> {
         self.authorize(identity).await?;
         let current = self.registry.get(tenant).await?.map(|r| r.version);
-        let from = match (expected, current) {
-            (Expected::Absent, None) => None,
-            (Expected::Version(v), Some(c)) if v == c => Some(v),
-            (Expected::Any, current) => current,
-            _ => return Err(WriteError::Conflict { current }.into()),
-        };
+        let from = stored_version_expected(expected, current)?;
         let version = self
             .registry
             .put(tenant, record, from, &identity.subject, now_ms())
@@ -603,3 +593,17 @@ fn proposal(
 
 /// What a forced change's actor ends with.
 pub const FORCED_MARK: &str = " (forced past broken tenants)";
+
+/// The stored version a versioned record (a registration, a guardrail) is
+/// written from, if `expected` allows its `current` one (409 otherwise).
+fn stored_version_expected(
+    expected: Expected,
+    current: Option<i64>,
+) -> Result<Option<i64>, ConfigError> {
+    match (expected, current) {
+        (Expected::Absent, None) => Ok(None),
+        (Expected::Version(v), Some(c)) if v == c => Ok(Some(v)),
+        (Expected::Any, current) => Ok(current),
+        _ => Err(WriteError::Conflict { current }.into()),
+    }
+}

@@ -151,7 +151,7 @@ pub fn members_partition(tier: Option<&TierName>) -> String {
 /// `None` for `i64::MAX`: no stored version can be it (each write adds one
 /// from 1), so naming it names a version that is not there, a lost race; both
 /// registries answer it alike.
-fn version_after(expected: Option<i64>) -> Option<i64> {
+pub(crate) fn version_after(expected: Option<i64>) -> Option<i64> {
     expected.map_or(Some(1), |v| v.checked_add(1))
 }
 
