@@ -296,6 +296,89 @@ async fn parameter_store_adapter_batches_in_chunks_of_ten() {
 }
 
 #[tokio::test]
+async fn one_key_of_many_tenants_is_read_in_batches_from_both_stores() {
+    // GIVEN 230 tenants, of which every third holds its own value of a key
+    // in each store (a SecureString among them in Parameter Store)
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    seed::create_table(&aws, TABLE).await.unwrap();
+    let tenants: Vec<TenantId> = (0..230)
+        .map(|n| TenantId::parse(&format!("across-{n:03}")).unwrap())
+        .collect();
+    for (n, tenant) in tenants.iter().enumerate().filter(|(n, _)| n % 3 == 0) {
+        let tenant = tenant.as_str();
+        put_item(
+            &aws,
+            TABLE,
+            &item(tenant, "svc", "tenant_config_limit"),
+            &format!(r#"{{"n":{n}}}"#),
+        )
+        .await
+        .unwrap();
+        let kind = if n == 3 {
+            ParameterKind::SecureString
+        } else {
+            ParameterKind::String
+        };
+        put_parameter(
+            &aws,
+            ROOT,
+            &item(tenant, "svc", "param_config_limit"),
+            &format!("p{n}"),
+            kind,
+        )
+        .await
+        .unwrap();
+    }
+    // a value of another key is not read as this one's
+    put_item(
+        &aws,
+        TABLE,
+        &item("across-001", "svc", "tenant_config_other"),
+        "x",
+    )
+    .await
+    .unwrap();
+    let service = ServiceName::parse("svc").unwrap();
+
+    // WHEN the key is read across every tenant from DynamoDB
+    let dynamodb = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), TABLE);
+    let key = ConfigKey::parse("tenant_config_limit").unwrap();
+    let across = dynamodb.get_across(&tenants, &service, &key).await.unwrap();
+    // THEN exactly the holders come back, each with its own value, in three
+    // BatchGetItem calls (100 keys each), not 230 reads
+    assert_eq!(across.calls, 3);
+    assert_eq!(across.found.len(), 77);
+    assert_eq!(
+        plain_value(across.found.get(&tenants[0]).cloned()),
+        json!({"n": 0})
+    );
+    assert_eq!(
+        plain_value(across.found.get(&tenants[228]).cloned()),
+        json!({"n": 228})
+    );
+    assert!(!across.found.contains_key(&tenants[1]));
+
+    // WHEN the same is asked of Parameter Store
+    let parameters = ParameterStore::new(aws_sdk_ssm::Client::new(&aws), ROOT);
+    let key = ConfigKey::parse("param_config_limit").unwrap();
+    let across = parameters
+        .get_across(&tenants, &service, &key)
+        .await
+        .unwrap();
+    // THEN in 23 GetParameters calls (10 names each), the SecureString by
+    // its type only, never its value
+    assert_eq!(across.calls, 23);
+    assert_eq!(across.found.len(), 77);
+    assert_eq!(
+        plain_value(across.found.get(&tenants[6]).cloned()),
+        json!("p6")
+    );
+    assert_eq!(across.found.get(&tenants[3]), Some(&Found::Secret(None)));
+    assert!(!across.found.contains_key(&tenants[229]));
+}
+
+#[tokio::test]
 async fn the_journal_table_pages_a_batch_that_shares_one_millisecond_by_position() {
     use tenant_config_shared::refresh::change::ChangeRecord;
     use tenant_config_shared::refresh::journal::ChangeJournal;

@@ -465,9 +465,11 @@ const MATRIX: &[Case] = &[
     case(Platform, "dynamodb:PutItem", Schemas, false),
     case(Platform, "dynamodb:PutItem", Item(OWN), false),
     // A blast radius reads the tenants that hold their own value of the
-    // key (the override index) and those values, one item each, and
-    // decrypts nothing; it lists no tenant's partition.
+    // key (the override index) and those values, item by item (100 a
+    // BatchGetItem, 10 a GetParameters), and decrypts nothing; it lists no
+    // tenant's partition.
     case(Platform, "dynamodb:GetItem", Item(OWN), true),
+    case(Platform, "dynamodb:BatchGetItem", Item(OWN), true),
     case(Platform, "dynamodb:Query", Item(OWN), false),
     case(
         Platform,
@@ -482,6 +484,8 @@ const MATRIX: &[Case] = &[
         false,
     ),
     case(Platform, "ssm:GetParameter", Parameter(OWN), true),
+    case(Platform, "ssm:GetParameters", Parameter(OWN), true),
+    case(Platform, "ssm:GetParameters", SigningKey, false),
     case(
         Platform,
         "ssm:GetParametersByPath",

@@ -7,7 +7,9 @@
 //! key, not with all tenants: tenants without one share an effective value
 //! per tier, computed once per tier and counted from the registry's
 //! per-tier counts (one item); only the overriding tenants (from the
-//! [`OverrideIndex`]) and their registrations are read one by one, and the
+//! [`OverrideIndex`]) and their registrations and values are read, in as
+//! few calls as the stores allow (100 items a BatchGetItem, 10 parameters a
+//! GetParameters), and the
 //! names of other tenants a change reaches come from the first members of
 //! each tier (at most [`NAMED`] and the overriders, per tier).
 //!
@@ -19,8 +21,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::future::try_join_all;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -29,7 +33,7 @@ use super::merge::merge_values;
 use super::overrides::OverrideIndex;
 use super::registry::{TenantRecord, TenantRegistry};
 use super::{EntryKey, Layer};
-use crate::domain::{Found, ItemKey, ReadMode, StoreKind};
+use crate::domain::{Found, StoreKind};
 use crate::error::{ConfigError, StoreError};
 use crate::routing::KeyRouter;
 use crate::schema::Schemas;
@@ -38,8 +42,6 @@ use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
 
 /// Most tenants a report names per list.
 pub const NAMED: usize = 100;
-/// Overriding tenants' values read at once.
-const READS_IN_FLIGHT: usize = 16;
 
 /// A shared change to weigh: a new value of the layer's entry, a new
 /// guardrail, or both (`None`: unchanged; `Some(None)`: removed).
@@ -141,6 +143,21 @@ impl TierView {
     }
 }
 
+/// A shared layer's current value of the key and guardrail, and the store
+/// reads that found them.
+#[derive(Default)]
+struct LayerState {
+    value: Option<Value>,
+    guardrail: Option<Guardrail>,
+    reads: usize,
+}
+
+/// Tier layers by tier, and the store reads that found them.
+struct TierStates {
+    states: Vec<(Option<TierName>, LayerState)>,
+    reads: usize,
+}
+
 /// Where a value fails and which rule: `(path, rule)`.
 type Violation = (String, String);
 /// What the change does to one effective value, and why the new one fails.
@@ -223,71 +240,122 @@ impl BlastRadius {
             .map(|stored| stored.guardrail))
     }
 
+    /// A shared layer's value of the key and its guardrail, read side by side.
+    async fn layer_state(
+        &self,
+        kind: StoreKind,
+        layer: &Layer,
+        proposal: &Proposal,
+    ) -> Result<LayerState, ConfigError> {
+        let (value, guardrail) = tokio::try_join!(
+            self.shared_value(kind, layer, proposal),
+            self.guardrail(layer, proposal)
+        )?;
+        Ok(LayerState {
+            value,
+            guardrail,
+            reads: 2,
+        })
+    }
+
+    /// The tier layers of `tiers` (`None`, no tier, has none), all at once.
+    async fn tier_states(
+        &self,
+        kind: StoreKind,
+        tiers: &[Option<TierName>],
+        proposal: &Proposal,
+    ) -> Result<TierStates, ConfigError> {
+        let states = try_join_all(tiers.iter().map(|tier| async move {
+            let state = match tier {
+                Some(name) => {
+                    self.layer_state(kind, &Layer::Tier(name.clone()), proposal)
+                        .await?
+                }
+                None => LayerState::default(),
+            };
+            Ok::<_, ConfigError>((tier.clone(), state))
+        }))
+        .await?;
+        Ok(TierStates {
+            reads: states.iter().map(|(_, s)| s.reads).sum(),
+            states,
+        })
+    }
+
     /// Weighs `proposal` against every tenant it reaches.
     pub async fn weigh(&self, proposal: &Proposal) -> Result<BlastReport, ConfigError> {
+        let started = Instant::now();
         let kind = self.router.route(&proposal.key)?;
-        let (counts, overriding) = tokio::try_join!(
-            self.registry.counts(),
-            self.overrides.tenants(&proposal.service, &proposal.key)
-        )?;
-        let mut reads = 1 + overriding.calls;
-        // The overriding tenants' registrations (the others are counted).
-        let registrations = self.registry.get_many(&overriding.items).await?;
-        reads += registrations.calls;
-        let registered: HashMap<TenantId, TenantRecord> = registrations
-            .items
-            .into_iter()
-            .map(|(tenant, r)| (tenant, r.record))
-            .collect();
-        let record_of = |tenant: &TenantId| {
-            registered
-                .get(tenant)
-                .cloned()
-                .unwrap_or_else(TenantRecord::unregistered)
-        };
         let reaches = |tier: &Option<TierName>| match &proposal.layer {
             Layer::Global => true,
             Layer::Tier(changed) => tier.as_ref() == Some(changed),
             Layer::Tenant(_) => false,
         };
-        let mut tiers: Vec<Option<TierName>> = counts
+        let (counts, overriding) = tokio::try_join!(
+            self.registry.counts(),
+            self.overrides.tenants(&proposal.service, &proposal.key)
+        )?;
+        let mut reads = 1 + overriding.calls;
+        let indexed = started.elapsed();
+
+        // Side by side: the overriding tenants' registrations (the others
+        // are counted) and values, and the shared layers of every tier
+        // with active tenants.
+        let counted_tiers: Vec<Option<TierName>> = counts
             .active
             .iter()
-            .filter(|(_, n)| **n > 0)
+            .filter(|(tier, n)| **n > 0 && reaches(tier))
             .map(|(tier, _)| tier.clone())
-            .chain(registered.values().map(|r| r.tier.clone()))
-            .chain(std::iter::once(None))
-            .filter(|tier| reaches(tier))
+            .collect();
+        let (registrations, own_values, global, counted_layers) = tokio::try_join!(
+            async {
+                self.registry
+                    .get_many(&overriding.items)
+                    .await
+                    .map_err(ConfigError::from)
+            },
+            async {
+                self.store(kind)
+                    .get_across(&overriding.items, &proposal.service, &proposal.key)
+                    .await
+                    .map_err(ConfigError::from)
+            },
+            self.layer_state(kind, &Layer::Global, proposal),
+            self.tier_states(kind, &counted_tiers, proposal),
+        )?;
+        reads += registrations.calls + own_values.calls + global.reads + counted_layers.reads;
+        let own_values = own_values.found;
+        let registered: HashMap<TenantId, TenantRecord> = registrations
+            .items
+            .into_iter()
+            .map(|(tenant, r)| (tenant, r.record))
+            .collect();
+        // A tier only an overrider names (counts catch up in the same
+        // transaction as a registration, so this is rare), and tenants of
+        // no tier.
+        let uncounted: Vec<Option<TierName>> = registered
+            .values()
+            .map(|r| r.tier.clone())
+            .filter(|tier| tier.is_some() && reaches(tier) && !counted_tiers.contains(tier))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        tiers.sort();
-
-        // The shared layers' values and guardrails, before and after.
-        let global_value = self.shared_value(kind, &Layer::Global, proposal).await?;
-        let global_guardrail = self.guardrail(&Layer::Global, proposal).await?;
-        reads += 2;
+        let uncounted_layers = self.tier_states(kind, &uncounted, proposal).await?;
+        reads += uncounted_layers.reads;
         let mut views: BTreeMap<Option<TierName>, TierView> = BTreeMap::new();
-        for tier in tiers {
-            let (tier_value, tier_guardrail) = match &tier {
-                Some(tier) => {
-                    let layer = Layer::Tier(tier.clone());
-                    reads += 2;
-                    (
-                        self.shared_value(kind, &layer, proposal).await?,
-                        self.guardrail(&layer, proposal).await?,
-                    )
-                }
-                None => (None, None),
-            };
-            let view = self.tier_view(
-                proposal,
-                tier.as_ref(),
-                (&global_value, &global_guardrail),
-                (&tier_value, &tier_guardrail),
-            )?;
+        let tier_layers = counted_layers
+            .states
+            .into_iter()
+            .chain(uncounted_layers.states)
+            .chain(std::iter::once((None, LayerState::default())));
+        for (tier, state) in tier_layers {
+            if !reaches(&tier) {
+                continue;
+            }
+            let view = self.tier_view(proposal, tier.as_ref(), &global, &state)?;
             views.insert(tier, view);
         }
+        let loaded = started.elapsed();
 
         let mut report = BlastReport {
             layer: proposal.layer.to_string(),
@@ -313,45 +381,35 @@ impl BlastRadius {
             store_reads: 0,
         };
 
-        // The overriding tenants the change reaches, active ones read a few
-        // at a time (inactive ones read nothing, so nothing changes for them).
+        // The overriding tenants the change reaches and that read (inactive
+        // ones read nothing, so nothing changes for them).
         let mut overriders: Vec<(TenantId, TenantRecord)> = overriding
             .items
             .into_iter()
             .map(|tenant| {
-                let record = record_of(&tenant);
+                let record = registered
+                    .get(&tenant)
+                    .cloned()
+                    .unwrap_or_else(TenantRecord::unregistered);
                 (tenant, record)
             })
             .filter(|(_, record)| reaches(&record.tier) && record.active)
             .collect();
         overriders.sort_by(|a, b| a.0.cmp(&b.0));
-        reads += overriders.len();
-        let store = self.store(kind);
-        let tenants: Vec<TenantId> = overriders.iter().map(|(t, _)| t.clone()).collect();
-        let own_values: HashMap<TenantId, Option<Found>> = stream::iter(tenants)
-            .map(|tenant| async move {
-                let item = ItemKey::new(
-                    tenant.clone(),
-                    proposal.service.clone(),
-                    proposal.key.clone(),
-                );
-                let found = store.get(&item, ReadMode::Plain).await?;
-                Ok::<_, StoreError>((tenant, found))
-            })
-            .buffer_unordered(READS_IN_FLIGHT)
-            .try_collect()
-            .await?;
 
         // Tenants without their own value: one answer per tier, counted.
         let mut overriders_in: HashMap<Option<TierName>, HashSet<TenantId>> = HashMap::new();
         for (tenant, record) in &overriders {
-            if own_values.get(tenant).is_some_and(Option::is_some) {
+            if own_values.contains_key(tenant) {
                 overriders_in
                     .entry(record.tier.clone())
                     .or_default()
                     .insert(tenant.clone());
             }
         }
+        // Tiers whose tenants without a value of their own are named: (tier,
+        // whether it changes, its failure).
+        let mut to_name: Vec<(Option<TierName>, bool, Option<Violation>)> = Vec::new();
         for (tier, view) in &views {
             let (outcome, failure) = self.outcome(proposal, view, None).await?;
             let changes = matches!(outcome, Outcome::Changed);
@@ -386,30 +444,39 @@ impl BlastRadius {
                 report.failing += plain;
             }
             if plain > 0 && (changes || failure.is_some()) {
-                // Their names: the tier's first members (bounded reads).
-                let skip = overriding_here.map_or(0, HashSet::len);
-                let members = self.registry.members(tier.as_ref(), NAMED + skip).await?;
-                reads += members.calls;
-                for tenant in members
-                    .items
-                    .into_iter()
-                    .filter(|t| overriding_here.is_none_or(|o| !o.contains(t)))
-                    .take(NAMED)
-                {
-                    let name = tenant.to_string();
-                    if changes {
-                        report.changed_tenants.push(name.clone());
-                    }
-                    if let Some((path, rule)) = &failure {
-                        report.failing_tenants.push(Failure {
-                            tenant: name,
-                            path: path.clone(),
-                            rule: rule.clone(),
-                        });
-                    }
+                to_name.push((tier.clone(), changes, failure));
+            }
+        }
+        // Their names: each such tier's first members (bounded reads, all
+        // tiers at once).
+        let members = try_join_all(to_name.iter().map(|(tier, _, _)| {
+            let skip = overriders_in.get(tier).map_or(0, HashSet::len);
+            self.registry.members(tier.as_ref(), NAMED + skip)
+        }))
+        .await?;
+        for ((tier, changes, failure), members) in to_name.into_iter().zip(members) {
+            reads += members.calls;
+            let overriding_here = overriders_in.get(&tier);
+            for tenant in members
+                .items
+                .into_iter()
+                .filter(|t| overriding_here.is_none_or(|o| !o.contains(t)))
+                .take(NAMED)
+            {
+                let name = tenant.to_string();
+                if changes {
+                    report.changed_tenants.push(name.clone());
+                }
+                if let Some((path, rule)) = &failure {
+                    report.failing_tenants.push(Failure {
+                        tenant: name,
+                        path: path.clone(),
+                        rule: rule.clone(),
+                    });
                 }
             }
         }
+        let named = started.elapsed();
 
         // Tenants with their own value: one by one.
         for (tenant, record) in &overriders {
@@ -417,7 +484,7 @@ impl BlastRadius {
                 continue;
             };
             // The index lags: a value deleted meanwhile is no override.
-            let Some(own) = own_values.get(tenant).and_then(Option::as_ref) else {
+            let Some(own) = own_values.get(tenant) else {
                 continue;
             };
             report.tenants += 1;
@@ -465,6 +532,19 @@ impl BlastRadius {
             .sort_by(|a, b| a.tenant.cmp(&b.tenant));
         report.failing_tenants.truncate(NAMED);
         report.store_reads = reads;
+        tracing::info!(
+            layer = %proposal.layer,
+            service = %proposal.service,
+            key = %proposal.key,
+            tenants = report.tenants,
+            overriding = overriders.len(),
+            store_reads = reads,
+            index_ms = indexed.as_millis() as u64,
+            loaded_ms = loaded.as_millis() as u64,
+            named_ms = named.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "blast radius weighed"
+        );
         Ok(report)
     }
 
@@ -473,9 +553,11 @@ impl BlastRadius {
         &self,
         proposal: &Proposal,
         tier: Option<&TierName>,
-        (global_value, global_guardrail): (&Option<Value>, &Option<Guardrail>),
-        (tier_value, tier_guardrail): (&Option<Value>, &Option<Guardrail>),
+        global: &LayerState,
+        tier_state: &LayerState,
     ) -> Result<TierView, ConfigError> {
+        let (global_value, global_guardrail) = (&global.value, &global.guardrail);
+        let (tier_value, tier_guardrail) = (&tier_state.value, &tier_state.guardrail);
         let changes = |layer: &Layer| &proposal.layer == layer;
         let tier_layer = tier.map(|t| Layer::Tier(t.clone()));
         let pick_value = |layer: &Layer, current: &Option<Value>| match &proposal.value {

@@ -29,6 +29,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, KeysAndAttributes, Put, TransactWriteItem, Update, WriteRequest,
 };
+use futures::StreamExt;
 
 use super::Listed;
 use crate::error::StoreError;
@@ -51,6 +52,8 @@ const INACTIVE_BUCKET_PREFIX: &str = "inactive:";
 const ACTIVE_BUCKET_PREFIX: &str = "active:";
 /// Most keys one BatchGetItem names.
 const BATCH_GET: usize = 100;
+/// Record batches read at once.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// What the registry says about one tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +239,53 @@ fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError>
 }
 
 impl DynamoDbRegistry {
+    /// One BatchGetItem of at most [`BATCH_GET`] records, unprocessed keys
+    /// asked again.
+    async fn get_batch(
+        &self,
+        chunk: &[TenantId],
+    ) -> Result<Listed<(TenantId, Registered)>, StoreError> {
+        let mut listed = Listed::default();
+        let mut keys = Some(built(
+            KeysAndAttributes::builder()
+                .set_keys(Some(chunk.iter().map(registry_key).collect()))
+                .consistent_read(true)
+                .build(),
+        )?);
+        while let Some(request) = keys.take() {
+            listed.calls += 1;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            for item in output
+                .responses
+                .as_ref()
+                .and_then(|r| r.get(&self.table))
+                .into_iter()
+                .flatten()
+            {
+                let tenant = match item.get(SORT_KEY) {
+                    Some(AttributeValue::S(sk)) => sk
+                        .strip_prefix("TENANT#")
+                        .and_then(|t| TenantId::parse(t).ok()),
+                    _ => None,
+                };
+                if let Some(tenant) = tenant {
+                    listed.items.push((tenant, registered(item)?));
+                }
+            }
+            keys = output
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .filter(|k| !k.keys().is_empty());
+        }
+        Ok(listed)
+    }
+
     /// The record item a write stores.
     fn record_item(
         tenant: &TenantId,
@@ -496,45 +546,18 @@ impl TenantRegistry for DynamoDbRegistry {
         &self,
         tenants: &[TenantId],
     ) -> Result<Listed<(TenantId, Registered)>, StoreError> {
+        // A few batches at once; collected first so the stream holds no
+        // closure (the async trait needs it Send for every lifetime).
+        let batches: Vec<_> = tenants
+            .chunks(BATCH_GET)
+            .map(|chunk| self.get_batch(chunk))
+            .collect();
+        let mut batches = futures::stream::iter(batches).buffer_unordered(BATCHES_IN_FLIGHT);
         let mut listed = Listed::default();
-        for chunk in tenants.chunks(BATCH_GET) {
-            let mut keys = Some(built(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(chunk.iter().map(registry_key).collect()))
-                    .consistent_read(true)
-                    .build(),
-            )?);
-            while let Some(request) = keys.take() {
-                listed.calls += 1;
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(sdk_error)?;
-                for item in output
-                    .responses
-                    .as_ref()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    let tenant = match item.get(SORT_KEY) {
-                        Some(AttributeValue::S(sk)) => sk
-                            .strip_prefix("TENANT#")
-                            .and_then(|t| TenantId::parse(t).ok()),
-                        _ => None,
-                    };
-                    if let Some(tenant) = tenant {
-                        listed.items.push((tenant, registered(item)?));
-                    }
-                }
-                keys = output
-                    .unprocessed_keys
-                    .and_then(|mut u| u.remove(&self.table))
-                    .filter(|k| !k.keys().is_empty());
-            }
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            listed.calls += batch.calls;
+            listed.items.extend(batch.items);
         }
         Ok(listed)
     }

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use futures::{StreamExt, stream};
 use serde_json::{Map, Number, Value};
 
 use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES, classify_sdk_error};
@@ -30,6 +31,10 @@ pub const UPDATED_AT_ATTRIBUTE: &str = "updated_at";
 /// many times with exponential backoff before answering "throttled".
 const UNPROCESSED_RETRIES: u32 = 5;
 const UNPROCESSED_BASE_DELAY: Duration = Duration::from_millis(25);
+/// BatchGetItem takes at most 100 keys per call.
+const BATCH_GET_KEYS: usize = 100;
+/// Batches of one read across tenants in flight at once.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 const PARTITION_PREFIX: &str = "TENANT#";
 /// Sort keys of configuration entries start with this; other items of the
@@ -113,6 +118,58 @@ impl DynamoDbStore {
         Self {
             clients: client.into(),
             table: table.into(),
+        }
+    }
+
+    /// One BatchGetItem of at most [`BATCH_GET_KEYS`] keys, unprocessed keys
+    /// retried with backoff: the items found (key attributes included).
+    async fn batch_get(
+        &self,
+        client: &Client,
+        keys: Vec<HashMap<String, AttributeValue>>,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let (projection, mut names) = Self::projection();
+        names.insert("#pk".to_owned(), PARTITION_KEY.to_owned());
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .projection_expression(format!("#pk, {projection}"))
+            .set_expression_attribute_names(Some(names))
+            .build()
+            .map_err(|e| StoreError::Unavailable {
+                store: StoreKind::DynamoDb,
+                detail: e.to_string(),
+            })?;
+        let mut pending = HashMap::from([(self.table.to_string(), request)]);
+        let mut items = Vec::new();
+        let mut attempt = 0;
+        loop {
+            let mut output = client
+                .batch_get_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(sdk_error)?;
+            if let Some(found) = output
+                .responses
+                .as_mut()
+                .and_then(|r| r.remove(self.table.as_ref()))
+            {
+                items.extend(found);
+            }
+            match output.unprocessed_keys {
+                Some(unprocessed) if !unprocessed.is_empty() => {
+                    if attempt == UNPROCESSED_RETRIES {
+                        return Err(StoreError::Throttled {
+                            store: StoreKind::DynamoDb,
+                            detail: "BatchGetItem kept returning unprocessed keys".to_owned(),
+                        });
+                    }
+                    tokio::time::sleep(UNPROCESSED_BASE_DELAY * 2u32.pow(attempt)).await;
+                    attempt += 1;
+                    pending = unprocessed;
+                }
+                _ => return Ok(items),
+            }
         }
     }
 
@@ -261,64 +318,61 @@ impl ConfigStore for DynamoDbStore {
         }
         let by_sort_key: HashMap<String, &ConfigKey> =
             keys.iter().map(|k| (sort_key(service, k), k)).collect();
-        let (projection, names) = Self::projection();
-        // BatchGetItem takes at most 100 keys per call.
-        for chunk in keys.chunks(100) {
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(
-                    chunk
-                        .iter()
-                        .map(|k| key_attributes(tenant, service, k))
-                        .collect(),
-                ))
-                .projection_expression(projection.clone())
-                .set_expression_attribute_names(Some(names.clone()))
-                .build()
-                .map_err(|e| StoreError::Unavailable {
-                    store: StoreKind::DynamoDb,
-                    detail: e.to_string(),
-                })?;
-            let mut pending = HashMap::from([(self.table.to_string(), request)]);
-            let mut attempt = 0;
-            loop {
-                let output = self
-                    .clients
-                    .for_tenant(tenant)
-                    .batch_get_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(sdk_error)?;
-                for item in output
-                    .responses()
-                    .and_then(|r| r.get(self.table.as_ref()))
-                    .into_iter()
-                    .flatten()
-                {
-                    let Some(AttributeValue::S(sk)) = item.get(SORT_KEY) else {
-                        continue;
-                    };
-                    if let Some(key) = by_sort_key.get(sk) {
-                        found.insert((*key).clone(), item_to_found(item)?);
-                    }
-                }
-                match output.unprocessed_keys {
-                    Some(unprocessed) if !unprocessed.is_empty() => {
-                        if attempt == UNPROCESSED_RETRIES {
-                            return Err(StoreError::Throttled {
-                                store: StoreKind::DynamoDb,
-                                detail: "BatchGetItem kept returning unprocessed keys".to_owned(),
-                            });
-                        }
-                        tokio::time::sleep(UNPROCESSED_BASE_DELAY * 2u32.pow(attempt)).await;
-                        attempt += 1;
-                        pending = unprocessed;
-                    }
-                    _ => break,
+        let client = self.clients.for_tenant(tenant);
+        for chunk in keys.chunks(BATCH_GET_KEYS) {
+            let keys = chunk
+                .iter()
+                .map(|k| key_attributes(tenant, service, k))
+                .collect();
+            for item in self.batch_get(&client, keys).await? {
+                let Some(AttributeValue::S(sk)) = item.get(SORT_KEY) else {
+                    continue;
+                };
+                if let Some(key) = by_sort_key.get(sk) {
+                    found.insert((*key).clone(), item_to_found(&item)?);
                 }
             }
         }
         Ok(found)
+    }
+
+    async fn get_across(
+        &self,
+        tenants: &[TenantId],
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<super::Across, StoreError> {
+        // A tenant's vended credentials read its partition only.
+        let TenantClient::Shared(client) = &self.clients else {
+            return super::one_by_one(self, tenants, service, key).await;
+        };
+        let by_partition: HashMap<String, &TenantId> =
+            tenants.iter().map(|t| (partition_key(t), t)).collect();
+        // Collected first, like one_by_one's reads.
+        let batches: Vec<_> = tenants
+            .chunks(BATCH_GET_KEYS)
+            .map(|chunk| {
+                let keys = chunk
+                    .iter()
+                    .map(|tenant| key_attributes(tenant, service, key))
+                    .collect();
+                self.batch_get(client, keys)
+            })
+            .collect();
+        let calls = batches.len();
+        let mut found = HashMap::new();
+        let mut batches = stream::iter(batches).buffer_unordered(BATCHES_IN_FLIGHT);
+        while let Some(items) = batches.next().await {
+            for item in items? {
+                let Some(AttributeValue::S(pk)) = item.get(PARTITION_KEY) else {
+                    continue;
+                };
+                if let Some(tenant) = by_partition.get(pk) {
+                    found.insert((*tenant).clone(), item_to_found(&item)?);
+                }
+            }
+        }
+        Ok(super::Across { found, calls })
     }
 
     async fn list_layer(

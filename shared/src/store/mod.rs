@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::domain::{Found, ItemKey, ReadMode};
 use crate::error::StoreError;
@@ -31,6 +32,15 @@ pub struct Listing {
     pub truncated: bool,
 }
 
+/// One key's values across tenants ([`ConfigStore::get_across`]).
+#[derive(Debug, Clone, Default)]
+pub struct Across {
+    /// Tenants absent hold no value of the key.
+    pub found: HashMap<TenantId, Found>,
+    /// Store calls made.
+    pub calls: usize,
+}
+
 /// A backing store of tenant configuration.
 #[async_trait]
 pub trait ConfigStore: Send + Sync {
@@ -55,6 +65,18 @@ pub trait ConfigStore: Send + Sync {
     /// with the process's own credentials, never a tenant's.
     async fn list_layer(&self, layer: &Layer, service: &ServiceName)
     -> Result<Listing, StoreError>;
+
+    /// One key of many tenants, plain (a blast radius reads the value of
+    /// every tenant that holds one), in as few calls as the store and the
+    /// credentials allow.
+    async fn get_across(
+        &self,
+        tenants: &[TenantId],
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<Across, StoreError> {
+        one_by_one(self, tenants, service, key).await
+    }
 
     /// Every entry of one tenant's service (its own layer).
     async fn list(&self, tenant: &TenantId, service: &ServiceName) -> Result<Listing, StoreError> {
@@ -85,6 +107,44 @@ pub(crate) fn classify_sdk_error(
         Some(code) if THROTTLING_CODES.contains(&code) => StoreError::Throttled { store, detail },
         _ => StoreError::Unavailable { store, detail },
     }
+}
+
+/// Reads in flight at once when a key of many tenants is read one tenant
+/// at a time.
+const ONE_BY_ONE_IN_FLIGHT: usize = 16;
+
+/// [`ConfigStore::get_across`] one tenant at a time (a few in flight): what
+/// a store does that cannot read across tenants in one call, or whose
+/// clients carry one tenant's credentials each.
+pub(crate) async fn one_by_one<S: ConfigStore + ?Sized>(
+    store: &S,
+    tenants: &[TenantId],
+    service: &ServiceName,
+    key: &ConfigKey,
+) -> Result<Across, StoreError> {
+    // Collected first: a stream holding the closure would not be Send for
+    // every lifetime the async trait needs.
+    let reads: Vec<_> = tenants
+        .iter()
+        .map(|tenant| async move {
+            let item = ItemKey::new(tenant.clone(), service.clone(), key.clone());
+            Ok::<_, StoreError>(
+                store
+                    .get(&item, ReadMode::Plain)
+                    .await?
+                    .map(|found| (tenant.clone(), found)),
+            )
+        })
+        .collect();
+    let found = stream::iter(reads)
+        .buffer_unordered(ONE_BY_ONE_IN_FLIGHT)
+        .try_filter_map(|found| async move { Ok(found) })
+        .try_collect()
+        .await?;
+    Ok(Across {
+        found,
+        calls: tenants.len(),
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use aws_sdk_ssm::Client;
 use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_ssm::types::{Parameter, ParameterType};
 use futures::future::try_join_all;
+use futures::{StreamExt, stream};
 use serde_json::Value;
 
 use super::{ConfigStore, Listing, MAX_LISTED_ENTRIES, classify_sdk_error};
@@ -24,6 +25,8 @@ use crate::validate::{ConfigKey, ServiceName, TenantId};
 pub const DEFAULT_PARAMETER_ROOT: &str = "/config-service";
 /// GetParameters accepts at most ten names per call.
 const GET_PARAMETERS_BATCH: usize = 10;
+/// GetParameters calls of one read across tenants in flight at once.
+const CALLS_IN_FLIGHT: usize = 8;
 
 /// A parameter root that cannot hold tenant parameters safely.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -216,6 +219,52 @@ impl ConfigStore for ParameterStore {
             }
         }
         Ok(found)
+    }
+
+    async fn get_across(
+        &self,
+        tenants: &[TenantId],
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<super::Across, StoreError> {
+        // A tenant's vended credentials read its own path only.
+        let TenantClient::Shared(client) = &self.clients else {
+            return super::one_by_one(self, tenants, service, key).await;
+        };
+        let by_name: HashMap<String, &TenantId> = tenants
+            .iter()
+            .map(|t| (self.parameter_name(t, service, key), t))
+            .collect();
+        let names: Vec<&String> = by_name.keys().collect();
+        // Collected first, like one_by_one's reads.
+        let calls: Vec<_> = names
+            .chunks(GET_PARAMETERS_BATCH)
+            .map(|chunk| {
+                client
+                    .get_parameters()
+                    .set_names(Some(chunk.iter().map(|n| (*n).clone()).collect()))
+                    .with_decryption(false)
+                    .send()
+            })
+            .collect();
+        let count = calls.len();
+        let mut outputs = stream::iter(calls).buffer_unordered(CALLS_IN_FLIGHT);
+        let mut found = HashMap::new();
+        while let Some(output) = outputs.next().await {
+            for parameter in output.map_err(sdk_error)?.parameters.unwrap_or_default() {
+                let tenant = parameter.name.as_deref().and_then(|name| by_name.get(name));
+                if let Some(tenant) = tenant {
+                    found.insert(
+                        (*tenant).clone(),
+                        parameter_to_found(parameter, ReadMode::Plain),
+                    );
+                }
+            }
+        }
+        Ok(super::Across {
+            found,
+            calls: count,
+        })
     }
 
     async fn list_layer(
