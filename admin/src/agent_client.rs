@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
-use tenant_config_shared::refresh::proto::{ExplainResponse, GetConfigRequest};
+use tenant_config_shared::refresh::proto::{ConfigValue, ExplainResponse, GetConfigRequest};
 
 /// GetConfig through the agent at `endpoint` (`http://host:port`) as a caller
 /// with `token`; returns the value's JSON text.
@@ -13,12 +13,27 @@ pub async fn get_config(
     service: &str,
     key: &str,
 ) -> Result<String, tonic::Status> {
+    Ok(get_config_value(endpoint, token, service, key)
+        .await?
+        .map(|v| v.value_json)
+        .unwrap_or_default())
+}
+
+/// [`get_config`] with all the agent says of the value: its version,
+/// source, and how old it is when the store failed and this is its last
+/// good value (`stale_age_ms`).
+pub async fn get_config_value(
+    endpoint: &str,
+    token: &str,
+    service: &str,
+    key: &str,
+) -> Result<Option<ConfigValue>, tonic::Status> {
     let (channel, request) = call(endpoint, token, service, key).await?;
-    let response = ConfigReaderClient::new(channel)
+    Ok(ConfigReaderClient::new(channel)
         .get_config(request)
         .await?
-        .into_inner();
-    Ok(response.value.map(|v| v.value_json).unwrap_or_default())
+        .into_inner()
+        .value)
 }
 
 /// Explain through the agent at `endpoint`: the value, its layers and the

@@ -114,6 +114,22 @@ impl AgentProcess {
             .map(ProcessGroup::log_tail)
             .unwrap_or_default()
     }
+
+    /// The lines of its log at warning level or above (a test's evidence
+    /// when a reader misbehaved).
+    pub fn warnings(&self) -> Vec<String> {
+        let text = self
+            .process
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(&p.log).ok())
+            .unwrap_or_default();
+        text.lines()
+            .filter(|line| {
+                line.contains(r#""level":"WARN""#) || line.contains(r#""level":"ERROR""#)
+            })
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 async fn serving(port: u16) -> bool {
@@ -144,6 +160,18 @@ impl AgentProcess {
         key: &str,
     ) -> Result<String, tonic::Status> {
         tenant_config_admin::agent_client::get_config(&self.endpoint(), token, service, key).await
+    }
+
+    /// [`Self::get_config`] with the version, source and, for a last good
+    /// value served while the store fails, its age.
+    pub async fn get_config_value(
+        &self,
+        token: &str,
+        service: &str,
+        key: &str,
+    ) -> Result<Option<tenant_config_shared::refresh::proto::ConfigValue>, tonic::Status> {
+        tenant_config_admin::agent_client::get_config_value(&self.endpoint(), token, service, key)
+            .await
     }
 
     /// Explain through this agent as a caller with `token`.

@@ -7,8 +7,8 @@
 //!
 //! The JWKS is fetched on first use and again only when a token names an
 //! unknown `kid`, at most once per [`AuthSettings::jwks_refresh_interval`].
-//! Verified tokens are remembered (by SHA-256 of the token, until `exp`) so a
-//! warm request does no RSA work.
+//! Verified tokens are remembered whole (until `exp`) so a warm request does
+//! no RSA work.
 
 use crate::metrics::{Counter, metrics};
 use std::collections::HashMap;
@@ -19,9 +19,8 @@ use async_trait::async_trait;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header, errors::ErrorKind};
 use moka::Expiry;
-use moka::future::Cache;
+use moka::sync::Cache;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 pub use crate::error::JwksError;
 use crate::error::{AuthError, ConfigError};
@@ -164,18 +163,32 @@ struct KeyRing {
 
 struct UntilExpiry;
 
-impl Expiry<[u8; 32], Arc<Identity>> for UntilExpiry {
+impl Expiry<u64, Arc<Verified>> for UntilExpiry {
     fn expire_after_create(
         &self,
-        _key: &[u8; 32],
-        identity: &Arc<Identity>,
+        _slot: &u64,
+        verified: &Arc<Verified>,
         _at: Instant,
     ) -> Option<Duration> {
         Some(Duration::from_secs(
-            identity.expires_at.saturating_sub(unix_now()),
+            verified.identity.expires_at.saturating_sub(unix_now()),
         ))
     }
 }
+
+/// A verified token, kept whole: the cache finds it by a hash of the end
+/// of its signature, and a hit counts only if the presented token is this
+/// very token. A hash names a slot, never an identity, so it need not resist
+/// collisions (and hashing a kilobyte of token with SHA-256 on every read
+/// cost a fifth of a warm read).
+struct Verified {
+    token: Box<str>,
+    identity: Arc<Identity>,
+}
+
+/// Bytes at the end of a token the cache slot is hashed from: the end of
+/// an RS256 signature, random for every token the pool signs.
+const SLOT_BYTES: usize = 32;
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -195,7 +208,8 @@ pub struct TokenVerifier {
     max_age: Duration,
     keys: RwLock<KeyRing>,
     fetch_lock: tokio::sync::Mutex<()>,
-    verified: Cache<[u8; 32], Arc<Identity>>,
+    verified: Cache<u64, Arc<Verified>>,
+    slots: std::hash::RandomState,
 }
 
 impl TokenVerifier {
@@ -228,6 +242,7 @@ impl TokenVerifier {
                 .max_capacity(settings.token_cache_max_entries)
                 .expire_after(UntilExpiry)
                 .build(),
+            slots: std::hash::RandomState::new(),
         }
     }
 
@@ -245,17 +260,25 @@ impl TokenVerifier {
 
     /// Verifies a bare token.
     pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, ConfigError> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(identity) = self.verified.get(&digest).await {
-            // The cache entry expires at `exp`; this guards the gap before eviction.
-            if identity.expires_at + self.validation.leeway > unix_now() {
-                metrics().count(Counter::TokenCacheHits);
-                return Ok(identity);
-            }
+        let end = &token.as_bytes()[token.len().saturating_sub(SLOT_BYTES)..];
+        let slot = std::hash::BuildHasher::hash_one(&self.slots, end);
+        if let Some(hit) = self.verified.get(&slot)
+            && *hit.token == *token
+            // The entry expires at `exp`; this guards the gap before eviction.
+            && hit.identity.expires_at + self.validation.leeway > unix_now()
+        {
+            metrics().count(Counter::TokenCacheHits);
+            return Ok(hit.identity.clone());
         }
         metrics().count(Counter::TokenCacheMisses);
         let identity = Arc::new(self.verify_uncached(token).await?);
-        self.verified.insert(digest, identity.clone()).await;
+        self.verified.insert(
+            slot,
+            Arc::new(Verified {
+                token: token.into(),
+                identity: identity.clone(),
+            }),
+        );
         Ok(identity)
     }
 
@@ -815,5 +838,25 @@ mod tests {
             Arc::ptr_eq(&first, &second),
             "second verification came from the cache"
         );
+    }
+
+    #[tokio::test]
+    async fn a_forged_token_ending_like_a_verified_one_is_not_served_from_the_cache() {
+        // GIVEN a verified token of tenant-a, remembered
+        let (_, verifier) = verifier();
+        let token = sign(&claims());
+        verifier.verify(&token).await.unwrap();
+        // WHEN someone keeps its signature (so its cache slot) but claims
+        // another tenant in the payload
+        let (_, signature) = token.rsplit_once('.').unwrap();
+        let forged_claims = with("custom:tenantId", json!("tenant-b"));
+        let unsigned = sign(&forged_claims);
+        let (signed_part, _) = unsigned.rsplit_once('.').unwrap();
+        let forged = format!("{signed_part}.{signature}");
+        // THEN it is verified on its own, and refused
+        let err = verifier.verify(&forged).await.unwrap_err();
+        assert!(matches!(err, ConfigError::Unauthenticated(_)), "{err:?}");
+        // AND the real token is still served from the cache
+        assert!(verifier.verify(&token).await.is_ok());
     }
 }

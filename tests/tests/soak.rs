@@ -69,6 +69,10 @@ struct Read {
     key: &'static str,
     sent: Instant,
     index: Option<usize>,
+    /// Served as a last good value because the reader's store call failed
+    /// (a frozen agent's own calls time out when it thaws): degraded, and
+    /// said so, which is the documented answer under failure, not a miss.
+    marked_stale: bool,
 }
 
 #[tokio::test]
@@ -135,31 +139,36 @@ async fn every_reader_converges_while_agents_are_paused_at_random() {
                 let key = KEYS[rng.below(KEYS.len() as u64) as usize];
                 let which = rng.below(4) as usize;
                 let sent = Instant::now();
+                // (value, whether the reader marked it a last good value
+                // served because its store failed)
                 let (reader, answer) = if which == 3 {
                     let answer = stack
                         .get(&format!("/v1/config/{SERVICE}/{key}"), Some(&token))
                         .await
                         .ok()
                         .filter(|a| a.status == 200)
-                        .map(|a| a.body["value"].to_string());
+                        .map(|a| (a.body["value"].to_string(), !a.body["stale"].is_null()));
                     ("config-api".to_owned(), answer)
                 } else {
                     let agent = &stack.agents[which];
                     let answer = tokio::time::timeout(
                         Duration::from_secs(10),
-                        agent.get_config(&token, SERVICE, key),
+                        agent.get_config_value(&token, SERVICE, key),
                     )
                     .await
                     .ok()
-                    .and_then(Result::ok);
+                    .and_then(Result::ok)
+                    .flatten()
+                    .map(|v| (v.value_json, v.stale_age_ms.is_some()));
                     (agent.name.clone(), answer)
                 };
-                if let Some(answer) = answer {
+                if let Some((answer, marked_stale)) = answer {
                     reads.lock().unwrap().push(Read {
                         reader,
                         key,
                         sent,
                         index: index_of(&answer),
+                        marked_stale,
                     });
                 }
                 tokio::time::sleep(Duration::from_millis(rng.below(20))).await;
@@ -238,33 +247,65 @@ async fn every_reader_converges_while_agents_are_paused_at_random() {
     let reads = std::mem::take(&mut *reads.lock().unwrap());
     let mut checked = 0;
     let mut stale = Vec::new();
+    let mut degraded = Vec::new();
     for read in &reads {
         let owed = writes[read.key]
             .iter()
             .filter(|(_, done)| *done + BOUND <= read.sent)
-            .map(|(index, _)| *index)
-            .max();
-        if let Some(owed) = owed {
+            .max_by_key(|(index, _)| *index);
+        if let Some((owed, done)) = owed {
             checked += 1;
-            if read.index.is_none_or(|seen| seen < owed) {
-                stale.push(format!(
-                    "{} read {} as {:?}, owed v{owed}",
-                    read.reader, read.key, read.index
+            if read.index.is_none_or(|seen| seen < *owed) {
+                let list = if read.marked_stale {
+                    &mut degraded
+                } else {
+                    &mut stale
+                };
+                list.push(format!(
+                    "{} read {} as {:?}, owed v{owed} (written {:.1} s before, {:.1} s into the run)",
+                    read.reader,
+                    read.key,
+                    read.index,
+                    (read.sent - *done).as_secs_f64(),
+                    (read.sent - started).as_secs_f64()
                 ));
             }
         }
     }
     eprintln!(
-        "soak: {changes} changes in {:.1} s over 2 stores, {pauses} agent pauses, {} reads during the run ({checked} sent after a change's bound, {} stale), {final_reads} final reads all current",
+        "soak: {changes} changes in {:.1} s over 2 stores, {pauses} agent pauses, {} reads during the run ({checked} sent after a change's bound, {} stale, {} marked stale by their reader), {final_reads} final reads all current",
         writing.as_secs_f64(),
         reads.len(),
-        stale.len()
+        stale.len(),
+        degraded.len()
     );
+    if !degraded.is_empty() {
+        eprintln!("soak: older values marked stale: {degraded:#?}");
+    }
+    if !stale.is_empty() {
+        // The evidence: what the stale readers and config-refresh logged.
+        for agent in &stack.agents {
+            if stale
+                .iter()
+                .any(|s| s.starts_with(&format!("{} ", agent.name)))
+            {
+                eprintln!("{} warnings:\n{}", agent.name, agent.warnings().join("\n"));
+            }
+        }
+        eprintln!("functions' logs:\n{}", stack.watch.log_tail());
+    }
     assert!(
         stale.is_empty(),
         "stale reads (SOAK_SEED={seed}): {stale:#?}"
     );
     assert!(checked > 0, "the run checked reads against the bound");
+    // A store that fails for a frozen process is the exception, not the way
+    // the run's reads were answered.
+    assert!(
+        degraded.len() * 4 <= checked,
+        "{} of {checked} reads were older values marked stale",
+        degraded.len()
+    );
 }
 
 /// Writes `v{index}` to `key`: a PutItem (the stream does the rest), or a
@@ -282,9 +323,14 @@ async fn write(stack: &LocalStack, key: &str, index: usize) {
         .unwrap();
     } else {
         // A paused agent fails this delivery: the journal must carry it.
-        let _ = stack
+        // Any other failure is evidence if a reader later serves it stale.
+        if let Err(error) = stack
             .change_parameter("tenant-a", key, &value)
             .await
-            .unwrap();
+            .unwrap()
+            && !error.contains("refresh reached")
+        {
+            eprintln!("soak: config-refresh failed on v{index} of {key}: {error}");
+        }
     }
 }
