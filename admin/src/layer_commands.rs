@@ -17,6 +17,7 @@ use tenant_config_shared::layers::guardrails::{
 use tenant_config_shared::layers::overrides::DynamoDbOverrides;
 use tenant_config_shared::layers::platform::{Landing, PlatformWrites, Weighed};
 use tenant_config_shared::layers::registry::{DynamoDbRegistry, TenantRecord, TenantRegistry};
+use tenant_config_shared::layers::reindex::reindex_overrides;
 use tenant_config_shared::layers::{EntryKey, Layer};
 use tenant_config_shared::store::{DynamoDbStore, ParameterStore};
 use tenant_config_shared::write::{
@@ -170,6 +171,11 @@ pub enum LayerCommand {
         #[command(flatten)]
         weighing: Weighing,
     },
+    /// Mark every tenant value that exists in either store in the override
+    /// index, which blast radii read: once after upgrading a stack that held
+    /// tenant values before the index existed (config-refresh keeps it
+    /// from then on).
+    ReindexOverrides,
 }
 
 #[derive(Subcommand)]
@@ -460,6 +466,24 @@ pub async fn run_layer(
                 )
                 .await;
             answer(weighed, |_| format!("removed the guardrail of {entry}"))?;
+        }
+        LayerCommand::ReindexOverrides => {
+            let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+            let index = DynamoDbOverrides::new(dynamodb.clone(), target.table.as_str());
+            let reindexed = reindex_overrides(
+                &dynamodb,
+                &target.table,
+                &aws_sdk_ssm::Client::new(aws),
+                &target.parameter_root,
+                &index,
+                now_ms(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            println!(
+                "marked {} DynamoDB entries and {} parameters as tenants' own values in the override index, as of their last writes (a later change's mark is kept); {} other parameters under {} passed over",
+                reindexed.items, reindexed.parameters, reindexed.skipped, target.parameter_root
+            );
         }
     }
     Ok(())

@@ -190,6 +190,27 @@ struct Verified {
 /// an RS256 signature, random for every token the pool signs.
 const SLOT_BYTES: usize = 32;
 
+/// Whether two tokens are the same, in time that does not depend on where
+/// they differ (a caller who knows a cached token's end must not learn its
+/// beginning byte by byte from how long a refusal takes).
+fn same_token(cached: &str, presented: &str) -> bool {
+    cached.len() == presented.len()
+        && std::hint::black_box(
+            cached
+                .as_bytes()
+                .iter()
+                .zip(presented.as_bytes())
+                .fold(0u8, |differ, (a, b)| differ | (a ^ b)),
+        ) == 0
+}
+
+/// A cached token's weight against `TOKEN_CACHE_MAX_ENTRIES`: one per
+/// started KiB of token, so the bound holds memory (about a KiB an entry),
+/// whatever the tokens' size.
+fn token_weight(_slot: &u64, verified: &Arc<Verified>) -> u32 {
+    u32::try_from(verified.token.len().div_ceil(1024).max(1)).unwrap_or(u32::MAX)
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -240,6 +261,7 @@ impl TokenVerifier {
             fetch_lock: tokio::sync::Mutex::new(()),
             verified: Cache::builder()
                 .max_capacity(settings.token_cache_max_entries)
+                .weigher(token_weight)
                 .expire_after(UntilExpiry)
                 .build(),
             slots: std::hash::RandomState::new(),
@@ -263,7 +285,7 @@ impl TokenVerifier {
         let end = &token.as_bytes()[token.len().saturating_sub(SLOT_BYTES)..];
         let slot = std::hash::BuildHasher::hash_one(&self.slots, end);
         if let Some(hit) = self.verified.get(&slot)
-            && *hit.token == *token
+            && same_token(&hit.token, token)
             // The entry expires at `exp`; this guards the gap before eviction.
             && hit.identity.expires_at + self.validation.leeway > unix_now()
         {
@@ -845,7 +867,7 @@ mod tests {
         // GIVEN a verified token of tenant-a, remembered
         let (_, verifier) = verifier();
         let token = sign(&claims());
-        verifier.verify(&token).await.unwrap();
+        let first = verifier.verify(&token).await.unwrap();
         // WHEN someone keeps its signature (so its cache slot) but claims
         // another tenant in the payload
         let (_, signature) = token.rsplit_once('.').unwrap();
@@ -857,6 +879,11 @@ mod tests {
         let err = verifier.verify(&forged).await.unwrap_err();
         assert!(matches!(err, ConfigError::Unauthenticated(_)), "{err:?}");
         // AND the real token is still served from the cache
-        assert!(verifier.verify(&token).await.is_ok());
+        let again = verifier.verify(&token).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the forged token displaced nothing"
+        );
+        assert_eq!(again.tenant.as_ref().map(|t| t.as_str()), Some("tenant-a"));
     }
 }

@@ -38,6 +38,7 @@ struct Stack {
     api: ConfigApi,
     registry: Arc<MemoryRegistry>,
     overrides: Arc<MemoryOverrides>,
+    dynamodb: Arc<MemoryStore>,
 }
 
 fn stack() -> Stack {
@@ -97,7 +98,7 @@ fn stack() -> Stack {
             .with_blast_radius(
                 BlastRadius::new(
                     KeyRouter::default(),
-                    dynamodb,
+                    dynamodb.clone(),
                     parameters,
                     registry.clone(),
                     overrides.clone(),
@@ -111,6 +112,7 @@ fn stack() -> Stack {
         api,
         registry,
         overrides,
+        dynamodb,
     }
 }
 
@@ -543,4 +545,52 @@ async fn a_shared_change_is_weighed_against_every_tenant_before_it_lands() {
         .await;
         assert_eq!(status, 400, "{query:?}");
     }
+}
+
+#[tokio::test]
+async fn a_tier_change_reads_the_own_values_of_that_tiers_tenants_only() {
+    let stack = stack();
+    // GIVEN two free tenants and thirty gold ones, each holding its own value
+    for n in 0..2 {
+        register(&stack, &format!("free-{n:02}"), Some("free"), true).await;
+        own_value(
+            &stack,
+            &format!("free-{n:02}"),
+            r#"{"value": {"requests": 7}}"#,
+        )
+        .await;
+    }
+    for n in 0..30 {
+        register(&stack, &format!("gold-{n:02}"), Some("gold"), true).await;
+        own_value(
+            &stack,
+            &format!("gold-{n:02}"),
+            r#"{"value": {"requests": 9}}"#,
+        )
+        .await;
+    }
+    let gets_before = stack.dynamodb.gets();
+
+    // WHEN a change of the free tier is weighed
+    let (status, body) = call(
+        &stack.api,
+        "PUT",
+        FREE,
+        &platform_admin(),
+        Some(r#"{"value": {"requests": 50, "burst": 2}}"#),
+        &[CREATE, ("dry_run", "true")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // THEN only the free tenants' own values were read (the gold ones'
+    // cannot change with it), and both keep their own requests
+    assert_eq!(stack.dynamodb.gets() - gets_before, 2);
+    let report = &body["report"];
+    assert_eq!(report["tenants"], 2, "{report}");
+    assert_eq!(
+        report["changed_tenants"],
+        json!(["free-00", "free-01"]),
+        "{report}"
+    );
 }

@@ -3,8 +3,11 @@
 
 use std::process::{Command, Output};
 
+use tenant_config_admin::values::{ParameterKind, put_item, put_parameter};
 use tenant_config_local_stack::agent::agent_binary;
-use tenant_config_local_stack::stack::{LocalStack, SERVICE, StackOptions};
+use tenant_config_local_stack::stack::{
+    LocalStack, PARAMETER_ROOT, SERVICE, StackOptions, TABLE, demo_item,
+};
 
 /// The admin binary with `args` and the stack's environment.
 fn admin_command(stack: &LocalStack, args: &[&str]) -> Command {
@@ -602,4 +605,82 @@ async fn an_operator_sets_shared_layers_and_tiers_from_the_cli() {
         "{}",
         stdout(&history)
     );
+}
+
+#[tokio::test]
+async fn an_operator_rebuilds_the_override_index_so_dry_runs_see_older_tenant_values() {
+    // GIVEN a stack whose change feed is off, as before the override index
+    // existed: tenant-a holds its own value of a DynamoDB key and tenant-b of
+    // a Parameter Store key, under global defaults, and nothing marked them
+    let stack = LocalStack::start(StackOptions::with_agents(0), &|_, _| {})
+        .await
+        .expect("stack starts");
+    stack.stream.disable();
+    let dynamodb_key = "tenant_config_reindexed_limits";
+    let parameter_key = "param_config_reindexed_limits";
+    for key in [dynamodb_key, parameter_key] {
+        let put = admin(
+            &stack,
+            &[
+                "layer",
+                "put",
+                "global",
+                SERVICE,
+                key,
+                r#"{"limit":5}"#,
+                "--create",
+            ],
+        );
+        assert!(put.status.success(), "{}", stderr(&put));
+    }
+    put_item(
+        &stack.aws,
+        TABLE,
+        &demo_item("tenant-a", dynamodb_key).unwrap(),
+        r#"{"limit":50}"#,
+    )
+    .await
+    .unwrap();
+    put_parameter(
+        &stack.aws,
+        PARAMETER_ROOT,
+        &demo_item("tenant-b", parameter_key).unwrap(),
+        r#"{"limit":70}"#,
+        ParameterKind::String,
+    )
+    .await
+    .unwrap();
+    let keeping_own = |key: &str| {
+        let dry = admin(
+            &stack,
+            &[
+                "layer",
+                "put",
+                "global",
+                SERVICE,
+                key,
+                r#"{"limit":6}"#,
+                "--dry-run",
+            ],
+        );
+        assert!(dry.status.success(), "{}", stderr(&dry));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&dry)).unwrap();
+        report["keeping_own_value_tenants"].clone()
+    };
+    // (a dry run cannot see them: it would count them as changed)
+    assert_eq!(keeping_own(dynamodb_key), serde_json::json!([]));
+    assert_eq!(keeping_own(parameter_key), serde_json::json!([]));
+
+    // WHEN the operator rebuilds the index
+    let reindex = admin(&stack, &["layer", "reindex-overrides"]);
+    assert!(reindex.status.success(), "{}", stderr(&reindex));
+    assert!(
+        stdout(&reindex).starts_with("marked "),
+        "{}",
+        stdout(&reindex)
+    );
+
+    // THEN a dry run of either global change names the tenant keeping its own
+    assert_eq!(keeping_own(dynamodb_key), serde_json::json!(["tenant-a"]));
+    assert_eq!(keeping_own(parameter_key), serde_json::json!(["tenant-b"]));
 }

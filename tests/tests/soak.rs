@@ -71,7 +71,7 @@ struct Read {
     index: Option<usize>,
     /// Served as a last good value because the reader's store call failed
     /// (a frozen agent's own calls time out when it thaws): degraded, and
-    /// said so, which is the documented answer under failure, not a miss.
+    /// said so, the documented answer under failure.
     marked_stale: bool,
 }
 
@@ -176,21 +176,25 @@ async fn every_reader_converges_while_agents_are_paused_at_random() {
         })
     };
 
-    // Pauser: one agent at a time, frozen for 0.3 to 1.5 s.
+    // Pauser: one agent at a time, frozen for 0.3 to 1.5 s; each pause kept
+    // as (agent, frozen at, thawed at).
+    let pauses: Arc<Mutex<Vec<(String, Instant, Instant)>>> = Arc::default();
     let pauser = {
-        let (stack, done) = (stack.clone(), done.clone());
+        let (stack, done, pauses) = (stack.clone(), done.clone(), pauses.clone());
         tokio::spawn(async move {
             let mut rng = Rng(seed ^ 0x5851_f42d_4c95_7f2d);
-            let mut pauses = 0;
             while !done.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(200 + rng.below(800))).await;
                 let agent = &stack.agents[rng.below(3) as usize];
                 agent.set_paused(true);
-                pauses += 1;
+                let frozen = Instant::now();
                 tokio::time::sleep(Duration::from_millis(300 + rng.below(1200))).await;
                 agent.set_paused(false);
+                pauses
+                    .lock()
+                    .unwrap()
+                    .push((agent.name.clone(), frozen, Instant::now()));
             }
-            pauses
         })
     };
 
@@ -209,12 +213,10 @@ async fn every_reader_converges_while_agents_are_paused_at_random() {
         tokio::time::sleep(Duration::from_millis(rng.below(200))).await;
     }
     let writing = started.elapsed();
-    let pauses = {
-        done.store(true, Ordering::SeqCst);
-        let pauses = pauser.await.unwrap();
-        reader.await.unwrap();
-        pauses
-    };
+    done.store(true, Ordering::SeqCst);
+    pauser.await.unwrap();
+    reader.await.unwrap();
+    let pauses = std::mem::take(&mut *pauses.lock().unwrap());
     for agent in &stack.agents {
         agent.set_paused(false);
     }
@@ -256,7 +258,13 @@ async fn every_reader_converges_while_agents_are_paused_at_random() {
         if let Some((owed, done)) = owed {
             checked += 1;
             if read.index.is_none_or(|seen| seen < *owed) {
-                let list = if read.marked_stale {
+                // Excused only as what it is: a value its agent marked as
+                // last good, read during or within the bound after that
+                // agent's own freeze (its store calls timed out on thawing).
+                let thawing = pauses.iter().any(|(agent, frozen, thawed)| {
+                    *agent == read.reader && *frozen <= read.sent && read.sent <= *thawed + BOUND
+                });
+                let list = if read.marked_stale && thawing {
                     &mut degraded
                 } else {
                     &mut stale
@@ -273,8 +281,9 @@ async fn every_reader_converges_while_agents_are_paused_at_random() {
         }
     }
     eprintln!(
-        "soak: {changes} changes in {:.1} s over 2 stores, {pauses} agent pauses, {} reads during the run ({checked} sent after a change's bound, {} stale, {} marked stale by their reader), {final_reads} final reads all current",
+        "soak: {changes} changes in {:.1} s over 2 stores, {} agent pauses, {} reads during the run ({checked} sent after a change's bound, {} stale, {} marked stale by an agent thawing), {final_reads} final reads all current",
         writing.as_secs_f64(),
+        pauses.len(),
         reads.len(),
         stale.len(),
         degraded.len()
@@ -299,13 +308,6 @@ async fn every_reader_converges_while_agents_are_paused_at_random() {
         "stale reads (SOAK_SEED={seed}): {stale:#?}"
     );
     assert!(checked > 0, "the run checked reads against the bound");
-    // A store that fails for a frozen process is the exception, not the way
-    // the run's reads were answered.
-    assert!(
-        degraded.len() * 4 <= checked,
-        "{} of {checked} reads were older values marked stale",
-        degraded.len()
-    );
 }
 
 /// Writes `v{index}` to `key`: a PutItem (the stream does the rest), or a

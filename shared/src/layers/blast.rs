@@ -307,7 +307,11 @@ impl BlastRadius {
             .filter(|(tier, n)| **n > 0 && reaches(tier))
             .map(|(tier, _)| tier.clone())
             .collect();
-        let (registrations, own_values, global, counted_layers) = tokio::try_join!(
+        // A global change reaches every overrider, so their values are read
+        // at once; a tier change only its own tier's, known from their
+        // registrations.
+        let reaches_all = proposal.layer == Layer::Global;
+        let (registrations, early_values, global, counted_layers) = tokio::try_join!(
             async {
                 self.registry
                     .get_many(&overriding.items)
@@ -315,16 +319,19 @@ impl BlastRadius {
                     .map_err(ConfigError::from)
             },
             async {
+                if !reaches_all {
+                    return Ok(None);
+                }
                 self.store(kind)
                     .get_across(&overriding.items, &proposal.service, &proposal.key)
                     .await
+                    .map(Some)
                     .map_err(ConfigError::from)
             },
             self.layer_state(kind, &Layer::Global, proposal),
             self.tier_states(kind, &counted_tiers, proposal),
         )?;
-        reads += registrations.calls + own_values.calls + global.reads + counted_layers.reads;
-        let own_values = own_values.found;
+        reads += registrations.calls + global.reads + counted_layers.reads;
         let registered: HashMap<TenantId, TenantRecord> = registrations
             .items
             .into_iter()
@@ -355,7 +362,6 @@ impl BlastRadius {
             let view = self.tier_view(proposal, tier.as_ref(), &global, &state)?;
             views.insert(tier, view);
         }
-        let loaded = started.elapsed();
 
         let mut report = BlastReport {
             layer: proposal.layer.to_string(),
@@ -396,6 +402,18 @@ impl BlastRadius {
             .filter(|(_, record)| reaches(&record.tier) && record.active)
             .collect();
         overriders.sort_by(|a, b| a.0.cmp(&b.0));
+        let own_values = match early_values {
+            Some(values) => values,
+            None => {
+                let reached: Vec<TenantId> = overriders.iter().map(|(t, _)| t.clone()).collect();
+                self.store(kind)
+                    .get_across(&reached, &proposal.service, &proposal.key)
+                    .await?
+            }
+        };
+        reads += own_values.calls;
+        let own_values = own_values.found;
+        let loaded = started.elapsed();
 
         // Tenants without their own value: one answer per tier, counted.
         let mut overriders_in: HashMap<Option<TierName>, HashSet<TenantId>> = HashMap::new();

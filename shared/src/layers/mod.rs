@@ -18,6 +18,7 @@ pub mod merge;
 pub mod overrides;
 pub mod platform;
 pub mod registry;
+pub mod reindex;
 pub mod view;
 
 use std::fmt;

@@ -13,7 +13,8 @@
 //! `sk = {tenant}`. The index follows the change feed, so it lags a write
 //! by about as long as a push (a blast radius right after a tenant's write
 //! may not count it yet); it starts empty on a stack that held tenant values
-//! before it existed (see docs/operations.md).
+//! before it existed, until an operator rebuilds it once ([`super::reindex`],
+//! `tenant-config-admin layer reindex-overrides`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -34,7 +34,10 @@ use futures::StreamExt;
 use super::Listed;
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
-use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, sdk_error};
+use crate::store::dynamodb::{
+    PARTITION_KEY, SORT_KEY, UNPROCESSED_BASE_DELAY, UNPROCESSED_RETRIES, VERSION_ATTRIBUTE,
+    sdk_error,
+};
 use crate::validate::{TenantId, TierName};
 
 /// The reserved partition holding the registry.
@@ -282,6 +285,17 @@ impl DynamoDbRegistry {
                 .unprocessed_keys
                 .and_then(|mut u| u.remove(&self.table))
                 .filter(|k| !k.keys().is_empty());
+            if keys.is_some() {
+                // Throttled: back off, and give up after a few tries.
+                let retry = u32::try_from(listed.calls - 1).unwrap_or(u32::MAX);
+                if retry >= UNPROCESSED_RETRIES {
+                    return Err(StoreError::Throttled {
+                        store: StoreKind::DynamoDb,
+                        detail: "BatchGetItem kept returning unprocessed registrations".to_owned(),
+                    });
+                }
+                tokio::time::sleep(UNPROCESSED_BASE_DELAY * 2u32.pow(retry)).await;
+            }
         }
         Ok(listed)
     }

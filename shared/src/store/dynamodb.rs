@@ -29,8 +29,8 @@ pub const UPDATED_AT_ATTRIBUTE: &str = "updated_at";
 
 /// BatchGetItem may hand back unprocessed keys under load; retry them this
 /// many times with exponential backoff before answering "throttled".
-const UNPROCESSED_RETRIES: u32 = 5;
-const UNPROCESSED_BASE_DELAY: Duration = Duration::from_millis(25);
+pub(crate) const UNPROCESSED_RETRIES: u32 = 5;
+pub(crate) const UNPROCESSED_BASE_DELAY: Duration = Duration::from_millis(25);
 /// BatchGetItem takes at most 100 keys per call.
 const BATCH_GET_KEYS: usize = 100;
 /// Batches of one read across tenants in flight at once.
@@ -122,12 +122,13 @@ impl DynamoDbStore {
     }
 
     /// One BatchGetItem of at most [`BATCH_GET_KEYS`] keys, unprocessed keys
-    /// retried with backoff: the items found (key attributes included).
+    /// retried with backoff: the items found (key attributes included) and
+    /// the calls made.
     async fn batch_get(
         &self,
         client: &Client,
         keys: Vec<HashMap<String, AttributeValue>>,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+    ) -> Result<(Vec<HashMap<String, AttributeValue>>, usize), StoreError> {
         let (projection, mut names) = Self::projection();
         names.insert("#pk".to_owned(), PARTITION_KEY.to_owned());
         let request = KeysAndAttributes::builder()
@@ -168,7 +169,7 @@ impl DynamoDbStore {
                     attempt += 1;
                     pending = unprocessed;
                 }
-                _ => return Ok(items),
+                _ => return Ok((items, attempt as usize + 1)),
             }
         }
     }
@@ -324,7 +325,7 @@ impl ConfigStore for DynamoDbStore {
                 .iter()
                 .map(|k| key_attributes(tenant, service, k))
                 .collect();
-            for item in self.batch_get(&client, keys).await? {
+            for item in self.batch_get(&client, keys).await?.0 {
                 let Some(AttributeValue::S(sk)) = item.get(SORT_KEY) else {
                     continue;
                 };
@@ -359,11 +360,13 @@ impl ConfigStore for DynamoDbStore {
                 self.batch_get(client, keys)
             })
             .collect();
-        let calls = batches.len();
+        let mut calls = 0;
         let mut found = HashMap::new();
         let mut batches = stream::iter(batches).buffer_unordered(BATCHES_IN_FLIGHT);
-        while let Some(items) = batches.next().await {
-            for item in items? {
+        while let Some(batch) = batches.next().await {
+            let (items, made) = batch?;
+            calls += made;
+            for item in items {
                 let Some(AttributeValue::S(pk)) = item.get(PARTITION_KEY) else {
                     continue;
                 };
