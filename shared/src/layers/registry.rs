@@ -35,8 +35,7 @@ use super::Listed;
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
 use crate::store::dynamodb::{
-    PARTITION_KEY, SORT_KEY, UNPROCESSED_BASE_DELAY, UNPROCESSED_RETRIES, VERSION_ATTRIBUTE,
-    sdk_error,
+    BATCH_GET_KEYS, PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, batch_get_items, sdk_error,
 };
 use crate::validate::{TenantId, TierName};
 
@@ -53,8 +52,6 @@ const COUNTS_SORT_KEY: &str = "COUNTS";
 /// empty tier: none).
 const INACTIVE_BUCKET_PREFIX: &str = "inactive:";
 const ACTIVE_BUCKET_PREFIX: &str = "active:";
-/// Most keys one BatchGetItem names.
-const BATCH_GET: usize = 100;
 /// Record batches read at once.
 const BATCHES_IN_FLIGHT: usize = 4;
 
@@ -242,59 +239,31 @@ fn built<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, StoreError>
 }
 
 impl DynamoDbRegistry {
-    /// One BatchGetItem of at most [`BATCH_GET`] records, unprocessed keys
-    /// asked again.
+    /// One batch of at most [`BATCH_GET_KEYS`] records.
     async fn get_batch(
         &self,
         chunk: &[TenantId],
     ) -> Result<Listed<(TenantId, Registered)>, StoreError> {
-        let mut listed = Listed::default();
-        let mut keys = Some(built(
+        let request = built(
             KeysAndAttributes::builder()
                 .set_keys(Some(chunk.iter().map(registry_key).collect()))
                 .consistent_read(true)
                 .build(),
-        )?);
-        while let Some(request) = keys.take() {
-            listed.calls += 1;
-            let output = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            for item in output
-                .responses
-                .as_ref()
-                .and_then(|r| r.get(&self.table))
-                .into_iter()
-                .flatten()
-            {
-                let tenant = match item.get(SORT_KEY) {
-                    Some(AttributeValue::S(sk)) => sk
-                        .strip_prefix("TENANT#")
-                        .and_then(|t| TenantId::parse(t).ok()),
-                    _ => None,
-                };
-                if let Some(tenant) = tenant {
-                    listed.items.push((tenant, registered(item)?));
-                }
-            }
-            keys = output
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.table))
-                .filter(|k| !k.keys().is_empty());
-            if keys.is_some() {
-                // Throttled: back off, and give up after a few tries.
-                let retry = u32::try_from(listed.calls - 1).unwrap_or(u32::MAX);
-                if retry >= UNPROCESSED_RETRIES {
-                    return Err(StoreError::Throttled {
-                        store: StoreKind::DynamoDb,
-                        detail: "BatchGetItem kept returning unprocessed registrations".to_owned(),
-                    });
-                }
-                tokio::time::sleep(UNPROCESSED_BASE_DELAY * 2u32.pow(retry)).await;
+        )?;
+        let (items, calls) = batch_get_items(&self.client, &self.table, request).await?;
+        let mut listed = Listed {
+            items: Vec::with_capacity(items.len()),
+            calls,
+        };
+        for item in &items {
+            let tenant = match item.get(SORT_KEY) {
+                Some(AttributeValue::S(sk)) => sk
+                    .strip_prefix("TENANT#")
+                    .and_then(|t| TenantId::parse(t).ok()),
+                _ => None,
+            };
+            if let Some(tenant) = tenant {
+                listed.items.push((tenant, registered(item)?));
             }
         }
         Ok(listed)
@@ -563,7 +532,7 @@ impl TenantRegistry for DynamoDbRegistry {
         // A few batches at once; collected first so the stream holds no
         // closure (the async trait needs it Send for every lifetime).
         let batches: Vec<_> = tenants
-            .chunks(BATCH_GET)
+            .chunks(BATCH_GET_KEYS)
             .map(|chunk| self.get_batch(chunk))
             .collect();
         let mut batches = futures::stream::iter(batches).buffer_unordered(BATCHES_IN_FLIGHT);
@@ -710,7 +679,7 @@ impl TenantRegistry for MemoryRegistry {
                 .iter()
                 .filter_map(|t| records.get(t).map(|r| (t.clone(), r.clone())))
                 .collect(),
-            calls: tenants.len().div_ceil(BATCH_GET),
+            calls: tenants.len().div_ceil(BATCH_GET_KEYS),
         })
     }
 

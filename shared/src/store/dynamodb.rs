@@ -29,10 +29,10 @@ pub const UPDATED_AT_ATTRIBUTE: &str = "updated_at";
 
 /// BatchGetItem may hand back unprocessed keys under load; retry them this
 /// many times with exponential backoff before answering "throttled".
-pub(crate) const UNPROCESSED_RETRIES: u32 = 5;
-pub(crate) const UNPROCESSED_BASE_DELAY: Duration = Duration::from_millis(25);
+const UNPROCESSED_RETRIES: u32 = 5;
+const UNPROCESSED_BASE_DELAY: Duration = Duration::from_millis(25);
 /// BatchGetItem takes at most 100 keys per call.
-const BATCH_GET_KEYS: usize = 100;
+pub(crate) const BATCH_GET_KEYS: usize = 100;
 /// Batches of one read across tenants in flight at once.
 const BATCHES_IN_FLIGHT: usize = 4;
 
@@ -121,9 +121,8 @@ impl DynamoDbStore {
         }
     }
 
-    /// One BatchGetItem of at most [`BATCH_GET_KEYS`] keys, unprocessed keys
-    /// retried with backoff: the items found (key attributes included) and
-    /// the calls made.
+    /// One batch of at most [`BATCH_GET_KEYS`] entries (see
+    /// [`batch_get_items`]), key attributes included.
     async fn batch_get(
         &self,
         client: &Client,
@@ -140,38 +139,7 @@ impl DynamoDbStore {
                 store: StoreKind::DynamoDb,
                 detail: e.to_string(),
             })?;
-        let mut pending = HashMap::from([(self.table.to_string(), request)]);
-        let mut items = Vec::new();
-        let mut attempt = 0;
-        loop {
-            let mut output = client
-                .batch_get_item()
-                .set_request_items(Some(pending))
-                .send()
-                .await
-                .map_err(sdk_error)?;
-            if let Some(found) = output
-                .responses
-                .as_mut()
-                .and_then(|r| r.remove(self.table.as_ref()))
-            {
-                items.extend(found);
-            }
-            match output.unprocessed_keys {
-                Some(unprocessed) if !unprocessed.is_empty() => {
-                    if attempt == UNPROCESSED_RETRIES {
-                        return Err(StoreError::Throttled {
-                            store: StoreKind::DynamoDb,
-                            detail: "BatchGetItem kept returning unprocessed keys".to_owned(),
-                        });
-                    }
-                    tokio::time::sleep(UNPROCESSED_BASE_DELAY * 2u32.pow(attempt)).await;
-                    attempt += 1;
-                    pending = unprocessed;
-                }
-                _ => return Ok((items, attempt as usize + 1)),
-            }
-        }
+        batch_get_items(client, &self.table, request).await
     }
 
     fn projection() -> (String, HashMap<String, String>) {
@@ -186,6 +154,45 @@ impl DynamoDbStore {
                 ("#at".to_owned(), UPDATED_AT_ATTRIBUTE.to_owned()),
             ]),
         )
+    }
+}
+
+/// One BatchGetItem of at most [`BATCH_GET_KEYS`] keys of `table`, the
+/// keys it hands back unprocessed asked again with backoff (throttled after
+/// [`UNPROCESSED_RETRIES`]): the items found and the calls made. Every
+/// batched read of the table goes through it.
+pub(crate) async fn batch_get_items(
+    client: &Client,
+    table: &str,
+    request: KeysAndAttributes,
+) -> Result<(Vec<HashMap<String, AttributeValue>>, usize), StoreError> {
+    let mut pending = HashMap::from([(table.to_owned(), request)]);
+    let mut items = Vec::new();
+    let mut attempt = 0;
+    loop {
+        let mut output = client
+            .batch_get_item()
+            .set_request_items(Some(pending))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        if let Some(found) = output.responses.as_mut().and_then(|r| r.remove(table)) {
+            items.extend(found);
+        }
+        match output.unprocessed_keys {
+            Some(unprocessed) if !unprocessed.is_empty() => {
+                if attempt == UNPROCESSED_RETRIES {
+                    return Err(StoreError::Throttled {
+                        store: StoreKind::DynamoDb,
+                        detail: "BatchGetItem kept returning unprocessed keys".to_owned(),
+                    });
+                }
+                tokio::time::sleep(UNPROCESSED_BASE_DELAY * 2u32.pow(attempt)).await;
+                attempt += 1;
+                pending = unprocessed;
+            }
+            _ => return Ok((items, attempt as usize + 1)),
+        }
     }
 }
 
