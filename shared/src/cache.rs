@@ -266,14 +266,27 @@ impl CachedStore {
         };
         limiter
             .take(tenant, u32::try_from(cost).unwrap_or(u32::MAX))
-            .map_err(|retry_after| {
-                metrics().count(Counter::TenantLimitedCalls);
-                tracing::info!(%tenant, store = self.kind().as_str(), retry_after_ms = retry_after.as_millis() as u64, "tenant past its share of store calls");
-                StoreError::TenantLimited {
-                    store: self.kind(),
-                    retry_after,
-                }
-            })
+            .map_err(|retry_after| self.limited(tenant, retry_after))
+    }
+
+    /// [`Self::admit`]'s refusal without taking anything.
+    fn refuse_past_share(&self, tenant: &TenantId, cost: usize) -> Result<(), StoreError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        match limiter.wait_for(tenant, u32::try_from(cost).unwrap_or(u32::MAX)) {
+            None => Ok(()),
+            Some(retry_after) => Err(self.limited(tenant, retry_after)),
+        }
+    }
+
+    fn limited(&self, tenant: &TenantId, retry_after: Duration) -> StoreError {
+        metrics().count(Counter::TenantLimitedCalls);
+        tracing::info!(%tenant, store = self.kind().as_str(), retry_after_ms = retry_after.as_millis() as u64, "tenant past its share of store calls");
+        StoreError::TenantLimited {
+            store: self.kind(),
+            retry_after,
+        }
     }
 
     pub fn kind(&self) -> StoreKind {
@@ -547,6 +560,10 @@ impl CachedStore {
             return Ok(results);
         }
         metrics().add_store(kind, StoreCounter::CacheMisses, misses.len() as u64);
+        // A tenant past its share is refused before the per-key lookups
+        // below: its flood of misses then costs the process (whose CPU the
+        // other tenants share) as little as a cache check.
+        self.refuse_past_share(tenant, misses.len())?;
         let mut fallbacks = HashMap::with_capacity(misses.len());
         let mut backoff_error = None;
         for (_, cache_key) in &misses {

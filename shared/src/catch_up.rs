@@ -72,6 +72,8 @@ pub trait Invalidate: Sync {
 pub enum Applied {
     /// Not due yet, or another read just did it.
     NotDue,
+    /// Another read's query is in flight; this read did not wait for it.
+    InFlight,
     /// The journal could not be read; retried after the interval, doubling
     /// with each further failure up to [`MAX_FAILURE_BACKOFF`].
     Failed,
@@ -152,8 +154,14 @@ impl CatchUp {
         if unix_ms_now() < self.due_ms.load(Ordering::Acquire) {
             return Applied::NotDue;
         }
-        // One query at a time; whoever waited finds it done.
-        let mut cursor = self.cursor.lock().await;
+        // One query at a time, and only the read that starts it waits for it:
+        // reads arriving meanwhile are answered from the cache as it stands,
+        // which the convergence bound (interval + one query) already allows.
+        // Queued behind a journal slowed by another tenant's writes, every
+        // read of every tenant would wait out the query (issue 20's figure 11).
+        let Ok(mut cursor) = self.cursor.try_lock() else {
+            return Applied::InFlight;
+        };
         let started = unix_ms_now();
         if started < self.due_ms.load(Ordering::Acquire) {
             return Applied::NotDue;

@@ -196,6 +196,51 @@ async fn concurrent_reads_share_one_journal_query_and_idle_readers_make_none() {
 }
 
 #[tokio::test]
+async fn while_a_slow_journal_query_is_in_flight_other_reads_do_not_wait_for_it() {
+    // GIVEN a reader with a cached value and a journal that takes 400 ms to
+    // answer (a table busy with another tenant's writes)
+    let reader = Arc::new(reader(100));
+    reader.put("tenant_config_limits", "v1");
+    reader.read("tenant_config_limits").await.unwrap();
+    reader.put("tenant_config_limits", "v2");
+    reader
+        .journal
+        .append(&[change("tenant_config_limits", Operation::Update, "c1")])
+        .await
+        .unwrap();
+    reader.journal.set_delay(Duration::from_millis(400));
+    tokio::time::sleep(INTERVAL).await;
+    // WHEN one read starts the due catch-up and twenty more arrive while its
+    // query is in flight
+    let first = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.read("tenant_config_limits").await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = std::time::Instant::now();
+    let others = (0..20).map(|_| reader.read("tenant_config_limits"));
+    let others = futures::future::join_all(others).await;
+    // THEN the twenty are answered from the cache at once, not after the query
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "reads waited {:?} for another read's journal query",
+        started.elapsed()
+    );
+    for result in others {
+        assert_eq!(result.unwrap(), "v1");
+    }
+    assert_eq!(
+        reader.queries(),
+        1,
+        "the twenty started no query of their own"
+    );
+    // AND the read that started it waits for it and serves the change, as
+    // does every read after it
+    assert_eq!(first.await.unwrap().unwrap(), "v2");
+    assert_eq!(reader.read("tenant_config_limits").await.unwrap(), "v2");
+}
+
+#[tokio::test]
 async fn a_late_entry_inside_the_overlap_is_applied_once() {
     // GIVEN a reader that cached two values and has caught up once
     let reader = reader(100);

@@ -65,6 +65,18 @@ impl TenantLoadLimiter {
             Err(Duration::from_secs_f64((cost - tokens) / self.per_second))
         }
     }
+
+    /// How long until the tenant could take `cost` store calls, or `None`
+    /// when it could now; takes nothing. Lets a caller refuse a tenant past
+    /// its share before doing any other work for the call it would refuse.
+    pub fn wait_for(&self, tenant: &TenantId, cost: u32) -> Option<Duration> {
+        let cost = f64::from(cost.max(1)).min(self.burst);
+        let buckets = self.buckets.lock().ok()?;
+        let tokens = buckets
+            .get(tenant)?
+            .refilled(Instant::now(), self.per_second, self.burst);
+        (tokens < cost).then(|| Duration::from_secs_f64((cost - tokens) / self.per_second))
+    }
 }
 
 impl Bucket {
@@ -98,6 +110,23 @@ mod tests {
             "{wait:?}"
         );
         limiter.take(&quiet, 1).unwrap();
+    }
+
+    #[test]
+    fn asking_how_long_to_wait_takes_nothing_from_the_share() {
+        // GIVEN a tenant with 2 calls left of its burst of 5
+        let limiter = TenantLoadLimiter::new(10, 5);
+        let t = tenant("t1");
+        limiter.take(&t, 3).unwrap();
+        // WHEN the limiter is asked, many times, about 2 and about 3 calls
+        for _ in 0..10 {
+            assert_eq!(limiter.wait_for(&t, 2), None);
+            let wait = limiter.wait_for(&t, 3).expect("3 calls must wait");
+            assert!(wait <= Duration::from_millis(100), "{wait:?}");
+        }
+        // THEN the 2 calls are still there to take, and an unseen tenant need not wait
+        limiter.take(&t, 2).unwrap();
+        assert_eq!(limiter.wait_for(&tenant("t2"), 5), None);
     }
 
     #[test]

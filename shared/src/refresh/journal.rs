@@ -84,6 +84,8 @@ pub struct MemoryJournal {
     failing: std::sync::atomic::AtomicBool,
     /// Queries answer that this entry cannot be read, while set.
     unreadable: Mutex<Option<String>>,
+    /// How long each query takes to answer (a journal under load).
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryJournal {
@@ -132,6 +134,21 @@ impl MemoryJournal {
             .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Every query answers after `delay` (a journal table under load).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.delay_ms.store(
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    async fn answer_late(&self) {
+        let delay = self.delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+    }
+
     /// Queries find an entry at `position` they cannot read, while set (an
     /// entry another version wrote, or a damaged one).
     pub fn set_unreadable(&self, position: Option<&str>) {
@@ -176,11 +193,13 @@ impl ChangeJournal for MemoryJournal {
     }
 
     async fn since(&self, from_ms: i64, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
+        self.answer_late().await;
         let from = position_at(from_ms);
         self.query(|position| position >= from.as_str(), limit)
     }
 
     async fn after(&self, position: &str, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
+        self.answer_late().await;
         self.query(|p| p > position, limit)
     }
 }
