@@ -561,9 +561,13 @@ impl CachedStore {
         }
         metrics().add_store(kind, StoreCounter::CacheMisses, misses.len() as u64);
         // A tenant past its share is refused before the per-key lookups
-        // below: its flood of misses then costs the process (whose CPU the
-        // other tenants share) as little as a cache check.
-        self.refuse_past_share(tenant, misses.len())?;
+        // below, so that its flood of misses costs the process (whose CPU
+        // the other tenants share) little. Not while the store fails for it:
+        // then a batch inside the backoff calls no store and is answered from
+        // the last good values, as a single read is.
+        if self.store_failing(tenant).is_none() {
+            self.refuse_past_share(tenant, misses.len())?;
+        }
         let mut fallbacks = HashMap::with_capacity(misses.len());
         let mut backoff_error = None;
         for (_, cache_key) in &misses {
@@ -1309,6 +1313,36 @@ mod tests {
         store.set_failure(failing());
         assert!(cached.get(&item("s"), ReadMode::Decrypt).await.is_err());
         assert!(cached.get(&item("s"), ReadMode::Plain).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_tenant_past_its_share_while_its_store_fails_still_gets_last_good_values() {
+        // GIVEN a tenant with a share of 4 store calls that cached two keys
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000))
+            .with_load_limiter(Arc::new(TenantLoadLimiter::new(1, 4)));
+        let tenant = TenantId::parse("t1").unwrap();
+        let service = ServiceName::parse("svc").unwrap();
+        let keys: Vec<ConfigKey> = ["a", "b"]
+            .iter()
+            .map(|k| ConfigKey::parse(k).unwrap())
+            .collect();
+        store.put(&item("a"), plain(json!("A")));
+        store.put(&item("b"), plain(json!("B")));
+        cached.get_many(&tenant, &service, &keys).await.unwrap();
+        // AND, once they expired, a batch that spent the rest of its share on
+        // a failing store (answered stale)
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        store.set_failure(failing());
+        let stale = cached.get_many(&tenant, &service, &keys).await.unwrap();
+        assert!(is_stale(&stale[&keys[0]], json!("A")));
+        // WHEN it reads the batch again inside the store's backoff, its share spent
+        let again = cached.get_many(&tenant, &service, &keys).await;
+        // THEN it gets the last good values again, not a 429: no store is
+        // called either way, and a single read would get them too
+        let again = again.unwrap();
+        assert!(is_stale(&again[&keys[0]], json!("A")));
+        assert!(is_stale(&again[&keys[1]], json!("B")));
     }
 
     #[tokio::test]

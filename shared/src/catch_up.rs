@@ -5,8 +5,10 @@
 //! On a read, at most once per interval, one caller asks the change journal
 //! what was journaled since the last query (minus an overlap that absorbs
 //! write latency and clock skew between writers) and drops exactly those
-//! entries, "not found" answers included; the others wait for it, so no read
-//! after the interval serves a change that was journaled before it. Entries
+//! entries, "not found" answers included. Reads arriving while that query is
+//! in flight are answered from the cache when the reader caught up within
+//! [`IN_FLIGHT_ALLOWANCE`] past the interval (the freshness bound allows it),
+//! and wait for the query otherwise (a reader back from idle). Entries
 //! seen in the overlap are not dropped twice. A reader that has not caught up
 //! for longer than the journal keeps entries drops its whole cache, and so does
 //! one that finds more entries than it is willing to apply one by one. With no
@@ -101,12 +103,21 @@ pub struct CatchUp {
     /// a stalled journal costs one read the query timeout every few seconds,
     /// not every interval.
     failures: AtomicU32,
+    /// When the last catch-up that applied the journal started, Unix ms: the
+    /// cache reflects every change journaled before it.
+    caught_up_ms: AtomicI64,
 }
 
 /// Most journal pages one catch-up reads before it gives up entry-by-entry
 /// and drops every cached entry instead (10,000 entries with the defaults:
 /// far more than one interval's changes, even with the overlap re-read).
 pub const MAX_PAGES: usize = 10;
+
+/// How far past the interval a reader's last catch-up may be for a read to
+/// be answered from the cache while another read's query is in flight: the
+/// "+ 1 s" of the freshness bound (catch-up interval + 1 s, docs/design.md).
+/// Older than that (a reader back from idle), the read waits for the query.
+pub const IN_FLIGHT_ALLOWANCE: Duration = Duration::from_secs(1);
 
 /// The longest wait between queries while the journal keeps failing. The
 /// cursor does not move on failure, so nothing journaled meanwhile is missed.
@@ -127,6 +138,7 @@ impl CatchUp {
             }),
             queries: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
+            caught_up_ms: AtomicI64::new(now),
         }
     }
 
@@ -144,6 +156,15 @@ impl CatchUp {
         wait_ms
     }
 
+    /// Whether a read must wait for the query in flight: the cache is older
+    /// than the freshness bound allows, and the journal is not known to be
+    /// failing (waiting on a failing query would only add its timeout).
+    fn must_wait(&self) -> bool {
+        let allowed = (self.settings.interval + IN_FLIGHT_ALLOWANCE).as_millis() as i64;
+        unix_ms_now() - self.caught_up_ms.load(Ordering::Acquire) > allowed
+            && self.failures.load(Ordering::Acquire) == 0
+    }
+
     /// Journal queries made so far.
     pub fn queries(&self) -> usize {
         self.queries.load(Ordering::SeqCst)
@@ -151,19 +172,27 @@ impl CatchUp {
 
     /// Called before every cached read: catches up if the interval has passed.
     pub async fn maybe_catch_up(&self, reads: &impl Invalidate) -> Applied {
-        if unix_ms_now() < self.due_ms.load(Ordering::Acquire) {
+        let due = self.due_ms.load(Ordering::Acquire);
+        if unix_ms_now() < due {
             return Applied::NotDue;
         }
-        // One query at a time, and only the read that starts it waits for it:
-        // reads arriving meanwhile are answered from the cache as it stands,
-        // which the convergence bound (interval + one query) already allows.
-        // Queued behind a journal slowed by another tenant's writes, every
-        // read of every tenant would wait out the query (issue 20's figure 11).
-        let Ok(mut cursor) = self.cursor.try_lock() else {
-            return Applied::InFlight;
+        // One query at a time. Reads arriving while it is in flight are
+        // answered from the cache as it stands when the last catch-up is
+        // recent enough for the freshness bound: queued behind a journal
+        // slowed by another tenant's writes, every read of every tenant would
+        // wait out the query, and before, each then ran one more in turn. A
+        // reader back from idle is not recent: its reads wait, bounded by the
+        // query's timeout.
+        let mut cursor = match self.cursor.try_lock() {
+            Ok(cursor) => cursor,
+            Err(_) if !self.must_wait() => return Applied::InFlight,
+            Err(_) => self.cursor.lock().await,
         };
         let started = unix_ms_now();
-        if started < self.due_ms.load(Ordering::Acquire) {
+        // Whoever waited finds it done, even when the query outlasted the
+        // interval (each waiter would otherwise run one more in turn).
+        let due_now = self.due_ms.load(Ordering::Acquire);
+        if started < due_now || due_now != due {
             return Applied::NotDue;
         }
         let interval = self.settings.interval.as_millis() as i64;
@@ -173,8 +202,9 @@ impl CatchUp {
         // writers), each after the previous page's last entry.
         let mut entries: Vec<crate::refresh::journal::JournalEntry> = Vec::new();
         let mut complete = false;
-        // One timeout for all the pages: the reads waiting on this one are
-        // held no longer than for a single query.
+        // One timeout for all the pages: the read that made this query (and
+        // any read back from idle waiting behind it) is held no longer than
+        // for a single query.
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         for _ in 0..MAX_PAGES {
             self.queries.fetch_add(1, Ordering::SeqCst);
@@ -194,6 +224,7 @@ impl CatchUp {
                     reads.invalidate_all();
                     cursor.seen.clear();
                     cursor.from_ms = started;
+                    self.caught_up_ms.store(started, Ordering::Release);
                     self.due_ms.store(started + interval, Ordering::Release);
                     return Applied::Everything;
                 }
@@ -248,6 +279,7 @@ impl CatchUp {
             Applied::Entries(dropped)
         };
         cursor.from_ms = started;
+        self.caught_up_ms.store(started, Ordering::Release);
         let oldest_kept = started - overlap;
         cursor.seen.retain(|_, at| *at >= oldest_kept);
         self.due_ms.store(started + interval, Ordering::Release);

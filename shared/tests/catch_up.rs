@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use tenant_config_shared::cache::CachedStore;
-use tenant_config_shared::catch_up::{Applied, CatchUp, CatchUpSettings, MAX_PAGES};
+use tenant_config_shared::catch_up::{
+    Applied, CatchUp, CatchUpSettings, IN_FLIGHT_ALLOWANCE, MAX_PAGES,
+};
 use tenant_config_shared::reads::ConfigReads;
 use tenant_config_shared::refresh::change::ChangeRecord;
 use tenant_config_shared::refresh::change::Subject;
@@ -238,6 +240,38 @@ async fn while_a_slow_journal_query_is_in_flight_other_reads_do_not_wait_for_it(
     // does every read after it
     assert_eq!(first.await.unwrap().unwrap(), "v2");
     assert_eq!(reader.read("tenant_config_limits").await.unwrap(), "v2");
+}
+
+#[tokio::test]
+async fn a_reader_back_from_idle_waits_for_the_query_in_flight_and_serves_no_old_change() {
+    // GIVEN a reader with a cached value, idle for longer than the freshness
+    // bound (interval + 1 s) while the value changed, and a slow journal
+    let reader = Arc::new(reader(100));
+    reader.put("tenant_config_limits", "v1");
+    reader.read("tenant_config_limits").await.unwrap();
+    reader.put("tenant_config_limits", "v2");
+    reader
+        .journal
+        .append(&[change("tenant_config_limits", Operation::Update, "c1")])
+        .await
+        .unwrap();
+    reader.journal.set_delay(Duration::from_millis(300));
+    tokio::time::sleep(INTERVAL + IN_FLIGHT_ALLOWANCE + INTERVAL).await;
+    // WHEN a burst of reads arrives, one of them starting the catch-up
+    let first = tokio::spawn({
+        let reader = reader.clone();
+        async move { reader.read("tenant_config_limits").await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let others = (0..20).map(|_| reader.read("tenant_config_limits"));
+    let others = futures::future::join_all(others).await;
+    // THEN none of them serves the change older than the bound: they waited
+    // for the one query
+    assert_eq!(first.await.unwrap().unwrap(), "v2");
+    for result in others {
+        assert_eq!(result.unwrap(), "v2");
+    }
+    assert_eq!(reader.queries(), 1);
 }
 
 #[tokio::test]

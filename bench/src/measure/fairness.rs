@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use tenant_config_admin::values::{ParameterKind, put_parameter};
-use tenant_config_local_stack::moto::MotoServer;
+use tenant_config_local_stack::moto::{FORK_SERVER_SOCKET, MotoServer};
 use tenant_config_local_stack::stack::{
     ADMIN_GROUP, ALICE, BOB, DANA, LocalStack, PARAMETER_ROOT, SERVICE, TABLE, demo_item,
 };
@@ -330,7 +330,7 @@ impl Report {
             ],
             vec![
                 format!(
-                    "Each phase {phase_length:?}, one after another in this run (B alone and B beside A with limits on alternate, {ROUNDS} rounds each, pooled), on one `ConfigApi` (config-api's handler) over moto with the change journal and the write quotas in moto's DynamoDB, Parameter Store in a second moto server (in AWS they are separate services); the last two B rows put Parameter Store back in the stack's one moto process, where B's reads wait behind A's writes and their stream in one Python interpreter, which AWS does not share between services or partitions: tenant B reads {B_KEYS} Parameter Store keys round-robin, one request every {B_INTERVAL:?}, its entries living {B_TTL:?} (so about one read in ten goes to the store); hit rate = B's reads answered without asking a store; {pinned_note}."
+                    "Each phase {phase_length:?}, one after another in this run (B alone and B beside A with limits on alternate, {ROUNDS} rounds each, pooled), on one `ConfigApi` (config-api's handler) over moto with the change journal and the write quotas in moto's DynamoDB, Parameter Store in a second moto server (in AWS they are separate services); the last two B rows put Parameter Store back in the stack's one moto process, where B's reads wait behind A's writes and their stream in one Python interpreter, which AWS does not share between services or partitions: tenant B reads {B_KEYS} Parameter Store keys round-robin, one request every {B_INTERVAL:?}, its entries living {B_TTL:?} (so about one read in ten goes to the store); hit rate = B's reads answered without asking a store; the first read after each catch-up interval (1 s) waits for the journal query: alone that is always one of B's (0.5 % of them), beside A mostly one of A's; {pinned_note}."
                 ),
                 "Figures 1 to 10 run with these limits off (`TENANT_STORE_READS_PER_SEC=0`, `TENANT_WRITES_PER_MINUTE=0`): they measure one tenant's paths at full speed (hundreds of cold keys in a row, 200 writes), which the limits would refuse by design. This figure's `ConfigApi` sets its own limits.".to_owned(),
                 format!(
@@ -591,54 +591,77 @@ fn api(
     Ok(ConfigApi::new(verifier, reads).with_writes(writes))
 }
 
-/// The figure's processes on two cores, until [`CorePin::release`] gives
-/// every core back: tenant B's Parameter Store (its own moto) alone on the
-/// second, as in AWS where it is a service apart; this process (config-api's
-/// handler, both tenants' requests) with the rest of the stack (the moto that
-/// takes tenant A's writes, journal and quotas, and the functions) on the first.
+/// The figure's processes on two cores, until [`CorePin::release`] (or a
+/// drop, when the figure fails half way) gives every core back: tenant B's
+/// Parameter Store (its own moto) alone on the second, as in AWS where it is
+/// a service apart; this process (config-api's handler, both tenants'
+/// requests) with the rest of the stack (the moto that takes tenant A's
+/// writes, journal and quotas, and the functions) on the first.
 struct CorePin {
     pinned: Result<(), String>,
+    /// Every process touched, to give back its cores (and nice 0).
     pids: Vec<u32>,
     cores: usize,
+    released: bool,
 }
 
 impl CorePin {
     fn split(parameter_store: u32) -> Self {
         // Counted before pinning: afterwards this process sees one core.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut pids = descendants(std::process::id());
-        pids.retain(|pid| *pid != parameter_store);
-        pids.push(std::process::id());
-        let mut pinned: Result<(), String> = Ok(());
-        if cores < 2 {
-            pinned = Err(format!("{cores} core: nothing to split"));
-        } else {
-            for pid in &pids {
-                pinned = pinned.and(taskset(*pid, "0"));
-                if *pid != std::process::id() {
-                    pinned = pinned.and(renice(*pid, BACKGROUND_NICE));
-                }
-            }
-            pinned = pinned.and(taskset(parameter_store, "1"));
-        }
-        pids.push(parameter_store);
-        Self {
-            pinned,
-            pids,
+        let mut pin = Self {
+            pinned: Ok(()),
+            pids: Vec::new(),
             cores,
+            released: false,
+        };
+        if std::env::var_os(FORK_SERVER_SOCKET).is_some_and(|s| !s.is_empty()) {
+            // The motos are the fork server's children then, not this
+            // process's: nothing here would find them.
+            pin.pinned = Err("moto runs under the test command's fork server".to_owned());
+            return pin;
         }
+        if cores < 2 {
+            pin.pinned = Err(format!("{cores} core: nothing to split"));
+            return pin;
+        }
+        let mut others = descendants(std::process::id());
+        others.retain(|pid| *pid != parameter_store);
+        pin.pids.push(std::process::id());
+        pin.pids.extend(&others);
+        pin.pids.push(parameter_store);
+        pin.pinned = taskset(std::process::id(), "0")
+            .and(taskset(parameter_store, "1"))
+            .and(others.iter().try_for_each(|pid| {
+                taskset(*pid, "0")?;
+                renice(*pid, BACKGROUND_NICE)
+            }));
+        pin
     }
 
-    fn release(self) -> Result<(), String> {
+    fn release(mut self) -> Result<(), String> {
+        self.released = true;
+        let restored = self.give_back();
+        std::mem::replace(&mut self.pinned, Ok(())).and(restored)
+    }
+
+    fn give_back(&self) -> Result<(), String> {
         let all = format!("0-{}", self.cores.saturating_sub(1));
-        let mut restored = self.pinned;
-        for pid in self.pids {
+        self.pids
+            .iter()
             // A process of the stack may have ended meanwhile.
-            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                restored = restored.and(taskset(pid, &all)).and(renice(pid, 0));
-            }
+            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .try_for_each(|pid| taskset(*pid, &all).and(renice(*pid, 0)))
+    }
+}
+
+impl Drop for CorePin {
+    fn drop(&mut self) {
+        if !self.released
+            && let Err(why) = self.give_back()
+        {
+            eprintln!("fairness: cores not given back: {why}");
         }
-        restored
     }
 }
 
@@ -649,26 +672,28 @@ impl CorePin {
 const BACKGROUND_NICE: i32 = 19;
 
 /// `renice` on every thread `pid` has now (nice is per thread on Linux; new
-/// threads take their creator's).
+/// threads take their creator's). A thread that ends meanwhile (moto starts
+/// one per request) is no failure.
 fn renice(pid: u32, nice: i32) -> Result<(), String> {
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map_err(|e| format!("threads of {pid}: {e}"))?
         .flatten()
         .filter_map(|t| t.file_name().to_str().map(str::to_owned))
         .collect();
-    let out = std::process::Command::new("renice")
-        .args(["-n", &nice.to_string(), "-p"])
-        .args(&threads)
-        .output()
-        .map_err(|e| format!("renice: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "renice: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+    for thread in threads {
+        let out = std::process::Command::new("renice")
+            .args(["-n", &nice.to_string(), "-p", &thread])
+            .output()
+            .map_err(|e| format!("renice: {e}"))?;
+        let gone = !std::path::Path::new(&format!("/proc/{pid}/task/{thread}")).exists();
+        if !out.status.success() && !gone {
+            return Err(format!(
+                "renice {thread}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
     }
+    Ok(())
 }
 
 /// Every live process under `root` (its children, theirs, ...).
@@ -705,19 +730,20 @@ fn descendants(root: u32) -> Vec<u32> {
 }
 
 /// `taskset -a -p -c CORES PID`: every thread the process has now (new
-/// threads and children inherit their creator's cores).
+/// threads and children inherit their creator's cores). Tried a few times: a
+/// thread ending while taskset walks them fails the walk.
 fn taskset(pid: u32, cores: &str) -> Result<(), String> {
     let pid = pid.to_string();
-    let out = std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", cores, &pid])
-        .output()
-        .map_err(|e| format!("taskset: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "taskset: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", cores, &pid])
+            .output()
+            .map_err(|e| format!("taskset: {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        last = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     }
+    Err(format!("taskset {pid}: {last}"))
 }
