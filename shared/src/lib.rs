@@ -52,6 +52,7 @@ pub mod metrics;
 pub mod quota;
 pub mod reads;
 pub mod refresh;
+pub mod rollouts;
 pub mod routing;
 pub mod schema;
 pub mod settings;
