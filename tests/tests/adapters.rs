@@ -576,3 +576,62 @@ async fn the_tenant_registry_lands_one_of_concurrent_writers_and_refuses_a_malfo
         Err(StoreError::Unavailable { .. })
     ));
 }
+
+#[tokio::test]
+async fn rollouts_are_stored_one_live_per_entry_and_updated_only_over_the_revision_read() {
+    use tenant_config_shared::rollouts::plan::State;
+    use tenant_config_shared::rollouts::record::{Rollout, RolloutRequest};
+    use tenant_config_shared::rollouts::store::{DynamoDbRolloutStore, RolloutStore, Written};
+    // GIVEN the config table with no rollouts
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    seed::create_table(&aws, TABLE).await.unwrap();
+    let store = DynamoDbRolloutStore::new(aws_sdk_dynamodb::Client::new(&aws), TABLE);
+    let request = RolloutRequest::parse(&json!({
+        "layer": "global", "service": "billing", "key": "tenant_config_limits",
+        "value": {"max": 10}, "steps": [{"canary": ["t1"]}, {"percent": 50}, "everyone"],
+        "bake_seconds": 30, "alarms": ["errors-high"]
+    }))
+    .unwrap();
+    let rollout = |id: &str, state: State, step: usize, revision: u64| Rollout {
+        id: id.to_owned(),
+        entry: request.entry.clone(),
+        value: request.value.clone(),
+        steps: request.steps.clone(),
+        bake: request.bake,
+        alarms: request.alarms.clone(),
+        progress: tenant_config_shared::rollouts::plan::Progress {
+            state,
+            step,
+            since_ms: 1_000 * revision as i64,
+        },
+        created_by: "platform-admin".to_owned(),
+        created_ms: 1_000,
+        reason: None,
+        revision,
+    };
+    // WHEN a rollout of the entry is created
+    let first = rollout("r1", State::Rolling, 0, 1);
+    assert_eq!(store.create(&first).await.unwrap(), Written::Stored);
+    // THEN a second rollout of the same entry is refused, and readers see the one
+    let second = rollout("r2", State::Rolling, 0, 1);
+    assert_eq!(store.create(&second).await.unwrap(), Written::Conflict);
+    assert_eq!(store.live().await.unwrap(), vec![first.clone()]);
+    assert_eq!(store.get("r2").await.unwrap(), None);
+    // WHEN a driver and an administrator both change it from revision 1
+    let baking = rollout("r1", State::Baking, 0, 2);
+    let paused = rollout("r1", State::Paused, 0, 2);
+    // THEN only the first lands, on the record and on its live copy alike
+    assert_eq!(store.update(&baking).await.unwrap(), Written::Stored);
+    assert_eq!(store.update(&paused).await.unwrap(), Written::Conflict);
+    assert_eq!(store.live().await.unwrap(), vec![baking.clone()]);
+    assert_eq!(store.get("r1").await.unwrap(), Some(baking));
+    // WHEN it ends
+    let done = rollout("r1", State::Done, 2, 3);
+    assert_eq!(store.update(&done).await.unwrap(), Written::Stored);
+    // THEN readers no longer see it, its record stays, and the entry takes a new one
+    assert!(store.live().await.unwrap().is_empty());
+    assert_eq!(store.get("r1").await.unwrap(), Some(done));
+    assert_eq!(store.create(&second).await.unwrap(), Written::Stored);
+    assert_eq!(store.live().await.unwrap(), vec![second]);
+}

@@ -9,3 +9,5 @@
 //! agree on it without talking to each other.
 
 pub mod plan;
+pub mod record;
+pub mod store;
