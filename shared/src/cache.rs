@@ -269,14 +269,17 @@ impl CachedStore {
             .map_err(|retry_after| self.limited(tenant, retry_after))
     }
 
-    /// [`Self::admit`]'s refusal without taking anything.
+    /// [`Self::admit`]'s refusal without taking anything, unless the store
+    /// is failing for the tenant (then the backoff decides, not the share).
     fn refuse_past_share(&self, tenant: &TenantId, cost: usize) -> Result<(), StoreError> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
         match limiter.wait_for(tenant, u32::try_from(cost).unwrap_or(u32::MAX)) {
-            None => Ok(()),
-            Some(retry_after) => Err(self.limited(tenant, retry_after)),
+            Some(retry_after) if self.store_failing(tenant).is_none() => {
+                Err(self.limited(tenant, retry_after))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -565,9 +568,7 @@ impl CachedStore {
         // the other tenants share) little. Not while the store fails for it:
         // then a batch inside the backoff calls no store and is answered from
         // the last good values, as a single read is.
-        if self.store_failing(tenant).is_none() {
-            self.refuse_past_share(tenant, misses.len())?;
-        }
+        self.refuse_past_share(tenant, misses.len())?;
         let mut fallbacks = HashMap::with_capacity(misses.len());
         let mut backoff_error = None;
         for (_, cache_key) in &misses {
@@ -1315,40 +1316,13 @@ mod tests {
         assert!(cached.get(&item("s"), ReadMode::Plain).await.is_err());
     }
 
-    #[tokio::test]
-    async fn a_tenant_past_its_share_while_its_store_fails_still_gets_last_good_values() {
-        // GIVEN a tenant with a share of 4 store calls that cached two keys
-        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
-        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000))
-            .with_load_limiter(Arc::new(TenantLoadLimiter::new(1, 4)));
-        let tenant = TenantId::parse("t1").unwrap();
-        let service = ServiceName::parse("svc").unwrap();
-        let keys: Vec<ConfigKey> = ["a", "b"]
-            .iter()
-            .map(|k| ConfigKey::parse(k).unwrap())
-            .collect();
-        store.put(&item("a"), plain(json!("A")));
-        store.put(&item("b"), plain(json!("B")));
-        cached.get_many(&tenant, &service, &keys).await.unwrap();
-        // AND, once they expired, a batch that spent the rest of its share on
-        // a failing store (answered stale)
-        tokio::time::sleep(Duration::from_millis(80)).await;
-        store.set_failure(failing());
-        let stale = cached.get_many(&tenant, &service, &keys).await.unwrap();
-        assert!(is_stale(&stale[&keys[0]], json!("A")));
-        // WHEN it reads the batch again inside the store's backoff, its share spent
-        let again = cached.get_many(&tenant, &service, &keys).await;
-        // THEN it gets the last good values again, not a 429: no store is
-        // called either way, and a single read would get them too
-        let again = again.unwrap();
-        assert!(is_stale(&again[&keys[0]], json!("A")));
-        assert!(is_stale(&again[&keys[1]], json!("B")));
-    }
-
-    #[tokio::test]
-    async fn a_failed_batch_answers_stale_only_when_every_missed_key_has_a_last_good_value() {
-        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
-        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000));
+    /// Tenant t1 reads keys a and b of svc (cached 50 ms), they expire, the
+    /// store fails, and the batch read again is answered with both last good
+    /// values, marked stale.
+    async fn a_batch_gone_stale(
+        store: &MemoryStore,
+        cached: &CachedStore,
+    ) -> (TenantId, ServiceName, Vec<ConfigKey>) {
         let tenant = TenantId::parse("t1").unwrap();
         let service = ServiceName::parse("svc").unwrap();
         let keys: Vec<ConfigKey> = ["a", "b"]
@@ -1363,6 +1337,32 @@ mod tests {
         let stale = cached.get_many(&tenant, &service, &keys).await.unwrap();
         assert!(is_stale(&stale[&keys[0]], json!("A")));
         assert!(is_stale(&stale[&keys[1]], json!("B")));
+        (tenant, service, keys)
+    }
+
+    #[tokio::test]
+    async fn a_tenant_past_its_share_while_its_store_fails_still_gets_last_good_values() {
+        // GIVEN a tenant with a share of 4 store calls that cached two keys
+        // AND, once they expired, a batch that spent the rest of its share on
+        // a failing store (answered stale)
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000))
+            .with_load_limiter(Arc::new(TenantLoadLimiter::new(1, 4)));
+        let (tenant, service, keys) = a_batch_gone_stale(&store, &cached).await;
+        // WHEN it reads the batch again inside the store's backoff, its share spent
+        let again = cached.get_many(&tenant, &service, &keys).await;
+        // THEN it gets the last good values again, not a 429: no store is
+        // called either way, and a single read would get them too
+        let again = again.unwrap();
+        assert!(is_stale(&again[&keys[0]], json!("A")));
+        assert!(is_stale(&again[&keys[1]], json!("B")));
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_answers_stale_only_when_every_missed_key_has_a_last_good_value() {
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000));
+        let (tenant, service, keys) = a_batch_gone_stale(&store, &cached).await;
         let with_unknown = [keys[0].clone(), ConfigKey::parse("never_read").unwrap()];
         assert!(
             cached

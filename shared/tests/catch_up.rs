@@ -197,10 +197,9 @@ async fn concurrent_reads_share_one_journal_query_and_idle_readers_make_none() {
     assert_eq!(reader.queries(), 1);
 }
 
-#[tokio::test]
-async fn while_a_slow_journal_query_is_in_flight_other_reads_do_not_wait_for_it() {
-    // GIVEN a reader with a cached value and a journal that takes 400 ms to
-    // answer (a table busy with another tenant's writes)
+/// A reader that cached `tenant_config_limits` = v1, which then changed to
+/// v2 (journaled), over a journal that answers each query after `delay`.
+async fn changed_behind_a_slow_journal(delay: Duration) -> Arc<Reader> {
     let reader = Arc::new(reader(100));
     reader.put("tenant_config_limits", "v1");
     reader.read("tenant_config_limits").await.unwrap();
@@ -210,10 +209,20 @@ async fn while_a_slow_journal_query_is_in_flight_other_reads_do_not_wait_for_it(
         .append(&[change("tenant_config_limits", Operation::Update, "c1")])
         .await
         .unwrap();
-    reader.journal.set_delay(Duration::from_millis(400));
-    tokio::time::sleep(INTERVAL).await;
-    // WHEN one read starts the due catch-up and twenty more arrive while its
-    // query is in flight
+    reader.journal.set_delay(delay);
+    reader
+}
+
+/// One read that starts the due catch-up, and twenty more 20 ms later, while
+/// its query is in flight: the first's task, the twenty's answers and how
+/// long they took.
+async fn burst_behind_a_catch_up(
+    reader: &Arc<Reader>,
+) -> (
+    tokio::task::JoinHandle<Result<String, ConfigError>>,
+    Vec<Result<String, ConfigError>>,
+    Duration,
+) {
     let first = tokio::spawn({
         let reader = reader.clone();
         async move { reader.read("tenant_config_limits").await }
@@ -222,11 +231,22 @@ async fn while_a_slow_journal_query_is_in_flight_other_reads_do_not_wait_for_it(
     let started = std::time::Instant::now();
     let others = (0..20).map(|_| reader.read("tenant_config_limits"));
     let others = futures::future::join_all(others).await;
+    (first, others, started.elapsed())
+}
+
+#[tokio::test]
+async fn while_a_slow_journal_query_is_in_flight_other_reads_do_not_wait_for_it() {
+    // GIVEN a reader with a cached value and a journal that takes 400 ms to
+    // answer (a table busy with another tenant's writes)
+    let reader = changed_behind_a_slow_journal(Duration::from_millis(400)).await;
+    tokio::time::sleep(INTERVAL).await;
+    // WHEN one read starts the due catch-up and twenty more arrive while its
+    // query is in flight
+    let (first, others, waited) = burst_behind_a_catch_up(&reader).await;
     // THEN the twenty are answered from the cache at once, not after the query
     assert!(
-        started.elapsed() < Duration::from_millis(200),
-        "reads waited {:?} for another read's journal query",
-        started.elapsed()
+        waited < Duration::from_millis(200),
+        "reads waited {waited:?} for another read's journal query"
     );
     for result in others {
         assert_eq!(result.unwrap(), "v1");
@@ -246,25 +266,10 @@ async fn while_a_slow_journal_query_is_in_flight_other_reads_do_not_wait_for_it(
 async fn a_reader_back_from_idle_waits_for_the_query_in_flight_and_serves_no_old_change() {
     // GIVEN a reader with a cached value, idle for longer than the freshness
     // bound (interval + 1 s) while the value changed, and a slow journal
-    let reader = Arc::new(reader(100));
-    reader.put("tenant_config_limits", "v1");
-    reader.read("tenant_config_limits").await.unwrap();
-    reader.put("tenant_config_limits", "v2");
-    reader
-        .journal
-        .append(&[change("tenant_config_limits", Operation::Update, "c1")])
-        .await
-        .unwrap();
-    reader.journal.set_delay(Duration::from_millis(300));
+    let reader = changed_behind_a_slow_journal(Duration::from_millis(300)).await;
     tokio::time::sleep(INTERVAL + IN_FLIGHT_ALLOWANCE + INTERVAL).await;
     // WHEN a burst of reads arrives, one of them starting the catch-up
-    let first = tokio::spawn({
-        let reader = reader.clone();
-        async move { reader.read("tenant_config_limits").await }
-    });
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let others = (0..20).map(|_| reader.read("tenant_config_limits"));
-    let others = futures::future::join_all(others).await;
+    let (first, others, _) = burst_behind_a_catch_up(&reader).await;
     // THEN none of them serves the change older than the bound: they waited
     // for the one query
     assert_eq!(first.await.unwrap().unwrap(), "v2");

@@ -579,7 +579,7 @@ async fn the_tenant_registry_lands_one_of_concurrent_writers_and_refuses_a_malfo
 
 #[tokio::test]
 async fn rollouts_are_stored_one_live_per_entry_and_updated_only_over_the_revision_read() {
-    use tenant_config_shared::rollouts::plan::State;
+    use tenant_config_shared::rollouts::plan::{Progress, State};
     use tenant_config_shared::rollouts::record::{Rollout, RolloutRequest};
     use tenant_config_shared::rollouts::store::{DynamoDbRolloutStore, RolloutStore, Written};
     // GIVEN the config table with no rollouts
@@ -593,22 +593,20 @@ async fn rollouts_are_stored_one_live_per_entry_and_updated_only_over_the_revisi
         "bake_seconds": 30, "alarms": ["errors-high"]
     }))
     .unwrap();
-    let rollout = |id: &str, state: State, step: usize, revision: u64| Rollout {
-        id: id.to_owned(),
-        entry: request.entry.clone(),
-        value: request.value.clone(),
-        steps: request.steps.clone(),
-        bake: request.bake,
-        alarms: request.alarms.clone(),
-        progress: tenant_config_shared::rollouts::plan::Progress {
+    let rollout = |id: &str, state: State, step: usize, revision: u64| {
+        let progress = Progress {
             state,
             step,
             since_ms: 1_000 * revision as i64,
-        },
-        created_by: "platform-admin".to_owned(),
-        created_ms: 1_000,
-        reason: None,
-        revision,
+        };
+        Rollout::new(
+            id,
+            request.clone(),
+            progress,
+            "platform-admin",
+            1_000,
+            revision,
+        )
     };
     // WHEN a rollout of the entry is created
     let first = rollout("r1", State::Rolling, 0, 1);

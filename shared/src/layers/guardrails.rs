@@ -29,9 +29,8 @@ use serde_json::Value;
 use super::registry::version_after;
 use super::{EntryKey, Layer};
 use crate::error::{ConfigError, StoreError};
-use crate::kinds::StoreKind;
 use crate::store::dynamodb::{
-    PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, conditional_write, sdk_error,
+    PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, conditional_write, malformed, sdk_error,
 };
 use crate::validate::{ConfigKey, ServiceName, TierName};
 
@@ -129,13 +128,6 @@ fn guardrail_key(sort_key: String) -> HashMap<String, AttributeValue> {
         ),
         (SORT_KEY.to_owned(), AttributeValue::S(sort_key)),
     ])
-}
-
-fn malformed(detail: String) -> StoreError {
-    StoreError::Unavailable {
-        store: StoreKind::DynamoDb,
-        detail,
-    }
 }
 
 fn stored(item: &HashMap<String, AttributeValue>) -> Result<StoredGuardrail, StoreError> {

@@ -35,7 +35,8 @@ use super::Listed;
 use crate::error::StoreError;
 use crate::kinds::StoreKind;
 use crate::store::dynamodb::{
-    BATCH_GET_KEYS, PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, batch_get_items, sdk_error,
+    BATCH_GET_KEYS, PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, batch_get_items, malformed,
+    sdk_error,
 };
 use crate::validate::{TenantId, TierName};
 
@@ -189,13 +190,6 @@ impl DynamoDbRegistry {
             client,
             table: table.into(),
         }
-    }
-}
-
-fn malformed(detail: String) -> StoreError {
-    StoreError::Unavailable {
-        store: StoreKind::DynamoDb,
-        detail,
     }
 }
 

@@ -57,6 +57,30 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// A rollout of `request` at `progress`, not rolled back.
+    pub fn new(
+        id: impl Into<String>,
+        request: RolloutRequest,
+        progress: Progress,
+        created_by: impl Into<String>,
+        created_ms: i64,
+        revision: u64,
+    ) -> Rollout {
+        Rollout {
+            id: id.into(),
+            entry: request.entry,
+            value: request.value,
+            steps: request.steps,
+            bake: request.bake,
+            alarms: request.alarms,
+            progress,
+            created_by: created_by.into(),
+            created_ms,
+            reason: None,
+            revision,
+        }
+    }
+
     /// The version `tenant` (registered in `tier`) reads now. Decided only
     /// from this record, the same way in every reader; a final rollout
     /// decides nothing (done: the layer holds the new value itself; rolled
@@ -118,23 +142,21 @@ impl Rollout {
             .ok()
             .filter(|step| *step < request.steps.len())
             .ok_or_else(|| bad("step"))?;
-        Ok(Rollout {
-            id: text("id")?.to_owned(),
-            entry: request.entry,
-            value: request.value,
-            steps: request.steps,
-            bake: request.bake,
-            alarms: request.alarms,
-            progress: Progress {
-                state,
-                step,
-                since_ms: number("since_ms")?,
-            },
-            created_by: text("created_by")?.to_owned(),
-            created_ms: number("created_ms")?,
-            reason: raw["reason"].as_str().map(str::to_owned),
-            revision: raw["revision"].as_u64().ok_or_else(|| bad("revision"))?,
-        })
+        let progress = Progress {
+            state,
+            step,
+            since_ms: number("since_ms")?,
+        };
+        let mut rollout = Rollout::new(
+            text("id")?,
+            request,
+            progress,
+            text("created_by")?,
+            number("created_ms")?,
+            raw["revision"].as_u64().ok_or_else(|| bad("revision"))?,
+        );
+        rollout.reason = raw["reason"].as_str().map(str::to_owned);
+        Ok(rollout)
     }
 }
 
@@ -278,23 +300,12 @@ mod tests {
 
     fn rollout(state: State, step: usize) -> Rollout {
         let request = RolloutRequest::parse(&request()).unwrap();
-        Rollout {
-            id: "r1".to_owned(),
-            entry: request.entry,
-            value: request.value,
-            steps: request.steps,
-            bake: request.bake,
-            alarms: request.alarms,
-            progress: Progress {
-                state,
-                step,
-                since_ms: 1_000,
-            },
-            created_by: "admin-sub".to_owned(),
-            created_ms: 500,
-            reason: None,
-            revision: 3,
-        }
+        let progress = Progress {
+            state,
+            step,
+            since_ms: 1_000,
+        };
+        Rollout::new("r1", request, progress, "admin-sub", 500, 3)
     }
 
     #[test]

@@ -21,9 +21,8 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 
 use super::record::Rollout;
 use crate::error::StoreError;
-use crate::kinds::StoreKind;
 use crate::layers::EntryKey;
-use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, sdk_error};
+use crate::store::dynamodb::{PARTITION_KEY, SORT_KEY, malformed, sdk_error};
 
 /// The partition of the live rollouts' copies, which readers query.
 pub const LIVE_PARTITION: &str = "ROLLOUTS";
@@ -59,13 +58,6 @@ pub fn live_sort_key(entry: &EntryKey) -> String {
 
 fn record_partition(id: &str) -> String {
     format!("ROLLOUT#{id}")
-}
-
-fn malformed(detail: String) -> StoreError {
-    StoreError::Unavailable {
-        store: StoreKind::DynamoDb,
-        detail,
-    }
 }
 
 fn parse(item: &HashMap<String, AttributeValue>) -> Result<Rollout, StoreError> {

@@ -214,6 +214,15 @@ pub(crate) fn sdk_error<
 
 /// The outcome of a conditional write: `Ok(true)` when it was made,
 /// `Ok(false)` when its condition held it back, a store error otherwise.
+/// A DynamoDB answer (or a request built for it) this code cannot use:
+/// reported as the store being unavailable, with the detail for logs.
+pub(crate) fn malformed(detail: String) -> StoreError {
+    StoreError::Unavailable {
+        store: StoreKind::DynamoDb,
+        detail,
+    }
+}
+
 pub(crate) fn conditional_write<
     O,
     E: ProvideErrorMetadata + std::error::Error + 'static,
