@@ -42,6 +42,25 @@ impl AgentProcess {
         env: &[(String, String)],
         binary: &std::path::Path,
     ) -> Result<Self, String> {
+        // A port found free can be taken by another process before the agent
+        // binds it (tests start many stacks at once): try fresh ports then.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(name, env, binary).await {
+                Err(e) if e.contains("Address already in use") && attempt < 3 => {
+                    eprintln!("agent {name}: a listen port was taken meanwhile (attempt {attempt}); new ports");
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn start_once(
+        name: &str,
+        env: &[(String, String)],
+        binary: &std::path::Path,
+    ) -> Result<Self, String> {
         let (port, refresh_port) = two_free_ports().map_err(|e| e.to_string())?;
         let instance_id = format!("{name}-{port}");
         let mut command = Command::new(binary);
