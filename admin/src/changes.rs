@@ -70,6 +70,7 @@ fn subject_path(subject: &Subject) -> String {
             key,
         } => format!("{layer}/{service}/{key}"),
         Subject::Registration(tenant) => format!("registration/{tenant}"),
+        Subject::Rollout(entry) => format!("rollout/{entry}"),
     }
 }
 

@@ -48,7 +48,9 @@ impl AgentProcess {
         loop {
             match Self::start_once(name, env, binary).await {
                 Err(e) if e.contains("Address already in use") && attempt < 3 => {
-                    eprintln!("agent {name}: a listen port was taken meanwhile (attempt {attempt}); new ports");
+                    eprintln!(
+                        "agent {name}: a listen port was taken meanwhile (attempt {attempt}); new ports"
+                    );
                     attempt += 1;
                 }
                 outcome => return outcome,

@@ -16,6 +16,7 @@ use crate::layers::Layer;
 use crate::layers::merge::merge_values;
 use crate::layers::view::{MergeMemo, SharedLayers, Underlay};
 use crate::refresh::change::Subject;
+use crate::rollouts::live::Applied;
 use crate::routing::KeyRouter;
 use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
 
@@ -40,6 +41,9 @@ pub struct Explained {
     pub entry: Entry,
     pub layers: Vec<(Layer, Arc<PlainValue>)>,
     pub leaves: std::collections::BTreeMap<String, Layer>,
+    /// The live rollout of the key under this tenant, and the version the
+    /// tenant reads of it.
+    pub rollout: Option<Applied>,
 }
 
 /// A decrypted secret and where it came from.
@@ -323,6 +327,7 @@ impl ConfigReads {
             entry,
             layers,
             leaves,
+            rollout: underlay.rollout(key).cloned(),
         })
     }
 
@@ -461,6 +466,7 @@ impl ConfigReads {
                 config.truncated |= snapshot.listing().truncated;
                 keys.extend(snapshot.listing().entries.iter().map(|(k, _)| k));
             }
+            keys.extend(underlay.staged_keys());
             for key in keys {
                 if self.router.route(key).ok() != Some(kind) {
                     continue;
@@ -520,8 +526,14 @@ impl ConfigReads {
                 layers.invalidate_registration(tenant).await;
                 Ok(())
             }
+            (Subject::Rollout(_), Some(layers)) => {
+                layers.invalidate_rollouts();
+                Ok(())
+            }
             // Without layers nothing of a shared layer is cached.
-            (Subject::Shared { .. } | Subject::Registration(_), None) => Ok(()),
+            (Subject::Shared { .. } | Subject::Registration(_) | Subject::Rollout(_), None) => {
+                Ok(())
+            }
         }
     }
 

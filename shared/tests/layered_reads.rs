@@ -13,6 +13,9 @@ use tenant_config_shared::layers::Layer;
 use tenant_config_shared::layers::registry::{MemoryRegistry, TenantRecord, TenantRegistry};
 use tenant_config_shared::layers::view::{SharedLayerSettings, SharedLayers};
 use tenant_config_shared::reads::ConfigReads;
+use tenant_config_shared::rollouts::plan::{Progress, State};
+use tenant_config_shared::rollouts::record::{Rollout, RolloutRequest};
+use tenant_config_shared::rollouts::store::{MemoryRolloutStore, RolloutStore, Written};
 use tenant_config_shared::routing::KeyRouter;
 use tenant_config_shared::store::MemoryStore;
 use tenant_config_shared::{ConfigKey, ServiceName, StoreKind, TenantId, TierName};
@@ -26,6 +29,7 @@ struct World {
     dynamodb: Arc<MemoryStore>,
     parameters: Arc<MemoryStore>,
     registry: Arc<MemoryRegistry>,
+    rollouts: Arc<MemoryRolloutStore>,
 }
 
 fn service() -> ServiceName {
@@ -101,16 +105,20 @@ async fn world() -> World {
         )
         .await
         .unwrap();
-    let layers = Arc::new(SharedLayers::new(
-        dynamodb.clone(),
-        parameters.clone(),
-        registry.clone(),
-        SharedLayerSettings {
-            ttl: Duration::from_secs(3600),
-            stale: tenant_config_shared::cache::StaleIfError::DEFAULT,
-            max_tenants: 100,
-        },
-    ));
+    let rollouts = Arc::new(MemoryRolloutStore::new());
+    let layers = Arc::new(
+        SharedLayers::new(
+            dynamodb.clone(),
+            parameters.clone(),
+            registry.clone(),
+            SharedLayerSettings {
+                ttl: Duration::from_secs(3600),
+                stale: tenant_config_shared::cache::StaleIfError::DEFAULT,
+                max_tenants: 100,
+            },
+        )
+        .with_rollouts(rollouts.clone()),
+    );
     let reads = ConfigReads::new(
         KeyRouter::default(),
         CachedStore::new(dynamodb.clone(), HOUR_LONG_CACHE),
@@ -123,6 +131,7 @@ async fn world() -> World {
         dynamodb,
         parameters,
         registry,
+        rollouts,
     }
 }
 
@@ -414,6 +423,153 @@ async fn explain_names_the_layer_and_version_of_every_leaf() {
         &w.api,
         "tenant-b",
         "/v1/explain/billing/tenant_config_none",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+/// A rollout of `body`'s change at `step`, in `state`, started from the
+/// layer's version `base`.
+fn rollout(id: &str, body: Value, base: Option<i64>, step: usize, state: State) -> Rollout {
+    let request = RolloutRequest::parse(&body).unwrap();
+    let progress = Progress {
+        state,
+        step,
+        since_ms: 0,
+    };
+    let mut rollout = Rollout::new(id, request, progress, "platform-admin", 1, 1);
+    rollout.base_version = base;
+    rollout
+}
+
+/// Moves a stored rollout on: the driver's write, then the change readers hear of.
+async fn move_to(w: &World, mut rollout: Rollout, step: usize, state: State) -> Rollout {
+    rollout.progress.step = step;
+    rollout.progress.state = state;
+    rollout.revision += 1;
+    assert_eq!(w.rollouts.update(&rollout).await.unwrap(), Written::Stored);
+    w.layers.invalidate_rollouts();
+    rollout
+}
+
+#[tokio::test]
+async fn a_rollout_serves_each_tenant_one_version_merged_under_its_own_layers() {
+    let w = world().await;
+    let path = "/v1/config/billing/tenant_config_limits";
+    let (_, before_a) = get(&w.api, "tenant-a", path, None).await;
+    // GIVEN a rollout of a new global default, tenant-b its canary
+    let staged = rollout(
+        "r1",
+        json!({
+            "layer": "global", "service": "billing", "key": "tenant_config_limits",
+            "value": {"requests": 99, "burst": 20, "queue": "fifo"},
+            "steps": [{"canary": ["tenant-b"]}, "everyone"], "bake_seconds": 60, "alarms": []
+        }),
+        Some(3),
+        0,
+        State::Baking,
+    );
+    assert_eq!(w.rollouts.create(&staged).await.unwrap(), Written::Stored);
+    w.layers.invalidate_rollouts();
+    // WHEN both tenants read
+    let (_, b) = get(&w.api, "tenant-b", path, None).await;
+    let (_, a) = get(&w.api, "tenant-a", path, None).await;
+    // THEN the canary reads the staged value, as the version it will land as
+    assert_eq!(
+        b["value"],
+        json!({"requests": 99, "burst": 20, "queue": "fifo"})
+    );
+    assert_eq!(b["version"], json!(4));
+    // AND tenant-a, not in the step, reads exactly what it read before
+    assert_eq!(a, before_a);
+    // AND explain says which version each reads, and at which step
+    let (_, explain_b) = get(
+        &w.api,
+        "tenant-b",
+        "/v1/explain/billing/tenant_config_limits",
+        None,
+    )
+    .await;
+    assert_eq!(
+        explain_b["rollout"],
+        json!({"id": "r1", "layer": "global", "state": "baking", "step": 0, "steps": 2, "version": "new"})
+    );
+    assert_eq!(explain_b["leaves"]["/queue"], "global");
+    let (_, explain_a) = get(
+        &w.api,
+        "tenant-a",
+        "/v1/explain/billing/tenant_config_limits",
+        None,
+    )
+    .await;
+    assert_eq!(explain_a["rollout"]["version"], "previous");
+    assert!(
+        !explain_a.to_string().contains("fifo"),
+        "a staged value is not shown to a tenant not on it: {explain_a}"
+    );
+
+    // WHEN the rollout reaches everyone
+    let staged = move_to(&w, staged, 1, State::Rolling).await;
+    // THEN tenant-a reads the new default under gold's override and its own exception
+    let (_, a) = get(&w.api, "tenant-a", path, None).await;
+    // (its own null for the font leaves an empty theme: RFC 7396)
+    assert_eq!(
+        a["value"],
+        json!({"requests": 50, "burst": 5, "queue": "fifo", "theme": {}})
+    );
+    // AND a gate's alarm rolls both back to what they read before
+    move_to(&w, staged, 1, State::RolledBack).await;
+    let (_, a) = get(&w.api, "tenant-a", path, None).await;
+    let (_, b) = get(&w.api, "tenant-b", path, None).await;
+    assert_eq!(a, before_a);
+    assert_eq!(b["value"]["requests"], json!(10));
+    let (_, explain_b) = get(
+        &w.api,
+        "tenant-b",
+        "/v1/explain/billing/tenant_config_limits",
+        None,
+    )
+    .await;
+    assert!(explain_b.get("rollout").is_none(), "{explain_b}");
+}
+
+#[tokio::test]
+async fn a_rollout_of_a_key_no_layer_holds_yet_is_listed_for_its_tenants_only() {
+    let w = world().await;
+    // GIVEN a gold rollout of a key no layer holds, every gold tenant at once
+    let staged = rollout(
+        "r2",
+        json!({
+            "layer": "tier:gold", "service": "billing", "key": "param_config_new_flag",
+            "value": true, "steps": ["everyone"], "bake_seconds": 0, "alarms": []
+        }),
+        None,
+        0,
+        State::Baking,
+    );
+    assert_eq!(w.rollouts.create(&staged).await.unwrap(), Written::Stored);
+    // WHEN tenant-a (gold) and tenant-b (no tier) read the whole service and the key
+    let (_, a) = get(&w.api, "tenant-a", "/v1/config/billing", None).await;
+    let (_, b) = get(&w.api, "tenant-b", "/v1/config/billing", None).await;
+    // THEN gold's tenant lists it at version 1, the other does not see it
+    assert!(a.to_string().contains("param_config_new_flag"), "{a}");
+    assert!(!b.to_string().contains("param_config_new_flag"), "{b}");
+    let (status, one) = get(
+        &w.api,
+        "tenant-a",
+        "/v1/config/billing/param_config_new_flag",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, one["value"].clone(), one["version"].clone()),
+        (200, json!(true), json!(1))
+    );
+    let (status, _) = get(
+        &w.api,
+        "tenant-b",
+        "/v1/config/billing/param_config_new_flag",
         None,
     )
     .await;

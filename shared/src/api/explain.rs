@@ -27,6 +27,21 @@ struct ExplainBody<'a> {
     /// Each leaf of the value (a JSON pointer, `""` for the whole value)
     /// and the layer that set it.
     leaves: BTreeMap<&'a str, String>,
+    /// A live rollout of the key's shared entry: where it stands and which
+    /// version this tenant reads (never the staged value of another).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout: Option<RolloutBody<'a>>,
+}
+
+#[derive(Serialize)]
+struct RolloutBody<'a> {
+    id: &'a str,
+    layer: String,
+    state: &'static str,
+    /// The step reached, 0-based, of `steps`.
+    step: usize,
+    steps: usize,
+    version: &'static str,
 }
 
 #[derive(Serialize)]
@@ -74,6 +89,17 @@ impl ConfigApi {
                 .iter()
                 .map(|(pointer, layer)| (pointer.as_str(), layer.to_string()))
                 .collect(),
+            rollout: explained.rollout.as_ref().map(|applied| {
+                let rollout = &applied.live.rollout;
+                RolloutBody {
+                    id: &rollout.id,
+                    layer: rollout.entry.layer.to_string(),
+                    state: rollout.progress.state.as_str(),
+                    step: rollout.progress.step,
+                    steps: rollout.steps.len(),
+                    version: applied.version.as_str(),
+                }
+            }),
         };
         Ok(json_response(200, "no-store", &body))
     }

@@ -28,6 +28,9 @@ use crate::cache::StaleIfError;
 use crate::domain::{Found, PlainValue};
 use crate::error::{ConfigError, StoreError};
 use crate::kinds::StoreKind;
+use crate::rollouts::live::{Applied, LiveRollouts};
+use crate::rollouts::record::Version;
+use crate::rollouts::store::RolloutStore;
 use crate::store::{ConfigStore, Listing};
 use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
 
@@ -141,20 +144,57 @@ pub type LayerValues<'a> = SmallVec<[(&'a Layer, &'a Arc<PlainValue>); 3]>;
 pub struct Underlay {
     /// Global first, then the tier's (when the tenant has one).
     pub layers: SmallVec<[Snapshot; 2]>,
+    /// The live rollouts of these layers' entries of the service, with the
+    /// version this tenant reads of each.
+    pub rollouts: SmallVec<[Applied; 1]>,
+    /// Set when the rollouts are the last good load of a failing store.
+    pub rollouts_stale: Option<Duration>,
 }
 
 impl Underlay {
-    /// Each layer's plain value of `key`, bottom to top.
+    /// Each layer's plain value of `key`, bottom to top: a rollout's staged
+    /// value in place of its layer's for a tenant on the new version.
     pub fn values<'a>(&'a self, key: &ConfigKey) -> LayerValues<'a> {
         self.layers
             .iter()
-            .filter_map(|snapshot| snapshot.value(key).map(|v| (snapshot.layer(), v)))
+            .filter_map(|snapshot| {
+                let layer = snapshot.layer();
+                let staged = self
+                    .rollouts
+                    .iter()
+                    .find(|applied| applied.version == Version::New && applied.stages(layer, key));
+                match staged {
+                    Some(applied) => Some((layer, &applied.live.staged)),
+                    None => snapshot.value(key).map(|v| (layer, v)),
+                }
+            })
             .collect()
+    }
+
+    /// The live rollout of `key` under this tenant, if any (at most one per
+    /// layer entry; the tier's, above the global one, first).
+    pub fn rollout(&self, key: &ConfigKey) -> Option<&Applied> {
+        self.rollouts
+            .iter()
+            .rev()
+            .find(|applied| &applied.live.rollout.entry.key == key)
+    }
+
+    /// Keys a rollout stages that the layers may not hold yet.
+    pub fn staged_keys(&self) -> impl Iterator<Item = &ConfigKey> {
+        self.rollouts
+            .iter()
+            .filter(|applied| applied.version == Version::New)
+            .map(|applied| &applied.live.rollout.entry.key)
     }
 
     /// How long ago the oldest stale snapshot was read, if any is stale.
     pub fn stale(&self) -> Option<Duration> {
-        self.layers.iter().filter_map(|s| s.stale).max()
+        self.layers
+            .iter()
+            .filter_map(|s| s.stale)
+            .chain(self.rollouts_stale)
+            .max()
     }
 }
 
@@ -221,6 +261,16 @@ impl MergeMemo {
     }
 }
 
+/// The live rollouts as last loaded.
+#[derive(Clone)]
+struct LiveKept {
+    set: Arc<LiveRollouts>,
+    read_at: Instant,
+    /// Cleared by a rollout's change: the next read loads again (this one
+    /// stays the last good).
+    fresh: bool,
+}
+
 pub struct SharedLayers {
     dynamodb: Arc<dyn ConfigStore>,
     parameters: Arc<dyn ConfigStore>,
@@ -239,6 +289,10 @@ pub struct SharedLayers {
     /// when its last call counts as failed: calls with a last good value
     /// to fall back on are not made again until then.
     failing_until: std::sync::Mutex<[Option<Instant>; 2]>,
+    /// Where live rollouts are read (absent: no rollouts are merged).
+    rollouts: Option<Arc<dyn RolloutStore>>,
+    live: std::sync::RwLock<Option<LiveKept>>,
+    ttl: Duration,
 }
 
 fn bounded<V: Clone + Send + Sync + 'static>(capacity: u64, ttl: Duration) -> Cache<u64, V> {
@@ -277,6 +331,77 @@ impl SharedLayers {
             epoch: AtomicU64::new(0),
             stale: settings.stale,
             failing_until: std::sync::Mutex::new([None, None]),
+            rollouts: None,
+            live: std::sync::RwLock::new(None),
+            ttl,
+        }
+    }
+
+    /// Merges the live rollouts of shared-layer entries into every read.
+    pub fn with_rollouts(mut self, store: Arc<dyn RolloutStore>) -> Self {
+        self.rollouts = Some(store);
+        self
+    }
+
+    /// The live rollouts: one load of the live partition per TTL (or after
+    /// a rollout changed), shared by every tenant; while DynamoDB fails the
+    /// last good load stands in, with its age. Without a rollout store,
+    /// none.
+    pub async fn live_rollouts(&self) -> Result<(Arc<LiveRollouts>, Option<Duration>), StoreError> {
+        let Some(store) = &self.rollouts else {
+            return Ok((Arc::default(), None));
+        };
+        let kept = self.live.read().ok().and_then(|kept| kept.clone());
+        if let Some(kept) = &kept
+            && kept.fresh
+            && kept.read_at.elapsed() < self.ttl
+        {
+            return Ok((kept.set.clone(), None));
+        }
+        let last_good =
+            kept.filter(|kept| kept.read_at.elapsed() < self.ttl + self.stale.max_stale);
+        if let Some(kept) = &last_good
+            && self.failing(StoreKind::DynamoDb)
+        {
+            return Ok((kept.set.clone(), Some(kept.read_at.elapsed())));
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        match self
+            .call(StoreKind::DynamoDb, last_good.is_some(), store.live())
+            .await
+        {
+            Ok(rollouts) => {
+                let set = Arc::new(LiveRollouts::new(rollouts));
+                if self.epoch.load(Ordering::Acquire) == epoch
+                    && let Ok(mut live) = self.live.write()
+                {
+                    *live = Some(LiveKept {
+                        set: set.clone(),
+                        read_at: Instant::now(),
+                        fresh: true,
+                    });
+                }
+                Ok((set, None))
+            }
+            Err(err) => match last_good {
+                Some(kept) => {
+                    let age = kept.read_at.elapsed();
+                    tracing::warn!(error = %err, age_ms = age.as_millis() as u64, "served the last good live rollouts");
+                    Ok((kept.set, Some(age)))
+                }
+                None => Err(err),
+            },
+        }
+    }
+
+    /// A rollout changed (a step, a pause, its end): the next read loads
+    /// the live rollouts again.
+    pub fn invalidate_rollouts(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut live) = self.live.write()
+            && let Some(kept) = live.as_mut()
+        {
+            kept.fresh = false;
         }
     }
 
@@ -452,9 +577,18 @@ impl SharedLayers {
         if !registration.record.active {
             return Err(ConfigError::TenantInactive);
         }
-        Ok(self
-            .underlay(kind, registration.record.tier.as_ref(), service)
-            .await?)
+        let tier = registration.record.tier.as_ref();
+        if self.rollouts.is_none() {
+            return Ok(self.underlay(kind, tier, service).await?);
+        }
+        let (underlay, live) =
+            tokio::join!(self.underlay(kind, tier, service), self.live_rollouts());
+        let (mut underlay, (live, stale)) = (underlay?, live?);
+        if !live.is_empty() {
+            underlay.rollouts = live.applying(tenant, tier, service);
+            underlay.rollouts_stale = stale;
+        }
+        Ok(underlay)
     }
 
     /// One shared layer's entries of a service in one store.
@@ -583,7 +717,10 @@ impl SharedLayers {
                 smallvec![global, tiered]
             }
         };
-        Ok(Underlay { layers })
+        Ok(Underlay {
+            layers,
+            ..Underlay::default()
+        })
     }
 
     /// A shared layer's entry changed: drop the layer's snapshots of the
@@ -609,7 +746,7 @@ impl SharedLayers {
     }
 
     pub fn invalidate_all(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.invalidate_rollouts();
         self.snapshots.invalidate_all();
         self.registrations.invalidate_all();
     }

@@ -8,7 +8,7 @@ use std::fmt;
 use super::proto::Operation;
 use crate::domain::{Changed, ItemKey, StoreKind, ValueKind};
 use crate::error::ConfigError;
-use crate::layers::Layer;
+use crate::layers::{EntryKey, Layer};
 use crate::validate::{ConfigKey, RESERVED_PREFIX, ServiceName, TenantId};
 
 /// What one change is about.
@@ -25,10 +25,15 @@ pub enum Subject {
     },
     /// A tenant's registration (its tier, whether it is active).
     Registration(TenantId),
+    /// A rollout of a shared-layer entry started, took a step, paused or
+    /// ended: which version each tenant reads of that entry may change.
+    Rollout(EntryKey),
 }
 
 /// How a registration travels in the change protocol's tenant field.
 const REGISTRATION_WIRE_PREFIX: &str = "_registry/";
+/// How a rollout travels there: `_rollout/` and its layer's segment.
+const ROLLOUT_WIRE_PREFIX: &str = "_rollout/";
 
 impl Subject {
     /// An entry of `layer`: a tenant's own for a tenant layer.
@@ -51,12 +56,14 @@ impl Subject {
         }
     }
 
-    /// The configuration key this names (none for a registration).
+    /// The configuration key this names in the store it routes to (none
+    /// for a registration, nor for a rollout, which lives in DynamoDB
+    /// whatever store its key routes to).
     pub fn key(&self) -> Option<&ConfigKey> {
         match self {
             Subject::Entry(item) => Some(&item.key),
             Subject::Shared { key, .. } => Some(key),
-            Subject::Registration(_) => None,
+            Subject::Registration(_) | Subject::Rollout(_) => None,
         }
     }
 
@@ -85,6 +92,11 @@ impl Subject {
                 String::new(),
                 String::new(),
             ),
+            Subject::Rollout(entry) => (
+                format!("{ROLLOUT_WIRE_PREFIX}{}", entry.layer.parameter_segment()),
+                entry.service.to_string(),
+                entry.key.to_string(),
+            ),
         }
     }
 
@@ -100,6 +112,14 @@ impl Subject {
         }
         let service = ServiceName::parse(service)?;
         let key = ConfigKey::parse(key)?;
+        if let Some(layer) = tenant.strip_prefix(ROLLOUT_WIRE_PREFIX) {
+            return match Layer::from_parameter_segment(layer) {
+                Some(layer) => Ok(Subject::Rollout(EntryKey::new(layer, service, key))),
+                None => Err(ConfigError::BadRequest(format!(
+                    "'{layer}' names no shared layer a rollout changes"
+                ))),
+            };
+        }
         if tenant.starts_with(RESERVED_PREFIX) {
             let layer = Layer::from_parameter_segment(tenant).ok_or_else(|| {
                 ConfigError::BadRequest(format!("'{tenant}' names no shared layer"))
@@ -126,6 +146,9 @@ impl fmt::Display for Subject {
                 key,
             } => write!(f, "{layer}:{service}:{key}"),
             Subject::Registration(tenant) => write!(f, "registration:{tenant}"),
+            Subject::Rollout(entry) => {
+                write!(f, "rollout:{}:{}:{}", entry.layer, entry.service, entry.key)
+            }
         }
     }
 }
@@ -241,8 +264,14 @@ mod tests {
         for subject in [
             Subject::Entry(ItemKey::parse("tenant-a", "billing", "tenant_config_limits").unwrap()),
             Subject::in_layer(Layer::Global, service.clone(), key.clone()),
-            Subject::in_layer(Layer::Tier(tier), service.clone(), key.clone()),
+            Subject::in_layer(Layer::Tier(tier.clone()), service.clone(), key.clone()),
             Subject::Registration(TenantId::parse("tenant-a").unwrap()),
+            Subject::Rollout(EntryKey::new(Layer::Global, service.clone(), key.clone())),
+            Subject::Rollout(EntryKey::new(
+                Layer::Tier(tier),
+                service.clone(),
+                key.clone(),
+            )),
         ] {
             let (tenant, service, key) = subject.wire();
             assert_eq!(
@@ -262,6 +291,8 @@ mod tests {
             ("_tiers/../x", "billing", "tenant_config_limits"),
             ("_other", "billing", "tenant_config_limits"),
             ("_global", "", "tenant_config_limits"),
+            ("_rollout/tenant-a", "billing", "tenant_config_limits"),
+            ("_rollout/_tiers/_x", "billing", "tenant_config_limits"),
         ] {
             assert!(
                 Subject::from_wire(tenant, service, key).is_err(),

@@ -17,6 +17,7 @@ use super::proto::Operation;
 use crate::kinds::StoreKind;
 use crate::layers::Layer;
 use crate::layers::registry::REGISTRY_PARTITION;
+use crate::rollouts::store::{LIVE_PARTITION, parse_live_sort_key};
 use crate::routing::KeyRouter;
 use crate::store::dynamodb::{
     CONFIG_SORT_PREFIX, PARTITION_KEY, SORT_KEY, VERSION_ATTRIBUTE, parse_key, partition_key,
@@ -105,7 +106,7 @@ pub fn classify_batch(batch: &StreamBatch, router: &KeyRouter) -> Vec<ParsedReco
                                     layer.partition_key(),
                                     history_sort_key_of(service, key, from + 1),
                                 )),
-                                Subject::Registration(_) => None,
+                                Subject::Registration(_) | Subject::Rollout(_) => None,
                             };
                             change.audit.actor = tombstone.and_then(|t| deleters.get(&t).cloned());
                         }
@@ -190,8 +191,14 @@ fn tombstones(records: &[Value]) -> HashMap<(String, String), String> {
 
 /// What an item's primary key names: a tenant's entry (`TENANT#{id}`), a
 /// shared layer's (`LAYER#global`, `LAYER#tier#{tier}`), both with
-/// `CONFIG#{service}#{key}`, or a registration (`REGISTRY`, `TENANT#{id}`).
+/// `CONFIG#{service}#{key}`, a registration (`REGISTRY`, `TENANT#{id}`) or
+/// a live rollout (`ROLLOUTS`, `{layer}#{service}#{key}`).
 fn subject_of(pk: &str, sk: &str) -> Result<Subject, String> {
+    if pk == LIVE_PARTITION {
+        return parse_live_sort_key(sk)
+            .map(Subject::Rollout)
+            .ok_or_else(|| format!("a live rollout item whose sort key '{sk}' names no entry"));
+    }
     if pk == REGISTRY_PARTITION {
         let tenant = sk
             .strip_prefix("TENANT#")
@@ -324,6 +331,27 @@ mod tests {
                 "CONFIG#billing#param_config_endpoint",
                 "5",
             ),
+            // a rollout's live copy, whatever store its key routes to
+            record(
+                "MODIFY",
+                "ROLLOUTS",
+                "tier:gold#billing#param_config_endpoint",
+                "6",
+            ),
+            record(
+                "REMOVE",
+                "ROLLOUTS",
+                "global#billing#tenant_config_limits",
+                "7",
+            ),
+            // its full record is not a change readers act on; a damaged copy neither
+            record("MODIFY", "ROLLOUT#r1", "RECORD", "8"),
+            record(
+                "MODIFY",
+                "ROLLOUTS",
+                "tenant:t1#billing#tenant_config_limits",
+                "9",
+            ),
         ]);
         let subjects: Vec<Option<String>> = parsed
             .iter()
@@ -339,6 +367,10 @@ mod tests {
                 Some("tier:gold:billing:tenant_config_limits".to_owned()),
                 Some("registration:tenant-a".to_owned()),
                 // no such tier name; a key routed to Parameter Store
+                None,
+                None,
+                Some("rollout:tier:gold:billing:param_config_endpoint".to_owned()),
+                Some("rollout:global:billing:tenant_config_limits".to_owned()),
                 None,
                 None,
             ]

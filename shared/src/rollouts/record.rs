@@ -42,6 +42,11 @@ pub struct Rollout {
     pub entry: EntryKey,
     /// The value it stages.
     pub value: Value,
+    /// The layer entry's version when the rollout started (none: the layer
+    /// held no value). The staged value is served as the version after it,
+    /// which is the version it gets when the rollout finishes (the entry
+    /// takes no other write meanwhile).
+    pub base_version: Option<i64>,
     pub steps: Steps,
     pub bake: Duration,
     /// CloudWatch alarms watched during every bake.
@@ -54,6 +59,13 @@ pub struct Rollout {
     pub reason: Option<String>,
     /// Bumped by every stored change: conditional writes race on it.
     pub revision: u64,
+}
+
+impl Rollout {
+    /// The version readers give the staged value.
+    pub fn staged_version(&self) -> i64 {
+        self.base_version.map_or(1, |v| v.saturating_add(1))
+    }
 }
 
 impl Rollout {
@@ -70,6 +82,7 @@ impl Rollout {
             id: id.into(),
             entry: request.entry,
             value: request.value,
+            base_version: None,
             steps: request.steps,
             bake: request.bake,
             alarms: request.alarms,
@@ -106,6 +119,7 @@ impl Rollout {
             "service": self.entry.service.as_str(),
             "key": self.entry.key.as_str(),
             "value": self.value,
+            "base_version": self.base_version,
             "steps": self.steps.as_slice().iter().map(Step::to_json).collect::<Vec<_>>(),
             "bake_seconds": self.bake.as_secs(),
             "alarms": self.alarms,
@@ -156,6 +170,11 @@ impl Rollout {
             raw["revision"].as_u64().ok_or_else(|| bad("revision"))?,
         );
         rollout.reason = raw["reason"].as_str().map(str::to_owned);
+        rollout.base_version = match raw.get("base_version") {
+            Some(Value::Null) => None,
+            Some(version) => Some(version.as_i64().ok_or_else(|| bad("base_version"))?),
+            None => return Err(bad("base_version")),
+        };
         Ok(rollout)
     }
 }
@@ -313,6 +332,10 @@ mod tests {
         let mut written = rollout(State::Baking, 1);
         written.reason = Some("why".to_owned());
         assert_eq!(Rollout::from_json(&written.to_json()).unwrap(), written);
+        // the layer's version it started from, absent or not, reads back too
+        written.base_version = Some(4);
+        let read = Rollout::from_json(&written.to_json()).unwrap();
+        assert_eq!((read.base_version, read.staged_version()), (Some(4), 5));
     }
 
     #[test]
@@ -329,6 +352,10 @@ mod tests {
                 .to_string()
                 .contains("'state'")
         );
+        let mut raw = rollout(State::Baking, 1).to_json();
+        raw.as_object_mut().unwrap().remove("base_version");
+        let err = Rollout::from_json(&raw).unwrap_err().to_string();
+        assert!(err.contains("'base_version'"), "{err}");
     }
 
     #[test]

@@ -56,6 +56,20 @@ pub fn live_sort_key(entry: &EntryKey) -> String {
     format!("{}#{}#{}", entry.layer, entry.service, entry.key)
 }
 
+/// The inverse of [`live_sort_key`], validating every part.
+pub fn parse_live_sort_key(sk: &str) -> Option<EntryKey> {
+    let mut parts = sk.split('#');
+    let (layer, service, key) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(EntryKey::new(
+        super::record::parse_layer(layer).ok()?,
+        crate::validate::ServiceName::parse(service).ok()?,
+        crate::validate::ConfigKey::parse(key).ok()?,
+    ))
+}
+
 fn record_partition(id: &str) -> String {
     format!("ROLLOUT#{id}")
 }
