@@ -133,6 +133,16 @@ pub enum ConfigError {
     BreaksTenants {
         report: Box<crate::layers::blast::BlastReport>,
     },
+    #[error("rollout {id} of this entry is in progress: pause, abort or let it finish first")]
+    RolloutInProgress { id: String },
+    #[error("no rollout '{0}'")]
+    NoSuchRollout(String),
+    #[error("rollout {id} is {state}: {action} does not apply")]
+    RolloutState {
+        id: String,
+        state: &'static str,
+        action: &'static str,
+    },
     #[error("the tenant's quota of {quota} is reached")]
     QuotaExceeded {
         quota: WriteQuota,
@@ -156,9 +166,13 @@ impl ConfigError {
             | ConfigError::TenantInactive => 403,
             ConfigError::NotFound { .. }
             | ConfigError::RouteNotFound
-            | ConfigError::NoSuchVersion(_) => 404,
+            | ConfigError::NoSuchVersion(_)
+            | ConfigError::NoSuchRollout(_) => 404,
             ConfigError::MethodNotAllowed => 405,
-            ConfigError::SensitiveValue { .. } | ConfigError::VersionConflict { .. } => 409,
+            ConfigError::SensitiveValue { .. }
+            | ConfigError::VersionConflict { .. }
+            | ConfigError::RolloutInProgress { .. }
+            | ConfigError::RolloutState { .. } => 409,
             ConfigError::SchemaViolation { .. }
             | ConfigError::KeyLocked { .. }
             | ConfigError::BreaksTenants { .. } => 422,
@@ -181,7 +195,11 @@ impl ConfigError {
             ConfigError::NoTenant | ConfigError::NotAnAdministrator { .. } => "forbidden",
             ConfigError::ServiceNotGranted => "service_not_granted",
             ConfigError::TenantInactive => "tenant_inactive",
-            ConfigError::NotFound { .. } | ConfigError::NoSuchVersion(_) => "not_found",
+            ConfigError::NotFound { .. }
+            | ConfigError::NoSuchVersion(_)
+            | ConfigError::NoSuchRollout(_) => "not_found",
+            ConfigError::RolloutInProgress { .. } => "rollout_in_progress",
+            ConfigError::RolloutState { .. } => "rollout_state",
             ConfigError::VersionConflict { .. } => "version_conflict",
             ConfigError::RouteNotFound => "route_not_found",
             ConfigError::MethodNotAllowed => "method_not_allowed",

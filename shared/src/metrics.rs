@@ -84,10 +84,16 @@ pub enum Counter {
     TenantLimitedCalls,
     /// Writes refused by a tenant's write quota (429).
     WriteQuotaRefusals,
+    /// Rollout steps taken by the driver (a step reached, a bake started,
+    /// a rollout finished).
+    RolloutSteps,
+    /// Rollouts rolled back (a gate in alarm, an abort, a value that could
+    /// not land).
+    RolloutRollbacks,
 }
 
 impl Counter {
-    const ALL: [Counter; 12] = [
+    const ALL: [Counter; 14] = [
         Counter::TokenCacheHits,
         Counter::TokenCacheMisses,
         Counter::RefreshDeliveries,
@@ -100,6 +106,8 @@ impl Counter {
         Counter::UnpushedChanges,
         Counter::TenantLimitedCalls,
         Counter::WriteQuotaRefusals,
+        Counter::RolloutSteps,
+        Counter::RolloutRollbacks,
     ];
 
     fn name(self) -> &'static str {
@@ -116,6 +124,8 @@ impl Counter {
             Counter::UnpushedChanges => "UnpushedChanges",
             Counter::TenantLimitedCalls => "TenantLimitedCalls",
             Counter::WriteQuotaRefusals => "WriteQuotaRefusals",
+            Counter::RolloutSteps => "RolloutSteps",
+            Counter::RolloutRollbacks => "RolloutRollbacks",
         }
     }
 }

@@ -526,7 +526,10 @@ impl ConfigReads {
                 layers.invalidate_registration(tenant).await;
                 Ok(())
             }
-            (Subject::Rollout(_), Some(layers)) => {
+            // The layer too: a rollout that finished wrote its value there
+            // first, and its tenants must read it there, not flip back.
+            (Subject::Rollout(entry), Some(layers)) => {
+                layers.invalidate_layer(&entry.layer, &entry.service).await;
                 layers.invalidate_rollouts();
                 Ok(())
             }

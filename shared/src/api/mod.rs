@@ -13,6 +13,9 @@
 //!   `/v1/layers/tiers/{tier}/{service}/{key}`, and `GET`/`PUT
 //!   /v1/tenants/{tenant}` (`{"tier": "gold"}`): platform administrators
 //!   only, never cached
+//! - `POST /v1/rollouts`, `GET /v1/rollouts/{id}`, `POST
+//!   /v1/rollouts/{id}/pause|resume|abort`: a shared change rolled out
+//!   tenant by tenant; platform administrators only, never cached
 //!
 //! The tenant always comes from the verified `Authorization` token.
 
@@ -23,6 +26,7 @@ use crate::error::ConfigError;
 use crate::grants::{Access, ServiceGrants};
 use crate::layers::platform::PlatformWrites;
 use crate::reads::ConfigReads;
+use crate::rollouts::control::RolloutControl;
 use crate::validate::ServiceName;
 use crate::writes::ConfigWrites;
 
@@ -31,6 +35,7 @@ mod flush;
 mod platform;
 mod reads;
 mod responses;
+mod rollouts;
 mod route;
 mod writes;
 
@@ -73,6 +78,8 @@ pub struct ConfigApi {
     /// Which services each app client may read and write (absent: every
     /// service of the caller's tenant).
     grants: Option<Arc<ServiceGrants>>,
+    /// Absent: the rollout routes answer 405.
+    rollouts: Option<Arc<RolloutControl>>,
 }
 
 impl ConfigApi {
@@ -84,7 +91,14 @@ impl ConfigApi {
             writes: None,
             platform: None,
             grants: None,
+            rollouts: None,
         }
+    }
+
+    /// Serves the rollout routes to platform administrators.
+    pub fn with_rollouts(mut self, control: Arc<RolloutControl>) -> Self {
+        self.rollouts = Some(control);
+        self
     }
 
     /// Serves each caller only the services its app client is granted, and
@@ -158,6 +172,9 @@ impl ConfigApi {
                     response.headers.retain(|(name, _)| *name != "allow");
                     let on = match route {
                         Route::Layer { .. } | Route::Tenant { .. } => self.platform.is_some(),
+                        Route::Rollouts | Route::Rollout { .. } | Route::RolloutAction { .. } => {
+                            self.rollouts.is_some()
+                        }
                         _ => self.writes.is_some(),
                     };
                     let methods = route.methods(on);
@@ -197,6 +214,15 @@ impl ConfigApi {
                  (a registration or a tenant's own value is not weighed)"
                     .to_owned(),
             ));
+        }
+        if matches!(
+            route,
+            Route::Rollouts | Route::Rollout { .. } | Route::RolloutAction { .. }
+        ) {
+            let Some(control) = &self.rollouts else {
+                return Err(ConfigError::MethodNotAllowed);
+            };
+            return self.rollouts(control, route, request).await;
         }
         if matches!(route, Route::Layer { .. } | Route::Tenant { .. }) {
             let Some(platform) = &self.platform else {

@@ -153,7 +153,10 @@ impl ConfigApi {
             Route::History { .. }
             | Route::Rollback { .. }
             | Route::Layer { .. }
-            | Route::Tenant { .. } => Err(ConfigError::MethodNotAllowed),
+            | Route::Tenant { .. }
+            | Route::Rollouts
+            | Route::Rollout { .. }
+            | Route::RolloutAction { .. } => Err(ConfigError::MethodNotAllowed),
         }
     }
 }

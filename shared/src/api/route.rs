@@ -35,6 +35,17 @@ pub(super) enum Route<'a> {
     Tenant {
         tenant: &'a str,
     },
+    /// `/v1/rollouts`: start one.
+    Rollouts,
+    /// `/v1/rollouts/{id}`.
+    Rollout {
+        id: &'a str,
+    },
+    /// `/v1/rollouts/{id}/{pause|resume|abort}`.
+    RolloutAction {
+        id: &'a str,
+        action: &'a str,
+    },
 }
 
 /// Which shared layer a path names (validated by the handler).
@@ -100,6 +111,9 @@ impl Route<'_> {
                 true,
             ) => "GET, PUT, DELETE",
             (Route::Tenant { .. }, true) => "GET, PUT",
+            (Route::Rollouts | Route::Rollout { .. } | Route::RolloutAction { .. }, false) => "",
+            (Route::Rollouts | Route::RolloutAction { .. }, true) => "POST",
+            (Route::Rollout { .. }, true) => "GET",
         }
     }
 }
@@ -119,6 +133,14 @@ pub(super) fn route(path: &str) -> Option<Route<'_>> {
         ["v1", "config", service, key, "history"] => Some(Route::History { service, key }),
         ["v1", "config", service, key, "rollback"] => Some(Route::Rollback { service, key }),
         ["v1", "tenants", tenant] => Some(Route::Tenant { tenant }),
+        ["v1", "rollouts"] => Some(Route::Rollouts),
+        ["v1", "rollouts", id] => Some(Route::Rollout { id }),
+        [
+            "v1",
+            "rollouts",
+            id,
+            action @ ("pause" | "resume" | "abort"),
+        ] => Some(Route::RolloutAction { id, action }),
         ["v1", "layers", "global", rest @ ..] => layer_route(LayerName::Global, rest),
         ["v1", "layers", "tiers", tier, rest @ ..] => layer_route(LayerName::Tier(tier), rest),
         _ => None,
@@ -186,6 +208,16 @@ mod tests {
             route("/v1/tenants/tenant-a"),
             Some(Route::Tenant { tenant: "tenant-a" })
         );
+        assert_eq!(route("/v1/rollouts").unwrap().methods(true), "POST");
+        assert_eq!(
+            route("/prod/v1/rollouts/r-1/abort"),
+            Some(Route::RolloutAction {
+                id: "r-1",
+                action: "abort"
+            })
+        );
+        assert_eq!(route("/v1/rollouts/r-1").unwrap().methods(true), "GET");
+        assert_eq!(route("/v1/rollouts/r-1").unwrap().methods(false), "");
         for unknown in [
             "/v1/layers/global/billing",
             "/v1/layers/tiers/gold/billing",
@@ -193,6 +225,8 @@ mod tests {
             "/v1/layers/global/billing/tenant_config_x/undo",
             "/v1/tenants",
             "/v1/tenants/a/b",
+            "/v1/rollouts/r-1/undo",
+            "/v1/rollouts/r-1/pause/now",
         ] {
             assert_eq!(route(unknown), None, "{unknown}");
         }

@@ -18,6 +18,7 @@ use crate::domain::StoreKind;
 use crate::error::ConfigError;
 use crate::kinds::Field;
 use crate::membership::{GroupMembership, require_member};
+use crate::rollouts::store::RolloutStore;
 use crate::routing::KeyRouter;
 use crate::schema::Schemas;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
@@ -82,6 +83,8 @@ pub struct PlatformWrites {
     /// Where guardrails are read and set (with the platform role), and the
     /// process's remembered guardrails, forgotten after a change.
     guardrails: Option<(Arc<dyn GuardrailStore>, Arc<Guardrails>)>,
+    /// Where live rollouts are: an entry with one takes no other write.
+    rollouts: Option<Arc<dyn RolloutStore>>,
 }
 
 impl PlatformWrites {
@@ -102,7 +105,86 @@ impl PlatformWrites {
             schemas: None,
             blast: None,
             guardrails: None,
+            rollouts: None,
         }
+    }
+
+    /// Refuses writes to a shared entry while a rollout of it is live (409):
+    /// the rollout's previous value is what its tenants fall back to.
+    pub fn with_rollouts(mut self, store: Arc<dyn RolloutStore>) -> Self {
+        self.rollouts = Some(store);
+        self
+    }
+
+    async fn refuse_during_rollout(&self, entry: &EntryKey) -> Result<(), ConfigError> {
+        let Some(store) = &self.rollouts else {
+            return Ok(());
+        };
+        match store.live().await?.into_iter().find(|r| &r.entry == entry) {
+            Some(rollout) => Err(ConfigError::RolloutInProgress { id: rollout.id }),
+            None => Ok(()),
+        }
+    }
+
+    /// Checks a value a rollout stages as a write of it would be checked
+    /// (no SecureString, the size, the schema, the blast radius over every
+    /// tenant), without writing it. Answers the entry's version now (none:
+    /// the layer holds no value).
+    pub async fn check_staged(
+        &self,
+        actor: &str,
+        entry: &EntryKey,
+        value: &serde_json::Value,
+    ) -> Result<Option<i64>, ConfigError> {
+        let (_, source, writer) = self.target(&entry.layer, &entry.service, &entry.key)?;
+        let staged = NewValue::json(value, ValueKind::Plain)?;
+        staged.check(source)?;
+        self.verdict(
+            actor,
+            proposal(entry, Some(Some(staged.read_back())), None),
+            Landing::Land,
+        )
+        .await?;
+        self.shared_check()
+            .check(&entry.service, &entry.key, &staged.read_back())
+            .await?;
+        let newest = writer.history(entry, 1).await?.into_iter().next();
+        Ok(newest.filter(|v| !v.deleted).map(|v| v.version))
+    }
+
+    /// Lands the value of a rollout that reached every tenant, over the
+    /// version it started from (the one write its live rollout allows).
+    pub async fn land_staged(
+        &self,
+        actor: &str,
+        entry: &EntryKey,
+        value: &serde_json::Value,
+        base_version: Option<i64>,
+    ) -> Result<Written, ConfigError> {
+        let (_, _, writer) = self.target(&entry.layer, &entry.service, &entry.key)?;
+        let staged = NewValue::json(value, ValueKind::Plain)?;
+        let Verdict::Land { actor, .. } = self
+            .verdict(
+                actor,
+                proposal(entry, Some(Some(staged.read_back())), None),
+                Landing::Land,
+            )
+            .await?
+        else {
+            unreachable!("a landing is never a dry run");
+        };
+        let expected = base_version.map_or(Expected::Absent, Expected::Version);
+        let written = checked_put(
+            writer,
+            &self.shared_check(),
+            entry,
+            &staged,
+            expected,
+            &actor,
+        )
+        .await?;
+        tracing::info!(%entry, version = written.version, actor = %actor.0, "rollout landed its value in the layer");
+        Ok(written)
     }
 
     /// Weighs every shared change (values and guardrails) before it lands.
@@ -272,6 +354,7 @@ impl PlatformWrites {
             });
         }
         let (entry, source, writer) = self.target(layer, service, key)?;
+        self.refuse_during_rollout(&entry).await?;
         let (actor, report) = match self
             .verdict(
                 actor,
@@ -326,6 +409,7 @@ impl PlatformWrites {
         landing: Landing,
     ) -> Result<Weighed<i64>, ConfigError> {
         let (entry, _, writer) = self.target(layer, service, key)?;
+        self.refuse_during_rollout(&entry).await?;
         let (actor, report) = match self
             .verdict(actor, proposal(&entry, Some(None), None), landing)
             .await?
@@ -391,6 +475,7 @@ impl PlatformWrites {
         landing: Landing,
     ) -> Result<Weighed<WriteOutcome>, ConfigError> {
         let (entry, source, writer) = self.target(layer, service, key)?;
+        self.refuse_during_rollout(&entry).await?;
         let restored = match &self.blast {
             // The value it restores is weighed like a new one.
             Some(_) => Some(

@@ -8,6 +8,7 @@
 //! function of the rollout record ([`plan`]), so config-api and every agent
 //! agree on it without talking to each other.
 
+pub mod control;
 pub mod live;
 pub mod plan;
 pub mod record;

@@ -415,6 +415,10 @@ impl ConfigStore for DynamoDbStore {
                 .expression_attribute_values(":prefix", AttributeValue::S(prefix.clone()))
                 .set_expression_attribute_names(Some(names.clone()))
                 .projection_expression(projection.clone())
+                // Strongly consistent: a layer is loaded once per TTL or
+                // change, and a reader told a rollout ended must see the
+                // value it landed, or its tenants would flip back.
+                .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
