@@ -15,6 +15,7 @@ use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
 use serde_json::{Value, json};
 use tenant_config_admin::events::invoke;
 use tenant_config_shared::layers::registry::REGISTRY_PARTITION;
+use tenant_config_shared::rollouts::store::LIVE_PARTITION;
 use tenant_config_shared::store::dynamodb::{CONFIG_SORT_PREFIX, PARTITION_KEY, SORT_KEY};
 use tenant_config_shared::write::dynamodb::{DELETED_ATTRIBUTE, HISTORY_SORT_PREFIX};
 use tokio::task::JoinHandle;
@@ -358,17 +359,18 @@ async fn last_position(
     }
 }
 
-/// The template's three filters: configuration items (sk prefix `CONFIG#`),
-/// inserted history items whose new image is a delete's tombstone, and the
-/// tenant registry's items (pk `REGISTRY`).
+/// The template's four filters: configuration items (sk prefix `CONFIG#`),
+/// inserted history items whose new image is a delete's tombstone, the
+/// tenant registry's items (pk `REGISTRY`) and the live rollouts' copies (pk
+/// `ROLLOUTS`).
 fn is_delivered(record: &Record) -> bool {
     let data = record.dynamodb.as_ref();
-    let registry = data
+    let whole_partition = data
         .and_then(|d| d.keys.as_ref())
         .and_then(|keys| keys.get(PARTITION_KEY))
         .and_then(|pk| pk.as_s().ok())
-        .is_some_and(|pk| pk == REGISTRY_PARTITION);
-    if registry {
+        .is_some_and(|pk| pk == REGISTRY_PARTITION || pk == LIVE_PARTITION);
+    if whole_partition {
         return true;
     }
     let Some(sk) = data

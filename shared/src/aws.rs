@@ -39,6 +39,9 @@ use crate::refresh::key::{
 use crate::refresh::networks::InAgentNetworks;
 use crate::refresh::signing::{AgentAddress, RefreshAuthenticator, RefreshKey};
 use crate::refresh::stage_cache::{ApiGatewayStageCache, SqsFlushRequests};
+use crate::rollouts::control::RolloutControl;
+use crate::rollouts::gates::CloudWatchGates;
+use crate::rollouts::store::DynamoDbRolloutStore;
 use crate::schema::{DynamoDbSchemas, Schemas};
 use crate::settings::{
     AgentSettings, AwsCallSettings, RefreshListenerTls, RefreshSettings, RegistrationSettings,
@@ -175,24 +178,31 @@ impl Aws {
             Arc::new(DynamoDbStore::new(dynamodb, settings.table_name.as_str()));
         let parameters: Arc<dyn ConfigStore> =
             Arc::new(ParameterStore::new(ssm, settings.parameter_root.as_str()));
-        // The shared layers and the registry are no tenant's data: read
-        // with the process's own role (the stores do so for shared layers).
-        let layers = Arc::new(SharedLayers::new(
-            dynamodb.clone(),
-            parameters.clone(),
-            Arc::new(DynamoDbRegistry::new(
+        // The shared layers, the registry and the live rollouts are no
+        // tenant's data: read with the process's own role (the stores do so
+        // for shared layers).
+        let layers = Arc::new(
+            SharedLayers::new(
+                dynamodb.clone(),
+                parameters.clone(),
+                Arc::new(DynamoDbRegistry::new(
+                    self.dynamodb(),
+                    settings.table_name.as_str(),
+                )),
+                SharedLayerSettings {
+                    ttl: settings
+                        .dynamodb_cache
+                        .ttl
+                        .min(settings.parameter_cache.ttl),
+                    stale: settings.dynamodb_cache.stale,
+                    max_tenants: settings.dynamodb_cache.max_entries,
+                },
+            )
+            .with_rollouts(Arc::new(DynamoDbRolloutStore::new(
                 self.dynamodb(),
                 settings.table_name.as_str(),
-            )),
-            SharedLayerSettings {
-                ttl: settings
-                    .dynamodb_cache
-                    .ttl
-                    .min(settings.parameter_cache.ttl),
-                stale: settings.dynamodb_cache.stale,
-                max_tenants: settings.dynamodb_cache.max_entries,
-            },
-        ));
+            ))),
+        );
         let mut dynamodb = CachedStore::new(dynamodb, settings.dynamodb_cache);
         let mut parameters = CachedStore::new(parameters, settings.parameter_cache);
         let fairness = settings.fairness;
@@ -316,7 +326,13 @@ impl Aws {
             api = api.with_writes(writes);
         }
         if let Some(group) = &settings.platform_admin_group {
-            api = api.with_platform_writes(self.platform_writes(settings, group, guardrails));
+            api = api
+                .with_rollouts(Arc::new(self.rollout_control(
+                    settings,
+                    group,
+                    guardrails.clone(),
+                )))
+                .with_platform_writes(self.platform_writes(settings, group, guardrails));
         }
         Ok(match &settings.degraded_flush {
             Some(flush) => api.with_degraded_answer_flush(DegradedAnswerFlush::new(
@@ -332,6 +348,45 @@ impl Aws {
         })
     }
 
+    /// Rollouts: started, read and changed by platform administrators, and
+    /// moved on by the driver; written like the shared layers (see
+    /// [`Self::platform_writes`]).
+    pub fn rollout_control(
+        &self,
+        settings: &Settings,
+        group: &str,
+        guardrails: Arc<Guardrails>,
+    ) -> RolloutControl {
+        let dynamodb = aws_sdk_dynamodb::Client::new(&self.platform_config(settings));
+        let table = settings.table_name.as_str();
+        RolloutControl::new(
+            Arc::new(DynamoDbRolloutStore::new(dynamodb.clone(), table)),
+            Arc::new(self.platform_writes(settings, group, guardrails)),
+            Arc::new(DynamoDbRegistry::new(dynamodb, table)),
+            crate::rollouts::control::CONVERGENCE_BOUND,
+        )
+    }
+
+    /// A rollout's health gates: its CloudWatch alarms.
+    pub fn rollout_gates(&self) -> CloudWatchGates {
+        CloudWatchGates::new(aws_sdk_cloudwatch::Client::new(&self.config))
+    }
+
+    /// The configuration platform writes are signed with: the platform
+    /// write role's (assumed only when used, after the platform
+    /// administrator check), or the process's own.
+    fn platform_config(&self, settings: &Settings) -> SdkConfig {
+        match &settings.platform_write_role_arn {
+            Some(role_arn) => StsPlatformRole::new(
+                aws_sdk_sts::Client::new(&self.config),
+                role_arn,
+                Duration::from_secs(900),
+            )
+            .config(&self.config),
+            None => self.config.clone(),
+        }
+    }
+
     /// The platform routes' writers: with tenant credentials, signed by the
     /// platform write role (assumed only here, after the platform
     /// administrator check); without, the process's own role.
@@ -341,15 +396,7 @@ impl Aws {
         group: &str,
         guardrails: Arc<Guardrails>,
     ) -> PlatformWrites {
-        let config = match &settings.platform_write_role_arn {
-            Some(role_arn) => StsPlatformRole::new(
-                aws_sdk_sts::Client::new(&self.config),
-                role_arn,
-                Duration::from_secs(900),
-            )
-            .config(&self.config),
-            None => self.config.clone(),
-        };
+        let config = self.platform_config(settings);
         let dynamodb = aws_sdk_dynamodb::Client::new(&config);
         let table = settings.table_name.as_str();
         let schemas = Arc::new(Schemas::new(Arc::new(self.schemas(&settings.table_name))));
@@ -388,9 +435,16 @@ impl Aws {
             .with_schemas(schemas),
         )
         .with_guardrails(
-            Arc::new(DynamoDbGuardrails::new(dynamodb_for_guardrails, table)),
+            Arc::new(DynamoDbGuardrails::new(
+                dynamodb_for_guardrails.clone(),
+                table,
+            )),
             guardrails,
         )
+        .with_rollouts(Arc::new(DynamoDbRolloutStore::new(
+            dynamodb_for_guardrails,
+            table,
+        )))
     }
 
     /// The shared refresh key from its SecureString parameter.

@@ -14,6 +14,7 @@ mod iam_matrix;
 mod layers;
 mod read_path;
 mod refresh_path;
+mod rollouts;
 mod secrets_in_logs;
 mod service_grants;
 mod soak;

@@ -549,8 +549,9 @@ fn dynamodb_changes_reach_config_refresh_with_images_for_the_audit_and_partial_b
                 "Keys": {"sk": {"S": [{"prefix": "HISTORY#"}]}},
                 "NewImage": {"deleted": {"BOOL": [true]}}}}),
             serde_json::json!({"dynamodb": {"Keys": {"pk": {"S": ["REGISTRY"]}}}}),
+            serde_json::json!({"dynamodb": {"Keys": {"pk": {"S": ["ROLLOUTS"]}}}}),
         ],
-        "only configuration items (of every layer), delete tombstones and registrations are delivered"
+        "only configuration items (of every layer), delete tombstones, registrations and live rollouts are delivered"
     );
     // Of the configuration table, the function reads that one stream and
     // writes only the override index's marks (the journal is checked below).

@@ -22,6 +22,11 @@ use crate::layers::registry::TenantRegistry;
 use crate::metrics::{Counter, metrics};
 use crate::validate::TierName;
 
+/// How long every reader takes at most to read a change (config-api's and
+/// the agents' catch-up interval plus a query; the README's convergence
+/// bound): a step starts baking only once its tenants read it everywhere.
+pub const CONVERGENCE_BOUND: Duration = Duration::from_secs(2);
+
 /// How many times a change is tried again after losing a race.
 const RACE_RETRIES: usize = 3;
 
