@@ -6,6 +6,6 @@
 # compiled dependencies with `cargo test --workspace` (checked in tests/run.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-for package in config-api config-refresh config-agent tenant-config-admin tenant-config-local-stack "$@"; do
+for package in config-api config-refresh rollout-driver config-agent tenant-config-admin tenant-config-local-stack "$@"; do
   cargo build --locked -p "$package"
 done

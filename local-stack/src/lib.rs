@@ -31,6 +31,7 @@ pub mod moto;
 pub mod process;
 pub mod published;
 pub mod queue;
+pub mod scheduler;
 pub mod seed;
 pub mod stack;
 pub mod stage_cache;

@@ -19,6 +19,7 @@ use crate::fault_proxy::FaultProxy;
 use crate::moto::MotoServer;
 use crate::published::{self, Published};
 use crate::queue::QueueMapping;
+use crate::scheduler::RolloutSchedule;
 use crate::seed::{self, CloudMap, UserPool};
 use crate::stage_cache::StageCacheStub;
 use crate::stream::StreamMapping;
@@ -211,6 +212,8 @@ pub struct LocalStack {
     pub stage_cache: StageCacheStub,
     /// Delivers the flush queue to config-refresh in batches.
     pub flush_queue: QueueMapping,
+    /// Invokes rollout-driver as the schedule and the alarm rule do.
+    pub rollout_schedule: RolloutSchedule,
     pub agents: Vec<AgentProcess>,
     /// Environment the functions and agents run with.
     pub env: Vec<(String, String)>,
@@ -439,7 +442,7 @@ impl LocalStack {
         }
         let watch = step(
             progress,
-            "config-api and config-refresh under cargo lambda watch",
+            "config-api, config-refresh and rollout-driver under cargo lambda watch",
             LambdaWatch::start(&env, "config-api", options.release),
         )
         .await?;
@@ -450,6 +453,8 @@ impl LocalStack {
             watch.base_url.clone(),
             "config-refresh",
         );
+        let rollout_schedule =
+            RolloutSchedule::start(&aws, watch.base_url.clone(), "rollout-driver");
         let stream = step(
             progress,
             "DynamoDB stream → config-refresh (the event source mapping)",
@@ -479,6 +484,7 @@ impl LocalStack {
             stream,
             stage_cache,
             flush_queue,
+            rollout_schedule,
             agents,
             env,
             faults,

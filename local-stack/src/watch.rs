@@ -21,7 +21,7 @@ use crate::process::{
 };
 
 /// The functions of the template, by binary name.
-pub const FUNCTIONS: [&str; 2] = ["config-api", "config-refresh"];
+pub const FUNCTIONS: [&str; 3] = ["config-api", "config-refresh", "rollout-driver"];
 
 /// How long a function that exited waits before it is started again (Lambda
 /// retries a failed init at the next invoke; this keeps a function that

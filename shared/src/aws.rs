@@ -40,12 +40,13 @@ use crate::refresh::networks::InAgentNetworks;
 use crate::refresh::signing::{AgentAddress, RefreshAuthenticator, RefreshKey};
 use crate::refresh::stage_cache::{ApiGatewayStageCache, SqsFlushRequests};
 use crate::rollouts::control::RolloutControl;
+use crate::rollouts::driver::RolloutDriver;
 use crate::rollouts::gates::CloudWatchGates;
 use crate::rollouts::store::DynamoDbRolloutStore;
 use crate::schema::{DynamoDbSchemas, Schemas};
 use crate::settings::{
-    AgentSettings, AwsCallSettings, RefreshListenerTls, RefreshSettings, RegistrationSettings,
-    Settings, SettingsError, TenantRoleSettings,
+    AgentSettings, AwsCallSettings, DriverSettings, RefreshListenerTls, RefreshSettings,
+    RegistrationSettings, Settings, SettingsError, TenantRoleSettings,
 };
 use crate::store::{ConfigStore, DynamoDbStore, ParameterStore};
 use crate::write::{DynamoDbVersionLocks, DynamoDbWriter, ParameterWriter};
@@ -56,6 +57,15 @@ type TenantClients = (
     TenantClient<aws_sdk_dynamodb::Client>,
     TenantClient<aws_sdk_ssm::Client>,
 );
+
+/// Where the shared layers are: the config table, the parameter root and
+/// which store each key prefix routes to.
+#[derive(Clone, Copy)]
+struct SharedPlace<'a> {
+    table: &'a str,
+    parameter_root: &'a str,
+    router: &'a crate::routing::KeyRouter,
+}
 
 /// Shared AWS configuration (region, credentials, endpoint) from which every
 /// client of a process is built, once, at init.
@@ -396,38 +406,55 @@ impl Aws {
         group: &str,
         guardrails: Arc<Guardrails>,
     ) -> PlatformWrites {
-        let config = self.platform_config(settings);
-        let dynamodb = aws_sdk_dynamodb::Client::new(&config);
-        let table = settings.table_name.as_str();
-        let schemas = Arc::new(Schemas::new(Arc::new(self.schemas(&settings.table_name))));
-        // Guardrails are set with the platform role (config-api's own may
-        // only read them).
-        let dynamodb_for_guardrails = dynamodb.clone();
+        self.shared_writers(
+            &self.platform_config(settings),
+            SharedPlace {
+                table: &settings.table_name,
+                parameter_root: &settings.parameter_root,
+                router: &settings.router,
+            },
+            group,
+            guardrails,
+        )
+        .with_membership(self.group_membership(settings))
+    }
+
+    /// The shared layers' writers signed with `config`, weighed by the
+    /// blast radius (which reads every tenant's own value of the key with
+    /// the same role: it may read tenants' values, not decrypt them), with
+    /// guardrails and rollouts set with the same role too.
+    fn shared_writers(
+        &self,
+        config: &SdkConfig,
+        place: SharedPlace<'_>,
+        group: &str,
+        guardrails: Arc<Guardrails>,
+    ) -> PlatformWrites {
+        let SharedPlace {
+            table,
+            parameter_root,
+            router,
+        } = place;
+        let dynamodb = aws_sdk_dynamodb::Client::new(config);
+        let ssm = aws_sdk_ssm::Client::new(config);
+        let schemas = Arc::new(Schemas::new(Arc::new(self.schemas(table))));
         PlatformWrites::new(
-            settings.router.clone(),
+            router.clone(),
             Arc::new(DynamoDbWriter::new(dynamodb.clone(), table)),
             Arc::new(
-                ParameterWriter::new(
-                    aws_sdk_ssm::Client::new(&config),
-                    settings.parameter_root.as_str(),
-                )
-                .with_version_locks(Arc::new(DynamoDbVersionLocks::new(dynamodb.clone(), table))),
+                ParameterWriter::new(ssm.clone(), parameter_root).with_version_locks(Arc::new(
+                    DynamoDbVersionLocks::new(dynamodb.clone(), table),
+                )),
             ),
             Arc::new(DynamoDbRegistry::new(dynamodb.clone(), table)),
             group,
         )
         .with_schemas(schemas.clone())
-        .with_membership(self.group_membership(settings))
-        // The blast radius reads every tenant's own value of the key with
-        // the platform role (it may read tenants' values, not decrypt them).
         .with_blast_radius(
             BlastRadius::new(
-                settings.router.clone(),
+                router.clone(),
                 Arc::new(DynamoDbStore::new(dynamodb.clone(), table)),
-                Arc::new(ParameterStore::new(
-                    aws_sdk_ssm::Client::new(&config),
-                    settings.parameter_root.as_str(),
-                )),
+                Arc::new(ParameterStore::new(ssm, parameter_root)),
                 Arc::new(DynamoDbRegistry::new(dynamodb.clone(), table)),
                 Arc::new(DynamoDbOverrides::new(dynamodb.clone(), table)),
                 Arc::new(DynamoDbGuardrails::new(dynamodb.clone(), table)),
@@ -435,16 +462,40 @@ impl Aws {
             .with_schemas(schemas),
         )
         .with_guardrails(
-            Arc::new(DynamoDbGuardrails::new(
-                dynamodb_for_guardrails.clone(),
-                table,
-            )),
+            Arc::new(DynamoDbGuardrails::new(dynamodb.clone(), table)),
             guardrails,
         )
-        .with_rollouts(Arc::new(DynamoDbRolloutStore::new(
-            dynamodb_for_guardrails,
+        .with_rollouts(Arc::new(DynamoDbRolloutStore::new(dynamodb, table)))
+    }
+
+    /// The rollout driver's handler: rollouts moved on with the function's
+    /// own role (which may write the shared layers and rollouts, nothing of
+    /// a tenant's), gates read from CloudWatch.
+    pub fn rollout_driver(&self, settings: &DriverSettings) -> RolloutDriver {
+        let table = settings.table_name.as_str();
+        let dynamodb = self.dynamodb();
+        let guardrails = Arc::new(Guardrails::new(Arc::new(DynamoDbGuardrails::new(
+            dynamodb.clone(),
             table,
-        )))
+        ))));
+        let writers = self.shared_writers(
+            &self.config,
+            SharedPlace {
+                table,
+                parameter_root: &settings.parameter_root,
+                router: &settings.router,
+            },
+            // The driver answers no route: no group is ever checked.
+            "",
+            guardrails,
+        );
+        let control = RolloutControl::new(
+            Arc::new(DynamoDbRolloutStore::new(dynamodb.clone(), table)),
+            Arc::new(writers),
+            Arc::new(DynamoDbRegistry::new(dynamodb, table)),
+            crate::rollouts::control::CONVERGENCE_BOUND,
+        );
+        RolloutDriver::new(control, Arc::new(self.rollout_gates()))
     }
 
     /// The shared refresh key from its SecureString parameter.

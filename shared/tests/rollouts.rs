@@ -494,3 +494,32 @@ async fn a_rollout_whose_layer_changed_under_it_rolls_back_instead_of_landing() 
         .unwrap();
     assert_eq!(history[0].value, Some(json!({"max": 7})));
 }
+
+#[tokio::test]
+async fn a_finish_that_landed_but_was_not_recorded_is_done_on_the_next_tick() {
+    let w = world().await;
+    let (status, _) = start(
+        &w,
+        json!({
+            "layer": "global", "service": "billing", "key": "tenant_config_limits",
+            "value": {"max": 2}, "steps": ["everyone"], "bake_seconds": 0, "alarms": []
+        }),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let t0 = now();
+    assert_eq!(tick(&w, t0 + 2_000).await, [State::Baking]);
+    // GIVEN a tick landed the value and stopped before recording it
+    ConfigWriter::put(
+        w.dynamodb.as_ref(),
+        &entry(),
+        &NewValue::json(&json!({"max": 2}), ValueKind::Plain).unwrap(),
+        Expected::Version(1),
+        &tenant_config_shared::write::Actor("rollout:r-test".to_owned()),
+    )
+    .await
+    .unwrap();
+    // WHEN the next tick finishes it THEN it is done, not rolled back
+    assert_eq!(tick(&w, t0 + 2_001).await, [State::Done]);
+    assert!(readings(&w).await.iter().all(|v| *v == json!({"max": 2})));
+}

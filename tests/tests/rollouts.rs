@@ -3,7 +3,9 @@
 //! watch; the live rollout's item reaches config-refresh through the
 //! DynamoDB stream, which journals and pushes it; config-api and the agent
 //! serve the canary the new value and every other tenant the previous one,
-//! until an abort puts the canary back.
+//! until an abort puts the canary back. rollout-driver, ticked as the
+//! schedule and the alarm rule would, takes a rollout to everyone, and one
+//! whose gate goes into alarm back.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,34 @@ use tenant_config_local_stack::stack::{
 const KEY: &str = "tenant_config_rollout_limits";
 /// The convergence bound every reader keeps.
 const BOUND: Duration = Duration::from_secs(2);
+
+/// What a tenant reads from config-api and from the agent, once both agree.
+async fn read(stack: &LocalStack, token: &str) -> Option<Value> {
+    let api = stack
+        .get(&format!("/v1/config/{SERVICE}/{KEY}"), Some(token))
+        .await
+        .ok()?;
+    let via_agent = stack.agents[0].get_config(token, SERVICE, KEY).await.ok()?;
+    let via_agent: Value = serde_json::from_str(&via_agent).ok()?;
+    (api.status == 200 && api.body["value"] == via_agent).then_some(via_agent)
+}
+
+/// Waits until config-api and the agent both serve `expected` to the
+/// token's tenant, within [`BOUND`]; how long that took.
+async fn until(stack: &LocalStack, token: &str, expected: &Value) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = read(stack, token).await;
+        if got.as_ref() == Some(expected) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < BOUND,
+            "not served within {BOUND:?}: last {got:?}, want {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 async fn send(
     stack: &LocalStack,
@@ -45,35 +75,6 @@ async fn a_canary_reads_the_staged_value_everywhere_and_an_abort_puts_it_back() 
         stack.token(ALICE).await.unwrap(),
         stack.token(BOB).await.unwrap(),
     );
-    let agent = &stack.agents[0];
-    let path = format!("/v1/config/{SERVICE}/{KEY}");
-    // What a tenant reads from config-api and from the agent, once both agree.
-    let read = |token: String| {
-        let (stack, path) = (&stack, path.clone());
-        async move {
-            let api = stack.get(&path, Some(&token)).await.ok()?;
-            let via_agent = agent.get_config(&token, SERVICE, KEY).await.ok()?;
-            let via_agent: Value = serde_json::from_str(&via_agent).ok()?;
-            (api.status == 200 && api.body["value"] == via_agent).then_some(via_agent)
-        }
-    };
-    let until = |token: String, expected: Value| {
-        let read = &read;
-        async move {
-            let started = Instant::now();
-            loop {
-                let got = read(token.clone()).await;
-                if got.as_ref() == Some(&expected) {
-                    return started.elapsed();
-                }
-                assert!(
-                    started.elapsed() < BOUND,
-                    "not served within {BOUND:?}: last {got:?}, want {expected}"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
     // GIVEN a global default both tenants read
     let global = format!("/v1/layers/global/{SERVICE}/{KEY}");
     let previous = json!({"per_second": 10});
@@ -86,8 +87,8 @@ async fn a_canary_reads_the_staged_value_everywhere_and_an_abort_puts_it_back() 
     )
     .await;
     assert_eq!(created.status, 201, "{}", created.text);
-    until(alice.clone(), previous.clone()).await;
-    until(bob.clone(), previous.clone()).await;
+    until(&stack, &alice, &previous).await;
+    until(&stack, &bob, &previous).await;
 
     // WHEN pat stages a new value for tenant-b first
     let staged = json!({"per_second": 99});
@@ -106,9 +107,9 @@ async fn a_canary_reads_the_staged_value_everywhere_and_an_abort_puts_it_back() 
     assert_eq!(started.status, 201, "{}", started.text);
     let id = started.body["id"].as_str().unwrap().to_owned();
     // THEN tenant-b reads it from config-api and the agent within the bound
-    let took = until(bob.clone(), staged.clone()).await;
+    let took = until(&stack, &bob, &staged).await;
     // AND tenant-a still reads the previous value, and explain says why
-    assert_eq!(read(alice.clone()).await, Some(previous.clone()));
+    assert_eq!(read(&stack, &alice).await, Some(previous.clone()));
     let explained = stack
         .get(&format!("/v1/explain/{SERVICE}/{KEY}"), Some(&bob))
         .await
@@ -149,7 +150,7 @@ async fn a_canary_reads_the_staged_value_everywhere_and_an_abort_puts_it_back() 
     .await;
     assert_eq!(aborted.status, 200, "{}", aborted.text);
     // THEN tenant-b reads the previous value everywhere again
-    until(bob.clone(), previous.clone()).await;
+    until(&stack, &bob, &previous).await;
     let got = stack
         .get(&format!("/v1/rollouts/{id}"), Some(&pat))
         .await
@@ -164,4 +165,167 @@ async fn a_canary_reads_the_staged_value_everywhere_and_an_abort_puts_it_back() 
         got.text
     );
     eprintln!("canary served the staged value everywhere after {took:?}");
+}
+
+/// The rollout as pat reads it.
+async fn rollout(stack: &LocalStack, pat: &str, id: &str) -> Value {
+    let got = stack
+        .get(&format!("/v1/rollouts/{id}"), Some(pat))
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200, "{}", got.text);
+    got.body
+}
+
+/// Creates a CloudWatch alarm in moto for a rollout to watch.
+async fn gate(stack: &LocalStack, name: &str) -> aws_sdk_cloudwatch::Client {
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&stack.aws);
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name(name)
+        .namespace("Orders")
+        .metric_name("Errors")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(5.0)
+        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .unwrap();
+    cloudwatch
+}
+
+#[tokio::test]
+async fn the_driver_takes_a_rollout_to_everyone_and_a_gate_in_alarm_takes_the_next_one_back() {
+    let stack = LocalStack::start(StackOptions::with_agents(1), &|_, _| {})
+        .await
+        .expect("local stack starts");
+    let pat = stack.token(PAT).await.unwrap();
+    let (alice, bob) = (
+        stack.token(ALICE).await.unwrap(),
+        stack.token(BOB).await.unwrap(),
+    );
+    let path = format!("/v1/config/{SERVICE}/{KEY}");
+    let global = format!("/v1/layers/global/{SERVICE}/{KEY}");
+    let first = json!({"per_second": 10});
+    let created = send(
+        &stack,
+        Method::PUT,
+        &pat,
+        &global,
+        Some(json!({"value": first})),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let cloudwatch = gate(&stack, "orders-errors").await;
+    until(&stack, &alice, &first).await;
+    until(&stack, &bob, &first).await;
+
+    // GIVEN a rollout of three steps, one second of bake each, one gate
+    let second = json!({"per_second": 20});
+    let started = send(
+        &stack,
+        Method::POST,
+        &pat,
+        "/v1/rollouts",
+        Some(json!({
+            "layer": "global", "service": SERVICE, "key": KEY, "value": second,
+            "steps": [{"canary": ["tenant-b"]}, {"percent": 50}, "everyone"],
+            "bake_seconds": 1, "alarms": ["orders-errors"]
+        })),
+    )
+    .await;
+    assert_eq!(started.status, 201, "{}", started.text);
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    // WHEN the driver ticks it through, while both tenants read every 50 ms
+    let mut seen: Vec<(Value, Value)> = vec![(first.clone(), first.clone())];
+    let began = Instant::now();
+    loop {
+        let a = stack.get(&path, Some(&alice)).await.unwrap().body["value"].clone();
+        let b = stack.get(&path, Some(&bob)).await.unwrap().body["value"].clone();
+        if seen.last() != Some(&(a.clone(), b.clone())) {
+            seen.push((a, b));
+        }
+        if rollout(&stack, &pat, &id).await["state"] == "done" {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "not done in 60 s: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // THEN each tenant moved once, the canary first, and both read the new value
+    let moves = |pick: fn(&(Value, Value)) -> &Value| {
+        seen.windows(2)
+            .filter(|w| pick(&w[0]) != pick(&w[1]))
+            .count()
+    };
+    assert_eq!((moves(|s| &s.0), moves(|s| &s.1)), (1, 1), "{seen:?}");
+    assert_eq!(
+        seen[1],
+        (first.clone(), second.clone()),
+        "the canary first: {seen:?}"
+    );
+    until(&stack, &bob, &second).await;
+    until(&stack, &alice, &second).await;
+    // AND the layer holds it now, written by the rollout
+    let history = stack
+        .get(&format!("{global}/history"), Some(&pat))
+        .await
+        .unwrap();
+    assert_eq!(
+        history.body["versions"][0]["actor"],
+        json!(format!("rollout:{id}")),
+        "{}",
+        history.text
+    );
+
+    // GIVEN a second rollout, baking long, its canary on the new value
+    let third = json!({"per_second": 30});
+    let started = send(
+        &stack,
+        Method::POST,
+        &pat,
+        "/v1/rollouts",
+        Some(json!({
+            "layer": "global", "service": SERVICE, "key": KEY, "value": third,
+            "steps": [{"canary": ["tenant-b"]}, "everyone"],
+            "bake_seconds": 600, "alarms": ["orders-errors"]
+        })),
+    )
+    .await;
+    assert_eq!(started.status, 201, "{}", started.text);
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    until(&stack, &bob, &third).await;
+    // WHEN its gate goes into alarm
+    let alarmed = Instant::now();
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name("orders-errors")
+        .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+        .state_reason("errors above 5")
+        .send()
+        .await
+        .unwrap();
+    // THEN the canary reads the previous value again within 30 s, and the reason is kept
+    loop {
+        if read(&stack, &bob).await == Some(second.clone()) {
+            break;
+        }
+        assert!(
+            alarmed.elapsed() < Duration::from_secs(30),
+            "no rollback within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = alarmed.elapsed();
+    let got = rollout(&stack, &pat, &id).await;
+    assert_eq!(
+        (got["state"].as_str(), got["reason"].as_str()),
+        (Some("rolled_back"), Some("gate in alarm: orders-errors")),
+        "{got}"
+    );
+    eprintln!("rolled back everywhere {took:?} after the alarm");
 }

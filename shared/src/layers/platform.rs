@@ -152,6 +152,12 @@ impl PlatformWrites {
         Ok(newest.filter(|v| !v.deleted).map(|v| v.version))
     }
 
+    /// The newest version of a shared entry, if it has any.
+    pub async fn newest(&self, entry: &EntryKey) -> Result<Option<VersionRecord>, ConfigError> {
+        let (_, _, writer) = self.target(&entry.layer, &entry.service, &entry.key)?;
+        Ok(writer.history(entry, 1).await?.into_iter().next())
+    }
+
     /// Lands the value of a rollout that reached every tenant, over the
     /// version it started from (the one write its live rollout allows).
     pub async fn land_staged(

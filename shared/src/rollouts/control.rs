@@ -353,6 +353,13 @@ impl RolloutControl {
                     .await
                 {
                     Ok(_) => moved.progress.state = State::Done,
+                    // Landed already, by a tick that lost the race to
+                    // record it (or died before): done, not a conflict.
+                    Err(ConfigError::VersionConflict { .. })
+                        if self.landed_by(&rollout, &actor).await? =>
+                    {
+                        moved.progress.state = State::Done;
+                    }
                     // The layer changed under it, or the value no longer
                     // passes: the previous value stays, for everyone.
                     Err(
@@ -397,6 +404,16 @@ impl RolloutControl {
             }
         }
         Ok(Some(change))
+    }
+}
+
+impl RolloutControl {
+    /// Whether the entry's newest version is this rollout's own landing.
+    async fn landed_by(&self, rollout: &Rollout, actor: &str) -> Result<bool, ConfigError> {
+        let newest = self.platform.newest(&rollout.entry).await?;
+        Ok(newest.is_some_and(|v| {
+            v.version == rollout.staged_version() && v.actor.as_deref() == Some(actor)
+        }))
     }
 }
 

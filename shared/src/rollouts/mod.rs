@@ -9,6 +9,7 @@
 //! agree on it without talking to each other.
 
 pub mod control;
+pub mod driver;
 pub mod gates;
 pub mod live;
 pub mod plan;

@@ -6,17 +6,20 @@
 //!
 //! One file per reader of the environment: `reader` (config-api and the
 //! agent's caches: [`Settings`]), `agent` ([`AgentSettings`]), `refresh`
-//! (config-refresh: [`RefreshSettings`]), `aws` (every SDK call:
-//! [`AwsCallSettings`]); `env` reads variables for all of them.
+//! (config-refresh: [`RefreshSettings`]), `driver` (the rollout driver:
+//! [`DriverSettings`]), `aws` (every SDK call: [`AwsCallSettings`]); `env`
+//! reads variables for all of them.
 
 mod agent;
 mod aws;
+mod driver;
 mod env;
 mod reader;
 mod refresh;
 
 pub use agent::{AgentSettings, RefreshListenerTls, RegistrationSettings};
 pub use aws::AwsCallSettings;
+pub use driver::DriverSettings;
 pub use env::{PLAINTEXT_ALLOWED, SettingsError};
 pub use reader::{
     AGENT_CACHE_DEFAULTS, CacheDefaults, DegradedFlushSettings, LAMBDA_CACHE_DEFAULTS, Settings,
