@@ -12,8 +12,8 @@ use clap::CommandFactory;
 use tenant_config_shared::metrics::DEFAULT_NAMESPACE;
 use tenant_config_shared::refresh::signing::RefreshKey;
 use tenant_config_shared::settings::{
-    AGENT_CACHE_DEFAULTS, AgentSettings, AwsCallSettings, LAMBDA_CACHE_DEFAULTS, RefreshSettings,
-    Settings,
+    AGENT_CACHE_DEFAULTS, AgentSettings, AwsCallSettings, DriverSettings, LAMBDA_CACHE_DEFAULTS,
+    RefreshSettings, Settings,
 };
 
 fn root() -> PathBuf {
@@ -114,6 +114,12 @@ fn config_refresh(lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Str
     Ok(format!("{refresh:?} {calls:?}"))
 }
 
+fn rollout_driver(lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let driver = DriverSettings::from_lookup(lookup).map_err(|e| e.variable.to_owned())?;
+    let calls = AwsCallSettings::from_lookup(lookup).map_err(|e| e.variable.to_owned())?;
+    Ok(format!("{driver:?} {calls:?}"))
+}
+
 /// Read outside the settings modules, by every binary: the metrics
 /// namespace and the log filter.
 const READ_ELSEWHERE: &[(&str, &str)] = &[
@@ -183,6 +189,7 @@ fn every_setting_a_binary_reads_is_documented_with_the_default_the_code_applies(
         ("config-api", config_api as Parse),
         ("config-refresh", config_refresh as Parse),
         ("config-agent", config_agent as Parse),
+        ("rollout-driver", rollout_driver as Parse),
     ] {
         let rows = documented
             .get(binary)
@@ -234,7 +241,12 @@ fn every_setting_a_binary_reads_is_documented_with_the_default_the_code_applies(
         }
     }
     // AND what is read outside the settings modules has its documented default
-    for binary in ["config-api", "config-refresh", "config-agent"] {
+    for binary in [
+        "config-api",
+        "config-refresh",
+        "config-agent",
+        "rollout-driver",
+    ] {
         for (variable, default) in READ_ELSEWHERE {
             assert_eq!(
                 documented[binary].get(*variable),

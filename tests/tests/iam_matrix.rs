@@ -36,6 +36,8 @@ enum Who {
     Writer,
     /// The platform write role's session (shared layers, registry).
     Platform,
+    /// The rollout driver's role.
+    Driver,
     /// Any other role of the account, whose own policy allows everything.
     SomeoneElse,
     /// An agent outside ECS: a role of its own named in `AgentRoleArns`,
@@ -104,6 +106,7 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
         Who::Reader => "TenantReadRole",
         Who::Writer => "TenantWriteRole",
         Who::Platform => "PlatformWriteRole",
+        Who::Driver => "RolloutDriverFunctionRole",
         Who::SomeoneElse => "SomeoneElsesRole",
         Who::AgentHost => "AgentHostRole",
         Who::UnlistedHost => "UnlistedHostRole",
@@ -411,6 +414,41 @@ const MATRIX: &[Case] = &[
         UserPool,
         false,
     ),
+    // Live rollouts: every reader lists them; writing them is the platform
+    // role's (the routes) and the driver's.
+    case(ConfigApi, "dynamodb:Query", LayerItems("ROLLOUTS"), true),
+    case(ConfigApi, "dynamodb:PutItem", LayerItems("ROLLOUTS"), false),
+    case(Agent, "dynamodb:Query", LayerItems("ROLLOUTS"), true),
+    case(Agent, "dynamodb:PutItem", LayerItems("ROLLOUT#r-1"), false),
+    case(Platform, "dynamodb:PutItem", LayerItems("ROLLOUTS"), true),
+    case(
+        Platform,
+        "dynamodb:DeleteItem",
+        LayerItems("ROLLOUTS"),
+        true,
+    ),
+    case(
+        Platform,
+        "dynamodb:PutItem",
+        LayerItems("ROLLOUT#r-1"),
+        true,
+    ),
+    // The rollout driver: rollouts and the shared layers' entries it lands;
+    // a tenant's data it may read (the blast radius), never write or decrypt.
+    case(Driver, "dynamodb:PutItem", LayerItems("ROLLOUT#r-1"), true),
+    case(Driver, "dynamodb:DeleteItem", LayerItems("ROLLOUTS"), true),
+    case(Driver, "dynamodb:PutItem", LayerItems("LAYER#global"), true),
+    case(Driver, "dynamodb:PutItem", Registry, false),
+    case(Driver, "dynamodb:GetItem", Registry, true),
+    case(Driver, "dynamodb:GetItem", Item(OWN), true),
+    case(Driver, "dynamodb:PutItem", Item(OWN), false),
+    case(Driver, "dynamodb:DeleteItem", Item(OWN), false),
+    case(Driver, "ssm:PutParameter", LayerPath("_tiers/gold"), true),
+    case(Driver, "ssm:PutParameter", Parameter(OWN), false),
+    case(Driver, "ssm:GetParameter", SigningKey, false),
+    case(Driver, "kms:Decrypt", AwsManagedKeySecret(OWN), false),
+    case(Driver, "kms:Decrypt", Secret(OWN), false),
+    case(Driver, "dynamodb:Query", Journal, false),
     // config-refresh: the signing key and the journal; no tenant data.
     case(ConfigRefresh, "ssm:GetParameter", SigningKey, true),
     // The agents' CA, to verify them; never their identity (private key).

@@ -378,7 +378,8 @@ fn the_tenant_attribute_is_immutable_and_the_app_cannot_write_it() {
     assert!(!writable.contains(&"custom:tenantId"), "{writable:?}");
 }
 
-/// Every IAM statement of the template, with the resource that holds it.
+/// Every IAM statement of the template that grants (a Deny takes away, so the checks of what
+/// a role may do skip it), with the resource it belongs to.
 fn statements(template: &Value) -> Vec<(String, Value)> {
     let mut found = Vec::new();
     for (name, resource) in template["Resources"].as_mapping().unwrap() {
@@ -391,7 +392,10 @@ fn statements(template: &Value) -> Vec<(String, Value)> {
             .chain(std::iter::once(&properties["PolicyDocument"]));
         for document in documents {
             for statement in document["Statement"].as_sequence().into_iter().flatten() {
-                found.push((name.clone(), when_enabled(statement).clone()));
+                let statement = when_enabled(statement);
+                if statement["Effect"].as_str() != Some("Deny") {
+                    found.push((name.clone(), statement.clone()));
+                }
             }
         }
     }
@@ -780,7 +784,28 @@ fn writes_are_for_the_admin_group_uncached_and_only_config_api_may_make_them() {
             ]
             .contains(&a.as_str())
         });
-        if writes && owner != "ConfigRefreshFunction" {
+        if writes && owner == "RolloutDriverFunction" {
+            // The driver lands a finished rollout's value in a shared layer
+            // and keeps rollouts: never a tenant's own configuration.
+            let keys =
+                strings(&statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
+            let resources = strings(&statement["Resource"]);
+            let shared_only = if actions.iter().any(|a| a.starts_with("dynamodb:")) {
+                !keys.is_empty()
+                    && keys
+                        .iter()
+                        .all(|k| ["LAYER#*", "ROLLOUT#*", "ROLLOUTS"].contains(&k.as_str()))
+            } else {
+                resources.iter().all(|r| {
+                    r.ends_with("parameter${ParameterRoot}/_global/*")
+                        || r.ends_with("parameter${ParameterRoot}/_tiers/*")
+                })
+            };
+            assert!(
+                shared_only,
+                "the rollout driver writes shared layers and rollouts only: {statement:?}"
+            );
+        } else if writes && owner != "ConfigRefreshFunction" {
             assert_eq!(
                 owner, "ConfigApiFunction",
                 "{owner} may not write configuration"
