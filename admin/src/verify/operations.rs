@@ -26,6 +26,8 @@ pub const TEMPLATE_ALARMS: &[&str] = &[
     "RefreshUnpushedChanges",
     "RefreshAgentCountJump",
     "ConfigApiStoreErrors",
+    "RolloutRolledBack",
+    "RolloutDriverErrors",
 ];
 
 /// Every dead-letter queue the stack outputs holds no message.
