@@ -10,6 +10,7 @@ use crate::access::{self, QuotaAction};
 use crate::agent_client;
 use crate::events::send_event;
 use crate::layer_commands::{LayerCommand, TenantCommand, run_layer, run_tenant};
+use crate::rollout_commands::{RolloutCommand, run_rollout};
 use crate::stack::{StackOutputs, output, resolve};
 use crate::stack_commands::{SignIn, UserCommand, password_or_demo, run_user, run_verify};
 use crate::values::{ParameterKind, Target, default_actor};
@@ -100,6 +101,12 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         command: TenantCommand,
+    },
+    /// Rollouts of a shared change, tenant by tenant: `rollout start global
+    /// SERVICE KEY VALUE --steps JSON`, `get`, `pause`, `resume`, `abort`.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
     },
     /// Write a value (the key's prefix picks the store).
     Put {
@@ -331,6 +338,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Layer { command } => run_layer(&target, &aws().await?, command).await?,
         Command::Tenant { command } => run_tenant(&target, &aws().await?, command).await?,
+        Command::Rollout { command } => run_rollout(&target, &aws().await?, command).await?,
         Command::Put {
             tenant,
             service,

@@ -6,24 +6,17 @@
 //! a change that breaks tenants needs `--force`, recorded as forced),
 //! versions expected where given.
 
-use std::sync::Arc;
-
 use aws_config::SdkConfig;
 use clap::{Args, Subcommand, ValueEnum};
-use tenant_config_shared::layers::blast::{BlastRadius, BlastReport};
-use tenant_config_shared::layers::guardrails::{
-    DynamoDbGuardrails, Guardrail, GuardrailStore, Guardrails,
-};
+use tenant_config_shared::aws::Aws;
+use tenant_config_shared::layers::blast::BlastReport;
+use tenant_config_shared::layers::guardrails::{DynamoDbGuardrails, Guardrail, GuardrailStore};
 use tenant_config_shared::layers::overrides::DynamoDbOverrides;
 use tenant_config_shared::layers::platform::{Landing, PlatformWrites, Weighed};
 use tenant_config_shared::layers::registry::{DynamoDbRegistry, TenantRecord, TenantRegistry};
 use tenant_config_shared::layers::reindex::reindex_overrides;
 use tenant_config_shared::layers::{EntryKey, Layer};
-use tenant_config_shared::store::{DynamoDbStore, ParameterStore};
-use tenant_config_shared::write::{
-    Actor, DynamoDbVersionLocks, DynamoDbWriter, Expected, NewValue, ParameterWriter, ValueKind,
-    now_ms,
-};
+use tenant_config_shared::write::{Actor, Expected, NewValue, ValueKind, now_ms};
 use tenant_config_shared::{ConfigKey, ServiceName, TenantId, TierName};
 
 use crate::values::{Target, default_actor};
@@ -203,40 +196,16 @@ fn entry(layer: &str, service: &str, key: &str) -> Result<EntryKey, String> {
     ))
 }
 
-/// The API's platform use cases over the operator's credentials.
+/// The API's platform use cases over the operator's credentials: the same
+/// version locks as config-api's writes (so --expect-version and If-Match
+/// exclude each other), the same blast radius, guardrails and refusal while
+/// a rollout of the entry is live.
 fn platform(target: &Target, aws: &SdkConfig) -> PlatformWrites {
-    let dynamodb = aws_sdk_dynamodb::Client::new(aws);
-    let ssm = aws_sdk_ssm::Client::new(aws);
-    let table = target.table.as_str();
-    let root = target.parameter_root.as_str();
-    let schemas = Arc::new(target.schemas(aws));
-    let guardrails: Arc<dyn GuardrailStore> =
-        Arc::new(DynamoDbGuardrails::new(dynamodb.clone(), table));
-    PlatformWrites::new(
-        target.router.clone(),
-        Arc::new(DynamoDbWriter::new(dynamodb.clone(), table)),
-        // The same version locks as config-api's writes, so that the CLI's
-        // --expect-version and the API's If-Match exclude each other.
-        Arc::new(
-            ParameterWriter::new(ssm.clone(), root)
-                .with_version_locks(Arc::new(DynamoDbVersionLocks::new(dynamodb.clone(), table))),
-        ),
-        Arc::new(DynamoDbRegistry::new(dynamodb.clone(), table)),
-        "(the operator's AWS credentials)",
+    Aws::from_config(aws.clone()).operator_platform_writes(
+        &target.table,
+        &target.parameter_root,
+        &target.router,
     )
-    .with_schemas(schemas.clone())
-    .with_blast_radius(
-        BlastRadius::new(
-            target.router.clone(),
-            Arc::new(DynamoDbStore::new(dynamodb.clone(), table)),
-            Arc::new(ParameterStore::new(ssm, root)),
-            Arc::new(DynamoDbRegistry::new(dynamodb.clone(), table)),
-            Arc::new(DynamoDbOverrides::new(dynamodb.clone(), table)),
-            Arc::new(DynamoDbGuardrails::new(dynamodb.clone(), table)),
-        )
-        .with_schemas(schemas),
-    )
-    .with_guardrails(guardrails.clone(), Arc::new(Guardrails::new(guardrails)))
 }
 
 fn report_json(report: &BlastReport) -> String {

@@ -21,6 +21,7 @@ pub mod changes;
 pub mod cli;
 pub mod events;
 pub mod layer_commands;
+pub mod rollout_commands;
 pub mod stack;
 pub mod stack_commands;
 pub mod tokens;

@@ -468,32 +468,56 @@ impl Aws {
         .with_rollouts(Arc::new(DynamoDbRolloutStore::new(dynamodb, table)))
     }
 
+    /// The shared layers' use cases with this configuration's credentials
+    /// and no group check: the operator CLI's, whose AWS credentials are its
+    /// authorization (the `*_as` methods record the operator as the actor).
+    pub fn operator_platform_writes(
+        &self,
+        table: &str,
+        parameter_root: &str,
+        router: &crate::routing::KeyRouter,
+    ) -> PlatformWrites {
+        let guardrails = Arc::new(Guardrails::new(Arc::new(DynamoDbGuardrails::new(
+            self.dynamodb(),
+            table,
+        ))));
+        self.shared_writers(
+            &self.config,
+            SharedPlace {
+                table,
+                parameter_root,
+                router,
+            },
+            "(the operator's AWS credentials)",
+            guardrails,
+        )
+    }
+
+    /// Rollouts with this configuration's credentials (the operator CLI,
+    /// and the driver).
+    pub fn operator_rollouts(
+        &self,
+        table: &str,
+        parameter_root: &str,
+        router: &crate::routing::KeyRouter,
+    ) -> RolloutControl {
+        let dynamodb = self.dynamodb();
+        RolloutControl::new(
+            Arc::new(DynamoDbRolloutStore::new(dynamodb.clone(), table)),
+            Arc::new(self.operator_platform_writes(table, parameter_root, router)),
+            Arc::new(DynamoDbRegistry::new(dynamodb, table)),
+            crate::rollouts::control::CONVERGENCE_BOUND,
+        )
+    }
+
     /// The rollout driver's handler: rollouts moved on with the function's
     /// own role (which may write the shared layers and rollouts, nothing of
     /// a tenant's), gates read from CloudWatch.
     pub fn rollout_driver(&self, settings: &DriverSettings) -> RolloutDriver {
-        let table = settings.table_name.as_str();
-        let dynamodb = self.dynamodb();
-        let guardrails = Arc::new(Guardrails::new(Arc::new(DynamoDbGuardrails::new(
-            dynamodb.clone(),
-            table,
-        ))));
-        let writers = self.shared_writers(
-            &self.config,
-            SharedPlace {
-                table,
-                parameter_root: &settings.parameter_root,
-                router: &settings.router,
-            },
-            // The driver answers no route: no group is ever checked.
-            "",
-            guardrails,
-        );
-        let control = RolloutControl::new(
-            Arc::new(DynamoDbRolloutStore::new(dynamodb.clone(), table)),
-            Arc::new(writers),
-            Arc::new(DynamoDbRegistry::new(dynamodb, table)),
-            crate::rollouts::control::CONVERGENCE_BOUND,
+        let control = self.operator_rollouts(
+            &settings.table_name,
+            &settings.parameter_root,
+            &settings.router,
         );
         RolloutDriver::new(control, Arc::new(self.rollout_gates()))
     }

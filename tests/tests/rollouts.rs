@@ -47,6 +47,17 @@ async fn until(stack: &LocalStack, token: &str, expected: &Value) -> Duration {
     }
 }
 
+/// The admin CLI with the stack's environment.
+fn admin(stack: &LocalStack, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(
+        tenant_config_local_stack::agent::agent_binary().with_file_name("tenant-config-admin"),
+    )
+    .args(args)
+    .envs(stack.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    .output()
+    .expect("tenant-config-admin runs")
+}
+
 async fn send(
     stack: &LocalStack,
     method: Method,
@@ -156,6 +167,66 @@ async fn a_canary_reads_the_staged_value_everywhere_and_an_abort_puts_it_back() 
         .await
         .unwrap();
     assert_eq!(got.body["state"], "rolled_back", "{}", got.text);
+
+    // WHEN an operator starts one from the CLI
+    let started = admin(
+        &stack,
+        &[
+            "rollout",
+            "start",
+            "global",
+            SERVICE,
+            KEY,
+            r#"{"per_second": 77}"#,
+            "--steps",
+            r#"[{"canary": ["tenant-b"]}, "everyone"]"#,
+            "--bake-seconds",
+            "600",
+        ],
+    );
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let cli_id = serde_json::from_slice::<Value>(&started.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // THEN the canary reads it, and the CLI's own layer write is refused too
+    until(&stack, &bob, &json!({"per_second": 77})).await;
+    let refused = admin(&stack, &["layer", "put", "global", SERVICE, KEY, "5"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("in progress"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // AND `get` counts the tenants on each version, `abort` puts the canary back
+    // (it counts registered tenants: tenant-b is registered, without a tier)
+    let registered = admin(&stack, &["tenant", "set", "tenant-b"]);
+    assert!(
+        registered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    let cli_got = admin(&stack, &["rollout", "get", &cli_id]);
+    let cli_got: Value = serde_json::from_slice(&cli_got.stdout).unwrap();
+    assert_eq!(
+        (
+            cli_got["state"].as_str(),
+            cli_got["tenants"]["new"].as_u64()
+        ),
+        (Some("rolling"), Some(1)),
+        "{cli_got}"
+    );
+    let aborted = admin(&stack, &["rollout", "abort", &cli_id]);
+    assert!(
+        aborted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&aborted.stderr)
+    );
+    until(&stack, &bob, &previous).await;
     assert!(
         got.body["reason"]
             .as_str()
