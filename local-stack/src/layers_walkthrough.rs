@@ -257,5 +257,160 @@ pub async fn steps(stack: &LocalStack, passed: &mut usize, first: usize) -> Resu
     )
     .await?;
     *passed += 1;
+    rollout_steps(stack, passed, first + 5, &raised).await
+}
+
+/// A CloudWatch alarm (in moto) a rollout watches, and its client.
+async fn gate(stack: &LocalStack, name: &str) -> Result<aws_sdk_cloudwatch::Client, String> {
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&stack.aws);
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name(name)
+        .namespace("Billing")
+        .metric_name("Errors")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(5.0)
+        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .map_err(|e| format!("put_metric_alarm: {e}"))?;
+    Ok(cloudwatch)
+}
+
+async fn set_alarm(
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    name: &str,
+    state: aws_sdk_cloudwatch::types::StateValue,
+) -> Result<(), String> {
+    cloudwatch
+        .set_alarm_state()
+        .alarm_name(name)
+        .state_value(state)
+        .state_reason("walk-through")
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("set_alarm_state: {e}"))
+}
+
+/// Rollouts of a new global default: one whose gate goes into alarm puts
+/// its canary back; one without a gate widens step by step and lands.
+async fn rollout_steps(
+    stack: &LocalStack,
+    passed: &mut usize,
+    first: usize,
+    current: &Value,
+) -> Result<(), String> {
+    let (alice, bob, pat) = (
+        stack.token(ALICE).await?,
+        stack.token(BOB).await?,
+        stack.token(PAT).await?,
+    );
+    let staged = json!({"beta_ui": true, "max_projects": 10, "support": "community"});
+    let tenant_a_before = merged(&[
+        current.clone(),
+        features_of_tier(TENANT_A_TIER),
+        features_of_tenant_a(),
+    ]);
+    let tenant_a_after = merged(&[
+        staged.clone(),
+        features_of_tier(TENANT_A_TIER),
+        features_of_tenant_a(),
+    ]);
+    let tenant_b = |global: &Value| merged(&[global.clone(), features_of_tier("free")]);
+    let start = |steps: Value, bake: u64, alarms: Value| {
+        let (pat, staged) = (pat.clone(), staged.clone());
+        async move {
+            let started = stack
+                .send(
+                    Method::POST,
+                    "/v1/rollouts",
+                    Some(&pat),
+                    &[],
+                    Some(&json!({
+                        "layer": "global", "service": SERVICE, "key": FEATURES, "value": staged,
+                        "steps": steps, "bake_seconds": bake, "alarms": alarms
+                    })),
+                )
+                .await?;
+            check(
+                started.status == 201,
+                format!("{} {}", started.status, started.text),
+            )?;
+            Ok::<String, String>(started.body["id"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    let gate_name = "walkthrough-billing-errors";
+    step(
+        first,
+        "a rollout stages a new default for tenant B first (every reader of B serves it, A keeps its own); its gate going into ALARM rolls B back",
+        async {
+            let cloudwatch = gate(stack, gate_name).await?;
+            let id = start(json!([{"canary": ["tenant-b"]}, "everyone"]), 600, json!([gate_name])).await?;
+            everywhere(stack, &bob, FEATURES, &tenant_b(&staged)).await?;
+            everywhere(stack, &alice, FEATURES, &tenant_a_before).await?;
+            let alarmed = std::time::Instant::now();
+            set_alarm(&cloudwatch, gate_name, aws_sdk_cloudwatch::types::StateValue::Alarm).await?;
+            stack
+                .until_served_everywhere(
+                    &bob,
+                    FEATURES,
+                    &tenant_b(current),
+                    Duration::from_secs(30),
+                    Duration::from_millis(20),
+                )
+                .await?;
+            println!(
+                "      tenant B back on the previous value everywhere {} ms after the alarm",
+                alarmed.elapsed().as_millis()
+            );
+            let got = stack.get(&format!("/v1/rollouts/{id}"), Some(&pat)).await?;
+            check(
+                got.body["state"] == "rolled_back"
+                    && got.body["reason"] == format!("gate in alarm: {gate_name}"),
+                format!("rollout: {}", got.text),
+            )?;
+            set_alarm(&cloudwatch, gate_name, aws_sdk_cloudwatch::types::StateValue::Ok).await
+        },
+    )
+    .await?;
+    *passed += 1;
+
+    step(
+        first + 1,
+        "a rollout to the canary, then half the tenants, then everyone, baking 1 s a step, lands the value in the global layer",
+        async {
+            let started = std::time::Instant::now();
+            let id = start(json!([{"canary": ["tenant-b"]}, {"percent": 50}, "everyone"]), 1, json!([gate_name])).await?;
+            loop {
+                let got = stack.get(&format!("/v1/rollouts/{id}"), Some(&pat)).await?;
+                if got.body["state"] == "done" {
+                    break;
+                }
+                check(
+                    started.elapsed() < Duration::from_secs(60),
+                    format!("not done after 60 s: {}", got.text),
+                )?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            println!(
+                "      three steps done in {} ms",
+                started.elapsed().as_millis()
+            );
+            everywhere(stack, &alice, FEATURES, &tenant_a_after).await?;
+            everywhere(stack, &bob, FEATURES, &tenant_b(&staged)).await?;
+            let history = stack
+                .get(&format!("/v1/layers/global/{SERVICE}/{FEATURES}/history"), Some(&pat))
+                .await?;
+            check(
+                history.body["versions"][0]["actor"] == format!("rollout:{id}"),
+                format!("history: {}", history.text),
+            )
+        },
+    )
+    .await?;
+    *passed += 1;
     Ok(())
 }
