@@ -1157,3 +1157,37 @@ fn secure_string_writes_pass_the_stacks_kms_key_which_it_creates_unless_given_on
     assert_eq!(key["DeletionPolicy"].as_str(), Some("Retain"));
     assert_eq!(key["Properties"]["EnableKeyRotation"].as_bool(), Some(true));
 }
+
+#[test]
+fn api_gateway_has_an_event_for_every_route_config_api_answers_and_no_other() {
+    let template = template();
+    let events = resource(&template, "ConfigApiFunction")["Events"]
+        .as_mapping()
+        .unwrap();
+    let in_template: std::collections::BTreeSet<(String, String)> = events
+        .values()
+        .filter(|event| event["Type"].as_str() == Some("Api"))
+        .map(|event| {
+            let properties = &event["Properties"];
+            (
+                properties["Method"].as_str().unwrap().to_uppercase(),
+                properties["Path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let answered: std::collections::BTreeSet<(String, String)> = tenant_config_shared::api::ROUTES
+        .iter()
+        .map(|(method, path)| ((*method).to_owned(), (*path).to_owned()))
+        .collect();
+    // A route missing here is refused by API Gateway before config-api sees it.
+    assert_eq!(
+        answered.difference(&in_template).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "routes config-api answers that API Gateway does not pass on"
+    );
+    assert_eq!(
+        in_template.difference(&answered).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "events for routes config-api does not answer"
+    );
+}

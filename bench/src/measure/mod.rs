@@ -21,6 +21,7 @@ mod lifecycle;
 mod propagation;
 mod resilience;
 mod resources;
+mod rollouts;
 mod router;
 mod vending;
 mod warm_read;
@@ -102,9 +103,10 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
         "warm-read" => report.warm_read(&stack).await?,
         "layers" => report.layers(&stack).await?,
         "blast" => report.blast_radius(&stack).await?,
+        "rollouts" => report.rollouts(&stack).await?,
         other => {
             return Err(format!(
-                "--only knows 'fairness', 'warm-read', 'layers' and 'blast', not '{other}'"
+                "--only knows 'fairness', 'warm-read', 'layers', 'blast' and 'rollouts', not '{other}'"
             ));
         }
     }
@@ -148,6 +150,9 @@ async fn blast_figures(sizes: Sizes) -> Result<Report, String> {
     let stack = LocalStack::start(shared_stack_options(sizes), &|_, _| {}).await?;
     let mut report = Report::new(sizes);
     report.blast_radius(&stack).await?;
+    // Rollouts register a thousand tenants of their own: after the blast
+    // radius, which counts the registry, on the same stack.
+    report.rollouts(&stack).await?;
     Ok(report)
 }
 

@@ -42,6 +42,7 @@ mod writes;
 pub use flush::DegradedAnswerFlush;
 pub use responses::{ApiResponse, STALE_HEADER, error_response};
 
+pub use route::ROUTES;
 use route::{LayerAction, Route, route};
 
 /// Largest request body a write accepts.

@@ -118,6 +118,43 @@ impl Route<'_> {
     }
 }
 
+/// Every method and path the API answers, as API Gateway's resources name
+/// them (`{name}` a path parameter): the template must give config-api an
+/// event for each, or API Gateway refuses the route before the function
+/// sees it (checked in both directions by the template test).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/config/{service}/{key}"),
+    ("PUT", "/v1/config/{service}/{key}"),
+    ("DELETE", "/v1/config/{service}/{key}"),
+    ("GET", "/v1/config/{service}"),
+    ("GET", "/v1/secure/{service}/{key}"),
+    ("GET", "/v1/explain/{service}/{key}"),
+    ("GET", "/v1/config/{service}/{key}/history"),
+    ("POST", "/v1/config/{service}/{key}/rollback"),
+    ("PUT", "/v1/layers/global/{service}/{key}"),
+    ("DELETE", "/v1/layers/global/{service}/{key}"),
+    ("GET", "/v1/layers/global/{service}/{key}/history"),
+    ("POST", "/v1/layers/global/{service}/{key}/rollback"),
+    ("GET", "/v1/layers/global/{service}/{key}/guardrail"),
+    ("PUT", "/v1/layers/global/{service}/{key}/guardrail"),
+    ("DELETE", "/v1/layers/global/{service}/{key}/guardrail"),
+    ("PUT", "/v1/layers/tiers/{tier}/{service}/{key}"),
+    ("DELETE", "/v1/layers/tiers/{tier}/{service}/{key}"),
+    ("GET", "/v1/layers/tiers/{tier}/{service}/{key}/history"),
+    ("POST", "/v1/layers/tiers/{tier}/{service}/{key}/rollback"),
+    ("GET", "/v1/layers/tiers/{tier}/{service}/{key}/guardrail"),
+    ("PUT", "/v1/layers/tiers/{tier}/{service}/{key}/guardrail"),
+    (
+        "DELETE",
+        "/v1/layers/tiers/{tier}/{service}/{key}/guardrail",
+    ),
+    ("GET", "/v1/tenants/{tenant}"),
+    ("PUT", "/v1/tenants/{tenant}"),
+    ("POST", "/v1/rollouts"),
+    ("GET", "/v1/rollouts/{id}"),
+    ("POST", "/v1/rollouts/{id}/{action}"),
+];
+
 /// Matches a path. A leading stage segment (`/prod/v1/...`, as API Gateway
 /// passes it on some integrations) is tolerated.
 pub(super) fn route(path: &str) -> Option<Route<'_>> {
@@ -179,6 +216,25 @@ mod tests {
         let rollback = route("/v1/config/billing/tenant_config_x/rollback").unwrap();
         assert_eq!(rollback.methods(false), "");
         assert_eq!(route("/v1/config/billing").unwrap().methods(false), "GET");
+    }
+
+    #[test]
+    fn every_listed_route_is_answered_with_its_method() {
+        for (method, path) in ROUTES {
+            let concrete = path
+                .replace("{action}", "pause")
+                .replace("{service}", "billing")
+                .replace("{key}", "tenant_config_x")
+                .replace("{tier}", "gold")
+                .replace("{tenant}", "tenant-a")
+                .replace("{id}", "r-1");
+            let route = route(&concrete).unwrap_or_else(|| panic!("{path} routes nowhere"));
+            assert!(
+                route.methods(true).split(", ").any(|m| m == *method),
+                "{method} {path}: the route answers {}",
+                route.methods(true)
+            );
+        }
     }
 
     #[test]
