@@ -63,6 +63,7 @@ struct World {
     api: ConfigApi,
     control: Arc<RolloutControl>,
     reads: ConfigReads,
+    store: Arc<MemoryRolloutStore>,
     dynamodb: Arc<MemoryStore>,
     gates: FakeGates,
     tenants: Vec<TenantId>,
@@ -150,6 +151,7 @@ async fn world() -> World {
             .with_rollouts(control.clone()),
         control,
         reads,
+        store: rollouts,
         dynamodb,
         gates: FakeGates::default(),
         tenants,
@@ -380,7 +382,11 @@ async fn a_gate_in_alarm_rolls_every_tenant_back_even_while_paused() {
         "errors-high".to_owned(),
         Gate::Alarm("errors-high".to_owned()),
     );
-    assert!(tick(&w, t0 + 10_001_000).await.is_empty());
+    // (and the tick fails, so the driver's errors alarm fires)
+    let unread = w.control.tick(&w.gates, t0 + 10_001_000).await;
+    assert!(unread.is_err(), "{unread:?}");
+    let (_, still) = call(&w, "GET", "/v1/rollouts/r-test", &platform_admin(), None).await;
+    assert_eq!(still["state"], "paused");
     // WHEN the gate is read in alarm
     *w.gates.unreadable.lock().unwrap() = false;
     assert_eq!(tick(&w, t0 + 10_002_000).await, [State::RolledBack]);
@@ -521,5 +527,53 @@ async fn a_finish_that_landed_but_was_not_recorded_is_done_on_the_next_tick() {
     .unwrap();
     // WHEN the next tick finishes it THEN it is done, not rolled back
     assert_eq!(tick(&w, t0 + 2_001).await, [State::Done]);
+    assert!(readings(&w).await.iter().all(|v| *v == json!({"max": 2})));
+}
+
+#[tokio::test]
+async fn once_finishing_a_rollout_lands_whatever_an_abort_or_a_gate_says() {
+    let w = world().await;
+    let (status, _) = start(
+        &w,
+        json!({
+            "layer": "global", "service": "billing", "key": "tenant_config_limits",
+            "value": {"max": 2}, "steps": ["everyone"], "bake_seconds": 0,
+            "alarms": ["errors-high"]
+        }),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let t0 = now();
+    assert_eq!(tick(&w, t0 + 2_000).await, [State::Baking]);
+    // GIVEN a tick recorded 'finishing' and died before landing the value
+    let mut record = w.control.get_as("r-test").await.unwrap();
+    record.progress.state = State::Finishing;
+    record.revision += 1;
+    assert_eq!(
+        tenant_config_shared::rollouts::store::RolloutStore::update(w.store.as_ref(), &record)
+            .await
+            .unwrap(),
+        tenant_config_shared::rollouts::store::Written::Stored
+    );
+    // WHEN an administrator aborts it THEN it is refused: the value may be landing
+    let (status, body) = call(
+        &w,
+        "POST",
+        "/v1/rollouts/r-test/abort",
+        &platform_admin(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("rollout_state")),
+        "{body}"
+    );
+    // AND a gate in alarm does not roll it back either: the next tick lands it
+    w.gates.alarms.lock().unwrap().insert(
+        "errors-high".to_owned(),
+        Gate::Alarm("errors-high".to_owned()),
+    );
+    assert_eq!(tick(&w, t0 + 3_000).await, [State::Done]);
     assert!(readings(&w).await.iter().all(|v| *v == json!({"max": 2})));
 }

@@ -586,7 +586,8 @@ async fn rollouts_are_stored_one_live_per_entry_and_updated_only_over_the_revisi
     let moto = MotoServer::start().await.unwrap();
     let aws = moto.sdk_config().await;
     seed::create_table(&aws, TABLE).await.unwrap();
-    let store = DynamoDbRolloutStore::new(aws_sdk_dynamodb::Client::new(&aws), TABLE);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
+    let store = DynamoDbRolloutStore::new(dynamodb.clone(), TABLE);
     let request = RolloutRequest::parse(&json!({
         "layer": "global", "service": "billing", "key": "tenant_config_limits",
         "value": {"max": 10}, "steps": [{"canary": ["t1"]}, {"percent": 50}, "everyone"],
@@ -631,5 +632,29 @@ async fn rollouts_are_stored_one_live_per_entry_and_updated_only_over_the_revisi
     assert!(store.live().await.unwrap().is_empty());
     assert_eq!(store.get("r1").await.unwrap(), Some(done));
     assert_eq!(store.create(&second).await.unwrap(), Written::Stored);
+    assert_eq!(store.live().await.unwrap(), vec![second.clone()]);
+    // AND a live item no reader can read is skipped, not an error for every read
+    dynamodb
+        .put_item()
+        .table_name(TABLE)
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("ROLLOUTS".to_owned()),
+        )
+        .item(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S(
+                "global#billing#tenant_config_other".to_owned(),
+            ),
+        )
+        .item(
+            "record",
+            aws_sdk_dynamodb::types::AttributeValue::S(
+                "{\"written by\": \"a newer version\"}".to_owned(),
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(store.live().await.unwrap(), vec![second]);
 }

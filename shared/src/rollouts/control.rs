@@ -261,7 +261,8 @@ impl RolloutControl {
             };
             let mut next = rollout.clone();
             match (action, state) {
-                (_, State::Done | State::RolledBack) => return Err(refused),
+                // Finishing: the value may be landing already.
+                (_, State::Done | State::RolledBack | State::Finishing) => return Err(refused),
                 (Action::Pause, State::Paused)
                 | (Action::Resume, State::Rolling | State::Baking) => {
                     return Ok(rollout);
@@ -301,16 +302,29 @@ impl RolloutControl {
     /// and its plan decides; what moved is answered. A rollout whose gates
     /// cannot be read does not move (and is logged): no step is taken
     /// blind, and no rollback is made on a guess.
+    ///
+    /// Every live rollout is ticked even when one fails; then the first
+    /// failure is answered, so that a driver whose rollouts cannot move (a
+    /// gate that does not exist, a store refusing) fails its invocations
+    /// and its errors alarm fires.
     pub async fn tick(&self, gates: &dyn Gates, now_ms: i64) -> Result<Vec<Moved>, ConfigError> {
         let mut moved = Vec::new();
+        let mut failed = None;
         for rollout in self.store.live().await? {
+            let id = rollout.id.clone();
             match self.tick_one(rollout, gates, now_ms).await {
                 Ok(Some(m)) => moved.push(m),
                 Ok(None) => {}
-                Err(error) => tracing::error!(%error, "a rollout could not be moved on this tick"),
+                Err(error) => {
+                    tracing::error!(rollout = %id, %error, "a rollout could not be moved on this tick");
+                    failed.get_or_insert(error);
+                }
             }
         }
-        Ok(moved)
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(moved),
+        }
     }
 
     async fn tick_one(
@@ -319,16 +333,16 @@ impl RolloutControl {
         gates: &dyn Gates,
         now_ms: i64,
     ) -> Result<Option<Moved>, ConfigError> {
-        let readings = if rollout.alarms.is_empty() {
+        // Gates unread for a finishing rollout: nothing rolls it back.
+        let readings = if rollout.alarms.is_empty() || rollout.progress.state == State::Finishing {
             Vec::new()
         } else {
-            match gates.read(&rollout.alarms).await {
-                Ok(readings) => readings,
-                Err(error) => {
-                    tracing::error!(rollout = %rollout.id, %error, "cannot read the rollout's gates: it holds");
-                    return Ok(None);
-                }
-            }
+            // A gate nobody can read holds the rollout where it is (no step
+            // taken blind, no rollback on a guess) and fails the tick.
+            gates.read(&rollout.alarms).await.map_err(|error| {
+                tracing::error!(rollout = %rollout.id, %error, "cannot read the rollout's gates: it holds");
+                ConfigError::Store(error)
+            })?
         };
         let next = rollout.progress.next(
             &rollout.steps,
@@ -346,6 +360,19 @@ impl RolloutControl {
                 moved.progress.step = *step;
             }
             Next::Finish => {
+                // Recorded first: once the value may be landing, no abort,
+                // gate or other tick can roll the rollout back (the record
+                // would say rolled back while tenants read the new value).
+                if rollout.progress.state != State::Finishing {
+                    let mut finishing = rollout.clone();
+                    finishing.progress.state = State::Finishing;
+                    finishing.progress.since_ms = now_ms;
+                    finishing.revision += 1;
+                    if self.store.update(&finishing).await? == Written::Conflict {
+                        return Ok(None);
+                    }
+                    moved = finishing;
+                }
                 let actor = format!("rollout:{}", rollout.id);
                 match self
                     .platform

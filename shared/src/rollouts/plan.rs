@@ -221,6 +221,11 @@ pub enum State {
     Baking,
     /// Held by an administrator: no step is taken, gates are still watched.
     Paused,
+    /// The last step baked with every gate healthy: the value is landing in
+    /// the layer. Recorded before the landing, so that nothing (an abort, a
+    /// gate, a second tick) can roll back a value that may already be the
+    /// layer's own; a tick that finds it here lands it (again, harmlessly).
+    Finishing,
     /// Every tenant reads the new value, which is now the layer's own.
     Done,
     /// Every tenant reads the previous value again.
@@ -233,6 +238,7 @@ impl State {
             State::Rolling => "rolling",
             State::Baking => "baking",
             State::Paused => "paused",
+            State::Finishing => "finishing",
             State::Done => "done",
             State::RolledBack => "rolled_back",
         }
@@ -243,6 +249,7 @@ impl State {
             State::Rolling,
             State::Baking,
             State::Paused,
+            State::Finishing,
             State::Done,
             State::RolledBack,
         ]
@@ -302,8 +309,11 @@ impl Progress {
         gates: &[Gate],
         now_ms: i64,
     ) -> Next {
-        if self.state.is_final() {
-            return Next::Wait;
+        match self.state {
+            State::Done | State::RolledBack => return Next::Wait,
+            // Past its gates: only landing is left.
+            State::Finishing => return Next::Finish,
+            _ => {}
         }
         let alarms: Vec<&str> = gates
             .iter()
@@ -511,6 +521,13 @@ mod tests {
                 progress(state, 1, 0).next(&steps, Duration::ZERO, Duration::ZERO, &gates, 1);
             assert_eq!(next, Next::Wait, "{state:?}");
         }
+        // once landing, it lands: a value that may be the layer's already is
+        // not rolled back
+        let finishing = progress(State::Finishing, 1, 0);
+        assert_eq!(
+            finishing.next(&steps, Duration::ZERO, Duration::ZERO, &gates, 1),
+            Next::Finish
+        );
     }
 
     #[test]
@@ -533,6 +550,7 @@ mod tests {
             State::Rolling,
             State::Baking,
             State::Paused,
+            State::Finishing,
             State::Done,
             State::RolledBack,
         ] {

@@ -184,7 +184,20 @@ impl RolloutStore for DynamoDbRolloutStore {
                 .await
                 .map_err(sdk_error)?;
             for item in page.items() {
-                rollouts.push(parse(item)?);
+                // One item this reader cannot read (damaged, or written by a
+                // newer version with a step kind it does not know) must not
+                // stop every read, write and tick: it is skipped, loudly, and
+                // its tenants read the layer's own value meanwhile.
+                match parse(item) {
+                    Ok(rollout) => rollouts.push(rollout),
+                    Err(error) => {
+                        let entry = match item.get(SORT_KEY) {
+                            Some(AttributeValue::S(sk)) => sk.as_str(),
+                            _ => "?",
+                        };
+                        tracing::error!(entry, %error, "a live rollout item cannot be read: skipped");
+                    }
+                }
             }
             start = page.last_evaluated_key.filter(|k| !k.is_empty());
             if start.is_none() {
