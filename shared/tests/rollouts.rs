@@ -80,6 +80,11 @@ fn entry() -> EntryKey {
 /// 40 tenants (t00–t39, the first ten in gold), a global default
 /// `{"max": 1}` at version 1, and rollouts on.
 async fn world() -> World {
+    world_with(Duration::from_secs(3600)).await
+}
+
+/// [`world`] with readers that keep what they load for `ttl`.
+async fn world_with(ttl: Duration) -> World {
     let dynamodb = Arc::new(MemoryStore::new(StoreKind::DynamoDb));
     let parameters = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
     let registry = Arc::new(MemoryRegistry::default());
@@ -123,7 +128,7 @@ async fn world() -> World {
             parameters.clone(),
             registry.clone(),
             SharedLayerSettings {
-                ttl: Duration::from_secs(3600),
+                ttl,
                 stale: StaleIfError::DEFAULT,
                 max_tenants: 100,
             },
@@ -576,4 +581,84 @@ async fn once_finishing_a_rollout_lands_whatever_an_abort_or_a_gate_says() {
     );
     assert_eq!(tick(&w, t0 + 3_000).await, [State::Done]);
     assert!(readings(&w).await.iter().all(|v| *v == json!({"max": 2})));
+}
+
+#[tokio::test]
+async fn a_rollout_of_a_deleted_entry_lands_as_the_version_its_readers_were_shown() {
+    let w = world().await;
+    // GIVEN the global entry was deleted (its deletion is a version of its own)
+    ConfigWriter::delete(
+        w.dynamodb.as_ref(),
+        &entry(),
+        Expected::Version(1),
+        &tenant_config_shared::write::Actor("ops".to_owned()),
+    )
+    .await
+    .unwrap();
+    let (status, body) = start(
+        &w,
+        json!({
+            "layer": "global", "service": "billing", "key": "tenant_config_limits",
+            "value": {"max": 2}, "steps": ["everyone"], "bake_seconds": 0, "alarms": []
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    heard(&w).await;
+    // WHEN readers read it while it rolls, then it lands
+    let bearer = format!("Bearer {}", token("t01"));
+    let (_, during) = call(&w, "GET", LIMITS, &bearer, None).await;
+    let t0 = now();
+    tick(&w, t0 + 2_000).await;
+    assert_eq!(tick(&w, t0 + 2_001).await, [State::Done]);
+    // THEN the version they were shown is the version it landed as
+    let (_, after) = call(&w, "GET", LIMITS, &bearer, None).await;
+    assert_eq!(during["value"], json!({"max": 2}));
+    assert_eq!(during["version"], after["version"], "{during} then {after}");
+    let newest = ConfigWriter::history(w.dynamodb.as_ref(), &entry(), 1)
+        .await
+        .unwrap();
+    assert_eq!(Some(newest[0].version), after["version"].as_i64());
+}
+
+#[tokio::test]
+async fn a_reader_that_missed_a_rollouts_end_reads_the_landed_value_not_the_old_one() {
+    // GIVEN readers keeping what they load for one second
+    let w = world_with(Duration::from_secs(1)).await;
+    let (status, _) = start(
+        &w,
+        json!({
+            "layer": "global", "service": "billing", "key": "tenant_config_limits",
+            "value": {"max": 2}, "steps": ["everyone"], "bake_seconds": 0, "alarms": []
+        }),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let t03 = &w.tenants[3];
+    assert_eq!(read(&w, t03).await, json!({"max": 2}));
+    // AND its layer snapshot loaded again later than the live rollouts
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.reads
+        .invalidate_subject(
+            &Subject::in_layer(
+                Layer::Global,
+                ServiceName::parse("billing").unwrap(),
+                ConfigKey::parse("tenant_config_limits").unwrap(),
+            ),
+            Changed::Updated(None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read(&w, t03).await, json!({"max": 2}));
+    // WHEN the rollout lands and ends, and this reader hears of neither
+    let t0 = now();
+    w.control.tick(&w.gates, t0 + 2_000).await.unwrap();
+    w.control.tick(&w.gates, t0 + 2_001).await.unwrap();
+    // THEN once its live rollouts expire (the snapshot not yet), the tenant
+    // reads the landed value, never the old one
+    let until = std::time::Instant::now() + Duration::from_millis(900);
+    while std::time::Instant::now() < until {
+        assert_eq!(read(&w, t03).await, json!({"max": 2}), "flipped back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

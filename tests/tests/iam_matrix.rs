@@ -441,6 +441,7 @@ const MATRIX: &[Case] = &[
     case(Driver, "dynamodb:PutItem", Registry, false),
     case(Driver, "dynamodb:GetItem", Registry, true),
     case(Driver, "dynamodb:GetItem", Item(OWN), true),
+    case(Driver, "dynamodb:Query", Item(OWN), false),
     case(Driver, "dynamodb:PutItem", Item(OWN), false),
     case(Driver, "dynamodb:DeleteItem", Item(OWN), false),
     case(Driver, "ssm:PutParameter", LayerPath("_tiers/gold"), true),

@@ -126,6 +126,48 @@ impl PlatformWrites {
         }
     }
 
+    /// After a shared write landed: a rollout of the entry started between
+    /// this write's check for one and its landing staged its value over the
+    /// version this write replaced, so it is rolled back (its finish would
+    /// fail anyway; meanwhile its tenants would read the staged value beside
+    /// others reading this write's, at one version number). A rollout
+    /// started after the landing started from it, and stays.
+    async fn roll_back_overtaken(&self, entry: &EntryKey, actor: &Actor) {
+        let Some(store) = &self.rollouts else {
+            return;
+        };
+        let landed_ms = now_ms();
+        let live = match store.live().await {
+            Ok(live) => live,
+            Err(error) => {
+                tracing::error!(%entry, %error, "cannot look for a rollout this write overtook");
+                return;
+            }
+        };
+        for mut rollout in live
+            .into_iter()
+            .filter(|r| &r.entry == entry && r.created_ms <= landed_ms)
+            // One that is landing started after this write, or fails to land.
+            .filter(|r| r.progress.state != crate::rollouts::plan::State::Finishing)
+        {
+            rollout.progress.state = crate::rollouts::plan::State::RolledBack;
+            rollout.progress.since_ms = landed_ms;
+            rollout.reason = Some(format!(
+                "the layer was written under it by {} as it started",
+                actor.0
+            ));
+            rollout.revision += 1;
+            match store.update(&rollout).await {
+                Ok(_) => {
+                    tracing::warn!(%entry, rollout = %rollout.id, "a rollout started under a shared write was rolled back")
+                }
+                Err(error) => {
+                    tracing::error!(%entry, rollout = %rollout.id, %error, "cannot roll back a rollout a write overtook")
+                }
+            }
+        }
+    }
+
     /// Checks a value a rollout stages as a write of it would be checked
     /// (no SecureString, the size, the schema, the blast radius over every
     /// tenant), without writing it. Answers the entry's version now (none:
@@ -148,8 +190,14 @@ impl PlatformWrites {
         self.shared_check()
             .check(&entry.service, &entry.key, &staged.read_back())
             .await?;
-        let newest = writer.history(entry, 1).await?.into_iter().next();
-        Ok(newest.filter(|v| !v.deleted).map(|v| v.version))
+        // A deletion is a version too (DynamoDB keeps its tombstone and
+        // numbers on from it): the staged value lands as the one after.
+        Ok(writer
+            .history(entry, 1)
+            .await?
+            .into_iter()
+            .next()
+            .map(|v| v.version))
     }
 
     /// The newest version of a shared entry, if it has any.
@@ -179,7 +227,20 @@ impl PlatformWrites {
         else {
             unreachable!("a landing is never a dry run");
         };
-        let expected = base_version.map_or(Expected::Absent, Expected::Version);
+        // Over the version the rollout started from: that version still
+        // newest, as a value, or as a deletion (then there is nothing to
+        // replace, and the entry is created).
+        let newest = writer.history(entry, 1).await?.into_iter().next();
+        let expected = match (&newest, base_version) {
+            (None, None) => Expected::Absent,
+            (Some(v), Some(base)) if v.version == base && v.deleted => Expected::Absent,
+            (Some(v), Some(base)) if v.version == base => Expected::Version(base),
+            (newest, _) => {
+                return Err(ConfigError::VersionConflict {
+                    current: newest.as_ref().map(|v| v.version),
+                });
+            }
+        };
         let written = checked_put(
             writer,
             &self.shared_check(),
@@ -382,6 +443,7 @@ impl PlatformWrites {
         )
         .await?;
         tracing::info!(%entry, version = written.version, actor = %actor.0, "shared configuration written");
+        self.roll_back_overtaken(&entry, &actor).await;
         Ok(Weighed::Landed {
             outcome: WriteOutcome { source, written },
             report,
@@ -425,6 +487,7 @@ impl PlatformWrites {
         };
         let version = writer.delete(&entry, expected, &actor).await?;
         tracing::info!(%entry, version, actor = %actor.0, "shared configuration deleted");
+        self.roll_back_overtaken(&entry, &actor).await;
         Ok(Weighed::Landed {
             outcome: version,
             report,
@@ -505,6 +568,7 @@ impl PlatformWrites {
         let written =
             checked_rollback(writer, &self.shared_check(), &entry, to, expected, &actor).await?;
         tracing::info!(%entry, version = written.version, rollback_of = to, actor = %actor.0, "shared configuration rolled back");
+        self.roll_back_overtaken(&entry, &actor).await;
         Ok(Weighed::Landed {
             outcome: WriteOutcome { source, written },
             report,

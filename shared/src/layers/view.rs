@@ -381,6 +381,16 @@ impl SharedLayers {
                         fresh: true,
                     });
                 }
+                // A rollout gone since the last load ended (done: its value
+                // is now the layer's; rolled back): this reader may not have
+                // heard yet, so it reads the layer again rather than serve
+                // its tenants the layer's old value in between. (After the
+                // set is kept: dropping a snapshot moves the epoch.)
+                if let Some(kept) = &last_good {
+                    for ended in kept.set.ended_since(&set) {
+                        self.invalidate_layer(&ended.layer, &ended.service).await;
+                    }
+                }
                 Ok((set, None))
             }
             Err(err) => match last_good {
@@ -581,9 +591,10 @@ impl SharedLayers {
         if self.rollouts.is_none() {
             return Ok(self.underlay(kind, tier, service).await?);
         }
-        let (underlay, live) =
-            tokio::join!(self.underlay(kind, tier, service), self.live_rollouts());
-        let (mut underlay, (live, stale)) = (underlay?, live?);
+        // The live rollouts first: a load that finds one ended drops its
+        // layer's snapshot, which the underlay must then not be read from.
+        let (live, stale) = self.live_rollouts().await?;
+        let mut underlay = self.underlay(kind, tier, service).await?;
         if !live.is_empty() {
             underlay.rollouts = live.applying(tenant, tier, service);
             underlay.rollouts_stale = stale;

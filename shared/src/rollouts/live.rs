@@ -63,6 +63,20 @@ impl LiveRollouts {
         Self { rollouts }
     }
 
+    /// The entries of rollouts in this set that `later` no longer holds.
+    pub fn ended_since(&self, later: &LiveRollouts) -> Vec<crate::layers::EntryKey> {
+        self.rollouts
+            .iter()
+            .filter(|live| {
+                !later
+                    .rollouts
+                    .iter()
+                    .any(|still| still.rollout.id == live.rollout.id)
+            })
+            .map(|live| live.rollout.entry.clone())
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rollouts.is_empty()
     }
