@@ -662,3 +662,109 @@ async fn a_reader_that_missed_a_rollouts_end_reads_the_landed_value_not_the_old_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A writer that lets a rollout of the entry start while its write is in
+/// flight (after the write's check for one), as a concurrent start would.
+struct RolloutStartsMidWrite {
+    inner: Arc<MemoryStore>,
+    store: Arc<MemoryRolloutStore>,
+}
+
+#[async_trait]
+impl ConfigWriter for RolloutStartsMidWrite {
+    fn kind(&self) -> StoreKind {
+        self.inner.kind()
+    }
+    async fn put(
+        &self,
+        item: &EntryKey,
+        value: &NewValue,
+        expected: Expected,
+        actor: &tenant_config_shared::write::Actor,
+    ) -> Result<tenant_config_shared::write::Written, tenant_config_shared::write::WriteError> {
+        let request = tenant_config_shared::rollouts::record::RolloutRequest::parse(&json!({
+            "layer": "global", "service": "billing", "key": "tenant_config_limits",
+            "value": {"max": 2}, "steps": ["everyone"], "bake_seconds": 60, "alarms": []
+        }))
+        .unwrap();
+        let progress = tenant_config_shared::rollouts::plan::Progress {
+            state: State::Rolling,
+            step: 0,
+            since_ms: now(),
+        };
+        let mut started = tenant_config_shared::rollouts::record::Rollout::new(
+            "r-mid",
+            request,
+            progress,
+            "other-admin",
+            now(),
+            1,
+        );
+        started.base_version = Some(1);
+        tenant_config_shared::rollouts::store::RolloutStore::create(self.store.as_ref(), &started)
+            .await
+            .unwrap();
+        ConfigWriter::put(self.inner.as_ref(), item, value, expected, actor).await
+    }
+    async fn delete(
+        &self,
+        item: &EntryKey,
+        expected: Expected,
+        actor: &tenant_config_shared::write::Actor,
+    ) -> Result<i64, tenant_config_shared::write::WriteError> {
+        ConfigWriter::delete(self.inner.as_ref(), item, expected, actor).await
+    }
+    async fn history(
+        &self,
+        item: &EntryKey,
+        limit: usize,
+    ) -> Result<
+        Vec<tenant_config_shared::write::VersionRecord>,
+        tenant_config_shared::write::WriteError,
+    > {
+        ConfigWriter::history(self.inner.as_ref(), item, limit).await
+    }
+    async fn rollback(
+        &self,
+        item: &EntryKey,
+        to: i64,
+        expected: Expected,
+        actor: &tenant_config_shared::write::Actor,
+    ) -> Result<tenant_config_shared::write::Written, tenant_config_shared::write::WriteError> {
+        ConfigWriter::rollback(self.inner.as_ref(), item, to, expected, actor).await
+    }
+}
+
+#[tokio::test]
+async fn a_rollout_started_under_a_landing_write_is_rolled_back_by_it() {
+    let w = world().await;
+    let platform = PlatformWrites::new(
+        KeyRouter::default(),
+        Arc::new(RolloutStartsMidWrite {
+            inner: w.dynamodb.clone(),
+            store: w.store.clone(),
+        }),
+        Arc::new(MemoryStore::new(StoreKind::ParameterStore)),
+        Arc::new(MemoryRegistry::default()),
+        PLATFORM_GROUP,
+    )
+    .with_rollouts(w.store.clone());
+    // WHEN a platform write passes its check, then a rollout starts, then it lands
+    let e = entry();
+    platform
+        .put_as(
+            "admin",
+            &e.layer,
+            &e.service,
+            &e.key,
+            &NewValue::json(&json!({"max": 9}), ValueKind::Plain).unwrap(),
+            Expected::Version(1),
+            tenant_config_shared::layers::platform::Landing::Land,
+        )
+        .await
+        .unwrap();
+    // THEN the rollout, staged over the version the write replaced, is rolled back
+    let overtaken = w.control.get_as("r-mid").await.unwrap();
+    assert_eq!(overtaken.progress.state, State::RolledBack);
+    assert!(overtaken.reason.unwrap().contains("written under it"));
+}
