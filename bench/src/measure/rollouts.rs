@@ -78,7 +78,7 @@ impl Reader {
         Ok(Reader::Agent(ConfigReaderClient::new(channel)))
     }
 
-    async fn read(&self, _stack: &LocalStack, token: &str) -> Option<Value> {
+    async fn read(&self, token: &str) -> Option<Value> {
         match self {
             Reader::Api { client, url } => {
                 let answer = client.get(url).bearer_auth(token).send().await.ok()?;
@@ -177,7 +177,6 @@ fn note(seen: &mut HashMap<usize, Seen>, tenant: usize, value: Option<Value>) {
 /// sweeps every tenant a few per round, until `done` says so (asked every
 /// 200 ms) and every reader has served every tenant `target` since.
 async fn observe(
-    stack: &LocalStack,
     readers: &[Reader],
     all: &[Tenant],
     watched: &[usize],
@@ -206,7 +205,7 @@ async fn observe(
         let round = Instant::now();
         for (r, reader) in readers.iter().enumerate() {
             for &t in watched {
-                let value = reader.read(stack, &all[t].token).await;
+                let value = reader.read(&all[t].token).await;
                 note(&mut seen[r], t, value);
             }
             let per_round = match reader {
@@ -215,7 +214,7 @@ async fn observe(
             };
             for _ in 0..per_round {
                 let t = cursor[r];
-                let value = reader.read(stack, &all[t].token).await;
+                let value = reader.read(&all[t].token).await;
                 note(&mut seen[r], t, value);
                 cursor[r] = (t + 1) % all.len();
                 if cursor[r] == 0 {
@@ -310,7 +309,7 @@ impl Report {
         for reader in &readers {
             for tenant in &all {
                 let deadline = Instant::now() + Duration::from_secs(10);
-                while reader.read(stack, &tenant.token).await.as_ref() != Some(&previous) {
+                while reader.read(&tenant.token).await.as_ref() != Some(&previous) {
                     if Instant::now() > deadline {
                         return Err(format!("{} never served the previous value", tenant.id));
                     }
@@ -355,7 +354,6 @@ impl Report {
         let (clock_ms, clock) = (now_ms(), Instant::now());
         let at = |ms: i64| clock + Duration::from_millis(ms.saturating_sub(clock_ms).max(0) as u64);
         let observed = observe(
-            stack,
             &readers,
             &all,
             &watched,
@@ -446,7 +444,7 @@ impl Report {
             async move {
                 for reader in readers {
                     for &t in canaries_2 {
-                        if reader.read(stack, &all[t].token).await.as_ref() != Some(&want) {
+                        if reader.read(&all[t].token).await.as_ref() != Some(&want) {
                             return false;
                         }
                     }
