@@ -41,23 +41,32 @@ pub(crate) const WITHOUT_TENANT_LIMITS: &[(&str, &str)] = &[
 /// so its three stacks run at once.
 pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
     let started = Instant::now();
-    let (mut report, resilience, lifecycle, blast) = if sizes.smoke {
-        let (shared, resilience, lifecycle, blast) = tokio::join!(
+    let (mut report, resilience, lifecycle, blast, rollouts) = if sizes.smoke {
+        let (shared, resilience, lifecycle, blast, rollouts) = tokio::join!(
             shared_stack_figures(sizes),
             resilience_figures(sizes),
             lifecycle_figures(sizes),
-            blast_figures(sizes)
+            blast_figures(sizes),
+            rollout_figures(sizes)
         );
-        (shared?, resilience?, lifecycle?, blast?)
+        (shared?, resilience?, lifecycle?, blast?, rollouts?)
     } else {
         let shared = shared_stack_figures(sizes).await?;
         let resilience = resilience_figures(sizes).await?;
         let lifecycle = lifecycle_figures(sizes).await?;
-        (shared, resilience, lifecycle, blast_figures(sizes).await?)
+        let blast = blast_figures(sizes).await?;
+        (
+            shared,
+            resilience,
+            lifecycle,
+            blast,
+            rollout_figures(sizes).await?,
+        )
     };
     report.merge(resilience);
     report.merge(lifecycle);
     report.merge(blast);
+    report.merge(rollouts);
     let chart = out.with_extension("svg");
     let chart_file = chart
         .file_name()
@@ -150,8 +159,14 @@ async fn blast_figures(sizes: Sizes) -> Result<Report, String> {
     let stack = LocalStack::start(shared_stack_options(sizes), &|_, _| {}).await?;
     let mut report = Report::new(sizes);
     report.blast_radius(&stack).await?;
-    // Rollouts register a thousand tenants of their own: after the blast
-    // radius, which counts the registry, on the same stack.
+    Ok(report)
+}
+
+/// Rollouts on a stack of their own: they need the stream (the blast
+/// radius's stack runs without it) and register their own tenants.
+async fn rollout_figures(sizes: Sizes) -> Result<Report, String> {
+    let stack = LocalStack::start(shared_stack_options(sizes), &|_, _| {}).await?;
+    let mut report = Report::new(sizes);
     report.rollouts(&stack).await?;
     Ok(report)
 }

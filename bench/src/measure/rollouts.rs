@@ -4,6 +4,7 @@
 //! how long a step takes to reach every reader of a tenant it moves, and how
 //! long a gate's ALARM takes to put a canary back everywhere.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,8 @@ use tenant_config_shared::TenantId;
 use tenant_config_shared::layers::registry::{DynamoDbRegistry, TenantRecord};
 use tenant_config_shared::refresh::proto::GetConfigRequest;
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
-use tenant_config_shared::rollouts::plan::bucket;
+use tenant_config_shared::rollouts::plan::{State, bucket};
+use tenant_config_shared::rollouts::store::{DynamoDbRolloutStore, RolloutStore};
 use tenant_config_shared::write::now_ms;
 use tonic::transport::{Channel, Endpoint};
 
@@ -242,7 +244,22 @@ async fn observe(
             break;
         }
         if began.elapsed() > give_up {
-            return Err(format!("not done within {give_up:?}"));
+            let behind: Vec<String> = seen
+                .iter()
+                .enumerate()
+                .flat_map(|(r, per_tenant)| {
+                    per_tenant
+                        .iter()
+                        .filter(|(_, h)| h.last().is_none_or(|(_, v)| v != target))
+                        .map(move |(t, h)| {
+                            format!("reader {r} tenant {t}: {:?}", h.last().map(|(_, v)| v))
+                        })
+                })
+                .take(5)
+                .collect();
+            return Err(format!(
+                "not done within {give_up:?} (rollout done: {finished}; behind: {behind:?})"
+            ));
         }
         if let Some(rest) = ROUND.checked_sub(round.elapsed()) {
             tokio::time::sleep(rest).await;
@@ -350,28 +367,49 @@ impl Report {
             .copied()
             .collect();
         // Wall-clock ms when the driver reached each step (from the record).
-        let mut reached: HashMap<u64, i64> = HashMap::new();
         let (clock_ms, clock) = (now_ms(), Instant::now());
         let at = |ms: i64| clock + Duration::from_millis(ms.saturating_sub(clock_ms).max(0) as u64);
-        let observed = observe(
-            &readers,
-            &all,
-            &watched,
-            &previous,
-            &new,
-            async || {
-                let record = rollout(stack, &pat, &id).await?;
-                if record["state"] == "rolling" {
-                    let step = record["step"].as_u64().unwrap_or_default();
+        // The record read every 100 ms beside the readers' polling (however
+        // slow a round is), for when each step was reached and the end.
+        let reached: RefCell<HashMap<u64, i64>> = RefCell::new(HashMap::new());
+        let (done, stop) = (Cell::new(false), Cell::new(false));
+        // Straight from the table: config-api is busy being measured.
+        let records = DynamoDbRolloutStore::new(aws_sdk_dynamodb::Client::new(&stack.aws), TABLE);
+        let watch_record = async {
+            while !stop.get() {
+                let record = records
+                    .get(&id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the rollout's record is gone")?;
+                if record.progress.state == State::Rolling {
                     reached
-                        .entry(step)
-                        .or_insert(record["since_ms"].as_i64().unwrap_or_default());
+                        .borrow_mut()
+                        .entry(record.progress.step as u64)
+                        .or_insert(record.progress.since_ms);
                 }
-                Ok(record["state"] == "done")
-            },
-            Duration::from_secs(120),
-        )
-        .await?;
+                done.set(record.progress.state == State::Done);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok::<(), String>(())
+        };
+        let readers_polled = async {
+            let observed = observe(
+                &readers,
+                &all,
+                &watched,
+                &previous,
+                &new,
+                async || Ok(done.get()),
+                Duration::from_secs(120),
+            )
+            .await;
+            stop.set(true);
+            observed
+        };
+        let (observed, watched_record) = tokio::join!(readers_polled, watch_record);
+        let (observed, ()) = (observed?, watched_record?);
+        let mut reached = reached.into_inner();
         // The first step was reached at the start.
         let created = rollout(stack, &pat, &id).await?["created_ms"]
             .as_i64()
