@@ -34,6 +34,12 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
         "  {:<18} {} (Lambda Invoke API)",
         "config-refresh", stack.watch.base_url
     );
+    println!(
+        "  {:<18} {} (Lambda Invoke API; ticked every {} s, and when a moto alarm enters ALARM)",
+        "rollout-driver",
+        stack.watch.base_url,
+        crate::scheduler::TICK.as_secs()
+    );
     for agent in &stack.agents {
         println!(
             "  {:<18} {} (gRPC; Cloud Map instance {})",
