@@ -260,41 +260,6 @@ pub async fn steps(stack: &LocalStack, passed: &mut usize, first: usize) -> Resu
     rollout_steps(stack, passed, first + 5, &raised).await
 }
 
-/// A CloudWatch alarm (in moto) a rollout watches, and its client.
-async fn gate(stack: &LocalStack, name: &str) -> Result<aws_sdk_cloudwatch::Client, String> {
-    let cloudwatch = aws_sdk_cloudwatch::Client::new(&stack.aws);
-    cloudwatch
-        .put_metric_alarm()
-        .alarm_name(name)
-        .namespace("Billing")
-        .metric_name("Errors")
-        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
-        .period(60)
-        .evaluation_periods(1)
-        .threshold(5.0)
-        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
-        .send()
-        .await
-        .map_err(|e| format!("put_metric_alarm: {e}"))?;
-    Ok(cloudwatch)
-}
-
-async fn set_alarm(
-    cloudwatch: &aws_sdk_cloudwatch::Client,
-    name: &str,
-    state: aws_sdk_cloudwatch::types::StateValue,
-) -> Result<(), String> {
-    cloudwatch
-        .set_alarm_state()
-        .alarm_name(name)
-        .state_value(state)
-        .state_reason("walk-through")
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("set_alarm_state: {e}"))
-}
-
 /// Rollouts of a new global default: one whose gate goes into alarm puts
 /// its canary back; one without a gate widens step by step and lands.
 async fn rollout_steps(
@@ -347,12 +312,12 @@ async fn rollout_steps(
         first,
         "a rollout stages a new default for tenant B first (every reader of B serves it, A keeps its own); its gate going into ALARM rolls B back",
         async {
-            let cloudwatch = gate(stack, gate_name).await?;
+            stack.create_gate(gate_name).await?;
             let id = start(json!([{"canary": ["tenant-b"]}, "everyone"]), 600, json!([gate_name])).await?;
             everywhere(stack, &bob, FEATURES, &tenant_b(&staged)).await?;
             everywhere(stack, &alice, FEATURES, &tenant_a_before).await?;
             let alarmed = std::time::Instant::now();
-            set_alarm(&cloudwatch, gate_name, aws_sdk_cloudwatch::types::StateValue::Alarm).await?;
+            stack.set_gate(gate_name, aws_sdk_cloudwatch::types::StateValue::Alarm).await?;
             stack
                 .until_served_everywhere(
                     &bob,
@@ -372,7 +337,7 @@ async fn rollout_steps(
                     && got.body["reason"] == format!("gate in alarm: {gate_name}"),
                 format!("rollout: {}", got.text),
             )?;
-            set_alarm(&cloudwatch, gate_name, aws_sdk_cloudwatch::types::StateValue::Ok).await
+            stack.set_gate(gate_name, aws_sdk_cloudwatch::types::StateValue::Ok).await
         },
     )
     .await?;

@@ -5,8 +5,6 @@
 //! and sends the rule's event when one enters ALARM).
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -22,7 +20,6 @@ pub const TICK: Duration = Duration::from_secs(1);
 
 pub struct RolloutSchedule {
     task: JoinHandle<()>,
-    invocations: Arc<AtomicUsize>,
 }
 
 impl RolloutSchedule {
@@ -32,8 +29,6 @@ impl RolloutSchedule {
             .region()
             .map(ToString::to_string)
             .unwrap_or_else(|| "us-east-1".to_owned());
-        let invocations = Arc::new(AtomicUsize::new(0));
-        let counter = invocations.clone();
         let task = tokio::spawn(async move {
             let mut states: HashMap<String, StateValue> = HashMap::new();
             let mut ticks = tokio::time::interval(TICK);
@@ -41,25 +36,18 @@ impl RolloutSchedule {
             loop {
                 ticks.tick().await;
                 for name in entered_alarm(&cloudwatch, &mut states).await {
-                    counter.fetch_add(1, Ordering::SeqCst);
                     report(
                         function,
                         invoke(&invoke_url, function, &alarm_event(&name, &region)).await,
                     );
                 }
-                counter.fetch_add(1, Ordering::SeqCst);
                 report(
                     function,
                     invoke(&invoke_url, function, &json!({"tick": SCHEDULED_TICK})).await,
                 );
             }
         });
-        Self { task, invocations }
-    }
-
-    /// Invocations made so far (ticks and alarm events).
-    pub fn invocations(&self) -> usize {
-        self.invocations.load(Ordering::SeqCst)
+        Self { task }
     }
 }
 

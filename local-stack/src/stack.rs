@@ -555,6 +555,45 @@ impl LocalStack {
             .await
     }
 
+    /// Creates a CloudWatch alarm in moto for a rollout to watch as a gate.
+    /// Its metric is never fed: whoever plays the failure sets its state
+    /// ([`Self::set_gate`]), and the local stack's alarm rule does the rest.
+    pub async fn create_gate(&self, name: &str) -> Result<(), String> {
+        aws_sdk_cloudwatch::Client::new(&self.aws)
+            .put_metric_alarm()
+            .alarm_name(name)
+            .namespace("TenantConfigLocal")
+            .metric_name("Errors")
+            .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(5.0)
+            .comparison_operator(
+                aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold,
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("put_metric_alarm {name}: {e}"))
+    }
+
+    /// Sets a gate's state, as CloudWatch would on its metric.
+    pub async fn set_gate(
+        &self,
+        name: &str,
+        state: aws_sdk_cloudwatch::types::StateValue,
+    ) -> Result<(), String> {
+        aws_sdk_cloudwatch::Client::new(&self.aws)
+            .set_alarm_state()
+            .alarm_name(name)
+            .state_value(state)
+            .state_reason("set by hand on the local stack")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("set_alarm_state {name}: {e}"))
+    }
+
     /// A fresh ID token for a seeded user, from moto's Cognito.
     pub async fn token(&self, user: DemoUser) -> Result<String, String> {
         id_token(&self.aws, &self.pool.client_id, user.username, PASSWORD).await

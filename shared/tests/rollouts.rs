@@ -255,6 +255,20 @@ async fn start(w: &World, body: Value) -> (u16, Value) {
     .await
 }
 
+/// Starts `{"max": 2}` for everyone in one step with no bake, watching
+/// `alarms`; the start must be accepted.
+async fn start_at_once(w: &World, alarms: &[&str]) {
+    let (status, body) = start(
+        w,
+        json!({
+            "layer": "global", "service": "billing", "key": "tenant_config_limits",
+            "value": {"max": 2}, "steps": ["everyone"], "bake_seconds": 0, "alarms": alarms
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+}
+
 fn staged() -> Value {
     json!({
         "layer": "global", "service": "billing", "key": "tenant_config_limits",
@@ -471,15 +485,7 @@ async fn an_abort_is_a_rollback_by_hand_and_bad_ids_are_refused() {
 #[tokio::test]
 async fn a_rollout_whose_layer_changed_under_it_rolls_back_instead_of_landing() {
     let w = world().await;
-    let (status, _) = start(
-        &w,
-        json!({
-            "layer": "global", "service": "billing", "key": "tenant_config_limits",
-            "value": {"max": 2}, "steps": ["everyone"], "bake_seconds": 0, "alarms": []
-        }),
-    )
-    .await;
-    assert_eq!(status, 201);
+    start_at_once(&w, &[]).await;
     // GIVEN the layer is written around the API (not through the refusing writer)
     ConfigWriter::put(
         w.dynamodb.as_ref(),
@@ -509,15 +515,7 @@ async fn a_rollout_whose_layer_changed_under_it_rolls_back_instead_of_landing() 
 #[tokio::test]
 async fn a_finish_that_landed_but_was_not_recorded_is_done_on_the_next_tick() {
     let w = world().await;
-    let (status, _) = start(
-        &w,
-        json!({
-            "layer": "global", "service": "billing", "key": "tenant_config_limits",
-            "value": {"max": 2}, "steps": ["everyone"], "bake_seconds": 0, "alarms": []
-        }),
-    )
-    .await;
-    assert_eq!(status, 201);
+    start_at_once(&w, &[]).await;
     let t0 = now();
     assert_eq!(tick(&w, t0 + 2_000).await, [State::Baking]);
     // GIVEN a tick landed the value and stopped before recording it
@@ -538,16 +536,7 @@ async fn a_finish_that_landed_but_was_not_recorded_is_done_on_the_next_tick() {
 #[tokio::test]
 async fn once_finishing_a_rollout_lands_whatever_an_abort_or_a_gate_says() {
     let w = world().await;
-    let (status, _) = start(
-        &w,
-        json!({
-            "layer": "global", "service": "billing", "key": "tenant_config_limits",
-            "value": {"max": 2}, "steps": ["everyone"], "bake_seconds": 0,
-            "alarms": ["errors-high"]
-        }),
-    )
-    .await;
-    assert_eq!(status, 201);
+    start_at_once(&w, &["errors-high"]).await;
     let t0 = now();
     assert_eq!(tick(&w, t0 + 2_000).await, [State::Baking]);
     // GIVEN a tick recorded 'finishing' and died before landing the value
@@ -595,15 +584,7 @@ async fn a_rollout_of_a_deleted_entry_lands_as_the_version_its_readers_were_show
     )
     .await
     .unwrap();
-    let (status, body) = start(
-        &w,
-        json!({
-            "layer": "global", "service": "billing", "key": "tenant_config_limits",
-            "value": {"max": 2}, "steps": ["everyone"], "bake_seconds": 0, "alarms": []
-        }),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
+    start_at_once(&w, &[]).await;
     heard(&w).await;
     // WHEN readers read it while it rolls, then it lands
     let bearer = format!("Bearer {}", token("t01"));
@@ -625,15 +606,7 @@ async fn a_rollout_of_a_deleted_entry_lands_as_the_version_its_readers_were_show
 async fn a_reader_that_missed_a_rollouts_end_reads_the_landed_value_not_the_old_one() {
     // GIVEN readers keeping what they load for one second
     let w = world_with(Duration::from_secs(1)).await;
-    let (status, _) = start(
-        &w,
-        json!({
-            "layer": "global", "service": "billing", "key": "tenant_config_limits",
-            "value": {"max": 2}, "steps": ["everyone"], "bake_seconds": 0, "alarms": []
-        }),
-    )
-    .await;
-    assert_eq!(status, 201);
+    start_at_once(&w, &[]).await;
     let t03 = &w.tenants[3];
     assert_eq!(read(&w, t03).await, json!({"max": 2}));
     // AND its layer snapshot loaded again later than the live rollouts

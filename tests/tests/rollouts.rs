@@ -47,6 +47,13 @@ async fn until(stack: &LocalStack, token: &str, expected: &Value) -> Duration {
     }
 }
 
+/// Pat starts a rollout of `body` through config-api; its id.
+async fn start_rollout(stack: &LocalStack, pat: &str, body: Value) -> String {
+    let started = send(stack, Method::POST, pat, "/v1/rollouts", Some(body)).await;
+    assert_eq!(started.status, 201, "{}", started.text);
+    started.body["id"].as_str().unwrap().to_owned()
+}
+
 /// The admin CLI with the stack's environment.
 fn admin(stack: &LocalStack, args: &[&str]) -> std::process::Output {
     std::process::Command::new(
@@ -103,20 +110,15 @@ async fn a_canary_reads_the_staged_value_everywhere_and_an_abort_puts_it_back() 
 
     // WHEN pat stages a new value for tenant-b first
     let staged = json!({"per_second": 99});
-    let started = send(
+    let id = start_rollout(
         &stack,
-        Method::POST,
         &pat,
-        "/v1/rollouts",
-        Some(json!({
+        json!({
             "layer": "global", "service": SERVICE, "key": KEY, "value": staged,
-            "steps": [{"canary": ["tenant-b"]}, "everyone"],
-            "bake_seconds": 600, "alarms": []
-        })),
+            "steps": [{"canary": ["tenant-b"]}, "everyone"], "bake_seconds": 600, "alarms": []
+        }),
     )
     .await;
-    assert_eq!(started.status, 201, "{}", started.text);
-    let id = started.body["id"].as_str().unwrap().to_owned();
     // THEN tenant-b reads it from config-api and the agent within the bound
     let took = until(&stack, &bob, &staged).await;
     // AND tenant-a still reads the previous value, and explain says why
@@ -248,25 +250,6 @@ async fn rollout(stack: &LocalStack, pat: &str, id: &str) -> Value {
     got.body
 }
 
-/// Creates a CloudWatch alarm in moto for a rollout to watch.
-async fn gate(stack: &LocalStack, name: &str) -> aws_sdk_cloudwatch::Client {
-    let cloudwatch = aws_sdk_cloudwatch::Client::new(&stack.aws);
-    cloudwatch
-        .put_metric_alarm()
-        .alarm_name(name)
-        .namespace("Orders")
-        .metric_name("Errors")
-        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
-        .period(60)
-        .evaluation_periods(1)
-        .threshold(5.0)
-        .comparison_operator(aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold)
-        .send()
-        .await
-        .unwrap();
-    cloudwatch
-}
-
 #[tokio::test]
 async fn the_driver_takes_a_rollout_to_everyone_and_a_gate_in_alarm_takes_the_next_one_back() {
     let stack = LocalStack::start(StackOptions::with_agents(1), &|_, _| {})
@@ -289,26 +272,21 @@ async fn the_driver_takes_a_rollout_to_everyone_and_a_gate_in_alarm_takes_the_ne
     )
     .await;
     assert_eq!(created.status, 201, "{}", created.text);
-    let cloudwatch = gate(&stack, "orders-errors").await;
+    stack.create_gate("orders-errors").await.unwrap();
     until(&stack, &alice, &first).await;
     until(&stack, &bob, &first).await;
 
     // GIVEN a rollout of three steps, one second of bake each, one gate
     let second = json!({"per_second": 20});
-    let started = send(
+    let id = start_rollout(
         &stack,
-        Method::POST,
         &pat,
-        "/v1/rollouts",
-        Some(json!({
+        json!({
             "layer": "global", "service": SERVICE, "key": KEY, "value": second,
-            "steps": [{"canary": ["tenant-b"]}, {"percent": 50}, "everyone"],
-            "bake_seconds": 1, "alarms": ["orders-errors"]
-        })),
+            "steps": [{"canary": ["tenant-b"]}, {"percent": 50}, "everyone"], "bake_seconds": 1, "alarms": ["orders-errors"]
+        }),
     )
     .await;
-    assert_eq!(started.status, 201, "{}", started.text);
-    let id = started.body["id"].as_str().unwrap().to_owned();
     // WHEN the driver ticks it through, while both tenants read every 50 ms
     let mut seen: Vec<(Value, Value)> = vec![(first.clone(), first.clone())];
     let began = Instant::now();
@@ -355,29 +333,23 @@ async fn the_driver_takes_a_rollout_to_everyone_and_a_gate_in_alarm_takes_the_ne
 
     // GIVEN a second rollout, baking long, its canary on the new value
     let third = json!({"per_second": 30});
-    let started = send(
+    let id = start_rollout(
         &stack,
-        Method::POST,
         &pat,
-        "/v1/rollouts",
-        Some(json!({
+        json!({
             "layer": "global", "service": SERVICE, "key": KEY, "value": third,
-            "steps": [{"canary": ["tenant-b"]}, "everyone"],
-            "bake_seconds": 600, "alarms": ["orders-errors"]
-        })),
+            "steps": [{"canary": ["tenant-b"]}, "everyone"], "bake_seconds": 600, "alarms": ["orders-errors"]
+        }),
     )
     .await;
-    assert_eq!(started.status, 201, "{}", started.text);
-    let id = started.body["id"].as_str().unwrap().to_owned();
     until(&stack, &bob, &third).await;
     // WHEN its gate goes into alarm
     let alarmed = Instant::now();
-    cloudwatch
-        .set_alarm_state()
-        .alarm_name("orders-errors")
-        .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
-        .state_reason("errors above 5")
-        .send()
+    stack
+        .set_gate(
+            "orders-errors",
+            aws_sdk_cloudwatch::types::StateValue::Alarm,
+        )
         .await
         .unwrap();
     // THEN the canary reads the previous value again within 30 s, and the reason is kept

@@ -285,22 +285,7 @@ impl Report {
             Reader::agent(pushed.endpoint()).await?,
             Reader::agent(unreached.endpoint()).await?,
         ];
-        let cloudwatch = aws_sdk_cloudwatch::Client::new(&stack.aws);
-        cloudwatch
-            .put_metric_alarm()
-            .alarm_name(GATE)
-            .namespace("Bench")
-            .metric_name("Errors")
-            .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
-            .period(60)
-            .evaluation_periods(1)
-            .threshold(5.0)
-            .comparison_operator(
-                aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanThreshold,
-            )
-            .send()
-            .await
-            .map_err(|e| format!("put_metric_alarm: {e}"))?;
+        stack.create_gate(GATE).await?;
         let previous = json!({"v": 1});
         let global = format!("/v1/layers/global/{SERVICE}/{KEY}");
         let written = stack
@@ -491,14 +476,9 @@ impl Report {
             tokio::time::sleep(ROUND).await;
         }
         let alarmed = Instant::now();
-        cloudwatch
-            .set_alarm_state()
-            .alarm_name(GATE)
-            .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
-            .state_reason("bench")
-            .send()
-            .await
-            .map_err(|e| format!("set_alarm_state: {e}"))?;
+        stack
+            .set_gate(GATE, aws_sdk_cloudwatch::types::StateValue::Alarm)
+            .await?;
         let mut rolled_back = None;
         while alarmed.elapsed() < Duration::from_secs(60) {
             if served_everywhere(new.clone()).await {

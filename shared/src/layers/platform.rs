@@ -178,7 +178,7 @@ impl PlatformWrites {
         entry: &EntryKey,
         value: &serde_json::Value,
     ) -> Result<Option<i64>, ConfigError> {
-        let (_, source, writer) = self.target(&entry.layer, &entry.service, &entry.key)?;
+        let (_, source, _) = self.target(&entry.layer, &entry.service, &entry.key)?;
         let staged = NewValue::json(value, ValueKind::Plain)?;
         staged.check(source)?;
         self.verdict(
@@ -192,12 +192,7 @@ impl PlatformWrites {
             .await?;
         // A deletion is a version too (DynamoDB keeps its tombstone and
         // numbers on from it): the staged value lands as the one after.
-        Ok(writer
-            .history(entry, 1)
-            .await?
-            .into_iter()
-            .next()
-            .map(|v| v.version))
+        Ok(self.newest(entry).await?.map(|v| v.version))
     }
 
     /// The newest version of a shared entry, if it has any.
@@ -230,7 +225,7 @@ impl PlatformWrites {
         // Over the version the rollout started from: that version still
         // newest, as a value, or as a deletion (then there is nothing to
         // replace, and the entry is created).
-        let newest = writer.history(entry, 1).await?.into_iter().next();
+        let newest = self.newest(entry).await?;
         let expected = match (&newest, base_version) {
             (None, None) => Expected::Absent,
             (Some(v), Some(base)) if v.version == base && v.deleted => Expected::Absent,

@@ -328,6 +328,14 @@ impl RolloutControl {
         }
     }
 
+    /// Whether the entry's newest version is this rollout's own landing.
+    async fn landed_by(&self, rollout: &Rollout, actor: &str) -> Result<bool, ConfigError> {
+        let newest = self.platform.newest(&rollout.entry).await?;
+        Ok(newest.is_some_and(|v| {
+            v.version == rollout.staged_version() && v.actor.as_deref() == Some(actor)
+        }))
+    }
+
     async fn tick_one(
         &self,
         rollout: Rollout,
@@ -432,16 +440,6 @@ impl RolloutControl {
             }
         }
         Ok(Some(change))
-    }
-}
-
-impl RolloutControl {
-    /// Whether the entry's newest version is this rollout's own landing.
-    async fn landed_by(&self, rollout: &Rollout, actor: &str) -> Result<bool, ConfigError> {
-        let newest = self.platform.newest(&rollout.entry).await?;
-        Ok(newest.is_some_and(|v| {
-            v.version == rollout.staged_version() && v.actor.as_deref() == Some(actor)
-        }))
     }
 }
 
