@@ -1,5 +1,6 @@
 //! Config agent processes (the real `config-agent` binary) for the local stack.
 
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ pub struct AgentProcess {
     pub port: u16,
     /// ConfigRefresh's port, the one registered in Cloud Map.
     pub refresh_port: u16,
+    /// ConfigRefresh's address: loopback, or the docker bridge's gateway.
+    pub refresh_ip: Ipv4Addr,
     pub instance_id: String,
     process: Option<ProcessGroup>,
 }
@@ -42,11 +45,23 @@ impl AgentProcess {
         env: &[(String, String)],
         binary: &std::path::Path,
     ) -> Result<Self, String> {
+        Self::start_on(name, env, binary, Ipv4Addr::LOCALHOST).await
+    }
+
+    /// [`AgentProcess::start_binary`] taking Refresh on `refresh_ip` (and
+    /// registering it in Cloud Map), e.g. the docker bridge's gateway, which
+    /// containers reach as well as the host. Reads stay on loopback.
+    pub async fn start_on(
+        name: &str,
+        env: &[(String, String)],
+        binary: &std::path::Path,
+        refresh_ip: Ipv4Addr,
+    ) -> Result<Self, String> {
         // A port found free can be taken by another process before the agent
         // binds it (tests start many stacks at once): try fresh ports then.
         let mut attempt = 1;
         loop {
-            match Self::start_once(name, env, binary).await {
+            match Self::start_once(name, env, binary, refresh_ip).await {
                 Err(e) if e.contains("Address already in use") && attempt < 3 => {
                     eprintln!(
                         "agent {name}: a listen port was taken meanwhile (attempt {attempt}); new ports"
@@ -62,6 +77,7 @@ impl AgentProcess {
         name: &str,
         env: &[(String, String)],
         binary: &std::path::Path,
+        refresh_ip: Ipv4Addr,
     ) -> Result<Self, String> {
         let (port, refresh_port) = two_free_ports().map_err(|e| e.to_string())?;
         let instance_id = format!("{name}-{port}");
@@ -71,7 +87,7 @@ impl AgentProcess {
             .env("AGENT_LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env(
                 "AGENT_REFRESH_LISTEN_ADDR",
-                format!("127.0.0.1:{refresh_port}"),
+                format!("{refresh_ip}:{refresh_port}"),
             )
             .env("AGENT_INSTANCE_ID", &instance_id);
         let mut process = ProcessGroup::spawn(name, command).map_err(|e| e.to_string())?;
@@ -87,6 +103,7 @@ impl AgentProcess {
             name: name.to_owned(),
             port,
             refresh_port,
+            refresh_ip,
             instance_id,
             process: Some(process),
         })
@@ -104,7 +121,7 @@ impl AgentProcess {
 
     /// Where config-refresh reaches ConfigRefresh (the registered address).
     pub fn refresh_endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.refresh_port)
+        format!("http://{}:{}", self.refresh_ip, self.refresh_port)
     }
 
     /// Stops the agent as an orchestrator would (SIGTERM) and waits for it;

@@ -122,6 +122,7 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
     println!(
         "  tenant-config-admin layer put global {SERVICE} tenant_config_features '{{\"max_projects\": 10}}' --dry-run"
     );
+    print_sam_local(stack);
     println!();
     println!("A fresh token (they expire after an hour): tenant-config-admin token alice");
     println!(
@@ -130,6 +131,48 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
     );
     println!("Press Ctrl-C to stop everything.");
     Ok(())
+}
+
+/// The `sam local` commands, when the stack serves containers; how to get
+/// there when it does not.
+fn print_sam_local(stack: &LocalStack) {
+    println!();
+    let Some(sam) = &stack.sam else {
+        println!(
+            "The functions in containers, as sam local runs them: `bash tests/sam-local.sh setup` (as root), then start the demo again."
+        );
+        return;
+    };
+    if sam.template.is_none() || sam.image.is_none() {
+        println!(
+            "Docker answers, but sam local is not set up: `bash tests/sam-local.sh setup`, then start the demo again."
+        );
+        return;
+    }
+    let line = |args: Vec<String>| format!("  sam {}", args.join(" "));
+    println!(
+        "The built functions in containers (sam local), against this stack (settings in {}, events with tokens in {}/):",
+        crate::sam::ENV_FILE,
+        crate::sam::EVENTS_DIR
+    );
+    println!(
+        "{}",
+        line(sam.invoke_args(
+            "ConfigApiFunction",
+            &sam.events.join("apigw-rest-get-config.json")
+        ))
+    );
+    println!(
+        "{}",
+        line(sam.invoke_args(
+            "ConfigRefreshFunction",
+            &sam.events.join("parameter-store-change-update.json")
+        ))
+    );
+    println!("{}", line(sam.start_api_args(3000)));
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN_A\" http://127.0.0.1:3000/v1/config/{SERVICE}/tenant_config_limits"
+    );
 }
 
 /// Ctrl-C, SIGTERM or SIGHUP (terminal closed): all mean stop and clean up.

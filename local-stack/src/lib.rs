@@ -21,8 +21,11 @@
 //! - [`walkthrough`]: the demo's story, checked step by step
 //!   ([`layers_walkthrough`]: its layered part)
 //! - [`guide`]: what the demo prints for a person to try
+//! - [`bridge`], [`sam`]: `sam local`'s containers reaching the stack through
+//!   the docker bridge, and the inputs SAM runs them with
 
 pub mod agent;
+pub mod bridge;
 pub mod fault_proxy;
 pub mod guide;
 pub mod layer_seeds;
@@ -31,6 +34,7 @@ pub mod moto;
 pub mod process;
 pub mod published;
 pub mod queue;
+pub mod sam;
 pub mod scheduler;
 pub mod seed;
 pub mod stack;

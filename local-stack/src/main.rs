@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use tenant_config_local_stack::bridge::DockerBridge;
 use tenant_config_local_stack::guide::{print_guide, wait_for_stop_signal};
 use tenant_config_local_stack::stack::{LocalStack, StackOptions};
 
@@ -20,6 +21,8 @@ async fn main() {
     let options = StackOptions {
         publish: !walkthrough,
         agent_tls: true,
+        // With a docker daemon up, sam local's containers can reach the demo.
+        containers: !walkthrough && DockerBridge::detect().is_some(),
         ..StackOptions::with_agents(2)
     };
     let mut stack = match LocalStack::start(options, &progress).await {

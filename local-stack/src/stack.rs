@@ -15,10 +15,12 @@ use tenant_config_shared::ItemKey;
 use tenant_config_shared::grants::{ALL_SERVICES, DynamoDbGrants, Grant};
 
 use crate::agent::AgentProcess;
+use crate::bridge::{DockerBridge, Forwarder, container_env, loopback_endpoint};
 use crate::fault_proxy::FaultProxy;
 use crate::moto::MotoServer;
 use crate::published::{self, Published};
 use crate::queue::QueueMapping;
+use crate::sam::SamLocal;
 use crate::scheduler::RolloutSchedule;
 use crate::seed::{self, CloudMap, UserPool};
 use crate::stage_cache::StageCacheStub;
@@ -182,6 +184,10 @@ pub struct StackOptions {
     /// Publish the stack as a deployed one looks (see [`crate::published`]):
     /// the demo and the tests of `--stack` and `verify`; the others skip it.
     pub publish: bool,
+    /// Serve `sam local`'s containers too: reachable on the docker bridge's
+    /// gateway ([`crate::bridge`]), with sam local's inputs written
+    /// ([`crate::sam`]). Fails to start when no docker daemon answers.
+    pub containers: bool,
 }
 
 impl StackOptions {
@@ -195,6 +201,7 @@ impl StackOptions {
             dynamodb_through_proxy: false,
             agent_tls: false,
             publish: false,
+            containers: false,
         }
     }
 }
@@ -225,6 +232,12 @@ pub struct LocalStack {
     /// A second app client, granted only [`SERVICE`]'s plain values (the
     /// demo's own client, `pool.client_id`, is granted everything).
     pub limited_client_id: String,
+    /// What `sam local` runs against this stack with, when started for
+    /// containers.
+    pub sam: Option<SamLocal>,
+    /// The bridge's forwarders to moto and the API Gateway stand-in, held
+    /// so that they listen until the stack stops.
+    _forwarders: Vec<Forwarder>,
 }
 
 /// Receives progress: a step's name and how long it took.
@@ -342,7 +355,22 @@ impl LocalStack {
         )
         .await?;
         let stage_cache = StageCacheStub::start().await?;
+        let bridge =
+            if options.containers {
+                Some(DockerBridge::detect().ok_or(
+                    "no docker daemon answers: `bash tests/sam-local.sh setup` starts one",
+                )?)
+            } else {
+                None
+            };
         let mut env = function_env(&moto, &pool, &cloud_map);
+        if let Some(bridge) = &bridge {
+            env.retain(|(name, _)| name != "AGENT_NETWORKS");
+            env.push((
+                "AGENT_NETWORKS".to_owned(),
+                format!("{LOCAL_AGENT_NETWORKS},{}", bridge.agent_network()),
+            ));
+        }
         env.retain(|(name, _)| name != "COGNITO_CLIENT_IDS");
         env.extend([
             (
@@ -427,7 +455,9 @@ impl LocalStack {
                 progress,
                 &format!("config agent {name}"),
                 // The functions' profile: the benchmark runs release builds.
-                AgentProcess::start_binary(
+                // On the bridge's gateway for containers: the host reaches
+                // that address too.
+                AgentProcess::start_on(
                     &name,
                     &agent_env,
                     &crate::agent::agent_binary_of(if options.release {
@@ -435,6 +465,7 @@ impl LocalStack {
                     } else {
                         "debug"
                     }),
+                    bridge.map_or(std::net::Ipv4Addr::LOCALHOST, |b| b.gateway),
                 ),
             )
             .await?;
@@ -461,6 +492,32 @@ impl LocalStack {
             StreamMapping::start(&aws, TABLE, watch.base_url.clone(), "config-refresh"),
         )
         .await?;
+        let (sam, forwarders) = match bridge {
+            Some(bridge) => {
+                step(
+                    progress,
+                    "sam local: forwarders on the docker bridge, target/sam-env.json",
+                    async {
+                        let mut forwarders = Vec::new();
+                        for endpoint in [moto.endpoint.clone(), stage_cache.endpoint()] {
+                            forwarders.push(
+                                Forwarder::start(bridge.gateway, loopback_endpoint(&endpoint)?)
+                                    .await?,
+                            );
+                        }
+                        let settings = container_env(&env, &forwarders);
+                        let token =
+                            id_token(&aws, &pool.client_id, ALICE.username, PASSWORD).await?;
+                        let admin =
+                            id_token(&aws, &pool.client_id, DANA.username, PASSWORD).await?;
+                        let sam = SamLocal::write(&settings, &token, &admin)?;
+                        Ok::<_, String>((Some(sam), forwarders))
+                    },
+                )
+                .await?
+            }
+            None => (None, Vec::new()),
+        };
         let published = if options.publish {
             Some(
                 step(
@@ -488,6 +545,8 @@ impl LocalStack {
             agents,
             env,
             faults,
+            sam,
+            _forwarders: forwarders,
         })
     }
 

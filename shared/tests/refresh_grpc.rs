@@ -747,8 +747,13 @@ async fn every_change_requests_a_flush_and_a_batch_of_requests_flushes_once() {
         vec!["stream-100".to_owned(), "stream-101".to_owned()]
     );
     assert_eq!(cache.flushes.load(std::sync::atomic::Ordering::SeqCst), 0);
-    // WHEN the queue delivers the requests as one batch THEN one flush
-    let outcome = refresher.handle(queue_batch(2)).await.unwrap();
+    // WHEN the queue delivers the requests as one batch (the sample event
+    // of events/, in the shape the SQS event source mapping sends) THEN one flush
+    let delivered: serde_json::Value = serde_json::from_str(include_str!(
+        "../../events/sqs-stage-cache-flush-batch.json"
+    ))
+    .unwrap();
+    let outcome = refresher.handle(delivered).await.unwrap();
     assert_eq!(
         outcome.to_json(),
         json!({"status": "flushed", "requests": 2})

@@ -560,3 +560,25 @@ fn the_readme_is_a_front_door_and_each_figure_lives_in_one_place() {
         .collect();
     assert_eq!(statements, [root().join("docs/development.md")]);
 }
+
+#[test]
+fn the_sample_events_table_lists_exactly_the_files_in_events() {
+    let development = read("docs/development.md");
+    let section = development
+        .split("\n## Sample events\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/development.md has a Sample events section");
+    let listed: BTreeSet<String> = section
+        .lines()
+        .filter(|l| l.starts_with("| `events/"))
+        .filter_map(|l| l.split('`').nth(1))
+        .map(str::to_owned)
+        .collect();
+    let files: BTreeSet<String> = std::fs::read_dir(root().join("events"))
+        .unwrap()
+        .flatten()
+        .map(|e| format!("events/{}", e.file_name().to_string_lossy()))
+        .collect();
+    assert_eq!(listed, files);
+}

@@ -15,6 +15,7 @@ mod layers;
 mod read_path;
 mod refresh_path;
 mod rollouts;
+mod sam_local;
 mod secrets_in_logs;
 mod service_grants;
 mod soak;

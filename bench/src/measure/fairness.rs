@@ -243,9 +243,8 @@ impl Report {
         // The last two rows put B's Parameter Store in the moto that takes
         // A's writes: no split of cores can keep them apart, so none is made.
         let pinned_note = match pinned.release() {
-            Ok(()) => format!(
-                "cores split for every row but the last two (`taskset`): tenant B's Parameter Store moto alone on core 1; on core 0 this process (both tenants' requests) and, as `SCHED_IDLE` so that they give it the core the moment it wakes, the stack's other processes (the moto taking tenant A's writes, the journal and the quotas; the functions), which stand in for AWS services that never take a function's CPU; the last two rows unpinned"
-            ),
+            Ok(()) => "cores split for every row but the last two (`taskset`): tenant B's Parameter Store moto alone on core 1; on core 0 this process (both tenants' requests) and, as `SCHED_IDLE` so that they give it the core the moment it wakes, the stack's other processes (the moto taking tenant A's writes, the journal and the quotas; the functions), which stand in for AWS services that never take a function's CPU; the last two rows unpinned"
+                .to_owned(),
             Err(why) => format!(
                 "not pinned to cores ({why}): tenant A's writes in one moto compete for CPU with tenant B's Parameter Store in the other"
             ),

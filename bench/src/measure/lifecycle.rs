@@ -74,6 +74,7 @@ impl Report {
                 // Pushes to the agent processes over TLS, as deployed.
                 agent_tls: true,
                 publish: false,
+                containers: false,
             },
             &|_, _| {},
         )

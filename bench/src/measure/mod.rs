@@ -98,6 +98,7 @@ fn shared_stack_options(sizes: Sizes) -> StackOptions {
         // In-process agents (figures 2 and 3) take Refresh in plaintext.
         agent_tls: false,
         publish: false,
+        containers: false,
     }
 }
 

@@ -147,6 +147,7 @@ async fn run(
             dynamodb_through_proxy: false,
             agent_tls: false,
             publish: false,
+            containers: false,
         },
         &|_, _| {},
     )

@@ -88,6 +88,31 @@ mod tests {
     }
 
     #[test]
+    fn write_events_map_method_preconditions_and_body() {
+        let put = request(include_str!("../../../events/apigw-rest-put-config.json"));
+        let api = to_api_request(&put);
+        assert_eq!(api.method, "PUT");
+        assert!(
+            api.path
+                .ends_with("/v1/config/billing/tenant_config_banner"),
+            "{}",
+            api.path
+        );
+        assert_eq!(api.authorization, Some("Bearer ${ADMIN_ID_TOKEN}"));
+        assert_eq!((api.if_match, api.if_none_match), (None, Some("*")));
+        let body: serde_json::Value = serde_json::from_str(api.body.unwrap()).unwrap();
+        assert!(body["value"].is_object(), "{body}");
+
+        let delete = request(include_str!(
+            "../../../events/apigw-rest-delete-config.json"
+        ));
+        let api = to_api_request(&delete);
+        assert_eq!(api.method, "DELETE");
+        assert_eq!((api.if_match, api.if_none_match), (Some("\"1\""), None));
+        assert_eq!(api.body, None);
+    }
+
+    #[test]
     fn responses_keep_status_headers_and_body() {
         let response = to_lambda_response(ApiResponse {
             status: 409,
