@@ -12,10 +12,8 @@ values the template does declare (!Ref, !GetAtt) mean nothing here. So:
   endpoints on the docker bridge);
 - .aws-sam/build/template.local.yaml, when `sam build` has run: the built
   template with each function declaring exactly those names, so that every one
-  reaches the function and no deployed value does, and given a longer timeout:
-  where the machine is not arm64, the function runs under qemu's emulation,
-  many times slower than Lambda runs it. Everything else (code, architecture,
-  API events) is the built template's.
+  reaches the function and no deployed value does. Everything else (code,
+  architecture, timeout, API events) is the built template's.
 
 usage: python local-stack/sam_local_inputs.py SETTINGS_JSON
   SETTINGS_JSON: a JSON object of the settings a container needs.
@@ -32,9 +30,6 @@ SOURCE = os.path.join(ROOT, "template.yaml")
 BUILT = os.path.join(ROOT, ".aws-sam", "build", "template.yaml")
 LOCAL = os.path.join(ROOT, ".aws-sam", "build", "template.local.yaml")
 ENV_FILE = os.path.join(ROOT, "target", "sam-env.json")
-# Seconds a function may run locally: an emulated first invocation (init,
-# then a token verified against the JWKS) took over the template's 10 s.
-LOCAL_TIMEOUT = 120
 
 
 def functions(template):
@@ -65,7 +60,6 @@ def main():
         for name in names:
             properties = built["Resources"][name].setdefault("Properties", {})
             properties["Environment"] = {"Variables": {key: "" for key in sorted(settings)}}
-            properties["Timeout"] = LOCAL_TIMEOUT
         with open(LOCAL, "w") as f:
             f.write(yaml_dump(built))
         written.append(LOCAL)

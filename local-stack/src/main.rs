@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tenant_config_local_stack::bridge::DockerBridge;
 use tenant_config_local_stack::guide::{print_guide, wait_for_stop_signal};
+use tenant_config_local_stack::sam::sam_cli_installed;
 use tenant_config_local_stack::stack::{LocalStack, StackOptions};
 
 #[tokio::main]
@@ -21,8 +22,9 @@ async fn main() {
     let options = StackOptions {
         publish: !walkthrough,
         agent_tls: true,
-        // With a docker daemon up, sam local's containers can reach the demo.
-        containers: !walkthrough && DockerBridge::detect().is_some(),
+        // With a docker daemon up and the SAM CLI installed, sam local's
+        // containers can reach the demo.
+        containers: !walkthrough && sam_cli_installed() && DockerBridge::detect().is_some(),
         ..StackOptions::with_agents(2)
     };
     let mut stack = match LocalStack::start(options, &progress).await {

@@ -32,6 +32,12 @@ pub const EVENTS_DIR: &str = "target/sam-events";
 const TOKEN_PLACEHOLDER: &str = "${ID_TOKEN}";
 const ADMIN_TOKEN_PLACEHOLDER: &str = "${ADMIN_ID_TOKEN}";
 
+/// Whether `tests/setup.sh deploy` installed the SAM CLI into `.venv/`
+/// (writing the inputs needs its Python package too).
+pub fn sam_cli_installed() -> bool {
+    workspace_root().join(".venv/bin/sam").exists()
+}
+
 /// What `sam local` runs against this stack with.
 #[derive(Debug, Clone)]
 pub struct SamLocal {

@@ -501,11 +501,15 @@ impl LocalStack {
                         let mut forwarders = Vec::new();
                         for endpoint in [moto.endpoint.clone(), stage_cache.endpoint()] {
                             forwarders.push(
-                                Forwarder::start(bridge.gateway, loopback_endpoint(&endpoint)?)
-                                    .await?,
+                                Forwarder::start(
+                                    bridge.gateway,
+                                    bridge.subnet,
+                                    loopback_endpoint(&endpoint)?,
+                                )
+                                .await?,
                             );
                         }
-                        let settings = container_env(&env, &forwarders);
+                        let settings = container_env(&env, &forwarders)?;
                         let token =
                             id_token(&aws, &pool.client_id, ALICE.username, PASSWORD).await?;
                         let admin =
@@ -523,7 +527,7 @@ impl LocalStack {
                 step(
                     progress,
                     "published as CloudFormation stack tenant-config-local (outputs, alarms, DLQ)",
-                    publish_stack(&aws, &pool, &cloud_map, &watch),
+                    publish_stack(&aws, &pool, &cloud_map, &watch, &env),
                 )
                 .await?,
             )
@@ -766,6 +770,7 @@ async fn publish_stack(
     pool: &UserPool,
     cloud_map: &CloudMap,
     watch: &LambdaWatch,
+    env: &[(String, String)],
 ) -> Result<Published, String> {
     use tenant_config_admin::stack::{output, parameter};
     let published = published::create_operations(aws).await?;
@@ -798,10 +803,16 @@ async fn publish_stack(
     ]
     .into_iter()
     .collect();
-    let parameters: BTreeMap<&str, String> =
-        [(parameter::AGENT_NETWORKS, LOCAL_AGENT_NETWORKS.to_owned())]
-            .into_iter()
-            .collect();
+    // What the functions push to (the bridge's gateway too, when the stack
+    // serves containers), so that verify judges the agents' registrations
+    // by the same networks.
+    let agent_networks = env
+        .iter()
+        .find(|(name, _)| name == "AGENT_NETWORKS")
+        .map_or(LOCAL_AGENT_NETWORKS.to_owned(), |(_, value)| value.clone());
+    let parameters: BTreeMap<&str, String> = [(parameter::AGENT_NETWORKS, agent_networks)]
+        .into_iter()
+        .collect();
     published::publish(aws, &outputs, &parameters).await?;
     Ok(published)
 }
