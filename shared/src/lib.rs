@@ -30,6 +30,8 @@
 //!
 //! **Edges**: how callers reach the use cases.
 //! - [`api`]: the HTTP API, independent of the Lambda runtime
+//! - [`ofrep`]: the OpenFeature Remote Evaluation Protocol's shapes and rules over
+//!   an effective value (not served by a route yet)
 //! - [`agent`]: the agent's gRPC services and lifecycle
 //! - [`refresh::handler`]: config-refresh's event handler
 //! - [`settings`], [`telemetry`], [`metrics`]: environment, JSON logs and EMF
@@ -49,6 +51,7 @@ pub mod kinds;
 pub mod layers;
 pub mod membership;
 pub mod metrics;
+pub mod ofrep;
 pub mod quota;
 pub mod reads;
 pub mod refresh;
