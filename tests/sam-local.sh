@@ -99,7 +99,8 @@ if ! docker info >/dev/null 2>&1; then
     sleep 0.5
   done
   docker info >/dev/null 2>&1 || { tail -n 30 "$state/dockerd.log" >&2; exit 1; }
-elif ! grep -q -- '--userland-proxy=false' "/proc/$(pgrep -xo dockerd)/cmdline" 2>/dev/null &&
+elif ! (for pid in $(pgrep -x dockerd); do tr '\0' ' ' <"/proc/$pid/cmdline"; done 2>/dev/null) |
+  grep -q -- '--userland-proxy=false' &&
   ! grep -qE '"userland-proxy": *false' /etc/docker/daemon.json 2>/dev/null; then
   echo "warning: the running dockerd uses its userland proxy: about one sam local invoke in ten may" >&2
   echo "         get 'No response from invoke container' (set \"userland-proxy\": false in daemon.json)" >&2
