@@ -3,6 +3,7 @@
 //!
 //! **Domain**: what configuration is, with no I/O.
 //! - [`kinds`]: [`StoreKind`] and [`kinds::Field`], the labels the others share
+//! - [`fnv`]: the one hash that must agree across readers and Rust versions
 //! - [`error`]: the one error type and its status mapping
 //! - [`validate`]: strict identifiers ([`TenantId`], [`ServiceName`], [`ConfigKey`])
 //! - [`domain`]: [`ItemKey`], values
@@ -46,6 +47,7 @@ pub mod catch_up;
 pub mod credentials;
 pub mod domain;
 pub mod error;
+pub mod fnv;
 pub mod grants;
 pub mod kinds;
 pub mod layers;

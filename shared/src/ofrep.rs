@@ -18,6 +18,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::fnv::fnv1a_64;
 use crate::layers::Layer;
 use crate::reads::Explained;
 use crate::rollouts::record::Version;
@@ -216,23 +217,23 @@ pub fn parse_context(body: Option<&str>) -> Result<Map<String, Value>, (ErrorCod
 pub fn bulk_etag(evaluations: &[Evaluation]) -> String {
     let mut sorted: Vec<&Evaluation> = evaluations.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    // Each flag's canonical JSON (serde_json writes object members in key
+    // order, no preserve_order: equal values give equal bytes), each ended
+    // by a NUL so that no two lists run together alike.
+    let mut canonical = String::new();
     for evaluation in sorted {
-        // serde_json writes object members in key order (no
-        // preserve_order), so equal values give equal bytes.
-        let canonical = serde_json::json!([
-            evaluation.key,
-            evaluation.variant,
-            evaluation.reason,
-            evaluation.value
-        ])
-        .to_string();
-        for byte in canonical.bytes().chain(std::iter::once(0)) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
+        canonical.push_str(
+            &serde_json::json!([
+                evaluation.key,
+                evaluation.variant,
+                evaluation.reason,
+                evaluation.value
+            ])
+            .to_string(),
+        );
+        canonical.push('\0');
     }
-    format!("\"{hash:016x}\"")
+    format!("\"{:016x}\"", fnv1a_64(canonical.into_bytes()))
 }
 
 /// Whether an `If-None-Match` header names `etag` (or is `*`).

@@ -11,6 +11,7 @@ mod docs;
 mod fairness;
 mod faults;
 mod iam_matrix;
+mod jwt_parts;
 mod layers;
 mod read_path;
 mod refresh_path;

@@ -1,14 +1,14 @@
 //! End to end: moto (DynamoDB, SSM, Cognito) + config-api under
 //! `cargo lambda watch`, called over HTTP with real Cognito ID tokens.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tenant_config_local_stack::seed;
 use tenant_config_local_stack::stack::{
     ALICE, BOB, CAROL, LocalStack, PASSWORD, SERVICE, StackOptions,
 };
 use tenant_config_testkit::identity::OTHER_KEY_PEM;
+
+use crate::jwt_parts::{claiming_tenant, decode_part, encode_part};
 
 async fn stack() -> LocalStack {
     LocalStack::start(StackOptions::with_agents(0), &|_, _| {})
@@ -231,14 +231,6 @@ async fn secure_strings_are_served_only_on_the_uncached_secure_route() {
     assert!(!stack.watch.log_tail().contains("tenant-a-db-secret"));
 }
 
-fn decode_part(part: &str) -> Value {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
-}
-
-fn encode_part(value: &Value) -> String {
-    URL_SAFE_NO_PAD.encode(value.to_string())
-}
-
 #[tokio::test]
 async fn forged_foreign_and_missing_tokens_are_refused() {
     let stack = stack().await;
@@ -248,7 +240,7 @@ async fn forged_foreign_and_missing_tokens_are_refused() {
     claims["custom:tenantId"] = json!("tenant-b");
 
     // A real token whose payload was edited to claim tenant B.
-    let tampered = format!("{}.{}.{}", parts[0], encode_part(&claims), parts[2]);
+    let tampered = claiming_tenant(&alice, "tenant-b");
     // The same claims, unsigned (alg none).
     let unsigned = format!(
         "{}.{}.",

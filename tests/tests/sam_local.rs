@@ -8,8 +8,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tenant_config_local_stack::process::{ProcessGroup, free_port, tool, workspace_root};
 use tenant_config_local_stack::sam::SamLocal;
@@ -18,6 +16,8 @@ use tenant_config_local_stack::stack::{
 };
 use tenant_config_shared::refresh::journal::ChangeJournal;
 use tenant_config_shared::refresh::journal_table::JournalTable;
+
+use crate::jwt_parts::claiming_tenant;
 
 const NEEDS: &str = "needs docker, the stand-in image and sam build: bash tests/sam-local.sh";
 /// What SAM says when its request reached no emulator in the container.
@@ -314,20 +314,6 @@ async fn sam_local_invoke_of_config_refresh_refreshes_the_running_agents() {
     assert!(stack.stage_cache.flushes().len() > flushes_before);
 }
 
-/// A real token whose payload was edited to claim another tenant.
-fn tampered(token: &str) -> String {
-    let parts: Vec<&str> = token.split('.').collect();
-    let mut claims: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
-    claims["custom:tenantId"] = json!("tenant-b");
-    format!(
-        "{}.{}.{}",
-        parts[0],
-        URL_SAFE_NO_PAD.encode(claims.to_string()),
-        parts[2]
-    )
-}
-
 #[tokio::test]
 #[ignore = "needs docker, the stand-in image and sam build: bash tests/sam-local.sh"]
 async fn sam_local_start_api_serves_a_real_token_and_refuses_a_forged_one() {
@@ -369,7 +355,7 @@ async fn sam_local_start_api_serves_a_real_token_and_refuses_a_forged_one() {
     // AND a token edited to claim tenant B is refused by the function itself
     let refused = client
         .get(&url)
-        .bearer_auth(tampered(&token))
+        .bearer_auth(claiming_tenant(&token, "tenant-b"))
         .send()
         .await
         .unwrap();

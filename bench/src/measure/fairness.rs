@@ -680,27 +680,19 @@ enum Policy {
 }
 
 /// `chrt -a -p` on every thread `pid` has now (threads created later take
-/// their creator's policy).
+/// their creator's policy); a process that ended meanwhile is no failure.
 fn set_policy(pid: u32, policy: Policy) -> Result<(), String> {
     let flag = match policy {
         Policy::Background => "--idle",
         Policy::Normal => "--other",
     };
-    let pid_text = pid.to_string();
-    let mut last = String::new();
-    // Tried a few times: a thread ending while chrt walks them (moto starts
-    // one per request) fails the walk.
-    for _ in 0..3 {
-        let out = std::process::Command::new("chrt")
-            .args(["-a", flag, "-p", "0", &pid_text])
-            .output()
-            .map_err(|e| format!("chrt: {e}"))?;
-        if out.status.success() || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            return Ok(());
+    on_every_thread("chrt", &["-a", flag, "-p", "0"], pid).or_else(|why| {
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            Err(why)
+        } else {
+            Ok(())
         }
-        last = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-    }
-    Err(format!("chrt {pid}: {last}"))
+    })
 }
 
 /// Every live process under `root` (its children, theirs, ...).
@@ -737,20 +729,27 @@ fn descendants(root: u32) -> Vec<u32> {
 }
 
 /// `taskset -a -p -c CORES PID`: every thread the process has now (new
-/// threads and children inherit their creator's cores). Tried a few times: a
-/// thread ending while taskset walks them fails the walk.
+/// threads and children inherit their creator's cores).
 fn taskset(pid: u32, cores: &str) -> Result<(), String> {
-    let pid = pid.to_string();
+    on_every_thread("taskset", &["-a", "-p", "-c", cores], pid)
+}
+
+/// `program ARGS... PID`, a command that walks every thread of `pid`. Tried
+/// a few times: a thread ending during the walk (moto starts one per
+/// request) fails it.
+fn on_every_thread(program: &str, args: &[&str], pid: u32) -> Result<(), String> {
+    let pid_text = pid.to_string();
     let mut last = String::new();
     for _ in 0..3 {
-        let out = std::process::Command::new("taskset")
-            .args(["-a", "-p", "-c", cores, &pid])
+        let out = std::process::Command::new(program)
+            .args(args)
+            .arg(&pid_text)
             .output()
-            .map_err(|e| format!("taskset: {e}"))?;
+            .map_err(|e| format!("{program}: {e}"))?;
         if out.status.success() {
             return Ok(());
         }
         last = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     }
-    Err(format!("taskset {pid}: {last}"))
+    Err(format!("{program} {pid}: {last}"))
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::ConfigError;
+use crate::fnv::fnv1a_64;
 use crate::validate::{TenantId, TierName};
 
 /// Most steps one rollout may have.
@@ -112,23 +113,15 @@ impl Step {
 }
 
 /// The tenant's bucket for a rollout, 0 to 9,999: FNV-1a (64 bit) of
-/// `{rollout id}/{tenant id}`, spelled out here rather than taken from a
-/// hasher whose output may change between Rust versions, since every reader,
-/// of every version, must put a tenant in the same bucket. The rollout id is
+/// `{rollout id}/{tenant id}` ([`fnv1a_64`]: every reader, of every version,
+/// must put a tenant in the same bucket). The rollout id is
 /// part of it so that each rollout starts with a different sample of tenants.
 pub fn bucket(rollout_id: &str, tenant: &TenantId) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash = OFFSET;
-    for byte in rollout_id
+    let text = rollout_id
         .bytes()
         .chain(std::iter::once(b'/'))
-        .chain(tenant.as_str().bytes())
-    {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(PRIME);
-    }
-    hash % BUCKETS
+        .chain(tenant.as_str().bytes());
+    fnv1a_64(text) % BUCKETS
 }
 
 /// A rollout's steps, checked: at least one, the last one `everyone` (a
