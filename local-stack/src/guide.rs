@@ -20,8 +20,17 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
     env.push(("TOKEN_B".into(), bob.clone()));
     env.push(("TOKEN_ADMIN_A".into(), stack.token(DANA).await?));
     env.push(("TOKEN_PLATFORM_ADMIN".into(), stack.token(PAT).await?));
+    // OpenFeature's OFREP providers take a base URL: one service's.
+    env.push((
+        "OFREP_URL".into(),
+        stack.api_url(&format!("/v1/services/{SERVICE}")),
+    ));
     if let Some(agent) = stack.agents.first() {
         env.push(("AGENT_1".into(), agent.endpoint()));
+        env.push((
+            "AGENT_1_OFREP".into(),
+            format!("{}/v1/services/{SERVICE}", agent.endpoint()),
+        ));
     }
     let text: String = env.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
     std::fs::write(&env_file, text)
@@ -42,7 +51,7 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
     );
     for agent in &stack.agents {
         println!(
-            "  {:<18} {} (gRPC; Cloud Map instance {})",
+            "  {:<18} {} (gRPC, and OFREP over HTTP; Cloud Map instance {})",
             agent.name,
             agent.endpoint(),
             agent.instance_id
@@ -88,6 +97,16 @@ pub async fn print_guide(stack: &LocalStack) -> Result<(), String> {
     println!("Read through an agent over gRPC:");
     println!(
         "  tenant-config-admin agent-get --agent $AGENT_1 --token $TOKEN_A {SERVICE} param_config_endpoint"
+    );
+    println!();
+    println!(
+        "Evaluate flags as any OpenFeature SDK does through its OFREP provider (base URL $OFREP_URL, or $AGENT_1_OFREP):"
+    );
+    println!(
+        "  curl -s -X POST -H \"Authorization: Bearer $TOKEN_A\" -d '{{\"context\": {{}}}}' $OFREP_URL/ofrep/v1/evaluate/flags/tenant_config_limits"
+    );
+    println!(
+        "  curl -s -i -X POST -H \"Authorization: Bearer $TOKEN_A\" $AGENT_1_OFREP/ofrep/v1/evaluate/flags"
     );
     println!();
     println!("Change a parameter, then send the event EventBridge would send:");

@@ -46,6 +46,26 @@ pub struct Explained {
     pub rollout: Option<Applied>,
 }
 
+/// An effective value with what decided it: the top layer holding the key
+/// and the key's live rollout under this tenant. What an OpenFeature
+/// evaluation answers, without [`Explained`]'s per-leaf work.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub entry: Entry,
+    /// The top layer that holds the key (the tenant's own when it has a value).
+    pub top: Option<Layer>,
+    pub rollout: Option<Applied>,
+}
+
+/// Every non-secret key of a service resolved (see [`Resolved`]), in key
+/// order, with the SecureStrings by name and whether a store had more.
+#[derive(Debug, Clone, Default)]
+pub struct ResolvedService {
+    pub flags: Vec<(ConfigKey, Resolved)>,
+    pub sensitive: Vec<ConfigKey>,
+    pub truncated: bool,
+}
+
 /// A decrypted secret and where it came from.
 #[derive(Debug, Clone)]
 pub struct SecretEntry {
@@ -268,6 +288,29 @@ impl ConfigReads {
         .ok_or_else(|| not_found(service, key))
     }
 
+    /// One value with the layer and rollout that decided it (see [`Resolved`]).
+    pub async fn resolve(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<Resolved, ConfigError> {
+        let (source, own, underlay) = self.lookup_layers(tenant, service, key).await?;
+        let below = underlay.values(key);
+        let top = match (&own, below.last()) {
+            (Some(_), _) => Some(Layer::Tenant(tenant.clone())),
+            (None, Some((layer, _))) => Some((*layer).clone()),
+            (None, None) => None,
+        };
+        let entry = effective(source, &below, own, underlay.stale(), self.memo())
+            .ok_or_else(|| not_found(service, key))?;
+        Ok(Resolved {
+            entry,
+            top,
+            rollout: underlay.rollout(key).cloned(),
+        })
+    }
+
     /// One value with where each part of it came from (see [`Explained`]).
     /// Read like [`Self::get`]; a SecureString answers 409 here too.
     pub async fn explain(
@@ -442,6 +485,60 @@ impl ConfigReads {
         tenant: &TenantId,
         service: &ServiceName,
     ) -> Result<ServiceConfig, ConfigError> {
+        let mut config = ServiceConfig::default();
+        (config.sensitive, config.truncated) = self
+            .each_of_service(tenant, service, |key, entry, _, _| {
+                config.values.push((key.clone(), entry));
+            })
+            .await?;
+        config.values.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(config)
+    }
+
+    /// Every key of one tenant's service resolved, as [`Self::get_service`]
+    /// reads them: each with its top layer and live rollout.
+    pub async fn resolve_service(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+    ) -> Result<ResolvedService, ConfigError> {
+        let mut resolved = ResolvedService::default();
+        (resolved.sensitive, resolved.truncated) = self
+            .each_of_service(tenant, service, |key, entry, underlay, own| {
+                let top = if own {
+                    Some(Layer::Tenant(tenant.clone()))
+                } else {
+                    underlay
+                        .values(key)
+                        .last()
+                        .map(|(layer, _)| (*layer).clone())
+                };
+                let rollout = underlay.rollout(key).cloned();
+                resolved.flags.push((
+                    key.clone(),
+                    Resolved {
+                        entry,
+                        top,
+                        rollout,
+                    },
+                ));
+            })
+            .await?;
+        resolved.flags.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(resolved)
+    }
+
+    /// Reads both stores' listings of a service and its layers, and calls
+    /// `each` with every non-secret key's effective value, the underlay it
+    /// was merged from and whether the tenant's own layer holds the key.
+    /// Answers the SecureStrings' names, sorted, and whether a listing was
+    /// truncated.
+    async fn each_of_service(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        mut each: impl FnMut(&ConfigKey, Entry, &Underlay, bool),
+    ) -> Result<(Vec<ConfigKey>, bool), ConfigError> {
         self.converge().await;
         let (from_dynamodb, from_parameters, dynamodb_underlay, parameters_underlay) = tokio::try_join!(
             async { Ok::<_, ConfigError>(self.dynamodb.list(tenant, service).await?) },
@@ -449,7 +546,7 @@ impl ConfigReads {
             self.underlay(tenant, StoreKind::DynamoDb, service),
             self.underlay(tenant, StoreKind::ParameterStore, service),
         )?;
-        let mut config = ServiceConfig::default();
+        let (mut sensitive, mut truncated) = (Vec::new(), false);
         for (kind, listing, underlay) in [
             (StoreKind::DynamoDb, &from_dynamodb, &dynamodb_underlay),
             (
@@ -458,12 +555,12 @@ impl ConfigReads {
                 &parameters_underlay,
             ),
         ] {
-            config.truncated |= listing.truncated;
+            truncated |= listing.truncated;
             // Every key any layer holds, once, in key order.
             let mut keys: std::collections::BTreeSet<&ConfigKey> =
                 listing.entries.iter().map(|(k, _)| k).collect();
             for snapshot in &underlay.layers {
-                config.truncated |= snapshot.listing().truncated;
+                truncated |= snapshot.listing().truncated;
                 keys.extend(snapshot.listing().entries.iter().map(|(k, _)| k));
             }
             keys.extend(underlay.staged_keys());
@@ -478,12 +575,13 @@ impl ConfigReads {
                     .map(|at| &listing.entries[at].1);
                 let own = match own {
                     Some(Found::Secret(_)) => {
-                        config.sensitive.push(key.clone());
+                        sensitive.push(key.clone());
                         continue;
                     }
                     Some(Found::Plain(value)) => Some((value.clone(), None)),
                     None => None,
                 };
+                let has_own = own.is_some();
                 if let Some(entry) = effective(
                     kind,
                     &underlay.values(key),
@@ -491,13 +589,12 @@ impl ConfigReads {
                     underlay.stale(),
                     self.memo(),
                 ) {
-                    config.values.push((key.clone(), entry));
+                    each(key, entry, underlay, has_own);
                 }
             }
         }
-        config.values.sort_by(|a, b| a.0.cmp(&b.0));
-        config.sensitive.sort();
-        Ok(config)
+        sensitive.sort();
+        Ok((sensitive, truncated))
     }
 
     /// Drops one cached entry (used by push invalidation and catch-up). The

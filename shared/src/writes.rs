@@ -411,7 +411,7 @@ pub async fn checked_put(
     actor: &Actor,
 ) -> Result<Written, ConfigError> {
     if !check.checks_nothing() {
-        let read_back = value.read_back();
+        let read_back = value.read_back_in(writer.kind());
         if value.kind == ValueKind::Secret {
             // Nothing merges into a SecureString: readers get it whole.
             let alone = ValueCheck {

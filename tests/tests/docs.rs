@@ -582,3 +582,36 @@ fn the_sample_events_table_lists_exactly_the_files_in_events() {
         .collect();
     assert_eq!(listed, files);
 }
+
+#[test]
+fn the_openfeature_routes_and_base_urls_documented_are_those_served() {
+    let api = read("docs/api.md");
+    let section = api
+        .split("\n## OpenFeature (OFREP)\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/api.md has an OpenFeature (OFREP) section");
+    let base = "/v1/services/{service}";
+    let documented: BTreeSet<String> = section
+        .lines()
+        .filter(|l| l.starts_with("| `GET /ofrep") || l.starts_with("| `POST /ofrep"))
+        .filter_map(|l| l.split('`').nth(1))
+        .map(|route| route.replacen(' ', &format!(" {base}"), 1))
+        .collect();
+    let served: BTreeSet<String> = tenant_config_shared::ofrep::ROUTES
+        .iter()
+        .map(|(method, path)| format!("{method} {path}"))
+        .collect();
+    assert_eq!(documented, served);
+    assert!(section.contains(base), "the base URL is documented");
+    // The README's example and the demo's settings name the same base URLs.
+    let (readme, guide) = (read("README.md"), read("local-stack/src/guide.rs"));
+    for name in ["AGENT_1_OFREP", "OFREP_URL"] {
+        assert!(readme.contains(name) && section.contains(name), "{name}");
+        assert!(
+            guide.contains(&format!("\"{name}\"")),
+            "the demo writes {name}"
+        );
+    }
+    assert!(readme.contains("http://127.0.0.1:50051/v1/services/billing"));
+}

@@ -13,6 +13,7 @@ mod faults;
 mod iam_matrix;
 mod jwt_parts;
 mod layers;
+mod ofrep;
 mod read_path;
 mod refresh_path;
 mod rollouts;

@@ -3,4 +3,5 @@
 //! wires these together.
 
 pub mod lifecycle;
+pub mod ofrep_http;
 pub mod server;

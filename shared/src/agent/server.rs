@@ -12,6 +12,7 @@ use crate::auth::TokenVerifier;
 use crate::domain::{Changed, ValueKind};
 use crate::error::ConfigError;
 use crate::grants::{Access, ServiceGrants};
+use crate::ofrep::OfrepService;
 use crate::reads::{ConfigReads, Entry};
 use crate::refresh::change::Subject;
 use crate::refresh::proto::config_reader_server::ConfigReader;
@@ -77,6 +78,15 @@ impl ReaderService {
     pub fn with_service_grants(mut self, grants: Arc<ServiceGrants>) -> Self {
         self.grants = Some(grants);
         self
+    }
+
+    /// OFREP on the same verifier, reads and grants.
+    fn ofrep(&self) -> OfrepService {
+        OfrepService::new(
+            Arc::clone(&self.verifier),
+            self.reads.clone(),
+            self.grants.clone(),
+        )
     }
 
     async fn identity(&self, metadata: &MetadataMap) -> Result<Arc<Identity>, ConfigError> {
@@ -354,6 +364,8 @@ pub struct AgentServer {
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
     reader: ConfigReaderServer<ReaderService>,
+    /// OFREP over HTTP/1.1, beside ConfigReader on the readers' listener.
+    ofrep: OfrepService,
     refresh: ConfigRefreshServer<RefreshService>,
     /// TLS on the Refresh listener (split mode), when certificates are given.
     refresh_tls: Option<tonic::transport::ServerTlsConfig>,
@@ -367,6 +379,18 @@ fn limited() -> tonic::transport::Server {
         .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
         .max_concurrent_streams(MAX_CALLS_PER_CONNECTION as u32)
         .timeout(CALL_TIMEOUT)
+}
+
+/// The readers' listener also takes HTTP/1.1, for OFREP's clients.
+fn readers_server() -> tonic::transport::Server {
+    limited().accept_http1(true)
+}
+
+fn with_ofrep(routes: tonic::service::Routes, ofrep: OfrepService) -> tonic::service::Routes {
+    routes
+        .into_axum_router()
+        .merge(crate::agent::ofrep_http::routes(ofrep))
+        .into()
 }
 
 impl AgentServer {
@@ -385,6 +409,7 @@ impl AgentServer {
         Self {
             health,
             health_service,
+            ofrep: reader.ofrep(),
             reader: ConfigReaderServer::new(reader)
                 .max_decoding_message_size(MAX_READER_REQUEST_BYTES),
             refresh: ConfigRefreshServer::new(refresh)
@@ -422,10 +447,11 @@ impl AgentServer {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
-        limited()
-            .add_service(self.health_service)
+        let routes = tonic::service::Routes::new(self.health_service)
             .add_service(self.reader)
-            .add_service(self.refresh)
+            .add_service(self.refresh);
+        readers_server()
+            .add_routes(with_ofrep(routes, self.ofrep))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 shutdown,
@@ -446,9 +472,10 @@ impl AgentServer {
         let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        let readers = limited()
-            .add_service(self.health_service.clone())
-            .add_service(self.reader)
+        let routes =
+            tonic::service::Routes::new(self.health_service.clone()).add_service(self.reader);
+        let readers = readers_server()
+            .add_routes(with_ofrep(routes, self.ofrep))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(readers),
                 until(stopped),

@@ -17,6 +17,10 @@
 //!   /v1/rollouts/{id}/pause|resume|abort`: a shared change rolled out
 //!   tenant by tenant; platform administrators only, never cached
 //!
+//! - `POST /v1/services/{service}/ofrep/v1/evaluate/flags[/{key}]`, `GET
+//!   .../ofrep/v1/configuration`: OpenFeature's remote evaluation protocol
+//!   (see [`crate::ofrep`]), never cached
+//!
 //! The tenant always comes from the verified `Authorization` token.
 
 use std::sync::Arc;
@@ -25,6 +29,7 @@ use crate::auth::{Identity, TokenVerifier};
 use crate::error::ConfigError;
 use crate::grants::{Access, ServiceGrants};
 use crate::layers::platform::PlatformWrites;
+use crate::ofrep::{OfrepRequest, OfrepService};
 use crate::reads::ConfigReads;
 use crate::rollouts::control::RolloutControl;
 use crate::validate::ServiceName;
@@ -81,11 +86,14 @@ pub struct ConfigApi {
     grants: Option<Arc<ServiceGrants>>,
     /// Absent: the rollout routes answer 405.
     rollouts: Option<Arc<RolloutControl>>,
+    /// The OFREP routes, on the same verifier, reads and grants.
+    ofrep: OfrepService,
 }
 
 impl ConfigApi {
     pub fn new(verifier: Arc<TokenVerifier>, reads: ConfigReads) -> Self {
         Self {
+            ofrep: OfrepService::new(Arc::clone(&verifier), reads.clone(), None),
             verifier,
             reads,
             degraded_flush: None,
@@ -105,6 +113,11 @@ impl ConfigApi {
     /// Serves each caller only the services its app client is granted, and
     /// SecureStrings only where granted explicitly.
     pub fn with_service_grants(mut self, grants: Arc<ServiceGrants>) -> Self {
+        self.ofrep = OfrepService::new(
+            Arc::clone(&self.verifier),
+            self.reads.clone(),
+            Some(Arc::clone(&grants)),
+        );
         self.grants = Some(grants);
         self
     }
@@ -143,6 +156,9 @@ impl ConfigApi {
     }
 
     pub async fn handle(&self, request: &ApiRequest<'_>) -> ApiResponse {
+        if crate::ofrep::route(request.path).is_some() {
+            return self.ofrep(request).await;
+        }
         let response = self.answer(request).await;
         let cacheable = matches!(
             route(request.path),
@@ -162,6 +178,24 @@ impl ConfigApi {
             }
         }
         response
+    }
+
+    /// An OFREP route: the query flags of other routes mean nothing here.
+    async fn ofrep(&self, request: &ApiRequest<'_>) -> ApiResponse {
+        if request.keys.is_some() || request.dry_run.is_some() || request.force.is_some() {
+            return error_response(&ConfigError::BadRequest(
+                "OFREP routes take no ?keys=, ?dry_run= or ?force=".to_owned(),
+            ));
+        }
+        self.ofrep
+            .handle(&OfrepRequest {
+                method: request.method,
+                path: request.path,
+                authorization: request.authorization,
+                body: request.body,
+                if_none_match: request.if_none_match,
+            })
+            .await
     }
 
     async fn answer(&self, request: &ApiRequest<'_>) -> ApiResponse {

@@ -183,12 +183,12 @@ impl PlatformWrites {
         staged.check(source)?;
         self.verdict(
             actor,
-            proposal(entry, Some(Some(staged.read_back())), None),
+            proposal(entry, Some(Some(staged.read_back_in(source))), None),
             Landing::Land,
         )
         .await?;
         self.shared_check()
-            .check(&entry.service, &entry.key, &staged.read_back())
+            .check(&entry.service, &entry.key, &staged.read_back_in(source))
             .await?;
         // A deletion is a version too (DynamoDB keeps its tombstone and
         // numbers on from it): the staged value lands as the one after.
@@ -210,12 +210,12 @@ impl PlatformWrites {
         value: &serde_json::Value,
         base_version: Option<i64>,
     ) -> Result<Written, ConfigError> {
-        let (_, _, writer) = self.target(&entry.layer, &entry.service, &entry.key)?;
+        let (_, source, writer) = self.target(&entry.layer, &entry.service, &entry.key)?;
         let staged = NewValue::json(value, ValueKind::Plain)?;
         let Verdict::Land { actor, .. } = self
             .verdict(
                 actor,
-                proposal(entry, Some(Some(staged.read_back())), None),
+                proposal(entry, Some(Some(staged.read_back_in(source))), None),
                 Landing::Land,
             )
             .await?
@@ -420,7 +420,7 @@ impl PlatformWrites {
         let (actor, report) = match self
             .verdict(
                 actor,
-                proposal(&entry, Some(Some(value.read_back())), None),
+                proposal(&entry, Some(Some(value.read_back_in(source))), None),
                 landing,
             )
             .await?

@@ -13,7 +13,7 @@ use super::{
     WriteError, Written, deletable, now_ms,
 };
 use crate::credentials::TenantClient;
-use crate::domain::{StoreKind, decode_text};
+use crate::domain::StoreKind;
 use crate::error::StoreError;
 use crate::layers::EntryKey;
 use crate::store::dynamodb::{
@@ -60,6 +60,30 @@ fn number(attributes: &HashMap<String, AttributeValue>, name: &str) -> Option<i6
     }
 }
 
+/// A stored value as the attribute DynamoDB keeps: a boolean or number
+/// with its type, anything else as its text.
+fn value_attribute(value: &NewValue) -> AttributeValue {
+    match value.scalar() {
+        Some(serde_json::Value::Bool(b)) => AttributeValue::Bool(b),
+        Some(serde_json::Value::Number(n)) => AttributeValue::N(n.to_string()),
+        _ => AttributeValue::S(value.stored_text().to_owned()),
+    }
+}
+
+/// The value a stored attribute holds, as [`value_attribute`] wrote it.
+fn stored_value(attributes: &HashMap<String, AttributeValue>, name: &str) -> Option<NewValue> {
+    match attributes.get(name)? {
+        AttributeValue::S(s) => Some(NewValue::text(s.clone(), ValueKind::Plain)),
+        AttributeValue::Bool(b) => {
+            NewValue::json(&serde_json::Value::Bool(*b), ValueKind::Plain).ok()
+        }
+        AttributeValue::N(n) => serde_json::from_str::<serde_json::Number>(n)
+            .ok()
+            .and_then(|n| NewValue::json(&serde_json::Value::Number(n), ValueKind::Plain).ok()),
+        _ => None,
+    }
+}
+
 fn text(attributes: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
     match attributes.get(name) {
         Some(AttributeValue::S(s)) => Some(s.clone()),
@@ -77,7 +101,7 @@ fn invalid_request(e: impl std::fmt::Display) -> WriteError {
 /// What one history item says.
 struct HistoryEntry {
     version: i64,
-    text: Option<String>,
+    value: Option<NewValue>,
     deleted: bool,
     rollback_of: Option<i64>,
     written_at_ms: i64,
@@ -136,7 +160,7 @@ impl DynamoDbWriter {
             .iter()
             .map(|attributes| HistoryEntry {
                 version: number(attributes, VERSION_ATTRIBUTE).unwrap_or_default(),
-                text: text(attributes, VALUE_ATTRIBUTE),
+                value: stored_value(attributes, VALUE_ATTRIBUTE),
                 deleted: matches!(
                     attributes.get(DELETED_ATTRIBUTE),
                     Some(AttributeValue::Bool(true))
@@ -152,7 +176,7 @@ impl DynamoDbWriter {
         &self,
         item: &EntryKey,
         version: i64,
-        text: Option<&str>,
+        value: Option<&NewValue>,
         actor: &Actor,
         now: i64,
         rollback_of: Option<i64>,
@@ -183,12 +207,9 @@ impl DynamoDbWriter {
                 AttributeValue::N((now / 1000 + HISTORY_RETENTION.as_secs() as i64).to_string()),
             ),
         ]);
-        match text {
-            Some(text) => {
-                attributes.insert(
-                    VALUE_ATTRIBUTE.to_owned(),
-                    AttributeValue::S(text.to_owned()),
-                );
+        match value {
+            Some(value) => {
+                attributes.insert(VALUE_ATTRIBUTE.to_owned(), value_attribute(value));
             }
             None => {
                 attributes.insert(DELETED_ATTRIBUTE.to_owned(), AttributeValue::Bool(true));
@@ -261,10 +282,7 @@ impl DynamoDbWriter {
         let now = now_ms();
         let mut entry = entry_key_attributes(item);
         entry.extend([
-            (
-                VALUE_ATTRIBUTE.to_owned(),
-                AttributeValue::S(value.stored_text().to_owned()),
-            ),
+            (VALUE_ATTRIBUTE.to_owned(), value_attribute(value)),
             (
                 VERSION_ATTRIBUTE.to_owned(),
                 AttributeValue::N(version.to_string()),
@@ -300,7 +318,7 @@ impl DynamoDbWriter {
             .set_item(Some(self.history_item(
                 item,
                 version,
-                Some(value.stored_text()),
+                Some(value),
                 actor,
                 now,
                 rollback_of,
@@ -392,7 +410,10 @@ impl ConfigWriter for DynamoDbWriter {
             .into_iter()
             .map(|entry| VersionRecord {
                 version: entry.version,
-                value: entry.text.as_deref().map(decode_text),
+                value: entry
+                    .value
+                    .as_ref()
+                    .map(|value| value.read_back_in(StoreKind::DynamoDb)),
                 kind: ValueKind::Plain,
                 written_at_ms: entry.written_at_ms,
                 actor: entry.actor,
@@ -421,17 +442,10 @@ impl ConfigWriter for DynamoDbWriter {
             .await
             .map_err(sdk_error)?;
         let attributes = output.item().ok_or(WriteError::UnknownVersion(to))?;
-        let text = text(attributes, VALUE_ATTRIBUTE).ok_or_else(|| {
+        let value = stored_value(attributes, VALUE_ATTRIBUTE).ok_or_else(|| {
             WriteError::Invalid(format!("version {to} is a deletion; nothing to restore"))
         })?;
-        self.write(
-            item,
-            &NewValue::text(text, ValueKind::Plain),
-            expected,
-            actor,
-            Some(to),
-        )
-        .await
+        self.write(item, &value, expected, actor, Some(to)).await
     }
 }
 /// The version after `v`; a version so large that none can follow is

@@ -68,10 +68,13 @@ impl MemoryStore {
                 if let Ok(mut secrets) = self.secret_versions.lock() {
                     secrets.insert((item.cache_key(), version), value.stored_text().to_owned());
                 }
-                Found::Secret(Some(SecretValue::new(value.read_back(), Some(version))))
+                Found::Secret(Some(SecretValue::new(
+                    value.read_back_in(ConfigStore::kind(self)),
+                    Some(version),
+                )))
             }
             kind => Found::Plain(Arc::new(PlainValue {
-                value: value.read_back(),
+                value: value.read_back_in(ConfigStore::kind(self)),
                 version: Some(version),
                 kind,
                 written: crate::domain::WrittenBy {
@@ -85,7 +88,8 @@ impl MemoryStore {
             item,
             VersionRecord {
                 version,
-                value: (value.kind != ValueKind::Secret).then(|| value.read_back()),
+                value: (value.kind != ValueKind::Secret)
+                    .then(|| value.read_back_in(ConfigStore::kind(self))),
                 kind: value.kind,
                 written_at_ms: now_ms(),
                 actor: Some(actor.0.clone()),
@@ -173,29 +177,31 @@ impl ConfigWriter for MemoryStore {
                 "version {to} is a deletion; nothing to restore"
             )));
         }
-        let text = match (old.kind, &old.value) {
+        let restored = match (old.kind, &old.value) {
+            // A boolean or number is restored as one (where the store keeps types).
+            (
+                ValueKind::Plain,
+                Some(scalar @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_))),
+            ) => NewValue::json(scalar, ValueKind::Plain)?,
             (ValueKind::Secret, _) => self
                 .secret_versions
                 .lock()
                 .ok()
                 .and_then(|s| s.get(&(item.cache_key(), to)).cloned())
+                .map(|text| NewValue::text(text, old.kind))
                 .ok_or(WriteError::UnknownVersion(to))?,
-            (ValueKind::StringList, Some(serde_json::Value::Array(items))) => items
-                .iter()
-                .filter_map(|i| i.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            (_, Some(serde_json::Value::String(s))) => s.clone(),
-            (_, Some(other)) => other.to_string(),
+            (ValueKind::StringList, Some(serde_json::Value::Array(items))) => NewValue::text(
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                old.kind,
+            ),
+            (_, Some(serde_json::Value::String(s))) => NewValue::text(s.clone(), old.kind),
+            (_, Some(other)) => NewValue::text(other.to_string(), old.kind),
             (_, None) => return Err(WriteError::UnknownVersion(to)),
         };
-        self.write(
-            item,
-            &NewValue::text(text, old.kind),
-            expected,
-            actor,
-            Some(to),
-        )
-        .await
+        self.write(item, &restored, expected, actor, Some(to)).await
     }
 }

@@ -52,6 +52,9 @@ pub use crate::domain::ValueKind;
 pub struct NewValue {
     text: String,
     pub kind: ValueKind,
+    /// The text is a JSON boolean or number, read back as one where the
+    /// store keeps types (DynamoDB); Parameter Store keeps text only.
+    scalar: bool,
 }
 
 impl std::fmt::Debug for NewValue {
@@ -69,6 +72,7 @@ impl NewValue {
         Self {
             text: text.into(),
             kind,
+            scalar: false,
         }
     }
 
@@ -98,7 +102,16 @@ impl NewValue {
             (Value::String(s), _) => s.clone(),
             (other, _) => other.to_string(),
         };
-        Ok(Self { text, kind })
+        let scalar = kind == ValueKind::Plain && matches!(value, Value::Bool(_) | Value::Number(_));
+        Ok(Self { text, kind, scalar })
+    }
+
+    /// The JSON boolean or number this value is, if it is one (DynamoDB
+    /// stores it as BOOL or N, so it reads back with its type).
+    pub fn scalar(&self) -> Option<Value> {
+        self.scalar
+            .then(|| serde_json::from_str(&self.text).ok())
+            .flatten()
     }
 
     /// The stored text (for adapters).
@@ -106,8 +119,19 @@ impl NewValue {
         &self.text
     }
 
-    /// The value readers will get (what a schema checks).
-    pub fn read_back(&self) -> Value {
+    /// The value readers of `store` will get (what a schema checks): a
+    /// boolean or number keeps its type in DynamoDB and is text in
+    /// Parameter Store.
+    pub fn read_back_in(&self, store: StoreKind) -> Value {
+        if store == StoreKind::DynamoDb
+            && let Some(scalar) = self.scalar()
+        {
+            return scalar;
+        }
+        self.read_back_as_text()
+    }
+
+    fn read_back_as_text(&self) -> Value {
         match self.kind {
             ValueKind::StringList => Value::Array(
                 self.text
@@ -288,6 +312,24 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn booleans_and_numbers_keep_their_type_where_the_store_keeps_types() {
+        for value in [json!(true), json!(25), json!(0.25), json!(-3)] {
+            let new = NewValue::json(&value, ValueKind::Plain).unwrap();
+            assert_eq!(new.read_back_in(StoreKind::DynamoDb), value);
+            // Parameter Store holds text: the same value reads back as text.
+            assert_eq!(
+                new.read_back_in(StoreKind::ParameterStore),
+                Value::String(value.to_string())
+            );
+        }
+        // Text that looks like a number stays text everywhere.
+        let text = NewValue::json(&json!("42"), ValueKind::Plain).unwrap();
+        assert_eq!(text.scalar(), None);
+        assert_eq!(text.read_back_in(StoreKind::DynamoDb), json!("42"));
+        assert_eq!(NewValue::text("true", ValueKind::Plain).scalar(), None);
+    }
 
     #[test]
     fn json_values_become_the_text_that_reads_back_as_them() {

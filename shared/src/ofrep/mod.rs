@@ -19,8 +19,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::fnv::fnv1a_64;
+mod service;
+
+pub use service::{MIN_POLLING_INTERVAL_MS, OfrepRequest, OfrepRoute, OfrepService, ROUTES, route};
+
 use crate::layers::Layer;
-use crate::reads::Explained;
+use crate::reads::Resolved;
 use crate::rollouts::record::Version;
 
 /// Largest request body an evaluation accepts (a context is a few fields).
@@ -55,20 +59,20 @@ pub struct Resolution<'a> {
     pub stale: bool,
 }
 
-impl<'a> From<&'a Explained> for Resolution<'a> {
-    fn from(explained: &'a Explained) -> Self {
+impl<'a> From<&'a Resolved> for Resolution<'a> {
+    fn from(resolved: &'a Resolved) -> Self {
         Self {
-            value: &explained.entry.value.value,
-            version: explained.entry.value.version,
-            layer: explained.layers.last().map(|(layer, _)| layer),
-            source: explained.entry.source.as_str(),
-            rollout: explained.rollout.as_ref().map(|applied| {
+            value: &resolved.entry.value.value,
+            version: resolved.entry.value.version,
+            layer: resolved.top.as_ref(),
+            source: resolved.entry.source.as_str(),
+            rollout: resolved.rollout.as_ref().map(|applied| {
                 (
                     applied.live.rollout.id.as_str(),
                     applied.version == Version::New,
                 )
             }),
-            stale: explained.entry.stale.is_some(),
+            stale: resolved.entry.stale.is_some(),
         }
     }
 }

@@ -1,0 +1,70 @@
+//! OFREP over HTTP/1.1 on the agent's reader listener, beside gRPC (one
+//! loopback port for both: tonic's router is an axum router, and a request
+//! that is not gRPC is routed here by its path).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use crate::api::ApiResponse;
+use crate::error::ConfigError;
+use crate::ofrep::{ErrorCode, EvaluationError, MAX_REQUEST_BYTES, OfrepRequest, OfrepService};
+
+/// The OFREP routes, to merge into the reader listener's router: every path
+/// under `/v1/` (OFREP's, or a JSON 404), none of gRPC's `/{package}.{Service}/`.
+pub fn routes(ofrep: OfrepService) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/{*rest}", axum::routing::any(evaluate))
+        .with_state(Arc::new(ofrep))
+}
+
+async fn evaluate(State(ofrep): State<Arc<OfrepService>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    // One byte over the bound is enough to refuse it as OFREP does.
+    let body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES + 1).await {
+        Ok(body) => body,
+        Err(_) => return unparsable(format!("the body is over {MAX_REQUEST_BYTES} bytes")),
+    };
+    let Ok(body) = std::str::from_utf8(&body) else {
+        return unparsable("the body is not UTF-8".to_owned());
+    };
+    let header = |name: header::HeaderName| header_str(&parts.headers, name);
+    let answer = ofrep
+        .handle(&OfrepRequest {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            authorization: header(header::AUTHORIZATION),
+            body: Some(body),
+            if_none_match: header(header::IF_NONE_MATCH),
+        })
+        .await;
+    to_response(answer)
+}
+
+/// A body that cannot be read: 400 with OFREP's `PARSE_ERROR`.
+fn unparsable(details: String) -> Response {
+    let mut answer = crate::api::error_response(&ConfigError::BadRequest(details.clone()));
+    answer.body =
+        serde_json::to_string(&EvaluationError::new(None, ErrorCode::ParseError, details))
+            .unwrap_or_default();
+    to_response(answer)
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+fn to_response(answer: ApiResponse) -> Response {
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in answer.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
