@@ -117,6 +117,10 @@ enum Command {
         /// Parameter Store type (DynamoDB keys are always plain).
         #[arg(long = "type", value_enum, default_value = "string")]
         kind: Kind,
+        /// VALUE is JSON, as the API's PUT takes it: `true`, `25`, `{"a":1}`
+        /// (a boolean or number stays typed in DynamoDB; Parameter Store holds text).
+        #[arg(long, conflicts_with = "kind")]
+        json: bool,
         #[command(flatten)]
         expect: Expect,
         /// Create only: fail if the key exists.
@@ -345,6 +349,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             key,
             value,
             kind,
+            json,
             expect,
             create,
             actor,
@@ -355,16 +360,18 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 Kind::StringList => ParameterKind::StringList,
                 Kind::SecureString => ParameterKind::SecureString,
             };
-            let (store, written) = target
-                .write(
-                    &aws().await?,
-                    &item,
-                    &value,
-                    kind,
-                    expect.expected(create),
-                    &actor.actor(),
-                )
-                .await?;
+            let (aws, expected) = (aws().await?, expect.expected(create));
+            let (store, written) = if json {
+                let value: serde_json::Value = serde_json::from_str(&value)
+                    .map_err(|e| format!("--json: VALUE is no JSON: {e}"))?;
+                target
+                    .write_json(&aws, &item, &value, expected, &actor.actor())
+                    .await?
+            } else {
+                target
+                    .write(&aws, &item, &value, kind, expected, &actor.actor())
+                    .await?
+            };
             eprintln!(
                 "stored {} in {store} as version {}",
                 item.cache_key(),

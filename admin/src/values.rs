@@ -134,14 +134,40 @@ impl Target {
         expected: Expected,
         actor: &Actor,
     ) -> Result<(StoreKind, Written), String> {
-        let writer = self.writer(aws, item)?;
         let value = NewValue::text(value, kind.value_kind());
+        self.write_value(aws, item, &value, expected, actor).await
+    }
+
+    /// [`Self::write`] of a value given as JSON, as the API's `PUT` takes
+    /// it: a boolean or number stays typed where the store keeps types.
+    pub async fn write_json(
+        &self,
+        aws: &SdkConfig,
+        item: &ItemKey,
+        value: &Value,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<(StoreKind, Written), String> {
+        let value = NewValue::json(value, tenant_config_shared::write::ValueKind::Plain)
+            .map_err(|e| e.to_string())?;
+        self.write_value(aws, item, &value, expected, actor).await
+    }
+
+    async fn write_value(
+        &self,
+        aws: &SdkConfig,
+        item: &ItemKey,
+        value: &NewValue,
+        expected: Expected,
+        actor: &Actor,
+    ) -> Result<(StoreKind, Written), String> {
+        let writer = self.writer(aws, item)?;
         // The same rule as the API: the value passes its schema first.
         let written = checked_put(
             writer.as_ref(),
             &ValueCheck::schema(Some(&self.schemas(aws))),
             &EntryKey::from(item),
-            &value,
+            value,
             expected,
             actor,
         )

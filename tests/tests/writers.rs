@@ -572,3 +572,69 @@ async fn a_parameter_store_delete_never_removes_a_version_written_after_its_chec
         }
     }
 }
+
+#[tokio::test]
+async fn dynamodb_keeps_booleans_and_numbers_typed_through_history_and_rollback() {
+    let moto = MotoServer::start().await.unwrap();
+    let aws = moto.sdk_config().await;
+    seed::create_table(&aws, TABLE).await.unwrap();
+    let writer = DynamoDbWriter::new(aws_sdk_dynamodb::Client::new(&aws), TABLE);
+    let reader = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), TABLE);
+    let flag = item("t1", "billing", "tenant_config_new_checkout");
+    let entry = EntryKey::from(&flag);
+    let value = |v: serde_json::Value| NewValue::json(&v, ValueKind::Plain).unwrap();
+
+    // GIVEN a boolean, then a number, then text that looks like a boolean
+    writer
+        .put(&entry, &value(json!(true)), Expected::Absent, &alice())
+        .await
+        .unwrap();
+    // THEN each reads back with its type (a flag is a boolean, not "true")
+    assert_eq!(
+        plain(reader.get(&flag, ReadMode::Plain).await.unwrap()),
+        (json!(true), Some(1))
+    );
+    writer
+        .put(&entry, &value(json!(0.25)), Expected::Version(1), &alice())
+        .await
+        .unwrap();
+    assert_eq!(
+        plain(reader.get(&flag, ReadMode::Plain).await.unwrap()).0,
+        json!(0.25)
+    );
+    writer
+        .put(
+            &entry,
+            &value(json!("true")),
+            Expected::Version(2),
+            &alice(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        plain(reader.get(&flag, ReadMode::Plain).await.unwrap()).0,
+        json!("true")
+    );
+    // AND in the history, and when an older version is restored
+    let history = writer.history(&entry, 10).await.unwrap();
+    let values: Vec<_> = history.iter().map(|h| h.value.clone().unwrap()).collect();
+    assert_eq!(values, [json!("true"), json!(0.25), json!(true)]);
+    writer
+        .rollback(&entry, 1, Expected::Version(3), &alice())
+        .await
+        .unwrap();
+    assert_eq!(
+        plain(reader.get(&flag, ReadMode::Plain).await.unwrap()),
+        (json!(true), Some(4))
+    );
+    // AND the whole-service listing serves the type too
+    let listing = reader
+        .list(
+            &TenantId::parse("t1").unwrap(),
+            &ServiceName::parse("billing").unwrap(),
+        )
+        .await
+        .unwrap();
+    let (_, found) = &listing.entries[0];
+    assert_eq!(plain(Some(found.clone())).0, json!(true));
+}

@@ -18,6 +18,7 @@ mod fanout;
 mod http;
 mod layers;
 mod lifecycle;
+mod ofrep;
 mod propagation;
 mod resilience;
 mod resources;
@@ -114,9 +115,10 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
         "layers" => report.layers(&stack).await?,
         "blast" => report.blast_radius(&stack).await?,
         "rollouts" => report.rollouts(&stack).await?,
+        "ofrep" => report.ofrep(&stack).await?,
         other => {
             return Err(format!(
-                "--only knows 'fairness', 'warm-read', 'layers', 'blast' and 'rollouts', not '{other}'"
+                "--only knows 'fairness', 'warm-read', 'layers', 'blast', 'rollouts' and 'ofrep', not '{other}'"
             ));
         }
     }
@@ -126,7 +128,7 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
     Ok(())
 }
 
-/// Figures 1 to 7 and 10, on one local stack (stopped when they are taken).
+/// Figures 1 to 7, 10 to 12 and 15, on one local stack (stopped when they are taken).
 async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     let progress =
         |name: &str, took: Duration| eprintln!("  ✓ {name:<58} {:>6} ms", took.as_millis());
@@ -142,6 +144,7 @@ async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     report.vending(&stack).await?;
     report.fairness(&stack).await?;
     report.layers(&stack).await?;
+    report.ofrep(&stack).await?;
     Ok(report)
 }
 

@@ -32,17 +32,45 @@ async fn evaluate(State(ofrep): State<Arc<OfrepService>>, request: Request) -> R
         return unparsable("the body is not UTF-8".to_owned());
     };
     let header = |name: header::HeaderName| header_str(&parts.headers, name);
-    let answer = ofrep
-        .handle(&OfrepRequest {
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-            authorization: header(header::AUTHORIZATION),
-            body: Some(body),
-            if_none_match: header(header::IF_NONE_MATCH),
-        })
-        .await;
-    to_response(answer)
+    let request = OfrepRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        authorization: header(header::AUTHORIZATION),
+        body: Some(body),
+        if_none_match: header(header::IF_NONE_MATCH),
+    };
+    let answer = ofrep.handle(&request);
+    // Answered before the listener's own call timeout, which would answer an
+    // HTTP client with a gRPC status it cannot read.
+    match tokio::time::timeout(EVALUATION_TIMEOUT, answer).await {
+        Ok(answer) => to_response(answer),
+        Err(_) => {
+            tracing::warn!(
+                path = parts.uri.path(),
+                timeout_s = EVALUATION_TIMEOUT.as_secs(),
+                "OFREP evaluation timed out"
+            );
+            to_response(ApiResponse {
+                status: 503,
+                headers: vec![
+                    ("content-type", "application/json".to_owned()),
+                    ("cache-control", "no-store".to_owned()),
+                    ("retry-after", "1".to_owned()),
+                ],
+                body: serde_json::to_string(&EvaluationError::new(
+                    None,
+                    ErrorCode::General,
+                    format!("no answer within {} s", EVALUATION_TIMEOUT.as_secs()),
+                ))
+                .unwrap_or_default(),
+            })
+        }
+    }
 }
+
+/// The longest an evaluation may take: a second inside the listener's call
+/// timeout ([`crate::agent::server::CALL_TIMEOUT`]).
+pub const EVALUATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(9);
 
 /// A body that cannot be read: 400 with OFREP's `PARSE_ERROR`.
 fn unparsable(details: String) -> Response {

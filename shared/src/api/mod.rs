@@ -45,6 +45,7 @@ mod route;
 mod writes;
 
 pub use flush::DegradedAnswerFlush;
+pub(crate) use responses::mark_stale;
 pub use responses::{ApiResponse, STALE_HEADER, error_response};
 
 pub use route::ROUTES;

@@ -25,7 +25,7 @@ pub(super) fn etag(version: i64) -> String {
 /// Marks an answer built from last good values: a header with the age of its
 /// oldest value, the standard `Warning: 110`, and `no-store` so no client
 /// cache keeps it.
-pub(super) fn mark_stale(mut response: ApiResponse, oldest: Option<Duration>) -> ApiResponse {
+pub(crate) fn mark_stale(mut response: ApiResponse, oldest: Option<Duration>) -> ApiResponse {
     if let Some(age) = oldest {
         response
             .headers

@@ -171,13 +171,13 @@ impl PlatformWrites {
     /// Checks a value a rollout stages as a write of it would be checked
     /// (no SecureString, the size, the schema, the blast radius over every
     /// tenant), without writing it. Answers the entry's version now (none:
-    /// the layer holds no value).
+    /// the layer holds no value) and the value as its store will serve it.
     pub async fn check_staged(
         &self,
         actor: &str,
         entry: &EntryKey,
         value: &serde_json::Value,
-    ) -> Result<Option<i64>, ConfigError> {
+    ) -> Result<(Option<i64>, serde_json::Value), ConfigError> {
         let (_, source, _) = self.target(&entry.layer, &entry.service, &entry.key)?;
         let staged = NewValue::json(value, ValueKind::Plain)?;
         staged.check(source)?;
@@ -192,7 +192,8 @@ impl PlatformWrites {
             .await?;
         // A deletion is a version too (DynamoDB keeps its tombstone and
         // numbers on from it): the staged value lands as the one after.
-        Ok(self.newest(entry).await?.map(|v| v.version))
+        let base_version = self.newest(entry).await?.map(|v| v.version);
+        Ok((base_version, staged.read_back_in(source)))
     }
 
     /// The newest version of a shared entry, if it has any.

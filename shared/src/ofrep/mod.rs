@@ -83,8 +83,8 @@ pub struct Evaluation {
     pub key: String,
     pub value: Value,
     pub reason: Reason,
-    /// The layer and version served, e.g. `tier:gold:v3`: two tenants with
-    /// the same variant read the same value.
+    /// The layer and version that decided the value, e.g. `tier:gold:v3`
+    /// (a tenant's own layer is `tenant`, whichever tenant).
     pub variant: String,
     /// Flat, as OFREP requires: strings, numbers and booleans only.
     pub metadata: Map<String, Value>,
@@ -92,12 +92,14 @@ pub struct Evaluation {
 
 impl Evaluation {
     pub fn new(key: &str, resolution: &Resolution<'_>) -> Self {
+        // The top layer decides: a tenant's own value wins over a rollout's
+        // staged value below it.
         let reason = if resolution.stale {
             Reason::Stale
-        } else if resolution.rollout.is_some_and(|(_, staged)| staged) {
-            Reason::Split
         } else if matches!(resolution.layer, Some(Layer::Tenant(_))) {
             Reason::TargetingMatch
+        } else if resolution.rollout.is_some_and(|(_, staged)| staged) {
+            Reason::Split
         } else {
             Reason::Static
         };
@@ -218,7 +220,7 @@ pub fn parse_context(body: Option<&str>) -> Result<Map<String, Value>, (ErrorCod
 /// same tag on every reader (FNV-1a, 64 bit, of the answer's canonical JSON),
 /// so a client polling any config-api or agent gets a 304 until something it
 /// reads changes.
-pub fn bulk_etag(evaluations: &[Evaluation]) -> String {
+pub fn bulk_etag(evaluations: &[Evaluation], truncated: bool) -> String {
     let mut sorted: Vec<&Evaluation> = evaluations.iter().collect();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     // Each flag's canonical JSON (serde_json writes object members in key
@@ -231,22 +233,26 @@ pub fn bulk_etag(evaluations: &[Evaluation]) -> String {
                 evaluation.key,
                 evaluation.variant,
                 evaluation.reason,
-                evaluation.value
+                evaluation.value,
+                evaluation.metadata
             ])
             .to_string(),
         );
         canonical.push('\0');
     }
+    canonical.push_str(if truncated { "truncated" } else { "complete" });
     format!("\"{:016x}\"", fnv1a_64(canonical.into_bytes()))
 }
 
-/// Whether an `If-None-Match` header names `etag` (or is `*`).
+/// Whether an `If-None-Match` header names `etag` (a weak comparison, as
+/// RFC 9110 asks of it). `*` is no match here: on a POST it would call for
+/// a 412, and a client polling for changes never sends it.
 pub fn not_modified(if_none_match: Option<&str>, etag: &str) -> bool {
     if_none_match.is_some_and(|header| {
         header
             .split(',')
             .map(str::trim)
-            .any(|tag| tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag))
+            .any(|tag| tag == etag || tag.strip_prefix("W/") == Some(etag))
     })
 }
 
@@ -290,6 +296,13 @@ mod tests {
         assert_eq!(split.metadata["rollout"], "r-1");
         staged.rollout = Some(("r-1", false));
         assert_eq!(Evaluation::new("k", &staged).reason, Reason::Static);
+        // The tenant's own value over a staged one: its own decided.
+        let mut own_over_staged = resolution(&value, Some(&tenant));
+        own_over_staged.rollout = Some(("r-1", true));
+        assert_eq!(
+            Evaluation::new("k", &own_over_staged).reason,
+            Reason::TargetingMatch
+        );
         // A last good value while the store fails says so above all.
         staged.stale = true;
         assert_eq!(Evaluation::new("k", &staged).reason, Reason::Stale);
@@ -365,34 +378,48 @@ mod tests {
         let global = Layer::Global;
         let a = Evaluation::new("a", &resolution(&one, Some(&global)));
         let b = Evaluation::new("b", &resolution(&two, Some(&global)));
-        let tag = bulk_etag(&[a.clone(), b.clone()]);
-        assert_eq!(tag, bulk_etag(&[b.clone(), a.clone()]));
+        let tag = bulk_etag(&[a.clone(), b.clone()], false);
+        assert_eq!(tag, bulk_etag(&[b.clone(), a.clone()], false));
         assert!(tag.starts_with('"') && tag.ends_with('"') && tag.len() == 18);
         // A new value, or the same value at another version, is a new tag.
         let changed = Evaluation::new("b", &resolution(&one, Some(&global)));
-        assert_ne!(tag, bulk_etag(&[a.clone(), changed]));
+        assert_ne!(tag, bulk_etag(&[a.clone(), changed], false));
         let mut later = resolution(&two, Some(&global));
         later.version = Some(4);
-        assert_ne!(tag, bulk_etag(&[a.clone(), Evaluation::new("b", &later)]));
+        assert_ne!(
+            tag,
+            bulk_etag(&[a.clone(), Evaluation::new("b", &later)], false)
+        );
         // Key and value boundaries count: ("ab", "c") is not ("a", "bc").
         let s = |v: &str| json!(v);
         let (ab, c, a_, bc) = (s("ab"), s("c"), s("a"), s("bc"));
         let pair = |k1: &str, v1: &Value, k2: &str, v2: &Value| {
-            bulk_etag(&[
-                Evaluation::new(k1, &resolution(v1, Some(&global))),
-                Evaluation::new(k2, &resolution(v2, Some(&global))),
-            ])
+            bulk_etag(
+                &[
+                    Evaluation::new(k1, &resolution(v1, Some(&global))),
+                    Evaluation::new(k2, &resolution(v2, Some(&global))),
+                ],
+                false,
+            )
         };
         assert_ne!(pair("k1", &ab, "k2", &c), pair("k1", &a_, "k2", &bc));
+        // A rollout starting (metadata) or a truncated listing is a new tag.
+        let mut rolling = resolution(&two, Some(&global));
+        rolling.rollout = Some(("r-1", false));
+        assert_ne!(
+            tag,
+            bulk_etag(&[a.clone(), Evaluation::new("b", &rolling)], false)
+        );
+        assert_ne!(tag, bulk_etag(&[a.clone(), b.clone()], true));
     }
 
     #[test]
-    fn if_none_match_names_the_tag_a_list_a_weak_tag_or_anything() {
+    fn if_none_match_names_the_tag_in_a_list_or_as_a_weak_tag() {
         let tag = "\"00000000000000ff\"";
         assert!(not_modified(Some(tag), tag));
         assert!(not_modified(Some("\"x\", \"00000000000000ff\""), tag));
         assert!(not_modified(Some("W/\"00000000000000ff\""), tag));
-        assert!(not_modified(Some("*"), tag));
+        assert!(!not_modified(Some("*"), tag));
         assert!(!not_modified(Some("\"00000000000000fe\""), tag));
         assert!(!not_modified(None, tag));
     }

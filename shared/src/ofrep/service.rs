@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::{ErrorCode, Evaluation, EvaluationError, Resolution, bulk_etag, not_modified};
-use crate::api::{ApiResponse, STALE_HEADER, error_response};
+use crate::api::{ApiResponse, error_response, mark_stale};
 use crate::auth::{Identity, TokenVerifier};
 use crate::error::ConfigError;
 use crate::grants::{Access, ServiceGrants};
@@ -217,11 +217,7 @@ impl OfrepService {
             other => other?,
         };
         let evaluation = Evaluation::new(key.as_str(), &Resolution::from(&resolved));
-        let response = json(200, &evaluation);
-        Ok(stale(
-            response,
-            resolved.entry.stale.map(|age| age.as_millis()),
-        ))
+        Ok(mark_stale(json(200, &evaluation), resolved.entry.stale))
     }
 
     async fn flags(
@@ -242,7 +238,7 @@ impl OfrepService {
             .iter()
             .map(|(key, flag)| Evaluation::new(key.as_str(), &Resolution::from(flag)))
             .collect();
-        let etag = bulk_etag(&flags);
+        let etag = bulk_etag(&flags, resolved.truncated);
         if oldest.is_none() && not_modified(request.if_none_match, &etag) {
             return Ok(ApiResponse {
                 status: 304,
@@ -258,7 +254,7 @@ impl OfrepService {
         metadata.insert("truncated".into(), Value::from(resolved.truncated));
         let mut response = json(200, &BulkBody { flags, metadata });
         response.headers.push(("etag", etag));
-        Ok(stale(response, oldest.map(|age| age.as_millis())))
+        Ok(mark_stale(response, oldest))
     }
 
     async fn configuration(
@@ -279,7 +275,7 @@ impl OfrepService {
                         }
                     },
                     "flagEvaluation": {
-                        "supportedTypes": ["boolean", "string", "integer", "float", "object"]
+                        "supportedTypes": ["boolean", "string", "int", "float", "object"]
                     }
                 }
             }),
@@ -341,20 +337,6 @@ fn json(status: u16, body: &impl Serialize) -> ApiResponse {
         ],
         body: serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned()),
     }
-}
-
-/// Marks an answer built from last good values, as the read routes do.
-fn stale(mut response: ApiResponse, oldest_ms: Option<u128>) -> ApiResponse {
-    if let Some(age) = oldest_ms {
-        response
-            .headers
-            .retain(|(name, _)| *name != "cache-control");
-        response.headers.extend([
-            ("cache-control", "no-store".to_owned()),
-            (STALE_HEADER, age.to_string()),
-        ]);
-    }
-    response
 }
 
 #[cfg(test)]

@@ -159,13 +159,17 @@ impl RolloutControl {
     pub async fn start_as(
         &self,
         actor: &str,
-        request: RolloutRequest,
+        mut request: RolloutRequest,
         now_ms: i64,
     ) -> Result<Rollout, ConfigError> {
-        let base_version = self
+        let (base_version, served) = self
             .platform
             .check_staged(actor, &request.entry, &request.value)
             .await?;
+        // Staged as its store will serve it once landed (a boolean stays
+        // one in DynamoDB, is text in Parameter Store): no tenant sees the
+        // type change when the rollout lands.
+        request.value = served;
         let progress = Progress {
             state: State::Rolling,
             step: 0,

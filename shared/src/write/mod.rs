@@ -103,6 +103,13 @@ impl NewValue {
             (other, _) => other.to_string(),
         };
         let scalar = kind == ValueKind::Plain && matches!(value, Value::Bool(_) | Value::Number(_));
+        let text = match value {
+            // A float without a fraction is stored as the integer it is:
+            // DynamoDB keeps numbers normalised (1.0 reads back as 1), and
+            // what a schema or a blast radius judged must be what is read.
+            Value::Number(n) if scalar => normalised_number(n)?,
+            _ => text,
+        };
         Ok(Self { text, kind, scalar })
     }
 
@@ -288,6 +295,30 @@ pub(crate) fn replaceable(
     }
 }
 
+/// A JSON number as DynamoDB can hold and will serve it: at most 38
+/// significant digits, magnitude under 1e126 and, unless zero, at least
+/// 1e-130; an integral float as its integer.
+fn normalised_number(n: &serde_json::Number) -> Result<String, WriteError> {
+    let out_of_range = || {
+        WriteError::Invalid(
+            "a number holds at most 38 significant digits, with a magnitude between 1e-130 and \
+             1e126 (send it as a string to store it as text)"
+                .to_owned(),
+        )
+    };
+    if n.is_i64() || n.is_u64() {
+        return Ok(n.to_string());
+    }
+    let f = n.as_f64().ok_or_else(out_of_range)?;
+    if !f.is_finite() || f.abs() >= 1e126 || (f != 0.0 && f.abs() < 1e-130) {
+        return Err(out_of_range());
+    }
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        return Ok((f as i64).to_string());
+    }
+    Ok(n.to_string())
+}
+
 /// The version a delete removes, given the entry's `current` version and what
 /// the caller expects (shared by every adapter, so they refuse alike).
 pub(crate) fn deletable(current: Option<i64>, expected: Expected) -> Result<i64, WriteError> {
@@ -329,6 +360,12 @@ mod tests {
         assert_eq!(text.scalar(), None);
         assert_eq!(text.read_back_in(StoreKind::DynamoDb), json!("42"));
         assert_eq!(NewValue::text("true", ValueKind::Plain).scalar(), None);
+        // Normalised as DynamoDB serves it, and refused past what it holds.
+        let integral = NewValue::json(&json!(1.0), ValueKind::Plain).unwrap();
+        assert_eq!(integral.read_back_in(StoreKind::DynamoDb), json!(1));
+        for huge in [json!(1e200), json!(-1e130), json!(1e-200)] {
+            assert!(NewValue::json(&huge, ValueKind::Plain).is_err(), "{huge}");
+        }
     }
 
     #[test]
