@@ -605,7 +605,11 @@ impl Aws {
         settings: &Settings,
         agent: &AgentSettings,
     ) -> Result<AgentServer, AgentWiringError> {
-        let reads = self.config_reads(settings);
+        // One feed for the reader and Refresh: what a push drops reaches
+        // the Watch streams.
+        let reads = self
+            .config_reads(settings)
+            .with_change_feed(Arc::new(crate::watch::ChangeFeed::default()));
         tracing::info!(keys = ?agent.refresh_public_keys.ids(), "trusting refresh signing keys");
         let mut reader = ReaderService::new(token_verifier(settings)?, reads.clone());
         if let Some(grants) = self.service_grants(settings) {

@@ -165,6 +165,22 @@ impl CatchUp {
             && self.failures.load(Ordering::Acquire) == 0
     }
 
+    /// When the last catch-up that applied the journal started, Unix ms:
+    /// the cache reflects every change journaled before it (less the
+    /// overlap's lateness).
+    pub fn caught_up_ms(&self) -> i64 {
+        self.caught_up_ms.load(Ordering::Acquire)
+    }
+
+    pub fn settings(&self) -> CatchUpSettings {
+        self.settings
+    }
+
+    /// The journal it reads (a watcher resuming reads it too).
+    pub fn journal(&self) -> &Arc<dyn ChangeJournal> {
+        &self.journal
+    }
+
     /// Journal queries made so far.
     pub fn queries(&self) -> usize {
         self.queries.load(Ordering::SeqCst)

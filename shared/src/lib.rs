@@ -25,15 +25,17 @@
 //!
 //! **Use cases**: what the service does.
 //! - [`reads`]: one key, a batch, a secret, behind [`cache`], converged by [`catch_up`]
-//!   (which drops entries through its [`catch_up::Invalidate`] port, so it never uses `reads`)
+//!   (which drops entries through its [`catch_up::Invalidate`] port, so it never uses `reads`);
+//!   what a reader learned changed is told to its [`watch`] feed
 //! - [`auth`]: Cognito ID token verification, tenant extraction
 //! - [`refresh`]: change events, signed Refresh fan-out ([`refresh::signing`], [`refresh::fanout`])
 //!
 //! **Edges**: how callers reach the use cases.
 //! - [`api`]: the HTTP API, independent of the Lambda runtime
-//! - [`ofrep`]: the OpenFeature Remote Evaluation Protocol's shapes and rules over
-//!   an effective value (not served by a route yet)
-//! - [`agent`]: the agent's gRPC services and lifecycle
+//! - [`ofrep`]: the OpenFeature Remote Evaluation Protocol over the reads, for
+//!   config-api and the agent
+//! - [`agent`]: the agent's gRPC services (`Watch` streams included), its OFREP
+//!   listener and its lifecycle
 //! - [`refresh::handler`]: config-refresh's event handler
 //! - [`settings`], [`telemetry`], [`metrics`]: environment, JSON logs and EMF
 //!   metrics for every process
@@ -65,6 +67,7 @@ pub mod stage_settings;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
+pub mod watch;
 pub mod write;
 pub mod writes;
 

@@ -19,6 +19,7 @@ use crate::refresh::change::Subject;
 use crate::rollouts::live::Applied;
 use crate::routing::KeyRouter;
 use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
+use crate::watch::{ChangeFeed, Notice};
 
 /// Most keys one batch read may name.
 pub const MAX_BATCH_KEYS: usize = 50;
@@ -99,6 +100,8 @@ pub struct ConfigReads {
     /// The global and tier layers under each tenant's own (absent: every
     /// value is the tenant's own, as before layers).
     layers: Option<Arc<SharedLayers>>,
+    /// Told what this reader learned changed (the agent's watchers).
+    feed: Option<Arc<ChangeFeed>>,
 }
 
 /// A tenant's own value, and how long ago it was read when stale.
@@ -173,7 +176,26 @@ impl ConfigReads {
             parameters,
             catch_up: None,
             layers: None,
+            feed: None,
         }
+    }
+
+    /// Tells `feed` of every change this reader learns (after dropping what
+    /// it makes stale, so a watcher's read sees it).
+    pub fn with_change_feed(mut self, feed: Arc<ChangeFeed>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// The feed in use, if any.
+    pub fn change_feed(&self) -> Option<&Arc<ChangeFeed>> {
+        self.feed.as_ref()
+    }
+
+    /// Catches up with the change journal now if the interval has passed
+    /// (what a read does first), for a watcher while nobody reads.
+    pub async fn catch_up_if_due(&self) {
+        self.converge().await;
     }
 
     /// Serves effective values: the global and tier layers under each
@@ -613,6 +635,14 @@ impl ConfigReads {
         subject: &Subject,
         change: Changed,
     ) -> Result<(), ConfigError> {
+        self.drop_subject(subject, change).await?;
+        if let Some(feed) = &self.feed {
+            feed.publish(Notice::Changed(subject.clone()));
+        }
+        Ok(())
+    }
+
+    async fn drop_subject(&self, subject: &Subject, change: Changed) -> Result<(), ConfigError> {
         match (subject, &self.layers) {
             (Subject::Entry(item), _) => self.invalidate(item, change).await,
             (Subject::Shared { layer, service, .. }, Some(layers)) => {
@@ -643,6 +673,9 @@ impl ConfigReads {
         self.parameters.invalidate_all();
         if let Some(layers) = &self.layers {
             layers.invalidate_all();
+        }
+        if let Some(feed) = &self.feed {
+            feed.publish(Notice::Everything);
         }
     }
 }

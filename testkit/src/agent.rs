@@ -13,6 +13,7 @@ use tenant_config_shared::reads::ConfigReads;
 use tenant_config_shared::refresh::signing::{RefreshAuthenticator, RefreshKey, TrustedKeys};
 use tenant_config_shared::routing::KeyRouter;
 use tenant_config_shared::store::MemoryStore;
+use tenant_config_shared::watch::ChangeFeed;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -60,6 +61,11 @@ pub async fn server(
     reads: ConfigReads,
     keys: TrustedKeys,
 ) -> AgentServer {
+    // As the agent does: one change feed for the reader and Refresh.
+    let reads = match reads.change_feed() {
+        Some(_) => reads,
+        None => reads.with_change_feed(Arc::new(ChangeFeed::default())),
+    };
     AgentServer::new(
         ReaderService::new(verifier, reads.clone()),
         RefreshService::new(RefreshAuthenticator::new(keys), reads),

@@ -23,5 +23,6 @@ mod service_grants;
 mod soak;
 mod template;
 mod verify;
+mod watch;
 mod write_api;
 mod writers;

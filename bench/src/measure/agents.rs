@@ -7,9 +7,11 @@ use std::sync::Arc;
 use tenant_config_local_stack::stack::LocalStack;
 use tenant_config_shared::auth::TokenVerifier;
 use tenant_config_shared::aws::Aws;
+use tenant_config_shared::reads::ConfigReads;
 use tenant_config_shared::refresh::discovery::Registration;
 use tenant_config_shared::refresh::signing::TrustedKeys;
 use tenant_config_shared::settings::{AGENT_CACHE_DEFAULTS, RegistrationSettings, Settings};
+use tenant_config_shared::watch::ChangeFeed;
 use tenant_config_testkit::agent::TestAgent;
 
 use crate::baseline::settings;
@@ -48,6 +50,19 @@ impl StackAgents {
             self.keys.clone(),
         )
         .await
+    }
+
+    /// An agent as [`Self::start`] starts one, and the reads it serves
+    /// (with its change feed): what a Refresh does to them, a benchmark can
+    /// do directly.
+    pub async fn start_with_reads(&self) -> (TestAgent, ConfigReads) {
+        let reads = self
+            .aws
+            .config_reads(&self.settings)
+            .with_change_feed(Arc::new(ChangeFeed::default()));
+        let agent =
+            TestAgent::start_with(self.verifier.clone(), reads.clone(), self.keys.clone()).await;
+        (agent, reads)
     }
 
     /// Registers `agent` in the stack's Cloud Map service.

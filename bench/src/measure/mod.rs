@@ -26,6 +26,7 @@ mod rollouts;
 mod router;
 mod vending;
 mod warm_read;
+mod watch;
 
 /// Figures 1 to 10 measure one tenant's paths at full speed (300 cold keys
 /// in a row, 200 writes), which the per-tenant limits would refuse by
@@ -116,9 +117,10 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
         "blast" => report.blast_radius(&stack).await?,
         "rollouts" => report.rollouts(&stack).await?,
         "ofrep" => report.ofrep(&stack).await?,
+        "watch" => report.watch(&stack).await?,
         other => {
             return Err(format!(
-                "--only knows 'fairness', 'warm-read', 'layers', 'blast', 'rollouts' and 'ofrep', not '{other}'"
+                "--only knows 'fairness', 'warm-read', 'layers', 'blast', 'rollouts', 'ofrep' and 'watch', not '{other}'"
             ));
         }
     }
@@ -128,7 +130,7 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
     Ok(())
 }
 
-/// Figures 1 to 7, 10 to 12 and 15, on one local stack (stopped when they are taken).
+/// Figures 1 to 7, 10 to 12, 15 and 16, on one local stack (stopped when they are taken).
 async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     let progress =
         |name: &str, took: Duration| eprintln!("  ✓ {name:<58} {:>6} ms", took.as_millis());
@@ -145,6 +147,7 @@ async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     report.fairness(&stack).await?;
     report.layers(&stack).await?;
     report.ofrep(&stack).await?;
+    report.watch(&stack).await?;
     Ok(report)
 }
 

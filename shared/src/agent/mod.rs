@@ -5,3 +5,4 @@
 pub mod lifecycle;
 pub mod ofrep_http;
 pub mod server;
+pub mod watch;

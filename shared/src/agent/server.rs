@@ -20,7 +20,7 @@ use crate::refresh::proto::config_refresh_server::ConfigRefresh;
 use crate::refresh::proto::{
     ConfigValue, ExplainResponse, GetConfigRequest, GetConfigResponse, GetConfigsRequest,
     GetConfigsResponse, GetServiceRequest, GetServiceResponse, LayerValue, Leaf, Operation,
-    RefreshRequest, RefreshResponse,
+    RefreshRequest, RefreshResponse, WatchEvent, WatchRequest,
 };
 use crate::refresh::signing::{
     RefreshAuthenticator, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, unix_ms_now,
@@ -46,7 +46,7 @@ fn metadata_str<'a>(metadata: &'a MetadataMap, name: &str) -> Option<&'a str> {
     metadata.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn config_value(key: &ConfigKey, entry: &Entry) -> ConfigValue {
+pub(crate) fn config_value(key: &ConfigKey, entry: &Entry) -> ConfigValue {
     ConfigValue {
         key: key.to_string(),
         value_json: entry.value.value.to_string(),
@@ -63,14 +63,20 @@ pub struct ReaderService {
     reads: ConfigReads,
     /// Which services each app client may read (absent: every service).
     grants: Option<Arc<ServiceGrants>>,
+    /// Bounds the Watch streams served at once.
+    watches: Arc<tokio::sync::Semaphore>,
 }
 
 impl ReaderService {
+    /// Serves `reads`. Watch streams hear what they learn through their
+    /// change feed ([`ConfigReads::with_change_feed`]; without one, Watch is
+    /// UNIMPLEMENTED): give the Refresh service the same reads.
     pub fn new(verifier: Arc<TokenVerifier>, reads: ConfigReads) -> Self {
         Self {
             verifier,
             reads,
             grants: None,
+            watches: super::watch::watch_permits(),
         }
     }
 
@@ -112,6 +118,50 @@ impl ReaderService {
 
 #[tonic::async_trait]
 impl ConfigReader for ReaderService {
+    type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<WatchEvent, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let start = async {
+            let identity = self.identity(request.metadata()).await?;
+            let body = request.get_ref();
+            let service = ServiceName::parse(&body.service)?;
+            let tenant = self.tenant(&identity, &service).await?;
+            let keys = super::watch::watched_keys(&body.keys)?;
+            let resume_from = body
+                .resume_from
+                .as_deref()
+                .map(super::watch::parse_position)
+                .transpose()?;
+            Ok::<_, ConfigError>((identity, tenant, service, keys, resume_from))
+        };
+        let (identity, tenant, service, keys, resume_from) = start.await.map_err(|e| status(&e))?;
+        let permit = Arc::clone(&self.watches).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "this agent serves {} watches at most",
+                super::watch::MAX_WATCHES
+            ))
+        })?;
+        let (events, stream) = tokio::sync::mpsc::channel(super::watch::EVENT_BUFFER);
+        let watcher = super::watch::Watcher {
+            watched: super::watch::Watched {
+                tenant,
+                service,
+                keys,
+            },
+            reads: self.reads.clone(),
+            expires_at: identity.expires_at,
+            events,
+            permit,
+        };
+        tokio::spawn(watcher.run(resume_from));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            stream,
+        )))
+    }
+
     async fn get_config(
         &self,
         request: Request<GetConfigRequest>,
