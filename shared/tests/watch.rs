@@ -265,3 +265,46 @@ async fn a_watch_is_refused_without_a_token_or_with_a_bad_request() {
         .unwrap_err();
     assert_eq!(bad_position.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn a_change_read_while_its_store_fails_is_sent_once_the_store_answers() {
+    let agent = agent().await;
+    let mut stream = agent.watch("tenant-a", &[SEATS], None).await.unwrap();
+    next(&mut stream, Duration::from_secs(2)).await;
+    // GIVEN the store fails as a change is pushed: the agent can only
+    // serve the last good value
+    agent
+        .store
+        .set_failure(Some(tenant_config_shared::StoreError::Unavailable {
+            store: StoreKind::DynamoDb,
+            detail: "injected".into(),
+        }));
+    agent
+        .push(&item("tenant-a", "billing", SEATS), json!(50))
+        .await;
+    // THEN nothing is sent: the old value is no change, and no position
+    // moves past the change
+    let quiet = tokio::time::timeout(Duration::from_millis(600), stream.message()).await;
+    assert!(quiet.is_err(), "sent while the store failed: {quiet:?}");
+    // WHEN the store answers again THEN the change arrives, unasked
+    agent.store.set_failure(None);
+    let change_event = next(&mut stream, Duration::from_secs(4)).await;
+    assert_eq!(change(&change_event), (SEATS.to_owned(), Some(json!(50))));
+}
+
+#[tokio::test]
+async fn every_stream_ends_when_the_agent_stops_so_the_drain_does_not_wait_for_it() {
+    let agent = agent().await;
+    let mut stream = agent.watch("tenant-a", &[], None).await.unwrap();
+    next(&mut stream, Duration::from_secs(2)).await;
+    // WHEN the agent stops
+    let started = Instant::now();
+    drop(agent.agent);
+    // THEN the stream ends at once with UNAVAILABLE, telling it to resume
+    let ended = tokio::time::timeout(Duration::from_secs(2), stream.message())
+        .await
+        .expect("the stream ends at once");
+    let status = ended.expect_err("an error status ends it");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}

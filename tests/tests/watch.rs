@@ -88,12 +88,10 @@ async fn a_write_reaches_a_watching_service_and_a_reconnect_misses_nothing() {
         panic!("a snapshot first, got {first:?}");
     };
     // (the write may still be on its way to the agent)
-    let mut position = first.position.clone();
     let mut seats = snapshot.values.first().map(|v| v.value_json.clone());
     while seats.as_deref() != Some("25") {
         let event = next(&mut stream, Duration::from_secs(3)).await;
         seats = changed_to(&event).map(|v| v.to_string());
-        position = event.position;
     }
 
     // WHEN the tenant's administrator writes a new value through config-api
@@ -115,5 +113,4 @@ async fn a_write_reaches_a_watching_service_and_a_reconnect_misses_nothing() {
     while latest != Some(json!(35)) {
         latest = changed_to(&next(&mut resumed, Duration::from_secs(3)).await);
     }
-    assert!(position <= pushed.position, "positions only move forward");
 }

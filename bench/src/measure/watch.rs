@@ -127,7 +127,7 @@ impl Report {
         }
         let delivered = Summary::of(delays);
         self.compare(Comparison {
-            title: "16. Watch: agent learns → 100 watchers have it, p99".into(),
+            title: format!("16. Watch: agent learns → {watchers} watchers have it, p99"),
             ours: delivered.p99.as_secs_f64(),
             ours_label: human(delivered.p99),
             baseline_name: "target".into(),
@@ -148,7 +148,7 @@ impl Report {
             }],
             vec![
                 format!(
-                    "{watchers} Watch streams of one key, each on its own HTTP/2 connection, to an in-process agent on loopback; {changes} changes, each written to moto's DynamoDB first, then dropped from the agent's cache as a signed Refresh does (the clock starts there). Each stream then reads the key again (one store read shared by all, the cache coalescing them) and sends it."
+                    "{watchers} Watch streams of one key, each on its own HTTP/2 connection, to an in-process agent on loopback; {changes} changes, each written to moto's DynamoDB first, then dropped from the agent's cache as a signed Refresh does (the clock starts there). Each stream then reads the key again (one store read shared by all: the cache coalesces loads of a key) and sends it."
                 ),
                 "From a write to a watcher through the whole change path (DynamoDB stream, config-refresh, signed push) is the propagation figure (5) plus this.".into(),
             ],

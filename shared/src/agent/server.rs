@@ -63,8 +63,11 @@ pub struct ReaderService {
     reads: ConfigReads,
     /// Which services each app client may read (absent: every service).
     grants: Option<Arc<ServiceGrants>>,
-    /// Bounds the Watch streams served at once.
+    /// Bounds the Watch streams served at once, in all and per tenant.
     watches: Arc<tokio::sync::Semaphore>,
+    tenant_watches: Arc<super::watch::TenantWatches>,
+    /// Set when the agent stops: Watch streams end, to resume elsewhere.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl ReaderService {
@@ -77,6 +80,8 @@ impl ReaderService {
             reads,
             grants: None,
             watches: super::watch::watch_permits(),
+            tenant_watches: Arc::default(),
+            stopping: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
 
@@ -144,6 +149,12 @@ impl ConfigReader for ReaderService {
                 super::watch::MAX_WATCHES
             ))
         })?;
+        let tenant_permit = self.tenant_watches.acquire(&tenant).ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "a tenant holds {} watches per agent at most",
+                super::watch::MAX_WATCHES_PER_TENANT
+            ))
+        })?;
         let (events, stream) = tokio::sync::mpsc::channel(super::watch::EVENT_BUFFER);
         let watcher = super::watch::Watcher {
             watched: super::watch::Watched {
@@ -154,7 +165,8 @@ impl ConfigReader for ReaderService {
             reads: self.reads.clone(),
             expires_at: identity.expires_at,
             events,
-            permit,
+            stopping: self.stopping.subscribe(),
+            permits: (permit, tenant_permit),
         };
         tokio::spawn(watcher.run(resume_from));
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
@@ -416,6 +428,8 @@ pub struct AgentServer {
     reader: ConfigReaderServer<ReaderService>,
     /// OFREP over HTTP/1.1, beside ConfigReader on the readers' listener.
     ofrep: OfrepService,
+    /// Ends every Watch stream when the server stops.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
     refresh: ConfigRefreshServer<RefreshService>,
     /// TLS on the Refresh listener (split mode), when certificates are given.
     refresh_tls: Option<tonic::transport::ServerTlsConfig>,
@@ -460,6 +474,7 @@ impl AgentServer {
             health,
             health_service,
             ofrep: reader.ofrep(),
+            stopping: Arc::clone(&reader.stopping),
             reader: ConfigReaderServer::new(reader)
                 .max_decoding_message_size(MAX_READER_REQUEST_BYTES),
             refresh: ConfigRefreshServer::new(refresh)
@@ -500,11 +515,17 @@ impl AgentServer {
         let routes = tonic::service::Routes::new(self.health_service)
             .add_service(self.reader)
             .add_service(self.refresh);
+        let stopping = self.stopping;
         readers_server()
             .add_routes(with_ofrep(routes, self.ofrep))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
-                shutdown,
+                async move {
+                    shutdown.await;
+                    // Streams never finish on their own: end them, or the
+                    // drain would wait out the whole grace period.
+                    stopping.send_replace(true);
+                },
             )
             .await
     }
@@ -541,8 +562,12 @@ impl AgentServer {
                 tokio_stream::wrappers::TcpListenerStream::new(refresh),
                 until(stopped_too),
             );
+        let stopping = self.stopping;
         let signal = async move {
             shutdown.await;
+            // Streams never finish on their own: end them, or the drain
+            // would wait out the whole grace period.
+            stopping.send_replace(true);
             let _ = stop.send(true);
             Ok(())
         };

@@ -112,11 +112,21 @@ impl Watched {
         }
     }
 
+    /// What the stream watches, read now. Keys are read one by one, so
+    /// concurrent watchers of a key share one store read (the cache
+    /// coalesces loads of a key; a batch would not).
     async fn read(&self, reads: &ConfigReads) -> Result<Held, ConfigError> {
         let mut held = Held::default();
         match &self.keys {
             None => {
                 let config = reads.get_service(&self.tenant, &self.service).await?;
+                if config.truncated {
+                    return Err(ConfigError::BadRequest(
+                        "the service holds more keys than one listing returns (200 per store): \
+                         watch named keys"
+                            .to_owned(),
+                    ));
+                }
                 for (key, entry) in &config.values {
                     held.values
                         .insert(key.to_string(), config_value(key, entry));
@@ -124,27 +134,25 @@ impl Watched {
                 held.sensitive = config.sensitive.iter().map(ToString::to_string).collect();
             }
             Some(keys) => {
-                let mut asked: Vec<ConfigKey> = keys.iter().cloned().collect();
-                // A key that became a SecureString is named, not read; the
-                // others are read again without it.
-                let batch = loop {
-                    match reads.get_many(&self.tenant, &self.service, &asked).await {
-                        Err(ConfigError::SensitiveValue { keys }) if !keys.is_empty() => {
-                            asked.retain(|key| !keys.iter().any(|k| k == key.as_str()));
-                            held.sensitive.extend(keys);
-                            if asked.is_empty() {
-                                break Default::default();
-                            }
+                let reads = futures::future::join_all(
+                    keys.iter()
+                        .map(|key| reads.get(&self.tenant, &self.service, key)),
+                )
+                .await;
+                for (key, read) in keys.iter().zip(reads) {
+                    match read {
+                        Ok(entry) => {
+                            held.values
+                                .insert(key.to_string(), config_value(key, &entry));
                         }
-                        other => break other?,
+                        Err(ConfigError::NotFound { .. }) => held.missing.push(key.to_string()),
+                        // A SecureString is named, never read here.
+                        Err(ConfigError::SensitiveValue { .. }) => {
+                            held.sensitive.push(key.to_string());
+                        }
+                        Err(other) => return Err(other),
                     }
-                };
-                for (key, entry) in &batch.values {
-                    held.values
-                        .insert(key.to_string(), config_value(key, entry));
                 }
-                held.missing = batch.missing.iter().map(ToString::to_string).collect();
-                held.sensitive.sort();
             }
         }
         Ok(held)
@@ -159,7 +167,11 @@ impl Watched {
         };
         let settings = catch_up.settings();
         let overlap = settings.overlap.as_millis() as i64;
-        if from_ms < unix_ms_now() - RETENTION.as_millis() as i64 + overlap {
+        let now = unix_ms_now();
+        if from_ms > now + overlap {
+            return Err("the position is ahead of this agent's clock".to_owned());
+        }
+        if from_ms < now - RETENTION.as_millis() as i64 + overlap {
             return Err(format!(
                 "the position is older than the journal keeps ({} h)",
                 RETENTION.as_secs() / 3600
@@ -225,12 +237,34 @@ pub struct Watcher {
     /// `exp` of the caller's token, seconds since the epoch.
     pub expires_at: u64,
     pub events: mpsc::Sender<Result<WatchEvent, Status>>,
-    /// Held while the stream lasts (bounds the streams one agent serves).
-    pub permit: OwnedSemaphorePermit,
+    /// Turns true when the agent stops: every stream ends, to resume elsewhere.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Held while the stream lasts (bounds the streams one agent serves,
+    /// and one tenant's).
+    pub permits: (OwnedSemaphorePermit, TenantPermit),
+}
+
+/// Why a stream cannot go on.
+enum Ended {
+    /// The caller went away or stopped reading: nothing more can be sent.
+    Gone,
+}
+
+/// How a read turned out, for the loop.
+enum Read {
+    /// Fresh values, and the position they stand for.
+    Fresh(Held, String),
+    /// Some value was its store's last good one, or the store failed:
+    /// nothing is sent; read again on the next tick.
+    Retry,
+    /// The caller may no longer read this (an inactive tenant, a listing
+    /// too long to watch): the stream ends with this status.
+    Fatal(Status),
 }
 
 impl Watcher {
-    /// Where this reader stands in the journal now.
+    /// Where this reader stands in the journal now: read before the values
+    /// it stamps, so resuming from it replays whatever they may predate.
     fn position(&self) -> String {
         position_at(
             self.reads
@@ -239,37 +273,81 @@ impl Watcher {
         )
     }
 
-    async fn send(&self, event: watch_event::Event) -> Result<(), ()> {
+    async fn read(&self) -> Read {
+        // A value answered stale is most often another reader's load of it
+        // still in flight (the cache answers the last good value rather than
+        // wait): read again shortly before deciding the store is failing.
+        for wait_ms in [10, 20, 40, 80, 0] {
+            let position = self.position();
+            match self.watched.read(&self.reads).await {
+                Ok(held) if held.values.values().any(|v| v.stale_age_ms.is_some()) => {
+                    if wait_ms == 0 {
+                        return Read::Retry;
+                    }
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                }
+                Ok(held) => return Read::Fresh(held, position),
+                Err(error) if matches!(error.status(), 400 | 401 | 403 | 404) => {
+                    return Read::Fatal(status(&error));
+                }
+                Err(_) => return Read::Retry,
+            }
+        }
+        Read::Retry
+    }
+
+    /// Sends one event; a caller that does not take it within
+    /// [`SEND_TIMEOUT`] (its buffer full) is dropped rather than holding
+    /// its slot and this task.
+    async fn send(&self, position: &str, event: watch_event::Event) -> Result<(), Ended> {
         let event = WatchEvent {
-            position: self.position(),
+            position: position.to_owned(),
             event: Some(event),
         };
-        self.events.send(Ok(event)).await.map_err(drop)
+        self.events
+            .send_timeout(Ok(event), SEND_TIMEOUT)
+            .await
+            .map_err(|_| Ended::Gone)
     }
 
-    async fn snapshot(&self, held: &Held) -> Result<(), ()> {
-        self.send(watch_event::Event::Snapshot(WatchSnapshot {
-            values: held.values.values().cloned().collect(),
-            missing: held.missing.clone(),
-            sensitive: held.sensitive.clone(),
-        }))
+    async fn snapshot(&self, held: &Held, position: &str) -> Result<(), Ended> {
+        self.send(
+            position,
+            watch_event::Event::Snapshot(WatchSnapshot {
+                values: held.values.values().cloned().collect(),
+                missing: held.missing.clone(),
+                sensitive: held.sensitive.clone(),
+            }),
+        )
         .await
     }
 
-    async fn change(&self, key: &str, value: Option<&ConfigValue>) -> Result<(), ()> {
-        self.send(watch_event::Event::Change(WatchChange {
-            key: key.to_owned(),
-            value: value.cloned(),
-        }))
+    async fn change(
+        &self,
+        position: &str,
+        key: &str,
+        value: Option<&ConfigValue>,
+    ) -> Result<(), Ended> {
+        self.send(
+            position,
+            watch_event::Event::Change(WatchChange {
+                key: key.to_owned(),
+                value: value.cloned(),
+            }),
+        )
         .await
     }
 
-    /// Streams until the caller goes away or its token expires.
+    /// Ends the stream with `status` (as far as the caller still listens).
+    async fn end(&self, status: Status) {
+        let _ = self.events.send_timeout(Err(status), SEND_TIMEOUT).await;
+    }
+
+    /// Streams until the caller goes away, its token expires or the agent
+    /// stops.
     pub async fn run(self, resume_from: Option<i64>) {
         let Some(feed) = self.reads.change_feed().cloned() else {
-            let _ = self
-                .events
-                .send(Err(Status::unimplemented("this reader serves no Watch")))
+            self.end(Status::unimplemented("this reader serves no Watch"))
                 .await;
             return;
         };
@@ -279,31 +357,34 @@ impl Watcher {
             Some(from_ms) => Some(self.watched.replay(&self.reads, from_ms).await),
             None => None,
         };
+        // The first answer is sent as read, last good values included (what
+        // any read would answer now); only changes wait for fresh values.
+        let position = self.position();
         let mut held = match self.watched.read(&self.reads).await {
             Ok(held) => held,
             Err(error) => {
-                let _ = self.events.send(Err(status(&error))).await;
+                self.end(status(&error)).await;
                 return;
             }
         };
         let started = match replayed {
-            None => self.snapshot(&held).await,
+            None => self.snapshot(&held, &position).await,
             Some(Err(reason)) => {
                 tracing::info!(%reason, "watch: resumed with a reset");
                 match self
-                    .send(watch_event::Event::Reset(WatchReset { reason }))
+                    .send(&position, watch_event::Event::Reset(WatchReset { reason }))
                     .await
                 {
-                    Ok(()) => self.snapshot(&held).await,
-                    Err(()) => Err(()),
+                    Ok(()) => self.snapshot(&held, &position).await,
+                    Err(ended) => Err(ended),
                 }
             }
-            Some(Ok(Replayed::Everything)) => self.snapshot(&held).await,
+            Some(Ok(Replayed::Everything)) => self.snapshot(&held, &position).await,
             Some(Ok(Replayed::Keys(keys))) => {
                 let mut sent = Ok(());
                 for key in keys {
                     sent = self
-                        .change(key.as_str(), held.values.get(key.as_str()))
+                        .change(&position, key.as_str(), held.values.get(key.as_str()))
                         .await;
                     if sent.is_err() {
                         break;
@@ -325,13 +406,20 @@ impl Watcher {
             }));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut dirty = false;
+        let mut stopping = self.stopping.clone();
         loop {
             tokio::select! {
                 () = self.events.closed() => return,
+                () = async { drop(stopping.wait_for(|stopping| *stopping).await) } => {
+                    self.end(Status::unavailable(
+                        "the agent is stopping: watch again from your last position",
+                    )).await;
+                    return;
+                }
                 () = &mut expiry => {
-                    let _ = self.events.send(Err(Status::unauthenticated(
+                    self.end(Status::unauthenticated(
                         "the token expired: watch again with a fresh one",
-                    ))).await;
+                    )).await;
                     return;
                 }
                 notice = notices.recv() => match notice {
@@ -343,15 +431,24 @@ impl Watcher {
                     Err(broadcast::error::RecvError::Lagged(_)) => dirty = true,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                // Learns what no push brought; its notices arrive above.
-                _ = tick.tick() => self.reads.catch_up_if_due().await,
+                // Learns what no push brought; its notices arrive above. Run
+                // apart, so a slow journal never holds this stream's pushes.
+                _ = tick.tick() => {
+                    let reads = self.reads.clone();
+                    tokio::spawn(async move { reads.catch_up_if_due().await });
+                }
             }
             if !dirty {
                 continue;
             }
-            // A failing read leaves it dirty: tried again on the next tick.
-            let Ok(now) = self.watched.read(&self.reads).await else {
-                continue;
+            let (now, position) = match self.read().await {
+                Read::Fresh(now, position) => (now, position),
+                // Still dirty: read again on the next tick.
+                Read::Retry => continue,
+                Read::Fatal(status) => {
+                    self.end(status).await;
+                    return;
+                }
             };
             dirty = false;
             let keys: BTreeSet<String> = held
@@ -362,11 +459,59 @@ impl Watcher {
                 .collect();
             for key in keys {
                 let (before, after) = (held.values.get(&key), now.values.get(&key));
-                if differs(before, after) && self.change(&key, after).await.is_err() {
+                if differs(before, after) && self.change(&position, &key, after).await.is_err() {
                     return;
                 }
             }
             held = now;
+        }
+    }
+}
+
+/// The longest a watcher waits for a caller to take an event.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Streams one tenant may hold on one agent, so that no tenant takes every
+/// slot.
+pub const MAX_WATCHES_PER_TENANT: usize = 256;
+
+/// Counts each tenant's streams.
+#[derive(Default)]
+pub struct TenantWatches {
+    counts: std::sync::Mutex<std::collections::HashMap<TenantId, usize>>,
+}
+
+/// One tenant's share of [`TenantWatches`], given back when dropped.
+pub struct TenantPermit {
+    watches: Arc<TenantWatches>,
+    tenant: TenantId,
+}
+
+impl TenantWatches {
+    /// A slot for `tenant`, unless it holds [`MAX_WATCHES_PER_TENANT`].
+    pub fn acquire(self: &Arc<Self>, tenant: &TenantId) -> Option<TenantPermit> {
+        let mut counts = self.counts.lock().ok()?;
+        let count = counts.entry(tenant.clone()).or_default();
+        if *count >= MAX_WATCHES_PER_TENANT {
+            return None;
+        }
+        *count += 1;
+        Some(TenantPermit {
+            watches: Arc::clone(self),
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+impl Drop for TenantPermit {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.watches.counts.lock()
+            && let Some(count) = counts.get_mut(&self.tenant)
+        {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.tenant);
+            }
         }
     }
 }
