@@ -37,18 +37,22 @@ done
 # (tests/tests/iam_matrix.rs): npm packages of tests/iam/, pinned by its
 # package-lock.json, installed with the machine's Node.js into
 # tests/iam/node_modules (git-ignored), again only when the lock changes.
-install_iam_simulator() {
-  local lock="$root/tests/iam/package-lock.json"
-  local stamp="$root/tests/iam/node_modules/.installed.sha256"
+# The same for the official OpenFeature web SDK and its OFREP provider, which
+# tests/tests/ofrep.rs runs under Node to poll a bulk evaluation (tests/ofrep-web/).
+install_npm_packages() {
+  local dir="$1" what="$2"
+  local lock="$root/tests/$dir/package-lock.json"
+  local stamp="$root/tests/$dir/node_modules/.installed.sha256"
   local wanted
   wanted="$(sha256sum "$lock" | cut -d' ' -f1)"
   if [[ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
-    echo "setup: installing the IAM policy simulator into tests/iam/node_modules" >&2
-    (cd "$root/tests/iam" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "setup: installing $what into tests/$dir/node_modules" >&2
+    (cd "$root/tests/$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     echo "$wanted" >"$stamp"
   fi
 }
-install_iam_simulator
+install_npm_packages iam "the IAM policy simulator"
+install_npm_packages ofrep-web "the OpenFeature web SDK and its OFREP provider"
 
 if [[ "$satisfied" == true && -x "$venv/bin/moto_server" && -x "$venv/bin/cargo-lambda" ]]; then
   exit 0

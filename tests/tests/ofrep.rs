@@ -6,8 +6,9 @@
 //!
 //! The Rust provider evaluates each flag remotely on every call (it has no
 //! bulk evaluation or polling of its own), so a change is seen by the next
-//! evaluation once the reader has converged; the bulk route's 304 is what
-//! polling providers (web, mobile) revalidate with.
+//! evaluation once the reader has converged. The bulk route's ETag and 304
+//! are what polling providers revalidate with: the official web SDK and its
+//! OFREP provider (tests/ofrep-web/, run under Node) poll both readers here.
 
 use std::time::{Duration, Instant};
 
@@ -439,5 +440,78 @@ async fn a_bulk_evaluation_is_revalidated_with_its_etag_until_a_flag_changes() {
         let (got, headers, _) = ofrep(Method::GET, &one, Some(&alice), None, None).await;
         assert_eq!(got, 405, "{reader}");
         assert_eq!(headers["allow"].to_str().unwrap(), "POST");
+    }
+}
+
+/// One JSON line the web client printed.
+async fn client_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the web client prints within 30 s")
+        .expect("its stdout is readable")
+        .expect("it printed a line before it ended");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[tokio::test]
+async fn the_official_web_provider_polls_the_bulk_evaluation_and_sees_a_change() {
+    use tokio::io::AsyncBufReadExt;
+    let stack = LocalStack::start(StackOptions::with_agents(1), &|_, _| {})
+        .await
+        .expect("local stack starts");
+    let (alice, dana) = (
+        stack.token(ALICE).await.unwrap(),
+        stack.token(DANA).await.unwrap(),
+    );
+    write(&stack, &dana, CHECKOUT, json!(false)).await;
+    let script = tenant_config_local_stack::process::workspace_root().join("tests/ofrep-web");
+    for (reader, base) in bases(&stack) {
+        // GIVEN a service's web client polling once a second (the minimum
+        // the configuration route advertises) through the official provider
+        let mut client = tokio::process::Command::new("node")
+            .arg("poll.mjs")
+            .current_dir(&script)
+            .env("OFREP_BASE_URL", &base)
+            .env("TOKEN", &alice)
+            .env("FLAG", CHECKOUT)
+            .env("POLL_MS", "1000")
+            .env("TIMEOUT_MS", "20000")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs (tests/setup.sh installs the client)");
+        let mut lines = tokio::io::BufReader::new(client.stdout.take().unwrap()).lines();
+        let ready = client_line(&mut lines).await;
+        assert_eq!(ready["event"], "ready", "{reader}: {ready}");
+        assert_eq!(ready["value"], false, "{reader}: {ready}");
+        // WHEN it has polled unchanged flags for a while, then a flag changes
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        write(
+            &stack,
+            &dana,
+            CHECKOUT,
+            json!(ready["value"].as_bool().map(|v| !v).unwrap()),
+        )
+        .await;
+        // THEN its polls were answered 304 until the change, which it sees
+        let changed = client_line(&mut lines).await;
+        assert_eq!(changed["event"], "changed", "{reader}: {changed}");
+        assert_eq!(changed["value"], true, "{reader}: {changed}");
+        // This provider passes the server's reason on.
+        assert_eq!(changed["reason"], "TARGETING_MATCH", "{reader}: {changed}");
+        let statuses: Vec<u64> = changed["statuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_u64)
+            .collect();
+        assert_eq!(statuses.first(), Some(&200), "{reader}: {statuses:?}");
+        assert!(statuses.contains(&304), "{reader}: no 304 in {statuses:?}");
+        assert_eq!(statuses.last(), Some(&200), "{reader}: {statuses:?}");
+        // Back to false for the next reader.
+        write(&stack, &dana, CHECKOUT, json!(false)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
 }
