@@ -157,6 +157,20 @@ fn effective(
     })
 }
 
+/// The top layer holding a key: the tenant's own when it has a value, else
+/// the highest of `below`.
+fn top_layer<'a>(
+    own_layer: &'a Layer,
+    has_own: bool,
+    below: &[(&'a Layer, &Arc<PlainValue>)],
+) -> Option<&'a Layer> {
+    if has_own {
+        Some(own_layer)
+    } else {
+        below.last().map(|(layer, _)| *layer)
+    }
+}
+
 /// What the tenant's own layer holds, for [`effective`]: `Err` for a
 /// SecureString (served by the secure route only).
 fn own_value(lookup: Lookup) -> Result<Option<OwnValue>, ()> {
@@ -319,11 +333,8 @@ impl ConfigReads {
     ) -> Result<Resolved, ConfigError> {
         let (source, own, underlay) = self.lookup_layers(tenant, service, key).await?;
         let below = underlay.values(key);
-        let top = match (&own, below.last()) {
-            (Some(_), _) => Some(Layer::Tenant(tenant.clone())),
-            (None, Some((layer, _))) => Some((*layer).clone()),
-            (None, None) => None,
-        };
+        let own_layer = Layer::Tenant(tenant.clone());
+        let top = top_layer(&own_layer, own.is_some(), &below).cloned();
         let entry = effective(source, &below, own, underlay.stale(), self.memo())
             .ok_or_else(|| not_found(service, key))?;
         Ok(Resolved {
@@ -526,22 +537,13 @@ impl ConfigReads {
     ) -> Result<ResolvedService, ConfigError> {
         let mut resolved = ResolvedService::default();
         (resolved.sensitive, resolved.truncated) = self
-            .each_of_service(tenant, service, |key, entry, underlay, own| {
-                let top = if own {
-                    Some(Layer::Tenant(tenant.clone()))
-                } else {
-                    underlay
-                        .values(key)
-                        .last()
-                        .map(|(layer, _)| (*layer).clone())
-                };
-                let rollout = underlay.rollout(key).cloned();
+            .each_of_service(tenant, service, |key, entry, top, underlay| {
                 resolved.flags.push((
                     key.clone(),
                     Resolved {
                         entry,
-                        top,
-                        rollout,
+                        top: top.cloned(),
+                        rollout: underlay.rollout(key).cloned(),
                     },
                 ));
             })
@@ -551,17 +553,18 @@ impl ConfigReads {
     }
 
     /// Reads both stores' listings of a service and its layers, and calls
-    /// `each` with every non-secret key's effective value, the underlay it
-    /// was merged from and whether the tenant's own layer holds the key.
+    /// `each` with every non-secret key's effective value, its top layer
+    /// and the underlay it was merged from.
     /// Answers the SecureStrings' names, sorted, and whether a listing was
     /// truncated.
     async fn each_of_service(
         &self,
         tenant: &TenantId,
         service: &ServiceName,
-        mut each: impl FnMut(&ConfigKey, Entry, &Underlay, bool),
+        mut each: impl FnMut(&ConfigKey, Entry, Option<&Layer>, &Underlay),
     ) -> Result<(Vec<ConfigKey>, bool), ConfigError> {
         self.converge().await;
+        let own_layer = Layer::Tenant(tenant.clone());
         let (from_dynamodb, from_parameters, dynamodb_underlay, parameters_underlay) = tokio::try_join!(
             async { Ok::<_, ConfigError>(self.dynamodb.list(tenant, service).await?) },
             async { Ok::<_, ConfigError>(self.parameters.list(tenant, service).await?) },
@@ -603,15 +606,10 @@ impl ConfigReads {
                     Some(Found::Plain(value)) => Some((value.clone(), None)),
                     None => None,
                 };
-                let has_own = own.is_some();
-                if let Some(entry) = effective(
-                    kind,
-                    &underlay.values(key),
-                    own,
-                    underlay.stale(),
-                    self.memo(),
-                ) {
-                    each(key, entry, underlay, has_own);
+                let below = underlay.values(key);
+                let top = top_layer(&own_layer, own.is_some(), &below);
+                if let Some(entry) = effective(kind, &below, own, underlay.stale(), self.memo()) {
+                    each(key, entry, top, underlay);
                 }
             }
         }

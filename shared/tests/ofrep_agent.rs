@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tenant_config_shared::StoreKind;
-use tenant_config_shared::cache::{CacheSettings, CachedStore, StaleIfError};
+use tenant_config_shared::cache::CachedStore;
 use tenant_config_shared::error::StoreError;
 use tenant_config_shared::ofrep::MAX_REQUEST_BYTES;
 use tenant_config_shared::reads::ConfigReads;
@@ -15,23 +15,14 @@ use tenant_config_shared::refresh::proto::GetConfigRequest;
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
 use tenant_config_shared::routing::KeyRouter;
 use tenant_config_shared::store::MemoryStore;
-use tenant_config_testkit::agent::TestAgent;
+use tenant_config_testkit::agent::{TestAgent, short_lived_cache};
 use tenant_config_testkit::identity::token;
 use tenant_config_testkit::values::{item, plain};
 
 const TTL: Duration = Duration::from_millis(100);
 
 async fn agent() -> (TestAgent, Arc<MemoryStore>) {
-    let settings = CacheSettings {
-        ttl: TTL,
-        not_found_ttl: TTL,
-        max_entries: 100,
-        stale: StaleIfError {
-            max_stale: Duration::from_secs(60),
-            retry_interval: Duration::from_millis(200),
-            probe_timeout: Duration::from_millis(200),
-        },
-    };
+    let settings = short_lived_cache(TTL);
     let dynamodb = Arc::new(MemoryStore::new(StoreKind::DynamoDb));
     dynamodb.put(
         &item("tenant-a", "billing", "tenant_config_beta"),

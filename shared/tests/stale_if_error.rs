@@ -11,7 +11,7 @@ use tenant_config_shared::StoreKind;
 use tenant_config_shared::api::{
     ApiRequest, ApiResponse, ConfigApi, DegradedAnswerFlush, STALE_HEADER,
 };
-use tenant_config_shared::cache::{CacheSettings, CachedStore, StaleIfError};
+use tenant_config_shared::cache::{CacheSettings, CachedStore};
 use tenant_config_shared::error::StoreError;
 use tenant_config_shared::reads::ConfigReads;
 use tenant_config_shared::refresh::proto::GetConfigRequest;
@@ -19,23 +19,14 @@ use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClie
 use tenant_config_shared::refresh::stage_cache::{FlushRequests, StageCacheError};
 use tenant_config_shared::routing::KeyRouter;
 use tenant_config_shared::store::MemoryStore;
-use tenant_config_testkit::agent::TestAgent;
+use tenant_config_testkit::agent::{TestAgent, short_lived_cache};
 use tenant_config_testkit::identity::{token, verifier};
 use tenant_config_testkit::values::{item, plain};
 
 const TTL: Duration = Duration::from_millis(100);
 
 fn settings() -> CacheSettings {
-    CacheSettings {
-        ttl: TTL,
-        not_found_ttl: TTL,
-        max_entries: 100,
-        stale: StaleIfError {
-            max_stale: Duration::from_secs(60),
-            retry_interval: Duration::from_millis(200),
-            probe_timeout: Duration::from_millis(200),
-        },
-    }
+    short_lived_cache(TTL)
 }
 
 /// Both stores in memory, DynamoDB holding two keys of tenant-a.

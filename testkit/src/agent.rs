@@ -27,6 +27,22 @@ pub const HOUR_LONG_CACHE: CacheSettings = CacheSettings {
     stale: StaleIfError::DEFAULT,
 };
 
+/// Caches whose entries live `ttl`, for the stale-if-error suites: a
+/// failing store is retried every 200 ms, its last good value served for a
+/// minute.
+pub const fn short_lived_cache(ttl: Duration) -> CacheSettings {
+    CacheSettings {
+        ttl,
+        not_found_ttl: ttl,
+        max_entries: 100,
+        stale: StaleIfError {
+            max_stale: Duration::from_secs(60),
+            retry_interval: Duration::from_millis(200),
+            probe_timeout: Duration::from_millis(200),
+        },
+    }
+}
+
 /// The signing key the test fan-outs use.
 pub fn refresh_key() -> RefreshKey {
     RefreshKey::from_seed("test", &[0x5a; 32]).expect("a 32-byte seed")

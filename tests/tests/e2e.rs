@@ -14,6 +14,7 @@ mod iam_matrix;
 mod jwt_parts;
 mod layers;
 mod ofrep;
+mod own_values;
 mod read_path;
 mod refresh_path;
 mod rollouts;

@@ -23,38 +23,13 @@ use serde_json::{Value, json};
 use tenant_config_local_stack::layer_seeds::{FEATURES, LOG_LEVEL};
 use tenant_config_local_stack::stack::{ALICE, BOB, DANA, LocalStack, SERVICE, StackOptions};
 
+use crate::own_values::write;
+
 const CHECKOUT: &str = "tenant_config_new_checkout";
 const SEATS: &str = "tenant_config_max_seats";
 const SAMPLE_RATE: &str = "tenant_config_sample_rate";
 /// How long a change may take to reach every reader (the convergence bound).
 const CONVERGED: Duration = Duration::from_secs(3);
-
-/// Writes tenant A's own value of `key` as its administrator, creating it or
-/// replacing the version read.
-async fn write(stack: &LocalStack, admin: &str, key: &str, value: Value) {
-    let path = format!("/v1/config/{SERVICE}/{key}");
-    let current = stack.get(&path, Some(admin)).await.unwrap();
-    let condition = match current.header("etag") {
-        Some(etag) => ("if-match", etag.to_owned()),
-        None => ("if-none-match", "*".to_owned()),
-    };
-    let written = stack
-        .send(
-            Method::PUT,
-            &path,
-            Some(admin),
-            &[(condition.0, &condition.1)],
-            Some(&json!({ "value": value })),
-        )
-        .await
-        .unwrap();
-    assert!(
-        written.status == 200 || written.status == 201,
-        "PUT {key}: {} {}",
-        written.status,
-        written.text
-    );
-}
 
 /// The base URLs an OpenFeature client is given: config-api's and the
 /// agent's, for the service.

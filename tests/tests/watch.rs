@@ -6,7 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::{Value, json};
 use tenant_config_local_stack::stack::{ALICE, DANA, LocalStack, SERVICE, StackOptions};
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
@@ -16,23 +15,7 @@ use tonic::Streaming;
 const KEY: &str = "tenant_config_max_seats";
 
 async fn write(stack: &LocalStack, admin: &str, value: Value) {
-    let path = format!("/v1/config/{SERVICE}/{KEY}");
-    let current = stack.get(&path, Some(admin)).await.unwrap();
-    let condition = match current.header("etag") {
-        Some(etag) => ("if-match", etag.to_owned()),
-        None => ("if-none-match", "*".to_owned()),
-    };
-    let written = stack
-        .send(
-            Method::PUT,
-            &path,
-            Some(admin),
-            &[(condition.0, &condition.1)],
-            Some(&json!({ "value": value })),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(written.status, 200 | 201), "{}", written.text);
+    crate::own_values::write(stack, admin, KEY, value).await;
 }
 
 async fn watch(

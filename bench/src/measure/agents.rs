@@ -16,6 +16,18 @@ use tenant_config_testkit::agent::TestAgent;
 
 use crate::baseline::settings;
 
+/// A channel to an agent's readers' port, as the figures' clients use it:
+/// bounded connect and call times.
+pub async fn reader_channel(endpoint: String) -> Result<tonic::transport::Channel, String> {
+    tonic::transport::Endpoint::from_shared(endpoint)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 pub struct StackAgents {
     pub aws: Aws,
     pub settings: Settings,

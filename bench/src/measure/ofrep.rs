@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use tenant_config_local_stack::stack::{ALICE, LocalStack, SERVICE};
 use tenant_config_shared::refresh::proto::GetConfigRequest;
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
-use tonic::transport::Endpoint;
 
 use super::agents::StackAgents;
 use crate::chart::Comparison;
@@ -22,14 +21,8 @@ impl Report {
         let n = self.sizes.http_requests.max(20);
         let token = stack.token(ALICE).await?;
         let agent = StackAgents::new(stack).await?.start().await;
-        let channel = Endpoint::from_shared(agent.endpoint())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut grpc = ConfigReaderClient::new(channel);
+        let mut grpc =
+            ConfigReaderClient::new(super::agents::reader_channel(agent.endpoint()).await?);
         let bearer = format!("Bearer {token}");
         let mut get_config = async || {
             let mut request = tonic::Request::new(GetConfigRequest {

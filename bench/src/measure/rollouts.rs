@@ -20,7 +20,7 @@ use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClie
 use tenant_config_shared::rollouts::plan::{State, bucket};
 use tenant_config_shared::rollouts::store::{DynamoDbRolloutStore, RolloutStore};
 use tenant_config_shared::write::now_ms;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::agents::StackAgents;
 use crate::report::{Report, Row};
@@ -69,13 +69,7 @@ impl Reader {
     }
 
     async fn agent(endpoint: String) -> Result<Self, String> {
-        let channel = Endpoint::from_shared(endpoint)
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .map_err(|e| e.to_string())?;
+        let channel = super::agents::reader_channel(endpoint).await?;
         Ok(Reader::Agent(ConfigReaderClient::new(channel)))
     }
 

@@ -11,7 +11,9 @@ use axum::response::Response;
 
 use crate::api::ApiResponse;
 use crate::error::ConfigError;
-use crate::ofrep::{ErrorCode, EvaluationError, MAX_REQUEST_BYTES, OfrepRequest, OfrepService};
+use crate::ofrep::{
+    ErrorCode, EvaluationError, MAX_REQUEST_BYTES, OfrepRequest, OfrepService, refusal,
+};
 
 /// The OFREP routes, to merge into the reader listener's router: every path
 /// under `/v1/` (OFREP's, or a JSON 404), none of gRPC's `/{package}.{Service}/`.
@@ -74,11 +76,11 @@ pub const EVALUATION_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 
 /// A body that cannot be read: 400 with OFREP's `PARSE_ERROR`.
 fn unparsable(details: String) -> Response {
-    let mut answer = crate::api::error_response(&ConfigError::BadRequest(details.clone()));
-    answer.body =
-        serde_json::to_string(&EvaluationError::new(None, ErrorCode::ParseError, details))
-            .unwrap_or_default();
-    to_response(answer)
+    to_response(refusal(
+        &ConfigError::BadRequest(details.clone()),
+        None,
+        Some((ErrorCode::ParseError, &details)),
+    ))
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

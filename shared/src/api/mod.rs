@@ -49,6 +49,7 @@ pub(crate) use responses::mark_stale;
 pub use responses::{ApiResponse, STALE_HEADER, error_response};
 
 pub use route::ROUTES;
+pub(crate) use route::segments;
 use route::{LayerAction, Route, route};
 
 /// Largest request body a write accepts.

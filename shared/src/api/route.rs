@@ -162,14 +162,20 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/services/{service}/ofrep/v1/configuration"),
 ];
 
-/// Matches a path. A leading stage segment (`/prod/v1/...`, as API Gateway
-/// passes it on some integrations) is tolerated.
-pub(super) fn route(path: &str) -> Option<Route<'_>> {
+/// A path's segments from `v1` on: a leading stage segment (`/prod/v1/...`,
+/// as API Gateway passes it on some integrations) is dropped.
+pub(crate) fn segments(path: &str) -> Vec<&str> {
     let mut segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     if segments.first() != Some(&"v1") && segments.get(1) == Some(&"v1") {
         segments.remove(0);
     }
-    match segments.as_slice() {
+    segments
+}
+
+/// Matches a path. A leading stage segment (`/prod/v1/...`, as API Gateway
+/// passes it on some integrations) is tolerated.
+pub(super) fn route(path: &str) -> Option<Route<'_>> {
+    match segments(path).as_slice() {
         ["v1", "config", service, key] => Some(Route::One { service, key }),
         ["v1", "config", service] => Some(Route::Batch { service }),
         ["v1", "secure", service, key] => Some(Route::Secure { service, key }),

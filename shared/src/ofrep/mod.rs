@@ -21,7 +21,9 @@ use serde_json::{Map, Value};
 use crate::fnv::fnv1a_64;
 mod service;
 
-pub use service::{MIN_POLLING_INTERVAL_MS, OfrepRequest, OfrepRoute, OfrepService, ROUTES, route};
+pub use service::{
+    MIN_POLLING_INTERVAL_MS, OfrepRequest, OfrepRoute, OfrepService, ROUTES, refusal, route,
+};
 
 use crate::layers::Layer;
 use crate::reads::Resolved;

@@ -76,11 +76,7 @@ pub fn route(path: &str) -> Option<OfrepRoute<'_>> {
     if !path.contains("/ofrep/v1/") {
         return None;
     }
-    let mut segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if segments.first() != Some(&"v1") && segments.get(1) == Some(&"v1") {
-        segments.remove(0);
-    }
-    match segments.as_slice() {
+    match crate::api::segments(path).as_slice() {
         [
             "v1",
             "services",
@@ -140,14 +136,14 @@ impl OfrepService {
     /// Answers a request whose path [`route`] matched; any other path is 404.
     pub async fn handle(&self, request: &OfrepRequest<'_>) -> ApiResponse {
         let Some(route) = route(request.path) else {
-            return ofrep_error(&ConfigError::RouteNotFound, None);
+            return refusal(&ConfigError::RouteNotFound, None, None);
         };
         let key = match route {
             OfrepRoute::Flag { key, .. } => Some(key),
             _ => None,
         };
         if request.method != route.method() {
-            let mut response = ofrep_error(&ConfigError::MethodNotAllowed, key);
+            let mut response = refusal(&ConfigError::MethodNotAllowed, key, None);
             response.headers.retain(|(name, _)| *name != "allow");
             response.headers.push(("allow", route.method().to_owned()));
             return response;
@@ -163,11 +159,11 @@ impl OfrepService {
             } else {
                 tracing::info!(status = err.status(), code = err.code(), path = request.path, "OFREP evaluation refused");
             }
-            let mut response = ofrep_error(&err, key);
-            if let Some((code, details)) = ofrep {
-                response.body = ofrep_body(key, code, &details);
-            }
-            response
+            refusal(
+                &err,
+                key,
+                ofrep.as_ref().map(|(code, details)| (*code, details.as_str())),
+            )
         })
     }
 
@@ -314,15 +310,20 @@ fn error_code(err: &ConfigError) -> ErrorCode {
     }
 }
 
-fn ofrep_body(key: Option<&str>, code: ErrorCode, details: &str) -> String {
-    serde_json::to_string(&EvaluationError::new(key, code, details)).unwrap_or_default()
-}
-
 /// An error as OFREP answers it: the status and headers of our one error
-/// mapping (`WWW-Authenticate`, `Retry-After`), OFREP's body.
-fn ofrep_error(err: &ConfigError, key: Option<&str>) -> ApiResponse {
+/// mapping (`WWW-Authenticate`, `Retry-After`), OFREP's body with `ofrep`'s
+/// code and details, or the error's own.
+pub fn refusal(
+    err: &ConfigError,
+    key: Option<&str>,
+    ofrep: Option<(ErrorCode, &str)>,
+) -> ApiResponse {
     let mut response = error_response(err);
-    response.body = ofrep_body(key, error_code(err), &err.public_message());
+    let body = match ofrep {
+        Some((code, details)) => EvaluationError::new(key, code, details),
+        None => EvaluationError::new(key, error_code(err), err.public_message()),
+    };
+    response.body = serde_json::to_string(&body).unwrap_or_default();
     response
 }
 
@@ -385,18 +386,19 @@ mod tests {
 
     #[test]
     fn errors_keep_their_status_and_headers_with_an_ofrep_body() {
-        let missing = ofrep_error(
+        let missing = refusal(
             &ConfigError::NotFound {
                 service: "billing".into(),
                 key: "tenant_config_x".into(),
             },
             Some("tenant_config_x"),
+            None,
         );
         assert_eq!(missing.status, 404);
         let body: Value = serde_json::from_str(&missing.body).unwrap();
         assert_eq!(body["errorCode"], "FLAG_NOT_FOUND");
         assert_eq!(body["key"], "tenant_config_x");
-        let unauthenticated = ofrep_error(&crate::error::AuthError::Expired.into(), Some("k"));
+        let unauthenticated = refusal(&crate::error::AuthError::Expired.into(), Some("k"), None);
         assert_eq!(unauthenticated.status, 401);
         assert!(
             unauthenticated
