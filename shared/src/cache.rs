@@ -17,6 +17,10 @@
 //! - after the interval the next read probes the store again (one probe per
 //!   key: concurrent readers with a last good value do not wait for it), with
 //!   a short `probe_timeout` when there is a value to fall back on.
+//!
+//! A reader that must not take a stale answer for a load merely in flight
+//! (a watcher deciding whether a value changed) waits on
+//! [`CachedStore::loads_settled`], signalled whenever a load ends.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
+use tokio::sync::Notify;
 
 use crate::domain::{Changed, Found, ItemKey, PlainValue, ReadMode, SecretValue};
 use crate::error::StoreError;
@@ -185,6 +190,8 @@ pub struct CachedStore {
     backoff: Cache<String, StoreError>,
     /// Keys with a load in flight.
     probing: Arc<Mutex<HashSet<String>>>,
+    /// Signalled whenever a load ends (after its result is cached).
+    settled: Arc<Notify>,
     /// Per tenant, until when the store counts as failing for it (a call of
     /// that tenant failed within the retry interval): then every call of the
     /// tenant gets the probe timeout, so keys with nothing to fall back on
@@ -204,9 +211,11 @@ pub struct CachedStore {
     limiter: Option<Arc<TenantLoadLimiter>>,
 }
 
-/// Removes a key from the in-flight set however the load ends.
+/// Removes a key from the in-flight set however the load ends, and wakes
+/// whoever waits for loads to settle.
 struct ProbeGuard<'a> {
     probing: &'a Mutex<HashSet<String>>,
+    settled: &'a Notify,
     key: String,
 }
 
@@ -215,6 +224,7 @@ impl Drop for ProbeGuard<'_> {
         if let Ok(mut probing) = self.probing.lock() {
             probing.remove(&self.key);
         }
+        self.settled.notify_waiters();
     }
 }
 
@@ -240,6 +250,7 @@ impl CachedStore {
             last_good,
             backoff,
             probing: Arc::new(Mutex::new(HashSet::new())),
+            settled: Arc::new(Notify::new()),
             failing_until: Arc::new(Mutex::new(HashMap::new())),
             settings,
             epochs: Arc::new(Epochs::new()),
@@ -249,6 +260,21 @@ impl CachedStore {
                 .build(),
             limiter: None,
         }
+    }
+
+    /// Signals the end of its loads on `settled` (one signal may serve
+    /// several stores: a reader then waits on one).
+    pub fn with_loads_settled(mut self, settled: Arc<Notify>) -> Self {
+        self.settled = settled;
+        self
+    }
+
+    /// Signalled whenever one of this store's loads ends, its result cached:
+    /// a value answered stale while another reader's load was in flight
+    /// reads fresh after it. Register (`Notified::enable`) before the read
+    /// it follows, or a load ending in between is missed.
+    pub fn loads_settled(&self) -> &Arc<Notify> {
+        &self.settled
     }
 
     /// Charges every store call to its tenant's share (one limiter for both
@@ -481,6 +507,7 @@ impl CachedStore {
             } else {
                 Some(ProbeGuard {
                     probing: &self.probing,
+                    settled: &self.settled,
                     key: cache_key.clone(),
                 })
             }
@@ -992,6 +1019,49 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(350)).await;
         let fresh = cached.get(&item("k"), ReadMode::Plain).await.unwrap();
         assert!(matches!(fresh, Lookup::Plain(v) if v.value == json!("newer")));
+    }
+
+    #[tokio::test]
+    async fn a_reader_answered_stale_behind_a_load_in_flight_reads_fresh_once_it_settles() {
+        // GIVEN an expired value whose store now answers a new one in 30 ms
+        let store = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
+        let cached = CachedStore::new(store.clone(), stale_settings(50, 60_000));
+        store.put(&item("k"), plain(json!("old")));
+        cached.get(&item("k"), ReadMode::Plain).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        store.put(&item("k"), plain(json!("new")));
+        store.set_latency(Duration::from_millis(30));
+        // WHEN one reader's load is in flight and a second reader arrives
+        let key = item("k");
+        let first = cached.get(&key, ReadMode::Plain);
+        let second = async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let settled = cached.loads_settled().clone();
+            let load_ended = settled.notified();
+            tokio::pin!(load_ended);
+            load_ended.as_mut().enable();
+            let early = cached.get(&key, ReadMode::Plain).await.unwrap();
+            let started = Instant::now();
+            tokio::time::timeout(Duration::from_secs(1), load_ended)
+                .await
+                .expect("the load in flight signals its end");
+            (
+                early,
+                started.elapsed(),
+                cached.get(&key, ReadMode::Plain).await.unwrap(),
+            )
+        };
+        let (_, (early, waited, after)) = tokio::join!(first, second);
+        // THEN the second is answered the last good value at once, marked stale
+        assert!(is_stale(&early, json!("old")), "{early:?}");
+        // AND is woken when the load ends, not after a fixed wait
+        assert!(waited < Duration::from_millis(100), "{waited:?}");
+        // AND its read then is the new value, from memory
+        assert!(
+            matches!(&after, Lookup::Plain(v) if v.value == json!("new")),
+            "{after:?}"
+        );
+        assert_eq!(store.gets(), 2);
     }
 
     #[tokio::test]

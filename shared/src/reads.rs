@@ -184,10 +184,11 @@ fn own_value(lookup: Lookup) -> Result<Option<OwnValue>, ()> {
 
 impl ConfigReads {
     pub fn new(router: KeyRouter, dynamodb: CachedStore, parameters: CachedStore) -> Self {
+        let settled = dynamodb.loads_settled().clone();
         Self {
             router,
             dynamodb,
-            parameters,
+            parameters: parameters.with_loads_settled(settled),
             catch_up: None,
             layers: None,
             feed: None,
@@ -199,6 +200,12 @@ impl ConfigReads {
     pub fn with_change_feed(mut self, feed: Arc<ChangeFeed>) -> Self {
         self.feed = Some(feed);
         self
+    }
+
+    /// Signalled whenever a load of either store ends (see
+    /// [`CachedStore::loads_settled`]).
+    pub fn loads_settled(&self) -> &Arc<tokio::sync::Notify> {
+        self.dynamodb.loads_settled()
     }
 
     /// The feed in use, if any.

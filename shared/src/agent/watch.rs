@@ -43,6 +43,9 @@ pub const EVENT_BUFFER: usize = 64;
 /// How often a watcher runs the catch-up when the reader has none of its own
 /// schedule (it runs only when due, whoever calls it).
 const CATCH_UP_TICK: Duration = Duration::from_secs(1);
+/// How long a read answered stale waits for loads in flight to end before
+/// the store counts as failing (the value is then read again next tick).
+const STALE_WAIT: Duration = Duration::from_millis(150);
 
 /// What one stream watches, for whom.
 #[derive(Debug, Clone)]
@@ -276,15 +279,21 @@ impl Watcher {
     async fn read(&self) -> Read {
         // A value answered stale is most often another reader's load of it
         // still in flight (the cache answers the last good value rather than
-        // wait): read again shortly before deciding the store is failing.
-        for wait_ms in [10, 20, 40, 80, 0] {
+        // wait): read again as soon as a load ends, and only after
+        // `STALE_WAIT` without a fresh answer count the store as failing.
+        let deadline = tokio::time::Instant::now() + STALE_WAIT;
+        let settled = self.reads.loads_settled().clone();
+        loop {
+            // Registered before the read: a load ending during it wakes us.
+            let load_ended = settled.notified();
+            tokio::pin!(load_ended);
+            load_ended.as_mut().enable();
             let position = self.position();
             match self.watched.read(&self.reads).await {
                 Ok(held) if held.values.values().any(|v| v.stale_age_ms.is_some()) => {
-                    if wait_ms == 0 {
+                    if tokio::time::timeout_at(deadline, load_ended).await.is_err() {
                         return Read::Retry;
                     }
-                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                 }
                 Ok(held) => return Read::Fresh(held, position),
                 Err(error) if matches!(error.status(), 400 | 401 | 403 | 404) => {
@@ -293,7 +302,6 @@ impl Watcher {
                 Err(_) => return Read::Retry,
             }
         }
-        Read::Retry
     }
 
     /// Sends one event; a caller that does not take it within
