@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
-use tenant_config_shared::refresh::proto::{ConfigValue, ExplainResponse, GetConfigRequest};
+use tenant_config_shared::refresh::proto::{
+    ConfigValue, ExplainResponse, GetConfigRequest, GetSecretResponse,
+};
 
 /// GetConfig through the agent at `endpoint` (`http://host:port`) as a caller
 /// with `token`; returns the value's JSON text.
@@ -34,6 +36,21 @@ pub async fn get_config_value(
         .await?
         .into_inner()
         .value)
+}
+
+/// GetSecret through the agent at `endpoint`, which must be on this host
+/// (the agent answers secrets to loopback callers only): the decrypted value.
+pub async fn get_secret(
+    endpoint: &str,
+    token: &str,
+    service: &str,
+    key: &str,
+) -> Result<GetSecretResponse, tonic::Status> {
+    let (channel, request) = call(endpoint, token, service, key).await?;
+    Ok(ConfigReaderClient::new(channel)
+        .get_secret(request)
+        .await?
+        .into_inner())
 }
 
 /// Explain through the agent at `endpoint`: the value, its layers and the

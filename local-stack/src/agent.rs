@@ -212,6 +212,16 @@ impl AgentProcess {
             .await
     }
 
+    /// GetSecret through this agent (on loopback) as a caller with `token`.
+    pub async fn get_secret(
+        &self,
+        token: &str,
+        service: &str,
+        key: &str,
+    ) -> Result<tenant_config_shared::refresh::proto::GetSecretResponse, tonic::Status> {
+        tenant_config_admin::agent_client::get_secret(&self.endpoint(), token, service, key).await
+    }
+
     /// Explain through this agent as a caller with `token`.
     pub async fn explain(
         &self,

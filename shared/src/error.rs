@@ -107,10 +107,12 @@ pub enum ConfigError {
     RouteNotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
-    #[error("{} holds a SecureString; read it from /v1/secure/{{service}}/{{key}}", keys.join(", "))]
+    #[error("{} holds a SecureString; read it from /v1/secure/{{service}}/{{key}} (or an agent's GetSecret)", keys.join(", "))]
     SensitiveValue { keys: Vec<String> },
     #[error("this app client is not granted this service")]
     ServiceNotGranted,
+    #[error("secrets are served only to callers on the agent's host (loopback)")]
+    NotLoopback,
     #[error("the tenant is not active")]
     TenantInactive,
     #[error("writing configuration needs membership of the '{group}' group")]
@@ -163,6 +165,7 @@ impl ConfigError {
             ConfigError::NoTenant
             | ConfigError::NotAnAdministrator { .. }
             | ConfigError::ServiceNotGranted
+            | ConfigError::NotLoopback
             | ConfigError::TenantInactive => 403,
             ConfigError::NotFound { .. }
             | ConfigError::RouteNotFound
@@ -194,6 +197,7 @@ impl ConfigError {
             ConfigError::Unauthenticated(_) => "unauthorized",
             ConfigError::NoTenant | ConfigError::NotAnAdministrator { .. } => "forbidden",
             ConfigError::ServiceNotGranted => "service_not_granted",
+            ConfigError::NotLoopback => "not_loopback",
             ConfigError::TenantInactive => "tenant_inactive",
             ConfigError::NotFound { .. }
             | ConfigError::NoSuchVersion(_)

@@ -24,6 +24,7 @@
 //! - [`aws`]: the one place SDK clients are built and adapters wired
 //!
 //! **Use cases**: what the service does.
+//! - [`secret_reads`]: the one decrypting read (grant, uncached read, audit line) both edges serve
 //! - [`reads`]: one key, a batch, a secret, behind [`cache`], converged by [`catch_up`]
 //!   (which drops entries through its [`catch_up::Invalidate`] port, so it never uses `reads`);
 //!   what a reader learned changed is told to its [`watch`] feed
@@ -62,6 +63,7 @@ pub mod refresh;
 pub mod rollouts;
 pub mod routing;
 pub mod schema;
+pub mod secret_reads;
 pub mod settings;
 pub mod stage_settings;
 pub mod store;

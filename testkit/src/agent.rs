@@ -106,10 +106,19 @@ impl TestAgent {
         reads: ConfigReads,
         keys: TrustedKeys,
     ) -> Self {
+        Self::start_on("127.0.0.1:0", verifier, reads, keys).await
+    }
+
+    /// Serving on `address` (e.g. `0.0.0.0:0`, to be reached from a
+    /// routable address as well as loopback).
+    pub async fn start_on(
+        address: &str,
+        verifier: Arc<TokenVerifier>,
+        reads: ConfigReads,
+        keys: TrustedKeys,
+    ) -> Self {
         let server = server(verifier, reads, keys).await;
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
+        let listener = TcpListener::bind(address).await.expect("bind a port");
         let address = listener.local_addr().expect("bound address");
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(server.serve(listener, async {

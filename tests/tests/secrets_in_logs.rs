@@ -56,6 +56,12 @@ async fn trace_logs_carry_no_secret_value_refresh_key_or_token() {
     assert_eq!(cached.status, 409);
     let agent = &stack.agents[0];
     assert!(agent.get_config(&alice, SERVICE, SECRET_KEY).await.is_err());
+    let at_agent = agent.get_secret(&alice, SERVICE, SECRET_KEY).await.unwrap();
+    assert_eq!(
+        at_agent.value_json,
+        format!("\"{SECRET_VALUE}\""),
+        "the agent served the secret to a caller on its host"
+    );
     let name = format!("{PARAMETER_ROOT}/tenant-a/{SERVICE}/{SECRET_KEY}");
     let pushed = stack.send_change_event("Update", &name).await.unwrap();
     assert!(pushed.is_ok(), "{pushed:?}");
@@ -94,6 +100,21 @@ async fn trace_logs_carry_no_secret_value_refresh_key_or_token() {
         ] {
             assert!(!text.contains(needle), "{path} holds the {what}");
         }
+    }
+    // AND both secret reads are audited, by the process that served them
+    for (via, log) in [("config-api", "config-api"), ("agent", "agent")] {
+        let audited: Vec<&str> = logs
+            .iter()
+            .filter(|(path, _)| path.contains(log))
+            .flat_map(|(_, text)| text.lines())
+            .filter(|line| line.contains(r#""audit":"secret_read""#))
+            .collect();
+        assert_eq!(audited.len(), 1, "{via}: {audited:#?}");
+        let line: serde_json::Value = serde_json::from_str(audited[0]).unwrap();
+        assert_eq!(line["via"], via);
+        assert_eq!(line["tenant"], "tenant-a");
+        assert_eq!(line["key"], SECRET_KEY);
+        assert_eq!(line["status"], 200);
     }
     eprintln!("{traced} trace lines checked in {} files", logs.len());
 }

@@ -19,12 +19,13 @@ use crate::refresh::proto::config_reader_server::ConfigReader;
 use crate::refresh::proto::config_refresh_server::ConfigRefresh;
 use crate::refresh::proto::{
     ConfigValue, ExplainResponse, GetConfigRequest, GetConfigResponse, GetConfigsRequest,
-    GetConfigsResponse, GetServiceRequest, GetServiceResponse, LayerValue, Leaf, Operation,
-    RefreshRequest, RefreshResponse, WatchEvent, WatchRequest,
+    GetConfigsResponse, GetSecretResponse, GetServiceRequest, GetServiceResponse, LayerValue, Leaf,
+    Operation, RefreshRequest, RefreshResponse, WatchEvent, WatchRequest,
 };
 use crate::refresh::signing::{
     RefreshAuthenticator, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, unix_ms_now,
 };
+use crate::secret_reads::{Via, loopback_only, read_secret};
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 /// gRPC status for a library error, derived from the one HTTP mapping.
@@ -190,6 +191,39 @@ impl ConfigReader for ReaderService {
             Ok::<_, ConfigError>(GetConfigResponse {
                 service: service.to_string(),
                 value: Some(config_value(&key, &entry)),
+            })
+        };
+        answer.await.map(Response::new).map_err(|e| status(&e))
+    }
+
+    async fn get_secret(
+        &self,
+        request: Request<GetConfigRequest>,
+    ) -> Result<Response<GetSecretResponse>, Status> {
+        let peer = request.remote_addr();
+        let answer = async {
+            loopback_only(peer)?;
+            let identity = self.identity(request.metadata()).await?;
+            let body = request.get_ref();
+            let (service, key) = (
+                ServiceName::parse(&body.service)?,
+                ConfigKey::parse(&body.key)?,
+            );
+            let entry = read_secret(
+                &self.reads,
+                self.grants.as_deref(),
+                &identity,
+                &service,
+                &key,
+                Via::Agent { peer },
+            )
+            .await?;
+            Ok::<_, ConfigError>(GetSecretResponse {
+                value_json: entry.value.expose().to_string(),
+                service: service.to_string(),
+                key: key.to_string(),
+                source: entry.source.as_str().to_owned(),
+                version: entry.value.version,
             })
         };
         answer.await.map(Response::new).map_err(|e| status(&e))

@@ -10,6 +10,7 @@ use super::{ApiRequest, ApiResponse, ConfigApi};
 use crate::error::ConfigError;
 use crate::grants::Access;
 use crate::reads::MAX_BATCH_KEYS;
+use crate::secret_reads::{Via, read_secret};
 use crate::validate::{ConfigKey, ServiceName};
 
 #[derive(Serialize)]
@@ -84,8 +85,15 @@ impl ConfigApi {
             }
             Route::Secure { service, key } => {
                 let (service, key) = (ServiceName::parse(service)?, ConfigKey::parse(key)?);
-                self.granted(&identity, &service, Access::Secure).await?;
-                let entry = self.reads.get_secure(tenant, &service, &key).await?;
+                let entry = read_secret(
+                    &self.reads,
+                    self.grants.as_deref(),
+                    &identity,
+                    &service,
+                    &key,
+                    Via::Api,
+                )
+                .await?;
                 Ok(json_response(
                     200,
                     "no-store",
