@@ -17,6 +17,8 @@ pub struct Row {
 
 pub struct Report {
     pub sizes: Sizes,
+    /// Figure 1's p50, for the figures set beside it.
+    pub figure_1_p50: Option<std::time::Duration>,
     sections: Vec<(String, Vec<Row>, Vec<String>)>,
     comparisons: Vec<Comparison>,
 }
@@ -25,6 +27,7 @@ impl Report {
     pub fn new(sizes: Sizes) -> Self {
         Self {
             sizes,
+            figure_1_p50: None,
             sections: Vec::new(),
             comparisons: Vec::new(),
         }

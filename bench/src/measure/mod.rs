@@ -11,6 +11,7 @@ use crate::sizes::Sizes;
 
 mod agents;
 mod blast;
+mod client;
 mod contention;
 mod convergence;
 mod fairness;
@@ -118,9 +119,10 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
         "rollouts" => report.rollouts(&stack).await?,
         "ofrep" => report.ofrep(&stack).await?,
         "watch" => report.watch(&stack).await?,
+        "client" => report.client(&stack).await?,
         other => {
             return Err(format!(
-                "--only knows 'fairness', 'warm-read', 'layers', 'blast', 'rollouts', 'ofrep' and 'watch', not '{other}'"
+                "--only knows 'fairness', 'warm-read', 'layers', 'blast', 'rollouts', 'ofrep', 'watch' and 'client', not '{other}'"
             ));
         }
     }
@@ -130,7 +132,7 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
     Ok(())
 }
 
-/// Figures 1 to 7, 10 to 12, 15 and 16, on one local stack (stopped when they are taken).
+/// Figures 1 to 7, 10 to 12 and 15 to 17, on one local stack (stopped when they are taken).
 async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     let progress =
         |name: &str, took: Duration| eprintln!("  ✓ {name:<58} {:>6} ms", took.as_millis());
@@ -148,6 +150,7 @@ async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     report.layers(&stack).await?;
     report.ofrep(&stack).await?;
     report.watch(&stack).await?;
+    report.client(&stack).await?;
     Ok(report)
 }
 

@@ -50,6 +50,7 @@ impl Report {
         )?;
         let (b50, b99) = (ns(&baseline, "p50_ns"), ns(&baseline, "p99_ns"));
         let speedup = ratio(b50, ours.p50);
+        self.figure_1_p50 = Some(ours.p50);
         self.compare(Comparison {
             title: "1. Warm read in-process, p50".into(),
             ours: ours.p50.as_secs_f64(),

@@ -1,17 +1,15 @@
 //! (16) Watch: from the moment an agent learns of a change to the moment each
-//! of 100 watching clients has it.
+//! of 100 watching clients (`tenant-config-client`) has it in its callback.
 
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use tenant_config_admin::values::put_item;
+use tenant_config_client::{ConfigClient, StaticToken, Typed};
 use tenant_config_local_stack::stack::{ALICE, LocalStack, SERVICE, TABLE};
 use tenant_config_shared::ItemKey;
 use tenant_config_shared::domain::Changed;
 use tenant_config_shared::refresh::change::Subject;
-use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
-use tenant_config_shared::refresh::proto::{WatchRequest, watch_event};
-use tonic::transport::Endpoint;
 
 use super::agents::StackAgents;
 use crate::chart::Comparison;
@@ -31,73 +29,41 @@ impl Report {
         let item = ItemKey::parse("tenant-a", SERVICE, KEY).map_err(|e| e.to_string())?;
         put_item(&stack.aws, TABLE, &item, "0").await?;
         let (agent, reads) = StackAgents::new(stack).await?.start_with_reads().await;
-        // Every watcher on a connection of its own, as separate services'
-        // clients would be.
-        let mut streams = Vec::with_capacity(watchers);
+        // Every watcher a client of its own (its own connection), as
+        // separate services' would be; the clock stops in its callback.
+        let mut tasks = Vec::with_capacity(watchers);
         for _ in 0..watchers {
-            let channel = Endpoint::from_shared(agent.endpoint())
-                .map_err(|e| e.to_string())?
-                .connect_timeout(Duration::from_secs(5))
+            let client = ConfigClient::builder(agent.endpoint(), SERVICE)
+                .keys([KEY])
+                .token(StaticToken(token.clone()))
                 .connect()
                 .await
-                .map_err(|e| e.to_string())?;
-            let mut request = tonic::Request::new(WatchRequest {
-                service: SERVICE.into(),
-                keys: vec![KEY.into()],
-                resume_from: None,
-            });
-            request.metadata_mut().insert(
-                "authorization",
-                format!("Bearer {token}")
-                    .parse()
-                    .map_err(|_| "token header")?,
-            );
-            let mut stream = ConfigReaderClient::new(channel)
-                .watch(request)
-                .await
-                .map_err(|e| format!("Watch: {e}"))?
-                .into_inner();
-            // The snapshot first.
-            stream
-                .message()
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("the stream ended before its snapshot")?;
-            streams.push(stream);
-        }
-        // Each watcher notes when it had each change (by its value).
-        let tasks: Vec<_> = streams
-            .into_iter()
-            .map(|mut stream| {
-                tokio::spawn(async move {
-                    let mut received = vec![None; changes];
-                    while received.iter().any(Option::is_none) {
-                        let event = tokio::time::timeout(Duration::from_secs(30), stream.message())
-                            .await
-                            .map_err(|_| "a change was not delivered within 30 s".to_owned())?
-                            .map_err(|e| e.to_string())?
-                            .ok_or("the stream ended")?;
-                        let now = Instant::now();
-                        let Some(watch_event::Event::Change(change)) = &event.event else {
-                            continue;
-                        };
-                        // put_item stores text: each value is a JSON string.
-                        let Some(n) = change
-                            .value
-                            .as_ref()
-                            .and_then(|v| serde_json::from_str::<String>(&v.value_json).ok())
-                            .and_then(|v| v.parse::<usize>().ok())
-                        else {
-                            continue;
-                        };
-                        if (1..=changes).contains(&n) {
-                            received[n - 1].get_or_insert(now);
-                        }
+                .map_err(|e| format!("client: {e}"))?;
+            let mut heard = client.changes();
+            // Each watcher notes when it had each change (by its value).
+            tasks.push(tokio::spawn(async move {
+                let _client = client;
+                let mut received = vec![None; changes];
+                while received.iter().any(Option::is_none) {
+                    let change = tokio::time::timeout(Duration::from_secs(30), heard.recv())
+                        .await
+                        .map_err(|_| "a change was not delivered within 30 s".to_owned())?
+                        .map_err(|e| e.to_string())?;
+                    let now = Instant::now();
+                    // put_item stores text: each value is a string.
+                    let Some(n) = change.value.as_ref().and_then(|entry| match &entry.value {
+                        Typed::Str(text) => text.parse::<usize>().ok(),
+                        _ => None,
+                    }) else {
+                        continue;
+                    };
+                    if (1..=changes).contains(&n) {
+                        received[n - 1].get_or_insert(now);
                     }
-                    Ok::<_, String>(received.into_iter().flatten().collect::<Vec<_>>())
-                })
-            })
-            .collect();
+                }
+                Ok::<_, String>(received.into_iter().flatten().collect::<Vec<_>>())
+            }));
+        }
         let mut learned = Vec::with_capacity(changes);
         for change in 1..=changes {
             // The value is in the store before the agent hears of it, as
@@ -127,7 +93,7 @@ impl Report {
         }
         let delivered = Summary::of(delays);
         self.compare(Comparison {
-            title: format!("16. Watch: agent learns → {watchers} watchers have it, p99"),
+            title: format!("16. Watch: agent learns → {watchers} clients' callbacks, p99"),
             ours: delivered.p99.as_secs_f64(),
             ours_label: human(delivered.p99),
             baseline_name: "target".into(),
@@ -148,7 +114,7 @@ impl Report {
             }],
             vec![
                 format!(
-                    "{watchers} Watch streams of one key, each on its own HTTP/2 connection, to an in-process agent on loopback; {changes} changes, each written to moto's DynamoDB first, then dropped from the agent's cache as a signed Refresh does (the clock starts there). Each stream then reads the key again (one store read shared by all: the cache coalesces loads of a key) and sends it."
+                    "{watchers} `tenant-config-client` clients watching one key, each with its own Watch stream on its own HTTP/2 connection, to an in-process agent on loopback; {changes} changes, each written to moto's DynamoDB first, then dropped from the agent's cache as a signed Refresh does (the clock starts there). Each stream then reads the key again (one store read shared by all: the cache coalesces loads of a key, and a stream answered stale while that load is in flight waits for it), sends it, and the client applies it and tells its subscriber (the clock stops there)."
                 ),
                 "From a write to a watcher through the whole change path (DynamoDB stream, config-refresh, signed push) is the propagation figure (5) plus this.".into(),
             ],
