@@ -277,6 +277,14 @@ impl CachedStore {
         &self.settled
     }
 
+    /// Whether a load of `item` is in flight now (a reader answered its last
+    /// good value meanwhile may wait for it: see [`Self::loads_settled`]).
+    pub fn loading(&self, item: &ItemKey) -> bool {
+        self.probing
+            .lock()
+            .is_ok_and(|probing| probing.contains(&item.cache_key()))
+    }
+
     /// Charges every store call to its tenant's share (one limiter for both
     /// stores of a process); a tenant past it gets
     /// [`StoreError::TenantLimited`] without a store call. Hits are free.

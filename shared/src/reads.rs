@@ -208,6 +208,15 @@ impl ConfigReads {
         self.dynamodb.loads_settled()
     }
 
+    /// Whether a load of `key` (of `tenant`'s `service`) is in flight in its
+    /// store's cache.
+    pub fn loading(&self, tenant: &TenantId, service: &ServiceName, key: &ConfigKey) -> bool {
+        self.router.route(key).is_ok_and(|source| {
+            self.store(source)
+                .loading(&ItemKey::new(tenant.clone(), service.clone(), key.clone()))
+        })
+    }
+
     /// The feed in use, if any.
     pub fn change_feed(&self) -> Option<&Arc<ChangeFeed>> {
         self.feed.as_ref()

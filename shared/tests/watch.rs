@@ -213,9 +213,18 @@ async fn a_watch_resumed_from_its_position_misses_no_change_and_an_old_one_reset
         .watch("tenant-a", &[SEATS], Some(first.position.clone()))
         .await
         .unwrap();
-    // THEN the change it missed comes first, with no snapshot
+    // THEN the change it missed comes first, with no snapshot, still at the
+    // position resumed from (a cut here resumes from there again)
     let missed = next(&mut resumed, Duration::from_secs(2)).await;
     assert_eq!(change(&missed), (SEATS.to_owned(), Some(json!(40))));
+    assert_eq!(missed.position, first.position);
+    // AND then a progress: everything missed is sent, resume from here
+    let caught_up = next(&mut resumed, Duration::from_secs(2)).await;
+    assert!(
+        matches!(caught_up.event, Some(watch_event::Event::Progress(_))),
+        "{caught_up:?}"
+    );
+    assert!(caught_up.position >= first.position, "{caught_up:?}");
     // AND a key it does not watch never arrives, a pushed one it does does
     agent
         .push(&item("tenant-a", "billing", CHECKOUT), json!(true))
@@ -237,6 +246,8 @@ async fn a_watch_resumed_from_its_position_misses_no_change_and_an_old_one_reset
         matches!(&reset.event, Some(watch_event::Event::Reset(r)) if r.reason.contains("older")),
         "{reset:?}"
     );
+    // (at the position it resumed from: cut before the snapshot, it resets again)
+    assert_eq!(reset.position, "0000000000001");
     let again = next(&mut old, Duration::from_secs(2)).await;
     assert!(matches!(again.event, Some(watch_event::Event::Snapshot(_))));
 }
@@ -290,6 +301,54 @@ async fn a_change_read_while_its_store_fails_is_sent_once_the_store_answers() {
     agent.store.set_failure(None);
     let change_event = next(&mut stream, Duration::from_secs(4)).await;
     assert_eq!(change(&change_event), (SEATS.to_owned(), Some(json!(50))));
+}
+
+#[tokio::test]
+async fn a_value_sent_stale_in_a_snapshot_is_sent_again_once_it_reads_fresh() {
+    let agent = agent().await;
+    // GIVEN a value read once, then its store failing and the value pushed
+    // out of the cache: the agent holds only its last good value
+    agent
+        .reads
+        .get(
+            &tenant_config_shared::TenantId::parse("tenant-a").unwrap(),
+            &tenant_config_shared::ServiceName::parse("billing").unwrap(),
+            &tenant_config_shared::ConfigKey::parse(SEATS).unwrap(),
+        )
+        .await
+        .unwrap();
+    agent
+        .store
+        .set_failure(Some(tenant_config_shared::StoreError::Unavailable {
+            store: StoreKind::DynamoDb,
+            detail: "injected".into(),
+        }));
+    agent
+        .reads
+        .invalidate_subject(
+            &Subject::Entry(item("tenant-a", "billing", SEATS)),
+            Changed::Updated(None),
+        )
+        .await
+        .unwrap();
+    // WHEN a client watches THEN its snapshot holds the value, marked stale
+    let mut stream = agent.watch("tenant-a", &[SEATS], None).await.unwrap();
+    let first = next(&mut stream, Duration::from_secs(2)).await;
+    let Some(watch_event::Event::Snapshot(snapshot)) = &first.event else {
+        panic!("a snapshot first, got {first:?}");
+    };
+    assert!(snapshot.values[0].stale_age_ms.is_some(), "{snapshot:?}");
+    // WHEN the store answers again THEN the same value is sent, fresh, unasked
+    agent.store.set_failure(None);
+    let fresh = next(&mut stream, Duration::from_secs(4)).await;
+    let Some(watch_event::Event::Change(change)) = &fresh.event else {
+        panic!("a change, got {fresh:?}");
+    };
+    let value = change.value.as_ref().unwrap();
+    assert_eq!(
+        (value.value_json.as_str(), value.stale_age_ms),
+        ("25", None)
+    );
 }
 
 #[tokio::test]

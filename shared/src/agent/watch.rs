@@ -30,7 +30,7 @@ use crate::reads::ConfigReads;
 use crate::refresh::change::Subject;
 use crate::refresh::journal::{JournalEntry, RETENTION, position_at};
 use crate::refresh::proto::{
-    ConfigValue, WatchChange, WatchEvent, WatchReset, WatchSnapshot, watch_event,
+    ConfigValue, WatchChange, WatchEvent, WatchProgress, WatchReset, WatchSnapshot, watch_event,
 };
 use crate::refresh::signing::unix_ms_now;
 use crate::validate::{ConfigKey, ServiceName, TenantId};
@@ -46,6 +46,10 @@ const CATCH_UP_TICK: Duration = Duration::from_secs(1);
 /// How long a read answered stale waits for loads in flight to end before
 /// the store counts as failing (the value is then read again next tick).
 const STALE_WAIT: Duration = Duration::from_millis(150);
+/// A stream with nothing to send for this long sends its position
+/// (`progress`), so a quiet stream resumes from a recent position rather
+/// than one the journal no longer keeps.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What one stream watches, for whom.
 #[derive(Debug, Clone)]
@@ -88,14 +92,16 @@ pub fn parse_position(position: &str) -> Result<i64, ConfigError> {
     ms.parse().map_err(|_| invalid())
 }
 
-/// Whether a value a caller holds differs from one read now (a stale mark's
-/// age is no change).
+/// Whether a value a caller holds differs from one read now. A stale mark's
+/// age is no change, but a value sent stale (in a snapshot) that reads
+/// fresh now is: the caller learns its store answers again.
 fn differs(held: Option<&ConfigValue>, now: Option<&ConfigValue>) -> bool {
     match (held, now) {
         (None, None) => false,
         (Some(a), Some(b)) => {
             (a.value_json.as_str(), a.version, a.source.as_str())
                 != (b.value_json.as_str(), b.version, b.source.as_str())
+                || (a.stale_age_ms.is_some() && b.stale_age_ms.is_none())
         }
         _ => true,
     }
@@ -291,7 +297,18 @@ impl Watcher {
             let position = self.position();
             match self.watched.read(&self.reads).await {
                 Ok(held) if held.values.values().any(|v| v.stale_age_ms.is_some()) => {
-                    if tokio::time::timeout_at(deadline, load_ended).await.is_err() {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Read::Retry;
+                    }
+                    // A load ended since the read began: read again now.
+                    if futures::FutureExt::now_or_never(load_ended.as_mut()).is_some() {
+                        continue;
+                    }
+                    // Stale with no load in flight: the store is failing
+                    // (or a shared layer's is); read again next tick.
+                    if !self.loading_any_stale(&held)
+                        || tokio::time::timeout_at(deadline, load_ended).await.is_err()
+                    {
                         return Read::Retry;
                     }
                 }
@@ -302,6 +319,18 @@ impl Watcher {
                 Err(_) => return Read::Retry,
             }
         }
+    }
+
+    /// Whether any value answered stale has a load in flight.
+    fn loading_any_stale(&self, held: &Held) -> bool {
+        held.values
+            .values()
+            .filter(|v| v.stale_age_ms.is_some())
+            .filter_map(|v| ConfigKey::parse(&v.key).ok())
+            .any(|key| {
+                self.reads
+                    .loading(&self.watched.tenant, &self.watched.service, &key)
+            })
     }
 
     /// Sends one event; a caller that does not take it within
@@ -328,6 +357,11 @@ impl Watcher {
             }),
         )
         .await
+    }
+
+    async fn progress(&self, position: &str) -> Result<(), Ended> {
+        self.send(position, watch_event::Event::Progress(WatchProgress {}))
+            .await
     }
 
     async fn change(
@@ -375,12 +409,18 @@ impl Watcher {
                 return;
             }
         };
+        // A resume's events before its last carry the position resumed
+        // from: a stream cut among them resumes from there again.
+        let resumed_at = resume_from.map(position_at).unwrap_or_default();
         let started = match replayed {
             None => self.snapshot(&held, &position).await,
             Some(Err(reason)) => {
                 tracing::info!(%reason, "watch: resumed with a reset");
                 match self
-                    .send(&position, watch_event::Event::Reset(WatchReset { reason }))
+                    .send(
+                        &resumed_at,
+                        watch_event::Event::Reset(WatchReset { reason }),
+                    )
                     .await
                 {
                     Ok(()) => self.snapshot(&held, &position).await,
@@ -392,18 +432,24 @@ impl Watcher {
                 let mut sent = Ok(());
                 for key in keys {
                     sent = self
-                        .change(&position, key.as_str(), held.values.get(key.as_str()))
+                        .change(&resumed_at, key.as_str(), held.values.get(key.as_str()))
                         .await;
                     if sent.is_err() {
                         break;
                     }
                 }
-                sent
+                match sent {
+                    Ok(()) => self.progress(&position).await,
+                    ended => ended,
+                }
             }
         };
         if started.is_err() {
             return;
         }
+        let mut sent_position = position;
+        let mut quiet_since = tokio::time::Instant::now();
+        let mut progress_due = false;
         let expires_in =
             Duration::from_secs(self.expires_at.saturating_sub(unix_ms_now() as u64 / 1000));
         let expiry = tokio::time::sleep(expires_in);
@@ -413,7 +459,8 @@ impl Watcher {
                 catch_up.settings().interval.min(CATCH_UP_TICK)
             }));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut dirty = false;
+        // A value sent stale is read again until it reads fresh.
+        let mut dirty = held.values.values().any(|v| v.stale_age_ms.is_some());
         let mut stopping = self.stopping.clone();
         loop {
             tokio::select! {
@@ -444,6 +491,12 @@ impl Watcher {
                 _ = tick.tick() => {
                     let reads = self.reads.clone();
                     tokio::spawn(async move { reads.catch_up_if_due().await });
+                    // Quiet for a while: read everything again (from the
+                    // caches) to stamp a newer position on it.
+                    if quiet_since.elapsed() >= PROGRESS_INTERVAL {
+                        progress_due = true;
+                        dirty = true;
+                    }
                 }
             }
             if !dirty {
@@ -459,17 +512,34 @@ impl Watcher {
                 }
             };
             dirty = false;
-            let keys: BTreeSet<String> = held
+            let changed: Vec<String> = held
                 .values
                 .keys()
                 .chain(now.values.keys())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter(|key| differs(held.values.get(*key), now.values.get(*key)))
                 .cloned()
                 .collect();
-            for key in keys {
-                let (before, after) = (held.values.get(&key), now.values.get(&key));
-                if differs(before, after) && self.change(&position, &key, after).await.is_err() {
+            // All but the last change carry the position sent before this
+            // read: a stream cut among them resumes early, never late.
+            for (i, key) in changed.iter().enumerate() {
+                let stamp = if i + 1 == changed.len() {
+                    &position
+                } else {
+                    &sent_position
+                };
+                if self.change(stamp, key, now.values.get(key)).await.is_err() {
                     return;
                 }
+            }
+            if changed.is_empty() && progress_due && self.progress(&position).await.is_err() {
+                return;
+            }
+            if !changed.is_empty() || progress_due {
+                sent_position = position;
+                quiet_since = tokio::time::Instant::now();
+                progress_due = false;
             }
             held = now;
         }
