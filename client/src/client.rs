@@ -5,10 +5,11 @@
 //! The stream resumes from the last position it applied after any break
 //! (the agent sends what changed since, or a reset and a snapshot), with a
 //! fresh token each time, backing off from 100 ms to 5 s. While it is down,
-//! reads answer the values last received and [`Status::connected`] is false.
+//! reads answer the values last received and [`StreamStatus::connected`] is false.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -39,6 +40,7 @@ const CHANGE_BUFFER: usize = 1024;
 
 /// Why the client could not start or answer.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     #[error("invalid agent endpoint: {0}")]
     Endpoint(String),
@@ -71,8 +73,8 @@ impl From<tonic::Status> for ClientError {
 
 /// The stream's state, for health checks and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Status {
-    /// A stream is open and has delivered its snapshot or a change.
+pub struct StreamStatus {
+    /// A stream is open (the agent accepted it).
     pub connected: bool,
     /// The journal position of the last event applied (what a reconnect
     /// resumes from).
@@ -81,6 +83,10 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Streams opened after the first (reconnections).
     pub reconnects: u64,
+    /// Snapshots applied: 1 after a start; more after resets (or resumes
+    /// that followed a shared change). A resume that replays only what it
+    /// missed applies none.
+    pub snapshots: u64,
 }
 
 /// Connects a [`ConfigClient`].
@@ -128,9 +134,11 @@ impl ClientBuilder {
             .connect_lazy();
         let values = Arc::new(Values::new(self.keys.clone()));
         let (changes, _) = broadcast::channel(CHANGE_BUFFER);
-        let (status, _) = watch::channel(Status::default());
+        let (status, _) = watch::channel(StreamStatus::default());
         let (ready, is_ready) = oneshot::channel();
+        let connected = Arc::new(AtomicBool::new(false));
         let stream = Stream {
+            connected: Arc::clone(&connected),
             service: self.service.clone(),
             keys: self.keys.unwrap_or_default(),
             channel: channel.clone(),
@@ -143,6 +151,7 @@ impl ClientBuilder {
         let client = ConfigClient {
             inner: Arc::new(Inner {
                 service: self.service,
+                connected,
                 values,
                 channel,
                 token,
@@ -165,11 +174,13 @@ impl ClientBuilder {
 
 struct Inner {
     service: String,
+    /// [`StreamStatus::connected`], read on every OpenFeature evaluation.
+    connected: Arc<AtomicBool>,
     values: Arc<Values>,
     channel: Channel,
     token: Arc<dyn TokenSource>,
     changes: broadcast::Sender<Change>,
-    status: watch::Sender<Status>,
+    status: watch::Sender<StreamStatus>,
     task: tokio::task::AbortHandle,
 }
 
@@ -269,13 +280,18 @@ impl ConfigClient {
         self.inner.changes.subscribe()
     }
 
+    /// Whether a stream is open now (cheaper than [`Self::status`]).
+    pub fn connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Relaxed)
+    }
+
     /// The stream's state now.
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> StreamStatus {
         self.inner.status.borrow().clone()
     }
 
     /// Waits until the stream's state satisfies `done` (e.g. connected again).
-    pub async fn wait_for(&self, done: impl FnMut(&Status) -> bool) -> Status {
+    pub async fn wait_for(&self, done: impl FnMut(&StreamStatus) -> bool) -> StreamStatus {
         let mut status = self.inner.status.subscribe();
         match status.wait_for(done).await {
             Ok(now) => now.clone(),
@@ -324,13 +340,14 @@ fn authorize<T>(request: &mut Request<T>, token: &str) -> Result<(), ClientError
 
 /// The background task: the stream, its events and its reconnections.
 struct Stream {
+    connected: Arc<AtomicBool>,
     service: String,
     keys: Vec<String>,
     channel: Channel,
     token: Arc<dyn TokenSource>,
     values: Arc<Values>,
     changes: broadcast::Sender<Change>,
-    status: watch::Sender<Status>,
+    status: watch::Sender<StreamStatus>,
 }
 
 /// How one stream ended.
@@ -365,6 +382,7 @@ impl Stream {
                 }
             };
             tracing::info!(service = %self.service, %error, retry_in_ms = backoff.as_millis() as u64, "config stream ended; reopening");
+            self.connected.store(false, Ordering::Relaxed);
             self.status.send_modify(|status| {
                 status.connected = false;
                 status.last_error = Some(error);
@@ -402,6 +420,9 @@ impl Stream {
             Ok(response) => response.into_inner(),
             Err(status) => return self.refused(status, ready.is_none(), false),
         };
+        // Open: a resume with nothing missed may send nothing for a while.
+        self.connected.store(true, Ordering::Relaxed);
+        self.status.send_modify(|status| status.connected = true);
         let mut worked = false;
         loop {
             match events.message().await {
@@ -434,6 +455,9 @@ impl Stream {
                 for change in self.values.refuse(status.message().to_owned()) {
                     let _ = self.changes.send(change);
                 }
+                // Nothing is held: once allowed again, start from a snapshot
+                // (a restored grant is not in the journal).
+                self.status.send_modify(|status| status.position = None);
                 Ended::Retry { worked, error }
             }
             Code::Unauthenticated
@@ -453,6 +477,7 @@ impl Stream {
     /// Applies one event; true when it was a snapshot.
     fn apply(&self, event: WatchEvent) -> bool {
         let mut snapshot = false;
+        let mut reset = false;
         let changes = match event.event {
             Some(watch_event::Event::Snapshot(values)) => {
                 snapshot = true;
@@ -461,16 +486,22 @@ impl Stream {
             Some(watch_event::Event::Change(change)) => {
                 self.values.apply_change(change).into_iter().collect()
             }
-            Some(watch_event::Event::Reset(reset)) => {
-                tracing::info!(service = %self.service, reason = %reset.reason, "the agent reset the stream; a snapshot follows");
+            Some(watch_event::Event::Reset(why)) => {
+                tracing::info!(service = %self.service, reason = %why.reason, "the agent reset the stream; a snapshot follows");
+                reset = true;
                 Vec::new()
             }
-            None => Vec::new(),
+            Some(watch_event::Event::Progress(_)) | None => Vec::new(),
         };
         self.status.send_modify(|status| {
-            status.connected = true;
-            if !event.position.is_empty() {
+            if reset {
+                // Cut before the snapshot, the next stream starts afresh.
+                status.position = None;
+            } else if !event.position.is_empty() {
                 status.position = Some(event.position);
+            }
+            if snapshot {
+                status.snapshots += 1;
             }
         });
         for change in changes {

@@ -32,7 +32,7 @@ mod secret;
 mod token;
 mod values;
 
-pub use client::{ClientBuilder, ClientError, ConfigClient, Status};
+pub use client::{ClientBuilder, ClientError, ConfigClient, StreamStatus};
 pub use provider::ConfigProvider;
 pub use secret::Secret;
 pub use token::{StaticToken, TokenSource};

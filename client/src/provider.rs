@@ -55,7 +55,7 @@ impl ConfigProvider {
     }
 
     fn details<T>(&self, value: T, entry: &Entry) -> ResolutionDetails<T> {
-        let stale = entry.stale_for.is_some() || !self.client.status().connected;
+        let stale = entry.stale_for.is_some() || !self.client.connected();
         let mut metadata = FlagMetadata::default().with_value("source", entry.source.clone());
         if let Some(version) = entry.version {
             metadata.add_value("version", version);
@@ -96,7 +96,7 @@ impl FeatureProvider for ConfigProvider {
     /// Ready while the stream is up; `STALE` while it reconnects (values
     /// are the last received).
     fn status(&self) -> ProviderStatus {
-        if self.client.status().connected {
+        if self.client.connected() {
             ProviderStatus::Ready
         } else {
             ProviderStatus::STALE

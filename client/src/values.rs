@@ -26,6 +26,7 @@ pub struct Entry {
 
 /// A value by its JSON type.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Typed {
     Bool(bool),
     Int(i64),
@@ -77,6 +78,7 @@ impl Typed {
 
 /// Why a key could not be read from memory.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     #[error("{0} has no value")]
     NotFound(String),
@@ -235,9 +237,13 @@ impl Values {
     }
 }
 
-/// A stale mark alone is no change (as the agent decides).
+/// A stale mark's age alone is no change (as the agent decides); a value
+/// held stale that arrives fresh is.
 fn same(old: &Entry, new: &Entry) -> bool {
-    old.value == new.value && old.version == new.version && old.source == new.source
+    old.value == new.value
+        && old.version == new.version
+        && old.source == new.source
+        && (old.stale_for.is_none() || new.stale_for.is_some())
 }
 
 /// An entry from the wire; a value that is not JSON is dropped with a log

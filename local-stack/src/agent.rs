@@ -89,7 +89,9 @@ impl AgentProcess {
                 "AGENT_REFRESH_LISTEN_ADDR",
                 format!("{refresh_ip}:{refresh_port}"),
             )
-            .env("AGENT_INSTANCE_ID", &instance_id);
+            .env("AGENT_INSTANCE_ID", &instance_id)
+            // The tests and the demo read secrets through the agents.
+            .env("AGENT_SERVE_SECRETS", "true");
         let mut process = ProcessGroup::spawn(name, command).map_err(|e| e.to_string())?;
         process
             .wait_until(

@@ -615,6 +615,9 @@ impl Aws {
         if let Some(grants) = self.service_grants(settings) {
             reader = reader.with_service_grants(grants);
         }
+        if agent.serve_secrets {
+            reader = reader.serving_secrets();
+        }
         let server = AgentServer::new(
             reader,
             RefreshService::new(

@@ -111,8 +111,14 @@ pub enum ConfigError {
     SensitiveValue { keys: Vec<String> },
     #[error("this app client is not granted this service")]
     ServiceNotGranted,
-    #[error("secrets are served only to callers on the agent's host (loopback)")]
+    #[error(
+        "secrets are served only to callers on the agent's host (loopback), never through a proxy"
+    )]
     NotLoopback,
+    #[error(
+        "this agent serves no secrets (AGENT_SERVE_SECRETS); read them from /v1/secure/{{service}}/{{key}}"
+    )]
+    SecretsNotServed,
     #[error("the tenant is not active")]
     TenantInactive,
     #[error("writing configuration needs membership of the '{group}' group")]
@@ -166,6 +172,7 @@ impl ConfigError {
             | ConfigError::NotAnAdministrator { .. }
             | ConfigError::ServiceNotGranted
             | ConfigError::NotLoopback
+            | ConfigError::SecretsNotServed
             | ConfigError::TenantInactive => 403,
             ConfigError::NotFound { .. }
             | ConfigError::RouteNotFound
@@ -198,6 +205,7 @@ impl ConfigError {
             ConfigError::NoTenant | ConfigError::NotAnAdministrator { .. } => "forbidden",
             ConfigError::ServiceNotGranted => "service_not_granted",
             ConfigError::NotLoopback => "not_loopback",
+            ConfigError::SecretsNotServed => "secrets_not_served",
             ConfigError::TenantInactive => "tenant_inactive",
             ConfigError::NotFound { .. }
             | ConfigError::NoSuchVersion(_)

@@ -71,6 +71,7 @@ fn audit(
     };
     match read {
         Ok(entry) => tracing::info!(
+            target: "audit",
             audit = "secret_read",
             via = via.name(),
             peer,
@@ -84,6 +85,7 @@ fn audit(
             "secret read"
         ),
         Err(err) => tracing::info!(
+            target: "audit",
             audit = "secret_read",
             via = via.name(),
             peer,
@@ -99,18 +101,34 @@ fn audit(
     }
 }
 
+/// Headers a forwarding proxy adds: a request carrying one came from
+/// elsewhere, whatever its peer address says.
+const PROXY_HEADERS: &[&str] = &["forwarded", "x-forwarded-for", "x-real-ip", "via"];
+
+/// Whether `headers` show a forwarding proxy (an Envoy sidecar adds
+/// `x-envoy-*`, most others one of [`PROXY_HEADERS`]).
+pub fn forwarded(headers: &http::HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|name| PROXY_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("x-envoy-"))
+}
+
 /// An agent answers secrets only to callers on its own host: a caller whose
 /// address is not loopback (the readers' listener bound to a routable
-/// address, or reached through a proxy on another host) is refused before
-/// its token is read, and the refusal is logged with its address.
-pub fn loopback_only(peer: Option<SocketAddr>) -> Result<(), ConfigError> {
+/// address) or whose request shows a forwarding proxy is refused before its
+/// token is read, and the refusal is logged with its address. A proxy on the
+/// same host that adds no header looks local: that is why an agent serves
+/// secrets only when `AGENT_SERVE_SECRETS` says so.
+pub fn loopback_only(peer: Option<SocketAddr>, forwarded: bool) -> Result<(), ConfigError> {
     match peer {
-        Some(peer) if peer.ip().to_canonical().is_loopback() => Ok(()),
+        Some(peer) if peer.ip().to_canonical().is_loopback() && !forwarded => Ok(()),
         _ => {
             tracing::warn!(
+                target: "audit",
                 audit = "secret_read",
                 via = "agent",
                 peer = peer.map(|p| p.to_string()),
+                forwarded,
                 status = 403,
                 "secret read refused: the caller is not on the agent's host"
             );
@@ -131,10 +149,10 @@ mod tests {
             "[::1]:5000",
             "[::ffff:127.0.0.1]:5000",
         ] {
-            assert!(
-                loopback_only(Some(allowed.parse().unwrap())).is_ok(),
-                "{allowed}"
-            );
+            let peer = Some(allowed.parse().unwrap());
+            assert!(loopback_only(peer, false).is_ok(), "{allowed}");
+            // a proxy on the host said where the call came from: refused
+            assert!(loopback_only(peer, true).is_err(), "{allowed}");
         }
         for refused in [
             "10.0.0.5:5000",
@@ -143,10 +161,30 @@ mod tests {
             "[::ffff:10.0.0.5]:5000",
             "0.0.0.0:5000",
         ] {
-            let err = loopback_only(Some(refused.parse().unwrap())).unwrap_err();
+            let err = loopback_only(Some(refused.parse().unwrap()), false).unwrap_err();
             assert_eq!(err.status(), 403, "{refused}");
         }
         // a transport that cannot say who called is refused too
-        assert_eq!(loopback_only(None).unwrap_err().status(), 403);
+        assert_eq!(loopback_only(None, false).unwrap_err().status(), 403);
+    }
+
+    #[test]
+    fn a_forwarding_proxys_headers_are_recognised() {
+        let with = |name: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(name, http::HeaderValue::from_static("x"));
+            forwarded(&headers)
+        };
+        for proxied in [
+            "forwarded",
+            "x-forwarded-for",
+            "x-real-ip",
+            "via",
+            "x-envoy-external-address",
+        ] {
+            assert!(with(proxied), "{proxied}");
+        }
+        assert!(!with("authorization"));
+        assert!(!with("content-type"));
     }
 }

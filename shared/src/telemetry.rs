@@ -12,6 +12,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::prelude::*;
 
+/// The target of audit lines, always on at INFO.
+const AUDIT: &str = "audit=info";
+
 /// Crates whose TRACE events carry payloads or credentials.
 const PAYLOAD_TRACERS: &[&str] = &["lambda_runtime", "lambda_http", "aws_sigv4"];
 
@@ -24,7 +27,10 @@ fn may_carry_secrets(metadata: &Metadata<'_>) -> bool {
 
 /// Installs the JSON subscriber once; later calls are ignored.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Audit lines (target `audit`) are written whatever RUST_LOG says.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(AUDIT.parse().expect("a valid directive"));
     let never_payloads = filter_fn(|metadata| !may_carry_secrets(metadata));
     let _ = tracing_subscriber::registry()
         .with(

@@ -16,7 +16,9 @@ use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClie
 use tenant_config_shared::refresh::proto::{GetConfigRequest, GetSecretResponse};
 use tenant_config_shared::routing::KeyRouter;
 use tenant_config_shared::store::MemoryStore;
-use tenant_config_testkit::agent::{HOUR_LONG_CACHE, TestAgent, trusted_keys};
+use tenant_config_testkit::agent::{
+    HOUR_LONG_CACHE, TestAgent, secrets_server, server, trusted_keys,
+};
 use tenant_config_testkit::identity::{token, verifier};
 use tenant_config_testkit::net::routable_local_ip;
 use tenant_config_testkit::values::{item, plain};
@@ -63,7 +65,12 @@ impl Logs {
     }
 }
 
+/// An agent that serves secrets (`serving`) or does not, as by default.
 async fn agent_on(address: &str) -> (TestAgent, Arc<MemoryStore>) {
+    agent_serving(address, true).await
+}
+
+async fn agent_serving(address: &str, serving: bool) -> (TestAgent, Arc<MemoryStore>) {
     let parameters = Arc::new(MemoryStore::new(StoreKind::ParameterStore));
     parameters.put(
         &item("tenant-a", "billing", SECRET),
@@ -81,8 +88,12 @@ async fn agent_on(address: &str) -> (TestAgent, Arc<MemoryStore>) {
         ),
         CachedStore::new(parameters.clone(), HOUR_LONG_CACHE),
     );
-    let agent = TestAgent::start_on(address, verifier(), reads, trusted_keys()).await;
-    (agent, parameters)
+    let server = if serving {
+        secrets_server(verifier(), reads, trusted_keys()).await
+    } else {
+        server(verifier(), reads, trusted_keys()).await
+    };
+    (TestAgent::serve_on(address, server).await, parameters)
 }
 
 async fn get_secret(
@@ -123,6 +134,8 @@ async fn a_caller_on_the_agents_host_reads_its_tenants_secret_uncached_and_audit
         assert_eq!(secret.value_json, format!("\"{SECRET_VALUE}\""));
         assert_eq!(secret.version, Some(3));
         assert_eq!(secret.source, "parameter-store");
+        // AND printing the answer never prints the value
+        assert!(!format!("{secret:?}").contains(SECRET_VALUE));
     }
     // AND the store was read each time: a secret is never cached
     assert_eq!(parameters.gets(), 2);
@@ -213,4 +226,38 @@ async fn a_caller_from_another_host_is_refused_a_secret_though_its_token_is_good
             .await
             .is_ok()
     );
+}
+
+#[tokio::test]
+async fn an_agent_serves_no_secret_unless_told_to_nor_through_a_proxy() {
+    // GIVEN an agent started with its defaults
+    let (agent, parameters) = agent_serving("127.0.0.1:0", false).await;
+    // WHEN a caller on its host asks for a secret THEN refused, unread
+    let refused = get_secret(agent.endpoint(), Some(&token("tenant-a")), SECRET)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("AGENT_SERVE_SECRETS"),
+        "{refused:?}"
+    );
+    assert_eq!(parameters.gets(), 0);
+
+    // GIVEN an agent serving secrets, WHEN a local proxy forwards a call
+    // (it says so in x-forwarded-for) THEN refused though the peer is loopback
+    let (agent, parameters) = agent_on("127.0.0.1:0").await;
+    let mut client = ConfigReaderClient::connect(agent.endpoint()).await.unwrap();
+    let mut request = tonic::Request::new(GetConfigRequest {
+        service: "billing".into(),
+        key: SECRET.into(),
+    });
+    let metadata = request.metadata_mut();
+    metadata.insert(
+        "authorization",
+        format!("Bearer {}", token("tenant-a")).parse().unwrap(),
+    );
+    metadata.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+    let proxied = client.get_secret(request).await.unwrap_err();
+    assert_eq!(proxied.code(), tonic::Code::PermissionDenied, "{proxied:?}");
+    assert_eq!(parameters.gets(), 0);
 }

@@ -89,6 +89,23 @@ pub async fn server(
     .await
 }
 
+/// [`server`] answering GetSecret too (`AGENT_SERVE_SECRETS=true`).
+pub async fn secrets_server(
+    verifier: Arc<TokenVerifier>,
+    reads: ConfigReads,
+    keys: TrustedKeys,
+) -> AgentServer {
+    let reads = match reads.change_feed() {
+        Some(_) => reads,
+        None => reads.with_change_feed(Arc::new(ChangeFeed::default())),
+    };
+    AgentServer::new(
+        ReaderService::new(verifier, reads.clone()).serving_secrets(),
+        RefreshService::new(RefreshAuthenticator::new(keys), reads),
+    )
+    .await
+}
+
 /// An agent serving on a loopback port; stops when dropped.
 pub struct TestAgent {
     pub address: SocketAddr,
@@ -117,7 +134,11 @@ impl TestAgent {
         reads: ConfigReads,
         keys: TrustedKeys,
     ) -> Self {
-        let server = server(verifier, reads, keys).await;
+        Self::serve_on(address, server(verifier, reads, keys).await).await
+    }
+
+    /// `server` on `address`.
+    pub async fn serve_on(address: &str, server: AgentServer) -> Self {
         let listener = TcpListener::bind(address).await.expect("bind a port");
         let address = listener.local_addr().expect("bound address");
         let (stop, stopped) = oneshot::channel();

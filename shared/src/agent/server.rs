@@ -25,7 +25,7 @@ use crate::refresh::proto::{
 use crate::refresh::signing::{
     RefreshAuthenticator, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, unix_ms_now,
 };
-use crate::secret_reads::{Via, loopback_only, read_secret};
+use crate::secret_reads::{Via, forwarded, loopback_only, read_secret};
 use crate::validate::{ConfigKey, ServiceName, TenantId};
 
 /// gRPC status for a library error, derived from the one HTTP mapping.
@@ -69,6 +69,8 @@ pub struct ReaderService {
     tenant_watches: Arc<super::watch::TenantWatches>,
     /// Set when the agent stops: Watch streams end, to resume elsewhere.
     stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Whether GetSecret answers ([`Self::serving_secrets`]).
+    serve_secrets: bool,
 }
 
 impl ReaderService {
@@ -83,7 +85,15 @@ impl ReaderService {
             watches: super::watch::watch_permits(),
             tenant_watches: Arc::default(),
             stopping: Arc::new(tokio::sync::watch::channel(false).0),
+            serve_secrets: false,
         }
+    }
+
+    /// Answers GetSecret (to callers on this host only); without it every
+    /// GetSecret is PERMISSION_DENIED.
+    pub fn serving_secrets(mut self) -> Self {
+        self.serve_secrets = true;
+        self
     }
 
     /// Serves each caller only the services its app client is granted.
@@ -202,7 +212,10 @@ impl ConfigReader for ReaderService {
     ) -> Result<Response<GetSecretResponse>, Status> {
         let peer = request.remote_addr();
         let answer = async {
-            loopback_only(peer)?;
+            if !self.serve_secrets {
+                return Err(ConfigError::SecretsNotServed);
+            }
+            loopback_only(peer, forwarded(request.metadata().as_ref()))?;
             let identity = self.identity(request.metadata()).await?;
             let body = request.get_ref();
             let (service, key) = (

@@ -40,6 +40,10 @@ pub struct AgentSettings {
     /// How often a registered agent re-reports HEALTHY
     /// (`AGENT_HEALTH_REPORT_SECS`, 30; at least 1).
     pub health_report_interval: Duration,
+    /// Whether `GetSecret` answers (`AGENT_SERVE_SECRETS`, default false):
+    /// opt in where nothing on the agent's host forwards other hosts'
+    /// traffic to its readers' port (see `shared::secret_reads`).
+    pub serve_secrets: bool,
 }
 
 /// How the agent serves its Refresh listener, the one port reachable from
@@ -182,6 +186,7 @@ impl AgentSettings {
             health_report_interval: Duration::from_secs(
                 env.positive("AGENT_HEALTH_REPORT_SECS", 30)?,
             ),
+            serve_secrets: env.flag("AGENT_SERVE_SECRETS", false)?,
         })
     }
 }
