@@ -1,9 +1,11 @@
 //! config-agent: a long-running gRPC server that services run beside them.
 //!
-//! Start: settings → stop-signal handlers → refresh key, stores and caches →
-//! listen → register in Cloud Map. Stop (SIGTERM/SIGINT): NOT_SERVING →
-//! deregister → drain (see `tenant_config_shared::agent::lifecycle`).
+//! Start: settings → stop-signal handlers → the warm-start snapshot (if
+//! set) → refresh key, stores and caches → listen → register in Cloud Map.
+//! Stop (SIGTERM/SIGINT): NOT_SERVING → deregister → drain (see
+//! `tenant_config_shared::agent::lifecycle`) → the last snapshot.
 
+use std::sync::Arc;
 use std::time::Duration;
 use tenant_config_shared::agent::lifecycle::{self, AgentError, ShutdownSignal};
 
@@ -27,7 +29,13 @@ async fn run() -> Result<(), AgentError> {
     let agent = AgentSettings::from_env()?;
     let stop = ShutdownSignal::listen()?;
     let aws = Aws::from_env().await?;
-    let server = aws.agent_server(&settings, &agent).await?;
+    let warm_start = aws.warm_start(&settings, &agent).await;
+    let server = aws
+        .agent_server(&settings, &agent, warm_start.as_deref())
+        .await?;
+    if let Some(warm_start) = &warm_start {
+        tokio::spawn(Arc::clone(warm_start).keep_written(std::future::pending()));
+    }
     // Callers on the loopback address, config-refresh on the Refresh one.
     let listeners = lifecycle::Listeners::Split {
         readers: lifecycle::bind(agent.listen).await?,
@@ -48,5 +56,8 @@ async fn run() -> Result<(), AgentError> {
         agent.health_report_interval,
     )
     .await?;
+    if let Some(warm_start) = warm_start {
+        warm_start.write_last().await;
+    }
     Ok(())
 }

@@ -108,6 +108,33 @@ impl Aws {
         aws_sdk_dynamodb::Client::new(&self.config)
     }
 
+    pub fn kms(&self) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(&self.config)
+    }
+
+    /// An agent's warm start, its snapshot opened (KMS decrypting its data
+    /// key), when `AGENT_SNAPSHOT_FILE` is set. Values older than the
+    /// reader's stale bound (TTL + `MAX_STALE_SECS`) are not served.
+    pub async fn warm_start(
+        &self,
+        settings: &Settings,
+        agent: &AgentSettings,
+    ) -> Option<Arc<crate::warm_start::WarmStart>> {
+        let warm = agent.warm_start.clone()?;
+        let keys = Arc::new(crate::warm_start::kms::KmsDataKeys::new(
+            self.kms(),
+            warm.kms_key_id.clone(),
+        ));
+        let serve_for = settings
+            .dynamodb_cache
+            .ttl
+            .max(settings.parameter_cache.ttl)
+            + settings.dynamodb_cache.stale.max_stale;
+        Some(Arc::new(
+            crate::warm_start::WarmStart::open(warm, keys, serve_for).await,
+        ))
+    }
+
     pub fn ssm(&self) -> aws_sdk_ssm::Client {
         aws_sdk_ssm::Client::new(&self.config)
     }
@@ -604,12 +631,16 @@ impl Aws {
         &self,
         settings: &Settings,
         agent: &AgentSettings,
+        warm_start: Option<&crate::warm_start::WarmStart>,
     ) -> Result<AgentServer, AgentWiringError> {
         // One feed for the reader and Refresh: what a push drops reaches
         // the Watch streams.
-        let reads = self
+        let mut reads = self
             .config_reads(settings)
             .with_change_feed(Arc::new(crate::watch::ChangeFeed::default()));
+        if let Some(warm) = warm_start {
+            reads = reads.with_last_known_good(Arc::clone(&warm.values));
+        }
         tracing::info!(keys = ?agent.refresh_public_keys.ids(), "trusting refresh signing keys");
         let mut reader = ReaderService::new(token_verifier(settings)?, reads.clone());
         if let Some(grants) = self.service_grants(settings) {

@@ -5,9 +5,11 @@
 use std::fmt;
 
 /// Which backing store an error or value came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum StoreKind {
+    #[serde(rename = "dynamodb")]
     DynamoDb,
+    #[serde(rename = "parameter-store")]
     ParameterStore,
 }
 

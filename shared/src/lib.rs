@@ -35,6 +35,7 @@
 //! - [`api`]: the HTTP API, independent of the Lambda runtime
 //! - [`ofrep`]: the OpenFeature Remote Evaluation Protocol over the reads, for
 //!   config-api and the agent
+//! - [`warm_start`]: an agent's encrypted last-known-good snapshot (KMS data key, AES-GCM)
 //! - [`agent`]: the agent's gRPC services (`Watch` streams included), its OFREP
 //!   listener and its lifecycle
 //! - [`refresh::handler`]: config-refresh's event handler
@@ -69,6 +70,7 @@ pub mod stage_settings;
 pub mod store;
 pub mod telemetry;
 pub mod validate;
+pub mod warm_start;
 pub mod watch;
 pub mod write;
 pub mod writes;

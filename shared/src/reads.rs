@@ -19,6 +19,7 @@ use crate::refresh::change::Subject;
 use crate::rollouts::live::Applied;
 use crate::routing::KeyRouter;
 use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
+use crate::warm_start::{LastKnownGood, RememberedService};
 use crate::watch::{ChangeFeed, Notice};
 
 /// Most keys one batch read may name.
@@ -102,6 +103,9 @@ pub struct ConfigReads {
     layers: Option<Arc<SharedLayers>>,
     /// Told what this reader learned changed (the agent's watchers).
     feed: Option<Arc<ChangeFeed>>,
+    /// What this reader served, for an agent's warm start: recorded from
+    /// fresh answers, answered (stale) when the stores fail.
+    last_known_good: Option<Arc<LastKnownGood>>,
 }
 
 /// A tenant's own value, and how long ago it was read when stale.
@@ -182,6 +186,20 @@ fn own_value(lookup: Lookup) -> Result<Option<OwnValue>, ()> {
     }
 }
 
+/// Whether `error` is a store (or its credentials, or the registry)
+/// failing, when a last-known-good value may stand in.
+fn stores_failed(error: &ConfigError) -> bool {
+    matches!(error.status(), 502 | 503)
+        && !matches!(
+            error,
+            ConfigError::Unauthenticated(_) | ConfigError::MembershipUnavailable(_)
+        )
+}
+
+fn warn_served_from_snapshot(error: &ConfigError, values: usize) {
+    tracing::warn!(%error, values, "the stores failed: answered from the warm-start snapshot, marked stale");
+}
+
 impl ConfigReads {
     pub fn new(router: KeyRouter, dynamodb: CachedStore, parameters: CachedStore) -> Self {
         let settled = dynamodb.loads_settled().clone();
@@ -192,7 +210,45 @@ impl ConfigReads {
             catch_up: None,
             layers: None,
             feed: None,
+            last_known_good: None,
         }
+    }
+
+    /// Records every value answered fresh into `values`, and answers from
+    /// it, stale, when the stores fail with nothing else to fall back on
+    /// (see [`crate::warm_start`]).
+    pub fn with_last_known_good(mut self, values: Arc<LastKnownGood>) -> Self {
+        self.last_known_good = Some(values);
+        self
+    }
+
+    /// Settles a single read with the last-known-good values: records what
+    /// it answered, forgets what it found gone, and stands in when the
+    /// stores failed.
+    fn remembered(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+        read: Result<Entry, ConfigError>,
+    ) -> Result<Entry, ConfigError> {
+        let Some(kept) = &self.last_known_good else {
+            return read;
+        };
+        match &read {
+            Ok(entry) => kept.record(tenant, service, key, entry),
+            Err(ConfigError::NotFound { .. } | ConfigError::SensitiveValue { .. }) => {
+                kept.forget(tenant, service, key);
+            }
+            Err(error) if stores_failed(error) => {
+                if let Some(entry) = kept.lookup(tenant, service, key) {
+                    warn_served_from_snapshot(error, 1);
+                    return Ok(entry);
+                }
+            }
+            Err(_) => {}
+        }
+        read
     }
 
     /// Tells `feed` of every change this reader learns (after dropping what
@@ -329,15 +385,18 @@ impl ConfigReads {
         service: &ServiceName,
         key: &ConfigKey,
     ) -> Result<Entry, ConfigError> {
-        let (source, own, underlay) = self.lookup_layers(tenant, service, key).await?;
-        effective(
-            source,
-            &underlay.values(key),
-            own,
-            underlay.stale(),
-            self.memo(),
-        )
-        .ok_or_else(|| not_found(service, key))
+        let read = async {
+            let (source, own, underlay) = self.lookup_layers(tenant, service, key).await?;
+            effective(
+                source,
+                &underlay.values(key),
+                own,
+                underlay.stale(),
+                self.memo(),
+            )
+            .ok_or_else(|| not_found(service, key))
+        };
+        self.remembered(tenant, service, key, read.await)
     }
 
     /// One value with the layer and rollout that decided it (see [`Resolved`]).
@@ -347,17 +406,35 @@ impl ConfigReads {
         service: &ServiceName,
         key: &ConfigKey,
     ) -> Result<Resolved, ConfigError> {
-        let (source, own, underlay) = self.lookup_layers(tenant, service, key).await?;
-        let below = underlay.values(key);
-        let own_layer = Layer::Tenant(tenant.clone());
-        let top = top_layer(&own_layer, own.is_some(), &below).cloned();
-        let entry = effective(source, &below, own, underlay.stale(), self.memo())
-            .ok_or_else(|| not_found(service, key))?;
-        Ok(Resolved {
-            entry,
-            top,
-            rollout: underlay.rollout(key).cloned(),
-        })
+        let read = async {
+            let (source, own, underlay) = self.lookup_layers(tenant, service, key).await?;
+            let below = underlay.values(key);
+            let own_layer = Layer::Tenant(tenant.clone());
+            let top = top_layer(&own_layer, own.is_some(), &below).cloned();
+            let entry = effective(source, &below, own, underlay.stale(), self.memo())
+                .ok_or_else(|| not_found(service, key))?;
+            Ok(Resolved {
+                entry,
+                top,
+                rollout: underlay.rollout(key).cloned(),
+            })
+        };
+        let read: Result<Resolved, ConfigError> = read.await;
+        match read {
+            Ok(resolved) => {
+                // Recorded as a plain read would be.
+                self.remembered(tenant, service, key, Ok(resolved.entry.clone()))?;
+                Ok(resolved)
+            }
+            // From the snapshot: which layer and rollout decided it is not kept.
+            Err(error) => self
+                .remembered(tenant, service, key, Err(error))
+                .map(|entry| Resolved {
+                    entry,
+                    top: None,
+                    rollout: None,
+                }),
+        }
     }
 
     /// One value with where each part of it came from (see [`Explained`]).
@@ -461,6 +538,43 @@ impl ConfigReads {
         service: &ServiceName,
         keys: &[ConfigKey],
     ) -> Result<Batch, ConfigError> {
+        let read = self.read_many(tenant, service, keys).await;
+        let Some(kept) = &self.last_known_good else {
+            return read;
+        };
+        match read {
+            Ok(batch) => {
+                for (key, entry) in &batch.values {
+                    kept.record(tenant, service, key, entry);
+                }
+                for key in &batch.missing {
+                    kept.forget(tenant, service, key);
+                }
+                Ok(batch)
+            }
+            Err(error) if stores_failed(&error) => {
+                // Every key from the snapshot, or the error.
+                let mut seen = std::collections::HashSet::new();
+                let mut batch = Batch::default();
+                for key in keys.iter().filter(|key| seen.insert(*key)) {
+                    match kept.lookup(tenant, service, key) {
+                        Some(entry) => batch.values.push((key.clone(), entry)),
+                        None => return Err(error),
+                    }
+                }
+                warn_served_from_snapshot(&error, batch.values.len());
+                Ok(batch)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn read_many(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        keys: &[ConfigKey],
+    ) -> Result<Batch, ConfigError> {
         if keys.is_empty() {
             return Err(ConfigError::BadRequest("name at least one key".to_owned()));
         }
@@ -535,13 +649,51 @@ impl ConfigReads {
         service: &ServiceName,
     ) -> Result<ServiceConfig, ConfigError> {
         let mut config = ServiceConfig::default();
-        (config.sensitive, config.truncated) = self
+        let listed = self
             .each_of_service(tenant, service, |key, entry, _, _| {
                 config.values.push((key.clone(), entry));
             })
-            .await?;
+            .await;
+        match listed {
+            Ok(names) => (config.sensitive, config.truncated) = names,
+            Err(error) => {
+                return self.remembered_service(tenant, service, error).map(
+                    |(values, sensitive)| ServiceConfig {
+                        values,
+                        sensitive,
+                        truncated: false,
+                    },
+                );
+            }
+        }
         config.values.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(kept) = &self.last_known_good {
+            for (key, entry) in &config.values {
+                kept.record(tenant, service, key, entry);
+            }
+            kept.record_sensitive(tenant, service, &config.sensitive);
+        }
         Ok(config)
+    }
+
+    /// A whole service from the last-known-good values when the stores
+    /// failed, or the error.
+    fn remembered_service(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        error: ConfigError,
+    ) -> Result<RememberedService, ConfigError> {
+        match &self.last_known_good {
+            Some(kept) if stores_failed(&error) => match kept.service(tenant, service) {
+                Some(remembered) => {
+                    warn_served_from_snapshot(&error, remembered.0.len());
+                    Ok(remembered)
+                }
+                None => Err(error),
+            },
+            _ => Err(error),
+        }
     }
 
     /// Every key of one tenant's service resolved, as [`Self::get_service`]
@@ -552,7 +704,7 @@ impl ConfigReads {
         service: &ServiceName,
     ) -> Result<ResolvedService, ConfigError> {
         let mut resolved = ResolvedService::default();
-        (resolved.sensitive, resolved.truncated) = self
+        let listed = self
             .each_of_service(tenant, service, |key, entry, top, underlay| {
                 resolved.flags.push((
                     key.clone(),
@@ -563,8 +715,37 @@ impl ConfigReads {
                     },
                 ));
             })
-            .await?;
+            .await;
+        match listed {
+            Ok(names) => (resolved.sensitive, resolved.truncated) = names,
+            Err(error) => {
+                let (values, sensitive) = self.remembered_service(tenant, service, error)?;
+                return Ok(ResolvedService {
+                    flags: values
+                        .into_iter()
+                        .map(|(key, entry)| {
+                            (
+                                key,
+                                Resolved {
+                                    entry,
+                                    top: None,
+                                    rollout: None,
+                                },
+                            )
+                        })
+                        .collect(),
+                    sensitive,
+                    truncated: false,
+                });
+            }
+        }
         resolved.flags.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(kept) = &self.last_known_good {
+            for (key, flag) in &resolved.flags {
+                kept.record(tenant, service, key, &flag.entry);
+            }
+            kept.record_sensitive(tenant, service, &resolved.sensitive);
+        }
         Ok(resolved)
     }
 

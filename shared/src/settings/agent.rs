@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::env::{Env, SettingsError};
 use crate::refresh::signing::TrustedKeys;
+use crate::warm_start::WarmStartSettings;
 
 /// How an agent registers itself in Cloud Map.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,9 @@ pub struct AgentSettings {
     /// opt in where nothing on the agent's host forwards other hosts'
     /// traffic to its readers' port (see `shared::secret_reads`).
     pub serve_secrets: bool,
+    /// The encrypted last-known-good snapshot (`AGENT_SNAPSHOT_FILE`;
+    /// absent: none, an agent starts cold).
+    pub warm_start: Option<WarmStartSettings>,
 }
 
 /// How the agent serves its Refresh listener, the one port reachable from
@@ -187,6 +191,17 @@ impl AgentSettings {
                 env.positive("AGENT_HEALTH_REPORT_SECS", 30)?,
             ),
             serve_secrets: env.flag("AGENT_SERVE_SECRETS", false)?,
+            warm_start: match env.optional("AGENT_SNAPSHOT_FILE") {
+                None => None,
+                Some(path) => Some(WarmStartSettings {
+                    path: path.into(),
+                    kms_key_id: env.required("AGENT_SNAPSHOT_KMS_KEY_ID")?,
+                    max_bytes: env.positive("AGENT_SNAPSHOT_MAX_BYTES", 8 * 1024 * 1024)?,
+                    interval: Duration::from_secs(
+                        env.positive("AGENT_SNAPSHOT_INTERVAL_SECS", 10)?,
+                    ),
+                }),
+            },
         })
     }
 }
