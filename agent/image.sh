@@ -86,5 +86,8 @@ fi
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
 cp "$binary" "$context/config-agent"
+# The warm-start snapshot's directory, empty: the image gives it to the
+# nonroot user (see the Dockerfile).
+mkdir "$context/state"
 docker build --platform "$platform" --file "$root/agent/Dockerfile" --tag "$tag" "$context"
 echo "$tag"

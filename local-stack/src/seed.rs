@@ -254,6 +254,28 @@ pub async fn create_flush_queue(aws: &SdkConfig, name: &str) -> Result<(String, 
     Ok((url, arn))
 }
 
+/// Creates the agents' snapshot key (the template's `AgentSnapshotKey`) and
+/// its alias; returns the alias, what agents are given.
+pub async fn create_snapshot_key(aws: &SdkConfig, alias: &str) -> Result<String, String> {
+    let kms = aws_sdk_kms::Client::new(aws);
+    let key = kms
+        .create_key()
+        .description("the config agents' warm-start snapshots")
+        .send()
+        .await
+        .map_err(|e| err("CreateKey")(&aws_sdk_kms::error::DisplayErrorContext(e)))?
+        .key_metadata
+        .map(|k| k.key_id)
+        .ok_or("CreateKey returned no key")?;
+    kms.create_alias()
+        .alias_name(alias)
+        .target_key_id(key)
+        .send()
+        .await
+        .map_err(|e| err("CreateAlias")(&aws_sdk_kms::error::DisplayErrorContext(e)))?;
+    Ok(alias.to_owned())
+}
+
 /// Ids of the Cloud Map namespace and service the agents register in.
 #[derive(Debug, Clone)]
 pub struct CloudMap {

@@ -48,6 +48,9 @@ pub const SECURESTRING_KMS_KEY_ARN: &str =
 /// Where the local stack's agent TLS material lives (`agent_tls` stacks), as
 /// `tenant-config-admin agent-tls` writes it for a deployed stack.
 pub const AGENT_TLS_PATH: &str = "/tenant-config/tenant-config-local/agents/tls";
+/// The alias of the agents' snapshot key in moto (the template's
+/// `alias/{stack}-agent-snapshots`).
+pub const SNAPSHOT_KEY_ALIAS: &str = "alias/tenant-config-local-agent-snapshots";
 /// Key id of the local stack's refresh signing key.
 pub const REFRESH_KEY_ID: &str = "local-1";
 pub const CLOUD_MAP_NAMESPACE: &str = "tenant-config.local";
@@ -302,9 +305,9 @@ impl LocalStack {
             },
         )
         .await?;
-        let (refresh_public_keys, cloud_map) = step(
+        let (refresh_public_keys, cloud_map, snapshot_key) = step(
             progress,
-            "seed: refresh signing key, Cloud Map namespace and service",
+            "seed: refresh signing key, Cloud Map namespace and service, snapshot key",
             async {
                 let public = tenant_config_admin::values::put_refresh_key(
                     &aws_sdk_ssm::Client::new(&aws),
@@ -316,7 +319,8 @@ impl LocalStack {
                 .await?;
                 let cloud_map =
                     seed::create_cloud_map(&aws, CLOUD_MAP_NAMESPACE, CLOUD_MAP_SERVICE).await?;
-                Ok::<_, String>((public, cloud_map))
+                let snapshot_key = seed::create_snapshot_key(&aws, SNAPSHOT_KEY_ALIAS).await?;
+                Ok::<_, String>((public, cloud_map, snapshot_key))
             },
         )
         .await?;
@@ -378,6 +382,8 @@ impl LocalStack {
                 format!("{},{limited_client_id}", pool.client_id),
             ),
             ("SERVICE_GRANTS".to_owned(), "enforce".to_owned()),
+            // Agents seal a snapshot with it when given AGENT_SNAPSHOT_FILE.
+            ("AGENT_SNAPSHOT_KMS_KEY_ID".to_owned(), snapshot_key),
             // The agents get only the public key; config-refresh reads the
             // private one from REFRESH_KEY_PARAMETER.
             ("REFRESH_PUBLIC_KEYS".to_owned(), refresh_public_keys),

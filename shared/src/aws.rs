@@ -298,11 +298,23 @@ impl Aws {
     /// `GRANTS` partition, read with the process's own role (grants are no
     /// tenant's data); `None` unless `SERVICE_GRANTS=enforce`.
     fn service_grants(&self, settings: &Settings) -> Option<Arc<ServiceGrants>> {
+        self.service_grants_remembered(settings, None)
+    }
+
+    fn service_grants_remembered(
+        &self,
+        settings: &Settings,
+        snapshot: Option<&Arc<crate::warm_start::LastKnownGood>>,
+    ) -> Option<Arc<ServiceGrants>> {
         settings.service_grants.map(|ttl| {
-            Arc::new(ServiceGrants::with_ttl(
+            let grants = ServiceGrants::with_ttl(
                 Arc::new(DynamoDbGrants::new(self.dynamodb(), &settings.table_name)),
                 ttl,
-            ))
+            );
+            Arc::new(match snapshot {
+                Some(snapshot) => grants.with_last_known_good(Arc::clone(snapshot)),
+                None => grants,
+            })
         })
     }
 
@@ -643,7 +655,9 @@ impl Aws {
         }
         tracing::info!(keys = ?agent.refresh_public_keys.ids(), "trusting refresh signing keys");
         let mut reader = ReaderService::new(token_verifier(settings)?, reads.clone());
-        if let Some(grants) = self.service_grants(settings) {
+        if let Some(grants) =
+            self.service_grants_remembered(settings, warm_start.map(|warm| &warm.values))
+        {
             reader = reader.with_service_grants(grants);
         }
         if agent.serve_secrets {

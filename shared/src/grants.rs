@@ -214,6 +214,9 @@ pub struct ServiceGrants {
     /// Clients whose lookup failed within [`GRANT_RETRY_INTERVAL`]: their
     /// last known grant answers without a lookup (one probe per interval).
     backoff: Cache<String, ()>,
+    /// An agent's warm-start snapshot: grants read by the agent before it
+    /// restarted, the last known grant when the table fails now.
+    snapshot: Option<Arc<crate::warm_start::LastKnownGood>>,
 }
 
 /// How long the last grant read keeps serving while the table fails.
@@ -244,7 +247,16 @@ impl ServiceGrants {
                 .max_capacity(10_000)
                 .time_to_live(GRANT_RETRY_INTERVAL)
                 .build(),
+            snapshot: None,
         }
+    }
+
+    /// Records each grant read into an agent's warm-start snapshot, and
+    /// takes the one there as the last known grant (within
+    /// [`GRANT_MAX_STALE`] of its reading) when the table fails.
+    pub fn with_last_known_good(mut self, snapshot: Arc<crate::warm_start::LastKnownGood>) -> Self {
+        self.snapshot = Some(snapshot);
+        self
     }
 
     /// `Ok` when the caller's app client may have `access` to `service`;
@@ -280,7 +292,14 @@ impl ServiceGrants {
         if let Some(fresh) = self.cache.get(client).await {
             return Ok(fresh);
         }
-        let last = self.last_good.get(client).await;
+        let last = match self.last_good.get(client).await {
+            Some(last) => Some(last),
+            None => self
+                .snapshot
+                .as_ref()
+                .and_then(|snapshot| snapshot.grant(client, GRANT_MAX_STALE))
+                .map(|grant| grant.map(Arc::new)),
+        };
         if let Some(last) = &last
             && self.backoff.contains_key(client)
         {
@@ -312,6 +331,9 @@ impl ServiceGrants {
             .await;
         match (loaded, last) {
             (Ok(grant), _) => {
+                if let Some(snapshot) = &self.snapshot {
+                    snapshot.record_grant(client, grant.as_deref());
+                }
                 self.last_good
                     .insert(client.to_owned(), grant.clone())
                     .await;

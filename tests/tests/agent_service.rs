@@ -23,6 +23,8 @@ use tenant_config_shared::settings::{
     AGENT_CACHE_DEFAULTS, AgentSettings, AwsCallSettings, RefreshListenerTls, Settings,
 };
 
+/// Where the image keeps the warm-start snapshot (a task volume in ECS).
+const SNAPSHOT_DIRECTORY: &str = "/var/lib/tenant-config";
 /// The functions of the main stack whose settings an agent shares.
 const FUNCTIONS: [&str; 2] = ["ConfigApiFunction", "ConfigRefreshFunction"];
 
@@ -587,7 +589,15 @@ fn the_refresh_port_is_the_same_in_the_agent_the_image_the_registry_and_the_fire
         "{entrypoint:?}"
     );
     let copy = all("COPY");
-    assert_eq!(copy, vec![format!("{binary} {}", entrypoint[0])]);
+    assert_eq!(
+        copy,
+        vec![
+            format!("{binary} {}", entrypoint[0]),
+            // the snapshot's directory, the nonroot user's, a VOLUME
+            format!("--chown=nonroot:nonroot --chmod=700 state {SNAPSHOT_DIRECTORY}"),
+        ]
+    );
+    assert_eq!(all("VOLUME"), vec![format!("[\"{SNAPSHOT_DIRECTORY}\"]")]);
     assert!(all("FROM")[0].starts_with("gcr.io/distroless/cc-debian12:nonroot"));
     assert_eq!(all("USER"), vec!["nonroot:nonroot"]);
     // AND neither the image nor the task asks for a health check command the
@@ -615,9 +625,15 @@ const SELF_REGISTRATION_ONLY: [&str; 2] = ["CLOUD_MAP_SERVICE_ID", "AGENT_INSTAN
 /// config-api only (the local stack gives functions and agents one
 /// environment).
 const CONFIG_API_ONLY: [&str; 3] = ["FLUSH_QUEUE_URL", "ADMIN_GROUP", "SECURESTRING_KMS_KEY_ID"];
-/// Only the example sets: platform registration, and the main stack's metrics
-/// namespace (the local stack leaves the default).
-const ECS_ONLY: [&str; 2] = ["CLOUD_MAP_REGISTER", "METRICS_NAMESPACE"];
+/// Only the example sets: platform registration, the main stack's metrics
+/// namespace (the local stack leaves the default), and the warm-start
+/// snapshot (the local stack's agents keep none unless a test gives one a file).
+const ECS_ONLY: [&str; 4] = [
+    "CLOUD_MAP_REGISTER",
+    "METRICS_NAMESPACE",
+    "AGENT_SNAPSHOT_FILE",
+    "AGENT_SNAPSHOT_KMS_KEY_ID",
+];
 /// How a process of the harness reaches moto instead of AWS.
 fn is_local_aws(name: &str) -> bool {
     name.starts_with("AWS_ENDPOINT_URL")
@@ -660,6 +676,10 @@ async fn an_agent_configured_as_the_ecs_example_serves_reads_registers_nothing_a
     // stack's value of the function setting the main stack gives that
     // output's value to (so an import of the wrong output gets the wrong value)
     let resolved = resolve(&env, |source| match source {
+        // The snapshot key is the agents' alone: no function is given it.
+        Source::Import(output) if output == "AgentSnapshotKeyArn" => stack
+            .setting("AGENT_SNAPSHOT_KMS_KEY_ID")
+            .expect("the local stack gives agents a snapshot key"),
         Source::Import(output) => {
             let variable = function_variable_of_output(&main, output)
                 .unwrap_or_else(|| panic!("no function is given output {output}'s value"));

@@ -153,6 +153,8 @@ fn sample(variable: &str) -> Option<String> {
         "REFRESH_TLS_CA_PEM" => "-----BEGIN CERTIFICATE-----".to_owned(),
         "STAGE_CACHE_REST_API_ID" => "a1b2c3".to_owned(),
         "STAGE_CACHE_STAGE" => "prod".to_owned(),
+        "AGENT_SNAPSHOT_FILE" => "/var/lib/tenant-config/agent.snapshot".to_owned(),
+        "AGENT_SNAPSHOT_KMS_KEY_ID" => "alias/tenant-config-agent-snapshots".to_owned(),
         _ => return None,
     })
 }

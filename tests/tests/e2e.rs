@@ -25,6 +25,7 @@ mod service_grants;
 mod soak;
 mod template;
 mod verify;
+mod warm_start;
 mod watch;
 mod write_api;
 mod writers;

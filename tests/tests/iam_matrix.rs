@@ -80,6 +80,9 @@ enum What {
     WriteRole(&'static str),
     /// AssumeRole into the platform write role (no tenant tag).
     PlatformRole,
+    /// A data key of the agents' snapshot key, in the snapshot encryption
+    /// context (`true`) or without it.
+    AgentSnapshot(bool),
 }
 
 struct Case {
@@ -244,6 +247,16 @@ fn simulation(stack: &Resolved, case: &Case) -> Json {
         What::PlatformRole => {
             resource_policy = Some(stack.trust_policy("PlatformWriteRole"));
             stack.arn("PlatformWriteRole")
+        }
+        What::AgentSnapshot(in_context) => {
+            if in_context {
+                context.insert(
+                    "kms:EncryptionContext:purpose".into(),
+                    json!(tenant_config_shared::warm_start::kms::CONTEXT_VALUE),
+                );
+            }
+            resource_policy = Some(stack.key_policy("AgentSnapshotKey"));
+            stack.arn("AgentSnapshotKey")
         }
     };
     let mut simulation = json!({
@@ -604,6 +617,15 @@ const MATRIX: &[Case] = &[
     case(Agent, "ssm:PutParameter", AgentTls("ca"), false),
     case(Agent, "kms:Decrypt", Secret(OWN), false),
     case(Agent, "kms:Encrypt", Secret(OWN), false),
+    // Its warm-start snapshot: data keys in the snapshot context only.
+    case(Agent, "kms:GenerateDataKey", AgentSnapshot(true), true),
+    case(Agent, "kms:Decrypt", AgentSnapshot(true), true),
+    case(Agent, "kms:Decrypt", AgentSnapshot(false), false),
+    case(Agent, "kms:Encrypt", AgentSnapshot(true), false),
+    case(AgentHost, "kms:Decrypt", AgentSnapshot(true), true),
+    case(ConfigApi, "kms:Decrypt", AgentSnapshot(true), false),
+    case(ConfigRefresh, "kms:Decrypt", AgentSnapshot(true), false),
+    case(Reader, "kms:Decrypt", AgentSnapshot(true), false),
     case(Agent, "cognito-idp:AdminListGroupsForUser", UserPool, false),
     // The read role's session for tenant-a: reads tenant-a, nothing else.
     case(Reader, "dynamodb:GetItem", Item(OWN), true),
@@ -808,7 +830,9 @@ fn the_matrix_notices_a_write_given_to_a_reader_or_a_tenant_condition_dropped() 
     let wrong = mismatches(&Resolved::new(changed.clone(), &[]), MATRIX);
     // THEN the key's policy still keeps it to its tenant (it holds on its own)
     assert!(
-        !wrong.iter().any(|w| w.starts_with("Reader kms:Decrypt")),
+        !wrong
+            .iter()
+            .any(|w| w.starts_with("Reader kms:Decrypt Secret")),
         "{wrong:?}"
     );
     // WHEN the key policy's tenant deny goes too THEN the matrix notices

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{PlainValue, ValueKind};
+use crate::grants::Grant;
 use crate::kinds::StoreKind;
 use crate::reads::Entry;
 use crate::refresh::signing::unix_ms_now;
@@ -101,12 +102,19 @@ fn estimate(value: &Value) -> usize {
 
 type Key = (TenantId, ServiceName, ConfigKey);
 
+/// App clients' grants kept at most (each a few names).
+const MAX_GRANTS: usize = 1_000;
+
 /// A service's remembered values, in key order, and its SecureStrings' names.
 pub type RememberedService = (Vec<(ConfigKey, Entry)>, Vec<ConfigKey>);
 
 #[derive(Default)]
 struct Held {
     values: HashMap<Key, Kept>,
+    /// Per app client, its service grant (`None`: it has none) and when it
+    /// was read: without them an agent enforcing grants serves nothing
+    /// while the table is unreachable.
+    grants: HashMap<String, KeptGrant>,
     /// Per tenant and service, the SecureStrings' names a whole-service
     /// read listed (names only: never a value).
     sensitive: HashMap<(TenantId, ServiceName), Vec<ConfigKey>>,
@@ -131,6 +139,21 @@ struct Snapshot {
     values: Vec<SnapshotValue>,
     #[serde(default)]
     sensitive: Vec<SnapshotNames>,
+    #[serde(default)]
+    grants: HashMap<String, KeptGrant>,
+}
+
+/// An app client's grant as last read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct KeptGrant {
+    grant: Option<KeptServices>,
+    read_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct KeptServices {
+    services: std::collections::BTreeSet<String>,
+    secure_services: std::collections::BTreeSet<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -295,6 +318,47 @@ impl LastKnownGood {
         })
     }
 
+    /// Remembers an app client's grant as read (`None`: it has none).
+    pub fn record_grant(&self, client: &str, grant: Option<&Grant>) {
+        let kept = grant.map(|g| KeptServices {
+            services: g.services.clone(),
+            secure_services: g.secure_services.clone(),
+        });
+        let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+        let now = unix_ms_now();
+        match held.grants.get_mut(client) {
+            // Re-read within the interval: not worth a write of its own.
+            Some(known) if known.grant == kept && now - known.read_at_ms < 60_000 => {}
+            _ => {
+                if held.grants.len() >= MAX_GRANTS && !held.grants.contains_key(client) {
+                    return;
+                }
+                held.grants.insert(
+                    client.to_owned(),
+                    KeptGrant {
+                        grant: kept,
+                        read_at_ms: now,
+                    },
+                );
+                self.dirty.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// An app client's grant as last read, if read within `max_age`:
+    /// `Some(None)` when it had none.
+    pub fn grant(&self, client: &str, max_age: Duration) -> Option<Option<Grant>> {
+        let held = self.held.read().unwrap_or_else(|e| e.into_inner());
+        let kept = held.grants.get(client)?;
+        let age = unix_ms_now().saturating_sub(kept.read_at_ms);
+        (age <= max_age.as_millis() as i64).then(|| {
+            kept.grant.as_ref().map(|g| Grant {
+                services: g.services.clone(),
+                secure_services: g.secure_services.clone(),
+            })
+        })
+    }
+
     /// How many values are remembered.
     pub fn len(&self) -> usize {
         self.held
@@ -331,6 +395,7 @@ impl LastKnownGood {
                     keys: keys.iter().map(ToString::to_string).collect(),
                 })
                 .collect(),
+            grants: held.grants.clone(),
         }
     }
 
@@ -368,6 +433,7 @@ impl LastKnownGood {
                 .collect();
             held.sensitive.insert((tenant, service), keys);
         }
+        held.grants = snapshot.grants.into_iter().take(MAX_GRANTS).collect();
         if held.bytes > self.max_bytes {
             evict_oldest(&mut held, self.max_bytes);
         }
