@@ -292,13 +292,17 @@ impl ServiceGrants {
         if let Some(fresh) = self.cache.get(client).await {
             return Ok(fresh);
         }
-        let last = match self.last_good.get(client).await {
-            Some(last) => Some(last),
-            None => self
-                .snapshot
-                .as_ref()
-                .and_then(|snapshot| snapshot.grant(client, GRANT_MAX_STALE))
-                .map(|grant| grant.map(Arc::new)),
+        let (last, probe) = match self.last_good.get(client).await {
+            Some(last) => (Some(last), GRANT_PROBE_TIMEOUT),
+            // An agent just started from its snapshot: the table gets as
+            // long as a first read of a value does.
+            None => (
+                self.snapshot
+                    .as_ref()
+                    .and_then(|snapshot| snapshot.grant(client, GRANT_MAX_STALE))
+                    .map(|grant| grant.map(Arc::new)),
+                crate::warm_start::FIRST_READ_DEADLINE,
+            ),
         };
         if let Some(last) = &last
             && self.backoff.contains_key(client)
@@ -313,14 +317,12 @@ impl ServiceGrants {
             .try_get_with(owned.clone(), async move {
                 let lookup = source.grant(&owned);
                 let found = if bounded {
-                    tokio::time::timeout(GRANT_PROBE_TIMEOUT, lookup)
+                    tokio::time::timeout(probe, lookup)
                         .await
                         .unwrap_or_else(|_| {
                             Err(StoreError::Unavailable {
                                 store: crate::kinds::StoreKind::DynamoDb,
-                                detail: format!(
-                                    "no grant within the probe timeout ({GRANT_PROBE_TIMEOUT:?})"
-                                ),
+                                detail: format!("no grant within the probe timeout ({probe:?})"),
                             })
                         })
                 } else {

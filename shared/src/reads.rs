@@ -19,7 +19,7 @@ use crate::refresh::change::Subject;
 use crate::rollouts::live::Applied;
 use crate::routing::KeyRouter;
 use crate::validate::{ConfigKey, ServiceName, TenantId, TierName};
-use crate::warm_start::{LastKnownGood, RememberedService};
+use crate::warm_start::{FIRST_READ_DEADLINE, LastKnownGood, RememberedService};
 use crate::watch::{ChangeFeed, Notice};
 
 /// Most keys one batch read may name.
@@ -385,22 +385,82 @@ impl ConfigReads {
         service: &ServiceName,
         key: &ConfigKey,
     ) -> Result<Entry, ConfigError> {
-        let read = async {
-            let (source, own, underlay) = self.lookup_layers(tenant, service, key).await?;
-            effective(
-                source,
-                &underlay.values(key),
-                own,
-                underlay.stale(),
-                self.memo(),
-            )
-            .ok_or_else(|| not_found(service, key))
-        };
-        self.remembered(tenant, service, key, read.await)
+        if let Some(kept) = &self.last_known_good
+            && let Some(remembered) = kept.unconfirmed(tenant, service, key)
+        {
+            let this = self.clone();
+            let (t, s, k) = (tenant.clone(), service.clone(), key.clone());
+            let live = tokio::spawn(async move {
+                let read = this.read_one(&t, &s, &k).await;
+                this.remembered(&t, &s, &k, read)
+            });
+            return self.first_read(live, remembered).await;
+        }
+        let read = self.read_one(tenant, service, key).await;
+        self.remembered(tenant, service, key, read)
+    }
+
+    /// A just-started agent's first read of a key its snapshot holds: the
+    /// stores' answer if it comes within [`FIRST_READ_DEADLINE`], else the
+    /// snapshot's (stale) while the read goes on to fill the caches.
+    async fn first_read<T: Send + 'static>(
+        &self,
+        mut live: tokio::task::JoinHandle<Result<T, ConfigError>>,
+        remembered: T,
+    ) -> Result<T, ConfigError> {
+        match tokio::time::timeout(FIRST_READ_DEADLINE, &mut live).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) | Err(_) => {
+                tracing::info!(
+                    deadline_ms = FIRST_READ_DEADLINE.as_millis() as u64,
+                    "the stores did not answer a first read in time: answered from the warm-start snapshot, marked stale"
+                );
+                Ok(remembered)
+            }
+        }
+    }
+
+    async fn read_one(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<Entry, ConfigError> {
+        let (source, own, underlay) = self.lookup_layers(tenant, service, key).await?;
+        effective(
+            source,
+            &underlay.values(key),
+            own,
+            underlay.stale(),
+            self.memo(),
+        )
+        .ok_or_else(|| not_found(service, key))
     }
 
     /// One value with the layer and rollout that decided it (see [`Resolved`]).
     pub async fn resolve(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<Resolved, ConfigError> {
+        if let Some(kept) = &self.last_known_good
+            && let Some(remembered) = kept.unconfirmed(tenant, service, key)
+        {
+            let this = self.clone();
+            let (t, s, k) = (tenant.clone(), service.clone(), key.clone());
+            let live = tokio::spawn(async move { this.resolve_live(&t, &s, &k).await });
+            let remembered = Resolved {
+                entry: remembered,
+                top: None,
+                rollout: None,
+            };
+            return self.first_read(live, remembered).await;
+        }
+        self.resolve_live(tenant, service, key).await
+    }
+
+    async fn resolve_live(
         &self,
         tenant: &TenantId,
         service: &ServiceName,

@@ -27,6 +27,7 @@ mod rollouts;
 mod router;
 mod vending;
 mod warm_read;
+mod warm_start;
 mod watch;
 
 /// Figures 1 to 10 measure one tenant's paths at full speed (300 cold keys
@@ -120,9 +121,10 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
         "ofrep" => report.ofrep(&stack).await?,
         "watch" => report.watch(&stack).await?,
         "client" => report.client(&stack).await?,
+        "warm-start" => report.warm_start(&stack).await?,
         other => {
             return Err(format!(
-                "--only knows 'fairness', 'warm-read', 'layers', 'blast', 'rollouts', 'ofrep', 'watch' and 'client', not '{other}'"
+                "--only knows 'fairness', 'warm-read', 'layers', 'blast', 'rollouts', 'ofrep', 'watch', 'client' and 'warm-start', not '{other}'"
             ));
         }
     }
@@ -132,7 +134,7 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
     Ok(())
 }
 
-/// Figures 1 to 7, 10 to 12 and 15 to 17, on one local stack (stopped when they are taken).
+/// Figures 1 to 7, 10 to 12 and 15 to 18, on one local stack (stopped when they are taken).
 async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     let progress =
         |name: &str, took: Duration| eprintln!("  ✓ {name:<58} {:>6} ms", took.as_millis());
@@ -151,6 +153,7 @@ async fn shared_stack_figures(sizes: Sizes) -> Result<Report, String> {
     report.ofrep(&stack).await?;
     report.watch(&stack).await?;
     report.client(&stack).await?;
+    report.warm_start(&stack).await?;
     Ok(report)
 }
 

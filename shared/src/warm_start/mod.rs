@@ -40,6 +40,12 @@ use sealed::{DataKey, SealError, SharedDataKeys};
 /// up an agent's start before it starts cold.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long an agent's first read of a key in its snapshot waits for the
+/// stores before answering the snapshot's value (stale); the read goes on
+/// and its answer serves the next reads. Without it a start with the stores
+/// unreachable would wait out the SDK's retries (seconds) per first read.
+pub const FIRST_READ_DEADLINE: Duration = Duration::from_millis(25);
+
 /// Where and how an agent keeps its snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarmStartSettings {
@@ -264,6 +270,25 @@ impl LastKnownGood {
             held.bytes -= old.bytes(&key);
             self.dirty.store(true, Ordering::Release);
         }
+    }
+
+    /// The remembered value of a key if it came from the snapshot and no
+    /// read in this process has confirmed it yet (an agent just started):
+    /// what a first read races the stores with.
+    pub fn unconfirmed(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Option<Entry> {
+        let held = self.held.read().unwrap_or_else(|e| e.into_inner());
+        let kept = held
+            .values
+            .get(&(tenant.clone(), service.clone(), key.clone()))?;
+        if kept.served.is_some() {
+            return None;
+        }
+        self.entry(kept)
     }
 
     /// The remembered value of a key, stale, if it is within the bound.
