@@ -160,6 +160,28 @@ pub enum ConfigError {
     Store(#[from] StoreError),
 }
 
+impl StoreError {
+    /// Whether the store refused this caller (IAM, a disabled or
+    /// inaccessible KMS key) rather than failed to answer: not an outage a
+    /// last good value may ride out.
+    pub fn is_denial(&self) -> bool {
+        const DENIALS: &[&str] = &[
+            "AccessDenied",
+            "UnrecognizedClientException",
+            "KMSAccessDenied",
+            "KMSDisabled",
+            "KMSInvalidState",
+            "InvalidClientTokenId",
+        ];
+        match self {
+            StoreError::Unavailable { detail, .. } => {
+                DENIALS.iter().any(|code| detail.contains(code))
+            }
+            _ => false,
+        }
+    }
+}
+
 impl ConfigError {
     /// HTTP status for this error. The single mapping used by every edge.
     pub fn status(&self) -> u16 {

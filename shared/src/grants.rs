@@ -292,18 +292,15 @@ impl ServiceGrants {
         if let Some(fresh) = self.cache.get(client).await {
             return Ok(fresh);
         }
-        let (last, probe) = match self.last_good.get(client).await {
-            Some(last) => (Some(last), GRANT_PROBE_TIMEOUT),
-            // An agent just started from its snapshot: the table gets as
-            // long as a first read of a value does.
-            None => (
-                self.snapshot
-                    .as_ref()
-                    .and_then(|snapshot| snapshot.grant(client, GRANT_MAX_STALE))
-                    .map(|grant| grant.map(Arc::new)),
-                crate::warm_start::FIRST_READ_DEADLINE,
-            ),
-        };
+        let last = self.last_good.get(client).await;
+        if last.is_none()
+            && let Some(remembered) = self
+                .snapshot
+                .as_ref()
+                .and_then(|snapshot| snapshot.grant(client, GRANT_MAX_STALE))
+        {
+            return Ok(self.first_lookup(client, remembered.map(Arc::new)).await);
+        }
         if let Some(last) = &last
             && self.backoff.contains_key(client)
         {
@@ -317,12 +314,14 @@ impl ServiceGrants {
             .try_get_with(owned.clone(), async move {
                 let lookup = source.grant(&owned);
                 let found = if bounded {
-                    tokio::time::timeout(probe, lookup)
+                    tokio::time::timeout(GRANT_PROBE_TIMEOUT, lookup)
                         .await
                         .unwrap_or_else(|_| {
                             Err(StoreError::Unavailable {
                                 store: crate::kinds::StoreKind::DynamoDb,
-                                detail: format!("no grant within the probe timeout ({probe:?})"),
+                                detail: format!(
+                                    "no grant within the probe timeout ({GRANT_PROBE_TIMEOUT:?})"
+                                ),
                             })
                         })
                 } else {
@@ -350,6 +349,54 @@ impl ServiceGrants {
                 tracing::warn!(%client, error = %err, "the grants of an app client cannot be read");
                 Err(ConfigError::Store(err.as_ref().clone()))
             }
+        }
+    }
+
+    /// A just-started agent's first lookup of a client its snapshot knows:
+    /// the lookup runs to its end in the background (concurrent ones share
+    /// it), filling the caches, so a grant changed since the snapshot takes
+    /// effect as soon as the table answers; until then, or if the table
+    /// fails, the snapshot's grant answers.
+    async fn first_lookup(
+        &self,
+        client: &str,
+        remembered: Option<Arc<Grant>>,
+    ) -> Option<Arc<Grant>> {
+        if self.backoff.contains_key(client) {
+            return remembered;
+        }
+        let (cache, last_good, backoff, source) = (
+            self.cache.clone(),
+            self.last_good.clone(),
+            self.backoff.clone(),
+            self.source.clone(),
+        );
+        let snapshot = self.snapshot.clone();
+        let owned = client.to_owned();
+        let lookup = tokio::spawn(async move {
+            let loaded = cache
+                .try_get_with(owned.clone(), async {
+                    source.grant(&owned).await.map(|g| g.map(Arc::new))
+                })
+                .await;
+            match loaded {
+                Ok(grant) => {
+                    if let Some(snapshot) = &snapshot {
+                        snapshot.record_grant(&owned, grant.as_deref());
+                    }
+                    last_good.insert(owned, grant.clone()).await;
+                    Some(grant)
+                }
+                Err(err) => {
+                    tracing::warn!(client = %owned, error = %err, "the grants of an app client cannot be read; the snapshot's grant answers");
+                    backoff.insert(owned, ()).await;
+                    None
+                }
+            }
+        });
+        match tokio::time::timeout(crate::warm_start::FIRST_READ_DEADLINE, lookup).await {
+            Ok(Ok(Some(grant))) => grant,
+            _ => remembered,
         }
     }
 }
@@ -478,5 +525,103 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// A grant table that answers after `delay` (a first TLS connection,
+    /// credentials being fetched).
+    struct SlowGrants {
+        grants: MemoryGrants,
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl GrantSource for SlowGrants {
+        async fn grant(&self, client_id: &str) -> Result<Option<Grant>, StoreError> {
+            tokio::time::sleep(self.delay).await;
+            self.grants.grant(client_id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_grant_revoked_since_the_snapshot_is_refused_as_soon_as_the_table_answers() {
+        // GIVEN a restarted agent whose snapshot granted billing to a client
+        // whose grant has been revoked since, and a table answering in 100 ms
+        let snapshot = Arc::new(crate::warm_start::LastKnownGood::new(
+            1 << 20,
+            Duration::from_secs(3600),
+        ));
+        snapshot.record_grant(
+            "billing-client",
+            Some(&Grant {
+                services: set(&["billing"]),
+                secure_services: set(&[]),
+            }),
+        );
+        let source = Arc::new(SlowGrants {
+            grants: MemoryGrants::default(),
+            delay: Duration::from_millis(100),
+        });
+        let grants = ServiceGrants::new(source).with_last_known_good(snapshot.clone());
+        let who = identity("billing-client");
+        // WHEN it checks before the table answers THEN the snapshot's grant answers
+        assert!(
+            grants
+                .check(&who, &service("billing"), Access::Plain)
+                .await
+                .is_ok()
+        );
+        // AND once the table has answered (the lookup went on) the revocation holds
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let refused = grants
+            .check(&who, &service("billing"), Access::Plain)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), "service_not_granted");
+        // AND the snapshot now knows it too
+        assert_eq!(
+            snapshot.grant("billing-client", GRANT_MAX_STALE),
+            Some(None)
+        );
+    }
+
+    #[tokio::test]
+    async fn with_the_table_failing_a_snapshots_grant_answers_and_an_unknown_client_gets_the_error()
+    {
+        let snapshot = Arc::new(crate::warm_start::LastKnownGood::new(
+            1 << 20,
+            Duration::from_secs(3600),
+        ));
+        snapshot.record_grant(
+            "billing-client",
+            Some(&Grant {
+                services: set(&["billing"]),
+                secure_services: set(&[]),
+            }),
+        );
+        let source = Arc::new(MemoryGrants::default());
+        source.set_failure(Some(StoreError::Unavailable {
+            store: StoreKind::DynamoDb,
+            detail: "connection refused".into(),
+        }));
+        let grants = ServiceGrants::new(source).with_last_known_good(snapshot);
+        let who = identity("billing-client");
+        assert!(
+            grants
+                .check(&who, &service("billing"), Access::Plain)
+                .await
+                .is_ok()
+        );
+        assert!(
+            grants
+                .check(&who, &service("orders"), Access::Plain)
+                .await
+                .is_err()
+        );
+        // a client the snapshot does not know gets the table's error
+        let unknown = grants
+            .check(&identity("other"), &service("billing"), Access::Plain)
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.status(), 502);
     }
 }

@@ -194,6 +194,7 @@ fn stores_failed(error: &ConfigError) -> bool {
             error,
             ConfigError::Unauthenticated(_) | ConfigError::MembershipUnavailable(_)
         )
+        && !matches!(error, ConfigError::Store(store) if store.is_denial())
 }
 
 fn warn_served_from_snapshot(error: &ConfigError, values: usize) {
@@ -240,6 +241,7 @@ impl ConfigReads {
             Err(ConfigError::NotFound { .. } | ConfigError::SensitiveValue { .. }) => {
                 kept.forget(tenant, service, key);
             }
+            Err(ConfigError::TenantInactive) => kept.forget_tenant(tenant),
             Err(error) if stores_failed(error) => {
                 if let Some(entry) = kept.lookup(tenant, service, key) {
                     warn_served_from_snapshot(error, 1);
@@ -388,11 +390,19 @@ impl ConfigReads {
         if let Some(kept) = &self.last_known_good
             && let Some(remembered) = kept.unconfirmed(tenant, service, key)
         {
+            // One background read per key: the others answer the snapshot.
+            if !kept.begin_probe(tenant, service, key) {
+                return Ok(remembered);
+            }
             let this = self.clone();
             let (t, s, k) = (tenant.clone(), service.clone(), key.clone());
             let live = tokio::spawn(async move {
                 let read = this.read_one(&t, &s, &k).await;
-                this.remembered(&t, &s, &k, read)
+                let settled = this.remembered(&t, &s, &k, read);
+                if let Some(kept) = &this.last_known_good {
+                    kept.end_probe(&t, &s, &k);
+                }
+                settled
             });
             return self.first_read(live, remembered).await;
         }
@@ -447,9 +457,22 @@ impl ConfigReads {
         if let Some(kept) = &self.last_known_good
             && let Some(remembered) = kept.unconfirmed(tenant, service, key)
         {
+            if !kept.begin_probe(tenant, service, key) {
+                return Ok(Resolved {
+                    entry: remembered,
+                    top: None,
+                    rollout: None,
+                });
+            }
             let this = self.clone();
             let (t, s, k) = (tenant.clone(), service.clone(), key.clone());
-            let live = tokio::spawn(async move { this.resolve_live(&t, &s, &k).await });
+            let live = tokio::spawn(async move {
+                let resolved = this.resolve_live(&t, &s, &k).await;
+                if let Some(kept) = &this.last_known_good {
+                    kept.end_probe(&t, &s, &k);
+                }
+                resolved
+            });
             let remembered = Resolved {
                 entry: remembered,
                 top: None,
@@ -612,6 +635,16 @@ impl ConfigReads {
                 }
                 Ok(batch)
             }
+            Err(ConfigError::SensitiveValue { keys: secret }) => {
+                for key in secret.iter().filter_map(|k| ConfigKey::parse(k).ok()) {
+                    kept.forget(tenant, service, &key);
+                }
+                Err(ConfigError::SensitiveValue { keys: secret })
+            }
+            Err(ConfigError::TenantInactive) => {
+                kept.forget_tenant(tenant);
+                Err(ConfigError::TenantInactive)
+            }
             Err(error) if stores_failed(&error) => {
                 // Every key from the snapshot, or the error.
                 let mut seen = std::collections::HashSet::new();
@@ -717,21 +750,27 @@ impl ConfigReads {
         match listed {
             Ok(names) => (config.sensitive, config.truncated) = names,
             Err(error) => {
-                return self.remembered_service(tenant, service, error).map(
-                    |(values, sensitive)| ServiceConfig {
-                        values,
-                        sensitive,
-                        truncated: false,
-                    },
-                );
+                return self
+                    .remembered_service(tenant, service, error)
+                    .map(|remembered| ServiceConfig {
+                        values: remembered.values,
+                        sensitive: remembered.sensitive,
+                        // Only keys read alone: say so.
+                        truncated: !remembered.complete,
+                    });
             }
         }
         config.values.sort_by(|a, b| a.0.cmp(&b.0));
         if let Some(kept) = &self.last_known_good {
-            for (key, entry) in &config.values {
-                kept.record(tenant, service, key, entry);
-            }
-            kept.record_sensitive(tenant, service, &config.sensitive);
+            let values: Vec<(ConfigKey, &Entry)> =
+                config.values.iter().map(|(k, e)| (k.clone(), e)).collect();
+            kept.record_service(
+                tenant,
+                service,
+                &values,
+                &config.sensitive,
+                !config.truncated,
+            );
         }
         Ok(config)
     }
@@ -745,9 +784,13 @@ impl ConfigReads {
         error: ConfigError,
     ) -> Result<RememberedService, ConfigError> {
         match &self.last_known_good {
+            Some(kept) if matches!(error, ConfigError::TenantInactive) => {
+                kept.forget_tenant(tenant);
+                Err(error)
+            }
             Some(kept) if stores_failed(&error) => match kept.service(tenant, service) {
                 Some(remembered) => {
-                    warn_served_from_snapshot(&error, remembered.0.len());
+                    warn_served_from_snapshot(&error, remembered.values.len());
                     Ok(remembered)
                 }
                 None => Err(error),
@@ -779,9 +822,10 @@ impl ConfigReads {
         match listed {
             Ok(names) => (resolved.sensitive, resolved.truncated) = names,
             Err(error) => {
-                let (values, sensitive) = self.remembered_service(tenant, service, error)?;
+                let remembered = self.remembered_service(tenant, service, error)?;
                 return Ok(ResolvedService {
-                    flags: values
+                    flags: remembered
+                        .values
                         .into_iter()
                         .map(|(key, entry)| {
                             (
@@ -794,17 +838,25 @@ impl ConfigReads {
                             )
                         })
                         .collect(),
-                    sensitive,
-                    truncated: false,
+                    sensitive: remembered.sensitive,
+                    truncated: !remembered.complete,
                 });
             }
         }
         resolved.flags.sort_by(|a, b| a.0.cmp(&b.0));
         if let Some(kept) = &self.last_known_good {
-            for (key, flag) in &resolved.flags {
-                kept.record(tenant, service, key, &flag.entry);
-            }
-            kept.record_sensitive(tenant, service, &resolved.sensitive);
+            let values: Vec<(ConfigKey, &Entry)> = resolved
+                .flags
+                .iter()
+                .map(|(k, flag)| (k.clone(), &flag.entry))
+                .collect();
+            kept.record_service(
+                tenant,
+                service,
+                &values,
+                &resolved.sensitive,
+                !resolved.truncated,
+            );
         }
         Ok(resolved)
     }

@@ -116,7 +116,20 @@ async fn an_agent_started_while_its_stores_fail_answers_what_the_last_one_served
         let mut client = ConfigReaderClient::connect(first.endpoint()).await.unwrap();
         client.get_config(authorized(one(LIMITS))).await.unwrap();
         client.get_config(authorized(one(SEATS))).await.unwrap();
+        // (the whole service too, once NEVER_READ is gone: a complete listing)
+        stores
+            .dynamodb
+            .remove(&item("tenant-a", "billing", NEVER_READ));
+        client
+            .get_service(authorized(GetServiceRequest {
+                service: "billing".into(),
+            }))
+            .await
+            .unwrap();
         warm.write_last().await;
+        stores
+            .dynamodb
+            .put(&item("tenant-a", "billing", NEVER_READ), plain(json!("x")));
     }
     assert!(path.exists());
 
@@ -162,6 +175,15 @@ async fn an_agent_started_while_its_stores_fail_answers_what_the_last_one_served
         .into_inner();
     assert_eq!(service.values.len(), 2, "{service:?}");
     assert!(service.values.iter().all(|v| v.stale_age_ms.is_some()));
+    assert!(!service.truncated, "a complete listing stands behind it");
+    // AND another tenant gets none of tenant-a's values
+    let mut other = tonic::Request::new(one(SEATS));
+    other.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token("tenant-b")).parse().unwrap(),
+    );
+    let refused = client.get_config(other).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     // AND a key the last agent never served fails as before, bounded
     let never = client
         .get_config(authorized(one(NEVER_READ)))

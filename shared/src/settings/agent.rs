@@ -332,10 +332,10 @@ mod tests {
         // AND a private key in the environment never reaches a log line
         let pem = with(&[(
             "AGENT_TLS_PEM",
-            "-----BEGIN CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----secret",
+            "-----BEGIN CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----k3y-mat3rial",
         )])
         .unwrap();
         assert!(matches!(pem.refresh_tls, RefreshListenerTls::Pem { .. }));
-        assert!(!format!("{pem:?}").contains("secret"));
+        assert!(!format!("{pem:?}").contains("k3y-mat3rial"));
     }
 }

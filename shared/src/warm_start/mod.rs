@@ -111,8 +111,18 @@ type Key = (TenantId, ServiceName, ConfigKey);
 /// App clients' grants kept at most (each a few names).
 const MAX_GRANTS: usize = 1_000;
 
-/// A service's remembered values, in key order, and its SecureStrings' names.
-pub type RememberedService = (Vec<(ConfigKey, Entry)>, Vec<ConfigKey>);
+/// A service's remembered values, in key order, its SecureStrings' names,
+/// and whether a complete listing stands behind them.
+pub struct RememberedService {
+    pub values: Vec<(ConfigKey, Entry)>,
+    pub sensitive: Vec<ConfigKey>,
+    pub complete: bool,
+}
+
+/// How far in the future a read time from a file may be (clocks differ
+/// slightly between the agent that wrote it and this one): past it the
+/// entry is refused, not served as "fresh".
+const CLOCK_TOLERANCE_MS: i64 = 60_000;
 
 #[derive(Default)]
 struct Held {
@@ -132,6 +142,8 @@ pub struct LastKnownGood {
     held: RwLock<Held>,
     /// Changed since the last write.
     dirty: AtomicBool,
+    /// Keys a just-started agent is reading in the background.
+    probing: std::sync::Mutex<std::collections::HashSet<Key>>,
     recorded: std::sync::atomic::AtomicU64,
     max_bytes: usize,
     /// How old a value may be and still be served (the stale bound).
@@ -183,6 +195,7 @@ impl LastKnownGood {
         Self {
             held: RwLock::new(Held::default()),
             dirty: AtomicBool::new(false),
+            probing: std::sync::Mutex::new(std::collections::HashSet::new()),
             recorded: std::sync::atomic::AtomicU64::new(1),
             max_bytes,
             serve_for,
@@ -243,13 +256,87 @@ impl LastKnownGood {
         self.dirty.store(true, Ordering::Release);
     }
 
-    /// Remembers which SecureStrings a whole-service read named.
-    pub fn record_sensitive(&self, tenant: &TenantId, service: &ServiceName, keys: &[ConfigKey]) {
-        let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+    /// Remembers a whole-service read: each value, and, when the listing
+    /// was complete (not truncated), exactly its keys: a key no longer
+    /// listed (deleted) or now a SecureString is forgotten, and the service
+    /// is served whole from the snapshot, its SecureStrings by name.
+    pub fn record_service(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        values: &[(ConfigKey, &Entry)],
+        sensitive: &[ConfigKey],
+        complete: bool,
+    ) {
+        for (key, entry) in values {
+            self.record(tenant, service, key, entry);
+        }
+        if !complete {
+            return;
+        }
         let slot = (tenant.clone(), service.clone());
-        if held.sensitive.get(&slot).map(Vec::as_slice) != Some(keys) {
-            held.sensitive.insert(slot, keys.to_vec());
-            self.dirty.store(true, Ordering::Release);
+        let listed: std::collections::HashSet<&ConfigKey> = values.iter().map(|(k, _)| k).collect();
+        {
+            let held = self.held.read().unwrap_or_else(|e| e.into_inner());
+            let unchanged = held.sensitive.get(&slot).map(Vec::as_slice) == Some(sensitive)
+                && !held
+                    .values
+                    .keys()
+                    .any(|(t, s, k)| t == tenant && s == service && !listed.contains(k));
+            if unchanged {
+                return;
+            }
+        }
+        let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<Key> = held
+            .values
+            .keys()
+            .filter(|(t, s, k)| t == tenant && s == service && !listed.contains(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(old) = held.values.remove(&key) {
+                held.bytes -= old.bytes(&key);
+            }
+        }
+        held.sensitive.insert(slot, sensitive.to_vec());
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Forgets every value of a tenant (made inactive: nothing of it may
+    /// be served, from memory or disk).
+    pub fn forget_tenant(&self, tenant: &TenantId) {
+        let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<Key> = held
+            .values
+            .keys()
+            .filter(|(t, _, _)| t == tenant)
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for key in gone {
+            if let Some(old) = held.values.remove(&key) {
+                held.bytes -= old.bytes(&key);
+            }
+        }
+        held.sensitive.retain(|(t, _), _| t != tenant);
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Starts the one background read of a key its snapshot holds that a
+    /// just-started agent makes; false when one is in flight already.
+    pub fn begin_probe(&self, tenant: &TenantId, service: &ServiceName, key: &ConfigKey) -> bool {
+        self.probing
+            .lock()
+            .map(|mut probing| probing.insert((tenant.clone(), service.clone(), key.clone())))
+            .unwrap_or(false)
+    }
+
+    pub fn end_probe(&self, tenant: &TenantId, service: &ServiceName, key: &ConfigKey) {
+        if let Ok(mut probing) = self.probing.lock() {
+            probing.remove(&(tenant.clone(), service.clone(), key.clone()));
         }
     }
 
@@ -305,8 +392,9 @@ impl LastKnownGood {
         self.entry(kept)
     }
 
-    /// Every remembered value of a service, in key order, stale, and the
-    /// SecureStrings its last whole-service read named.
+    /// Every remembered value of a service, in key order, stale; the
+    /// SecureStrings its last complete whole-service read named; and
+    /// whether there was one (else the values are only those read alone).
     pub fn service(&self, tenant: &TenantId, service: &ServiceName) -> Option<RememberedService> {
         let held = self.held.read().unwrap_or_else(|e| e.into_inner());
         let mut values: Vec<(ConfigKey, Entry)> = held
@@ -319,12 +407,12 @@ impl LastKnownGood {
             return None;
         }
         values.sort_by(|a, b| a.0.cmp(&b.0));
-        let sensitive = held
-            .sensitive
-            .get(&(tenant.clone(), service.clone()))
-            .cloned()
-            .unwrap_or_default();
-        Some((values, sensitive))
+        let listed = held.sensitive.get(&(tenant.clone(), service.clone()));
+        Some(RememberedService {
+            values,
+            sensitive: listed.cloned().unwrap_or_default(),
+            complete: listed.is_some(),
+        })
     }
 
     fn entry(&self, kept: &Kept) -> Option<Entry> {
@@ -397,6 +485,27 @@ impl LastKnownGood {
         self.len() == 0
     }
 
+    /// The snapshot's plaintext, within the bound: while the serialized
+    /// form (the real size, escaping and names included) is over it, the
+    /// values read longest ago go.
+    fn to_bounded_json(&self) -> Result<Vec<u8>, SealError> {
+        loop {
+            let json = serde_json::to_vec(&self.to_snapshot())
+                .map_err(|_| SealError::Malformed("the snapshot does not serialize"))?;
+            if json.len() <= self.max_bytes {
+                return Ok(json);
+            }
+            let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+            if held.values.is_empty() {
+                return Err(SealError::Malformed(
+                    "the snapshot's names alone exceed its bound",
+                ));
+            }
+            let target = held.bytes.saturating_sub(held.bytes / 10 + 1);
+            evict_oldest(&mut held, target);
+        }
+    }
+
     fn to_snapshot(&self) -> Snapshot {
         let held = self.held.read().unwrap_or_else(|e| e.into_inner());
         Snapshot {
@@ -437,10 +546,16 @@ impl LastKnownGood {
             ) else {
                 continue;
             };
-            if now.saturating_sub(value.kept.read_at_ms) > self.serve_for.as_millis() as i64 {
+            if now.saturating_sub(value.kept.read_at_ms) > self.serve_for.as_millis() as i64
+                || value.kept.read_at_ms > now + CLOCK_TOLERANCE_MS
+            {
                 continue;
             }
             let key = (tenant, service, key);
+            // What this process read already is newer than the file.
+            if held.values.contains_key(&key) {
+                continue;
+            }
             held.bytes += value.kept.bytes(&key);
             held.values.insert(key, value.kept);
         }
@@ -456,9 +571,14 @@ impl LastKnownGood {
                 .iter()
                 .filter_map(|k| ConfigKey::parse(k).ok())
                 .collect();
-            held.sensitive.insert((tenant, service), keys);
+            held.sensitive.entry((tenant, service)).or_insert(keys);
         }
-        held.grants = snapshot.grants.into_iter().take(MAX_GRANTS).collect();
+        for (client, grant) in snapshot.grants {
+            if held.grants.len() >= MAX_GRANTS || grant.read_at_ms > now + CLOCK_TOLERANCE_MS {
+                continue;
+            }
+            held.grants.entry(client).or_insert(grant);
+        }
         if held.bytes > self.max_bytes {
             evict_oldest(&mut held, self.max_bytes);
         }
@@ -489,10 +609,19 @@ pub struct WarmStart {
     pub values: Arc<LastKnownGood>,
     settings: WarmStartSettings,
     keys: SharedDataKeys,
-    /// The data key in use: the snapshot's own when one was opened, else
-    /// one generated at the first write.
+    /// This process's data key, generated at its first write: one key per
+    /// process, never the one the file was sealed with (a nonce space per
+    /// key of at most a process's writes).
     key: tokio::sync::Mutex<Option<DataKey>>,
+    /// Set when the file exists but could not be opened for want of a data
+    /// key (KMS unreachable or slow): it is opened again before the first
+    /// write, so a transient KMS failure does not overwrite a good snapshot
+    /// with the little this process has served.
+    pending_open: AtomicBool,
 }
+
+/// Bytes a sealed file may hold beyond its plaintext bound (header, key, tag).
+const SEAL_OVERHEAD: u64 = 64 * 1024;
 
 impl WarmStart {
     /// Opens the snapshot at `settings.path` if there is one. A missing file
@@ -504,76 +633,90 @@ impl WarmStart {
         serve_for: Duration,
     ) -> Self {
         let values = Arc::new(LastKnownGood::new(settings.max_bytes, serve_for));
-        let mut key = None;
-        let read = tokio::time::timeout(OPEN_TIMEOUT, Self::read(&settings, keys.as_ref()))
+        let warm = Self {
+            values,
+            settings,
+            keys,
+            key: tokio::sync::Mutex::new(None),
+            pending_open: AtomicBool::new(false),
+        };
+        warm.open_file().await;
+        warm
+    }
+
+    /// Reads the file into the values (what is there is kept: an entry this
+    /// process read is newer than the file's).
+    async fn open_file(&self) {
+        let read = tokio::time::timeout(OPEN_TIMEOUT, self.read())
             .await
             .unwrap_or(Err(SealError::DataKey(format!(
                 "no data key within {OPEN_TIMEOUT:?}"
             ))));
+        let path = self.settings.path.display();
+        self.pending_open.store(false, Ordering::Release);
         match read {
-            Ok(Some((snapshot, data_key))) => {
+            Ok(Some(snapshot)) => {
                 let written_at_ms = snapshot.written_at_ms;
-                let restored = values.restore(snapshot);
+                let restored = self.values.restore(snapshot);
                 tracing::info!(
-                    path = %settings.path.display(),
+                    path = %path,
                     values = restored,
                     age_ms = unix_ms_now().saturating_sub(written_at_ms),
                     "warm start: opened the snapshot"
                 );
-                key = Some(data_key);
             }
-            Ok(None) => {
-                tracing::info!(path = %settings.path.display(), "warm start: no snapshot yet")
+            Ok(None) => tracing::info!(path = %path, "warm start: no snapshot yet"),
+            Err(error @ SealError::DataKey(_)) => {
+                self.pending_open.store(true, Ordering::Release);
+                tracing::warn!(path = %path, %error, "warm start: the snapshot cannot be opened now; starting cold, trying again before the first write");
             }
             Err(error) => {
-                tracing::warn!(path = %settings.path.display(), %error, "warm start: the snapshot cannot be opened; starting cold")
+                tracing::warn!(path = %path, %error, "warm start: the snapshot cannot be opened; starting cold")
             }
         }
-        Self {
-            values,
-            settings,
-            keys,
-            key: tokio::sync::Mutex::new(key),
-        }
     }
 
-    async fn read(
-        settings: &WarmStartSettings,
-        keys: &dyn sealed::DataKeys,
-    ) -> Result<Option<(Snapshot, DataKey)>, SealError> {
-        let file = match std::fs::read(&settings.path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
+    async fn read(&self) -> Result<Option<Snapshot>, SealError> {
+        let path = self.settings.path.clone();
+        let limit = self.settings.max_bytes as u64 + SEAL_OVERHEAD;
+        let Some(file) = tokio::task::spawn_blocking(move || sealed::read_bounded(&path, limit))
+            .await
+            .map_err(|e| SealError::Io(std::io::Error::other(e)))??
+        else {
+            return Ok(None);
         };
-        // Sealing adds a few hundred bytes; the plaintext JSON may be twice
-        // the estimate of what it holds.
-        if file.len() > settings.max_bytes * 2 + 64 * 1024 {
-            return Err(SealError::Malformed("larger than the snapshot bound"));
-        }
-        let data_key = keys.decrypt(sealed::encrypted_key(&file)?).await?;
-        let plaintext = sealed::open(&data_key, &file)?;
+        let data_key = self.keys.decrypt(sealed::encrypted_key(&file)?).await?;
+        let plaintext = zeroize::Zeroizing::new(sealed::open(&data_key, &file)?);
         let snapshot = serde_json::from_slice(&plaintext)
             .map_err(|_| SealError::Malformed("the plaintext is not a snapshot"))?;
-        Ok(Some((snapshot, data_key)))
+        Ok(Some(snapshot))
     }
 
-    /// Writes the snapshot if anything changed since the last write.
+    /// Writes the snapshot if anything changed since the last write. One
+    /// write at a time: a caller waits for one in flight, then writes what
+    /// changed since.
     pub async fn write_if_changed(&self) -> Result<bool, SealError> {
+        let mut key = self.key.lock().await;
+        if self.pending_open.load(Ordering::Acquire) {
+            self.open_file().await;
+            if self.pending_open.load(Ordering::Acquire) {
+                return Err(SealError::DataKey(
+                    "the snapshot on disk is not opened yet; not overwriting it".into(),
+                ));
+            }
+        }
         if !self.values.dirty.swap(false, Ordering::AcqRel) {
             return Ok(false);
         }
-        let written = self.write().await;
+        let written = self.write(&mut key).await;
         if written.is_err() {
             self.values.dirty.store(true, Ordering::Release);
         }
         written.map(|()| true)
     }
 
-    async fn write(&self) -> Result<(), SealError> {
-        let plaintext = serde_json::to_vec(&self.values.to_snapshot())
-            .map_err(|_| SealError::Malformed("the snapshot does not serialize"))?;
-        let mut key = self.key.lock().await;
+    async fn write(&self, key: &mut Option<DataKey>) -> Result<(), SealError> {
+        let plaintext = zeroize::Zeroizing::new(self.values.to_bounded_json()?);
         if key.is_none() {
             *key = Some(self.keys.generate().await?);
         }
@@ -587,7 +730,8 @@ impl WarmStart {
             .map_err(|e| SealError::Io(std::io::Error::other(e)))?
     }
 
-    /// Writes what changed since the last write, as the agent stops.
+    /// Writes what changed since the last write (waiting for a write in
+    /// flight), as the agent stops.
     pub async fn write_last(&self) {
         match self.write_if_changed().await {
             Ok(written) => tracing::info!(written, "warm start: the snapshot is current"),
@@ -695,8 +839,9 @@ mod tests {
         assert_eq!(seats_now.value.version, Some(1));
         assert!(seats_now.stale.is_some());
         assert!(second.values.lookup(&t, &s, &gone).is_none());
-        let (service, _) = second.values.service(&t, &s).unwrap();
-        assert_eq!(service.len(), 2);
+        let service = second.values.service(&t, &s).unwrap();
+        assert_eq!(service.values.len(), 2);
+        assert!(!service.complete, "read key by key, never listed whole");
         std::fs::remove_dir_all(&directory).unwrap();
     }
 
@@ -727,5 +872,64 @@ mod tests {
             WarmStart::open(settings(path, 1 << 20), keys, Duration::from_secs(3600)).await;
         assert!(started.values.is_empty());
         std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn a_complete_listing_forgets_what_it_no_longer_holds_and_an_inactive_tenant_goes() {
+        let lkg = LastKnownGood::new(1 << 20, Duration::from_secs(3600));
+        let (t, s, kept) = names("tenant_config_kept");
+        let (_, _, deleted) = names("tenant_config_deleted");
+        let (_, _, turned) = names("param_config_now_secret");
+        for key in [&kept, &deleted, &turned] {
+            lkg.record(&t, &s, key, &fresh(json!("v"), 1));
+        }
+        // WHEN a truncated listing holds only one THEN nothing is forgotten
+        let one = fresh(json!("v"), 1);
+        lkg.record_service(&t, &s, &[(kept.clone(), &one)], &[], false);
+        assert_eq!(lkg.len(), 3);
+        assert!(!lkg.service(&t, &s).unwrap().complete);
+        // WHEN a complete listing holds one and names another a SecureString
+        lkg.record_service(&t, &s, &[(kept.clone(), &one)], std::slice::from_ref(&turned), true);
+        // THEN the deleted and the secret are gone; the service is served whole
+        assert!(lkg.lookup(&t, &s, &deleted).is_none());
+        assert!(lkg.lookup(&t, &s, &turned).is_none());
+        let service = lkg.service(&t, &s).unwrap();
+        assert!(service.complete);
+        assert_eq!(service.sensitive, vec![turned]);
+        assert_eq!(service.values.len(), 1);
+        // WHEN the tenant is made inactive THEN nothing of it remains
+        lkg.forget_tenant(&t);
+        assert!(lkg.service(&t, &s).is_none());
+        assert!(lkg.is_empty());
+    }
+
+    #[test]
+    fn a_read_time_from_the_future_is_refused_on_restore() {
+        let lkg = LastKnownGood::new(1 << 20, Duration::from_secs(3600));
+        let now = unix_ms_now();
+        let value = |key: &str, read_at_ms: i64| SnapshotValue {
+            tenant: "tenant-a".into(),
+            service: "billing".into(),
+            key: key.into(),
+            kept: Kept {
+                value: json!(1),
+                version: None,
+                source: StoreKind::DynamoDb,
+                read_at_ms,
+                sequence: 0,
+                served: None,
+            },
+        };
+        let restored = lkg.restore(Snapshot {
+            written_at_ms: now,
+            values: vec![
+                value("tenant_config_past", now - 1_000),
+                value("tenant_config_future", now + 3_600_000),
+                value("tenant_config_too_old", now - 7_200_000),
+            ],
+            sensitive: vec![],
+            grants: HashMap::new(),
+        });
+        assert_eq!(restored, 1);
     }
 }

@@ -43,8 +43,7 @@ impl DataKey {
 
 impl Drop for DataKey {
     fn drop(&mut self) {
-        // Not a guarantee against every copy, but the key does not linger.
-        self.plaintext.fill(0);
+        zeroize::Zeroize::zeroize(&mut self.plaintext);
     }
 }
 
@@ -130,8 +129,9 @@ pub fn open(key: &DataKey, file: &[u8]) -> Result<Vec<u8>, SealError> {
 }
 
 /// Replaces `path` with `bytes` so a reader (or a crash) sees the old file
-/// or the new one, never a part: a temporary file beside it, flushed to
-/// disk, renamed over it, and the directory flushed. Owner-only (0600).
+/// or the new one, never a part: a new temporary file beside it (a random
+/// name, created exclusively, never through a link), flushed to disk,
+/// renamed over it, and the directory flushed. Owner-only (0600).
 pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -142,17 +142,19 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
     let name = path
         .file_name()
         .ok_or(SealError::Malformed("the snapshot path names no file"))?;
+    let mut suffix = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut suffix).map_err(|_| SealError::DataKey("no randomness".into()))?;
     let temporary = directory.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{:016x}.tmp",
         name.to_string_lossy(),
-        std::process::id()
+        u64::from_be_bytes(suffix)
     ));
     let written = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
@@ -163,6 +165,35 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), SealError> {
         let _ = std::fs::remove_file(&temporary);
     }
     Ok(written?)
+}
+
+/// The file at `path` if it is a regular file (not a link, a FIFO or a
+/// device) of at most `limit` bytes; `None` when there is none.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, SealError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(SealError::Malformed("not a regular file"));
+    }
+    if metadata.len() > limit {
+        return Err(SealError::Malformed("larger than the snapshot bound"));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(SealError::Malformed("larger than the snapshot bound"));
+    }
+    Ok(Some(bytes))
 }
 
 /// Data keys held in memory: for tests and the benchmark, never for a
@@ -246,6 +277,13 @@ mod tests {
         assert_eq!(mode, 0o600);
         let left: Vec<_> = std::fs::read_dir(&directory).unwrap().collect();
         assert_eq!(left.len(), 1, "{left:?}");
+        // AND reading it back is bounded, and refuses what is not a plain file
+        assert_eq!(read_bounded(&path, 6).unwrap().unwrap(), b"second");
+        assert!(read_bounded(&path, 5).is_err());
+        assert!(read_bounded(&directory.join("none"), 5).unwrap().is_none());
+        let link = directory.join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(read_bounded(&link, 100).is_err(), "a link is not followed");
         std::fs::remove_dir_all(&directory).unwrap();
     }
 }
