@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::domain::Changed;
 use crate::error::ConfigError;
 use crate::refresh::change::Subject;
-use crate::refresh::journal::{ChangeJournal, JournalError, RETENTION};
+use crate::refresh::journal::{ChangeJournal, JournalEntry, JournalError, RETENTION};
 use crate::refresh::signing::unix_ms_now;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +112,47 @@ pub struct CatchUp {
 /// and drops every cached entry instead (10,000 entries with the defaults:
 /// far more than one interval's changes, even with the overlap re-read).
 pub const MAX_PAGES: usize = 10;
+
+/// Why the journal could not be paged through.
+#[derive(Debug)]
+pub enum PagingError {
+    Journal(JournalError),
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// The journal's entries since `from_ms`, in pages of `page_size` (each
+/// after the previous page's last entry), at most [`MAX_PAGES`] of them, all
+/// before `deadline`; and whether that was all (a page came back short).
+/// `on_query` is told of each query. What catch-up and a Watch resume both
+/// read.
+pub async fn read_pages(
+    journal: &dyn ChangeJournal,
+    from_ms: i64,
+    page_size: usize,
+    deadline: tokio::time::Instant,
+    mut on_query: impl FnMut(),
+) -> Result<(Vec<JournalEntry>, bool), PagingError> {
+    let mut entries: Vec<JournalEntry> = Vec::new();
+    for _ in 0..MAX_PAGES {
+        on_query();
+        let query = match entries.last() {
+            None => journal.since(from_ms, page_size),
+            Some(last) => journal.after(&last.position, page_size),
+        };
+        let page = match tokio::time::timeout_at(deadline, query).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(error)) => return Err(PagingError::Journal(error)),
+            Err(_) => return Err(PagingError::TimedOut),
+        };
+        let full = page.len() >= page_size;
+        entries.extend(page);
+        if !full {
+            return Ok((entries, true));
+        }
+    }
+    Ok((entries, false))
+}
 
 /// How far past the interval a reader's last catch-up may be for a read to
 /// be answered from the cache while another read's query is in flight: the
@@ -215,57 +256,51 @@ impl CatchUp {
         let overlap = self.settings.overlap.as_millis() as i64;
         let page_size = self.settings.max_entries.max(1);
         // Pages of the journal since the cursor (less the overlap, for late
-        // writers), each after the previous page's last entry.
-        let mut entries: Vec<crate::refresh::journal::JournalEntry> = Vec::new();
-        let mut complete = false;
-        // One timeout for all the pages: the read that made this query (and
-        // any read back from idle waiting behind it) is held no longer than
-        // for a single query.
+        // writers). One timeout for all the pages: the read that made this
+        // query (and any read back from idle waiting behind it) is held no
+        // longer than for a single query.
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
-        for _ in 0..MAX_PAGES {
-            self.queries.fetch_add(1, Ordering::SeqCst);
-            let query = match entries.last() {
-                None => self.journal.since(cursor.from_ms - overlap, page_size),
-                Some(last) => self.journal.after(&last.position, page_size),
-            };
-            let page = match tokio::time::timeout_at(deadline, query).await {
-                Ok(Ok(page)) => page,
-                // An entry this reader cannot read (another version's, or
-                // damaged) names a change it cannot apply: everything is
-                // dropped and the reader moves past it, rather than failing
-                // every catch-up while the entry is kept (a day).
-                Ok(Err(JournalError::Unreadable { position, reason })) => {
-                    tracing::warn!(%position, %reason, "catch-up: unreadable journal entry; dropping every cached entry");
-                    self.failures.store(0, Ordering::Release);
-                    reads.invalidate_all();
-                    cursor.seen.clear();
-                    cursor.from_ms = started;
-                    self.caught_up_ms.store(started, Ordering::Release);
-                    self.due_ms.store(started + interval, Ordering::Release);
-                    return Applied::Everything;
-                }
-                Ok(Err(error)) => {
-                    let retry_in = self.back_off(started);
-                    tracing::warn!(%error, retry_in_ms = retry_in, "catch-up: journal query failed");
-                    return Applied::Failed;
-                }
-                Err(_) => {
-                    let retry_in = self.back_off(started);
-                    tracing::warn!(
-                        timeout_ms = self.settings.timeout.as_millis() as u64,
-                        retry_in_ms = retry_in,
-                        "catch-up: journal query timed out"
-                    );
-                    return Applied::Failed;
-                }
-            };
-            let full = page.len() >= page_size;
-            entries.extend(page);
-            if !full {
-                complete = true;
-                break;
+        let paged = read_pages(
+            self.journal.as_ref(),
+            cursor.from_ms - overlap,
+            page_size,
+            deadline,
+            || {
+                self.queries.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+        .await;
+        let (entries, complete) = match paged {
+            Ok(paged) => paged,
+            // An entry this reader cannot read (another version's, or
+            // damaged) names a change it cannot apply: everything is
+            // dropped and the reader moves past it, rather than failing
+            // every catch-up while the entry is kept (a day).
+            Err(PagingError::Journal(JournalError::Unreadable { position, reason })) => {
+                tracing::warn!(%position, %reason, "catch-up: unreadable journal entry; dropping every cached entry");
+                self.failures.store(0, Ordering::Release);
+                reads.invalidate_all();
+                cursor.seen.clear();
+                cursor.from_ms = started;
+                self.caught_up_ms.store(started, Ordering::Release);
+                self.due_ms.store(started + interval, Ordering::Release);
+                return Applied::Everything;
             }
-        }
+            Err(PagingError::Journal(error)) => {
+                let retry_in = self.back_off(started);
+                tracing::warn!(%error, retry_in_ms = retry_in, "catch-up: journal query failed");
+                return Applied::Failed;
+            }
+            Err(PagingError::TimedOut) => {
+                let retry_in = self.back_off(started);
+                tracing::warn!(
+                    timeout_ms = self.settings.timeout.as_millis() as u64,
+                    retry_in_ms = retry_in,
+                    "catch-up: journal query timed out"
+                );
+                return Applied::Failed;
+            }
+        };
         self.failures.store(0, Ordering::Release);
         let gap_ms = started - cursor.from_ms;
         let applied = if gap_ms >= RETENTION.as_millis() as i64 - overlap || !complete {

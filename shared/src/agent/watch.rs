@@ -24,11 +24,11 @@ use tokio::sync::{OwnedSemaphorePermit, broadcast, mpsc};
 use tonic::Status;
 
 use super::server::{config_value, status};
-use crate::catch_up::MAX_PAGES;
+use crate::catch_up::{PagingError, read_pages};
 use crate::error::ConfigError;
 use crate::reads::ConfigReads;
 use crate::refresh::change::Subject;
-use crate::refresh::journal::{JournalEntry, RETENTION, position_at};
+use crate::refresh::journal::{RETENTION, position_at};
 use crate::refresh::proto::{
     ConfigValue, WatchChange, WatchEvent, WatchProgress, WatchReset, WatchSnapshot, watch_event,
 };
@@ -186,30 +186,19 @@ impl Watched {
                 RETENTION.as_secs() / 3600
             ));
         }
-        let journal = catch_up.journal();
-        let page_size = settings.max_entries.max(1);
-        let mut entries: Vec<JournalEntry> = Vec::new();
-        let mut complete = false;
         let deadline = tokio::time::Instant::now() + settings.timeout * 4;
-        for _ in 0..MAX_PAGES {
-            let query = match entries.last() {
-                None => journal.since(from_ms - overlap, page_size),
-                Some(last) => journal.after(&last.position, page_size),
-            };
-            let page = match tokio::time::timeout_at(deadline, query).await {
-                Ok(Ok(page)) => page,
-                Ok(Err(error)) => {
-                    return Err(format!("the change journal could not be read: {error}"));
-                }
-                Err(_) => return Err("the change journal did not answer in time".to_owned()),
-            };
-            let full = page.len() >= page_size;
-            entries.extend(page);
-            if !full {
-                complete = true;
-                break;
-            }
-        }
+        let (entries, complete) = read_pages(
+            catch_up.journal().as_ref(),
+            from_ms - overlap,
+            settings.max_entries.max(1),
+            deadline,
+            || {},
+        )
+        .await
+        .map_err(|error| match error {
+            PagingError::Journal(error) => format!("the change journal could not be read: {error}"),
+            PagingError::TimedOut => "the change journal did not answer in time".to_owned(),
+        })?;
         if !complete {
             return Err("more changes since that position than one resume replays".to_owned());
         }

@@ -889,7 +889,13 @@ mod tests {
         assert_eq!(lkg.len(), 3);
         assert!(!lkg.service(&t, &s).unwrap().complete);
         // WHEN a complete listing holds one and names another a SecureString
-        lkg.record_service(&t, &s, &[(kept.clone(), &one)], std::slice::from_ref(&turned), true);
+        lkg.record_service(
+            &t,
+            &s,
+            &[(kept.clone(), &one)],
+            std::slice::from_ref(&turned),
+            true,
+        );
         // THEN the deleted and the secret are gone; the service is served whole
         assert!(lkg.lookup(&t, &s, &deleted).is_none());
         assert!(lkg.lookup(&t, &s, &turned).is_none());
