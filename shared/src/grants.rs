@@ -542,10 +542,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_grant_revoked_since_the_snapshot_is_refused_as_soon_as_the_table_answers() {
-        // GIVEN a restarted agent whose snapshot granted billing to a client
-        // whose grant has been revoked since, and a table answering in 100 ms
+    /// A restarted agent's snapshot in which `billing-client` was granted
+    /// billing.
+    fn snapshot_granting_billing() -> Arc<crate::warm_start::LastKnownGood> {
         let snapshot = Arc::new(crate::warm_start::LastKnownGood::new(
             1 << 20,
             Duration::from_secs(3600),
@@ -557,6 +556,14 @@ mod tests {
                 secure_services: set(&[]),
             }),
         );
+        snapshot
+    }
+
+    #[tokio::test]
+    async fn a_grant_revoked_since_the_snapshot_is_refused_as_soon_as_the_table_answers() {
+        // GIVEN a restarted agent whose snapshot granted billing to a client
+        // whose grant has been revoked since, and a table answering in 100 ms
+        let snapshot = snapshot_granting_billing();
         let source = Arc::new(SlowGrants {
             grants: MemoryGrants::default(),
             delay: Duration::from_millis(100),
@@ -587,17 +594,7 @@ mod tests {
     #[tokio::test]
     async fn with_the_table_failing_a_snapshots_grant_answers_and_an_unknown_client_gets_the_error()
     {
-        let snapshot = Arc::new(crate::warm_start::LastKnownGood::new(
-            1 << 20,
-            Duration::from_secs(3600),
-        ));
-        snapshot.record_grant(
-            "billing-client",
-            Some(&Grant {
-                services: set(&["billing"]),
-                secure_services: set(&[]),
-            }),
-        );
+        let snapshot = snapshot_granting_billing();
         let source = Arc::new(MemoryGrants::default());
         source.set_failure(Some(StoreError::Unavailable {
             store: StoreKind::DynamoDb,

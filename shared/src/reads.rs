@@ -387,47 +387,75 @@ impl ConfigReads {
         service: &ServiceName,
         key: &ConfigKey,
     ) -> Result<Entry, ConfigError> {
-        if let Some(kept) = &self.last_known_good
-            && let Some(remembered) = kept.unconfirmed(tenant, service, key)
-        {
-            // One background read per key: the others answer the snapshot.
-            if !kept.begin_probe(tenant, service, key) {
-                return Ok(remembered);
-            }
-            let this = self.clone();
-            let (t, s, k) = (tenant.clone(), service.clone(), key.clone());
-            let live = tokio::spawn(async move {
-                let read = this.read_one(&t, &s, &k).await;
-                let settled = this.remembered(&t, &s, &k, read);
-                if let Some(kept) = &this.last_known_good {
-                    kept.end_probe(&t, &s, &k);
-                }
-                settled
-            });
-            return self.first_read(live, remembered).await;
+        let first = self.first_read(
+            tenant,
+            service,
+            key,
+            |entry| entry,
+            |this, t, s, k| async move { this.get_live(&t, &s, &k).await },
+        );
+        if let Some(answer) = first.await {
+            return answer;
         }
+        self.get_live(tenant, service, key).await
+    }
+
+    async fn get_live(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+    ) -> Result<Entry, ConfigError> {
         let read = self.read_one(tenant, service, key).await;
         self.remembered(tenant, service, key, read)
     }
 
-    /// A just-started agent's first read of a key its snapshot holds: the
-    /// stores' answer if it comes within [`FIRST_READ_DEADLINE`], else the
-    /// snapshot's (stale) while the read goes on to fill the caches.
-    async fn first_read<T: Send + 'static>(
+    /// A just-started agent's first read of a key its snapshot holds (none
+    /// otherwise): the stores' answer if `live` gives it within
+    /// [`FIRST_READ_DEADLINE`], else the snapshot's (stale, made an answer by
+    /// `from_snapshot`) while the read goes on to fill the caches. One such
+    /// read per key at a time: the others answer the snapshot at once.
+    async fn first_read<T, Live>(
         &self,
-        mut live: tokio::task::JoinHandle<Result<T, ConfigError>>,
-        remembered: T,
-    ) -> Result<T, ConfigError> {
-        match tokio::time::timeout(FIRST_READ_DEADLINE, &mut live).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) | Err(_) => {
-                tracing::info!(
-                    deadline_ms = FIRST_READ_DEADLINE.as_millis() as u64,
-                    "the stores did not answer a first read in time: answered from the warm-start snapshot, marked stale"
-                );
-                Ok(remembered)
-            }
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+        from_snapshot: impl FnOnce(Entry) -> T,
+        live: impl FnOnce(ConfigReads, TenantId, ServiceName, ConfigKey) -> Live,
+    ) -> Option<Result<T, ConfigError>>
+    where
+        T: Send + 'static,
+        Live: Future<Output = Result<T, ConfigError>> + Send + 'static,
+    {
+        let kept = self.last_known_good.as_ref()?;
+        let remembered = from_snapshot(kept.unconfirmed(tenant, service, key)?);
+        if !kept.begin_probe(tenant, service, key) {
+            return Some(Ok(remembered));
         }
+        let read = live(self.clone(), tenant.clone(), service.clone(), key.clone());
+        let (kept, t, s, k) = (
+            Arc::clone(kept),
+            tenant.clone(),
+            service.clone(),
+            key.clone(),
+        );
+        let mut live = tokio::spawn(async move {
+            let answer = read.await;
+            kept.end_probe(&t, &s, &k);
+            answer
+        });
+        Some(
+            match tokio::time::timeout(FIRST_READ_DEADLINE, &mut live).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) | Err(_) => {
+                    tracing::info!(
+                        deadline_ms = FIRST_READ_DEADLINE.as_millis() as u64,
+                        "the stores did not answer a first read in time: answered from the warm-start snapshot, marked stale"
+                    );
+                    Ok(remembered)
+                }
+            },
+        )
     }
 
     async fn read_one(
@@ -454,31 +482,21 @@ impl ConfigReads {
         service: &ServiceName,
         key: &ConfigKey,
     ) -> Result<Resolved, ConfigError> {
-        if let Some(kept) = &self.last_known_good
-            && let Some(remembered) = kept.unconfirmed(tenant, service, key)
-        {
-            if !kept.begin_probe(tenant, service, key) {
-                return Ok(Resolved {
-                    entry: remembered,
-                    top: None,
-                    rollout: None,
-                });
-            }
-            let this = self.clone();
-            let (t, s, k) = (tenant.clone(), service.clone(), key.clone());
-            let live = tokio::spawn(async move {
-                let resolved = this.resolve_live(&t, &s, &k).await;
-                if let Some(kept) = &this.last_known_good {
-                    kept.end_probe(&t, &s, &k);
-                }
-                resolved
-            });
-            let remembered = Resolved {
-                entry: remembered,
-                top: None,
-                rollout: None,
-            };
-            return self.first_read(live, remembered).await;
+        // From the snapshot: which layer and rollout decided it is not kept.
+        let from_snapshot = |entry| Resolved {
+            entry,
+            top: None,
+            rollout: None,
+        };
+        let first = self.first_read(
+            tenant,
+            service,
+            key,
+            from_snapshot,
+            |this, t, s, k| async move { this.resolve_live(&t, &s, &k).await },
+        );
+        if let Some(answer) = first.await {
+            return answer;
         }
         self.resolve_live(tenant, service, key).await
     }
@@ -762,8 +780,8 @@ impl ConfigReads {
         }
         config.values.sort_by(|a, b| a.0.cmp(&b.0));
         if let Some(kept) = &self.last_known_good {
-            let values: Vec<(ConfigKey, &Entry)> =
-                config.values.iter().map(|(k, e)| (k.clone(), e)).collect();
+            let values: Vec<(&ConfigKey, &Entry)> =
+                config.values.iter().map(|(k, e)| (k, e)).collect();
             kept.record_service(
                 tenant,
                 service,
@@ -845,10 +863,10 @@ impl ConfigReads {
         }
         resolved.flags.sort_by(|a, b| a.0.cmp(&b.0));
         if let Some(kept) = &self.last_known_good {
-            let values: Vec<(ConfigKey, &Entry)> = resolved
+            let values: Vec<(&ConfigKey, &Entry)> = resolved
                 .flags
                 .iter()
-                .map(|(k, flag)| (k.clone(), &flag.entry))
+                .map(|(k, flag)| (k, &flag.entry))
                 .collect();
             kept.record_service(
                 tenant,

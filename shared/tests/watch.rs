@@ -11,11 +11,10 @@ use tenant_config_shared::cache::CachedStore;
 use tenant_config_shared::catch_up::{CatchUp, CatchUpSettings};
 use tenant_config_shared::domain::Changed;
 use tenant_config_shared::reads::ConfigReads;
-use tenant_config_shared::refresh::change::{ChangeRecord, Subject};
-use tenant_config_shared::refresh::journal::{ChangeJournal, MemoryJournal};
+use tenant_config_shared::refresh::change::Subject;
+use tenant_config_shared::refresh::journal::MemoryJournal;
 use tenant_config_shared::refresh::proto::config_reader_client::ConfigReaderClient;
-use tenant_config_shared::refresh::proto::{Operation, WatchEvent, WatchRequest, watch_event};
-use tenant_config_shared::refresh::signing::unix_ms_now;
+use tenant_config_shared::refresh::proto::{WatchEvent, WatchRequest, watch_event};
 use tenant_config_shared::routing::KeyRouter;
 use tenant_config_shared::store::MemoryStore;
 use tenant_config_shared::watch::ChangeFeed;
@@ -102,19 +101,13 @@ impl Agent {
 
     /// A change written to the store and journaled, with no push.
     async fn journal_only(&self, item: &ItemKey, value: Value) {
-        self.store.put(item, plain(value));
-        self.journal
-            .append(&[ChangeRecord {
-                subject: Subject::Entry(item.clone()),
-                store: StoreKind::DynamoDb,
-                operation: Operation::Update,
-                change_id: format!("c-{}", unix_ms_now()),
-                time_unix_ms: unix_ms_now(),
-                audit: Default::default(),
-                value_type: None,
-            }])
-            .await
-            .unwrap();
+        tenant_config_testkit::values::journal_only(
+            &self.store,
+            self.journal.as_ref(),
+            item,
+            value,
+        )
+        .await;
     }
 }
 

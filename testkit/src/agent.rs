@@ -77,16 +77,7 @@ pub async fn server(
     reads: ConfigReads,
     keys: TrustedKeys,
 ) -> AgentServer {
-    // As the agent does: one change feed for the reader and Refresh.
-    let reads = match reads.change_feed() {
-        Some(_) => reads,
-        None => reads.with_change_feed(Arc::new(ChangeFeed::default())),
-    };
-    AgentServer::new(
-        ReaderService::new(verifier, reads.clone()),
-        RefreshService::new(RefreshAuthenticator::new(keys), reads),
-    )
-    .await
+    agent_server(ReaderService::new, verifier, reads, keys).await
 }
 
 /// [`server`] answering GetSecret too (`AGENT_SERVE_SECRETS=true`).
@@ -95,12 +86,23 @@ pub async fn secrets_server(
     reads: ConfigReads,
     keys: TrustedKeys,
 ) -> AgentServer {
+    let reader = |verifier, reads| ReaderService::new(verifier, reads).serving_secrets();
+    agent_server(reader, verifier, reads, keys).await
+}
+
+async fn agent_server(
+    reader: impl FnOnce(Arc<TokenVerifier>, ConfigReads) -> ReaderService,
+    verifier: Arc<TokenVerifier>,
+    reads: ConfigReads,
+    keys: TrustedKeys,
+) -> AgentServer {
+    // As the agent does: one change feed for the reader and Refresh.
     let reads = match reads.change_feed() {
         Some(_) => reads,
         None => reads.with_change_feed(Arc::new(ChangeFeed::default())),
     };
     AgentServer::new(
-        ReaderService::new(verifier, reads.clone()).serving_secrets(),
+        reader(verifier, reads.clone()),
         RefreshService::new(RefreshAuthenticator::new(keys), reads),
     )
     .await

@@ -3,7 +3,13 @@
 use std::sync::Arc;
 
 use serde_json::Value;
+use tenant_config_shared::StoreKind;
 use tenant_config_shared::domain::{Found, PlainValue, ValueKind};
+use tenant_config_shared::refresh::change::{ChangeRecord, Subject};
+use tenant_config_shared::refresh::journal::ChangeJournal;
+use tenant_config_shared::refresh::proto::Operation;
+use tenant_config_shared::refresh::signing::unix_ms_now;
+use tenant_config_shared::store::MemoryStore;
 use tenant_config_shared::{ConfigKey, ItemKey, ServiceName, TenantId};
 
 /// A validated entry; panics on an invalid part (a fixture bug).
@@ -23,4 +29,27 @@ pub fn plain(value: Value) -> Found {
         kind: ValueKind::Plain,
         written: Default::default(),
     }))
+}
+
+/// A change of `item` to `value` written to `store` (DynamoDB) and
+/// journaled, with no push: what a reader learns only by catching up.
+pub async fn journal_only(
+    store: &MemoryStore,
+    journal: &dyn ChangeJournal,
+    item: &ItemKey,
+    value: Value,
+) {
+    store.put(item, plain(value));
+    journal
+        .append(&[ChangeRecord {
+            subject: Subject::Entry(item.clone()),
+            store: StoreKind::DynamoDb,
+            operation: Operation::Update,
+            change_id: format!("c-{}", unix_ms_now()),
+            time_unix_ms: unix_ms_now(),
+            audit: Default::default(),
+            value_type: None,
+        }])
+        .await
+        .expect("the in-memory journal appends");
 }

@@ -264,7 +264,7 @@ impl LastKnownGood {
         &self,
         tenant: &TenantId,
         service: &ServiceName,
-        values: &[(ConfigKey, &Entry)],
+        values: &[(&ConfigKey, &Entry)],
         sensitive: &[ConfigKey],
         complete: bool,
     ) {
@@ -275,7 +275,8 @@ impl LastKnownGood {
             return;
         }
         let slot = (tenant.clone(), service.clone());
-        let listed: std::collections::HashSet<&ConfigKey> = values.iter().map(|(k, _)| k).collect();
+        let listed: std::collections::HashSet<&ConfigKey> =
+            values.iter().map(|(k, _)| *k).collect();
         {
             let held = self.held.read().unwrap_or_else(|e| e.into_inner());
             let unchanged = held.sensitive.get(&slot).map(Vec::as_slice) == Some(sensitive)
@@ -368,14 +369,7 @@ impl LastKnownGood {
         service: &ServiceName,
         key: &ConfigKey,
     ) -> Option<Entry> {
-        let held = self.held.read().unwrap_or_else(|e| e.into_inner());
-        let kept = held
-            .values
-            .get(&(tenant.clone(), service.clone(), key.clone()))?;
-        if kept.served.is_some() {
-            return None;
-        }
-        self.entry(kept)
+        self.find(tenant, service, key, |kept| kept.served.is_none())
     }
 
     /// The remembered value of a key, stale, if it is within the bound.
@@ -385,11 +379,21 @@ impl LastKnownGood {
         service: &ServiceName,
         key: &ConfigKey,
     ) -> Option<Entry> {
+        self.find(tenant, service, key, |_| true)
+    }
+
+    fn find(
+        &self,
+        tenant: &TenantId,
+        service: &ServiceName,
+        key: &ConfigKey,
+        wanted: impl FnOnce(&Kept) -> bool,
+    ) -> Option<Entry> {
         let held = self.held.read().unwrap_or_else(|e| e.into_inner());
         let kept = held
             .values
             .get(&(tenant.clone(), service.clone(), key.clone()))?;
-        self.entry(kept)
+        wanted(kept).then(|| self.entry(kept)).flatten()
     }
 
     /// Every remembered value of a service, in key order, stale; the
@@ -885,14 +889,14 @@ mod tests {
         }
         // WHEN a truncated listing holds only one THEN nothing is forgotten
         let one = fresh(json!("v"), 1);
-        lkg.record_service(&t, &s, &[(kept.clone(), &one)], &[], false);
+        lkg.record_service(&t, &s, &[(&kept, &one)], &[], false);
         assert_eq!(lkg.len(), 3);
         assert!(!lkg.service(&t, &s).unwrap().complete);
         // WHEN a complete listing holds one and names another a SecureString
         lkg.record_service(
             &t,
             &s,
-            &[(kept.clone(), &one)],
+            &[(&kept, &one)],
             std::slice::from_ref(&turned),
             true,
         );
