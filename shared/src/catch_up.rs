@@ -95,6 +95,9 @@ struct Cursor {
 pub struct CatchUp {
     journal: Arc<dyn ChangeJournal>,
     settings: CatchUpSettings,
+    /// The interval in force, ms: `settings.interval`, or what a change feed
+    /// set ([`CatchUp::set_interval`]).
+    interval_ms: AtomicI64,
     /// When the next query is due, Unix ms; read without the lock.
     due_ms: AtomicI64,
     cursor: tokio::sync::Mutex<Cursor>,
@@ -106,6 +109,9 @@ pub struct CatchUp {
     /// When the last catch-up that applied the journal started, Unix ms: the
     /// cache reflects every change journaled before it.
     caught_up_ms: AtomicI64,
+    /// When the last journal read that was applied started, Unix ms (a
+    /// change feed moves `caught_up_ms`, never this).
+    read_ms: AtomicI64,
 }
 
 /// Most journal pages one catch-up reads before it gives up entry-by-entry
@@ -172,6 +178,7 @@ impl CatchUp {
         Self {
             journal,
             settings,
+            interval_ms: AtomicI64::new(settings.interval.as_millis() as i64),
             due_ms: AtomicI64::new(now + settings.interval.as_millis() as i64),
             cursor: tokio::sync::Mutex::new(Cursor {
                 from_ms: now,
@@ -180,17 +187,19 @@ impl CatchUp {
             queries: AtomicUsize::new(0),
             failures: AtomicU32::new(0),
             caught_up_ms: AtomicI64::new(now),
+            read_ms: AtomicI64::new(0),
         }
     }
 
     /// Schedules the next query after a failure; returns the wait in ms.
     fn back_off(&self, started: i64) -> u64 {
         let failures = self.failures.fetch_add(1, Ordering::AcqRel).min(16);
-        let wait = self
-            .settings
-            .interval
+        // From the reader's own interval, not a feed's long one: a journal
+        // that failed a gap's read is tried again within seconds.
+        let interval = self.settings.interval;
+        let wait = interval
             .saturating_mul(1 << failures)
-            .min(MAX_FAILURE_BACKOFF.max(self.settings.interval));
+            .min(MAX_FAILURE_BACKOFF.max(interval));
         let wait_ms = wait.as_millis() as u64;
         self.due_ms
             .store(started + wait_ms as i64, Ordering::Release);
@@ -201,7 +210,7 @@ impl CatchUp {
     /// than the freshness bound allows, and the journal is not known to be
     /// failing (waiting on a failing query would only add its timeout).
     fn must_wait(&self) -> bool {
-        let allowed = (self.settings.interval + IN_FLIGHT_ALLOWANCE).as_millis() as i64;
+        let allowed = (self.interval() + IN_FLIGHT_ALLOWANCE).as_millis() as i64;
         unix_ms_now() - self.caught_up_ms.load(Ordering::Acquire) > allowed
             && self.failures.load(Ordering::Acquire) == 0
     }
@@ -215,6 +224,65 @@ impl CatchUp {
 
     pub fn settings(&self) -> CatchUpSettings {
         self.settings
+    }
+
+    /// When the last journal read that was applied started, Unix ms (0
+    /// before the first).
+    pub fn read_ms(&self) -> i64 {
+        self.read_ms.load(Ordering::Acquire)
+    }
+
+    /// The interval in force.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.load(Ordering::Acquire).max(0) as u64)
+    }
+
+    /// Changes the interval: a change feed lengthens it while it delivers
+    /// (it tells the reader what changed) and restores the settings' when
+    /// its connection breaks. A shorter interval applies at once, counted
+    /// from the last catch-up: a reader whose feed broke long after its last
+    /// query reads the journal on its next read.
+    pub fn set_interval(&self, interval: Duration) {
+        let interval_ms = interval.as_millis() as i64;
+        self.interval_ms.store(interval_ms, Ordering::Release);
+        if self.failures.load(Ordering::Acquire) == 0 {
+            self.due_ms
+                .fetch_min(self.caught_up_ms() + interval_ms, Ordering::AcqRel);
+        }
+    }
+
+    /// Makes the next [`CatchUp::maybe_catch_up`] query the journal (a change
+    /// feed saw a gap, or reconnected), unless the journal is failing: then
+    /// its back-off stands.
+    pub fn request_now(&self) {
+        if self.failures.load(Ordering::Acquire) == 0 {
+            self.due_ms.fetch_min(unix_ms_now(), Ordering::AcqRel);
+        }
+    }
+
+    /// A change feed applied every change journaled up to `through_ms`
+    /// (config-refresh's clock) and, among them, `applied` (positions and
+    /// journal times): the next query starts there, less the overlap, and
+    /// does not apply those again. Skipped while a query is in flight (it
+    /// moves the cursor itself).
+    pub fn covered(&self, applied: impl IntoIterator<Item = (String, i64)>, through_ms: i64) {
+        let Ok(mut cursor) = self.cursor.try_lock() else {
+            return;
+        };
+        let overlap = self.settings.overlap.as_millis() as i64;
+        // Never past this reader's own clock: the cursor is read against it.
+        let through_ms = through_ms.min(unix_ms_now());
+        if through_ms > cursor.from_ms {
+            cursor.from_ms = through_ms;
+            self.caught_up_ms.fetch_max(through_ms, Ordering::AcqRel);
+        }
+        let oldest_kept = cursor.from_ms - overlap;
+        for (position, at) in applied {
+            if at >= oldest_kept {
+                cursor.seen.insert(position, at);
+            }
+        }
+        cursor.seen.retain(|_, at| *at >= oldest_kept);
     }
 
     /// The journal it reads (a watcher resuming reads it too).
@@ -252,7 +320,7 @@ impl CatchUp {
         if started < due_now || due_now != due {
             return Applied::NotDue;
         }
-        let interval = self.settings.interval.as_millis() as i64;
+        let interval = self.interval_ms.load(Ordering::Acquire);
         let overlap = self.settings.overlap.as_millis() as i64;
         let page_size = self.settings.max_entries.max(1);
         // Pages of the journal since the cursor (less the overlap, for late
@@ -283,6 +351,7 @@ impl CatchUp {
                 cursor.seen.clear();
                 cursor.from_ms = started;
                 self.caught_up_ms.store(started, Ordering::Release);
+                self.read_ms.store(started, Ordering::Release);
                 self.due_ms.store(started + interval, Ordering::Release);
                 return Applied::Everything;
             }
@@ -330,7 +399,8 @@ impl CatchUp {
             Applied::Entries(dropped)
         };
         cursor.from_ms = started;
-        self.caught_up_ms.store(started, Ordering::Release);
+        self.caught_up_ms.fetch_max(started, Ordering::AcqRel);
+        self.read_ms.store(started, Ordering::Release);
         let oldest_kept = started - overlap;
         cursor.seen.retain(|_, at| *at >= oldest_kept);
         self.due_ms.store(started + interval, Ordering::Release);

@@ -57,6 +57,7 @@ pub mod kinds;
 pub mod layers;
 pub mod membership;
 pub mod metrics;
+pub mod notices;
 pub mod ofrep;
 pub mod quota;
 pub mod reads;

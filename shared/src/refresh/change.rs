@@ -173,6 +173,25 @@ pub struct ChangeRecord {
 }
 
 impl ChangeRecord {
+    /// The Refresh call naming this change (no target: a push sets it per
+    /// agent; a change notice leaves it empty).
+    pub fn refresh_request(&self) -> super::proto::RefreshRequest {
+        let (tenant_id, service, key) = self.subject.wire();
+        super::proto::RefreshRequest {
+            tenant_id,
+            service,
+            key,
+            operation: self.operation as i32,
+            event_id: self.change_id.clone(),
+            event_time_unix_ms: self.time_unix_ms,
+            value_type: self
+                .value_type
+                .map(|kind| kind.parameter_type().to_owned())
+                .unwrap_or_default(),
+            target: String::new(),
+        }
+    }
+
     /// What the change means for a cache.
     pub fn changed(&self) -> Changed {
         match self.operation {

@@ -158,21 +158,8 @@ impl Fanout {
     pub async fn send(&self, instances: &[Instance], change: &ChangeRecord) -> FanoutReport {
         let started = Instant::now();
         self.retain_channels(instances);
-        let (tenant_id, service, key) = change.subject.wire();
-        let request = RefreshRequest {
-            tenant_id,
-            service,
-            key,
-            operation: change.operation as i32,
-            event_id: change.change_id.clone(),
-            event_time_unix_ms: change.time_unix_ms,
-            value_type: change
-                .value_type
-                .map(|kind| kind.parameter_type().to_owned())
-                .unwrap_or_default(),
-            // Set per agent, as each call is signed.
-            target: String::new(),
-        };
+        // The target is set per agent, as each call is signed.
+        let request = change.refresh_request();
         let results: Vec<(&Instance, Result<(), String>)> = futures::stream::iter(instances)
             .map(|instance| {
                 let request = &request;

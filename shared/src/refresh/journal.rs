@@ -26,6 +26,9 @@ pub struct JournalEntry {
     pub position: String,
     /// When config-refresh journaled it (its clock), Unix ms.
     pub journaled_at_ms: i64,
+    /// The stack's sequence number of this change (see
+    /// [`ChangeJournal::append`]); 0 for entries journaled before sequences.
+    pub sequence: u64,
     pub change: ChangeRecord,
 }
 
@@ -34,8 +37,14 @@ impl JournalEntry {
         Self {
             position: position(journaled_at_ms, &change.change_id),
             journaled_at_ms,
+            sequence: 0,
             change,
         }
+    }
+
+    pub fn with_sequence(mut self, sequence: u64) -> Self {
+        self.sequence = sequence;
+        self
     }
 }
 
@@ -64,8 +73,15 @@ pub enum JournalError {
 #[async_trait]
 pub trait ChangeJournal: Send + Sync {
     /// Journals `changes` at the current time, in order, before anyone is
-    /// told about them.
+    /// told about them, each with the next of the stack's sequence numbers
+    /// (allocated as one block, so a batch's are consecutive). A block whose
+    /// entries then fail to be written is never filled: readers that see
+    /// the hole read the journal, which is the gap-free rule anyway.
     async fn append(&self, changes: &[ChangeRecord]) -> Result<Vec<JournalEntry>, JournalError>;
+
+    /// The last sequence number allocated (0 before the first change): what
+    /// a heartbeat on the change feed announces.
+    async fn head(&self) -> Result<u64, JournalError>;
 
     /// Entries journaled at or after `from_ms`, oldest first, at most `limit`.
     async fn since(&self, from_ms: i64, limit: usize) -> Result<Vec<JournalEntry>, JournalError>;
@@ -86,6 +102,8 @@ pub struct MemoryJournal {
     unreadable: Mutex<Option<String>>,
     /// How long each query takes to answer (a journal under load).
     delay_ms: std::sync::atomic::AtomicU64,
+    /// The last sequence number allocated.
+    head: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryJournal {
@@ -95,8 +113,9 @@ impl MemoryJournal {
 
     /// Journals `change` as if at `at_ms` (a late or skewed writer).
     pub fn insert_at(&self, change: ChangeRecord, at_ms: i64) {
+        let sequence = self.head.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         if let Ok(mut entries) = self.entries.lock() {
-            entries.push(JournalEntry::new(change, at_ms));
+            entries.push(JournalEntry::new(change, at_ms).with_sequence(sequence));
             entries.sort_by(|a, b| a.position.cmp(&b.position));
         }
     }
@@ -181,9 +200,14 @@ impl ChangeJournal for MemoryJournal {
     async fn append(&self, changes: &[ChangeRecord]) -> Result<Vec<JournalEntry>, JournalError> {
         self.check("append")?;
         let now = unix_ms_now();
+        let first = self.head.fetch_add(
+            changes.len() as u64,
+            std::sync::atomic::Ordering::SeqCst,
+        ) + 1;
         let appended: Vec<JournalEntry> = changes
             .iter()
-            .map(|change| JournalEntry::new(change.clone(), now))
+            .zip(first..)
+            .map(|(change, sequence)| JournalEntry::new(change.clone(), now).with_sequence(sequence))
             .collect();
         if let Ok(mut entries) = self.entries.lock() {
             entries.extend(appended.iter().cloned());
@@ -201,6 +225,11 @@ impl ChangeJournal for MemoryJournal {
     async fn after(&self, position: &str, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
         self.answer_late().await;
         self.query(|p| p > position, limit)
+    }
+
+    async fn head(&self) -> Result<u64, JournalError> {
+        self.check("head")?;
+        Ok(self.head.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
 

@@ -23,6 +23,10 @@ use super::signing::unix_ms_now;
 use crate::domain::{StoreKind, ValueKind};
 
 const PARTITION: &str = "changes";
+/// The counter sequence numbers are allocated from: its own partition, so
+/// that a Query of the entries never meets it.
+const SEQUENCE_PARTITION: &str = "sequence";
+const SEQUENCE_ATTRIBUTE: &str = "head";
 /// BatchWriteItem takes at most 25 items.
 const WRITE_BATCH: usize = 25;
 const UNPROCESSED_RETRIES: u32 = 4;
@@ -78,6 +82,10 @@ fn item(entry: &JournalEntry) -> HashMap<String, AttributeValue> {
         ("change_time_ms".to_owned(), n(change.time_unix_ms)),
         ("journaled_at_ms".to_owned(), n(entry.journaled_at_ms)),
         ("expires_at".to_owned(), n(expires_at)),
+        (
+            "sequence".to_owned(),
+            AttributeValue::N(entry.sequence.to_string()),
+        ),
     ]);
     attributes.extend(audit_attributes);
     attributes
@@ -134,6 +142,8 @@ fn entry(item: &HashMap<String, AttributeValue>) -> Result<JournalEntry, Journal
     Ok(JournalEntry {
         position: position.clone(),
         journaled_at_ms: number("journaled_at_ms")?,
+        // Entries journaled before sequence numbers have none.
+        sequence: number("sequence").ok().map_or(0, |n| n.max(0) as u64),
         change,
     })
 }
@@ -141,10 +151,16 @@ fn entry(item: &HashMap<String, AttributeValue>) -> Result<JournalEntry, Journal
 #[async_trait]
 impl ChangeJournal for JournalTable {
     async fn append(&self, changes: &[ChangeRecord]) -> Result<Vec<JournalEntry>, JournalError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let last = self.allocate(changes.len() as u64).await?;
+        let first = last + 1 - changes.len() as u64;
         let now = unix_ms_now();
         let entries: Vec<JournalEntry> = changes
             .iter()
-            .map(|change| JournalEntry::new(change.clone(), now))
+            .zip(first..)
+            .map(|(change, sequence)| JournalEntry::new(change.clone(), now).with_sequence(sequence))
             .collect();
         for chunk in entries.chunks(WRITE_BATCH) {
             let mut requests: Vec<WriteRequest> = chunk
@@ -197,9 +213,61 @@ impl ChangeJournal for JournalTable {
     async fn after(&self, position: &str, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
         self.query("sk > :from", position.to_owned(), limit).await
     }
+
+    async fn head(&self) -> Result<u64, JournalError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(SEQUENCE_PARTITION))
+            .key("sk", s(SEQUENCE_PARTITION))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| JournalError::Unavailable {
+                operation: "GetItem",
+                detail: DisplayErrorContext(e).to_string(),
+            })?;
+        Ok(output
+            .item()
+            .and_then(|item| item.get(SEQUENCE_ATTRIBUTE))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
 }
 
 impl JournalTable {
+    /// Allocates `count` sequence numbers (one atomic ADD on the counter
+    /// item); returns the last of them.
+    async fn allocate(&self, count: u64) -> Result<u64, JournalError> {
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(SEQUENCE_PARTITION))
+            .key("sk", s(SEQUENCE_PARTITION))
+            .update_expression("ADD #head :count")
+            .expression_attribute_names("#head", SEQUENCE_ATTRIBUTE)
+            .expression_attribute_values(":count", AttributeValue::N(count.to_string()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| JournalError::Unavailable {
+                operation: "UpdateItem",
+                detail: DisplayErrorContext(e).to_string(),
+            })?;
+        output
+            .attributes()
+            .and_then(|item| item.get(SEQUENCE_ATTRIBUTE))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| JournalError::Unavailable {
+                operation: "UpdateItem",
+                detail: "the sequence counter came back without a number".to_owned(),
+            })
+    }
+
     /// Entries of the one partition whose position meets `condition` on
     /// `:from`, in order, at most `limit` (following DynamoDB's pages).
     async fn query(
@@ -262,7 +330,7 @@ mod tests {
             },
             value_type: Some(ValueKind::Secret),
         };
-        let journaled = JournalEntry::new(change, 1_795_424_400_123);
+        let journaled = JournalEntry::new(change, 1_795_424_400_123).with_sequence(41);
         let item = item(&journaled);
         assert_eq!(
             item["expires_at"].as_n().unwrap(),

@@ -121,6 +121,13 @@ impl RefreshKey {
         format!("{}:{}", self.id, to_hex(self.pair.public_key().as_ref()))
     }
 
+    /// Signs a canonical text other than a Refresh call's (a change
+    /// notice's): `{key id}:{hex signature}`.
+    pub fn sign_text(&self, text: &str) -> String {
+        let signature = self.pair.sign(text.as_bytes());
+        format!("{}:{}", self.id, to_hex(signature.as_ref()))
+    }
+
     /// Trusted keys holding only this key's public half.
     pub fn trusted(&self) -> TrustedKeys {
         TrustedKeys(BTreeMap::from([(
@@ -172,6 +179,25 @@ impl TrustedKeys {
             return Err(SignatureError::BadTrustedKeys("no key".to_owned()));
         }
         Ok(Self(keys))
+    }
+
+    /// Checks a `{key id}:{hex signature}` over `text` (see
+    /// [`RefreshKey::sign_text`]).
+    pub fn verify_text(&self, text: &str, signature: &str) -> Result<(), SignatureError> {
+        let (key_id, signature) = signature
+            .split_once(':')
+            .filter(|(id, _)| valid_key_id(id))
+            .ok_or(SignatureError::Malformed("signature"))?;
+        let signature = from_hex(signature)
+            .filter(|s| s.len() == SIGNATURE_BYTES)
+            .ok_or(SignatureError::Malformed("signature"))?;
+        let public_key = self
+            .0
+            .get(key_id)
+            .ok_or_else(|| SignatureError::UnknownKey(key_id.to_owned()))?;
+        UnparsedPublicKey::new(&ED25519, public_key)
+            .verify(text.as_bytes(), &signature)
+            .map_err(|_| SignatureError::Mismatch)
     }
 
     /// Key ids, sorted (for logs: ids are not secrets, neither are keys).

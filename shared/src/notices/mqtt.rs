@@ -1,0 +1,197 @@
+//! The change feed over MQTT 3.1.1 (rumqttc): a reader's subscription loop,
+//! and the publisher config-refresh uses against a plain broker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
+
+use crate::catch_up::Invalidate;
+use crate::refresh::signing::{TrustedKeys, unix_ms_now};
+
+use super::feed::{FeedEndpoint, FeedSettings, NoticePublisher, PUBLISH_TIMEOUT, PublishError};
+use super::follower::NoticeFollower;
+use super::{MAX_NOTICE_BYTES, verify};
+
+/// MQTT keep-alive: a dead connection is noticed within about 1.5 of it.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// How often the follower checks for a gap outliving its grace.
+const TICK: Duration = Duration::from_millis(200);
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Connect timeout, seconds (rumqttc counts whole seconds).
+const CONNECT_TIMEOUT_SECS: u64 = 5;
+
+/// The options every connection of ours starts from.
+pub fn base_options(client_id: String, host: &str, port: u16) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, host, port);
+    options
+        .set_keep_alive(KEEP_ALIVE)
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_NOTICE_BYTES + 4096, MAX_NOTICE_BYTES + 4096);
+    options
+}
+
+/// How a reader's connection is made: plain MQTT, or IoT Core's signed
+/// WebSocket ([`super::iot::IotCoreConnector`]).
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The options for a connection with `client_id`.
+    async fn options(&self, client_id: String) -> Result<MqttOptions, String>;
+}
+
+/// Plain MQTT to `mqtt://host:port`.
+pub struct PlainConnector {
+    pub host: String,
+    pub port: u16,
+}
+
+#[async_trait]
+impl Connector for PlainConnector {
+    async fn options(&self, client_id: String) -> Result<MqttOptions, String> {
+        Ok(base_options(client_id, &self.host, self.port))
+    }
+}
+
+/// Follows the feed until the task is dropped: connects, subscribes, hands
+/// every verified notice to `follower`, and reconnects (100 ms doubling to
+/// 5 s, with jitter) whenever the connection breaks, telling the follower
+/// so that the reader polls the journal meanwhile.
+pub async fn follow<R: Invalidate + Send + 'static>(
+    settings: FeedSettings,
+    connector: Arc<dyn Connector>,
+    keys: TrustedKeys,
+    follower: Arc<NoticeFollower<R>>,
+) {
+    let mut retry = FIRST_RETRY;
+    loop {
+        let client_id = settings.client_id("reader");
+        match connector.options(client_id).await {
+            Ok(options) => {
+                let delivered = session(&settings, options, &keys, &follower).await;
+                if delivered {
+                    retry = FIRST_RETRY;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "change feed: cannot make connection options"),
+        }
+        follower.on_disconnected();
+        tokio::time::sleep(jittered(retry)).await;
+        retry = (retry * 2).min(MAX_RETRY);
+    }
+}
+
+fn jittered(wait: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = aws_lc_rs::rand::fill(&mut byte);
+    // 50 % to 100 % of the wait: readers cut off together do not return
+    // together.
+    wait / 2 + wait * u32::from(byte[0]) / 510
+}
+
+/// One connection, until it breaks; returns whether it was subscribed.
+async fn session<R: Invalidate + Send + 'static>(
+    settings: &FeedSettings,
+    options: MqttOptions,
+    keys: &TrustedKeys,
+    follower: &NoticeFollower<R>,
+) -> bool {
+    let (client, mut events) = AsyncClient::new(options, 16);
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_connection_timeout(CONNECT_TIMEOUT_SECS);
+    events.set_network_options(network);
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut subscribed = false;
+    loop {
+        tokio::select! {
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if let Err(error) = client.try_subscribe(&settings.topic, QoS::AtLeastOnce) {
+                        tracing::warn!(%error, "change feed: cannot subscribe");
+                        return subscribed;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                        tracing::warn!(topic = %settings.topic, "change feed: subscription refused");
+                        return subscribed;
+                    }
+                    subscribed = true;
+                    tracing::info!(topic = %settings.topic, "change feed: subscribed");
+                    follower.on_subscribed().await;
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    match verify(&publish.payload, keys, unix_ms_now()) {
+                        Ok(notice) => follower.on_notice(&notice).await,
+                        Err(error) => tracing::warn!(%error, "change feed: dropped a notice"),
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "change feed: connection broke");
+                    return subscribed;
+                }
+            },
+            _ = ticks.tick() => follower.tick().await,
+        }
+    }
+}
+
+/// Publishes to a plain MQTT broker: one connection per invocation's
+/// notices (a Lambda function is frozen between invocations, so a kept
+/// connection would be dead more often than not), QoS 1, retained.
+pub struct MqttPublisher {
+    settings: FeedSettings,
+    host: String,
+    port: u16,
+}
+
+impl MqttPublisher {
+    /// `None` unless the feed is a plain MQTT broker.
+    pub fn new(settings: &FeedSettings) -> Option<Self> {
+        match &settings.endpoint {
+            FeedEndpoint::Mqtt { host, port } => Some(Self {
+                settings: settings.clone(),
+                host: host.clone(),
+                port: *port,
+            }),
+            FeedEndpoint::IotCore { .. } => None,
+        }
+    }
+
+    async fn publish_all(&self, payloads: &[Vec<u8>]) -> Result<(), PublishError> {
+        let options = base_options(self.settings.client_id("publisher"), &self.host, self.port);
+        let (client, mut events) = AsyncClient::new(options, payloads.len().max(1) + 2);
+        for payload in payloads {
+            client
+                .try_publish(&self.settings.topic, QoS::AtLeastOnce, true, payload.clone())
+                .map_err(|e| PublishError::Failed(e.to_string()))?;
+        }
+        let mut acknowledged = 0;
+        while acknowledged < payloads.len() {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acknowledged += 1,
+                Ok(_) => {}
+                Err(error) => return Err(PublishError::Failed(error.to_string())),
+            }
+        }
+        // A clean goodbye; the notices are acknowledged already.
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(100), events.poll()).await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl NoticePublisher for MqttPublisher {
+    async fn publish(&self, payloads: &[Vec<u8>]) -> Result<(), PublishError> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        tokio::time::timeout(PUBLISH_TIMEOUT, self.publish_all(payloads))
+            .await
+            .map_err(|_| PublishError::TimedOut(PUBLISH_TIMEOUT))?
+    }
+}
