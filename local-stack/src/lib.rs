@@ -7,6 +7,7 @@
 //!   users, refresh key, Cloud Map namespace and service
 //! - [`watch`]: config-api and config-refresh under `cargo lambda watch`
 //! - [`agent`]: `config-agent` processes registered in Cloud Map
+//! - [`broker`]: the change feed's MQTT broker (rumqttd), playing AWS IoT Core
 //! - [`stream`]: the table's DynamoDB stream delivered to config-refresh, as
 //!   the Lambda event source mapping does in AWS (moto runs none)
 //! - [`process`]: child process groups that stop with their handle
@@ -26,6 +27,7 @@
 
 pub mod agent;
 pub mod bridge;
+pub mod broker;
 pub mod fault_proxy;
 pub mod guide;
 pub mod layer_seeds;

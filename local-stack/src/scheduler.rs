@@ -1,4 +1,10 @@
-//! Plays what invokes rollout-driver in AWS, which moto does not run: the
+//! Plays the EventBridge schedules, which moto keeps but never fires.
+//!
+//! [`FeedHeartbeat`]: the change feed's heartbeat rule, invoking
+//! config-refresh with a "Scheduled Event" every [`HEARTBEAT_TICK`] (the
+//! template's rule: once a minute).
+//!
+//! [`RolloutSchedule`]: what invokes rollout-driver in AWS: the
 //! EventBridge schedule (a tick every [`TICK`] here; the template's schedule
 //! ticks once a minute) and the EventBridge rule on "CloudWatch Alarm State
 //! Change" (moto keeps alarms but emits no events: this polls their states
@@ -51,6 +57,49 @@ impl RolloutSchedule {
     }
 }
 
+/// How often the local heartbeat rule fires.
+pub const HEARTBEAT_TICK: Duration = Duration::from_secs(5);
+
+/// The change feed's heartbeat rule (see `tenant_config_shared::notices`).
+pub struct FeedHeartbeat {
+    task: JoinHandle<()>,
+}
+
+impl FeedHeartbeat {
+    pub fn start(invoke_url: String, function: &'static str) -> Self {
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(HEARTBEAT_TICK);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                report(function, invoke(&invoke_url, function, &scheduled_event()).await);
+            }
+        });
+        Self { task }
+    }
+}
+
+impl Drop for FeedHeartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The event an EventBridge schedule rule delivers.
+pub fn scheduled_event() -> Value {
+    json!({
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": tenant_config_shared::refresh::handler::SCHEDULED_EVENT,
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-12-01T00:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/tenant-config-local-feed-heartbeat"],
+        "detail": {}
+    })
+}
+
 impl Drop for RolloutSchedule {
     fn drop(&mut self) {
         self.task.abort();
@@ -60,8 +109,8 @@ impl Drop for RolloutSchedule {
 fn report(function: &str, outcome: Result<Result<Value, String>, String>) {
     match outcome {
         Ok(Ok(_)) => {}
-        Ok(Err(error)) => eprintln!("rollout schedule: {function} failed: {error}"),
-        Err(error) => eprintln!("rollout schedule: cannot invoke {function}: {error}"),
+        Ok(Err(error)) => eprintln!("schedule: {function} failed: {error}"),
+        Err(error) => eprintln!("schedule: cannot invoke {function}: {error}"),
     }
 }
 

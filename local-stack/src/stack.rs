@@ -21,7 +21,8 @@ use crate::moto::MotoServer;
 use crate::published::{self, Published};
 use crate::queue::QueueMapping;
 use crate::sam::SamLocal;
-use crate::scheduler::RolloutSchedule;
+use crate::broker::Broker;
+use crate::scheduler::{FeedHeartbeat, RolloutSchedule};
 use crate::seed::{self, CloudMap, UserPool};
 use crate::stage_cache::StageCacheStub;
 use crate::stream::StreamMapping;
@@ -58,6 +59,10 @@ pub const CLOUD_MAP_SERVICE: &str = "config-agent";
 /// config-refresh's per-agent deadline in the local stack.
 pub const REFRESH_DEADLINE_MS: u64 = 2000;
 pub const SERVICE: &str = "billing";
+/// The change feed's topic and client id prefix (the template's
+/// `tenant-config/{stack}/changes` and `{stack}`).
+pub const FEED_TOPIC: &str = "tenant-config/tenant-config-local/changes";
+pub const FEED_CLIENT_PREFIX: &str = "tenant-config-local";
 /// The app client granted only `SERVICE`'s plain values.
 pub const LIMITED_CLIENT_NAME: &str = "tenant-config-limited";
 /// The local agents listen on loopback, outside the private ranges
@@ -224,6 +229,10 @@ pub struct LocalStack {
     pub flush_queue: QueueMapping,
     /// Invokes rollout-driver as the schedule and the alarm rule do.
     pub rollout_schedule: RolloutSchedule,
+    /// The change feed's broker (AWS IoT Core's part), and its heartbeat
+    /// rule invoking config-refresh.
+    pub broker: Broker,
+    pub feed_heartbeat: FeedHeartbeat,
     pub agents: Vec<AgentProcess>,
     /// Environment the functions and agents run with.
     pub env: Vec<(String, String)>,
@@ -367,7 +376,19 @@ impl LocalStack {
             } else {
                 None
             };
+        let broker = step(progress, "MQTT broker for the change feed (rumqttd)", async {
+            Broker::start(4096)
+        })
+        .await?;
         let mut env = function_env(&moto, &pool, &cloud_map);
+        env.extend([
+            ("CHANGE_FEED_URL".to_owned(), broker.url()),
+            ("CHANGE_FEED_TOPIC".to_owned(), FEED_TOPIC.to_owned()),
+            (
+                "CHANGE_FEED_CLIENT_PREFIX".to_owned(),
+                FEED_CLIENT_PREFIX.to_owned(),
+            ),
+        ]);
         if let Some(bridge) = &bridge {
             env.retain(|(name, _)| name != "AGENT_NETWORKS");
             env.push((
@@ -492,6 +513,7 @@ impl LocalStack {
         );
         let rollout_schedule =
             RolloutSchedule::start(&aws, watch.base_url.clone(), "rollout-driver");
+        let feed_heartbeat = FeedHeartbeat::start(watch.base_url.clone(), "config-refresh");
         let stream = step(
             progress,
             "DynamoDB stream → config-refresh (the event source mapping)",
@@ -552,6 +574,8 @@ impl LocalStack {
             stage_cache,
             flush_queue,
             rollout_schedule,
+            broker,
+            feed_heartbeat,
             agents,
             env,
             faults,

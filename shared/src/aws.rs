@@ -4,6 +4,11 @@
 //! client settings (endpoints, interceptors, later timeouts and retries) live
 //! in one file.
 
+use crate::notices::feed::{FeedEndpoint, FeedSettings, NoticePublisher};
+use crate::notices::follower::{FollowerSettings, NoticeFollower};
+use crate::notices::iot::{IotCoreConnector, IotCorePublisher};
+use crate::notices::mqtt::{Connector, MqttPublisher, PlainConnector};
+use crate::refresh::signing::TrustedKeys;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -620,6 +625,10 @@ impl Aws {
             ),
             None => refresher,
         };
+        let refresher = match &settings.change_feed {
+            Some(feed) => refresher.with_change_feed(self.notice_publisher(feed)),
+            None => refresher,
+        };
         Ok(match &settings.stage_cache {
             Some(stage_cache) => refresher.with_stage_cache(
                 Arc::new(SqsFlushRequests::new(
@@ -635,6 +644,64 @@ impl Aws {
             ),
             None => refresher,
         })
+    }
+
+    /// Where config-refresh announces changes: IoT Core's data plane, or a
+    /// plain MQTT broker.
+    pub fn notice_publisher(&self, feed: &FeedSettings) -> Arc<dyn NoticePublisher> {
+        match IotCorePublisher::new(&self.config, feed) {
+            Some(iot) => Arc::new(iot),
+            None => match MqttPublisher::new(feed) {
+                Some(mqtt) => Arc::new(mqtt),
+                None => unreachable!("a feed endpoint is IoT Core or MQTT"),
+            },
+        }
+    }
+
+    /// Follows the change feed for `reads` in a task of its own (see
+    /// [`crate::notices`]); `None` when the reads have no catch-up to fall
+    /// back on or the connection cannot be set up (logged: the agent then
+    /// polls the journal as without a feed).
+    pub fn follow_change_feed(
+        &self,
+        feed: &FeedSettings,
+        safety_interval: Duration,
+        keys: TrustedKeys,
+        reads: ConfigReads,
+    ) -> Option<Arc<NoticeFollower<ConfigReads>>> {
+        let Some(catch_up) = reads.catch_up_shared() else {
+            tracing::warn!("change feed set but the reads have no change journal: not followed");
+            return None;
+        };
+        let connector: Arc<dyn Connector> = match &feed.endpoint {
+            FeedEndpoint::Mqtt { host, port } => Arc::new(PlainConnector {
+                host: host.clone(),
+                port: *port,
+            }),
+            FeedEndpoint::IotCore { .. } => match IotCoreConnector::new(&self.config, feed) {
+                Ok(connector) => Arc::new(connector),
+                Err(error) => {
+                    tracing::error!(%error, "change feed: cannot connect to IoT Core; polling the journal instead");
+                    return None;
+                }
+            },
+        };
+        let follower = Arc::new(NoticeFollower::new(
+            reads,
+            catch_up,
+            FollowerSettings {
+                connected_interval: safety_interval,
+                ..FollowerSettings::default()
+            },
+        ));
+        tracing::info!(topic = %feed.topic, "following the change feed");
+        tokio::spawn(crate::notices::mqtt::follow(
+            feed.clone(),
+            connector,
+            keys,
+            Arc::clone(&follower),
+        ));
+        Some(follower)
     }
 
     /// The agent's gRPC server: AWS-backed reads shared by ConfigReader and
@@ -654,6 +721,14 @@ impl Aws {
             reads = reads.with_last_known_good(Arc::clone(&warm.values));
         }
         tracing::info!(keys = ?agent.refresh_public_keys.ids(), "trusting refresh signing keys");
+        if let Some((feed, safety_interval)) = &agent.change_feed {
+            self.follow_change_feed(
+                feed,
+                *safety_interval,
+                agent.refresh_public_keys.clone(),
+                reads.clone(),
+            );
+        }
         let mut reader = ReaderService::new(token_verifier(settings)?, reads.clone());
         if let Some(grants) =
             self.service_grants_remembered(settings, warm_start.map(|warm| &warm.values))

@@ -338,6 +338,11 @@ impl ConfigReads {
         self.catch_up.as_deref()
     }
 
+    /// The catch-up in use, shared (a change feed's follower drives it).
+    pub fn catch_up_shared(&self) -> Option<Arc<CatchUp>> {
+        self.catch_up.clone()
+    }
+
     async fn converge(&self) {
         if let Some(catch_up) = &self.catch_up {
             catch_up.maybe_catch_up(self).await;

@@ -154,6 +154,11 @@ impl Fanout {
         }
     }
 
+    /// The key Refresh calls (and change notices) are signed with.
+    pub fn key(&self) -> &RefreshKey {
+        &self.key
+    }
+
     /// Sends a Refresh naming `change` to every instance and waits for all answers (or deadlines).
     pub async fn send(&self, instances: &[Instance], change: &ChangeRecord) -> FanoutReport {
         let started = Instant::now();

@@ -21,7 +21,10 @@ use super::change::{ChangeRecord, Classified, Subject};
 use super::discovery::{DiscoveryError, InstanceHealth, InstanceSource};
 use super::event::{EventError, ParameterChangeEvent, classify};
 use super::fanout::{FanoutReport, FanoutSource};
-use super::journal::{ChangeJournal, JournalError};
+use super::journal::{ChangeJournal, JournalEntry, JournalError};
+use super::signing::{RefreshKey, unix_ms_now};
+use crate::notices::feed::NoticePublisher;
+use crate::notices::{heartbeat, notices_of};
 use super::proto::Operation;
 use super::stage_cache::{FlushRequests, StageCache, StageCacheError};
 use super::stale::{StaleSettings, StaleTracker};
@@ -44,6 +47,8 @@ pub enum RefreshError {
     StageCache(#[from] StageCacheError),
     #[error("override index update failed: {0}")]
     OverrideIndex(String),
+    #[error(transparent)]
+    Feed(#[from] crate::notices::feed::PublishError),
     #[error("refresh reached {ok} of {instances} agents; failed: {failed}")]
     Undelivered {
         ok: usize,
@@ -62,6 +67,7 @@ impl RefreshError {
             RefreshError::Journal(_) => "JournalFailed",
             RefreshError::StageCache(_) => "StageCacheFailed",
             RefreshError::OverrideIndex(_) => "OverrideIndexFailed",
+            RefreshError::Feed(_) => "FeedPublishFailed",
             RefreshError::Undelivered { .. } => "RefreshUndelivered",
         }
     }
@@ -81,6 +87,10 @@ pub enum RefreshOutcome {
     /// journal; retrying would not help until the key is fixed.
     Unpushed {
         reason: String,
+    },
+    /// The schedule's heartbeat: the journal's head announced on the feed.
+    Heartbeat {
+        head: u64,
     },
 }
 
@@ -116,6 +126,10 @@ impl RefreshOutcome {
                 "status": "journaled_not_pushed",
                 "reason": reason,
             }),
+            RefreshOutcome::Heartbeat { head } => serde_json::json!({
+                "status": "heartbeat",
+                "head": head,
+            }),
             // Exactly the partial-batch response shape the event source
             // mapping reads.
             RefreshOutcome::Batch(report) => serde_json::json!({
@@ -138,6 +152,7 @@ pub struct Refresher {
     stale: Option<(StaleTracker, Arc<dyn InstanceHealth>)>,
     stage_cache: Option<(Arc<dyn FlushRequests>, Arc<dyn StageCache>)>,
     overrides: Option<Arc<dyn OverrideIndex>>,
+    feed: Option<Arc<dyn NoticePublisher>>,
 }
 
 impl Refresher {
@@ -157,7 +172,52 @@ impl Refresher {
             stale: None,
             stage_cache: None,
             overrides: None,
+            feed: None,
         }
+    }
+
+    /// Announces every journaled change on the change feed (see
+    /// [`crate::notices`]) before the push, and answers the schedule's
+    /// heartbeat events with the journal's head.
+    pub fn with_change_feed(mut self, feed: Arc<dyn NoticePublisher>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// Publishes the notices of `entries` (signed with `key`). A failure
+    /// fails the change, which is retried: journaled again under new
+    /// sequence numbers, so readers that saw the hole read the journal.
+    async fn announce(&self, entries: &[JournalEntry], key: &RefreshKey) -> Result<(), RefreshError> {
+        let Some(feed) = &self.feed else {
+            return Ok(());
+        };
+        let notices = notices_of(entries, key, unix_ms_now());
+        feed.publish(&notices).await?;
+        tracing::info!(
+            notices = notices.len(),
+            first = entries.first().map_or(0, |e| e.sequence),
+            last = entries.last().map_or(0, |e| e.sequence),
+            "announced on the change feed"
+        );
+        Ok(())
+    }
+
+    /// The schedule's tick: the journal's head, signed, retained on the
+    /// feed, so that a reader whose last notice was lost learns it.
+    async fn heartbeat(&self) -> Result<RefreshOutcome, RefreshError> {
+        let Some(feed) = &self.feed else {
+            return Ok(RefreshOutcome::Ignored(
+                "a heartbeat, but no change feed is configured".to_owned(),
+            ));
+        };
+        let fanout = match self.fanout.fanout().await {
+            Ok(fanout) => fanout,
+            Err(reason) => return Ok(RefreshOutcome::Unpushed { reason }),
+        };
+        let head = self.journal.head().await?;
+        feed.publish(&[heartbeat(head, fanout.key(), unix_ms_now())])
+            .await?;
+        Ok(RefreshOutcome::Heartbeat { head })
     }
 
     /// Keeps the override index (see [`crate::layers::overrides`]) from
@@ -182,7 +242,7 @@ impl Refresher {
 
     /// Journals `changes`, then (if a stage cache is configured) asks for the
     /// flush that follows them.
-    async fn journal(&self, changes: &[ChangeRecord]) -> Result<(), RefreshError> {
+    async fn journal(&self, changes: &[ChangeRecord]) -> Result<Vec<JournalEntry>, RefreshError> {
         if let Some(overrides) = &self.overrides {
             for change in changes {
                 if let Subject::Entry(item) = &change.subject {
@@ -194,12 +254,12 @@ impl Refresher {
                 }
             }
         }
-        self.journal.append(changes).await?;
+        let entries = self.journal.append(changes).await?;
         if let Some((requests, _)) = &self.stage_cache {
             let ids: Vec<String> = changes.iter().map(|c| c.change_id.clone()).collect();
             requests.request(&ids).await?;
         }
-        Ok(())
+        Ok(entries)
     }
 
     /// A batch of flush requests from the queue: one flush for all of them.
@@ -271,6 +331,9 @@ impl Refresher {
             }
             return self.handle_stream_batch(raw).await;
         }
+        if raw.get("detail-type").and_then(|t| t.as_str()) == Some(SCHEDULED_EVENT) {
+            return self.heartbeat().await;
+        }
         let event: ParameterChangeEvent =
             serde_json::from_value(raw).map_err(|e| RefreshError::Malformed(e.to_string()))?;
         let change = match classify(&event, &self.root, &self.router)? {
@@ -279,7 +342,7 @@ impl Refresher {
         };
         // Journaled before anyone is told: a reader the push misses still
         // finds it there.
-        self.journal(std::slice::from_ref(&change)).await?;
+        let entries = self.journal(std::slice::from_ref(&change)).await?;
         let fanout = match self.fanout.fanout().await {
             Ok(fanout) => fanout,
             Err(reason) => {
@@ -287,6 +350,7 @@ impl Refresher {
                 return Ok(RefreshOutcome::Unpushed { reason });
             }
         };
+        self.announce(&entries, fanout.key()).await?;
         let instances = self.instances.healthy_instances().await?;
         let report = fanout.send(&instances, &change).await;
         log_fanout(&change, &report);
@@ -348,7 +412,7 @@ impl Refresher {
             }
         }
         if !changes.is_empty() {
-            self.journal(&changes).await?;
+            let entries = self.journal(&changes).await?;
             let fanout = match self.fanout.fanout().await {
                 Ok(fanout) => fanout,
                 Err(reason) => {
@@ -358,6 +422,9 @@ impl Refresher {
                     return Ok(RefreshOutcome::Batch(report));
                 }
             };
+            // One notice for the batch (split at 100 changes): a reader
+            // receives one message, not one per record.
+            self.announce(&entries, fanout.key()).await?;
             let instances = self.instances.healthy_instances().await?;
             let fanouts = changes.iter().map(|change| fanout.send(&instances, change));
             let reports = futures::future::join_all(fanouts).await;
@@ -381,6 +448,9 @@ impl Refresher {
         Ok(RefreshOutcome::Batch(report))
     }
 }
+
+/// The `detail-type` of the EventBridge schedule's events (the heartbeat).
+pub const SCHEDULED_EVENT: &str = "Scheduled Event";
 
 /// Counts changes journaled without a push (the `UnpushedChanges` alarm).
 fn unpushed(changes: usize) {

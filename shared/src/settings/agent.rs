@@ -48,6 +48,10 @@ pub struct AgentSettings {
     /// The encrypted last-known-good snapshot (`AGENT_SNAPSHOT_FILE`;
     /// absent: none, an agent starts cold).
     pub warm_start: Option<WarmStartSettings>,
+    /// The change feed the agent follows (`CHANGE_FEED_URL`…; unset: it
+    /// polls the journal every 2 s), and its journal read interval while
+    /// subscribed (`CHANGE_FEED_SAFETY_SECS`, 3600).
+    pub change_feed: Option<(crate::notices::feed::FeedSettings, Duration)>,
 }
 
 /// How the agent serves its Refresh listener, the one port reachable from
@@ -201,6 +205,13 @@ impl AgentSettings {
                         env.positive("AGENT_SNAPSHOT_INTERVAL_SECS", 10)?,
                     ),
                 }),
+            },
+            change_feed: match env.change_feed()? {
+                None => None,
+                Some(feed) => Some((
+                    feed,
+                    Duration::from_secs(env.positive("CHANGE_FEED_SAFETY_SECS", 3600)?),
+                )),
             },
         })
     }

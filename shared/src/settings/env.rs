@@ -150,6 +150,31 @@ impl Env<'_> {
         }
     }
 
+    /// The change feed (`CHANGE_FEED_URL`, `CHANGE_FEED_TOPIC`,
+    /// `CHANGE_FEED_CLIENT_PREFIX`; see [`crate::notices::feed`]), read
+    /// alike by config-refresh and agents; unset URL: no feed.
+    pub(super) fn change_feed(
+        &self,
+    ) -> Result<Option<crate::notices::feed::FeedSettings>, SettingsError> {
+        let Some(url) = self.optional("CHANGE_FEED_URL") else {
+            return Ok(None);
+        };
+        let topic = self.optional("CHANGE_FEED_TOPIC");
+        let prefix = self.optional("CHANGE_FEED_CLIENT_PREFIX");
+        crate::notices::feed::FeedSettings::parse(&url, topic.as_deref(), prefix.as_deref())
+            .map(Some)
+            .map_err(|error| SettingsError {
+                variable: match error {
+                    crate::notices::feed::FeedSettingsError::Url(_) => "CHANGE_FEED_URL",
+                    crate::notices::feed::FeedSettingsError::Topic(_) => "CHANGE_FEED_TOPIC",
+                    crate::notices::feed::FeedSettingsError::ClientPrefix(_) => {
+                        "CHANGE_FEED_CLIENT_PREFIX"
+                    }
+                },
+                reason: error.to_string(),
+            })
+    }
+
     /// Where configuration lives: the parameter root and the key prefixes
     /// that route keys to their store (readers and config-refresh alike).
     pub(super) fn root_and_router(&self) -> Result<(String, KeyRouter), SettingsError> {

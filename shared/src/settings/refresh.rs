@@ -42,6 +42,9 @@ pub struct RefreshSettings {
     /// How agents are called: TLS (`REFRESH_TLS_CA_PARAMETER` or
     /// `REFRESH_TLS_CA_PEM`, `REFRESH_TLS_DOMAIN`) unless `REFRESH_PLAINTEXT=allow`.
     pub agent_transport: AgentTransport,
+    /// Where journaled changes are announced (`CHANGE_FEED_URL`…; unset:
+    /// no feed, readers poll the journal).
+    pub change_feed: Option<crate::notices::feed::FeedSettings>,
 }
 
 /// Which stage cache config-refresh flushes after changes, and through which
@@ -77,6 +80,7 @@ impl RefreshSettings {
             stage_cache: stage_cache(&env)?,
             cloud_map_service_id: env.optional("CLOUD_MAP_SERVICE_ID"),
             agent_transport: agent_transport(&env)?,
+            change_feed: env.change_feed()?,
             agent_networks: match env.optional("AGENT_NETWORKS") {
                 Some(list) => AgentNetworks::parse(&list).map_err(|reason| SettingsError {
                     variable: "AGENT_NETWORKS",

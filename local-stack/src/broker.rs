@@ -1,0 +1,78 @@
+//! The change feed's broker in the local stack: rumqttd, a real MQTT 3.1.1
+//! broker, embedded (its own threads) on a free loopback port. It plays AWS
+//! IoT Core, which moto does not deliver through: config-refresh publishes to
+//! it and agents subscribe to it over plain MQTT (`mqtt://127.0.0.1:PORT`).
+//! What IoT Core adds (TLS, SigV4, its policy) is covered by
+//! `tenant_config_shared::notices::iot`'s tests and the template's checks.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+
+/// The largest message the broker takes (a notice is at most 128 KB).
+const MAX_PAYLOAD: usize = 256 * 1024;
+
+pub struct Broker {
+    pub port: u16,
+}
+
+impl Broker {
+    /// Starts a broker taking up to `max_connections` clients (the scale
+    /// benchmark's readers are each one) and waits until it accepts.
+    pub fn start(max_connections: usize) -> Result<Self, String> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|e| format!("no free port for the broker: {e}"))?
+            .port();
+        let listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let server = ServerSettings {
+            name: "tenant-config-feed".to_owned(),
+            listen,
+            tls: None,
+            next_connection_delay_ms: 0,
+            connections: ConnectionSettings {
+                connection_timeout_ms: 10_000,
+                max_payload_size: MAX_PAYLOAD,
+                max_inflight_count: 500,
+                auth: None,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        };
+        let config = Config {
+            id: 0,
+            router: RouterConfig {
+                max_connections: max_connections.max(16),
+                max_outgoing_packet_count: 1000,
+                max_segment_size: 16 * 1024 * 1024,
+                max_segment_count: 4,
+                ..RouterConfig::default()
+            },
+            v4: Some(HashMap::from([("1".to_owned(), server)])),
+            ..Config::default()
+        };
+        std::thread::Builder::new()
+            .name("mqtt-broker".to_owned())
+            .spawn(move || {
+                if let Err(error) = rumqttd::Broker::new(config).start() {
+                    eprintln!("mqtt broker stopped: {error}");
+                }
+            })
+            .map_err(|e| format!("cannot start the broker's thread: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("the MQTT broker did not listen on {listen} within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self { port })
+    }
+
+    /// `CHANGE_FEED_URL` for this broker.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
