@@ -648,7 +648,21 @@ fn the_journal_is_written_only_by_config_refresh_and_only_queried_by_readers() {
                 "ConfigRefreshFunction".to_owned(),
                 vec!["dynamodb:BatchWriteItem".to_owned()]
             ),
+            // The sequence counter, in its own partition only.
+            (
+                "ConfigRefreshFunction".to_owned(),
+                vec!["dynamodb:UpdateItem".to_owned(), "dynamodb:GetItem".to_owned()]
+            ),
         ]
+    );
+    let counter = statements(&template)
+        .into_iter()
+        .find(|(_, statement)| statement["Sid"].as_str() == Some("AllocateSequenceNumbers"))
+        .expect("the sequence counter's statement")
+        .1;
+    assert_eq!(
+        strings(&counter["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]),
+        vec!["sequence"]
     );
 }
 

@@ -206,12 +206,9 @@ impl AgentSettings {
                     ),
                 }),
             },
-            change_feed: match env.change_feed()? {
-                None => None,
-                Some(feed) => Some((
-                    feed,
-                    Duration::from_secs(env.positive("CHANGE_FEED_SAFETY_SECS", 3600)?),
-                )),
+            change_feed: {
+                let safety = Duration::from_secs(env.positive("CHANGE_FEED_SAFETY_SECS", 3600)?);
+                env.change_feed()?.map(|feed| (feed, safety))
             },
         })
     }
