@@ -37,6 +37,11 @@ pub struct FollowerSettings {
     pub gap_grace: Duration,
     /// The catch-up interval while the feed is subscribed.
     pub connected_interval: Duration,
+    /// A subscribed feed that delivered nothing for this long (not even a
+    /// heartbeat, due every minute) is treated as broken: the reader polls
+    /// the journal until a notice arrives. It covers what a connection
+    /// cannot show: the heartbeat rule or config-refresh's key gone.
+    pub silence_limit: Duration,
 }
 
 impl Default for FollowerSettings {
@@ -44,6 +49,7 @@ impl Default for FollowerSettings {
         Self {
             gap_grace: Duration::from_secs(1),
             connected_interval: Duration::from_secs(3600),
+            silence_limit: Duration::from_secs(150),
         }
     }
 }
@@ -55,6 +61,10 @@ const MAX_TRACKED_ABOVE: u64 = 100_000;
 #[derive(Default)]
 struct Sequence {
     subscribed: bool,
+    /// When the feed last delivered something (or was subscribed).
+    heard: Option<Instant>,
+    /// The feed went silent past the limit: the reader polls meanwhile.
+    silent: bool,
     mark: Option<u64>,
     above: BTreeSet<u64>,
     head: u64,
@@ -171,6 +181,7 @@ impl<R: Invalidate> NoticeFollower<R> {
     pub async fn on_subscribed(&self) {
         *self.sequence() = Sequence {
             subscribed: true,
+            heard: Some(Instant::now()),
             ..Sequence::default()
         };
         self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
@@ -191,6 +202,15 @@ impl<R: Invalidate> NoticeFollower<R> {
     /// A verified notice arrived.
     pub async fn on_notice(&self, notice: &Notice) {
         self.counters.notices.fetch_add(1, Ordering::Relaxed);
+        let was_silent = {
+            let mut sequence = self.sequence();
+            sequence.heard = Some(Instant::now());
+            std::mem::replace(&mut sequence.silent, false)
+        };
+        if was_silent {
+            tracing::info!("change feed: heard again; journal reads only for gaps");
+            self.catch_up.set_interval(self.settings.connected_interval);
+        }
         for entry in &notice.entries {
             match self.reads.invalidate(&entry.subject, entry.changed).await {
                 Ok(()) => {
@@ -228,7 +248,26 @@ impl<R: Invalidate> NoticeFollower<R> {
     /// Called every few hundred milliseconds: reads the journal for a gap
     /// that outlived the grace.
     pub async fn tick(&self) {
-        let seen_ms = match self.sequence().gap_since {
+        let (seen_ms, fell_silent) = {
+            let mut sequence = self.sequence();
+            let fell_silent = sequence.subscribed
+                && !sequence.silent
+                && sequence
+                    .heard
+                    .is_some_and(|heard| heard.elapsed() > self.settings.silence_limit);
+            if fell_silent {
+                sequence.silent = true;
+            }
+            (sequence.gap_since, fell_silent)
+        };
+        if fell_silent {
+            tracing::warn!(
+                silent_secs = self.settings.silence_limit.as_secs(),
+                "change feed: nothing heard, not even a heartbeat; polling the journal meanwhile"
+            );
+            self.catch_up.set_interval(self.fallback_interval);
+        }
+        let seen_ms = match seen_ms {
             Some((since, seen_ms)) if since.elapsed() >= self.settings.gap_grace => seen_ms,
             _ => return,
         };
@@ -320,6 +359,7 @@ mod tests {
             FollowerSettings {
                 gap_grace: GRACE,
                 connected_interval: Duration::from_secs(3600),
+                silence_limit: Duration::from_secs(150),
             },
         );
         follower.on_subscribed().await;
@@ -439,5 +479,27 @@ mod tests {
         follower.on_disconnected();
         assert_eq!(catch_up.interval(), CatchUpSettings::AGENT.interval);
         assert!(!follower.subscribed());
+    }
+
+    #[tokio::test]
+    async fn a_feed_silent_past_its_limit_restores_polling_until_it_is_heard_again() {
+        let journal = Arc::new(MemoryJournal::new());
+        let catch_up = Arc::new(CatchUp::new(journal.clone(), CatchUpSettings::AGENT));
+        let follower = NoticeFollower::new(
+            Arc::new(Dropped::default()),
+            catch_up.clone(),
+            FollowerSettings {
+                silence_limit: Duration::from_millis(100),
+                ..FollowerSettings::default()
+            },
+        );
+        follower.on_subscribed().await;
+        follower.tick().await;
+        assert_eq!(catch_up.interval(), Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        follower.tick().await;
+        assert_eq!(catch_up.interval(), CatchUpSettings::AGENT.interval, "silent: polling");
+        follower.on_notice(&heartbeat(0)).await;
+        assert_eq!(catch_up.interval(), Duration::from_secs(3600), "heard: gaps only");
     }
 }
