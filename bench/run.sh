@@ -11,7 +11,7 @@ export PATH="$root/.venv/bin:$PATH"
 profile=release
 if [[ " $* " == *" --smoke "* ]]; then profile=dev; fi
 # One package per command: cargo lambda watch builds each function that way.
-for package in config-api config-refresh rollout-driver config-agent tenant-config-bench; do
+for package in config-api config-refresh rollout-driver config-agent tenant-config-local-stack tenant-config-bench; do
   cargo build --locked --profile "$profile" -p "$package"
 done
 if [[ "$profile" == release ]]; then

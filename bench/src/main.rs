@@ -2,7 +2,7 @@
 //! with the baselines named in the benchmark issue, in one run, and writes a
 //! Markdown report (default `bench/RESULTS.md`). `--smoke` runs every
 //! measurement with tiny sizes (for the test command) and writes to
-//! `target/bench-smoke.md`. `--only NAME` (`fairness`, `warm-read`, `layers`, `blast`, `rollouts`, `ofrep`, `watch`, `client`, `warm-start`) takes one
+//! `target/bench-smoke.md`. `--only NAME` (`fairness`, `warm-read`, `layers`, `blast`, `rollouts`, `ofrep`, `watch`, `client`, `warm-start`, `scale`) takes one
 //! figure alone (into `target/bench-only-NAME.md`), for working on it.
 
 mod baseline;

@@ -72,7 +72,10 @@ impl FeedHeartbeat {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                report(function, invoke(&invoke_url, function, &scheduled_event()).await);
+                report(
+                    function,
+                    invoke(&invoke_url, function, &scheduled_event()).await,
+                );
             }
         });
         Self { task }

@@ -16,12 +16,12 @@ use tenant_config_shared::grants::{ALL_SERVICES, DynamoDbGrants, Grant};
 
 use crate::agent::AgentProcess;
 use crate::bridge::{DockerBridge, Forwarder, container_env, loopback_endpoint};
+use crate::broker::Broker;
 use crate::fault_proxy::FaultProxy;
 use crate::moto::MotoServer;
 use crate::published::{self, Published};
 use crate::queue::QueueMapping;
 use crate::sam::SamLocal;
-use crate::broker::Broker;
 use crate::scheduler::{FeedHeartbeat, RolloutSchedule};
 use crate::seed::{self, CloudMap, UserPool};
 use crate::stage_cache::StageCacheStub;
@@ -376,9 +376,11 @@ impl LocalStack {
             } else {
                 None
             };
-        let broker = step(progress, "MQTT broker for the change feed (rumqttd)", async {
-            Broker::start(4096)
-        })
+        let broker = step(
+            progress,
+            "MQTT broker for the change feed (rumqttd)",
+            Broker::start(20_000, if options.release { "release" } else { "debug" }),
+        )
         .await?;
         let mut env = function_env(&moto, &pool, &cloud_map);
         env.extend([

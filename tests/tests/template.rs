@@ -651,7 +651,10 @@ fn the_journal_is_written_only_by_config_refresh_and_only_queried_by_readers() {
             // The sequence counter, in its own partition only.
             (
                 "ConfigRefreshFunction".to_owned(),
-                vec!["dynamodb:UpdateItem".to_owned(), "dynamodb:GetItem".to_owned()]
+                vec![
+                    "dynamodb:UpdateItem".to_owned(),
+                    "dynamodb:GetItem".to_owned()
+                ]
             ),
         ]
     );

@@ -25,6 +25,7 @@ mod resilience;
 mod resources;
 mod rollouts;
 mod router;
+mod scale;
 mod vending;
 mod warm_read;
 mod warm_start;
@@ -122,9 +123,10 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
         "watch" => report.watch(&stack).await?,
         "client" => report.client(&stack).await?,
         "warm-start" => report.warm_start(&stack).await?,
+        "scale" => report.scale(&stack).await?,
         other => {
             return Err(format!(
-                "--only knows 'fairness', 'warm-read', 'layers', 'blast', 'rollouts', 'ofrep', 'watch', 'client' and 'warm-start', not '{other}'"
+                "--only knows 'fairness', 'warm-read', 'layers', 'blast', 'rollouts', 'ofrep', 'watch', 'client', 'warm-start' and 'scale', not '{other}'"
             ));
         }
     }

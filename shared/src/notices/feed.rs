@@ -160,9 +160,12 @@ mod tests {
             }
         );
         assert_eq!(iot.topic, DEFAULT_TOPIC);
-        let local =
-            FeedSettings::parse("mqtt://127.0.0.1:41883", Some("tc/stack-1/changes"), Some("s1"))
-                .unwrap();
+        let local = FeedSettings::parse(
+            "mqtt://127.0.0.1:41883",
+            Some("tc/stack-1/changes"),
+            Some("s1"),
+        )
+        .unwrap();
         assert_eq!(
             local.endpoint,
             FeedEndpoint::Mqtt {

@@ -92,7 +92,8 @@ impl Sequence {
                         .unwrap_or_else(Instant::now);
                     self.gap_since = Some((long_ago, unix_ms_now()));
                 } else {
-                    self.above.extend((notice.first.max(mark + 1))..=notice.last);
+                    self.above
+                        .extend((notice.first.max(mark + 1))..=notice.last);
                 }
             }
         }
@@ -103,7 +104,8 @@ impl Sequence {
         self.mark = Some(mark);
         self.head = self.head.max(mark);
         if self.gap() {
-            self.gap_since.get_or_insert((Instant::now(), unix_ms_now()));
+            self.gap_since
+                .get_or_insert((Instant::now(), unix_ms_now()));
             false
         } else {
             self.gap_since = None;
@@ -349,7 +351,11 @@ mod tests {
 
     const GRACE: Duration = Duration::from_millis(50);
 
-    async fn follower() -> (NoticeFollower<Arc<Dropped>>, Arc<MemoryJournal>, Arc<Dropped>) {
+    async fn follower() -> (
+        NoticeFollower<Arc<Dropped>>,
+        Arc<MemoryJournal>,
+        Arc<Dropped>,
+    ) {
         let journal = Arc::new(MemoryJournal::new());
         let catch_up = Arc::new(CatchUp::new(journal.clone(), CatchUpSettings::AGENT));
         let dropped = Arc::new(Dropped::default());
@@ -442,7 +448,14 @@ mod tests {
         follower.on_notice(&heartbeat(5)).await;
         tokio::time::sleep(GRACE * 2).await;
         follower.tick().await;
-        assert!(dropped.0.lock().unwrap().iter().any(|s| s.contains("silent")));
+        assert!(
+            dropped
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.contains("silent"))
+        );
         assert_eq!(follower.mark(), Some(5));
     }
 
@@ -450,7 +463,10 @@ mod tests {
     async fn given_the_journal_failing_then_the_gap_stays_open_until_a_read_succeeds() {
         let (follower, journal, dropped) = follower().await;
         follower.on_notice(&notice(1, 1)).await;
-        journal.append(&[change("tenant_config_late")]).await.unwrap();
+        journal
+            .append(&[change("tenant_config_late")])
+            .await
+            .unwrap();
         journal.set_failing(true);
         follower.on_notice(&heartbeat(2)).await;
         tokio::time::sleep(GRACE * 2).await;
@@ -498,8 +514,16 @@ mod tests {
         assert_eq!(catch_up.interval(), Duration::from_secs(3600));
         tokio::time::sleep(Duration::from_millis(150)).await;
         follower.tick().await;
-        assert_eq!(catch_up.interval(), CatchUpSettings::AGENT.interval, "silent: polling");
+        assert_eq!(
+            catch_up.interval(),
+            CatchUpSettings::AGENT.interval,
+            "silent: polling"
+        );
         follower.on_notice(&heartbeat(0)).await;
-        assert_eq!(catch_up.interval(), Duration::from_secs(3600), "heard: gaps only");
+        assert_eq!(
+            catch_up.interval(),
+            Duration::from_secs(3600),
+            "heard: gaps only"
+        );
     }
 }

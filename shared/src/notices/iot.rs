@@ -232,7 +232,10 @@ mod tests {
         )
         .unwrap();
         let query = request.uri().query().unwrap().to_owned();
-        assert!(query.contains("X-Amz-Algorithm=AWS4-HMAC-SHA256"), "{query}");
+        assert!(
+            query.contains("X-Amz-Algorithm=AWS4-HMAC-SHA256"),
+            "{query}"
+        );
         assert!(
             query.contains("X-Amz-Credential=AKIDEXAMPLE%2F20270115%2Feu-west-1%2Fiotdevicegateway%2Faws4_request"),
             "{query}"
@@ -241,7 +244,9 @@ mod tests {
         assert!(query.contains("X-Amz-Expires=300"), "{query}");
         assert!(query.contains("X-Amz-Signature="), "{query}");
         // After the signature, as IoT Core requires.
-        let token = query.find("X-Amz-Security-Token=token%2Fwith%2Bchars").unwrap();
+        let token = query
+            .find("X-Amz-Security-Token=token%2Fwith%2Bchars")
+            .unwrap();
         assert!(token > query.find("X-Amz-Signature=").unwrap(), "{query}");
         assert_eq!(request.uri().path(), "/mqtt");
     }

@@ -331,10 +331,9 @@ mod tests {
 
     #[test]
     fn a_signed_notice_claiming_a_sequence_outside_its_range_is_refused() {
-        let mut notice = ChangeNotice::decode(
-            notices_of(&entries(3, 2), &key("k1"), NOW)[0].as_slice(),
-        )
-        .unwrap();
+        let mut notice =
+            ChangeNotice::decode(notices_of(&entries(3, 2), &key("k1"), NOW)[0].as_slice())
+                .unwrap();
         notice.changes[1].sequence = 9;
         let bytes = signed(&key("k1"), notice);
         assert_eq!(

@@ -166,7 +166,12 @@ impl MqttPublisher {
         let (client, mut events) = AsyncClient::new(options, payloads.len().max(1) + 2);
         for payload in payloads {
             client
-                .try_publish(&self.settings.topic, QoS::AtLeastOnce, true, payload.clone())
+                .try_publish(
+                    &self.settings.topic,
+                    QoS::AtLeastOnce,
+                    true,
+                    payload.clone(),
+                )
                 .map_err(|e| PublishError::Failed(e.to_string()))?;
         }
         let mut acknowledged = 0;

@@ -22,15 +22,15 @@ use super::discovery::{DiscoveryError, InstanceHealth, InstanceSource};
 use super::event::{EventError, ParameterChangeEvent, classify};
 use super::fanout::{FanoutReport, FanoutSource};
 use super::journal::{ChangeJournal, JournalEntry, JournalError};
-use super::signing::{RefreshKey, unix_ms_now};
-use crate::notices::feed::NoticePublisher;
-use crate::notices::{heartbeat, notices_of};
 use super::proto::Operation;
+use super::signing::{RefreshKey, unix_ms_now};
 use super::stage_cache::{FlushRequests, StageCache, StageCacheError};
 use super::stale::{StaleSettings, StaleTracker};
 use super::stream::{StreamBatch, classify_batch};
 use crate::layers::overrides::OverrideIndex;
 use crate::metrics::{Counter, metrics};
+use crate::notices::feed::NoticePublisher;
+use crate::notices::{heartbeat, notices_of};
 use crate::routing::KeyRouter;
 
 #[derive(Debug, Error)]
@@ -187,7 +187,11 @@ impl Refresher {
     /// Publishes the notices of `entries` (signed with `key`). A failure
     /// fails the change, which is retried: journaled again under new
     /// sequence numbers, so readers that saw the hole read the journal.
-    async fn announce(&self, entries: &[JournalEntry], key: &RefreshKey) -> Result<(), RefreshError> {
+    async fn announce(
+        &self,
+        entries: &[JournalEntry],
+        key: &RefreshKey,
+    ) -> Result<(), RefreshError> {
         let Some(feed) = &self.feed else {
             return Ok(());
         };

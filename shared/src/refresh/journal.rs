@@ -200,14 +200,16 @@ impl ChangeJournal for MemoryJournal {
     async fn append(&self, changes: &[ChangeRecord]) -> Result<Vec<JournalEntry>, JournalError> {
         self.check("append")?;
         let now = unix_ms_now();
-        let first = self.head.fetch_add(
-            changes.len() as u64,
-            std::sync::atomic::Ordering::SeqCst,
-        ) + 1;
+        let first = self
+            .head
+            .fetch_add(changes.len() as u64, std::sync::atomic::Ordering::SeqCst)
+            + 1;
         let appended: Vec<JournalEntry> = changes
             .iter()
             .zip(first..)
-            .map(|(change, sequence)| JournalEntry::new(change.clone(), now).with_sequence(sequence))
+            .map(|(change, sequence)| {
+                JournalEntry::new(change.clone(), now).with_sequence(sequence)
+            })
             .collect();
         if let Ok(mut entries) = self.entries.lock() {
             entries.extend(appended.iter().cloned());

@@ -160,7 +160,9 @@ impl ChangeJournal for JournalTable {
         let entries: Vec<JournalEntry> = changes
             .iter()
             .zip(first..)
-            .map(|(change, sequence)| JournalEntry::new(change.clone(), now).with_sequence(sequence))
+            .map(|(change, sequence)| {
+                JournalEntry::new(change.clone(), now).with_sequence(sequence)
+            })
             .collect();
         for chunk in entries.chunks(WRITE_BATCH) {
             let mut requests: Vec<WriteRequest> = chunk

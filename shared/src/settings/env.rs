@@ -160,16 +160,20 @@ impl Env<'_> {
         // deploy that sets them for later gets its mistakes now.
         let topic = self.optional("CHANGE_FEED_TOPIC");
         let prefix = self.optional("CHANGE_FEED_CLIENT_PREFIX");
-        crate::notices::feed::FeedSettings::parse("mqtt://localhost:1", topic.as_deref(), prefix.as_deref())
-            .map_err(|error| SettingsError {
-                variable: match error {
-                    crate::notices::feed::FeedSettingsError::ClientPrefix(_) => {
-                        "CHANGE_FEED_CLIENT_PREFIX"
-                    }
-                    _ => "CHANGE_FEED_TOPIC",
-                },
-                reason: error.to_string(),
-            })?;
+        crate::notices::feed::FeedSettings::parse(
+            "mqtt://localhost:1",
+            topic.as_deref(),
+            prefix.as_deref(),
+        )
+        .map_err(|error| SettingsError {
+            variable: match error {
+                crate::notices::feed::FeedSettingsError::ClientPrefix(_) => {
+                    "CHANGE_FEED_CLIENT_PREFIX"
+                }
+                _ => "CHANGE_FEED_TOPIC",
+            },
+            reason: error.to_string(),
+        })?;
         let Some(url) = self.optional("CHANGE_FEED_URL") else {
             return Ok(None);
         };
