@@ -2,7 +2,7 @@
 //!
 //! [`FeedHeartbeat`]: the change feed's heartbeat rule, invoking
 //! config-refresh with a "Scheduled Event" every [`HEARTBEAT_TICK`] (the
-//! template's rule: once a minute).
+//! template's rule: every 5 minutes).
 //!
 //! [`RolloutSchedule`]: what invokes rollout-driver in AWS: the
 //! EventBridge schedule (a tick every [`TICK`] here; the template's schedule

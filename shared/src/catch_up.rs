@@ -112,6 +112,9 @@ pub struct CatchUp {
     /// When the last journal read that was applied started, Unix ms (a
     /// change feed moves `caught_up_ms`, never this).
     read_ms: AtomicI64,
+    /// The sequence numbers of the entries the journal reads returned since
+    /// a change feed last took them ([`CatchUp::take_read_sequences`]).
+    read_sequences: std::sync::Mutex<Vec<u64>>,
 }
 
 /// Most journal pages one catch-up reads before it gives up entry-by-entry
@@ -188,6 +191,7 @@ impl CatchUp {
             failures: AtomicU32::new(0),
             caught_up_ms: AtomicI64::new(now),
             read_ms: AtomicI64::new(0),
+            read_sequences: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -230,6 +234,25 @@ impl CatchUp {
     /// before the first).
     pub fn read_ms(&self) -> i64 {
         self.read_ms.load(Ordering::Acquire)
+    }
+
+    /// The sequence numbers of the entries journal reads returned since the
+    /// last call (a change feed fills its holes with them); bounded.
+    pub fn take_read_sequences(&self) -> Vec<u64> {
+        self.read_sequences
+            .lock()
+            .map(|mut seen| std::mem::take(&mut *seen))
+            .unwrap_or_default()
+    }
+
+    fn note_read_sequences(&self, entries: &[JournalEntry]) {
+        if let Ok(mut seen) = self.read_sequences.lock() {
+            // Bounded: a reader nobody takes them from keeps the latest.
+            if seen.len() > 100_000 {
+                seen.clear();
+            }
+            seen.extend(entries.iter().map(|e| e.sequence).filter(|s| *s > 0));
+        }
     }
 
     /// The interval in force.
@@ -371,6 +394,7 @@ impl CatchUp {
             }
         };
         self.failures.store(0, Ordering::Release);
+        self.note_read_sequences(&entries);
         let gap_ms = started - cursor.from_ms;
         let applied = if gap_ms >= RETENTION.as_millis() as i64 - overlap || !complete {
             tracing::info!(

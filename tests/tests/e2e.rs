@@ -6,6 +6,7 @@ mod adapters;
 mod admin_cli;
 mod agent_service;
 mod cfn;
+mod change_feed;
 mod client;
 mod convergence;
 mod docs;

@@ -36,8 +36,9 @@ pub const DEFAULT_TOPIC: &str = "tenant-config/changes";
 pub const DEFAULT_CLIENT_PREFIX: &str = "tenant-config";
 /// MQTT topics are up to 65,535 bytes; IoT Core's up to 256 with 7 slashes.
 const MAX_TOPIC_LEN: usize = 256;
-/// IoT Core client ids are up to 128 bytes; ours add "-reader-" and 16 hex digits.
-const MAX_CLIENT_PREFIX_LEN: usize = 100;
+/// IoT Core client ids are up to 128 bytes; ours add "-reader-" and 16 hex
+/// digits.
+const MAX_CLIENT_PREFIX_LEN: usize = 104;
 /// How long a publish (connect, publish, acknowledgement) may take.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -49,7 +50,7 @@ pub enum FeedSettingsError {
     Url(String),
     #[error("CHANGE_FEED_TOPIC is 1 to 256 of [A-Za-z0-9/_-] without wildcards, not '{0}'")]
     Topic(String),
-    #[error("CHANGE_FEED_CLIENT_PREFIX is 1 to 100 of [A-Za-z0-9_-], not '{0}'")]
+    #[error("CHANGE_FEED_CLIENT_PREFIX is 1 to 104 of [A-Za-z0-9_-], not '{0}'")]
     ClientPrefix(String),
 }
 

@@ -35,10 +35,14 @@ use super::Notice;
 pub struct FollowerSettings {
     /// How long a gap may stay open before the journal is read.
     pub gap_grace: Duration,
+    /// Past the grace, a random delay up to this long before the gap's
+    /// first read: a notice every reader missed must not send them all to
+    /// the journal in the same second.
+    pub gap_spread: Duration,
     /// The catch-up interval while the feed is subscribed.
     pub connected_interval: Duration,
     /// A subscribed feed that delivered nothing for this long (not even a
-    /// heartbeat, due every minute) is treated as broken: the reader polls
+    /// heartbeat, due every 5 minutes) is treated as broken: the reader polls
     /// the journal until a notice arrives. It covers what a connection
     /// cannot show: the heartbeat rule or config-refresh's key gone.
     pub silence_limit: Duration,
@@ -48,8 +52,9 @@ impl Default for FollowerSettings {
     fn default() -> Self {
         Self {
             gap_grace: Duration::from_secs(1),
+            gap_spread: Duration::from_secs(3),
             connected_interval: Duration::from_secs(3600),
-            silence_limit: Duration::from_secs(150),
+            silence_limit: Duration::from_secs(660),
         }
     }
 }
@@ -58,69 +63,120 @@ impl Default for FollowerSettings {
 /// gap is read from the journal at once.
 const MAX_TRACKED_ABOVE: u64 = 100_000;
 
+/// Journal reads one gap gets before its remaining numbers count as never
+/// written (an append that failed after taking its numbers); each after
+/// twice the wait of the one before, from 1 s: all within the catch-up's
+/// 10 s overlap of each other, so an entry that became visible late is found.
+const MAX_GAP_READS: u32 = 4;
+
 #[derive(Default)]
 struct Sequence {
     subscribed: bool,
-    /// When the feed last delivered something (or was subscribed).
+    /// When the feed last delivered something new (or was subscribed).
     heard: Option<Instant>,
+    /// The newest notice timestamp heard: a replayed old notice does not
+    /// count as hearing from the feed.
+    heard_ms: i64,
     /// The feed went silent past the limit: the reader polls meanwhile.
     silent: bool,
     mark: Option<u64>,
     above: BTreeSet<u64>,
     head: u64,
-    /// When the open gap was first seen (monotonic, and Unix ms).
-    gap_since: Option<(Instant, i64)>,
+    /// The open gap: when its next journal read is due, and when it was
+    /// first seen (Unix ms).
+    gap: Option<(Instant, i64)>,
+    /// Journal reads made for the open gap.
+    gap_reads: u32,
+    /// The subscription's journal read is still to be made (since when,
+    /// Unix ms); until it is, the catch-up's cursor is not moved.
+    read_due_ms: Option<i64>,
+}
+
+fn spread(max_ms: u64) -> Duration {
+    let mut bytes = [0u8; 2];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    Duration::from_millis(u64::from(u16::from_le_bytes(bytes)) * max_ms / u64::from(u16::MAX))
 }
 
 impl Sequence {
-    fn gap(&self) -> bool {
+    fn missing(&self) -> bool {
         let mark = self.mark.unwrap_or(0);
         !self.above.is_empty() || self.head > mark
     }
 
-    /// Records a notice's numbers; returns whether nothing is missing now.
-    fn record(&mut self, notice: &Notice) -> bool {
-        match self.mark {
-            None => self.mark = Some(notice.last),
-            Some(mark) if notice.is_heartbeat() => self.head = self.head.max(notice.last).max(mark),
-            Some(mark) => {
-                if notice.last.saturating_sub(mark) > MAX_TRACKED_ABOVE {
-                    // Too far ahead to track: a gap, read at once.
-                    self.head = self.head.max(notice.last);
-                    let long_ago = Instant::now()
-                        .checked_sub(Duration::from_secs(3600))
-                        .unwrap_or_else(Instant::now);
-                    self.gap_since = Some((long_ago, unix_ms_now()));
-                } else {
-                    self.above
-                        .extend((notice.first.max(mark + 1))..=notice.last);
-                }
-            }
-        }
-        let mut mark = self.mark.unwrap_or(0);
+    /// Moves the mark over every number seen, and opens or closes the gap;
+    /// returns whether nothing is missing.
+    fn settle(&mut self, grace: Duration, spread_over: Duration) -> bool {
+        // No notice yet: nothing is known to be missing.
+        let Some(mut mark) = self.mark else {
+            self.gap = None;
+            return true;
+        };
         while self.above.remove(&(mark + 1)) {
             mark += 1;
         }
+        self.above.retain(|s| *s > mark);
         self.mark = Some(mark);
         self.head = self.head.max(mark);
-        if self.gap() {
-            self.gap_since
-                .get_or_insert((Instant::now(), unix_ms_now()));
+        if self.missing() {
+            if self.gap.is_none() {
+                self.gap = Some((
+                    Instant::now() + grace + spread(spread_over.as_millis() as u64),
+                    unix_ms_now(),
+                ));
+                self.gap_reads = 0;
+            }
             false
         } else {
-            self.gap_since = None;
+            self.gap = None;
+            self.gap_reads = 0;
             true
         }
     }
 
-    /// The journal was read after the gap was seen: whatever was missing then
-    /// has been applied.
-    fn filled(&mut self) {
+    /// Records a notice's numbers; returns whether nothing is missing now.
+    fn record(&mut self, notice: &Notice, grace: Duration, spread_over: Duration) -> bool {
+        match self.mark {
+            None => self.mark = Some(notice.last),
+            Some(_) if notice.is_heartbeat() => self.head = self.head.max(notice.last),
+            Some(mark) if notice.last.saturating_sub(mark) > MAX_TRACKED_ABOVE => {
+                // Too far ahead to track one by one: a gap, read at once.
+                self.head = self.head.max(notice.last);
+                self.gap = Some((Instant::now(), unix_ms_now()));
+            }
+            Some(mark) => self
+                .above
+                .extend((notice.first.max(mark + 1))..=notice.last),
+        }
+        self.settle(grace, spread_over)
+    }
+
+    /// Numbers a journal read returned: those entries are applied.
+    fn absorb(&mut self, sequences: Vec<u64>) {
+        let mark = self.mark.unwrap_or(0);
+        if self.mark.is_some() {
+            self.above
+                .extend(sequences.into_iter().filter(|s| *s > mark));
+        }
+    }
+
+    /// Everything up to the highest number known counts as applied: the
+    /// journal dropped every cached entry, or the gap's reads are spent.
+    fn fill(&mut self) {
         let highest = self.above.last().copied().unwrap_or(0);
         self.mark = Some(self.mark.unwrap_or(0).max(highest).max(self.head));
         self.above.clear();
-        self.gap_since = None;
+        self.gap = None;
+        self.gap_reads = 0;
     }
+}
+
+/// What the next tick reads the journal for.
+enum Due {
+    /// The subscription's read (since when, Unix ms).
+    Subscription(i64),
+    /// An open gap's read (first seen, Unix ms).
+    Gap(i64),
 }
 
 /// What a follower has done, for tests, the benchmark and logs.
@@ -179,17 +235,18 @@ impl<R: Invalidate> NoticeFollower<R> {
 
     /// The topic subscription was acknowledged (again): numbers start over
     /// from the next notice, and the journal is read once for what was
-    /// published meanwhile.
+    /// published meanwhile; until that read succeeds (it is retried on every
+    /// tick) the catch-up's cursor stays where it was.
     pub async fn on_subscribed(&self) {
         *self.sequence() = Sequence {
             subscribed: true,
             heard: Some(Instant::now()),
+            read_due_ms: Some(unix_ms_now()),
             ..Sequence::default()
         };
         self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
         self.catch_up.set_interval(self.settings.connected_interval);
-        self.catch_up.request_now();
-        self.catch_up.maybe_catch_up(&self.reads).await;
+        self.tick().await;
     }
 
     /// The connection broke: the reader polls the journal as it would
@@ -204,15 +261,6 @@ impl<R: Invalidate> NoticeFollower<R> {
     /// A verified notice arrived.
     pub async fn on_notice(&self, notice: &Notice) {
         self.counters.notices.fetch_add(1, Ordering::Relaxed);
-        let was_silent = {
-            let mut sequence = self.sequence();
-            sequence.heard = Some(Instant::now());
-            std::mem::replace(&mut sequence.silent, false)
-        };
-        if was_silent {
-            tracing::info!("change feed: heard again; journal reads only for gaps");
-            self.catch_up.set_interval(self.settings.connected_interval);
-        }
         for entry in &notice.entries {
             match self.reads.invalidate(&entry.subject, entry.changed).await {
                 Ok(()) => {
@@ -225,8 +273,28 @@ impl<R: Invalidate> NoticeFollower<R> {
                 }
             }
         }
-        let contiguous = self.sequence().record(notice);
-        if contiguous {
+        let (covered, was_silent) = {
+            let mut sequence = self.sequence();
+            // Before the subscription is acknowledged (a retained notice may
+            // come first), only the drops count.
+            if !sequence.subscribed {
+                return;
+            }
+            let mut was_silent = false;
+            if notice.timestamp_ms > sequence.heard_ms {
+                sequence.heard_ms = notice.timestamp_ms;
+                sequence.heard = Some(Instant::now());
+                was_silent = std::mem::replace(&mut sequence.silent, false);
+            }
+            let contiguous =
+                sequence.record(notice, self.settings.gap_grace, self.settings.gap_spread);
+            (contiguous && sequence.read_due_ms.is_none(), was_silent)
+        };
+        if was_silent {
+            tracing::info!("change feed: heard again; journal reads only for gaps");
+            self.catch_up.set_interval(self.settings.connected_interval);
+        }
+        if covered {
             let through = if notice.is_heartbeat() {
                 notice.timestamp_ms
             } else {
@@ -247,10 +315,11 @@ impl<R: Invalidate> NoticeFollower<R> {
         }
     }
 
-    /// Called every few hundred milliseconds: reads the journal for a gap
-    /// that outlived the grace.
+    /// Called every few hundred milliseconds (and on subscribing): makes
+    /// the subscription's journal read, or an open gap's once its grace has
+    /// passed, and notices a silent feed.
     pub async fn tick(&self) {
-        let (seen_ms, fell_silent) = {
+        let (due, fell_silent) = {
             let mut sequence = self.sequence();
             let fell_silent = sequence.subscribed
                 && !sequence.silent
@@ -260,7 +329,12 @@ impl<R: Invalidate> NoticeFollower<R> {
             if fell_silent {
                 sequence.silent = true;
             }
-            (sequence.gap_since, fell_silent)
+            let due = match (sequence.read_due_ms, sequence.gap) {
+                (Some(since), _) => Some(Due::Subscription(since)),
+                (None, Some((at, seen_ms))) if Instant::now() >= at => Some(Due::Gap(seen_ms)),
+                _ => None,
+            };
+            (due, fell_silent)
         };
         if fell_silent {
             tracing::warn!(
@@ -269,26 +343,52 @@ impl<R: Invalidate> NoticeFollower<R> {
             );
             self.catch_up.set_interval(self.fallback_interval);
         }
-        let seen_ms = match seen_ms {
-            Some((since, seen_ms)) if since.elapsed() >= self.settings.gap_grace => seen_ms,
-            _ => return,
+        let Some(due) = due else {
+            return;
+        };
+        let since = match due {
+            Due::Subscription(since) | Due::Gap(since) => since,
         };
         self.catch_up.request_now();
-        let applied = matches!(
-            self.catch_up.maybe_catch_up(&self.reads).await,
-            Applied::Entries(_) | Applied::Everything
-        );
-        // Filled when a journal read started after the gap was seen, by this
+        let applied = self.catch_up.maybe_catch_up(&self.reads).await;
+        // Done when a journal read started after the need arose, by this
         // tick or by a read that got there first; otherwise (the journal
-        // failing) the next tick tries again, within the catch-up's back-off.
-        if applied || self.catch_up.read_ms() > seen_ms {
-            self.counters.gaps_read.fetch_add(1, Ordering::Relaxed);
-            let mut sequence = self.sequence();
-            if sequence
-                .gap_since
-                .is_some_and(|(_, current)| current == seen_ms)
-            {
-                sequence.filled();
+        // failing, or a read in flight from before) the next tick tries
+        // again, within the catch-up's back-off.
+        let read = matches!(applied, Applied::Entries(_) | Applied::Everything)
+            || self.catch_up.read_ms() > since;
+        if !read {
+            return;
+        }
+        let sequences = self.catch_up.take_read_sequences();
+        let mut sequence = self.sequence();
+        sequence.absorb(sequences);
+        match due {
+            Due::Subscription(_) => sequence.read_due_ms = None,
+            Due::Gap(seen_ms) if sequence.gap.is_some_and(|(_, s)| s == seen_ms) => {
+                self.counters.gaps_read.fetch_add(1, Ordering::Relaxed);
+                sequence.gap_reads += 1;
+            }
+            Due::Gap(_) => {}
+        }
+        if matches!(applied, Applied::Everything) {
+            sequence.fill();
+            return;
+        }
+        if sequence.settle(self.settings.gap_grace, self.settings.gap_spread) {
+            return;
+        }
+        if sequence.gap_reads >= MAX_GAP_READS {
+            tracing::info!(
+                mark = sequence.mark.unwrap_or(0),
+                head = sequence.head,
+                "change feed: numbers the journal never showed; taken as appends that failed"
+            );
+            sequence.fill();
+        } else if sequence.gap_reads > 0 {
+            let next = Instant::now() + Duration::from_secs(1 << (sequence.gap_reads - 1));
+            if let Some((at, _)) = sequence.gap.as_mut() {
+                *at = next;
             }
         }
     }
@@ -364,8 +464,9 @@ mod tests {
             catch_up,
             FollowerSettings {
                 gap_grace: GRACE,
+                gap_spread: Duration::ZERO,
                 connected_interval: Duration::from_secs(3600),
-                silence_limit: Duration::from_secs(150),
+                silence_limit: Duration::from_secs(660),
             },
         );
         follower.on_subscribed().await;
@@ -413,23 +514,48 @@ mod tests {
         assert_eq!(journal.queries(), after_subscribing);
     }
 
+    /// Journals `keys` and returns the notice config-refresh would publish
+    /// for them (the journal's own sequence numbers).
+    async fn journaled(journal: &MemoryJournal, keys: &[&str]) -> Notice {
+        let changes: Vec<ChangeRecord> = keys.iter().map(|k| change(k)).collect();
+        let entries = journal.append(&changes).await.unwrap();
+        Notice {
+            first: entries[0].sequence,
+            last: entries[entries.len() - 1].sequence,
+            entries: entries
+                .iter()
+                .map(|e| NoticedEntry {
+                    subject: e.change.subject.clone(),
+                    changed: Changed::Updated(None),
+                    position: e.position.clone(),
+                    journaled_at_ms: e.journaled_at_ms,
+                    sequence: e.sequence,
+                })
+                .collect(),
+            timestamp_ms: unix_ms_now(),
+        }
+    }
+
+    fn dropped_any(dropped: &Dropped, part: &str) -> bool {
+        dropped.0.lock().unwrap().iter().any(|s| s.contains(part))
+    }
+
     #[tokio::test]
     async fn given_a_lost_notice_when_the_grace_passes_then_the_journal_supplies_the_change() {
         let (follower, journal, dropped) = follower().await;
-        follower.on_notice(&notice(1, 1)).await;
-        // Change 2 is journaled but its notice never arrives; 3's does.
-        let appended = journal
-            .append(&[change("tenant_config_lost"), change("tenant_config_next")])
-            .await
-            .unwrap();
-        assert_eq!(appended[0].sequence, 1, "the memory journal numbers from 1");
-        follower.on_notice(&notice(3, 3)).await;
+        follower
+            .on_notice(&journaled(&journal, &["tenant_config_first"]).await)
+            .await;
+        // Two changes journaled; the first one's notice never arrives.
+        let _lost = journaled(&journal, &["tenant_config_lost"]).await;
+        let next = journaled(&journal, &["tenant_config_next"]).await;
+        follower.on_notice(&next).await;
         follower.tick().await;
-        assert!(!dropped.0.lock().unwrap().iter().any(|s| s.contains("lost")));
+        assert!(!dropped_any(&dropped, "lost"), "not before the grace");
         tokio::time::sleep(GRACE * 2).await;
         follower.tick().await;
         assert!(
-            dropped.0.lock().unwrap().iter().any(|s| s.contains("lost")),
+            dropped_any(&dropped, "lost"),
             "the missed change came from the journal: {:?}",
             dropped.0.lock().unwrap()
         );
@@ -440,33 +566,24 @@ mod tests {
     #[tokio::test]
     async fn given_a_heartbeat_ahead_of_the_mark_then_the_last_notice_was_lost_and_is_read() {
         let (follower, journal, dropped) = follower().await;
-        follower.on_notice(&notice(4, 4)).await;
-        journal
-            .append(&[change("tenant_config_silent")])
-            .await
-            .unwrap();
-        follower.on_notice(&heartbeat(5)).await;
+        follower
+            .on_notice(&journaled(&journal, &["tenant_config_seen"]).await)
+            .await;
+        let _silent = journaled(&journal, &["tenant_config_silent"]).await;
+        follower.on_notice(&heartbeat(2)).await;
         tokio::time::sleep(GRACE * 2).await;
         follower.tick().await;
-        assert!(
-            dropped
-                .0
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|s| s.contains("silent"))
-        );
-        assert_eq!(follower.mark(), Some(5));
+        assert!(dropped_any(&dropped, "silent"));
+        assert_eq!(follower.mark(), Some(2));
     }
 
     #[tokio::test]
     async fn given_the_journal_failing_then_the_gap_stays_open_until_a_read_succeeds() {
         let (follower, journal, dropped) = follower().await;
-        follower.on_notice(&notice(1, 1)).await;
-        journal
-            .append(&[change("tenant_config_late")])
-            .await
-            .unwrap();
+        follower
+            .on_notice(&journaled(&journal, &["tenant_config_a"]).await)
+            .await;
+        let _late = journaled(&journal, &["tenant_config_late"]).await;
         journal.set_failing(true);
         follower.on_notice(&heartbeat(2)).await;
         tokio::time::sleep(GRACE * 2).await;
@@ -477,7 +594,71 @@ mod tests {
         tokio::time::sleep(CatchUpSettings::AGENT.interval + GRACE).await;
         follower.tick().await;
         assert_eq!(follower.mark(), Some(2));
-        assert!(dropped.0.lock().unwrap().iter().any(|s| s.contains("late")));
+        assert!(dropped_any(&dropped, "late"));
+    }
+
+    #[tokio::test]
+    async fn a_number_the_journal_never_shows_is_read_again_then_taken_as_a_failed_append() {
+        let (follower, journal, _) = follower().await;
+        follower
+            .on_notice(&journaled(&journal, &["tenant_config_a"]).await)
+            .await;
+        // Number 2 was taken by an append whose write then failed: its entry
+        // never appears; number 3's notice arrives.
+        // (journaled as 2, announced as 4: number 3 is the hole)
+        let mut skipped = journaled(&journal, &["tenant_config_b"]).await;
+        skipped.first = 4;
+        skipped.last = 4;
+        skipped.entries[0].sequence = 4;
+        follower.on_notice(&skipped).await;
+        let reads = journal.queries();
+        // Read after the grace, then again 1, 2 and 4 s later (an entry that
+        // became visible late would be found by one of them)...
+        let started = Instant::now();
+        while follower.mark() != Some(4) {
+            assert!(
+                started.elapsed() < Duration::from_secs(12),
+                "never given up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            follower.tick().await;
+        }
+        // ...then taken as never written.
+        assert_eq!(journal.queries() - reads, 4);
+    }
+
+    #[tokio::test]
+    async fn a_subscription_read_that_fails_is_made_again_before_the_cursor_moves() {
+        let journal = Arc::new(MemoryJournal::new());
+        let catch_up = Arc::new(CatchUp::new(journal.clone(), CatchUpSettings::AGENT));
+        let dropped = Arc::new(Dropped::default());
+        let follower = NoticeFollower::new(
+            dropped.clone(),
+            catch_up.clone(),
+            FollowerSettings {
+                gap_spread: Duration::ZERO,
+                ..FollowerSettings::default()
+            },
+        );
+        // GIVEN a change journaled while the reader was not subscribed
+        let _missed = journaled(&journal, &["tenant_config_missed"]).await;
+        // WHEN it subscribes while the journal fails, and a newer notice
+        // (the retained one) arrives
+        let newer = journaled(&journal, &["tenant_config_newer"]).await;
+        journal.set_failing(true);
+        follower.on_subscribed().await;
+        follower.on_notice(&newer).await;
+        assert!(!dropped_any(&dropped, "missed"));
+        // THEN once the journal answers, the subscription's read is made and
+        // finds the change the notice did not name
+        journal.set_failing(false);
+        tokio::time::sleep(CatchUpSettings::AGENT.interval + GRACE).await;
+        follower.tick().await;
+        assert!(
+            dropped_any(&dropped, "missed"),
+            "{:?}",
+            dropped.0.lock().unwrap()
+        );
     }
 
     #[tokio::test]

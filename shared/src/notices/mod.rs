@@ -4,14 +4,15 @@
 //! config-refresh journals each change with the stack's next sequence number
 //! ([`crate::refresh::journal::ChangeJournal::append`]), then publishes one
 //! signed [`ChangeNotice`] per invocation on an MQTT topic (AWS IoT Core in
-//! AWS, an embedded rumqttd in the local stack), retained, and once a minute
+//! AWS, a rumqttd broker in the local stack), retained, and every 5 minutes
 //! a heartbeat naming the journal's head. Every reader subscribes to the
 //! topic ([`mqtt`]): it drops the entries a notice names, and from the
 //! sequence numbers knows whether it missed one ([`follower`]). Only then,
 //! after a short grace for notices arriving out of order, or after its
-//! connection broke, does it read the journal. So with the feed up the
-//! journal sees a query per *gap* or *reconnect*, not per reader per second:
-//! the store cost of change detection does not grow with the fleet.
+//! connection broke, does it read the journal. So with the feed up each
+//! reader queries the journal once per *gap* it sees or *reconnect*, not
+//! once per second: with nothing lost, change detection's store cost does
+//! not grow with the fleet.
 //!
 //! The design, the options set aside and the figures: docs/design.md
 //! ("Past one fleet") and bench/RESULTS.md.
@@ -186,6 +187,16 @@ pub fn verify(payload: &[u8], keys: &TrustedKeys, now_ms: i64) -> Result<Notice,
         let change = noticed
             .change
             .ok_or_else(|| NoticeError::Malformed("a change without its names".to_owned()))?;
+        // The signed text is line-separated: a field holding a line break
+        // could make two different notices sign alike.
+        if [&noticed.position, &change.event_id, &change.value_type]
+            .iter()
+            .any(|field| field.contains(['\n', '\r']) || field.len() > 256)
+        {
+            return Err(NoticeError::Malformed(
+                "a field with a line break or over 256 bytes".to_owned(),
+            ));
+        }
         if !(first..=last).contains(&noticed.sequence) {
             return Err(NoticeError::BadRange { first, last });
         }

@@ -14,12 +14,17 @@ use super::feed::{FeedEndpoint, FeedSettings, NoticePublisher, PUBLISH_TIMEOUT, 
 use super::follower::NoticeFollower;
 use super::{MAX_NOTICE_BYTES, verify};
 
-/// MQTT keep-alive: a dead connection is noticed within about 1.5 of it.
+/// MQTT keep-alive: a dead connection is noticed when a second ping goes
+/// unanswered, within about twice this.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// How often the follower checks for a gap outliving its grace.
 const TICK: Duration = Duration::from_millis(200);
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const MAX_RETRY: Duration = Duration::from_secs(5);
+/// Reconnection waits: a random share of this, doubling with each failure
+/// up to [`MAX_RETRY`]. Random from the first: a fleet cut off together
+/// (a broker restart) comes back spread over seconds, not in one burst of
+/// connections and journal reads (IoT Core limits connections per second).
+const FIRST_RETRY: Duration = Duration::from_secs(2);
+const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Connect timeout, seconds (rumqttc counts whole seconds).
 const CONNECT_TIMEOUT_SECS: u64 = 5;
 
@@ -55,22 +60,29 @@ impl Connector for PlainConnector {
 }
 
 /// Follows the feed until the task is dropped: connects, subscribes, hands
-/// every verified notice to `follower`, and reconnects (100 ms doubling to
-/// 5 s, with jitter) whenever the connection breaks, telling the follower
-/// so that the reader polls the journal meanwhile.
+/// every verified notice to `follower`, and reconnects whenever the
+/// connection breaks, telling the follower so that the reader polls the
+/// journal meanwhile. The follower's clock (gaps, silence) ticks in a task
+/// of its own, so that the connection's events are never given up half
+/// read (rumqttc's connect is not cancel-safe).
 pub async fn follow<R: Invalidate + Send + 'static>(
     settings: FeedSettings,
     connector: Arc<dyn Connector>,
     keys: TrustedKeys,
     follower: Arc<NoticeFollower<R>>,
 ) {
+    // However this ends (dropped, or a panic), the reader goes back to
+    // polling the journal, and its ticks stop.
+    let _guard = Following {
+        follower: follower.clone(),
+        ticks: tokio::spawn(tick(follower.clone())),
+    };
     let mut retry = FIRST_RETRY;
     loop {
         let client_id = settings.client_id("reader");
         match connector.options(client_id).await {
             Ok(options) => {
-                let delivered = session(&settings, options, &keys, &follower).await;
-                if delivered {
+                if session(&settings, options, &keys, &follower).await {
                     retry = FIRST_RETRY;
                 }
             }
@@ -82,12 +94,33 @@ pub async fn follow<R: Invalidate + Send + 'static>(
     }
 }
 
+/// Ends a follow: the reader polls again, its ticks stop.
+struct Following<R: Invalidate + Send + 'static> {
+    follower: Arc<NoticeFollower<R>>,
+    ticks: tokio::task::JoinHandle<()>,
+}
+
+impl<R: Invalidate + Send + 'static> Drop for Following<R> {
+    fn drop(&mut self) {
+        self.ticks.abort();
+        self.follower.on_disconnected();
+    }
+}
+
+async fn tick<R: Invalidate + Send + 'static>(follower: Arc<NoticeFollower<R>>) {
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        follower.tick().await;
+    }
+}
+
 fn jittered(wait: Duration) -> Duration {
-    let mut byte = [0u8; 1];
-    let _ = aws_lc_rs::rand::fill(&mut byte);
-    // 50 % to 100 % of the wait: readers cut off together do not return
-    // together.
-    wait / 2 + wait * u32::from(byte[0]) / 510
+    let mut bytes = [0u8; 2];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    // 10 % to 100 % of the wait.
+    wait / 10 + wait * 9 / 10 * u32::from(u16::from_le_bytes(bytes)) / u32::from(u16::MAX)
 }
 
 /// One connection, until it breaks; returns whether it was subscribed.
@@ -101,40 +134,42 @@ async fn session<R: Invalidate + Send + 'static>(
     let mut network = rumqttc::NetworkOptions::new();
     network.set_connection_timeout(CONNECT_TIMEOUT_SECS);
     events.set_network_options(network);
-    let mut ticks = tokio::time::interval(TICK);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut subscribed = false;
     loop {
-        tokio::select! {
-            event = events.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    if let Err(error) = client.try_subscribe(&settings.topic, QoS::AtLeastOnce) {
-                        tracing::warn!(%error, "change feed: cannot subscribe");
-                        return subscribed;
-                    }
-                }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
-                        tracing::warn!(topic = %settings.topic, "change feed: subscription refused");
-                        return subscribed;
-                    }
-                    subscribed = true;
-                    tracing::info!(topic = %settings.topic, "change feed: subscribed");
-                    follower.on_subscribed().await;
-                }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    match verify(&publish.payload, keys, unix_ms_now()) {
-                        Ok(notice) => follower.on_notice(&notice).await,
-                        Err(error) => tracing::warn!(%error, "change feed: dropped a notice"),
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "change feed: connection broke");
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                // QoS 0: IoT Core meters every PUBACK a client sends as a
+                // message, doubling each delivery's price; a notice lost
+                // on the way is what the sequence numbers are for.
+                if let Err(error) = client.try_subscribe(&settings.topic, QoS::AtMostOnce) {
+                    tracing::warn!(%error, "change feed: cannot subscribe");
                     return subscribed;
                 }
-            },
-            _ = ticks.tick() => follower.tick().await,
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                {
+                    tracing::warn!(topic = %settings.topic, "change feed: subscription refused");
+                    return subscribed;
+                }
+                subscribed = true;
+                tracing::info!(topic = %settings.topic, "change feed: subscribed");
+                follower.on_subscribed().await;
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                match verify(&publish.payload, keys, unix_ms_now()) {
+                    Ok(notice) => follower.on_notice(&notice).await,
+                    Err(error) => tracing::warn!(%error, "change feed: dropped a notice"),
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "change feed: connection broke");
+                return subscribed;
+            }
         }
     }
 }

@@ -52,6 +52,12 @@ pub struct FanoutReport {
 pub trait FanoutSource: Send + Sync {
     /// The fan-out to push with, or why there is none.
     async fn fanout(&self) -> Result<&Fanout, String>;
+
+    /// The signing key alone: change notices need it, not the agents'
+    /// transport, so a missing CA stops pushes, never the change feed.
+    async fn signing_key(&self) -> Result<RefreshKey, String> {
+        self.fanout().await.map(|fanout| fanout.key().clone())
+    }
 }
 
 #[async_trait::async_trait]

@@ -23,7 +23,7 @@ use super::event::{EventError, ParameterChangeEvent, classify};
 use super::fanout::{FanoutReport, FanoutSource};
 use super::journal::{ChangeJournal, JournalEntry, JournalError};
 use super::proto::Operation;
-use super::signing::{RefreshKey, unix_ms_now};
+use super::signing::unix_ms_now;
 use super::stage_cache::{FlushRequests, StageCache, StageCacheError};
 use super::stale::{StaleSettings, StaleTracker};
 use super::stream::{StreamBatch, classify_batch};
@@ -47,6 +47,7 @@ pub enum RefreshError {
     StageCache(#[from] StageCacheError),
     #[error("override index update failed: {0}")]
     OverrideIndex(String),
+    /// Only the heartbeat fails on it (a change's notice is best effort).
     #[error(transparent)]
     Feed(#[from] crate::notices::feed::PublishError),
     #[error("refresh reached {ok} of {instances} agents; failed: {failed}")]
@@ -184,26 +185,39 @@ impl Refresher {
         self
     }
 
-    /// Publishes the notices of `entries` (signed with `key`). A failure
-    /// fails the change, which is retried: journaled again under new
-    /// sequence numbers, so readers that saw the hole read the journal.
-    async fn announce(
-        &self,
-        entries: &[JournalEntry],
-        key: &RefreshKey,
-    ) -> Result<(), RefreshError> {
+    /// Publishes the notices of `entries`, before the push. A failure is
+    /// logged and does not fail the change (the change is journaled, and
+    /// pushed where it can be): readers see the hole at the next notice or
+    /// heartbeat and read it from the journal, while failing here would
+    /// hold the push and stall the stream's shard behind IoT Core.
+    async fn announce(&self, entries: &[JournalEntry]) {
         let Some(feed) = &self.feed else {
-            return Ok(());
+            return;
         };
-        let notices = notices_of(entries, key, unix_ms_now());
-        feed.publish(&notices).await?;
-        tracing::info!(
-            notices = notices.len(),
-            first = entries.first().map_or(0, |e| e.sequence),
-            last = entries.last().map_or(0, |e| e.sequence),
-            "announced on the change feed"
-        );
-        Ok(())
+        let key = match self.fanout.signing_key().await {
+            Ok(key) => key,
+            Err(reason) => {
+                tracing::error!(%reason, "change feed: no signing key; nothing announced");
+                return;
+            }
+        };
+        let notices = notices_of(entries, &key, unix_ms_now());
+        let first = entries.first().map_or(0, |e| e.sequence);
+        let last = entries.last().map_or(0, |e| e.sequence);
+        match feed.publish(&notices).await {
+            Ok(()) => tracing::info!(
+                notices = notices.len(),
+                first,
+                last,
+                "announced on the change feed"
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                first,
+                last,
+                "change feed: not announced; readers will find the hole"
+            ),
+        }
     }
 
     /// The schedule's tick: the journal's head, signed, retained on the
@@ -214,12 +228,12 @@ impl Refresher {
                 "a heartbeat, but no change feed is configured".to_owned(),
             ));
         };
-        let fanout = match self.fanout.fanout().await {
-            Ok(fanout) => fanout,
+        let key = match self.fanout.signing_key().await {
+            Ok(key) => key,
             Err(reason) => return Ok(RefreshOutcome::Unpushed { reason }),
         };
         let head = self.journal.head().await?;
-        feed.publish(&[heartbeat(head, fanout.key(), unix_ms_now())])
+        feed.publish(&[heartbeat(head, &key, unix_ms_now())])
             .await?;
         Ok(RefreshOutcome::Heartbeat { head })
     }
@@ -347,6 +361,7 @@ impl Refresher {
         // Journaled before anyone is told: a reader the push misses still
         // finds it there.
         let entries = self.journal(std::slice::from_ref(&change)).await?;
+        self.announce(&entries).await;
         let fanout = match self.fanout.fanout().await {
             Ok(fanout) => fanout,
             Err(reason) => {
@@ -354,7 +369,6 @@ impl Refresher {
                 return Ok(RefreshOutcome::Unpushed { reason });
             }
         };
-        self.announce(&entries, fanout.key()).await?;
         let instances = self.instances.healthy_instances().await?;
         let report = fanout.send(&instances, &change).await;
         log_fanout(&change, &report);
@@ -417,6 +431,9 @@ impl Refresher {
         }
         if !changes.is_empty() {
             let entries = self.journal(&changes).await?;
+            // One notice for the batch (split at 100 changes): a reader
+            // receives one message, not one per record.
+            self.announce(&entries).await;
             let fanout = match self.fanout.fanout().await {
                 Ok(fanout) => fanout,
                 Err(reason) => {
@@ -426,9 +443,6 @@ impl Refresher {
                     return Ok(RefreshOutcome::Batch(report));
                 }
             };
-            // One notice for the batch (split at 100 changes): a reader
-            // receives one message, not one per record.
-            self.announce(&entries, fanout.key()).await?;
             let instances = self.instances.healthy_instances().await?;
             let fanouts = changes.iter().map(|change| fanout.send(&instances, change));
             let reports = futures::future::join_all(fanouts).await;

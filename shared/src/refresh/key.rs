@@ -127,6 +127,9 @@ pub struct KeyLoadingFanout {
     settings: FanoutSettings,
     transport: AgentTransport,
     ready: OnceCell<Fanout>,
+    /// The signing key read on its own, while the fan-out cannot be built
+    /// (the agents' CA missing): the change feed needs only the key.
+    key_alone: OnceCell<RefreshKey>,
     /// The last failed read: when it may be tried again, and why (never the key).
     failed: Mutex<Option<(Instant, String)>>,
     /// The CA bundle in use and when it was last read.
@@ -149,6 +152,7 @@ impl KeyLoadingFanout {
             settings,
             transport,
             ready: OnceCell::new(),
+            key_alone: OnceCell::new(),
             failed: Mutex::new(None),
             tls_in_use: tokio::sync::Mutex::new((None, Instant::now())),
             ca_refresh_interval: CA_REFRESH_INTERVAL,
@@ -199,6 +203,17 @@ impl KeyLoadingFanout {
 
 #[async_trait::async_trait]
 impl FanoutSource for KeyLoadingFanout {
+    async fn signing_key(&self) -> Result<RefreshKey, String> {
+        if let Some(fanout) = self.ready.get() {
+            return Ok(fanout.key().clone());
+        }
+        self.key_alone
+            .get_or_try_init(|| load_refresh_key(&self.ssm, &self.parameter, &self.watched_root))
+            .await
+            .cloned()
+            .map_err(|e| e.to_string())
+    }
+
     async fn fanout(&self) -> Result<&Fanout, String> {
         if let Some(fanout) = self.ready.get() {
             self.refresh_tls_if_due(fanout).await;
