@@ -821,10 +821,15 @@ fn an_agent_without_a_refresh_certificate_refuses_to_start_unless_plaintext_is_c
 async fn without_its_signing_key_config_refresh_still_journals_and_every_reader_catches_up() {
     // GIVEN config-refresh whose signing key parameter does not exist (the
     // runbook's first step skipped), and an agent and config-api that cached
-    // tenant A's endpoint
+    // tenant A's endpoint (no change feed: without the key it could not sign
+    // either, and a fed agent waits out the feed's silence limit; see
+    // docs/design.md, freshness bounds)
     let stack = LocalStack::start(
         StackOptions {
-            settings: &[("REFRESH_KEY_PARAMETER", "/tenant-config/no-such-key")],
+            settings: &[
+                ("REFRESH_KEY_PARAMETER", "/tenant-config/no-such-key"),
+                ("CHANGE_FEED_URL", ""),
+            ],
             ..StackOptions::with_agents(1)
         },
         &|_, _| {},
