@@ -46,32 +46,36 @@ pub(crate) const WITHOUT_TENANT_LIMITS: &[(&str, &str)] = &[
 /// so its three stacks run at once.
 pub async fn run_all(sizes: Sizes, out: &Path) -> Result<(), String> {
     let started = Instant::now();
-    let (mut report, resilience, lifecycle, blast, rollouts) = if sizes.smoke {
-        let (shared, resilience, lifecycle, blast, rollouts) = tokio::join!(
+    let (mut report, resilience, lifecycle, blast, rollouts, scale) = if sizes.smoke {
+        let (shared, resilience, lifecycle, blast, rollouts, scale) = tokio::join!(
             shared_stack_figures(sizes),
             resilience_figures(sizes),
             lifecycle_figures(sizes),
             blast_figures(sizes),
-            rollout_figures(sizes)
+            rollout_figures(sizes),
+            scale_figures(sizes)
         );
-        (shared?, resilience?, lifecycle?, blast?, rollouts?)
+        (shared?, resilience?, lifecycle?, blast?, rollouts?, scale?)
     } else {
         let shared = shared_stack_figures(sizes).await?;
         let resilience = resilience_figures(sizes).await?;
         let lifecycle = lifecycle_figures(sizes).await?;
         let blast = blast_figures(sizes).await?;
+        let rollouts = rollout_figures(sizes).await?;
         (
             shared,
             resilience,
             lifecycle,
             blast,
-            rollout_figures(sizes).await?,
+            rollouts,
+            scale_figures(sizes).await?,
         )
     };
     report.merge(resilience);
     report.merge(lifecycle);
     report.merge(blast);
     report.merge(rollouts);
+    report.merge(scale);
     let chart = out.with_extension("svg");
     let chart_file = chart
         .file_name()
@@ -183,6 +187,15 @@ async fn rollout_figures(sizes: Sizes) -> Result<Report, String> {
     let stack = LocalStack::start(shared_stack_options(sizes), &|_, _| {}).await?;
     let mut report = Report::new(sizes);
     report.rollouts(&stack).await?;
+    Ok(report)
+}
+
+/// Figure 19, last and on a stack of its own: thousands of readers and
+/// their connections, and journal polling at a size moto cannot serve.
+async fn scale_figures(sizes: Sizes) -> Result<Report, String> {
+    let stack = LocalStack::start(shared_stack_options(sizes), &|_, _| {}).await?;
+    let mut report = Report::new(sizes);
+    report.scale(&stack).await?;
     Ok(report)
 }
 

@@ -49,14 +49,26 @@ use crate::stats::{Summary, human};
 const TENANT: &str = "tenant-a";
 /// How often each reader reads (one of the burst's keys, in turn).
 const READ_EVERY: Duration = Duration::from_secs(1);
-/// The window store calls are counted over while nothing changes.
+/// The window store calls are counted over while nothing changes (the
+/// smoke run's: shorter).
 const QUIET: Duration = Duration::from_secs(10);
+const QUIET_SMOKE: Duration = Duration::from_secs(3);
 /// How long after the heal every reader must have every change.
 const SETTLE: Duration = Duration::from_secs(30);
 /// The least time troubled readers stay paused or cut off: past the
 /// catch-up's 10 s overlap, so that a healed reader that read the journal
 /// only from where it was would miss what came before.
 const TROUBLE_AT_LEAST: Duration = Duration::from_secs(15);
+/// Journal calls in flight to moto at once (see [`ReachableJournal`]).
+const MOTO_CONNECTIONS: usize = 4;
+/// Readers started a second: each start reads the journal once, and one
+/// moto process answers about a hundred Queries a second on this machine
+/// (besides the functions' own calls).
+const STARTS_PER_SEC: u64 = 40;
+/// How long a simulated reader's journal read may wait (the agents' 500 ms
+/// would abandon calls moto then still works through, and a moto process
+/// falls behind for good).
+const SIMULATED_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The bounds.
 const CALLS_TARGET: f64 = 50.0;
 const P50_TARGET: Duration = Duration::from_secs(1);
@@ -98,6 +110,11 @@ struct ReachableJournal {
     cut: Arc<AtomicBool>,
     /// Calls that reached the journal table, the fleet's total.
     calls: Arc<AtomicUsize>,
+    /// Calls in flight to moto at once, the fleet's total: one moto process
+    /// (a thread per connection) falls over under thousands at once, which
+    /// DynamoDB would serve. A call waiting here counts against its
+    /// catch-up's timeout like a slow answer.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 #[async_trait]
@@ -106,29 +123,35 @@ impl ChangeJournal for ReachableJournal {
         self.journal.append(changes).await
     }
     async fn since(&self, from_ms: i64, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
-        self.reachable()?;
+        let _permit = self.reachable().await?;
         self.journal.since(from_ms, limit).await
     }
     async fn after(&self, position: &str, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
-        self.reachable()?;
+        let _permit = self.reachable().await?;
         self.journal.after(position, limit).await
     }
     async fn head(&self) -> Result<u64, JournalError> {
-        self.reachable()?;
+        let _permit = self.reachable().await?;
         self.journal.head().await
     }
 }
 
 impl ReachableJournal {
-    fn reachable(&self) -> Result<(), JournalError> {
+    async fn reachable(&self) -> Result<tokio::sync::SemaphorePermit<'_>, JournalError> {
+        let unreachable = |detail: &str| JournalError::Unavailable {
+            operation: "Query",
+            detail: detail.to_owned(),
+        };
         if self.cut.load(Ordering::SeqCst) {
-            return Err(JournalError::Unavailable {
-                operation: "Query",
-                detail: "cut off (simulated partition)".to_owned(),
-            });
+            return Err(unreachable("cut off (simulated partition)"));
         }
+        let permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| unreachable("closed"))?;
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        Ok(permit)
     }
 }
 
@@ -256,7 +279,7 @@ impl Fleet {
 }
 
 /// Raises this process's open-file limit as far as allowed: every reader
-/// holds a connection, and the broker (in this process) one per reader.
+/// holds a connection.
 fn raise_open_files() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -317,7 +340,9 @@ async fn run(
     changes: usize,
     with_feed: bool,
     round: usize,
+    smoke: bool,
 ) -> Result<Outcome, String> {
+    let quiet = if smoke { QUIET_SMOKE } else { QUIET };
     let store = Arc::new(MemoryStore::new(StoreKind::DynamoDb));
     let keys: Vec<String> = (0..changes)
         .map(|k| format!("tenant_config_scale_{round}_{k}"))
@@ -344,6 +369,7 @@ async fn run(
     // A twentieth paused and a twentieth cut off (at least one each).
     let troubled_each = (readers / 20).max(1);
     let calls = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MOTO_CONNECTIONS));
     let mut fleet = Fleet {
         readers: Vec::with_capacity(readers),
         feed,
@@ -372,8 +398,12 @@ async fn run(
                 journal: journal.clone(),
                 cut: cut.clone(),
                 calls: calls.clone(),
+                in_flight: in_flight.clone(),
             }),
-            CatchUpSettings::AGENT,
+            CatchUpSettings {
+                timeout: SIMULATED_READ_TIMEOUT,
+                ..CatchUpSettings::AGENT
+            },
         ));
         let follower = with_feed.then(|| {
             Arc::new(NoticeFollower::new(
@@ -396,7 +426,9 @@ async fn run(
     }
     // Start: each reader reads every second (its first key warm), and with
     // the feed subscribes; staggered, as a fleet's tasks start over time.
-    let stagger = Duration::from_micros((20_000_000 / readers.max(1) as u64).min(20_000));
+    // At most STARTS_PER_SEC a second: each subscription reads the journal
+    // once (as a fleet's deploy does, spread over its tasks' starts).
+    let stagger = Duration::from_micros(1_000_000 / STARTS_PER_SEC);
     for (i, sim) in fleet.readers.iter().enumerate() {
         let first = item(&keys[i % keys.len()])?;
         let reader = sim.clone();
@@ -442,12 +474,30 @@ async fn run(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    // Settle the start's reads, then count a quiet window.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Settle the start's reads (each subscription's, retried until it is
+    // made): until the fleet makes no journal call for two seconds.
     let queries = |_: &Fleet| -> usize { calls.load(Ordering::SeqCst) };
+    let settle_deadline = Instant::now() + Duration::from_secs(180);
+    let mut last = queries(&fleet);
+    let mut still_since = Instant::now();
+    while Instant::now() < settle_deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = queries(&fleet);
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
+        // Polling readers never stop calling: only their first reads settle.
+        if !with_feed && still_since.elapsed() < Duration::from_secs(2) && now > 0 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            break;
+        }
+    }
     let before_quiet = queries(&fleet);
-    tokio::time::sleep(QUIET).await;
-    let quiet_calls_per_sec = (queries(&fleet) - before_quiet) as f64 / QUIET.as_secs_f64();
+    tokio::time::sleep(quiet).await;
+    let quiet_calls_per_sec = (queries(&fleet) - before_quiet) as f64 / quiet.as_secs_f64();
 
     // The burst: troubled readers paused or cut off first.
     for sim in &fleet.readers {
@@ -593,24 +643,45 @@ impl Report {
     /// (19) Readers past one fleet: the change feed beside today's polling.
     pub async fn scale(&mut self, stack: &LocalStack) -> Result<(), String> {
         let open_files = raise_open_files();
-        // Each reader holds one connection, and the broker (in this process)
-        // the other end: two descriptors a reader, and some to spare.
+        // Each reader holds one connection (the broker, a process of its
+        // own, the other end), plus descriptors to spare for the rest.
         let (feed_readers, polling_sizes, changes): (usize, &[usize], usize) = if self.sizes.smoke {
             (40, &[40], 5)
         } else {
-            (10_000, &[1_000, 10_000], 100)
+            (10_000, &[100, 1_000], 100)
         };
-        let fits = ((open_files.saturating_sub(512)) / 2) as usize;
+        let fits = open_files.saturating_sub(2048) as usize;
         let feed_readers = feed_readers.min(fits);
         let aws = Aws::from_config(stack.aws.clone());
         let table = stack
             .setting("JOURNAL_TABLE_NAME")
             .ok_or("no journal table")?;
         let journal: Arc<dyn ChangeJournal> = Arc::new(aws.change_journal(&table));
-        let fed = run(stack, journal.clone(), feed_readers, changes, true, 0).await?;
+        let smoke = self.sizes.smoke;
+        let fed = run(
+            stack,
+            journal.clone(),
+            feed_readers,
+            changes,
+            true,
+            0,
+            smoke,
+        )
+        .await?;
         let mut polled = Vec::new();
         for (round, size) in polling_sizes.iter().enumerate() {
-            polled.push(run(stack, journal.clone(), *size, changes, false, round + 1).await?);
+            polled.push(
+                run(
+                    stack,
+                    journal.clone(),
+                    *size,
+                    changes,
+                    false,
+                    round + 1,
+                    smoke,
+                )
+                .await?,
+            );
         }
         let row = |design: &str, o: &Outcome| -> Vec<Row> {
             let convergence = o.healthy.map_or("no samples".to_owned(), |s| {
