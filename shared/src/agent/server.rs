@@ -9,18 +9,16 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::auth::Identity;
 use crate::auth::TokenVerifier;
-use crate::domain::{Changed, ValueKind};
 use crate::error::ConfigError;
 use crate::grants::{Access, ServiceGrants};
 use crate::ofrep::OfrepService;
 use crate::reads::{ConfigReads, Entry};
-use crate::refresh::change::Subject;
 use crate::refresh::proto::config_reader_server::ConfigReader;
 use crate::refresh::proto::config_refresh_server::ConfigRefresh;
 use crate::refresh::proto::{
     ConfigValue, ExplainResponse, GetConfigRequest, GetConfigResponse, GetConfigsRequest,
     GetConfigsResponse, GetSecretResponse, GetServiceRequest, GetServiceResponse, LayerValue, Leaf,
-    Operation, RefreshRequest, RefreshResponse, WatchEvent, WatchRequest,
+    RefreshRequest, RefreshResponse, WatchEvent, WatchRequest,
 };
 use crate::refresh::signing::{
     RefreshAuthenticator, SIGNATURE_HEADER, TIMESTAMP_HEADER, Verified, unix_ms_now,
@@ -429,15 +427,9 @@ impl ConfigRefresh for RefreshService {
             tracing::info!(event_id = %body.event_id, "ignored a repeated refresh event");
             return Ok(Response::new(RefreshResponse { duplicate: true }));
         }
-        let subject = Subject::from_wire(&body.tenant_id, &body.service, &body.key)
-            .map_err(|e| status(&e))?;
-        let change = if body.operation() == Operation::Delete {
-            Changed::Deleted
-        } else {
-            Changed::Updated(ValueKind::from_parameter_type(&body.value_type))
-        };
+        let subject = body.subject().map_err(|e| status(&e))?;
         self.reads
-            .invalidate_subject(&subject, change)
+            .invalidate_subject(&subject, body.changed())
             .await
             .map_err(|e| status(&e))?;
         tracing::info!(

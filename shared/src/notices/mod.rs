@@ -27,10 +27,10 @@ use std::time::Duration;
 use prost::Message;
 use thiserror::Error;
 
-use crate::domain::{Changed, ValueKind};
+use crate::domain::Changed;
 use crate::refresh::change::Subject;
 use crate::refresh::journal::JournalEntry;
-use crate::refresh::proto::{ChangeNotice, NoticedChange, Operation};
+use crate::refresh::proto::{ChangeNotice, NoticedChange};
 use crate::refresh::signing::{RefreshKey, SignatureError, TrustedKeys, canonical};
 
 /// Notices older than this are dropped: a replayed old notice can only
@@ -200,16 +200,12 @@ pub fn verify(payload: &[u8], keys: &TrustedKeys, now_ms: i64) -> Result<Notice,
         if !(first..=last).contains(&noticed.sequence) {
             return Err(NoticeError::BadRange { first, last });
         }
-        let subject = Subject::from_wire(&change.tenant_id, &change.service, &change.key)
+        let subject = change
+            .subject()
             .map_err(|e| NoticeError::Malformed(e.to_string()))?;
-        let changed = if change.operation() == Operation::Delete {
-            Changed::Deleted
-        } else {
-            Changed::Updated(ValueKind::from_parameter_type(&change.value_type))
-        };
         entries.push(NoticedEntry {
             subject,
-            changed,
+            changed: change.changed(),
             position: noticed.position,
             journaled_at_ms: noticed.journaled_at_ms,
             sequence: noticed.sequence,
@@ -228,6 +224,7 @@ mod tests {
     use super::*;
     use crate::domain::{ItemKey, StoreKind};
     use crate::refresh::change::ChangeRecord;
+    use crate::refresh::proto::Operation;
 
     const NOW: i64 = 1_800_000_000_000;
 

@@ -172,6 +172,23 @@ pub struct ChangeRecord {
     pub value_type: Option<ValueKind>,
 }
 
+impl super::proto::RefreshRequest {
+    /// The entry a Refresh call (or a change notice's change) names.
+    pub fn subject(&self) -> Result<Subject, ConfigError> {
+        Subject::from_wire(&self.tenant_id, &self.service, &self.key)
+    }
+
+    /// What it means for a cache: what [`ChangeRecord::changed`] says of
+    /// the change it was made from.
+    pub fn changed(&self) -> Changed {
+        if self.operation() == Operation::Delete {
+            Changed::Deleted
+        } else {
+            Changed::Updated(ValueKind::from_parameter_type(&self.value_type))
+        }
+    }
+}
+
 impl ChangeRecord {
     /// The Refresh call naming this change (no target: a push sets it per
     /// agent; a change notice leaves it empty).
