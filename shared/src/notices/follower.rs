@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::catch_up::{Applied, CatchUp, Invalidate};
 use crate::refresh::signing::unix_ms_now;
 
-use super::Notice;
+use super::{Notice, random_share};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FollowerSettings {
@@ -92,12 +92,6 @@ struct Sequence {
     read_due_ms: Option<i64>,
 }
 
-fn spread(max_ms: u64) -> Duration {
-    let mut bytes = [0u8; 2];
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    Duration::from_millis(u64::from(u16::from_le_bytes(bytes)) * max_ms / u64::from(u16::MAX))
-}
-
 impl Sequence {
     fn missing(&self) -> bool {
         let mark = self.mark.unwrap_or(0);
@@ -121,7 +115,7 @@ impl Sequence {
         if self.missing() {
             if self.gap.is_none() {
                 self.gap = Some((
-                    Instant::now() + grace + spread(spread_over.as_millis() as u64),
+                    Instant::now() + grace + random_share(spread_over),
                     unix_ms_now(),
                 ));
                 self.gap_reads = 0;

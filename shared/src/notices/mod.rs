@@ -91,6 +91,15 @@ impl Notice {
     }
 }
 
+/// A random share of `of`, from none to all of it: what spreads a fleet's
+/// gap reads and reconnections (spreading, not secrecy: an unavailable
+/// source of randomness gives none).
+pub(crate) fn random_share(of: Duration) -> Duration {
+    let mut bytes = [0u8; 2];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    of.mul_f64(f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX))
+}
+
 /// The text a notice's signature covers (see `ChangeNotice` in the proto).
 pub fn notice_canonical(notice: &ChangeNotice) -> String {
     let mut text = format!(

@@ -12,7 +12,7 @@ use crate::refresh::signing::{TrustedKeys, unix_ms_now};
 
 use super::feed::{FeedEndpoint, FeedSettings, NoticePublisher, PUBLISH_TIMEOUT, PublishError};
 use super::follower::NoticeFollower;
-use super::{MAX_NOTICE_BYTES, verify};
+use super::{MAX_NOTICE_BYTES, random_share, verify};
 
 /// MQTT keep-alive: a dead connection is noticed when a second ping goes
 /// unanswered, within about twice this.
@@ -116,11 +116,9 @@ async fn tick<R: Invalidate + Send + 'static>(follower: Arc<NoticeFollower<R>>) 
     }
 }
 
+/// 10 % to 100 % of the wait.
 fn jittered(wait: Duration) -> Duration {
-    let mut bytes = [0u8; 2];
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    // 10 % to 100 % of the wait.
-    wait / 10 + wait * 9 / 10 * u32::from(u16::from_le_bytes(bytes)) / u32::from(u16::MAX)
+    wait / 10 + random_share(wait * 9 / 10)
 }
 
 /// One connection, until it breaks; returns whether it was subscribed.
