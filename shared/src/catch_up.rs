@@ -113,8 +113,11 @@ pub struct CatchUp {
     /// change feed moves `caught_up_ms`, never this).
     read_ms: AtomicI64,
     /// The sequence numbers of the entries the journal reads returned since
-    /// a change feed last took them ([`CatchUp::take_read_sequences`]).
+    /// a change feed last took them ([`CatchUp::take_read_sequences`]);
+    /// kept only once one asks ([`CatchUp::keep_read_sequences`]): a reader
+    /// without a feed (config-api) collects nothing on its reads.
     read_sequences: std::sync::Mutex<Vec<u64>>,
+    sequences_wanted: std::sync::atomic::AtomicBool,
 }
 
 /// Most journal pages one catch-up reads before it gives up entry-by-entry
@@ -192,6 +195,7 @@ impl CatchUp {
             caught_up_ms: AtomicI64::new(now),
             read_ms: AtomicI64::new(0),
             read_sequences: std::sync::Mutex::new(Vec::new()),
+            sequences_wanted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -245,7 +249,17 @@ impl CatchUp {
             .unwrap_or_default()
     }
 
+    /// From now on, keeps the sequence numbers of the entries each read
+    /// returns, for [`CatchUp::take_read_sequences`] (a change feed's
+    /// follower asks, as it is made).
+    pub fn keep_read_sequences(&self) {
+        self.sequences_wanted.store(true, Ordering::Release);
+    }
+
     fn note_read_sequences(&self, entries: &[JournalEntry]) {
+        if !self.sequences_wanted.load(Ordering::Acquire) {
+            return;
+        }
         if let Ok(mut seen) = self.read_sequences.lock() {
             // Bounded: a reader nobody takes them from keeps the latest.
             if seen.len() > 100_000 {

@@ -196,6 +196,7 @@ pub struct NoticeFollower<R> {
 
 impl<R: Invalidate> NoticeFollower<R> {
     pub fn new(reads: R, catch_up: Arc<CatchUp>, settings: FollowerSettings) -> Self {
+        catch_up.keep_read_sequences();
         let fallback_interval = catch_up.interval();
         Self {
             reads,
