@@ -649,13 +649,26 @@ impl Aws {
     /// Where config-refresh announces changes: IoT Core's data plane, or a
     /// plain MQTT broker.
     pub fn notice_publisher(&self, feed: &FeedSettings) -> Arc<dyn NoticePublisher> {
-        match IotCorePublisher::new(&self.config, feed) {
-            Some(iot) => Arc::new(iot),
-            None => match MqttPublisher::new(feed) {
-                Some(mqtt) => Arc::new(mqtt),
-                None => unreachable!("a feed endpoint is IoT Core or MQTT"),
-            },
+        match &feed.endpoint {
+            FeedEndpoint::IotCore { endpoint } => Arc::new(IotCorePublisher::with_endpoint_url(
+                &self.config,
+                &format!("https://{endpoint}"),
+                &feed.topic,
+            )),
+            FeedEndpoint::Mqtt { host, port } => Arc::new(MqttPublisher::new(feed, host, *port)),
         }
+    }
+
+    /// How a reader connects to the feed: plain MQTT, or IoT Core's signed
+    /// WebSocket with this process's credentials.
+    pub fn feed_connector(&self, feed: &FeedSettings) -> Result<Arc<dyn Connector>, String> {
+        Ok(match &feed.endpoint {
+            FeedEndpoint::Mqtt { host, port } => Arc::new(PlainConnector {
+                host: host.clone(),
+                port: *port,
+            }),
+            FeedEndpoint::IotCore { .. } => Arc::new(IotCoreConnector::new(&self.config, feed)?),
+        })
     }
 
     /// Follows the change feed for `reads` in a task of its own (see
@@ -673,18 +686,12 @@ impl Aws {
             tracing::warn!("change feed set but the reads have no change journal: not followed");
             return None;
         };
-        let connector: Arc<dyn Connector> = match &feed.endpoint {
-            FeedEndpoint::Mqtt { host, port } => Arc::new(PlainConnector {
-                host: host.clone(),
-                port: *port,
-            }),
-            FeedEndpoint::IotCore { .. } => match IotCoreConnector::new(&self.config, feed) {
-                Ok(connector) => Arc::new(connector),
-                Err(error) => {
-                    tracing::error!(%error, "change feed: cannot connect to IoT Core; polling the journal instead");
-                    return None;
-                }
-            },
+        let connector = match self.feed_connector(feed) {
+            Ok(connector) => connector,
+            Err(error) => {
+                tracing::error!(%error, "change feed: cannot connect to IoT Core; polling the journal instead");
+                return None;
+            }
         };
         let follower = Arc::new(NoticeFollower::new(
             reads,

@@ -35,7 +35,7 @@ use tenant_config_shared::domain::{Changed, ReadMode};
 use tenant_config_shared::error::ConfigError;
 use tenant_config_shared::notices::feed::FeedSettings;
 use tenant_config_shared::notices::follower::{FollowerSettings, NoticeFollower};
-use tenant_config_shared::notices::mqtt::{Connector, PlainConnector, follow};
+use tenant_config_shared::notices::mqtt::{Connector, follow};
 use tenant_config_shared::refresh::change::{ChangeRecord, Subject};
 use tenant_config_shared::refresh::journal::{ChangeJournal, JournalEntry, JournalError};
 use tenant_config_shared::refresh::signing::TrustedKeys;
@@ -239,7 +239,7 @@ impl SimReader {
 /// Everything one run (one design, one size) needs.
 struct Fleet {
     readers: Vec<Arc<SimReader>>,
-    feed: Option<(FeedSettings, TrustedKeys)>,
+    feed: Option<(FeedSettings, TrustedKeys, Arc<dyn Connector>)>,
 }
 
 impl Fleet {
@@ -255,23 +255,15 @@ impl Fleet {
 
     /// The reader's subscription (a new connection each time).
     fn subscribe(&self, reader: &Arc<SimReader>) {
-        let (Some((settings, keys)), Some(follower)) = (&self.feed, &reader.follower) else {
+        let (Some((settings, keys, connector)), Some(follower)) = (&self.feed, &reader.follower)
+        else {
             return;
-        };
-        let connector: Arc<dyn Connector> = match &settings.endpoint {
-            tenant_config_shared::notices::feed::FeedEndpoint::Mqtt { host, port } => {
-                Arc::new(PlainConnector {
-                    host: host.clone(),
-                    port: *port,
-                })
-            }
-            tenant_config_shared::notices::feed::FeedEndpoint::IotCore { .. } => return,
         };
         let task = Self::spawn_pausable(
             reader,
             follow(
                 settings.clone(),
-                connector,
+                connector.clone(),
                 keys.clone(),
                 Arc::clone(follower),
             ),
@@ -368,7 +360,8 @@ async fn run(
         .map_err(|e| e.to_string())?;
         let keys = TrustedKeys::parse(&stack.setting("REFRESH_PUBLIC_KEYS").unwrap_or_default())
             .map_err(|e| e.to_string())?;
-        Some((settings, keys))
+        let connector = Aws::from_config(stack.aws.clone()).feed_connector(&settings)?;
+        Some((settings, keys, connector))
     } else {
         None
     };

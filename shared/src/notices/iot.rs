@@ -38,20 +38,8 @@ pub struct IotCorePublisher {
 }
 
 impl IotCorePublisher {
-    /// `None` unless the feed is IoT Core. `aws` is the function's SDK config
-    /// (its timeouts apply); the endpoint is the feed's.
-    pub fn new(aws: &aws_config::SdkConfig, settings: &FeedSettings) -> Option<Self> {
-        let FeedEndpoint::IotCore { endpoint } = &settings.endpoint else {
-            return None;
-        };
-        Some(Self::with_endpoint_url(
-            aws,
-            &format!("https://{endpoint}"),
-            &settings.topic,
-        ))
-    }
-
-    /// Against any data plane URL (moto's, in tests).
+    /// Against a data plane URL: `https://{the feed's endpoint}`, or
+    /// moto's. `aws` is the function's SDK config (its timeouts apply).
     pub fn with_endpoint_url(aws: &aws_config::SdkConfig, url: &str, topic: &str) -> Self {
         let config = aws_sdk_iotdataplane::config::Builder::from(aws)
             .endpoint_url(url)

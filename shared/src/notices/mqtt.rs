@@ -10,7 +10,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode}
 use crate::catch_up::Invalidate;
 use crate::refresh::signing::{TrustedKeys, unix_ms_now};
 
-use super::feed::{FeedEndpoint, FeedSettings, NoticePublisher, PUBLISH_TIMEOUT, PublishError};
+use super::feed::{FeedSettings, NoticePublisher, PUBLISH_TIMEOUT, PublishError};
 use super::follower::NoticeFollower;
 use super::{MAX_NOTICE_BYTES, random_share, verify};
 
@@ -182,15 +182,12 @@ pub struct MqttPublisher {
 }
 
 impl MqttPublisher {
-    /// `None` unless the feed is a plain MQTT broker.
-    pub fn new(settings: &FeedSettings) -> Option<Self> {
-        match &settings.endpoint {
-            FeedEndpoint::Mqtt { host, port } => Some(Self {
-                settings: settings.clone(),
-                host: host.clone(),
-                port: *port,
-            }),
-            FeedEndpoint::IotCore { .. } => None,
+    /// For the broker at `host:port` (the feed's `mqtt://` endpoint).
+    pub fn new(settings: &FeedSettings, host: &str, port: u16) -> Self {
+        Self {
+            settings: settings.clone(),
+            host: host.to_owned(),
+            port,
         }
     }
 
