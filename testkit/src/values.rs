@@ -31,6 +31,19 @@ pub fn plain(value: Value) -> Found {
     }))
 }
 
+/// An update of `item` in `store`, as config-refresh would journal it now.
+pub fn update_of(item: &ItemKey, store: StoreKind) -> ChangeRecord {
+    ChangeRecord {
+        subject: Subject::Entry(item.clone()),
+        store,
+        operation: Operation::Update,
+        change_id: format!("c-{}", unix_ms_now()),
+        time_unix_ms: unix_ms_now(),
+        audit: Default::default(),
+        value_type: None,
+    }
+}
+
 /// A change of `item` to `value` written to `store` (DynamoDB) and
 /// journaled, with no push: what a reader learns only by catching up.
 pub async fn journal_only(
@@ -41,15 +54,7 @@ pub async fn journal_only(
 ) {
     store.put(item, plain(value));
     journal
-        .append(&[ChangeRecord {
-            subject: Subject::Entry(item.clone()),
-            store: StoreKind::DynamoDb,
-            operation: Operation::Update,
-            change_id: format!("c-{}", unix_ms_now()),
-            time_unix_ms: unix_ms_now(),
-            audit: Default::default(),
-            value_type: None,
-        }])
+        .append(&[update_of(item, StoreKind::DynamoDb)])
         .await
         .expect("the in-memory journal appends");
 }

@@ -19,6 +19,7 @@ use tenant_config_shared::refresh::change::{ChangeRecord, Subject};
 use tenant_config_shared::refresh::journal::{ChangeJournal, JournalEntry};
 use tenant_config_shared::refresh::proto::Operation;
 use tenant_config_shared::refresh::signing::{RefreshKey, unix_ms_now};
+use tenant_config_testkit::values::update_of;
 
 const FED_KEY: &str = "tenant_config_fed";
 const GAP_KEY: &str = "param_config_gap";
@@ -113,15 +114,7 @@ async fn an_agent_no_push_reaches_learns_a_write_from_the_feed_and_a_lost_notice
     .unwrap();
     let journal = Aws::from_config(stack.aws.clone()).change_journal(JOURNAL_TABLE);
     journal
-        .append(&[ChangeRecord {
-            subject: Subject::Entry(gap.clone()),
-            store: StoreKind::ParameterStore,
-            operation: Operation::Update,
-            change_id: format!("lost-{}", unix_ms_now()),
-            time_unix_ms: unix_ms_now(),
-            audit: Default::default(),
-            value_type: None,
-        }])
+        .append(&[update_of(&gap, StoreKind::ParameterStore)])
         .await
         .unwrap();
     // THEN the next heartbeat (every 5 s here) shows the agent a head past

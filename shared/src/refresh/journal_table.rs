@@ -221,8 +221,7 @@ impl ChangeJournal for JournalTable {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(SEQUENCE_PARTITION))
-            .key("sk", s(SEQUENCE_PARTITION))
+            .set_key(Some(counter_key()))
             .consistent_read(true)
             .send()
             .await
@@ -230,13 +229,22 @@ impl ChangeJournal for JournalTable {
                 operation: "GetItem",
                 detail: DisplayErrorContext(e).to_string(),
             })?;
-        Ok(output
-            .item()
-            .and_then(|item| item.get(SEQUENCE_ATTRIBUTE))
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
+        Ok(counter(output.item()).unwrap_or(0))
     }
+}
+
+/// The sequence counter item's key.
+fn counter_key() -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        ("pk".to_owned(), s(SEQUENCE_PARTITION)),
+        ("sk".to_owned(), s(SEQUENCE_PARTITION)),
+    ])
+}
+
+/// The counter's value in an item (a GetItem's, or an UpdateItem's new
+/// attributes).
+fn counter(item: Option<&HashMap<String, AttributeValue>>) -> Option<u64> {
+    item?.get(SEQUENCE_ATTRIBUTE)?.as_n().ok()?.parse().ok()
 }
 
 impl JournalTable {
@@ -247,8 +255,7 @@ impl JournalTable {
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(SEQUENCE_PARTITION))
-            .key("sk", s(SEQUENCE_PARTITION))
+            .set_key(Some(counter_key()))
             .update_expression("ADD #head :count")
             .expression_attribute_names("#head", SEQUENCE_ATTRIBUTE)
             .expression_attribute_values(":count", AttributeValue::N(count.to_string()))
@@ -259,15 +266,10 @@ impl JournalTable {
                 operation: "UpdateItem",
                 detail: DisplayErrorContext(e).to_string(),
             })?;
-        output
-            .attributes()
-            .and_then(|item| item.get(SEQUENCE_ATTRIBUTE))
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| JournalError::Unavailable {
-                operation: "UpdateItem",
-                detail: "the sequence counter came back without a number".to_owned(),
-            })
+        counter(output.attributes()).ok_or_else(|| JournalError::Unavailable {
+            operation: "UpdateItem",
+            detail: "the sequence counter came back without a number".to_owned(),
+        })
     }
 
     /// Entries of the one partition whose position meets `condition` on
