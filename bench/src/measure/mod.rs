@@ -127,7 +127,10 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
         "watch" => report.watch(&stack).await?,
         "client" => report.client(&stack).await?,
         "warm-start" => report.warm_start(&stack).await?,
-        "scale" => report.scale(&stack).await?,
+        "scale" => {
+            let fresh = (!sizes.smoke).then(|| shared_stack_options(sizes));
+            report.scale(&stack, fresh).await?
+        }
         other => {
             return Err(format!(
                 "--only knows 'fairness', 'warm-read', 'layers', 'blast', 'rollouts', 'ofrep', 'watch', 'client', 'warm-start' and 'scale', not '{other}'"
@@ -190,12 +193,14 @@ async fn rollout_figures(sizes: Sizes) -> Result<Report, String> {
     Ok(report)
 }
 
-/// Figure 19, last and on a stack of its own: thousands of readers and
-/// their connections, and journal polling at a size moto cannot serve.
+/// Figure 19, last and on stacks of its own (one per design and size in a
+/// full run): thousands of readers and their connections, and journal
+/// polling at a size moto cannot serve.
 async fn scale_figures(sizes: Sizes) -> Result<Report, String> {
     let stack = LocalStack::start(shared_stack_options(sizes), &|_, _| {}).await?;
     let mut report = Report::new(sizes);
-    report.scale(&stack).await?;
+    let fresh = (!sizes.smoke).then(|| shared_stack_options(sizes));
+    report.scale(&stack, fresh).await?;
     Ok(report)
 }
 

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::json;
 use tenant_config_admin::values::put_item;
-use tenant_config_local_stack::stack::{LocalStack, SERVICE, TABLE};
+use tenant_config_local_stack::stack::{LocalStack, SERVICE, StackOptions, TABLE};
 use tenant_config_shared::ItemKey;
 use tenant_config_shared::StoreKind;
 use tenant_config_shared::aws::Aws;
@@ -73,6 +73,9 @@ const STARTS_PER_SEC: u64 = 40;
 /// would abandon calls moto then still works through, and a moto process
 /// falls behind for good).
 const SIMULATED_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Overrides the change feed's reader count of a full run (working on the
+/// figure: a smaller fleet runs sooner). RESULTS.md's run leaves it unset.
+const READERS_VARIABLE: &str = "BENCH_SCALE_READERS";
 /// The bounds.
 const CALLS_TARGET: f64 = 50.0;
 const P50_TARGET: Duration = Duration::from_secs(1);
@@ -119,6 +122,39 @@ struct ReachableJournal {
     /// DynamoDB would serve. A call waiting here counts against its
     /// catch-up's timeout like a slow answer.
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Calls given up at the reader's timeout, the fleet's total.
+    given_up: Arc<GivenUp>,
+}
+
+/// Journal calls a reader's timeout gave up: while waiting for a
+/// connection to moto, or while moto worked on them (moto goes on working
+/// on those: the load of a timeout is not saved, only wasted).
+#[derive(Default)]
+struct GivenUp {
+    waiting: AtomicUsize,
+    in_moto: AtomicUsize,
+}
+
+/// Where one journal call is, told to [`GivenUp`] if it is dropped unfinished.
+struct CallWatch<'a> {
+    given_up: &'a GivenUp,
+    stage: u8,
+}
+
+impl CallWatch<'_> {
+    const WAITING: u8 = 0;
+    const IN_MOTO: u8 = 1;
+    const DONE: u8 = 2;
+}
+
+impl Drop for CallWatch<'_> {
+    fn drop(&mut self) {
+        match self.stage {
+            Self::WAITING => self.given_up.waiting.fetch_add(1, Ordering::Relaxed),
+            Self::IN_MOTO => self.given_up.in_moto.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
 }
 
 #[async_trait]
@@ -127,20 +163,38 @@ impl ChangeJournal for ReachableJournal {
         self.journal.append(changes).await
     }
     async fn since(&self, from_ms: i64, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
-        let _permit = self.reachable().await?;
-        self.journal.since(from_ms, limit).await
+        self.watched(self.journal.since(from_ms, limit)).await
     }
     async fn after(&self, position: &str, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
-        let _permit = self.reachable().await?;
-        self.journal.after(position, limit).await
+        self.watched(self.journal.after(position, limit)).await
     }
     async fn head(&self) -> Result<u64, JournalError> {
-        let _permit = self.reachable().await?;
-        self.journal.head().await
+        self.watched(self.journal.head()).await
     }
 }
 
 impl ReachableJournal {
+    /// One call, if the journal is reachable, counted and watched.
+    async fn watched<T>(
+        &self,
+        call: impl Future<Output = Result<T, JournalError>>,
+    ) -> Result<T, JournalError> {
+        let mut watch = CallWatch {
+            given_up: &self.given_up,
+            stage: CallWatch::WAITING,
+        };
+        let reachable = self.reachable().await;
+        watch.stage = if reachable.is_ok() {
+            CallWatch::IN_MOTO
+        } else {
+            CallWatch::DONE
+        };
+        let _permit = reachable?;
+        let result = call.await;
+        watch.stage = CallWatch::DONE;
+        result
+    }
+
     async fn reachable(&self) -> Result<tokio::sync::SemaphorePermit<'_>, JournalError> {
         let unreachable = |detail: &str| JournalError::Unavailable {
             operation: "Query",
@@ -323,6 +377,13 @@ struct Outcome {
     notices_per_change: f64,
     /// Journal Queries per reader per change in the burst (gap reads).
     burst_calls_per_change: f64,
+    /// Per change, the write → the first healthy reader dropping it (the
+    /// change path up to one reader), and each healthy reader's drop after
+    /// that first one (delivery across the fleet).
+    first_reader: Option<Summary>,
+    after_first: Option<Summary>,
+    /// Journal calls of the burst and heal given up at the reader's timeout.
+    given_up: usize,
 }
 
 fn item(key: &str) -> Result<ItemKey, String> {
@@ -368,6 +429,7 @@ async fn run(
     // A twentieth paused and a twentieth cut off (at least one each).
     let troubled_each = (readers / 20).max(1);
     let calls = Arc::new(AtomicUsize::new(0));
+    let given_up = Arc::new(GivenUp::default());
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MOTO_CONNECTIONS));
     let mut fleet = Fleet {
         readers: Vec::with_capacity(readers),
@@ -398,6 +460,7 @@ async fn run(
                 cut: cut.clone(),
                 calls: calls.clone(),
                 in_flight: in_flight.clone(),
+                given_up: given_up.clone(),
             }),
             CatchUpSettings {
                 timeout: SIMULATED_READ_TIMEOUT,
@@ -523,6 +586,9 @@ async fn run(
             .sum()
     };
     let notices_before = notices(&fleet);
+    let given_up_total =
+        || given_up.waiting.load(Ordering::Relaxed) + given_up.in_moto.load(Ordering::Relaxed);
+    let given_up_before = given_up_total();
     let before_burst = queries();
     let burst_started = Instant::now();
     let mut written: Vec<(String, Instant)> = Vec::with_capacity(changes);
@@ -546,11 +612,9 @@ async fn run(
             .lock()
             .map(|d| d.clone())
             .unwrap_or_default();
-        written.iter().all(|(key, at)| {
-            drops
-                .iter()
-                .any(|(dropped, when)| (dropped == key || dropped == "*") && when >= at)
-        })
+        written
+            .iter()
+            .all(|(key, at)| dropped_at(&drops, key, *at).is_some())
     };
     let deadline = Instant::now() + SETTLE;
     while Instant::now() < deadline && !healthy.iter().all(|r| has_all(r)) {
@@ -561,6 +625,7 @@ async fn run(
         tokio::time::sleep(rest).await;
     }
     // Heal the troubled readers; every one must then have every change.
+    let healed_at_ms = tenant_config_shared::refresh::signing::unix_ms_now();
     for sim in &fleet.readers {
         match sim.fate {
             Fate::Paused => sim.pause.resume(),
@@ -611,16 +676,84 @@ async fn run(
             .map(|d| d.clone())
             .unwrap_or_default();
         for (key, at) in &written {
-            match drops
-                .iter()
-                .filter(|(dropped, when)| (dropped == key || dropped == "*") && when >= at)
-                .map(|(_, when)| *when)
-                .min()
-            {
+            match dropped_at(&drops, key, *at) {
                 Some(when) => samples.push(when - *at),
                 None => misses += 1,
             }
         }
+    }
+    let mut first_drops: Vec<Option<Instant>> = vec![None; written.len()];
+    for sim in &healthy {
+        let drops = sim
+            .reader
+            .drops
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
+        for (index, (key, at)) in written.iter().enumerate() {
+            if let Some(when) = dropped_at(&drops, key, *at) {
+                first_drops[index] = Some(first_drops[index].map_or(when, |first| first.min(when)));
+            }
+        }
+    }
+    let first_reader: Vec<Duration> = written
+        .iter()
+        .zip(&first_drops)
+        .filter_map(|((_, at), first)| first.map(|first| first - *at))
+        .collect();
+    let mut after_first = Vec::new();
+    for sim in &healthy {
+        let drops = sim
+            .reader
+            .drops
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
+        for ((key, at), first) in written.iter().zip(&first_drops) {
+            if let (Some(when), Some(first)) = (dropped_at(&drops, key, *at), first) {
+                after_first.push(when.saturating_duration_since(*first));
+            }
+        }
+    }
+    let given_up_count = given_up_total() - given_up_before;
+    // Why the troubled readers still stale are (working diagnostics).
+    for fate in [Fate::Paused, Fate::CutOff] {
+        let stale: Vec<&&Arc<SimReader>> = troubled
+            .iter()
+            .filter(|r| r.fate == fate && !has_all(r))
+            .collect();
+        if stale.is_empty() {
+            continue;
+        }
+        let subscribed = stale
+            .iter()
+            .filter(|r| r.follower.as_ref().is_some_and(|f| f.subscribed()))
+            .count();
+        let read_since_heal = stale
+            .iter()
+            .filter(|r| r.catch_up.read_ms() >= healed_at_ms)
+            .count();
+        let missing: usize = stale
+            .iter()
+            .map(|r| {
+                let drops = r.reader.drops.lock().map(|d| d.clone()).unwrap_or_default();
+                written
+                    .iter()
+                    .filter(|(key, at)| dropped_at(&drops, key, *at).is_none())
+                    .count()
+            })
+            .sum();
+        eprintln!(
+            "scale: {} {} readers stale after the heal: {subscribed} subscribed, {read_since_heal} read the journal since, {missing} changes missing in all; calls given up {} waiting, {} in moto",
+            stale.len(),
+            if fate == Fate::Paused {
+                "paused"
+            } else {
+                "cut-off"
+            },
+            given_up.waiting.load(Ordering::Relaxed),
+            given_up.in_moto.load(Ordering::Relaxed),
+        );
     }
     let value_loads = store.gets();
     for sim in &fleet.readers {
@@ -640,12 +773,31 @@ async fn run(
         value_loads,
         notices_per_change,
         burst_calls_per_change,
+        first_reader: (!first_reader.is_empty()).then(|| Summary::of(first_reader)),
+        after_first: (!after_first.is_empty()).then(|| Summary::of(after_first)),
+        given_up: given_up_count,
     })
+}
+
+/// When a reader first dropped `key` (or everything) at or after `at`.
+fn dropped_at(drops: &[(String, Instant)], key: &str, at: Instant) -> Option<Instant> {
+    drops
+        .iter()
+        .filter(|(dropped, when)| (dropped == key || dropped == "*") && *when >= at)
+        .map(|(_, when)| *when)
+        .min()
 }
 
 impl Report {
     /// (19) Readers past one fleet: the change feed beside today's polling.
-    pub async fn scale(&mut self, stack: &LocalStack) -> Result<(), String> {
+    /// With `fresh`, each design and size after the first runs on a stack
+    /// of its own, started with those options: a moto process that served
+    /// one run's thousands of readers is not the next one's baseline.
+    pub async fn scale(
+        &mut self,
+        stack: &LocalStack,
+        fresh: Option<StackOptions>,
+    ) -> Result<(), String> {
         let open_files = raise_open_files();
         // Each reader holds one connection (the broker, a process of its
         // own, the other end), plus descriptors to spare for the rest.
@@ -654,39 +806,44 @@ impl Report {
         } else {
             (10_000, &[100, 1_000], 100)
         };
+        let feed_readers = std::env::var(READERS_VARIABLE)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(feed_readers);
         let fits = open_files.saturating_sub(2048) as usize;
         let feed_readers = feed_readers.min(fits);
-        let aws = Aws::from_config(stack.aws.clone());
-        let table = stack
-            .setting("JOURNAL_TABLE_NAME")
-            .ok_or("no journal table")?;
-        let journal: Arc<dyn ChangeJournal> = Arc::new(aws.change_journal(&table));
         let smoke = self.sizes.smoke;
-        let fed = run(
-            stack,
-            journal.clone(),
-            feed_readers,
-            changes,
-            true,
-            0,
-            smoke,
-        )
-        .await?;
+        // Today's polling first, then the feed: each on a fresh stack in a
+        // full run.
+        let plans: Vec<(usize, bool)> = polling_sizes
+            .iter()
+            .map(|size| (*size, false))
+            .chain([(feed_readers, true)])
+            .collect();
+        let mut own_stack: Option<LocalStack> = None;
         let mut polled = Vec::new();
-        for (round, size) in polling_sizes.iter().enumerate() {
-            polled.push(
-                run(
-                    stack,
-                    journal.clone(),
-                    *size,
-                    changes,
-                    false,
-                    round + 1,
-                    smoke,
-                )
-                .await?,
-            );
+        let mut fed = None;
+        for (round, (size, with_feed)) in plans.into_iter().enumerate() {
+            if let (true, Some(options)) = (round > 0, fresh) {
+                // The previous stack stops first.
+                drop(own_stack.take());
+                own_stack = Some(LocalStack::start(options, &|_, _| {}).await?);
+            }
+            let here = own_stack.as_ref().unwrap_or(stack);
+            let aws = Aws::from_config(here.aws.clone());
+            let table = here
+                .setting("JOURNAL_TABLE_NAME")
+                .ok_or("no journal table")?;
+            let journal: Arc<dyn ChangeJournal> = Arc::new(aws.change_journal(&table));
+            let outcome = run(here, journal, size, changes, with_feed, round, smoke).await?;
+            if with_feed {
+                fed = Some(outcome);
+            } else {
+                polled.push(outcome);
+            }
         }
+        drop(own_stack);
+        let fed = fed.ok_or("the change feed's run did not happen")?;
         let row = |design: &str, o: &Outcome| -> Vec<Row> {
             let convergence = o.healthy.map_or("no samples".to_owned(), |s| {
                 format!("p50 {} / p99 {}", human(s.p50), human(s.p99))
@@ -724,16 +881,33 @@ impl Report {
                 },
                 Row {
                     figure: format!(
+                        "{design}, {} readers: of which write → the first reader drops it (per change: the change path) / the first → each other reader (delivery across the fleet)",
+                        o.readers
+                    ),
+                    ours: format!(
+                        "p50 {} / p99 {}; p50 {} / p99 {}",
+                        o.first_reader.map_or("—".into(), |s| human(s.p50)),
+                        o.first_reader.map_or("—".into(), |s| human(s.p99)),
+                        o.after_first.map_or("—".into(), |s| human(s.p50)),
+                        o.after_first.map_or("—".into(), |s| human(s.p99)),
+                    ),
+                    baseline: "—".into(),
+                    target: "—".into(),
+                    met: None,
+                },
+                Row {
+                    figure: format!(
                         "{design}, {} readers: paused or cut off during the burst, still stale {} s after the heal",
                         o.readers,
                         HEAL_SETTLE.as_secs()
                     ),
                     ours: format!(
-                        "{} of {} ({} cut off, {} paused)",
+                        "{} of {} ({} cut off, {} paused); {} journal calls given up at the reader's timeout",
                         o.stale_after_heal,
                         o.troubled,
                         o.stale_cut_off,
-                        o.stale_after_heal - o.stale_cut_off
+                        o.stale_after_heal - o.stale_cut_off,
+                        o.given_up
                     ),
                     baseline: "—".into(),
                     target: "0".into(),
