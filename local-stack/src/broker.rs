@@ -66,6 +66,16 @@ impl Broker {
             .and_then(|listener| listener.local_addr())
             .map_err(|e| format!("no free port for the broker: {e}"))?
             .port();
+        Self::start_on(port, max_connections, profile).await
+    }
+
+    /// As [`Broker::start`], on `port`: a broker restarted where its
+    /// clients knew it.
+    pub async fn start_on(
+        port: u16,
+        max_connections: usize,
+        profile: &str,
+    ) -> Result<Self, String> {
         let listen = SocketAddr::from(([127, 0, 0, 1], port));
         let mut command = Command::new(binary_of("tenant-config-broker", profile));
         command

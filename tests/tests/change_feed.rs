@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tenant_config_admin::values::{ParameterKind, put_item, put_parameter};
 use tenant_config_local_stack::agent::AgentProcess;
+use tenant_config_local_stack::broker::Broker;
 use tenant_config_local_stack::stack::{
     ALICE, JOURNAL_TABLE, LocalStack, PARAMETER_ROOT, SERVICE, StackOptions, TABLE, demo_item,
 };
 use tenant_config_shared::StoreKind;
 use tenant_config_shared::aws::Aws;
+use tenant_config_shared::notices::feed::{FeedSettings, NoticePublisher};
+use tenant_config_shared::notices::mqtt::MqttPublisher;
 use tenant_config_shared::notices::notices_of;
 use tenant_config_shared::refresh::change::{ChangeRecord, Subject};
 use tenant_config_shared::refresh::journal::{ChangeJournal, JournalEntry};
@@ -188,4 +191,54 @@ async fn a_notice_not_signed_by_config_refresh_changes_nothing() {
     );
     let value = agent.get_config(&alice, SERVICE, FED_KEY).await.unwrap();
     assert!(value.contains("kept"), "{value}");
+}
+
+/// The next message on `topic` a new subscriber receives (a retained one
+/// first), within 10 s.
+async fn next_message(port: u16, topic: &str) -> Vec<u8> {
+    let mut options = MqttOptions::new(format!("observer-{}", unix_ms_now()), "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(options, 8);
+    client
+        .subscribe(topic, QoS::AtMostOnce)
+        .await
+        .expect("subscribe");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::Publish(publish))) = events.poll().await {
+                return publish.payload.to_vec();
+            }
+        }
+    })
+    .await
+    .expect("a message within 10 s")
+}
+
+#[tokio::test]
+async fn config_refresh_keeps_its_broker_connection_and_replaces_it_when_the_broker_restarts() {
+    // GIVEN a broker and config-refresh's publisher, in a process that
+    // stays up between invocations (as under cargo lambda watch)
+    let broker = Broker::start(16, "debug").await.expect("broker starts");
+    let settings = FeedSettings::parse(&broker.url(), None, None).expect("feed settings");
+    let publisher = MqttPublisher::new(&settings, "127.0.0.1", broker.port);
+    // WHEN it announces twice within the keep-alive
+    for notice in [b"first".to_vec(), b"second".to_vec()] {
+        publisher.publish(&[notice]).await.expect("published");
+    }
+    // THEN one connection carried both, and the last is retained
+    assert_eq!(publisher.connections_made(), 1);
+    assert_eq!(next_message(broker.port, &settings.topic).await, b"second");
+    // WHEN the broker restarts where it was (the kept connection is dead)
+    let port = broker.port;
+    drop(broker);
+    let _broker = Broker::start_on(port, 16, "debug")
+        .await
+        .expect("broker restarts");
+    publisher
+        .publish(&[b"third".to_vec()])
+        .await
+        .expect("published on a new connection");
+    // THEN the announcement still arrives, on a second connection
+    assert_eq!(publisher.connections_made(), 2);
+    assert_eq!(next_message(port, &settings.topic).await, b"third");
 }

@@ -118,6 +118,10 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
     let stack = LocalStack::start(shared_stack_options(sizes), &|_, _| {}).await?;
     let mut report = Report::new(sizes);
     match name {
+        "scale" => {
+            let fresh = (!sizes.smoke).then(|| shared_stack_options(sizes));
+            report.scale(stack, fresh).await?
+        }
         "fairness" => report.fairness(&stack).await?,
         "warm-read" => report.warm_read(&stack).await?,
         "layers" => report.layers(&stack).await?,
@@ -127,10 +131,6 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
         "watch" => report.watch(&stack).await?,
         "client" => report.client(&stack).await?,
         "warm-start" => report.warm_start(&stack).await?,
-        "scale" => {
-            let fresh = (!sizes.smoke).then(|| shared_stack_options(sizes));
-            report.scale(&stack, fresh).await?
-        }
         other => {
             return Err(format!(
                 "--only knows 'fairness', 'warm-read', 'layers', 'blast', 'rollouts', 'ofrep', 'watch', 'client', 'warm-start' and 'scale', not '{other}'"
@@ -200,7 +200,7 @@ async fn scale_figures(sizes: Sizes) -> Result<Report, String> {
     let stack = LocalStack::start(shared_stack_options(sizes), &|_, _| {}).await?;
     let mut report = Report::new(sizes);
     let fresh = (!sizes.smoke).then(|| shared_stack_options(sizes));
-    report.scale(&stack, fresh).await?;
+    report.scale(stack, fresh).await?;
     Ok(report)
 }
 

@@ -127,8 +127,8 @@ struct ReachableJournal {
 }
 
 /// Journal calls a reader's timeout gave up: while waiting for a
-/// connection to moto, or while moto worked on them (moto goes on working
-/// on those: the load of a timeout is not saved, only wasted).
+/// connection to moto, or while moto worked on them (moto finishes those,
+/// and their connection stays taken until it does).
 #[derive(Default)]
 struct GivenUp {
     waiting: AtomicUsize,
@@ -163,39 +163,34 @@ impl ChangeJournal for ReachableJournal {
         self.journal.append(changes).await
     }
     async fn since(&self, from_ms: i64, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
-        self.watched(self.journal.since(from_ms, limit)).await
+        self.watched(move |journal| async move { journal.since(from_ms, limit).await })
+            .await
     }
     async fn after(&self, position: &str, limit: usize) -> Result<Vec<JournalEntry>, JournalError> {
-        self.watched(self.journal.after(position, limit)).await
+        let position = position.to_owned();
+        self.watched(move |journal| async move { journal.after(&position, limit).await })
+            .await
     }
     async fn head(&self) -> Result<u64, JournalError> {
-        self.watched(self.journal.head()).await
+        self.watched(|journal| async move { journal.head().await })
+            .await
     }
 }
 
 impl ReachableJournal {
-    /// One call, if the journal is reachable, counted and watched.
-    async fn watched<T>(
+    /// One call, if the journal is reachable: counted, and made in a task of
+    /// its own that holds its connection to moto until moto answers, even
+    /// when the reader's timeout gave up on it (moto works on an abandoned
+    /// request all the same; released early, its slot would let moto's
+    /// backlog grow without bound, which DynamoDB's would not).
+    async fn watched<T, F>(
         &self,
-        call: impl Future<Output = Result<T, JournalError>>,
-    ) -> Result<T, JournalError> {
-        let mut watch = CallWatch {
-            given_up: &self.given_up,
-            stage: CallWatch::WAITING,
-        };
-        let reachable = self.reachable().await;
-        watch.stage = if reachable.is_ok() {
-            CallWatch::IN_MOTO
-        } else {
-            CallWatch::DONE
-        };
-        let _permit = reachable?;
-        let result = call.await;
-        watch.stage = CallWatch::DONE;
-        result
-    }
-
-    async fn reachable(&self) -> Result<tokio::sync::SemaphorePermit<'_>, JournalError> {
+        call: impl FnOnce(Arc<dyn ChangeJournal>) -> F,
+    ) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, JournalError>> + Send + 'static,
+    {
         let unreachable = |detail: &str| JournalError::Unavailable {
             operation: "Query",
             detail: detail.to_owned(),
@@ -203,13 +198,28 @@ impl ReachableJournal {
         if self.cut.load(Ordering::SeqCst) {
             return Err(unreachable("cut off (simulated partition)"));
         }
+        let mut watch = CallWatch {
+            given_up: &self.given_up,
+            stage: CallWatch::WAITING,
+        };
         let permit = self
             .in_flight
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| unreachable("closed"))?;
         self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(permit)
+        watch.stage = CallWatch::IN_MOTO;
+        let answer = call(self.journal.clone());
+        let result = tokio::spawn(async move {
+            let answer = answer.await;
+            drop(permit);
+            answer
+        })
+        .await
+        .map_err(|e| unreachable(&e.to_string()))?;
+        watch.stage = CallWatch::DONE;
+        result
     }
 }
 
@@ -791,11 +801,12 @@ fn dropped_at(drops: &[(String, Instant)], key: &str, at: Instant) -> Option<Ins
 impl Report {
     /// (19) Readers past one fleet: the change feed beside today's polling.
     /// With `fresh`, each design and size after the first runs on a stack
-    /// of its own, started with those options: a moto process that served
-    /// one run's thousands of readers is not the next one's baseline.
+    /// of its own, started with those options once the previous one has
+    /// stopped: a moto process that served one run's thousands of readers
+    /// is not the next one's baseline.
     pub async fn scale(
         &mut self,
-        stack: &LocalStack,
+        stack: LocalStack,
         fresh: Option<StackOptions>,
     ) -> Result<(), String> {
         let open_files = raise_open_files();
@@ -820,16 +831,16 @@ impl Report {
             .map(|size| (*size, false))
             .chain([(feed_readers, true)])
             .collect();
-        let mut own_stack: Option<LocalStack> = None;
+        let mut stack = stack;
         let mut polled = Vec::new();
         let mut fed = None;
         for (round, (size, with_feed)) in plans.into_iter().enumerate() {
             if let (true, Some(options)) = (round > 0, fresh) {
                 // The previous stack stops first.
-                drop(own_stack.take());
-                own_stack = Some(LocalStack::start(options, &|_, _| {}).await?);
+                drop(stack);
+                stack = LocalStack::start(options, &|_, _| {}).await?;
             }
-            let here = own_stack.as_ref().unwrap_or(stack);
+            let here = &stack;
             let aws = Aws::from_config(here.aws.clone());
             let table = here
                 .setting("JOURNAL_TABLE_NAME")
@@ -842,7 +853,7 @@ impl Report {
                 polled.push(outcome);
             }
         }
-        drop(own_stack);
+        drop(stack);
         let fed = fed.ok_or("the change feed's run did not happen")?;
         let row = |design: &str, o: &Outcome| -> Vec<Row> {
             let convergence = o.healthy.map_or("no samples".to_owned(), |s| {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeReasonCode};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode};
 
 use crate::catch_up::Invalidate;
 use crate::refresh::signing::{TrustedKeys, unix_ms_now};
@@ -172,13 +172,28 @@ async fn session<R: Invalidate + Send + 'static>(
     }
 }
 
-/// Publishes to a plain MQTT broker: one connection per invocation's
-/// notices (a Lambda function is frozen between invocations, so a kept
-/// connection would be dead more often than not), QoS 1, retained.
+/// Publishes to a plain MQTT broker (the local stack's, or one of your
+/// own), QoS 1, retained. The connection is kept between invocations while
+/// it is younger than the broker's patience (1.5 × the keep-alive without a
+/// packet): a process that stays up between invocations (cargo lambda
+/// watch, a container) announces without a connection's handshake each
+/// time, which a broker serving thousands of readers answers slowly. One
+/// that was frozen longer (a Lambda function between invocations) connects
+/// again. A kept connection that fails is replaced once; a notice published
+/// twice only drops entries twice.
 pub struct MqttPublisher {
     settings: FeedSettings,
     host: String,
     port: u16,
+    kept: tokio::sync::Mutex<Option<Kept>>,
+    connections: std::sync::atomic::AtomicUsize,
+}
+
+/// A publisher's connection and when it last carried a packet.
+struct Kept {
+    client: AsyncClient,
+    events: EventLoop,
+    used: tokio::time::Instant,
 }
 
 impl MqttPublisher {
@@ -188,33 +203,79 @@ impl MqttPublisher {
             settings: settings.clone(),
             host: host.to_owned(),
             port,
+            kept: tokio::sync::Mutex::new(None),
+            connections: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Connections made so far (one for every publish within the
+    /// keep-alive of the last, one more after a failure or a long idle).
+    pub fn connections_made(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn connect(&self) -> Kept {
+        self.connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let options = base_options(self.settings.client_id("publisher"), &self.host, self.port);
+        // Room for one invocation's notices (split at 100 changes each).
+        let (client, events) = AsyncClient::new(options, 64);
+        Kept {
+            client,
+            events,
+            used: tokio::time::Instant::now(),
         }
     }
 
     async fn publish_all(&self, payloads: &[Vec<u8>]) -> Result<(), PublishError> {
-        let options = base_options(self.settings.client_id("publisher"), &self.host, self.port);
-        let (client, mut events) = AsyncClient::new(options, payloads.len().max(1) + 2);
-        for payload in payloads {
-            client
-                .try_publish(
-                    &self.settings.topic,
-                    QoS::AtLeastOnce,
-                    true,
-                    payload.clone(),
-                )
-                .map_err(|e| PublishError::Failed(e.to_string()))?;
+        let mut kept = self.kept.lock().await;
+        // Idle for less than the keep-alive: the broker still holds it.
+        let reusable = kept.take().filter(|k| k.used.elapsed() < KEEP_ALIVE);
+        let (mut connection, retry) = match reusable {
+            Some(connection) => (connection, true),
+            None => (self.connect(), false),
+        };
+        let mut outcome = self.publish_on(&mut connection, payloads).await;
+        if outcome.is_err() && retry {
+            tracing::info!("change feed: the kept connection failed; publishing on a new one");
+            connection = self.connect();
+            outcome = self.publish_on(&mut connection, payloads).await;
         }
+        if outcome.is_ok() {
+            connection.used = tokio::time::Instant::now();
+            *kept = Some(connection);
+        }
+        outcome
+    }
+
+    /// Publishes on one connection and waits for every acknowledgement.
+    async fn publish_on(
+        &self,
+        connection: &mut Kept,
+        payloads: &[Vec<u8>],
+    ) -> Result<(), PublishError> {
         let mut acknowledged = 0;
-        while acknowledged < payloads.len() {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => acknowledged += 1,
-                Ok(_) => {}
-                Err(error) => return Err(PublishError::Failed(error.to_string())),
+        for chunk in payloads.chunks(32) {
+            for payload in chunk {
+                connection
+                    .client
+                    .try_publish(
+                        &self.settings.topic,
+                        QoS::AtLeastOnce,
+                        true,
+                        payload.clone(),
+                    )
+                    .map_err(|e| PublishError::Failed(e.to_string()))?;
+            }
+            let wanted = acknowledged + chunk.len();
+            while acknowledged < wanted {
+                match connection.events.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => acknowledged += 1,
+                    Ok(_) => {}
+                    Err(error) => return Err(PublishError::Failed(error.to_string())),
+                }
             }
         }
-        // A clean goodbye; the notices are acknowledged already.
-        let _ = client.try_disconnect();
-        let _ = tokio::time::timeout(Duration::from_millis(100), events.poll()).await;
         Ok(())
     }
 }
