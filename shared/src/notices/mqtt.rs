@@ -174,13 +174,14 @@ async fn session<R: Invalidate + Send + 'static>(
 
 /// Publishes to a plain MQTT broker (the local stack's, or one of your
 /// own), QoS 1, retained. The connection is kept between invocations while
-/// it is younger than the broker's patience (1.5 × the keep-alive without a
-/// packet): a process that stays up between invocations (cargo lambda
-/// watch, a container) announces without a connection's handshake each
-/// time, which a broker serving thousands of readers answers slowly. One
-/// that was frozen longer (a Lambda function between invocations) connects
-/// again. A kept connection that fails is replaced once; a notice published
-/// twice only drops entries twice.
+/// it has been idle for less than the keep-alive (the broker drops a client
+/// silent for 1.5 × that): a process that stays up between invocations
+/// (cargo lambda watch, a container) announces without a connection's
+/// handshake each time, which a broker serving thousands of readers answers
+/// slowly. One idle longer (a Lambda function frozen between invocations)
+/// connects again. A kept connection that fails, or does not acknowledge
+/// within [`KEPT_CONNECTION_PATIENCE`] (a socket that died silently), is
+/// replaced once; a notice published twice only drops entries twice.
 pub struct MqttPublisher {
     settings: FeedSettings,
     host: String,
@@ -188,6 +189,10 @@ pub struct MqttPublisher {
     kept: tokio::sync::Mutex<Option<Kept>>,
     connections: std::sync::atomic::AtomicUsize,
 }
+
+/// How long a kept connection may take to acknowledge before the notices go
+/// out on a new one, within [`PUBLISH_TIMEOUT`].
+pub const KEPT_CONNECTION_PATIENCE: Duration = Duration::from_secs(2);
 
 /// A publisher's connection and when it last carried a packet.
 struct Kept {
@@ -208,8 +213,8 @@ impl MqttPublisher {
         }
     }
 
-    /// Connections made so far (one for every publish within the
-    /// keep-alive of the last, one more after a failure or a long idle).
+    /// Connections made so far: publishes within the keep-alive of the last
+    /// share one; a failure or a longer idle makes another.
     pub fn connections_made(&self) -> usize {
         self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -218,7 +223,8 @@ impl MqttPublisher {
         self.connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let options = base_options(self.settings.client_id("publisher"), &self.host, self.port);
-        // Room for one invocation's notices (split at 100 changes each).
+        // Requests queued at once: a chunk of notices (see `publish_on`)
+        // and a ping.
         let (client, events) = AsyncClient::new(options, 64);
         Kept {
             client,
@@ -229,13 +235,26 @@ impl MqttPublisher {
 
     async fn publish_all(&self, payloads: &[Vec<u8>]) -> Result<(), PublishError> {
         let mut kept = self.kept.lock().await;
-        // Idle for less than the keep-alive: the broker still holds it.
-        let reusable = kept.take().filter(|k| k.used.elapsed() < KEEP_ALIVE);
+        // Idle for less than the keep-alive: the broker still holds it. A
+        // ping still unanswered would make rumqttc drop it at the next
+        // keep-alive tick.
+        let reusable = kept
+            .take()
+            .filter(|k| k.used.elapsed() < KEEP_ALIVE && !k.events.state.await_pingresp);
         let (mut connection, retry) = match reusable {
             Some(connection) => (connection, true),
             None => (self.connect(), false),
         };
-        let mut outcome = self.publish_on(&mut connection, payloads).await;
+        let mut outcome = if retry {
+            tokio::time::timeout(
+                KEPT_CONNECTION_PATIENCE,
+                self.publish_on(&mut connection, payloads),
+            )
+            .await
+            .unwrap_or(Err(PublishError::TimedOut(KEPT_CONNECTION_PATIENCE)))
+        } else {
+            self.publish_on(&mut connection, payloads).await
+        };
         if outcome.is_err() && retry {
             tracing::info!("change feed: the kept connection failed; publishing on a new one");
             connection = self.connect();
