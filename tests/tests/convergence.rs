@@ -226,9 +226,7 @@ async fn an_agent_no_push_reaches_serves_the_change_within_its_catch_up_interval
 async fn a_burst_of_changes_costs_one_stage_cache_flush_after_config_api_serves_the_last() {
     // GIVEN config-api behind a stage cache (the local stand-in counts
     // flushes), config-refresh announcing each change on the feed
-    let stack = LocalStack::start(StackOptions::with_agents(0), &|_, _| {})
-        .await
-        .expect("local stack starts");
+    let stack = stack(0).await;
     let alice = stack.token(ALICE).await.unwrap();
     let key = "param_config_endpoint";
     // WHEN five changes arrive back to back

@@ -118,10 +118,7 @@ pub async fn run_only(name: &str, sizes: Sizes, out: &Path) -> Result<(), String
     let stack = LocalStack::start(shared_stack_options(sizes), &|_, _| {}).await?;
     let mut report = Report::new(sizes);
     match name {
-        "scale" => {
-            let fresh = (!sizes.smoke).then(|| shared_stack_options(sizes));
-            report.scale(stack, fresh).await?
-        }
+        "scale" => report.scale(stack, shared_stack_options(sizes)).await?,
         "fairness" => report.fairness(&stack).await?,
         "warm-read" => report.warm_read(&stack).await?,
         "layers" => report.layers(&stack).await?,
@@ -199,8 +196,7 @@ async fn rollout_figures(sizes: Sizes) -> Result<Report, String> {
 async fn scale_figures(sizes: Sizes) -> Result<Report, String> {
     let stack = LocalStack::start(shared_stack_options(sizes), &|_, _| {}).await?;
     let mut report = Report::new(sizes);
-    let fresh = (!sizes.smoke).then(|| shared_stack_options(sizes));
-    report.scale(stack, fresh).await?;
+    report.scale(stack, shared_stack_options(sizes)).await?;
     Ok(report)
 }
 

@@ -311,6 +311,18 @@ struct SimReader {
 }
 
 impl SimReader {
+    /// When this reader first dropped each written change (or everything)
+    /// at or after its write, in the order written.
+    fn dropped(&self, written: &[(String, Instant)]) -> Vec<Option<Instant>> {
+        let Ok(drops) = self.reader.drops.lock() else {
+            return vec![None; written.len()];
+        };
+        written
+            .iter()
+            .map(|(key, at)| dropped_at(&drops, key, *at))
+            .collect()
+    }
+
     fn stop(&self) {
         for task in [&self.reading, &self.following] {
             if let Some(task) = task.lock().ok().and_then(|mut t| t.take()) {
@@ -642,17 +654,7 @@ async fn run(
         .iter()
         .filter(|r| r.fate == Fate::Healthy)
         .collect();
-    let has_all = |sim: &SimReader| -> bool {
-        let drops = sim
-            .reader
-            .drops
-            .lock()
-            .map(|d| d.clone())
-            .unwrap_or_default();
-        written
-            .iter()
-            .all(|(key, at)| dropped_at(&drops, key, *at).is_some())
-    };
+    let has_all = |sim: &SimReader| -> bool { sim.dropped(&written).iter().all(Option::is_some) };
     let deadline = Instant::now() + SETTLE;
     while Instant::now() < deadline && !healthy.iter().all(|r| has_all(r)) {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -716,33 +718,19 @@ async fn run(
     let notices_per_change = burst_notices as f64 / (fed * changes.max(1)) as f64;
     let burst_calls_per_change = burst_calls as f64 / (readers.max(1) * changes.max(1)) as f64;
     // Per healthy reader and change: write → drop.
+    let healthy_drops: Vec<Vec<Option<Instant>>> =
+        healthy.iter().map(|sim| sim.dropped(&written)).collect();
     let mut samples = Vec::new();
     let mut misses = 0;
-    for sim in &healthy {
-        let drops = sim
-            .reader
-            .drops
-            .lock()
-            .map(|d| d.clone())
-            .unwrap_or_default();
-        for (key, at) in &written {
-            match dropped_at(&drops, key, *at) {
-                Some(when) => samples.push(when - *at),
-                None => misses += 1,
-            }
-        }
-    }
     let mut first_drops: Vec<Option<Instant>> = vec![None; written.len()];
-    for sim in &healthy {
-        let drops = sim
-            .reader
-            .drops
-            .lock()
-            .map(|d| d.clone())
-            .unwrap_or_default();
-        for (index, (key, at)) in written.iter().enumerate() {
-            if let Some(when) = dropped_at(&drops, key, *at) {
-                first_drops[index] = Some(first_drops[index].map_or(when, |first| first.min(when)));
+    for drops in &healthy_drops {
+        for (((_, at), dropped), first) in written.iter().zip(drops).zip(&mut first_drops) {
+            match dropped {
+                Some(when) => {
+                    samples.push(*when - *at);
+                    *first = Some(first.map_or(*when, |first| first.min(*when)));
+                }
+                None => misses += 1,
             }
         }
     }
@@ -751,20 +739,11 @@ async fn run(
         .zip(&first_drops)
         .filter_map(|((_, at), first)| first.map(|first| first - *at))
         .collect();
-    let mut after_first = Vec::new();
-    for sim in &healthy {
-        let drops = sim
-            .reader
-            .drops
-            .lock()
-            .map(|d| d.clone())
-            .unwrap_or_default();
-        for ((key, at), first) in written.iter().zip(&first_drops) {
-            if let (Some(when), Some(first)) = (dropped_at(&drops, key, *at), first) {
-                after_first.push(when.saturating_duration_since(*first));
-            }
-        }
-    }
+    let after_first: Vec<Duration> = healthy_drops
+        .iter()
+        .flat_map(|drops| drops.iter().zip(&first_drops))
+        .filter_map(|(dropped, first)| Some(dropped.as_ref()?.saturating_duration_since((*first)?)))
+        .collect();
     let given_up_count = given_up_total() - given_up_before;
     // Why the troubled readers still stale are (working diagnostics).
     for fate in [Fate::Paused, Fate::CutOff] {
@@ -785,13 +764,7 @@ async fn run(
             .count();
         let missing: usize = stale
             .iter()
-            .map(|r| {
-                let drops = r.reader.drops.lock().map(|d| d.clone()).unwrap_or_default();
-                written
-                    .iter()
-                    .filter(|(key, at)| dropped_at(&drops, key, *at).is_none())
-                    .count()
-            })
+            .map(|r| r.dropped(&written).iter().filter(|d| d.is_none()).count())
             .sum();
         eprintln!(
             "scale: {} {} readers stale after the heal: {subscribed} subscribed, {read_since_heal} read the journal since, {missing} changes missing in all; calls given up {} waiting, {} in moto",
@@ -842,15 +815,11 @@ fn dropped_at(drops: &[(String, Instant)], key: &str, at: Instant) -> Option<Ins
 
 impl Report {
     /// (19) Readers past one fleet: the change feed beside today's polling.
-    /// With `fresh`, each design and size after the first runs on a stack
-    /// of its own, started with those options once the previous one has
+    /// In a full run each design and size after the first runs on a stack
+    /// of its own, started with `options` once the previous one has
     /// stopped: a moto process that served one run's thousands of readers
-    /// is not the next one's baseline.
-    pub async fn scale(
-        &mut self,
-        stack: LocalStack,
-        fresh: Option<StackOptions>,
-    ) -> Result<(), String> {
+    /// is not the next one's baseline. The smoke run's share `stack`.
+    pub async fn scale(&mut self, stack: LocalStack, options: StackOptions) -> Result<(), String> {
         let open_files = raise_open_files();
         // Each reader holds one connection (the broker, a process of its
         // own, the other end), plus descriptors to spare for the rest.
@@ -877,7 +846,7 @@ impl Report {
         let mut polled = Vec::new();
         let mut fed = None;
         for (round, (size, with_feed)) in plans.into_iter().enumerate() {
-            if let (true, Some(options)) = (round > 0, fresh) {
+            if round > 0 && !smoke {
                 // The previous stack stops first.
                 drop(stack);
                 stack = LocalStack::start(options, &|_, _| {}).await?;
