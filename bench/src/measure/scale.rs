@@ -80,6 +80,9 @@ const SIMULATED_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Overrides the change feed's reader count of a full run (working on the
 /// figure: a smaller fleet runs sooner). RESULTS.md's run leaves it unset.
 const READERS_VARIABLE: &str = "BENCH_SCALE_READERS";
+/// Overrides the polling sizes of a full run: comma-separated reader
+/// counts, empty for none (working on the feed's figure alone).
+const POLLING_VARIABLE: &str = "BENCH_SCALE_POLLING";
 /// The bounds.
 const CALLS_TARGET: f64 = 50.0;
 const P50_TARGET: Duration = Duration::from_secs(1);
@@ -832,6 +835,13 @@ impl Report {
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or(feed_readers);
+        let polling_override: Option<Vec<usize>> =
+            std::env::var(POLLING_VARIABLE).ok().map(|list| {
+                list.split(',')
+                    .filter_map(|n| n.trim().parse().ok())
+                    .collect()
+            });
+        let polling_sizes: &[usize] = polling_override.as_deref().unwrap_or(polling_sizes);
         let fits = open_files.saturating_sub(2048) as usize;
         let feed_readers = feed_readers.min(fits);
         let smoke = self.sizes.smoke;
