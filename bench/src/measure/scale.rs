@@ -17,6 +17,7 @@
 //! reads) runs beside it, first; in a full run each design and size on a
 //! fresh stack of its own.
 
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,8 +81,9 @@ const SIMULATED_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Overrides the change feed's reader count of a full run (working on the
 /// figure: a smaller fleet runs sooner). RESULTS.md's run leaves it unset.
 const READERS_VARIABLE: &str = "BENCH_SCALE_READERS";
-/// Overrides the polling sizes of a full run: comma-separated reader
-/// counts, empty for none (working on the feed's figure alone).
+/// Overrides the polling sizes (of a smoke run too): comma-separated reader
+/// counts, empty for none (working on the feed's figure alone; figure 19b
+/// then has no polling rate to price and is left out).
 const POLLING_VARIABLE: &str = "BENCH_SCALE_POLLING";
 /// The bounds.
 const CALLS_TARGET: f64 = 50.0;
@@ -326,6 +328,29 @@ impl SimReader {
             .collect()
     }
 
+    /// Whether this reader dropped every written change at or after its
+    /// write: one pass over its drops (the harness checks thousands of
+    /// readers while they converge, on the cores they converge with).
+    fn has_all(&self, written: &HashMap<&str, Instant>) -> bool {
+        let Ok(drops) = self.reader.drops.lock() else {
+            return false;
+        };
+        let mut everything_at: Option<Instant> = None;
+        let mut covered: HashSet<&str> = HashSet::with_capacity(written.len());
+        for (key, when) in drops.iter() {
+            if key == "*" {
+                everything_at = everything_at.max(Some(*when));
+            } else if let Some((key, at)) = written.get_key_value(key.as_str())
+                && when >= at
+            {
+                covered.insert(key);
+            }
+        }
+        written
+            .iter()
+            .all(|(key, at)| covered.contains(key) || everything_at.is_some_and(|all| all >= *at))
+    }
+
     fn stop(&self) {
         for task in [&self.reading, &self.following] {
             if let Some(task) = task.lock().ok().and_then(|mut t| t.take()) {
@@ -433,17 +458,31 @@ struct Outcome {
     after_first: Option<Summary>,
     /// Journal calls of the burst and heal given up at the reader's timeout.
     given_up: usize,
-    /// CPU from the first write until every healthy reader had every change.
+    /// CPU from the first write until every healthy reader had every change
+    /// (or [`SETTLE`]), and the notices the fleet checked meanwhile
+    /// (heartbeats included; only healthy readers run then).
     burst_cpu: CpuUse,
+    window_checks: u64,
+    healthy_readers: usize,
 }
 
-/// A moment's CPU counters: this process's (the readers, and the stack's
-/// stream mapping and the burst's writer beside them) and the machine's.
+/// A moment's CPU counters: this process's (the readers, the harness, and
+/// the stack's in-process parts: the stream mapping, the schedules, the
+/// burst's writer) and the machine's.
 struct CpuMark {
     at: Instant,
     process: Duration,
-    /// `/proc/stat`'s busy and total jiffies over every core.
-    machine: Option<(u64, u64)>,
+    machine: Option<Jiffies>,
+}
+
+/// `/proc/stat`'s counters over every core.
+#[derive(Clone, Copy)]
+struct Jiffies {
+    /// Every process's time (not idle, iowait or steal).
+    busy: u64,
+    /// Time the hypervisor gave to others.
+    steal: u64,
+    total: u64,
 }
 
 /// CPU used between two marks.
@@ -452,8 +491,8 @@ struct CpuUse {
     window: Duration,
     /// Core-seconds this process used.
     process: f64,
-    /// The share of the machine's cores busy (every process).
-    machine_busy: Option<f64>,
+    /// The shares of the machine's cores busy (every process) and stolen.
+    machine: Option<(f64, f64)>,
 }
 
 impl CpuMark {
@@ -467,16 +506,17 @@ impl CpuMark {
 
     fn until_now(&self) -> CpuUse {
         let end = Self::now();
-        let machine_busy = match (self.machine, end.machine) {
-            (Some((busy0, total0)), Some((busy1, total1))) if total1 > total0 => {
-                Some((busy1 - busy0) as f64 / (total1 - total0) as f64)
-            }
-            _ => None,
-        };
+        // Counters that went backwards (some hypervisors' steal) give none.
+        let machine = self.machine.zip(end.machine).and_then(|(from, to)| {
+            let total = to.total.checked_sub(from.total).filter(|t| *t > 0)? as f64;
+            let busy = to.busy.checked_sub(from.busy)? as f64;
+            let steal = to.steal.checked_sub(from.steal)? as f64;
+            Some((busy / total, steal / total))
+        });
         CpuUse {
             window: end.at - self.at,
             process: (end.process.saturating_sub(self.process)).as_secs_f64(),
-            machine_busy,
+            machine,
         }
     }
 }
@@ -494,29 +534,34 @@ fn process_cpu() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
-/// The machine's busy and total jiffies over every core (`/proc/stat`'s
-/// first line; idle and iowait are not busy).
-fn machine_jiffies() -> Option<(u64, u64)> {
+/// The machine's counters (`/proc/stat`'s first line: user, nice, system,
+/// idle, iowait, irq, softirq, steal; guest time is inside user already).
+fn machine_jiffies() -> Option<Jiffies> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<u64> = stat
         .lines()
         .next()?
         .strip_prefix("cpu ")?
         .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let total: u64 = fields.iter().take(8).sum();
-    let idle = fields.get(3)? + fields.get(4)?;
-    Some((total - idle, total))
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = fields[..] else {
+        return None;
+    };
+    Some(Jiffies {
+        busy: user + nice + system + irq + softirq,
+        steal,
+        total: user + nice + system + idle + iowait + irq + softirq + steal,
+    })
 }
 
 /// What one reader's check of one notice costs: the real `verify` of a
 /// signed notice naming one change, timed here before the fleet starts.
-fn verify_cost() -> Result<Duration, String> {
+fn verify_cost(rounds: u32) -> Result<Duration, String> {
     use tenant_config_shared::notices::{notices_of, verify};
     use tenant_config_shared::refresh::proto::Operation;
     use tenant_config_shared::refresh::signing::{RefreshKey, unix_ms_now};
-    const ROUNDS: u32 = 2_000;
     let (key, _) = RefreshKey::generate("bench").map_err(|e| e.to_string())?;
     let keys = key.trusted();
     let change = ChangeRecord {
@@ -534,10 +579,10 @@ fn verify_cost() -> Result<Duration, String> {
         .pop()
         .ok_or("no notice to verify")?;
     let started = Instant::now();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds {
         verify(&payload, &keys, now).map_err(|e| e.to_string())?;
     }
-    Ok(started.elapsed() / ROUNDS)
+    Ok(started.elapsed() / rounds.max(1))
 }
 
 fn item(key: &str) -> Result<ItemKey, String> {
@@ -763,13 +808,24 @@ async fn run(
         .iter()
         .filter(|r| r.fate == Fate::Healthy)
         .collect();
-    let has_all = |sim: &SimReader| -> bool { sim.dropped(&written).iter().all(Option::is_some) };
+    let written_at: HashMap<&str, Instant> = written
+        .iter()
+        .map(|(key, at)| (key.as_str(), *at))
+        .collect();
+    let has_all = |sim: &SimReader| -> bool { sim.has_all(&written_at) };
+    // Each reader is checked until it has everything, then no more.
+    let mut converging = healthy.clone();
     let deadline = Instant::now() + SETTLE;
-    while Instant::now() < deadline && !healthy.iter().all(|r| has_all(r)) {
+    loop {
+        converging.retain(|r| !has_all(r));
+        if converging.is_empty() || Instant::now() >= deadline {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let healthy_window = burst_started.elapsed();
     let burst_cpu = cpu_at_burst.until_now();
+    let window_checks = notices(&fleet) - notices_before;
     if let Some(rest) = TROUBLE_AT_LEAST.checked_sub(healthy_window) {
         tokio::time::sleep(rest).await;
     }
@@ -912,6 +968,8 @@ async fn run(
         after_first: (!after_first.is_empty()).then(|| Summary::of(after_first)),
         given_up: given_up_count,
         burst_cpu,
+        window_checks,
+        healthy_readers: healthy.len(),
     })
 }
 
@@ -939,22 +997,44 @@ impl Report {
         } else {
             (10_000, &[100, 1_000], 100)
         };
-        let feed_readers = std::env::var(READERS_VARIABLE)
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(feed_readers);
-        let polling_override: Option<Vec<usize>> =
-            std::env::var(POLLING_VARIABLE).ok().map(|list| {
+        let overrides: Vec<String> = [READERS_VARIABLE, POLLING_VARIABLE]
+            .iter()
+            .filter_map(|name| Some(format!("{name}={}", std::env::var(name).ok()?)))
+            .collect();
+        let feed_readers = match std::env::var(READERS_VARIABLE) {
+            Ok(n) => n
+                .trim()
+                .parse()
+                .map_err(|_| format!("{READERS_VARIABLE}: '{n}' is not a reader count"))?,
+            Err(_) => feed_readers,
+        };
+        let polling_override: Option<Vec<usize>> = match std::env::var(POLLING_VARIABLE) {
+            Ok(list) => Some(
                 list.split(',')
-                    .filter_map(|n| n.trim().parse().ok())
-                    .collect()
-            });
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(|n| {
+                        n.parse()
+                            .map_err(|_| format!("{POLLING_VARIABLE}: '{n}' is not a reader count"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Err(_) => None,
+        };
         let polling_sizes: &[usize] = polling_override.as_deref().unwrap_or(polling_sizes);
         let fits = open_files.saturating_sub(2048) as usize;
         let feed_readers = feed_readers.min(fits);
         let smoke = self.sizes.smoke;
-        // Timed on a quiet machine, before any stack's readers start.
-        let verify_each = verify_cost()?;
+        // Timed before any of this figure's readers start (in a smoke run
+        // the other figures run meanwhile); a failure leaves the row's
+        // check figures out, not the figure.
+        let rounds = if smoke { 200 } else { 2_000 };
+        let verify_each = tokio::task::spawn_blocking(move || verify_cost(rounds))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|timed| timed)
+            .inspect_err(|error| eprintln!("scale: timing a notice's check: {error}"))
+            .ok();
         // Today's polling first, then the feed: each on a fresh stack in a
         // full run.
         let plans: Vec<(usize, bool)> = polling_sizes
@@ -1066,7 +1146,7 @@ impl Report {
             ]
         };
         let mut rows = row("change feed", &fed);
-        rows.push(cpu_row(&fed, verify_each, changes));
+        rows.push(cpu_row(&fed, verify_each));
         for o in &polled {
             rows.extend(row("journal polling (today)", o));
         }
@@ -1083,54 +1163,73 @@ impl Report {
                 baseline_label: human(P99_TARGET),
             });
         }
-        let notes = vec![
+        let mut notes = vec![
             format!(
                 "Readers are tasks in this process, each the real reader code: a CachedStore, a CatchUp over the stack's journal table in moto (its Queries are what is counted), and with the feed a NoticeFollower on its own MQTT connection to the stack's rumqttd. Changes take the real path: DynamoDB writes in moto, the stream mapping, config-refresh under cargo lambda watch (journal with sequence numbers, one signed notice per invocation, retained), the broker. Each reader reads one key a second (what makes today's design poll: every 2 s); convergence is the time from a write to the reader dropping that entry (its next read loads the new value). A twentieth of the readers is paused (tasks not polled, as a stopped process) and a twentieth cut off (connection dropped, journal unreachable) from before the burst until every healthy reader has it, then healed. Open-file limit {open_files}. Value loads (an in-memory store, not counted as change detection): {}.",
                 fed.value_loads
             ),
             "Store calls of config-refresh (one UpdateItem and one BatchWriteItem per invocation, one GetItem per heartbeat) are per change, not per reader, and the same in both designs; they are not in the counts.".to_owned(),
-            format!("Where the convergence goes: every reader checks every notice's signature, and here {} readers do it on the same cores as moto, the broker and the functions. The CPU row says what one check costs and what the burst used: when this process holds most of the machine from the first write until the last healthy reader has everything, the time after the first reader (delivery across the fleet) is this machine's CPU, not the feed's; a reader on a host of its own spends one check per notice, and what it waits for is the change path (the first reader's figure). While the fleet is behind, the burst's writes (from this process too) and the stream mapping's polls wait as well, so the change path's figure includes some of that wait.", fed.readers),
+            format!("Where the convergence goes: every reader checks every notice's signature, and here {} readers do so on the cores moto, the broker (the feed's fan-out) and the functions use too. The CPU row gives the check's timed cost, the notices each healthy reader checked while the burst converged, the share of this process's CPU those checks make up, and how busy the whole machine was. Delivery across the fleet (the time after the first reader) waits for that CPU; the first reader's figure is the change path up to the fastest reader, and it waits too while the machine is busy (the burst's writes and the stream mapping's polls run in this process).", fed.readers),
             format!("Troubled readers stay paused or cut off at least {} s (past the catch-up's 10 s overlap). Paused readers keep their connection (shorter than the keep-alive: the broker holds their notices); cut-off readers lose it and reach the journal again at the heal, then resubscribe. Not simulated: a notice lost on a live connection (QoS 0); figure 19's heartbeat runs every 5 s as in the local stack (the template's every 5 minutes).", TROUBLE_AT_LEAST.as_secs()),
             format!("moto stands in for DynamoDB and is the simulation's ceiling: one process answers a few hundred empty Queries a second but a Query returning a burst's hundred entries in about half a second. The fleet's journal calls therefore go through {MOTO_CONNECTIONS} connections, each held until moto answers (a call the reader gave up on included), readers start at {STARTS_PER_SEC} a second, and a simulated journal read may wait {} s for its turn and the answer (the agents' 500 ms is for DynamoDB). The heal's Queries are what each troubled reader needs once, and the time they take is moto's pace. Journal polling at 1,000 readers asks for more than moto answers: its figures there show moto's limit, not DynamoDB's; the cost model takes polling's rate from the 100-reader run.", SIMULATED_READ_TIMEOUT.as_secs()),
         ];
+        if !overrides.is_empty() {
+            notes.push(format!(
+                "Sizes overridden for this run: {}.",
+                overrides.join(", ")
+            ));
+        }
         self.section(
             "19. Past one fleet: readers, store calls, convergence",
             rows,
             notes,
         );
         // The design's own rate: the smallest run (moto caps the largest).
-        let polled_rate = polled.first().map_or((0.0, 0), |o| {
-            (o.quiet_calls_per_sec / o.readers.max(1) as f64, o.readers)
-        });
-        let (rows, notes) = cost_model(&fed, polled_rate);
-        self.section("19b. Cost model: a month of change detection", rows, notes);
+        // Without a polling run (an override) there is nothing to price it by.
+        if let Some(o) = polled.first() {
+            let polled_rate = (o.quiet_calls_per_sec / o.readers.max(1) as f64, o.readers);
+            let (rows, notes) = cost_model(&fed, polled_rate);
+            self.section("19b. Cost model: a month of change detection", rows, notes);
+        }
         Ok(())
     }
 }
 
-/// Where the feed's CPU went during the burst: what says whether its
-/// convergence is the design's or this machine's (every reader checks every
-/// notice's signature, ten thousand readers on these cores).
-fn cpu_row(o: &Outcome, verify_each: Duration, changes: usize) -> Row {
+/// Where the CPU went while the burst converged: whether the delivery
+/// across the fleet waited for this machine (every reader checks every
+/// notice's signature, thousands of readers on these cores).
+fn cpu_row(o: &Outcome, verify_each: Option<Duration>) -> Row {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = o.burst_cpu;
     let share = cpu.process / (cpu.window.as_secs_f64() * cores as f64).max(f64::EPSILON);
-    let per_notice = verify_each.as_secs_f64() * o.readers as f64;
+    let machine = cpu.machine.map_or("—".to_owned(), |(busy, steal)| {
+        format!("{:.0} % busy, {:.0} % stolen", busy * 100.0, steal * 100.0)
+    });
+    let checks = verify_each.map_or("a check not timed".to_owned(), |each| {
+        let checking = each.as_secs_f64() * o.window_checks as f64;
+        format!(
+            "{:.1} µs per check; {:.1} core-s checking, {:.0} % of this process's",
+            each.as_secs_f64() * 1e6,
+            checking,
+            100.0 * checking / cpu.process.max(f64::EPSILON)
+        )
+    });
+    let settled = if o.healthy_misses == 0 {
+        "until every healthy reader had every change"
+    } else {
+        "until the settle time ran out"
+    };
     Row {
         figure: format!(
-            "change feed, {} readers: CPU from the first write until every healthy reader had every change ({}); one reader's check of one notice (the real verify: decode, Ed25519 signature, contents), timed here",
+            "change feed, {} readers: CPU from the first write {settled} ({}): this process (the readers, the harness, the stack's stream mapping and schedules, the writer), the machine (moto, the broker, the functions besides); notices the healthy readers checked meanwhile (heartbeats included), and one check (the real verify of a one-change notice: decode, Ed25519 signature, contents) timed before the readers started",
             o.readers,
             human(cpu.window)
         ),
         ours: format!(
-            "this process (the readers, the stream mapping, the writer) {:.1} core-s, {:.0} % of {cores} cores; the machine {} busy; {:.1} µs per check, {:.2} core-s per notice for the fleet, {:.0} notices per reader from the first write to the heal",
+            "this process {:.1} core-s, {:.0} % of {cores} cores; the machine {machine}; {:.1} notices per healthy reader; {checks}",
             cpu.process,
             share * 100.0,
-            cpu.machine_busy
-                .map_or("—".to_owned(), |busy| format!("{:.0} %", busy * 100.0)),
-            verify_each.as_secs_f64() * 1e6,
-            per_notice,
-            o.notices_per_change * changes as f64,
+            o.window_checks as f64 / o.healthy_readers.max(1) as f64,
         ),
         baseline: "—".into(),
         target: "—".into(),
@@ -1149,9 +1248,13 @@ fn calls_row(figure: String, per_sec: f64) -> Row {
     }
 }
 
-/// List prices (us-east-1, on-demand) the cost model uses. Checked against
-/// AWS's pricing pages as published in 2025; check them before relying on
-/// the table.
+/// List prices (us-east-1, on-demand) the cost model uses, from AWS's
+/// pricing pages as published in 2025. Checked again in December 2026:
+/// DynamoDB's on-demand request prices (after the November 2024 cut) and IoT
+/// Core's connectivity and message prices against public summaries of the
+/// price pages, IoT Core's metering (a retained publish, a client's PUBACK)
+/// against its metering details page; AppConfig's are the issue's. Check
+/// them before relying on the table.
 mod prices {
     /// DynamoDB on-demand, per read / write request unit.
     pub const DYNAMODB_READ: f64 = 0.125 / 1e6;
