@@ -17,7 +17,7 @@
 //! reads) runs beside it, first; in a full run each design and size on a
 //! fresh stack of its own.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -188,11 +188,11 @@ impl ChangeJournal for ReachableJournal {
     }
 }
 
-/// What a call moto did not answer within twice the reader's timeout gets.
-fn unreachable_after_timeout() -> JournalError {
+/// What a simulated journal call that did not reach an answer gets.
+fn unreachable(detail: &str) -> JournalError {
     JournalError::Unavailable {
         operation: "Query",
-        detail: "moto did not answer".to_owned(),
+        detail: detail.to_owned(),
     }
 }
 
@@ -210,10 +210,6 @@ impl ReachableJournal {
         T: Send + 'static,
         F: Future<Output = Result<T, JournalError>> + Send + 'static,
     {
-        let unreachable = |detail: &str| JournalError::Unavailable {
-            operation: "Query",
-            detail: detail.to_owned(),
-        };
         if self.cut.load(Ordering::SeqCst) {
             return Err(unreachable("cut off (simulated partition)"));
         }
@@ -237,7 +233,7 @@ impl ReachableJournal {
             // hold its connection for good.
             let answer = tokio::time::timeout(2 * SIMULATED_READ_TIMEOUT, answer).await;
             drop(permit);
-            answer.unwrap_or_else(|_| Err(unreachable_after_timeout()))
+            answer.unwrap_or_else(|_| Err(unreachable("moto did not answer")))
         })
         .await
         .map_err(|e| unreachable(&e.to_string()))?;
@@ -317,38 +313,32 @@ struct SimReader {
 
 impl SimReader {
     /// When this reader first dropped each written change (or everything)
-    /// at or after its write, in the order written.
-    fn dropped(&self, written: &[(String, Instant)]) -> Vec<Option<Instant>> {
+    /// at or after its write, in the order written: one pass over its drops
+    /// (the harness asks of thousands of readers while they converge, on
+    /// the cores they converge with).
+    fn dropped(&self, written: &Written) -> Vec<Option<Instant>> {
+        let mut first: Vec<Option<Instant>> = vec![None; written.writes.len()];
         let Ok(drops) = self.reader.drops.lock() else {
-            return vec![None; written.len()];
+            return first;
         };
-        written
-            .iter()
-            .map(|(key, at)| dropped_at(&drops, key, *at))
-            .collect()
-    }
-
-    /// Whether this reader dropped every written change at or after its
-    /// write: one pass over its drops (the harness checks thousands of
-    /// readers while they converge, on the cores they converge with).
-    fn has_all(&self, written: &HashMap<&str, Instant>) -> bool {
-        let Ok(drops) = self.reader.drops.lock() else {
-            return false;
+        let mut saw = |place: usize, when: Instant| {
+            if when >= written.writes[place].1 {
+                first[place] = Some(first[place].map_or(when, |earlier| earlier.min(when)));
+            }
         };
-        let mut everything_at: Option<Instant> = None;
-        let mut covered: HashSet<&str> = HashSet::with_capacity(written.len());
         for (key, when) in drops.iter() {
             if key == "*" {
-                everything_at = everything_at.max(Some(*when));
-            } else if let Some((key, at)) = written.get_key_value(key.as_str())
-                && when >= at
-            {
-                covered.insert(key);
+                (0..written.writes.len()).for_each(|place| saw(place, *when));
+            } else if let Some(&place) = written.place.get(key.as_str()) {
+                saw(place, *when);
             }
         }
-        written
-            .iter()
-            .all(|(key, at)| covered.contains(key) || everything_at.is_some_and(|all| all >= *at))
+        first
+    }
+
+    /// Whether this reader dropped every written change at or after its write.
+    fn has_all(&self, written: &Written) -> bool {
+        self.dropped(written).iter().all(Option::is_some)
     }
 
     fn stop(&self) {
@@ -560,19 +550,11 @@ fn machine_jiffies() -> Option<Jiffies> {
 /// signed notice naming one change, timed here before the fleet starts.
 fn verify_cost(rounds: u32) -> Result<Duration, String> {
     use tenant_config_shared::notices::{notices_of, verify};
-    use tenant_config_shared::refresh::proto::Operation;
     use tenant_config_shared::refresh::signing::{RefreshKey, unix_ms_now};
+    use tenant_config_testkit::values::update_of;
     let (key, _) = RefreshKey::generate("bench").map_err(|e| e.to_string())?;
     let keys = key.trusted();
-    let change = ChangeRecord {
-        subject: Subject::Entry(item("tenant_config_verify")?),
-        store: StoreKind::DynamoDb,
-        operation: Operation::Update,
-        change_id: "verify-cost".into(),
-        time_unix_ms: unix_ms_now(),
-        audit: Default::default(),
-        value_type: None,
-    };
+    let change = update_of(&item("tenant_config_verify")?, StoreKind::DynamoDb);
     let now = unix_ms_now();
     let entry = JournalEntry::new(change, now).with_sequence(1);
     let payload = notices_of(&[entry], &key, now)
@@ -794,25 +776,22 @@ async fn run(
     let before_burst = queries();
     let cpu_at_burst = CpuMark::now();
     let burst_started = Instant::now();
-    let mut written: Vec<(String, Instant)> = Vec::with_capacity(changes);
+    let mut writes: Vec<(String, Instant)> = Vec::with_capacity(changes);
     for key in &keys {
         let item = item(key)?;
         store.put(&item, plain(json!("after")));
         let at = Instant::now();
         put_item(&stack.aws, TABLE, &item, "after").await?;
-        written.push((key.clone(), at));
+        writes.push((key.clone(), at));
     }
+    let written = Written::new(writes);
     // Healthy readers: until each has every change, or the settle time.
     let healthy: Vec<&Arc<SimReader>> = fleet
         .readers
         .iter()
         .filter(|r| r.fate == Fate::Healthy)
         .collect();
-    let written_at: HashMap<&str, Instant> = written
-        .iter()
-        .map(|(key, at)| (key.as_str(), *at))
-        .collect();
-    let has_all = |sim: &SimReader| -> bool { sim.has_all(&written_at) };
+    let has_all = |sim: &SimReader| -> bool { sim.has_all(&written) };
     // Each reader is checked until it has everything, then no more.
     let mut converging = healthy.clone();
     let deadline = Instant::now() + SETTLE;
@@ -888,9 +867,9 @@ async fn run(
         healthy.iter().map(|sim| sim.dropped(&written)).collect();
     let mut samples = Vec::new();
     let mut misses = 0;
-    let mut first_drops: Vec<Option<Instant>> = vec![None; written.len()];
+    let mut first_drops: Vec<Option<Instant>> = vec![None; written.writes.len()];
     for drops in &healthy_drops {
-        for (((_, at), dropped), first) in written.iter().zip(drops).zip(&mut first_drops) {
+        for (((_, at), dropped), first) in written.writes.iter().zip(drops).zip(&mut first_drops) {
             match dropped {
                 Some(when) => {
                     samples.push(*when - *at);
@@ -901,6 +880,7 @@ async fn run(
         }
     }
     let first_reader: Vec<Duration> = written
+        .writes
         .iter()
         .zip(&first_drops)
         .filter_map(|((_, at), first)| first.map(|first| first - *at))
@@ -955,7 +935,7 @@ async fn run(
         burst_window,
         healthy: (!samples.is_empty()).then(|| Summary::of(samples)),
         healthy_misses: misses,
-        healthy_pairs: healthy.len() * written.len(),
+        healthy_pairs: healthy.len() * written.writes.len(),
         stale_after_heal,
         heal_took,
         heal_calls,
@@ -973,13 +953,22 @@ async fn run(
     })
 }
 
-/// When a reader first dropped `key` (or everything) at or after `at`.
-fn dropped_at(drops: &[(String, Instant)], key: &str, at: Instant) -> Option<Instant> {
-    drops
-        .iter()
-        .filter(|(dropped, when)| (dropped == key || dropped == "*") && *when >= at)
-        .map(|(_, when)| *when)
-        .min()
+/// The burst's writes (key, when its write returned) in the order made, and
+/// each key's place among them.
+struct Written {
+    writes: Vec<(String, Instant)>,
+    place: HashMap<String, usize>,
+}
+
+impl Written {
+    fn new(writes: Vec<(String, Instant)>) -> Self {
+        let place = writes
+            .iter()
+            .enumerate()
+            .map(|(place, (key, _))| (key.clone(), place))
+            .collect();
+        Self { writes, place }
+    }
 }
 
 impl Report {
@@ -997,19 +986,24 @@ impl Report {
         } else {
             (10_000, &[100, 1_000], 100)
         };
-        let overrides: Vec<String> = [READERS_VARIABLE, POLLING_VARIABLE]
-            .iter()
-            .filter_map(|name| Some(format!("{name}={}", std::env::var(name).ok()?)))
-            .collect();
-        let feed_readers = match std::env::var(READERS_VARIABLE) {
-            Ok(n) => n
+        let readers_override = std::env::var(READERS_VARIABLE).ok();
+        let polling_override = std::env::var(POLLING_VARIABLE).ok();
+        let overrides: Vec<String> = [
+            (READERS_VARIABLE, &readers_override),
+            (POLLING_VARIABLE, &polling_override),
+        ]
+        .iter()
+        .filter_map(|(name, value)| Some(format!("{name}={}", value.as_ref()?)))
+        .collect();
+        let feed_readers = match &readers_override {
+            Some(n) => n
                 .trim()
                 .parse()
                 .map_err(|_| format!("{READERS_VARIABLE}: '{n}' is not a reader count"))?,
-            Err(_) => feed_readers,
+            None => feed_readers,
         };
-        let polling_override: Option<Vec<usize>> = match std::env::var(POLLING_VARIABLE) {
-            Ok(list) => Some(
+        let polling_override: Option<Vec<usize>> = match polling_override {
+            Some(list) => Some(
                 list.split(',')
                     .map(str::trim)
                     .filter(|n| !n.is_empty())
@@ -1019,7 +1013,7 @@ impl Report {
                     })
                     .collect::<Result<_, _>>()?,
             ),
-            Err(_) => None,
+            None => None,
         };
         let polling_sizes: &[usize] = polling_override.as_deref().unwrap_or(polling_sizes);
         let fits = open_files.saturating_sub(2048) as usize;
